@@ -1,0 +1,1 @@
+"""ECHONET Lite: frame codec, meter class decoding and the request layer."""

@@ -1,0 +1,1 @@
+"""SKSTACK IP: the line codec and the Twisted protocol."""

@@ -1,0 +1,1 @@
+"""Tests for smartmeter_tx (run with: python -m twisted.trial tests)."""
