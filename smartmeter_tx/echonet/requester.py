@@ -1,0 +1,209 @@
+"""
+The ECHONET Lite request layer over an L{SKStackProtocol}: send a frame to the
+meter with SKSENDTO and get a Deferred for the frame that answers it.
+
+Modelled on C{twisted.names.dns.DNSMixin}: pending requests are keyed by TID
+with their timers; a datagram that answers none of them (INF, INFC, a late
+reply to a request that already timed out) goes to an unsolicited handler.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from smartmeter_tx.errors import FrameError, SmartMeterError
+from smartmeter_tx.echonet import frame as F
+from smartmeter_tx.sk import lines as L
+
+ECHONET_PORT = 0x0E1A
+
+__all__ = ["EchonetRequester", "EchonetError", "EchonetTimeout", "SendFailed", "NotSent"]
+
+
+class EchonetError(SmartMeterError):
+    """Base class of ECHONET request failures."""
+
+
+class EchonetTimeout(EchonetError):
+    """
+    No matching answer arrived in time (the request or the answer was lost).
+    """
+
+    def __init__(self, tid: int, seconds: float) -> None:
+        super().__init__(f"no answer from the meter within {seconds:g} s (TID {tid:04X})")
+        self.tid = tid
+
+
+class SendFailed(EchonetError):
+    """
+    EVENT 21 with PARAM 01: the module failed to send the frame.  Retryable
+    after a pause.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("the module could not send the frame (EVENT 21 01)")
+
+
+class NotSent(EchonetError):
+    """
+    EVENT 21 with PARAM 02: the module did neighbour discovery instead of
+    sending; without a PANA session this is what every send gets.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("the frame was not sent: no route or no session (EVENT 21 02)")
+
+
+class EchonetRequester:
+    """
+    Request/response matching for ECHONET Lite frames to and from one meter.
+
+    @ivar meter_addr: the meter's IPv6 address (full form); datagrams from any
+        other sender are not taken as answers.
+    @ivar on_unsolicited: called with C{(frame, rxudp)} for every valid ECHONET
+        frame from the meter that answers no pending request.
+    """
+
+    log = Logger()
+
+    def __init__(self, sk, dialect: L.Dialect, meter_addr: Optional[str] = None,
+                 clock=None, on_unsolicited: Optional[Callable] = None,
+                 answer_infc: bool = True) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.sk = sk
+        self.dialect = dialect
+        self.meter_addr = meter_addr.upper() if meter_addr else None
+        self.on_unsolicited = on_unsolicited
+        self.answer_infc = answer_infc
+        self._clock = clock
+        self._pending: dict = {}
+        self._next_tid = 1
+        self.frames_sent = 0
+        sk.add_listener(self._received)
+
+    def close(self) -> None:
+        """
+        Stop listening to the SK protocol.
+        """
+        self.sk.remove_listener(self._received)
+
+    def allocate_tid(self) -> int:
+        """
+        A TID not used by any pending request (0 is left to the meter's own INF).
+        """
+        for _ in range(0x10000):
+            tid = self._next_tid
+            self._next_tid = tid % 0xFFFF + 1
+            if tid not in self._pending:
+                return tid
+        raise EchonetError("every TID is pending")
+
+    def get(self, epcs, deoj: int = F.METER, timeout: float = 20.0) -> defer.Deferred:
+        """
+        Get C{epcs} from C{deoj} in one frame.
+
+        @return: see L{request}.
+        """
+        frame = F.get_request(self.allocate_tid(), epcs, deoj=deoj)
+        return self.request(frame, timeout)
+
+    def request(self, frame: F.Frame, timeout: float = 20.0) -> defer.Deferred:
+        """
+        Send C{frame} and wait for the frame that answers it.
+
+        @param timeout: seconds from the send to the answer (the ECHONET AIF
+            response timer is 20 s for one property; smaller is fine for a meter
+            that answers in under a second).
+        @return: a Deferred that fires with the answering L{F.Frame} (a success
+            or SNA response), or fails with L{SendFailed}, L{NotSent},
+            L{EchonetTimeout} or an SK error from the protocol.
+        """
+        if self.meter_addr is None:
+            return defer.fail(EchonetError("the meter's address is not known yet"))
+        if frame.tid in self._pending:
+            return defer.fail(EchonetError(f"TID {frame.tid:04X} is already pending"))
+        try:
+            command = L.sk_sendto(self.dialect, self.meter_addr, frame.encode())
+        except Exception as e:
+            return defer.fail(e)
+        answer = defer.Deferred(lambda _: self._forget(frame.tid))
+        # Registered before sending: an answer may overtake the SKSENDTO's OK.
+        self._pending[frame.tid] = (frame, answer, None)
+        sent = self.sk.command(command)
+        self.frames_sent += 1
+
+        def judged(reply):
+            events = [e for e in reply.events if e.num == 0x21]
+            param = events[-1].param if events else None
+            if param == 1:
+                raise SendFailed()
+            if param == 2:
+                raise NotSent()
+            if frame.tid in self._pending:
+                timer = self._clock.callLater(timeout, self._timed_out, frame.tid, timeout)
+                req, d, _ = self._pending[frame.tid]
+                self._pending[frame.tid] = (req, d, timer)
+
+        def failed(failure):
+            entry = self._forget(frame.tid)
+            if entry is not None and not entry[1].called:
+                entry[1].errback(failure)
+
+        sent.addCallback(judged)
+        sent.addErrback(failed)
+        return answer
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _forget(self, tid: int):
+        entry = self._pending.pop(tid, None)
+        if entry is not None and entry[2] is not None and entry[2].active():
+            entry[2].cancel()
+        return entry
+
+    def _timed_out(self, tid: int, seconds: float) -> None:
+        entry = self._pending.pop(tid, None)
+        if entry is not None:
+            entry[1].errback(EchonetTimeout(tid, seconds))
+
+    def _received(self, value) -> None:
+        if not isinstance(value, L.RxUdp):
+            return
+        if value.rport != ECHONET_PORT or value.lport != ECHONET_PORT:
+            return  # PANA (02CC) and anything else that is not ECHONET Lite
+        if value.side not in (None, 0):
+            return  # the HAN side of a DSE module
+        if self.meter_addr is None or value.sender != self.meter_addr:
+            self.log.info("ignoring an ECHONET frame from {sender}", sender=value.sender)
+            return
+        try:
+            frame = F.Frame.decode(value.data)
+        except FrameError as e:
+            self.log.warn("dropping a malformed ECHONET frame from the meter: {error}", error=e)
+            return
+        entry = self._pending.get(frame.tid)
+        if entry is not None and frame.is_response_to(entry[0]):
+            self._forget(frame.tid)
+            entry[1].callback(frame)
+            return
+        if frame.esv == F.INFC and self.answer_infc:
+            self._answer_infc(frame)
+        if self.on_unsolicited is not None:
+            try:
+                self.on_unsolicited(frame, value)
+            except Exception:
+                self.log.failure("unsolicited-frame handler failed")
+        else:
+            self.log.debug("unsolicited frame {frame}", frame=frame.describe())
+
+    def _answer_infc(self, frame: F.Frame) -> None:
+        command = L.sk_sendto(self.dialect, self.meter_addr, F.infc_response(frame).encode())
+        self.frames_sent += 1
+        self.sk.command(command).addErrback(
+            lambda f: self.log.info("INFC_Res not sent: {error}", error=f.getErrorMessage()))

@@ -1,0 +1,503 @@
+"""
+SKStackProtocol: SKSTACK IP over any byte transport (a SerialPort in
+production, a StringTransport in tests, a pty to the emulator in between).
+
+One command is on the wire at a time; each returns a Deferred.  What completes a
+command is data (L{smartmeter_tx.sk.lines.Completion}), so SKLL64 (no OK), SKSCAN
+(EVENT 22) and SKJOIN (EVENT 25/24) need no special cases here.  EVENT, ERXUDP
+and EPANDESC reach listeners at any time, including between a command and its OK.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from smartmeter_tx.errors import SKParseError, SmartMeterError
+from smartmeter_tx.sk import lines as L
+
+__all__ = [
+    "SKStackProtocol", "Reply", "SKCommandError", "SKEventError", "SKTimeoutError",
+    "SKDisconnected", "SKError",
+]
+
+
+class SKError(SmartMeterError):
+    """
+    Base class of the errors an SK command's Deferred fails with.
+
+    @ivar command: the name of the command concerned (never its arguments,
+        which may be secret).
+    """
+
+    def __init__(self, command: Optional[str], message: str) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class SKCommandError(SKError):
+    """
+    The module answered C{FAIL ERxx}.
+    """
+
+    def __init__(self, command: str, fail: L.Fail) -> None:
+        super().__init__(command, f"{command} failed: {fail}")
+        self.code = fail.code
+        self.meaning = fail.meaning
+
+
+class SKEventError(SKError):
+    """
+    The module reported an EVENT that means the command failed (EVENT 24 after
+    SKJOIN: PANA authentication failed).
+    """
+
+    def __init__(self, command: str, event: L.Event) -> None:
+        super().__init__(command, f"{command} failed: EVENT {event.num:02X} ({event.name})")
+        self.event = event
+
+
+class SKTimeoutError(SKError):
+    """
+    A command did not complete in its time.
+    """
+
+    def __init__(self, command: str, seconds: float) -> None:
+        super().__init__(command, f"{command} got no answer within {seconds:g} s")
+        self.seconds = seconds
+
+
+class SKDisconnected(SKError):
+    """
+    The serial link was lost (or already gone) before the command completed.
+    """
+
+    def __init__(self, command: Optional[str], reason: Optional[Failure] = None) -> None:
+        what = f"{command} was lost" if command else "waiting was abandoned"
+        why = reason.getErrorMessage() if reason is not None else "not connected"
+        super().__init__(command, f"serial link closed ({why}); {what}")
+        self.reason = reason
+
+
+@dataclass
+class Reply:
+    """
+    What a completed command produced.
+
+    @ivar lines: result lines before the end (L{L.Ver}, L{L.Info}, L{L.SReg},
+        L{L.Neighbor}, ...), in order.
+    @ivar events: events the command collects (EVENT 21 for SKSENDTO).
+    @ivar pandescs: PAN descriptors received during the command (SKSCAN).
+    @ivar ok: the L{L.Ok} line, or C{None} for commands that end without one.
+    @ivar final: the value that completed the command: the L{L.Ok}, SKLL64's
+        L{L.Address}, or the EVENT that ended SKSCAN/SKJOIN/SKTERM.
+    """
+
+    command: L.Command
+    lines: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    pandescs: list = field(default_factory=list)
+    ok: Optional[L.Ok] = None
+    final: object = None
+
+    def first(self, kind: type):
+        """
+        @return: the first result line of type C{kind}, or C{None}.
+        """
+        for line in self.lines:
+            if isinstance(line, kind):
+                return line
+        return None
+
+
+class _Pending:
+    __slots__ = ("command", "deferred", "reply", "echo_seen", "timer")
+
+    def __init__(self, command: L.Command, deferred: defer.Deferred) -> None:
+        self.command = command
+        self.deferred = deferred
+        self.reply = Reply(command)
+        self.echo_seen = False
+        self.timer = None
+
+
+_SECRET_ECHO = re.compile(r"^(SKSETPWD|SKSETRBID)\b.*$")
+
+
+class SKStackProtocol(LineReceiver):
+    """
+    The host side of SKSTACK IP.
+
+    @ivar echo: whether the module echoes commands: C{True}, C{False}, or
+        C{None} while unknown (at start, after a timeout or SKRESET).
+    @ivar payload_mode: C{"hex"} or C{"binary"} once ROPT/WOPT told us the ERXUDP
+        output mode, else C{None} (decided per line from DATALEN).
+    @ivar transcript: if set, called with C{(direction, text)} for every line
+        sent (C{">"}) or received (C{"<"}), with secrets redacted.
+    """
+
+    # The longest legitimate line is a hex ERXUDP of 0x4D0 bytes (~2.6 kB).
+    MAX_LENGTH = 4096
+
+    log = Logger()
+
+    def __init__(self, clock=None, payload_mode: Optional[str] = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        self._queue: deque = deque()
+        self._current: Optional[_Pending] = None
+        self._listeners: list = []
+        self._waiters: list = []
+        self._lost_waiters: list = []
+        self._assembler = L.BlockAssembler()
+        self._partial: Optional[L.RxUdpPartial] = None
+        self._raw = b""
+        self._refeed = b""
+        self._secrets: set = set()
+        self._lost: Optional[Failure] = None
+        self.echo: Optional[bool] = None
+        self.payload_mode = payload_mode
+        self.transcript: Optional[Callable[[str, str], None]] = None
+        self.connected_once = False
+
+    # -- public API ---------------------------------------------------------
+
+    def command(self, command: L.Command) -> defer.Deferred:
+        """
+        Queue C{command}; it is written once every earlier command completed.
+
+        @return: a Deferred that fires with a L{Reply}, or fails with
+            L{SKCommandError} (FAIL ERxx), L{SKEventError} (a failure event such
+            as EVENT 24), L{SKTimeoutError} or L{SKDisconnected}.  Cancelling it
+            drops a queued command; an in-flight one is abandoned.
+        """
+        for index in command.secret:
+            self.add_secret(command.args[index])
+        if self._lost is not None:
+            return defer.fail(SKDisconnected(command.name, self._lost))
+        d = defer.Deferred(self._cancel)
+        self._queue.append(_Pending(command, d))
+        self._issue()
+        return d
+
+    def add_listener(self, listener: Callable[[object], None]) -> None:
+        """
+        Call C{listener(value)} for every L{L.Event}, L{L.RxUdp} and L{L.PanDesc}
+        the module prints, whenever it prints it.  Exceptions it raises are
+        logged and otherwise ignored.
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[object], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def when_event(self, *nums: int) -> defer.Deferred:
+        """
+        @return: a fresh Deferred that fires with the next L{L.Event} whose
+            number is in C{nums}, or fails with L{SKDisconnected}.
+        """
+        if self._lost is not None:
+            return defer.fail(SKDisconnected(None, self._lost))
+        entry = [frozenset(nums), None]
+        d = defer.Deferred(lambda _: self._waiters.remove(entry) if entry in self._waiters else None)
+        entry[1] = d
+        self._waiters.append(entry)
+        return d
+
+    def when_disconnected(self) -> defer.Deferred:
+        """
+        @return: a fresh Deferred that fires with the reason when the link is lost.
+        """
+        if self._lost is not None:
+            return defer.succeed(self._lost)
+        d = defer.Deferred()
+        self._lost_waiters.append(d)
+        return d
+
+    @property
+    def busy(self) -> bool:
+        """Whether a command is in flight or queued."""
+        return self._current is not None or bool(self._queue)
+
+    @property
+    def connected_now(self) -> bool:
+        return self.connected_once and self._lost is None
+
+    def add_secret(self, secret: str) -> None:
+        """
+        Never let C{secret} (or its hex form, as PANA carries the B-route ID)
+        reach a log or transcript.
+        """
+        if secret:
+            self._secrets.add(secret)
+            self._secrets.add(secret.encode().hex().upper())
+
+    # -- Twisted hooks ------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected_once = True
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:
+        if not isinstance(reason, Failure):
+            reason = Failure(reason())
+        self._lost = reason
+        pending = ([self._current] if self._current else []) + list(self._queue)
+        self._current = None
+        self._queue.clear()
+        for p in pending:
+            if p.timer is not None and p.timer.active():
+                p.timer.cancel()
+            p.deferred.errback(SKDisconnected(p.command.name, reason))
+        waiters, self._waiters = self._waiters, []
+        for _, d in waiters:
+            d.errback(SKDisconnected(None, reason))
+        lost, self._lost_waiters = self._lost_waiters, []
+        for d in lost:
+            d.callback(reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        # An over-long line was dropped; process what followed it now.
+        while self._refeed and self._lost is None:
+            data, self._refeed = self._refeed, b""
+            super().dataReceived(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # Garbage on the serial line must never close the port: drop up to the
+        # next line end and go on (LineReceiver's default disconnects).
+        head, sep, rest = line.partition(self.delimiter)
+        self.log.warn("dropping an over-long line from the module ({n} bytes)", n=len(head))
+        self._refeed = rest
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.startswith(b"\n"):
+            line = line[1:]  # the LF after a CR-terminated answer (ROPT/WOPT)
+        try:
+            value = L.parse_line(line, self.payload_mode)
+        except SKParseError as e:
+            self.log.warn("dropping malformed line from the module: {error}: {line}",
+                          error=e, line=self._scrub(repr(line[:80])))
+            return
+        if isinstance(value, L.Resynced):
+            self.log.info("dropping {junk} glued before a line", junk=self._scrub(repr(value.junk)))
+            value = value.value
+        if isinstance(value, L.RxUdpPartial):
+            # A binary payload held CR LF: the rest of it comes as raw bytes.
+            self._partial = value
+            self._raw = b""
+            self.setRawMode()
+            return
+        self._record_line(value, line)
+        for complete in self._assembler.feed(value):
+            self._dispatch(complete)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        self._raw += data
+        need = self._partial.remaining
+        if len(self._raw) < need:
+            return
+        body, rest, self._raw = self._raw[:need], self._raw[need:], b""
+        partial, self._partial = self._partial, None
+        value = partial.complete(body)
+        self._record_line(value, b"")
+        for complete in self._assembler.feed(value):
+            self._dispatch(complete)
+        # The CR LF that ends the ERXUDP line follows; it parses as a blank line.
+        self.setLineMode(rest)
+
+    # -- internals -----------------------------------------------------------
+
+    def _issue(self) -> None:
+        if self._current is not None or not self._queue or self._lost is not None:
+            return
+        p = self._queue.popleft()
+        self._current = p
+        cmd = p.command
+        self.delimiter = cmd.terminator if cmd.terminator == b"\r" else b"\r\n"
+        if self.transcript:
+            self.transcript(">", self._scrub(cmd.redacted()))
+        self.log.debug("> {command}", command=self._scrub(cmd.redacted()))
+        p.timer = self._clock.callLater(cmd.timeout, self._timed_out, p)
+        self.transport.write(cmd.to_bytes())
+
+    def _cancel(self, d: defer.Deferred) -> None:
+        for p in list(self._queue):
+            if p.deferred is d:
+                self._queue.remove(p)
+                return
+        if self._current is not None and self._current.deferred is d:
+            self._finish(self._current)
+
+    def _timed_out(self, p: _Pending) -> None:
+        if p is not self._current:
+            return
+        p.timer = None
+        # The stream may be out of step now: forget what we knew about echo.
+        self.echo = None
+        self._fail(p, SKTimeoutError(p.command.name, p.command.timeout))
+
+    def _finish(self, p: _Pending) -> None:
+        if p.timer is not None and p.timer.active():
+            p.timer.cancel()
+        p.timer = None
+        if self._current is p:
+            self._current = None
+            self.delimiter = b"\r\n"
+        self._issue()
+
+    def _succeed(self, p: _Pending, final) -> None:
+        p.reply.final = final
+        self._learn(p)
+        self._finish(p)
+        p.deferred.callback(p.reply)
+
+    def _fail(self, p: _Pending, error: Exception) -> None:
+        self._finish(p)
+        p.deferred.errback(error)
+
+    def _learn(self, p: _Pending) -> None:
+        """Keep what a completed command tells us about the module's modes."""
+        cmd = p.command
+        if cmd.name == "SKSREG" and len(cmd.args) == 2 and cmd.args[0] == "SFE":
+            self.echo = cmd.args[1] != "0"
+        elif cmd.name == "SKRESET":
+            self.echo = None
+        elif cmd.name == "ROPT" and p.reply.ok is not None and p.reply.ok.param in ("00", "01"):
+            self.payload_mode = "binary" if p.reply.ok.param == "00" else "hex"
+        elif cmd.name == "WOPT":
+            self.payload_mode = "binary" if cmd.args[0] == "00" else "hex"
+
+    def _dispatch(self, value) -> None:
+        handler = getattr(self, "_line_" + type(value).__name__, None)
+        if handler is None:
+            handler = self._line_result
+        handler(value)
+
+    def _notify(self, value) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(value)
+            except Exception:
+                self.log.failure("listener {listener!r} failed on {kind}",
+                                 listener=listener, kind=type(value).__name__)
+
+    def _line_Event(self, event: L.Event) -> None:
+        p = self._current
+        if p is not None:
+            c = p.command.completion
+            if event.num in c.collect_events:
+                p.reply.events.append(event)
+        self._notify(event)
+        for entry in list(self._waiters):
+            nums, d = entry
+            if event.num in nums and entry in self._waiters:
+                self._waiters.remove(entry)
+                d.callback(event)
+        p = self._current
+        if p is not None and p.reply.ok is not None:
+            c = p.command.completion
+            if event.num in c.success_events:
+                self._succeed(p, event)
+            elif event.num in c.failure_events:
+                self._fail(p, SKEventError(p.command.name, event))
+
+    def _line_RxUdp(self, rx: L.RxUdp) -> None:
+        self._notify(rx)
+
+    def _line_PanDesc(self, desc: L.PanDesc) -> None:
+        p = self._current
+        if p is not None and p.command.completion.collect_pandesc:
+            p.reply.pandescs.append(desc)
+        self._notify(desc)
+
+    def _line_Echo(self, echo: L.Echo) -> None:
+        p = self._current
+        if p is not None and not p.echo_seen and p.command.is_echo(echo):
+            p.echo_seen = True
+            self.echo = True
+        else:
+            self.log.debug("ignoring an echo that is not the command in flight")
+
+    def _line_Blank(self, _blank) -> None:
+        pass  # SKSENDTO's answer with echo off, or the CRLF after a binary payload
+
+    def _line_Unknown(self, unknown: L.Unknown) -> None:
+        self.log.warn("dropping unrecognised line from the module: {line}",
+                      line=self._scrub(repr(unknown.raw[:80])))
+
+    def _end_ok(self, value) -> Optional[_Pending]:
+        """The command an OK/FAIL line ends, or None if it is a stray one."""
+        p = self._current
+        if p is None or not p.command.completion.ok or p.reply.ok is not None:
+            self.log.info("ignoring {line} with no command waiting for it", line=str(value))
+            return None
+        if self.echo and not p.echo_seen:
+            # With echo on, an answer before the echo belongs to an earlier,
+            # abandoned command (e.g. one that timed out).
+            self.log.info("ignoring {line} that came before the echo of {command}",
+                          line=str(value), command=p.command.name)
+            return None
+        if not p.echo_seen and p.command.name != "SKRESET":
+            self.echo = False
+        return p
+
+    def _line_Ok(self, ok: L.Ok) -> None:
+        p = self._end_ok(ok)
+        if p is None:
+            return
+        p.reply.ok = ok
+        if not p.command.completion.success_events:
+            self._succeed(p, ok)
+
+    def _line_Fail(self, fail: L.Fail) -> None:
+        p = self._end_ok(fail)
+        if p is not None:
+            self._fail(p, SKCommandError(p.command.name, fail))
+
+    def _line_result(self, value) -> None:
+        p = self._current
+        if p is None:
+            self.log.info("ignoring a result line with no command waiting: {kind}",
+                          kind=type(value).__name__)
+            return
+        result = p.command.completion.result
+        if result is not None and isinstance(value, result):
+            p.reply.lines.append(value)
+            self._succeed(p, value)
+        else:
+            p.reply.lines.append(value)
+
+    # -- secrets ---------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "<redacted>")
+        return text
+
+    def _record_line(self, value, raw: bytes) -> None:
+        if self.transcript is None:
+            return
+        if isinstance(value, L.RxUdp):
+            if value.rport == 0x02CC or value.lport == 0x02CC:
+                # PANA payloads carry the B-route ID: show only their size.
+                text = f"ERXUDP {value.sender} PANA <{len(value.data)} bytes>"
+            else:
+                text = f"ERXUDP {value.sender} {value.rport:04X} {value.data.hex().upper()}"
+        elif isinstance(value, L.Echo) and _SECRET_ECHO.match(value.text):
+            text = value.name + " <redacted>"
+        elif isinstance(value, L.PanDescField) and value.key == "PairID":
+            text = "  PairID:<redacted>"  # the last 8 characters of the B-route ID
+        else:
+            text = raw.decode("ascii", "replace")
+        self.transcript("<", self._scrub(text))
