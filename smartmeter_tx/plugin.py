@@ -1,0 +1,389 @@
+"""
+C{mackerel-plugin-smartmeter}: the one-shot Mackerel agent plugin.
+
+Flag-compatible with the original Go plugin (each flag also in Go's single-dash
+spelling, e.g. C{-device}).  Prints metric lines on stdout and nothing else;
+diagnostics go to stderr, one line per problem, never with a secret in them.
+
+Exit codes::
+
+    0  metrics printed (or meta / scan output)
+    2  bad command line or configuration
+    3  the serial device cannot be opened (missing, permission) or vanished
+    4  the meter refused authentication (EVENT 24: wrong ID or password)
+    5  no meter found by the scan
+    6  a step timed out (the message names it)
+    7  the meter or module did not deliver a reading (lost frames, rate limit)
+    1  anything else (a bug: please report it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional
+
+from twisted.internet import defer, task
+from twisted.logger import (
+    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
+    formatEvent,
+)
+
+from smartmeter_tx import mackerel
+from smartmeter_tx.errors import ArgumentError, SmartMeterError
+from smartmeter_tx.sk import lines as L
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_DEVICE = 3
+EXIT_AUTH = 4
+EXIT_NOT_FOUND = 5
+EXIT_TIMEOUT = 6
+EXIT_NO_READING = 7
+
+ENV_ID = "SMARTMETER_ID"
+ENV_PASSWORD = "SMARTMETER_PASSWORD"
+
+
+class UsageError(ArgumentError):
+    """A command-line mistake; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _bool(text: Optional[str]) -> bool:
+    if text is None:
+        return True
+    value = text.lower()
+    if value in ("1", "t", "true", "yes", "on"):
+        return True
+    if value in ("0", "f", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _channel(text: str) -> int:
+    # As the Go plugin: the channel in hex, exactly as EPANDESC prints it
+    # ("3B"); a 0x prefix is accepted.
+    t = text.strip().lower()
+    try:
+        value = int(t[2:] if t.startswith("0x") else t, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a channel: {text!r}") from None
+    if not 0x21 <= value <= 0x3C:
+        raise argparse.ArgumentTypeError(f"channel {text!r} is outside 21-3C (hex)")
+    return value
+
+
+def _panid(text: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"PAN ID must be 4 hex digits, got {text!r}") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError("PAN ID must be 4 hex digits")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="mackerel-plugin-smartmeter", allow_abbrev=False,
+        description="Read instantaneous power and current from a Japanese smart meter over "
+                    "the Wi-SUN B-route and print them for mackerel-agent.",
+        epilog=f"The B-route ID and password can come from ${ENV_ID} / ${ENV_PASSWORD} or "
+               "--password-file instead of the command line.")
+
+    def opt(name, **kw):
+        p.add_argument("--" + name, "-" + name, **kw)
+
+    opt("device", metavar="PATH", help="serial device of the Wi-SUN module, e.g. "
+        "/dev/ttyUSB0, or 'emulator:' for the built-in emulator")
+    opt("id", metavar="ID", help=f"B-route ID (32 characters; prefer ${ENV_ID})")
+    opt("password", metavar="PW", help=f"B-route password (prefer ${ENV_PASSWORD} or "
+        "--password-file)")
+    opt("password-file", metavar="FILE", dest="password_file",
+        help="file holding the B-route password (first line)")
+    opt("channel", type=_channel, metavar="CH", help="the meter's channel in hex (21-3C), "
+        "as EPANDESC prints it; narrows the scan")
+    opt("panid", type=_panid, metavar="PANID", help="the meter's PAN ID (4 hex digits)")
+    opt("ipaddr", metavar="IPV6", help="the meter's link-local IPv6 address (full form)")
+    opt("dse", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
+        help="force the dual-stack-edition SK dialect (default: detected)")
+    opt("scan", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+        help="find the meter, print what was found and the mackerel-agent.conf block")
+    opt("metric-key-prefix", dest="prefix", default="smartmeter", metavar="PREFIX",
+        help="metric key prefix (default: smartmeter)")
+    opt("tempfile", metavar="PATH", help="accepted for compatibility; used as the state "
+        "file when --state-file is not given")
+    opt("state-file", dest="state_file", metavar="PATH", help="where to remember the "
+        "meter's channel, PAN ID and address (default under $MACKEREL_PLUGIN_WORKDIR or "
+        "~/.local/state/smartmeter_tx)")
+    opt("verbosity", type=int, default=1, choices=range(0, 4), metavar="N",
+        help="0 quiet, 1 warnings (default), 2 info, 3 full SK transcript (secrets redacted)")
+    opt("debug", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+        help="same as --verbosity 3 (compatibility)")
+    opt("timeout", type=float, default=25.0, metavar="SECONDS",
+        help="total time budget of the run (default 25, below mackerel-agent's 30)")
+    opt("energy", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+        help="also print cumulative energy (kWh) bought and sold")
+    opt("service", metavar="URL", help="read the latest reading from a running "
+        "'twist smartmeter' service instead of the serial port")
+    opt("max-age", dest="max_age", type=float, default=120.0, metavar="SECONDS",
+        help="with --service: print nothing if the reading is older than this")
+    return p
+
+
+def resolve_secrets(args, environ) -> tuple:
+    """
+    The B-route ID and password from the command line, the environment or
+    --password-file, in that order of preference.
+
+    @raise UsageError: a file cannot be read.
+    """
+    rbid = args.id or environ.get(ENV_ID) or None
+    password = args.password or environ.get(ENV_PASSWORD) or None
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as f:
+                password = f.readline().strip()
+        except OSError as e:
+            raise UsageError(f"cannot read --password-file {args.password_file}: "
+                             f"{e.strerror}") from None
+    return rbid, password
+
+
+def _stderr(message: str) -> None:
+    sys.stderr.write(f"mackerel-plugin-smartmeter: {message}\n")
+    sys.stderr.flush()
+
+
+def _start_logging(verbosity: int, stream) -> None:
+    level = {0: LogLevel.critical, 1: LogLevel.warn, 2: LogLevel.info, 3: LogLevel.debug}
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level[verbosity])
+
+    def observer(event):
+        text = formatEvent(event)
+        if "log_failure" in event and verbosity >= 3:
+            text += "\n" + event["log_failure"].getTraceback()
+        stream.write(f"[{event.get('log_level').name}] {text}\n")
+
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
+                                     redirectStandardIO=False, discardBuffer=True)
+
+
+def open_device(spec: str, protocol, reactor, secrets: dict):
+    """
+    Connect C{protocol} to the module named by C{spec}: a serial device path,
+    or C{emulator:...} for the built-in emulator (started in this process).
+
+    @return: an object with C{stop()} to call at exit, or C{None}.
+    @raise SmartMeterError: with a one-line message naming the path.
+    """
+    from twisted.internet.serialport import SerialPort
+    import serial
+
+    handle = None
+    path = spec
+    if spec.startswith("emulator:"):
+        from smartmeter_tx.emulator.device import start_emulator
+        handle = start_emulator(spec, reactor)
+        path = handle.path
+        secrets.setdefault("id", handle.id)
+        secrets.setdefault("password", handle.password)
+    try:
+        SerialPort(protocol, path, reactor, baudrate=115200)
+    except serial.SerialException as e:
+        if handle is not None:
+            handle.stop()
+        cause = e.__cause__ or e.__context__
+        errno = getattr(cause, "errno", None) or getattr(e, "errno", None)
+        if errno == 13 or "Permission denied" in str(e):
+            raise DeviceError(f"permission denied opening {path}: add your user to the "
+                              "'dialout' group (then log in again)") from None
+        if errno == 2 or "No such file" in str(e):
+            raise DeviceError(f"no such device {path}: is the Wi-SUN module plugged in? "
+                              "(ls /dev/serial/by-id/)") from None
+        raise DeviceError(f"cannot open {path}: {e}") from None
+    return handle
+
+
+class DeviceError(SmartMeterError):
+    """The serial device cannot be used."""
+
+
+def _exit_code(error: BaseException) -> int:
+    from smartmeter_tx import client as C
+    from smartmeter_tx.sk.protocol import SKDisconnected, SKError
+    if isinstance(error, ArgumentError):
+        return EXIT_USAGE
+    if isinstance(error, (DeviceError, SKDisconnected)):
+        return EXIT_DEVICE
+    if isinstance(error, C.AuthenticationFailed):
+        return EXIT_AUTH
+    if isinstance(error, C.MeterNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(error, C.StepTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(error, (C.ReadFailed, C.RateLimited, SKError, SmartMeterError)):
+        return EXIT_NO_READING
+    return EXIT_BUG
+
+
+async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> int:
+    """
+    The whole one-shot run.
+
+    @return: the exit code.
+    """
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+        if args.debug:
+            args.verbosity = 3
+        prefix = mackerel.check_prefix(args.prefix)
+        if environ.get("MACKEREL_AGENT_PLUGIN_META"):
+            stdout.write(mackerel.format_meta(prefix, args.energy))
+            return EXIT_OK
+        if args.service:
+            raise UsageError("--service needs the 'twist smartmeter' service, which this "
+                             "version does not ship yet")
+        if not args.device:
+            raise UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
+                             "--device emulator: to try the built-in emulator)")
+        if args.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        rbid, password = resolve_secrets(args, environ)
+    except ArgumentError as e:
+        _stderr(str(e))
+        return EXIT_USAGE
+    return await _read_meter(reactor, args, prefix, rbid, password, stdout, stderr)
+
+
+async def _read_meter(reactor, args, prefix, rbid, password, stdout, stderr) -> int:
+    from smartmeter_tx import client as C
+    from smartmeter_tx import state as S
+    from smartmeter_tx.sk.protocol import SKStackProtocol
+
+    proto = SKStackProtocol(clock=reactor)
+    if args.verbosity >= 3:
+        proto.transcript = lambda direction, text: stderr.write(f"{direction} {text}\n")
+    secrets = {}
+    if rbid:
+        secrets["id"] = rbid
+    if password:
+        secrets["password"] = password
+    handle = None
+    client = None
+    state_path = args.state_file or args.tempfile or S.default_state_path(args.device)
+    try:
+        handle = open_device(args.device, proto, reactor, secrets)
+        credentials = None
+        if secrets.get("id") or secrets.get("password"):
+            if not (secrets.get("id") and secrets.get("password")):
+                raise UsageError("give both the B-route ID and the password "
+                                 f"(--id/--password, ${ENV_ID}/${ENV_PASSWORD})")
+            credentials = C.Credentials(secrets["id"], secrets["password"])
+            proto.add_secret(credentials.rbid)
+            proto.add_secret(credentials.password)
+        link = S.load_state(state_path)
+        dialect = None if args.dse is None else (L.Dialect.DSE if args.dse else L.Dialect.STANDARD)
+        client = C.BRouteClient(proto, credentials, reactor, link=link, dialect=dialect,
+                                channel=args.channel, pan_id=args.panid, ipaddr=args.ipaddr)
+        client.deadline = reactor.seconds() + args.timeout
+        if args.scan:
+            if credentials is None:
+                raise UsageError("--scan needs the B-route ID and password")
+            return await _scan(client, args, state_path, stdout)
+        reading = await client.read_values(energy=args.energy)
+        lines = mackerel.format_metrics(prefix, reading, int(reactor.seconds()), args.energy)
+        _save(state_path, client.link)
+        # All or nothing: the lines are written in one go after the reading.
+        stdout.write("".join(line + "\n" for line in lines))
+        stdout.flush()
+        return EXIT_OK
+    except SmartMeterError as e:
+        if client is not None:
+            _save(state_path, client.link)
+        _stderr(_scrub(str(e), secrets))
+        return _exit_code(e)
+    finally:
+        if client is not None:
+            client.close()
+        if proto.transport is not None and proto.connected_now:
+            proto.transport.loseConnection()
+        if handle is not None:
+            handle.stop()
+
+
+def _scrub(text: str, secrets: dict) -> str:
+    for value in secrets.values():
+        if value:
+            text = text.replace(value, "<redacted>")
+    return text
+
+
+def _save(path: str, link) -> None:
+    from smartmeter_tx import state as S
+    try:
+        S.save_state(path, link)
+    except OSError as e:
+        _stderr(f"warning: cannot write the state file {path}: {e.strerror}")
+
+
+async def _scan(client, args, state_path, stdout) -> int:
+    desc = await client.locate()
+    _save(state_path, client.link)
+    link = client.link
+    out = [
+        "Found the smart meter:",
+        f"  channel   {link.channel:02X} (decimal {link.channel})",
+        f"  PAN ID    {link.pan_id:04X}",
+        f"  MAC       {link.mac}",
+        f"  IPv6      {link.ipaddr}",
+        f"  LQI       {desc.lqi:02X} ({desc.rssi_dbm:.1f} dBm)",
+        f"  dialect   {link.dialect}",
+        f"Saved to {state_path}; the next runs skip the scan.",
+        "",
+        "Add this to /etc/mackerel-agent/mackerel-agent.conf (secrets stay out of the file):",
+        "",
+        "[plugin.metrics.smartmeter]",
+        f'command = ["mackerel-plugin-smartmeter", "--device", "{args.device}", '
+        f'"--channel", "{link.channel:02X}", "--ipaddr", "{link.ipaddr}", '
+        f'"--password-file", "/etc/smartmeter/password"]',
+        f'env = {{ "{ENV_ID}" = "<your 32-character B-route ID>" }}',
+        "timeout_seconds = 60",
+        "",
+    ]
+    stdout.write("\n".join(out))
+    stdout.flush()
+    return EXIT_OK
+
+
+def main(argv=None) -> None:
+    """
+    Console-script entry point.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    verbosity = 1
+    for i, a in enumerate(argv):  # logging starts before argument parsing
+        if a.lstrip("-").startswith("verbosity"):
+            value = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
+            verbosity = int(value) if value in ("0", "1", "2", "3") else 1
+        elif a.lstrip("-") in ("debug", "debug=true"):
+            verbosity = 3
+    _start_logging(verbosity, sys.stderr)
+
+    def _main(reactor):
+        return defer.Deferred.fromCoroutine(run(reactor, argv)).addCallback(_exit)
+
+    def _exit(code):
+        if code:
+            raise SystemExit(code)
+
+    task.react(_main)

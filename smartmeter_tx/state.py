@@ -1,0 +1,102 @@
+"""
+The small state file that lets the next run skip the scan: channel, PAN ID,
+meter MAC and IPv6, SK dialect and the energy scale (D3/E1/D7).
+
+Written atomically (temporary file, fsync, rename) with mode 0600.  It never
+holds the B-route ID or password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+__all__ = ["MeterLink", "load_state", "save_state", "default_state_path"]
+
+
+@dataclass
+class MeterLink:
+    """
+    What we know about the meter and the module; C{None} where unknown.
+    """
+
+    channel: Optional[int] = None
+    pan_id: Optional[int] = None
+    mac: Optional[str] = None
+    ipaddr: Optional[str] = None
+    dialect: Optional[str] = None
+    coefficient: Optional[int] = None
+    unit: Optional[str] = None  # kWh per count, as a decimal string ("0.01")
+    digits: Optional[int] = None
+    lqi: Optional[int] = None
+
+    @property
+    def joinable(self) -> bool:
+        """Whether SKJOIN can be attempted without a scan."""
+        return None not in (self.channel, self.pan_id, self.ipaddr)
+
+
+def default_state_path(device: str, environ=os.environ) -> str:
+    """
+    Under C{$MACKEREL_PLUGIN_WORKDIR} when set (mackerel-agent sets it), else the
+    per-user state directory; one file per device so two dongles do not collide.
+    """
+    base = environ.get("MACKEREL_PLUGIN_WORKDIR")
+    if not base:
+        xdg = environ.get("XDG_STATE_HOME") or os.path.join(
+            environ.get("HOME") or os.path.expanduser("~"), ".local", "state")
+        base = os.path.join(xdg, "smartmeter_tx")
+    digest = hashlib.sha1(device.encode("utf-8", "replace")).hexdigest()[:12]
+    return os.path.join(base, f"smartmeter-{digest}.json")
+
+
+def load_state(path: str) -> MeterLink:
+    """
+    @return: the saved L{MeterLink}, or an empty one when the file is missing or
+        unreadable (a corrupt state file costs a scan, never a failure).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return MeterLink()
+    if not isinstance(data, dict):
+        return MeterLink()
+    known = {f.name: f.type for f in fields(MeterLink)}
+    values = {}
+    for key, value in data.items():
+        if key in known and (value is None or isinstance(value, (int, str))):
+            values[key] = value
+    try:
+        return MeterLink(**values)
+    except TypeError:
+        return MeterLink()
+
+
+def save_state(path: str, link: MeterLink) -> None:
+    """
+    Write C{link} atomically with mode 0600, creating the directory if needed.
+
+    @raise OSError: the directory cannot be created or written.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".smartmeter-", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(asdict(link), f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
