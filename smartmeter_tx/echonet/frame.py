@@ -140,12 +140,12 @@ class Frame:
     def is_response_to(self, request: "Frame") -> bool:
         """
         The matching rule: same TID, EOJs swapped, ESV the request's +0x10
-        (success) or -0x10 (SNA), and the same EPCs in the same order.
+        (success) or -0x10 (SNA), and the same set of EPCs.
         """
         return (self.tid == request.tid
                 and self.seoj == request.deoj and self.deoj == request.seoj
                 and self.esv in (request.esv + 0x10, request.esv - 0x10)
-                and self.epcs == request.epcs)
+                and sorted(self.epcs) == sorted(request.epcs))
 
     def describe(self) -> str:
         """

@@ -80,9 +80,9 @@ COMMAND_NAMES = frozenset(
     WUART""".split()
 )
 
-IPV6_RE = re.compile(rb"^[0-9A-Fa-f]{4}(?::[0-9A-Fa-f]{4}){7}$")
-_HEX_RE = re.compile(rb"^[0-9A-Fa-f]+$")
-_MAC_RE = re.compile(r"^[0-9A-Fa-f]{16}$")
+IPV6_RE = re.compile(rb"^[0-9A-Fa-f]{4}(?::[0-9A-Fa-f]{4}){7}\Z")
+_HEX_RE = re.compile(rb"^[0-9A-Fa-f]+\Z")
+_MAC_RE = re.compile(r"^[0-9A-Fa-f]{16}\Z")
 
 
 # ---------------------------------------------------------------------------
@@ -569,6 +569,7 @@ def parse_line(line: bytes, payload_mode: Optional[str] = None) -> Line:
         its payload.
     @raise SKParseError: the line starts with a known keyword but is malformed.
     """
+    raw = line
     if not line.startswith(b"ERXUDP ") and b"\r" in line:
         line = line.replace(b"\r", b"")
     try:
@@ -582,9 +583,10 @@ def parse_line(line: bytes, payload_mode: Optional[str] = None) -> Line:
     if value is not None:
         return value
     for word in _RESYNC_WORDS:
-        at = line.find(word, 1)
+        # Search the unstripped line: a glued binary ERXUDP keeps its CR bytes.
+        at = raw.find(word, 1)
         if at > 0:
-            return Resynced(line[:at], parse_line(line[at:], payload_mode))
+            return Resynced(raw[:at], parse_line(raw[at:], payload_mode))
     return Unknown(line)
 
 
@@ -788,7 +790,7 @@ def sk_info() -> Command:
     return Command("SKINFO")
 
 
-_REG_RE = re.compile(r"^S[0-9A-F]{1,2}$")
+_REG_RE = re.compile(r"^S[0-9A-F]{1,2}\Z")
 
 
 def sk_sreg(register: str, value: Optional[str] = None) -> Command:
@@ -800,7 +802,7 @@ def sk_sreg(register: str, value: Optional[str] = None) -> Command:
         raise ArgumentError(f"invalid register name {register!r}")
     if value is None:
         return Command("SKSREG", (register,))
-    if not isinstance(value, str) or not re.match(r"^[0-9A-Fa-f]{1,16}$", value):
+    if not isinstance(value, str) or not re.match(r"^[0-9A-Fa-f]{1,16}\Z", value):
         raise ArgumentError("register value must be 1-16 hex digits")
     return Command("SKSREG", (register, value.upper()))
 
@@ -844,6 +846,8 @@ def sk_scan(dialect: Dialect, mask: int = 0xFFFFFFFF, duration: int = 6, mode: i
         raise ArgumentError("channel mask must be a non-zero 32-bit value")
     if not isinstance(duration, int) or not 0 <= duration <= 14:
         raise ArgumentError("scan duration must be 0 to 14")
+    if side not in (0, 1):
+        raise ArgumentError("SIDE must be 0 (B-route) or 1 (HAN)")
     args = ("%d" % mode, "%08X" % mask, "%X" % duration)
     if dialect is Dialect.DSE:
         args += ("%d" % side,)
@@ -886,6 +890,8 @@ def sk_sendto(dialect: Dialect, ipaddr: str, payload: bytes, port: int = 0x0E1A,
         raise ArgumentError(f"payload must be 1 to {MAX_SENDTO} bytes")
     if not 1 <= handle <= 6 or sec not in (0, 1, 2) or not 0 <= port <= 0xFFFF:
         raise ArgumentError("invalid SKSENDTO handle, security flag or port")
+    if side not in (0, 1):
+        raise ArgumentError("SIDE must be 0 (B-route) or 1 (HAN)")
     args = ("%d" % handle, ipaddr.upper(), "%04X" % port, "%d" % sec)
     if dialect is Dialect.DSE:
         args += ("%d" % side,)

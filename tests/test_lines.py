@@ -1,0 +1,1122 @@
+"""
+Tests for L{smartmeter_tx.sk.lines}: the SKSTACK IP line parser, the EPANDESC
+block assembler and the command builders, against real captured lines.
+"""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx.errors import ArgumentError, RemoteDataError, SKParseError
+from smartmeter_tx.sk.lines import (
+    FAIL_MEANINGS, MAX_SENDTO, Address, AppVer, Blank, BlockAssembler, Completion, Dialect,
+    Echo, EdScanStart, Event, Fail, Info, Neighbor, Ok, PanDesc, PanDescField, PanDescStart,
+    PortLine, Resynced, RxUdp, RxUdpPartial, SReg, TableHeader, Unknown, Ver, channel_mask,
+    ll64, lqi_to_dbm, parse_command, parse_line, ropt, sk_addnbr, sk_appver, sk_info,
+    sk_join, sk_ll64, sk_reset, sk_scan, sk_sendto, sk_setpwd, sk_setrbid, sk_sreg,
+    sk_table, sk_term, sk_ver, wopt,
+)
+from tests.fixtures import captures as cap
+
+STD = Dialect.STANDARD
+DSE = Dialect.DSE
+CRLF = b"\r\n"
+METER = cap.S4_METER_IP
+MODULE = cap.S4_MODULE_IP
+MAC = cap.S4_METER_MAC
+ZERO_IP = "0000:0000:0000:0000:0000:0000:0000:0000"
+MULTICAST = "FF02:0000:0000:0000:0000:0000:0000:0001"
+#: A Get_Res of E7 = 228 W (the §4 reply to TID 0x5253).
+E7_REPLY = bytes.fromhex("1081525302880105FF017201E704000000E4")
+#: A binary payload with a CR LF inside (E7 = 0x00000D0A W).
+E7_CRLF = bytes.fromhex("1081000102880105FF017201E70400000D0A") + b"\x0d\x0a\x00\x01"
+
+LINE_TYPES = (
+    Ok, Fail, Event, RxUdp, RxUdpPartial, PanDescStart, PanDescField, Ver, AppVer, Info,
+    SReg, TableHeader, Neighbor, Address, PortLine, EdScanStart, Echo, Blank, Unknown,
+    Resynced,
+)
+
+
+def _assemble(lines):
+    """
+    Parse C{lines} and run them through a fresh L{BlockAssembler}, flushing at
+    the end.
+    """
+    assembler = BlockAssembler()
+    out = []
+    for line in lines:
+        out.extend(assembler.feed(parse_line(line)))
+    out.extend(assembler.flush())
+    return out
+
+
+def _rx(data, binary=False, side=None, rssi=None, rport=0x0E1A, secured=True):
+    return RxUdp(METER, MODULE, rport, 0x0E1A, MAC, secured, data, side, rssi, binary)
+
+
+class CapturedLineTests(SynchronousTestCase):
+    """
+    Every real line of captures.md that the module prints parses to the value it
+    means.
+    """
+
+    def test_ever(self):
+        """parse_line turns the §4 C{EVER 1.5.2} into Ver("1.5.2")."""
+        self.assertEqual(parse_line(cap.S4_EVER), Ver("1.5.2"))
+
+    def test_ok(self):
+        """parse_line turns a bare C{OK} into Ok with no parameter."""
+        self.assertEqual(parse_line(cap.S4_OK), Ok(None))
+        self.assertEqual(parse_line(cap.S1_OK), Ok(None))
+
+    def test_ok_param_cr_terminated(self):
+        """parse_line reads the CR-terminated ROPT answer C{OK 01\\r} as Ok("01")."""
+        self.assertEqual(parse_line(cap.S4_ROPT_OK_01), Ok("01"))
+        self.assertEqual(parse_line(cap.S17_ROPT_OK_01), Ok("01"))
+        self.assertEqual(parse_line(b"OK 01"), Ok("01"))
+        self.assertEqual(parse_line(cap.S17_ROPT_OK_00), Ok("00"))
+        self.assertEqual(parse_line(cap.S4_RUART_OK_80), Ok("80"))
+
+    def test_fail_er04(self):
+        """parse_line turns the §17 C{FAIL ER04} into Fail(4), "command not supported"."""
+        value = parse_line(cap.S17_FAIL_ER04)
+        self.assertEqual(value, Fail(4))
+        self.assertEqual(value.meaning, "command not supported")
+
+    def test_esreg(self):
+        """parse_line turns the §17 C{ESREG 1} into SReg("1")."""
+        self.assertEqual(parse_line(cap.S17_ESREG_1), SReg("1"))
+
+    def test_standard_event_21(self):
+        """parse_line reads the §1 standard C{EVENT 21 <addr> 00} as PARAM 0 and no SIDE."""
+        self.assertEqual(parse_line(cap.S1_EVENT_21_SENT), Event(0x21, ZERO_IP, None, 0))
+
+    def test_dse_event_22(self):
+        """parse_line reads the §4 DSE C{EVENT 22 <addr> 0} as SIDE 0 and no PARAM."""
+        self.assertEqual(parse_line(cap.S4_EVENT_22), Event(0x22, MODULE, 0, None))
+
+    def test_join_transcript_kinds(self):
+        """parse_line gives the §4 join transcript the expected kinds, in order."""
+        kinds = [type(parse_line(line)).__name__ for line in cap.S4_JOIN_TRANSCRIPT
+                 if line != cap.S4_PANA_RX_2]
+        self.assertEqual(kinds, [
+            "Event", "Event", "RxUdp", "Event", "Event", "RxUdp", "Event", "RxUdp",
+            "Event", "Event", "RxUdp",
+        ])
+
+    def test_join_event_21_neighbour_solicitation(self):
+        """parse_line reads C{EVENT 21 <meter> 0 02} (DSE) as SIDE 0, PARAM 2."""
+        value = parse_line(cap.S4_EVENT_21_NS)
+        self.assertEqual(value, Event(0x21, METER, 0, 2))
+        self.assertEqual(value.name, "UDP send finished")
+
+    def test_join_event_02(self):
+        """parse_line reads C{EVENT 02 <meter> 0} as NA received on side 0."""
+        value = parse_line(cap.S4_EVENT_02)
+        self.assertEqual(value, Event(0x02, METER, 0, None))
+        self.assertEqual(value.name, "NA received")
+
+    def test_join_event_21_sent(self):
+        """parse_line reads C{EVENT 21 <meter> 0 00} as SIDE 0, PARAM 0."""
+        self.assertEqual(parse_line(cap.S4_EVENT_21_SENT), Event(0x21, METER, 0, 0))
+
+    def test_join_event_25(self):
+        """parse_line reads C{EVENT 25 <meter> 0} as PANA success on SIDE 0, no PARAM."""
+        value = parse_line(cap.S4_EVENT_25)
+        self.assertEqual(value, Event(0x25, METER, 0, None))
+        self.assertEqual(value.name, "PANA authentication succeeded")
+
+    def test_pana_erxudp(self):
+        """parse_line reads the §4 PANA ERXUDPs as port 716, unsecured, side 0, DATALEN bytes."""
+        for line, size in [(cap.S4_PANA_RX_1, 0x28), (cap.S4_PANA_RX_3, 0x54),
+                           (cap.S4_PANA_RX_4, 0x58)]:
+            value = parse_line(line)
+            self.assertIsInstance(value, RxUdp)
+            self.assertEqual((value.sender, value.dest), (METER, MODULE))
+            self.assertEqual((value.rport, value.lport), (0x02CC, 0x02CC))
+            self.assertEqual(value.sender_lla, MAC)
+            self.assertEqual((value.secured, value.side, value.rssi), (False, 0, None))
+            self.assertFalse(value.binary)
+            self.assertEqual(len(value.data), size)
+            self.assertEqual(value.data[:4], size.to_bytes(4, "big"))
+
+    def test_pana_erxudp_redacted(self):
+        """parse_line rejects the §4 PANA line whose hex the author redacted with X, and
+        accepts it once the X are hex again."""
+        self.assertRaises(SKParseError, parse_line, cap.S4_PANA_RX_2)
+        head, _, payload = cap.S4_PANA_RX_2.rpartition(b" ")
+        value = parse_line(head + b" " + payload.replace(b"X", b"0"))
+        self.assertEqual(len(value.data), 0x68)
+        self.assertEqual(value.data[-32:], bytes(32))
+
+    def test_inf_d5_multicast(self):
+        """parse_line reads the §4 instance-list INF to FF02::1 with its hex payload."""
+        value = parse_line(cap.S4_INF_D5_RX)
+        self.assertEqual(value, RxUdp(METER, MULTICAST, 0x0E1A, 0x0E1A, MAC, True,
+                                      bytes.fromhex(cap.S20_INF_D5_TID_0000), side=0))
+
+    def test_inf_ea_eb(self):
+        """parse_line reads the §4 EA+EB INF ERXUDP (DATALEN 0x26) as 38 payload bytes."""
+        value = parse_line(cap.S4_INF_EA_EB_RX)
+        self.assertEqual(value, _rx(bytes.fromhex(cap.S20_INF_EA_EB), side=0))
+        self.assertEqual(len(value.data), 0x26)
+
+    def test_inf_ea_eb_payload_mode_hex(self):
+        """parse_line with payload_mode "hex" decodes the same §4 EA+EB payload."""
+        value = parse_line(cap.S4_INF_EA_EB_RX, payload_mode="hex")
+        self.assertEqual(value.data, bytes.fromhex(cap.S20_INF_EA_EB))
+
+    def test_glued_echo_resynced(self):
+        """parse_line returns Resynced for the §4 C{SKSENDTOERXUDP ...} line, keeping the
+        junk and the ERXUDP."""
+        value = parse_line(cap.S4_GLUED_RX)
+        self.assertIsInstance(value, Resynced)
+        self.assertEqual(value.junk, b"SKSENDTO")
+        self.assertEqual(value.value, _rx(E7_REPLY, side=0))
+
+    def test_glued_binary_erxudp(self):
+        """parse_line keeps the CR bytes of a binary ERXUDP glued after a stray echo."""
+        rx = _rx(b"\x10\x81\r\x00\x01\r\x02\x03\x04\x05", binary=True, side=0)
+        self.assertEqual(parse_line(b"SKSENDTO" + rx.to_line()), Resynced(b"SKSENDTO", rx))
+
+    def test_sendto_echo(self):
+        """parse_line reads the §4 SKSENDTO echo (trailing space, no data) as an Echo."""
+        value = parse_line(cap.S4_SENDTO_ECHO)
+        self.assertEqual(value, Echo("SKSENDTO 1 %s 0E1A 1 0 000E" % METER))
+        self.assertEqual(value.name, "SKSENDTO")
+
+    def test_command_echoes(self):
+        """parse_line reads every §4 echoed command as an Echo named after the command."""
+        for line, name in [(cap.S4_VER_ECHO, "SKVER"), (cap.S4_ROPT_ECHO, "ROPT"),
+                           (cap.S4_SETPWD_ECHO, "SKSETPWD"),
+                           (cap.S4_SETRBID_ECHO, "SKSETRBID"), (cap.S4_SCAN_ECHO, "SKSCAN"),
+                           (cap.S4_SREG_S2_ECHO, "SKSREG"), (cap.S4_SREG_S3_ECHO, "SKSREG"),
+                           (cap.S4_LL64_ECHO, "SKLL64")]:
+            value = parse_line(line)
+            self.assertIsInstance(value, Echo)
+            self.assertEqual(value.name, name)
+            self.assertEqual(value.text, line.decode().strip())
+
+    def test_ll64_echo_is_not_an_address(self):
+        """parse_line reads the echoed C{SKLL64 0011...} as an Echo, not as an Address."""
+        value = parse_line(cap.S4_LL64_ECHO)
+        self.assertEqual(value, Echo("SKLL64 0011223344556677"))
+        self.assertNotIsInstance(value, Address)
+
+    def test_ll64_answer(self):
+        """parse_line reads SKLL64's bare answer line as an Address."""
+        self.assertEqual(parse_line(cap.S4_LL64_ANSWER), Address(METER))
+        self.assertEqual(parse_line(cap.S1_LL64_ANSWER), Address(ZERO_IP))
+
+    def test_masked_address_is_unknown(self):
+        """parse_line does not take the §13 masked C{FE80:...:XXXX} answer for an Address."""
+        self.assertEqual(parse_line(cap.S13_LL64_ANSWER), Unknown(cap.S13_LL64_ANSWER))
+
+    def test_pandesc_lines(self):
+        """parse_line reads C{EPANDESC} as PanDescStart and each indented line as a field."""
+        self.assertEqual(parse_line(cap.S4_PANDESC_BLOCK[0]), PanDescStart())
+        self.assertEqual([parse_line(line) for line in cap.S4_PANDESC_BLOCK[1:]], [
+            PanDescField("Channel", "31"), PanDescField("Channel Page", "09"),
+            PanDescField("Pan ID", "B5FB"), PanDescField("Addr", "0011223344556677"),
+            PanDescField("LQI", "DD"), PanDescField("Side", "0"),
+            PanDescField("PairID", "XXXXXXXX"),
+        ])
+
+    def test_host_lines_are_echoes(self):
+        """parse_line reads each §1 command line, as a module would echo it, as an Echo."""
+        for line in [cap.S1_SEND_SREG_SFE, cap.S1_SEND_SETPWD, cap.S1_SEND_SETRBID,
+                     cap.S1_SEND_SCAN, cap.S1_SEND_LL64, cap.S1_SEND_SREG_S2,
+                     cap.S1_SEND_SREG_S3, cap.S1_SEND_JOIN, cap.S1_SEND_SENDTO_HEAD]:
+            self.assertEqual(parse_line(line), Echo(line.decode().strip()))
+
+
+class RxUdpLayoutTests(SynchronousTestCase):
+    """
+    parse_line reads all three ERXUDP layouts, with hex and with raw binary DATA.
+    """
+
+    HEAD = b"ERXUDP " + METER.encode() + b" " + MODULE.encode() + b" 0E1A 0E1A " + MAC.encode()
+
+    def _check(self, middle, rssi, side):
+        hex_line = self.HEAD + middle + b" 0012 " + E7_REPLY.hex().upper().encode()
+        bin_line = self.HEAD + middle + b" 0012 " + E7_REPLY
+        self.assertEqual(len(hex_line.split(b" ")), 9 + (side is not None) + (rssi is not None))
+        for mode in (None, "hex"):
+            self.assertEqual(parse_line(hex_line, payload_mode=mode),
+                             _rx(E7_REPLY, side=side, rssi=rssi))
+        for mode in (None, "binary"):
+            self.assertEqual(parse_line(bin_line, payload_mode=mode),
+                             _rx(E7_REPLY, binary=True, side=side, rssi=rssi))
+
+    def test_standard(self):
+        """parse_line reads the 9-token standard ERXUDP with no SIDE and no RSSI."""
+        self._check(b" 1", rssi=None, side=None)
+
+    def test_dse(self):
+        """parse_line reads the 10-token DSE ERXUDP with SIDE after SECURED."""
+        self._check(b" 1 0", rssi=None, side=0)
+
+    def test_dse_side_1(self):
+        """parse_line reads SIDE 1 (HAN) in the 10-token DSE ERXUDP."""
+        self._check(b" 1 1", rssi=None, side=1)
+
+    def test_dse_rssi(self):
+        """parse_line reads the 11-token DSE ERXUDP (SA2=1) with RSSI before SECURED."""
+        self._check(b" B2 1 0", rssi=0xB2, side=0)
+
+    def test_unsecured(self):
+        """parse_line reads SECURED 0 as secured=False."""
+        line = self.HEAD + b" 0 0 0001 AB"
+        self.assertEqual(parse_line(line), _rx(b"\xab", side=0, secured=False))
+
+    def test_secured_field_invalid(self):
+        """parse_line rejects an ERXUDP whose SECURED field is not 0 or 1."""
+        self.assertRaises(SKParseError, parse_line, self.HEAD + b" 2 0012 " +
+                          E7_REPLY.hex().encode())
+
+    def test_hex_length_mismatch(self):
+        """parse_line rejects a hex ERXUDP whose payload length disagrees with DATALEN."""
+        self.assertRaises(SKParseError, parse_line,
+                          self.HEAD + b" 1 0 0013 " + E7_REPLY.hex().encode())
+
+    def test_hex_truncated(self):
+        """parse_line rejects a hex ERXUDP cut short instead of taking it as binary."""
+        self.assertRaises(SKParseError, parse_line,
+                          self.HEAD + b" 1 0 0012 " + E7_REPLY.hex().encode()[:20])
+
+    def test_hex_line_in_binary_mode(self):
+        """parse_line with payload_mode "binary" rejects a hex payload twice DATALEN long."""
+        self.assertRaises(SKParseError, parse_line,
+                          self.HEAD + b" 1 0 0012 " + E7_REPLY.hex().encode(),
+                          payload_mode="binary")
+
+    def test_binary_longer_than_datalen(self):
+        """parse_line rejects a binary payload longer than DATALEN."""
+        self.assertRaises(SKParseError, parse_line, self.HEAD + b" 1 0 0002 \x10\x81\x00")
+
+    def test_short_header(self):
+        """parse_line rejects an ERXUDP that stops inside its header."""
+        self.assertRaises(SKParseError, parse_line, b"ERXUDP " + METER.encode())
+        self.assertRaises(SKParseError, parse_line, self.HEAD + b" 1")
+
+    def test_trailing_newline_in_fields(self):
+        """parse_line rejects ERXUDP header fields that end in a stray LF."""
+        tail = b" 0E1A 0E1A " + MAC.encode() + b" 1 0001 AB"
+        self.assertRaises(SKParseError, parse_line,
+                          b"ERXUDP " + METER.encode() + b"\n " + MODULE.encode() + tail)
+        self.assertRaises(SKParseError, parse_line, b"ERXUDP " + METER.encode() + b" " +
+                          MODULE.encode() + b" E1A\n 0E1A " + MAC.encode() + b" 1 0001 AB")
+
+    def test_bad_address(self):
+        """parse_line rejects an ERXUDP whose SENDER is not a full IPv6 address."""
+        self.assertRaises(SKParseError, parse_line,
+                          b"ERXUDP FE80::1 " + MODULE.encode() + b" 0E1A 0E1A " +
+                          MAC.encode() + b" 1 0001 AB")
+
+
+class BinaryPayloadTests(SynchronousTestCase):
+    """
+    Binary ERXUDP payloads that contain CR LF are cut by a CRLF line reader; the
+    parser reports how many raw bytes are missing.
+    """
+
+    def _split(self, rx, payload_mode=None):
+        """
+        Write C{rx} and its terminator, cut at the first CR LF as a line reader
+        does, and return C{(parsed head, bytes after the cut)}.
+        """
+        stream = rx.to_line() + CRLF
+        cut = stream.index(CRLF)
+        return parse_line(stream[:cut], payload_mode), stream[cut + 2:]
+
+    def test_crlf_inside(self):
+        """parse_line returns RxUdpPartial for a cut binary ERXUDP and complete() restores it."""
+        for side, rssi in [(None, None), (0, None), (0, 0x9C)]:
+            rx = _rx(E7_CRLF, binary=True, side=side, rssi=rssi)
+            partial, rest = self._split(rx)
+            self.assertIsInstance(partial, RxUdpPartial)
+            self.assertEqual(partial.remaining, 4)
+            self.assertEqual(partial.head.data, E7_CRLF[:-4])
+            self.assertEqual(partial.complete(rest[:partial.remaining]), rx)
+            self.assertEqual(rest[partial.remaining:], CRLF)
+
+    def test_crlf_first(self):
+        """parse_line returns RxUdpPartial when the binary payload begins with CR LF."""
+        rx = _rx(b"\r\n\x10\x81\x00", binary=True, side=0)
+        partial, rest = self._split(rx)
+        self.assertEqual(partial.remaining, 3)
+        self.assertEqual(partial.complete(rest[:3]), rx)
+
+    def test_crlf_last(self):
+        """parse_line returns RxUdpPartial needing 0 bytes when the payload ends with CR LF."""
+        rx = _rx(b"\x10\x81\r\n", binary=True, side=0)
+        partial, rest = self._split(rx)
+        self.assertEqual(partial.remaining, 0)
+        self.assertEqual(partial.complete(b""), rx)
+        self.assertEqual(rest, CRLF)
+
+    def test_two_crlf(self):
+        """RxUdpPartial.complete takes the raw rest even when it holds another CR LF."""
+        rx = _rx(b"\x10\r\n\x81\r\n\x00", binary=True)
+        partial, rest = self._split(rx, payload_mode="binary")
+        self.assertEqual(partial.remaining, 4)
+        self.assertEqual(partial.complete(rest[:4]), rx)
+
+    def test_complete_wrong_length(self):
+        """RxUdpPartial.complete rejects a rest of the wrong length with SKParseError."""
+        partial, rest = self._split(_rx(E7_CRLF, binary=True, side=0))
+        self.assertRaises(SKParseError, partial.complete, rest[:3])
+        self.assertRaises(SKParseError, partial.complete, rest)
+
+    def test_trailing_cr(self):
+        """parse_line keeps a payload's trailing 0x0D, which a CRLF reader leaves on the line."""
+        data = bytes.fromhex("1081000102880105FF017201E7040000000D")
+        for side in (None, 0):
+            rx = _rx(data, binary=True, side=side)
+            value, rest = self._split(rx)
+            self.assertEqual(value, rx)
+            self.assertEqual(value.data[-1:], b"\r")
+            self.assertEqual(rest, b"")
+
+    def test_cr_inside_binary(self):
+        """parse_line keeps CR bytes inside a binary payload (it strips CR only elsewhere)."""
+        rx = _rx(b"\x10\x81\r\x00\r", binary=True, side=0)
+        self.assertEqual(parse_line(rx.to_line()), rx)
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.binary(min_size=1, max_size=120), cuts=st.lists(
+        st.integers(0, 120), max_size=3), layout=st.sampled_from(["std", "dse", "rssi"]))
+    def test_crlf_property(self, data, cuts, layout):
+        """parse_line plus RxUdpPartial.complete rebuild any binary payload a CRLF reader cut."""
+        for at in sorted(cuts, reverse=True):
+            data = data[:at] + CRLF + data[at:]
+        side = None if layout == "std" else 1
+        rssi = 0x40 if layout == "rssi" else None
+        rx = _rx(data, binary=True, side=side, rssi=rssi)
+        value, rest = self._split(rx, payload_mode="binary")
+        if isinstance(value, RxUdpPartial):
+            value = value.complete(rest[:value.remaining])
+            rest = rest[len(rest) - 2:]
+        self.assertEqual(value, rx)
+        self.assertIn(rest, (b"", CRLF))
+
+
+class EventTests(SynchronousTestCase):
+    """
+    EVENT lines of both editions, with and without PARAM.
+    """
+
+    def test_standard_no_param(self):
+        """parse_line reads a standard C{EVENT 25 <addr>} with neither SIDE nor PARAM."""
+        self.assertEqual(parse_line(b"EVENT 25 " + METER.encode()),
+                         Event(0x25, METER, None, None))
+
+    def test_standard_param(self):
+        """parse_line reads the two-digit token of C{EVENT 21 <addr> 02} as PARAM, not SIDE."""
+        self.assertEqual(parse_line(b"EVENT 21 " + METER.encode() + b" 02"),
+                         Event(0x21, METER, None, 2))
+        self.assertEqual(parse_line(b"EVENT 21 " + METER.encode() + b" 01"),
+                         Event(0x21, METER, None, 1))
+
+    def test_dse_no_param(self):
+        """parse_line reads the one-digit token of C{EVENT 25 <addr> 0} as SIDE, not PARAM."""
+        self.assertEqual(parse_line(b"EVENT 25 " + METER.encode() + b" 0"),
+                         Event(0x25, METER, 0, None))
+
+    def test_dse_param(self):
+        """parse_line reads C{EVENT 21 <addr> 1 02} as SIDE 1 and PARAM 2."""
+        self.assertEqual(parse_line(b"EVENT 21 " + METER.encode() + b" 1 02"),
+                         Event(0x21, METER, 1, 2))
+
+    def test_no_sender(self):
+        """parse_line reads C{EVENT C0} (wake-up) with no sender."""
+        value = parse_line(b"EVENT C0")
+        self.assertEqual(value, Event(0xC0, None, None, None))
+        self.assertEqual(value.name, "woke up")
+
+    def test_unknown_number_name(self):
+        """Event.name says "unknown event" for a number it does not know."""
+        self.assertEqual(parse_line(b"EVENT 99 " + METER.encode()).name, "unknown event")
+
+    def test_malformed(self):
+        """parse_line raises SKParseError for EVENT lines of the wrong shape."""
+        for line in [b"EVENT", b"EVENT 2", b"EVENT ZZ " + METER.encode(),
+                     b"EVENT 21 " + METER.encode() + b" 0 02 03",
+                     b"EVENT 21 " + METER.encode() + b" 0 002"]:
+            self.assertRaises(SKParseError, parse_line, line)
+
+    def test_round_trip(self):
+        """Event.to_line output parses back to the same Event in all four shapes."""
+        for event in [Event(0x21, METER, None, 0), Event(0x25, METER, None, None),
+                      Event(0x25, METER, 0, None), Event(0x21, METER, 0, 2),
+                      Event(0xC0, None, None, None)]:
+            self.assertEqual(parse_line(event.to_line()), event)
+
+    def test_to_line_real(self):
+        """Event.to_line reproduces the §4 C{EVENT 21 <meter> 0 02} byte for byte."""
+        self.assertEqual(Event(0x21, METER, 0, 2).to_line(), cap.S4_EVENT_21_NS)
+        self.assertEqual(Event(0x21, ZERO_IP, None, 0).to_line(), cap.S1_EVENT_21_SENT)
+
+
+class FailOkTests(SynchronousTestCase):
+    """
+    C{FAIL ERxx} codes with their vendor meanings, and C{OK} forms.
+    """
+
+    def test_codes(self):
+        """parse_line turns FAIL ER04/05/06/09/10 into Fail with the vendor's meaning."""
+        expected = {
+            b"FAIL ER04": (4, "command not supported"),
+            b"FAIL ER05": (5, "wrong number of arguments"),
+            b"FAIL ER06": (6, "argument format or range invalid"),
+            b"FAIL ER09": (9, "UART input error"),
+            b"FAIL ER10": (10, "command accepted but execution failed"),
+        }
+        for line, (code, meaning) in expected.items():
+            value = parse_line(line)
+            self.assertEqual(value, Fail(code))
+            self.assertEqual(value.meaning, meaning)
+            self.assertEqual(FAIL_MEANINGS[code], meaning)
+
+    def test_str(self):
+        """str(Fail) names the code with two digits and its meaning."""
+        self.assertEqual(str(Fail(5)), "FAIL ER05 (wrong number of arguments)")
+
+    def test_reserved(self):
+        """Fail.meaning says "reserved error code" for a code with no vendor meaning."""
+        self.assertEqual(parse_line(b"FAIL ER01").meaning, "reserved error code")
+
+    def test_malformed_fail(self):
+        """parse_line raises SKParseError for FAIL without a well-formed ERxx code."""
+        for line in [b"FAIL", b"FAIL ERXX", b"FAIL ER4", b"FAIL ER04 extra"]:
+            self.assertRaises(SKParseError, parse_line, line)
+
+    def test_ok_extra(self):
+        """parse_line raises SKParseError for OK with more than one parameter."""
+        self.assertRaises(SKParseError, parse_line, b"OK 01 02")
+
+    def test_parse_error_is_remote(self):
+        """SKParseError is a RemoteDataError and a ValueError, not an ArgumentError."""
+        self.assertTrue(issubclass(SKParseError, RemoteDataError))
+        self.assertTrue(issubclass(SKParseError, ValueError))
+        self.assertFalse(issubclass(SKParseError, ArgumentError))
+
+
+class EchoTests(SynchronousTestCase):
+    """
+    Echoed commands are recognised and matched to the command that caused them.
+    """
+
+    def test_sendto_echo_matches_command(self):
+        """Command.is_echo matches the §4 SKSENDTO echo, which has no data and a trailing space."""
+        command = sk_sendto(DSE, METER, cap.S4_SENDTO_PAYLOAD)
+        self.assertTrue(command.is_echo(parse_line(cap.S4_SENDTO_ECHO)))
+        self.assertTrue(command.is_echo(Echo(cap.S4_SENDTO_ECHO.decode())))
+
+    def test_sendto_echo_other_command(self):
+        """Command.is_echo rejects the echo for a different length or the other edition."""
+        echo = parse_line(cap.S4_SENDTO_ECHO)
+        self.assertFalse(sk_sendto(DSE, METER, cap.S4_SENDTO_PAYLOAD + b"\x00").is_echo(echo))
+        self.assertFalse(sk_sendto(STD, METER, cap.S4_SENDTO_PAYLOAD).is_echo(echo))
+
+    def test_builders_echo(self):
+        """Every builder's own line, echoed back, parses as an Echo that is_echo accepts."""
+        commands = [
+            sk_ver(), sk_appver(), sk_info(), sk_sreg("SFE", "0"), sk_sreg("S2"),
+            sk_setpwd("0123456789AB"), sk_setrbid("00112233445566778899AABBCCDDEEFF"),
+            sk_scan(STD), sk_scan(DSE), sk_ll64(MAC), sk_join(METER), sk_term(),
+            sk_reset(), sk_table("2"), sk_addnbr(METER, MAC), ropt(), wopt(1),
+        ]
+        for command in commands:
+            line = command.to_bytes().rstrip(b"\r\n")
+            echo = parse_line(line)
+            self.assertIsInstance(echo, Echo)
+            self.assertEqual(echo.name, command.name)
+            self.assertTrue(command.is_echo(echo))
+
+    def test_real_echoes_match(self):
+        """Command.is_echo matches the real §4 echoes of SKSETPWD, SKSCAN, SKSREG and SKLL64."""
+        pairs = [
+            (sk_setpwd("0123456789AB"), cap.S4_SETPWD_ECHO),
+            (sk_setrbid("00112233445566778899AABBCCDDEEFF"), cap.S4_SETRBID_ECHO),
+            (sk_scan(DSE), cap.S4_SCAN_ECHO),
+            (sk_sreg("S2", "31"), cap.S4_SREG_S2_ECHO),
+            (sk_sreg("S3", "B5FB"), cap.S4_SREG_S3_ECHO),
+            (sk_ll64(MAC), cap.S4_LL64_ECHO),
+            (sk_ver(), cap.S4_VER_ECHO),
+            (ropt(), cap.S4_ROPT_ECHO),
+        ]
+        for command, line in pairs:
+            self.assertTrue(command.is_echo(parse_line(line)), line)
+
+    def test_not_echo_of_other(self):
+        """Command.is_echo rejects the echo of a different command or arguments."""
+        self.assertFalse(sk_scan(STD).is_echo(parse_line(cap.S4_SCAN_ECHO)))
+        self.assertFalse(sk_sreg("S2", "3B").is_echo(parse_line(cap.S4_SREG_S2_ECHO)))
+        self.assertFalse(sk_ver().is_echo(parse_line(cap.S4_ROPT_ECHO)))
+
+
+class OtherLineTests(SynchronousTestCase):
+    """
+    EINFO, SKTABLE rows, EAPPVER, blanks and garbage.
+    """
+
+    STD_INFO = (b"EINFO FE80:0000:0000:0000:021D:1290:1234:5678 001D129012345678 21 8888 FFFE")
+    DSE_INFO = (b"EINFO FE80:0000:0000:0000:021D:1291:0004:E578 001D12910004E578 31 B5FB 0")
+
+    def test_info_standard(self):
+        """parse_line reads a standard EINFO, whose ADDR16 FFFE hints the standard edition."""
+        value = parse_line(self.STD_INFO)
+        self.assertEqual(value, Info("FE80:0000:0000:0000:021D:1290:1234:5678",
+                                     "001D129012345678", 0x21, 0x8888, "FFFE"))
+        self.assertIs(value.dialect_hint, STD)
+
+    def test_info_dse(self):
+        """parse_line reads a DSE EINFO, whose fifth value 0 hints the DSE edition."""
+        value = parse_line(self.DSE_INFO)
+        self.assertEqual((value.channel, value.pan_id, value.fifth), (0x31, 0xB5FB, "0"))
+        self.assertIs(value.dialect_hint, DSE)
+
+    def test_info_no_hint(self):
+        """Info.dialect_hint is None when the fifth value fits neither edition."""
+        self.assertIsNone(parse_line(self.DSE_INFO[:-1] + b"12").dialect_hint)
+
+    def test_info_malformed(self):
+        """parse_line raises SKParseError for an EINFO with a missing field or bad channel."""
+        self.assertRaises(SKParseError, parse_line, self.STD_INFO.rsplit(b" ", 1)[0])
+        self.assertRaises(SKParseError, parse_line, self.STD_INFO.replace(b" 21 ", b" 2G "))
+
+    def test_table_headers(self):
+        """parse_line reads EADDR, ENEIGHBOR and EPORT as TableHeader."""
+        for word in ("EADDR", "ENEIGHBOR", "EPORT"):
+            self.assertEqual(parse_line(word.encode()), TableHeader(word))
+
+    def test_neighbor(self):
+        """parse_line reads an ENEIGHBOR row as Neighbor(IPADDR, ADDR64, ADDR16)."""
+        self.assertEqual(parse_line(METER.encode() + b" " + MAC.encode() + b" FFFE"),
+                         Neighbor(METER, MAC, "FFFE"))
+
+    def test_port_lines(self):
+        """parse_line reads EPORT rows as decimal PortLine values."""
+        self.assertEqual(parse_line(b"3610"), PortLine(3610))
+        self.assertEqual(parse_line(b"716"), PortLine(716))
+        self.assertEqual(parse_line(b"0"), PortLine(0))
+
+    def test_appver(self):
+        """parse_line reads EAPPVER with its whole text."""
+        self.assertEqual(parse_line(b"EAPPVER rev26e"), AppVer("rev26e"))
+
+    def test_blank(self):
+        """parse_line reads an empty line (SKSENDTO's answer with echo off) as Blank."""
+        self.assertEqual(parse_line(b""), Blank())
+        self.assertEqual(parse_line(b"\r"), Blank())
+
+    def test_garbage(self):
+        """parse_line returns Unknown, carrying the raw bytes, for garbage."""
+        for raw in [b"\xff\xfe\x00junk", b"HELLO WORLD", b"SKSEND", b"EPANDESC extra"]:
+            self.assertEqual(parse_line(raw), Unknown(raw))
+
+    def test_resynced_event(self):
+        """parse_line finds an EVENT glued after junk and returns it inside Resynced."""
+        value = parse_line(b"SKSEND" + cap.S4_EVENT_25)
+        self.assertEqual(value, Resynced(b"SKSEND", Event(0x25, METER, 0, None)))
+
+    def test_edscan(self):
+        """BlockAssembler pairs the line after EEDSCAN into (channel, LQI) tuples."""
+        self.assertEqual(_assemble([b"EEDSCAN", b"21 A0 22 B4"]),
+                         [("EEDSCAN", [(0x21, 0xA0), (0x22, 0xB4)])])
+
+
+class BlockAssemblerTests(SynchronousTestCase):
+    """
+    BlockAssembler turns EPANDESC blocks into PanDesc values.
+    """
+
+    S1_DESC = PanDesc(0x3B, 0x09, 0x0000, "0000000000000000", 0xB2, None, "00000000")
+    S4_DESC = PanDesc(0x31, 0x09, 0xB5FB, "0011223344556677", 0xDD, 0, "XXXXXXXX")
+
+    def test_standard_block(self):
+        """BlockAssembler turns the §1 standard block into one PanDesc at its PairID line."""
+        assembler = BlockAssembler()
+        self.assertEqual(assembler.feed(parse_line(b"EPANDESC")), [])
+        outs = [assembler.feed(parse_line(line)) for line in cap.S1_PANDESC_FIELDS]
+        self.assertEqual(outs[:-1], [[]] * 5)
+        self.assertEqual(outs[-1], [self.S1_DESC])
+        self.assertEqual(assembler.flush(), [])
+
+    def test_standard_rssi(self):
+        """PanDesc.rssi_dbm converts the §1 LQI B2 with 0.275 x LQI - 104.27."""
+        self.assertEqual(self.S1_DESC.rssi_dbm, -55.32)
+        self.assertAlmostEqual(lqi_to_dbm(0xDD), -43.495, places=2)
+
+    def test_dse_block(self):
+        """BlockAssembler turns the §4 DSE block, with Side:0, into one PanDesc."""
+        self.assertEqual(_assemble(cap.S4_PANDESC_BLOCK), [self.S4_DESC])
+
+    def test_in_transcript(self):
+        """BlockAssembler passes the surrounding §4 EVENT lines through in order."""
+        lines = [b"EVENT 20 " + MODULE.encode() + b" 0"] + cap.S4_PANDESC_BLOCK + [
+            cap.S4_EVENT_22]
+        self.assertEqual(_assemble(lines), [Event(0x20, MODULE, 0, None), self.S4_DESC,
+                                            Event(0x22, MODULE, 0, None)])
+
+    def test_interrupted_without_pairid(self):
+        """BlockAssembler completes a block without PairID (scan mode 3) when an EVENT
+        line interrupts it, and returns the EVENT after it."""
+        assembler = BlockAssembler()
+        for line in cap.S4_PANDESC_BLOCK[:-1]:
+            self.assertEqual(assembler.feed(parse_line(line)), [])
+        out = assembler.feed(parse_line(cap.S4_EVENT_22))
+        self.assertEqual(out, [
+            PanDesc(0x31, 0x09, 0xB5FB, "0011223344556677", 0xDD, 0, None),
+            Event(0x22, MODULE, 0, None),
+        ])
+        self.assertEqual(assembler.flush(), [])
+
+    def test_flush(self):
+        """BlockAssembler.flush completes a block without PairID when nothing else comes."""
+        assembler = BlockAssembler()
+        for line in [b"EPANDESC"] + cap.S1_PANDESC_FIELDS[:-1]:
+            self.assertEqual(assembler.feed(parse_line(line)), [])
+        self.assertEqual(assembler.flush(), [
+            PanDesc(0x3B, 0x09, 0x0000, "0000000000000000", 0xB2, None, None)])
+        self.assertEqual(assembler.flush(), [])
+
+    def test_flush_empty(self):
+        """BlockAssembler.flush returns nothing when no block is open."""
+        self.assertEqual(BlockAssembler().flush(), [])
+
+    def test_masked_block(self):
+        """BlockAssembler turns the §13 block with masked (non-hex) values into Unknown."""
+        out = _assemble(cap.S13_PANDESC_BLOCK)
+        self.assertEqual(len(out), 1)
+        self.assertIsInstance(out[0], Unknown)
+        self.assertIn(b"malformed EPANDESC", out[0].raw)
+
+    def test_missing_field(self):
+        """BlockAssembler turns a block missing Addr into Unknown and still passes OK on."""
+        lines = [line for line in cap.S4_PANDESC_BLOCK[:-1] if b"Addr" not in line] + [b"OK"]
+        out = _assemble(lines)
+        self.assertEqual(out, [Unknown(b"EPANDESC block without 'Addr'"), Ok(None)])
+
+    def test_other_values_pass(self):
+        """BlockAssembler.feed returns values that are not part of a block unchanged."""
+        self.assertEqual(BlockAssembler().feed(Ok("01")), [Ok("01")])
+
+    def test_to_lines_round_trip(self):
+        """PanDesc.to_lines reproduces the §4 block and assembles back to the same PanDesc."""
+        self.assertEqual(self.S4_DESC.to_lines(), cap.S4_PANDESC_BLOCK)
+        self.assertEqual(self.S1_DESC.to_lines()[1:], cap.S1_PANDESC_FIELDS)
+        for desc in (self.S1_DESC, self.S4_DESC):
+            self.assertEqual(_assemble(desc.to_lines()), [desc])
+
+
+class CommandBuilderTests(SynchronousTestCase):
+    """
+    The command builders produce the exact bytes real hosts wrote.
+    """
+
+    def test_standard_join_sequence(self):
+        """The builders reproduce the §1 host lines of a standard join, with CRLF."""
+        pairs = [
+            (sk_sreg("SFE", "0"), cap.S1_SEND_SREG_SFE),
+            (sk_setpwd("000000000000"), cap.S1_SEND_SETPWD),
+            (sk_setrbid("0" * 32), cap.S1_SEND_SETRBID),
+            (sk_scan(STD), cap.S1_SEND_SCAN),
+            (sk_ll64("0000000000000000"), cap.S1_SEND_LL64),
+            (sk_sreg("S2", "3B"), cap.S1_SEND_SREG_S2),
+            (sk_sreg("S3", "0000"), cap.S1_SEND_SREG_S3),
+            (sk_join(ZERO_IP), cap.S1_SEND_JOIN),
+        ]
+        for command, line in pairs:
+            self.assertEqual(command.to_bytes(), line + CRLF)
+
+    def test_dse_join_sequence(self):
+        """The builders reproduce the §4 DSE command lines, with CRLF."""
+        pairs = [
+            (sk_ver(), cap.S4_VER_ECHO),
+            (sk_setpwd("0123456789AB"), cap.S4_SETPWD_ECHO),
+            (sk_setrbid("00112233445566778899AABBCCDDEEFF"), cap.S4_SETRBID_ECHO),
+            (sk_sreg("S2", "31"), cap.S4_SREG_S2_ECHO),
+            (sk_sreg("S3", "B5FB"), cap.S4_SREG_S3_ECHO),
+            (sk_ll64(MAC), cap.S4_LL64_ECHO),
+        ]
+        for command, line in pairs:
+            self.assertEqual(command.to_bytes(), line + CRLF)
+
+    def test_scan(self):
+        """sk_scan takes 3 arguments on a standard module and adds SIDE on DSE."""
+        self.assertEqual(sk_scan(STD).to_bytes(), b"SKSCAN 2 FFFFFFFF 6\r\n")
+        self.assertEqual(sk_scan(DSE).to_bytes(), b"SKSCAN 2 FFFFFFFF 6 0\r\n")
+        self.assertEqual(sk_scan(STD, mask=channel_mask([0x2A]), duration=7, mode=3).to_bytes(),
+                         b"SKSCAN 3 00000200 7\r\n")
+        self.assertEqual(sk_scan(DSE, duration=14, mode=0).to_bytes(),
+                         b"SKSCAN 0 FFFFFFFF E 0\r\n")
+
+    def test_scan_completion(self):
+        """sk_scan completes at EVENT 22 (EVENT 1F for an ED scan) and collects EPANDESC."""
+        self.assertEqual(sk_scan(STD).completion,
+                         Completion(success_events=frozenset({0x22}), collect_pandesc=True))
+        self.assertEqual(sk_scan(DSE, mode=0).completion.success_events, frozenset({0x1F}))
+
+    def test_scan_timeout(self):
+        """sk_scan's timeout covers the 18.0 s full DUR 6 scan seen in §1, and shrinks with
+        the mask."""
+        full = sk_scan(STD).timeout
+        one = sk_scan(STD, mask=channel_mask([0x3B])).timeout
+        self.assertTrue(18.0 < full < 60.0, full)
+        self.assertTrue(one < full, (one, full))
+        self.assertTrue(one > 0.624, one)
+
+    def test_sendto_standard(self):
+        """sk_sendto on a standard module writes the §1 text, a space and the raw data,
+        with no CRLF."""
+        payload = bytes.fromhex("1081000105FF010288016201D300")
+        data = sk_sendto(STD, ZERO_IP, payload).to_bytes()
+        self.assertEqual(data, cap.S1_SEND_SENDTO_HEAD + payload)
+        self.assertEqual(data, b"SKSENDTO 1 " + ZERO_IP.encode() + b" 0E1A 1 000E " + payload)
+        self.assertFalse(data.endswith(CRLF))
+
+    def test_sendto_dse(self):
+        """sk_sendto on DSE adds SIDE 0 and equals the §4 echo followed by the 14 data bytes."""
+        data = sk_sendto(DSE, METER, cap.S4_SENDTO_PAYLOAD).to_bytes()
+        self.assertEqual(data, cap.S4_SENDTO_ECHO + cap.S4_SENDTO_PAYLOAD)
+        self.assertTrue(data.endswith(b"\x62\x01\xe7\x00"))
+
+    def test_sendto_payload_with_crlf(self):
+        """sk_sendto writes a payload containing CR LF unchanged, counting it in LEN."""
+        data = sk_sendto(STD, METER, b"\r\n\x00").to_bytes()
+        self.assertEqual(data, b"SKSENDTO 1 " + METER.encode() + b" 0E1A 1 0003 \r\n\x00")
+
+    def test_sendto_lowercase_address(self):
+        """sk_sendto writes the address upper case."""
+        data = sk_sendto(STD, METER.lower(), b"\x00").to_bytes()
+        self.assertTrue(data.startswith(b"SKSENDTO 1 " + METER.encode() + b" "))
+
+    def test_sendto_completion(self):
+        """sk_sendto completes at OK and collects EVENT 21."""
+        command = sk_sendto(DSE, METER, cap.S4_SENDTO_PAYLOAD)
+        self.assertEqual(command.completion.collect_events, frozenset({0x21}))
+        self.assertTrue(command.completion.ok)
+
+    def test_sendto_max(self):
+        """sk_sendto accepts the largest payload (0x04D0 bytes) and writes LEN 04D0."""
+        data = sk_sendto(STD, METER, b"\x01" * MAX_SENDTO).to_bytes()
+        self.assertIn(b" 04D0 ", data)
+        self.assertEqual(len(data), len(b"SKSENDTO 1 ") + 39 + len(b" 0E1A 1 04D0 ") + 0x4D0)
+
+    def test_ropt_wopt(self):
+        """ropt and wopt end with a bare CR, as those commands require."""
+        self.assertEqual(ropt().to_bytes(), b"ROPT\r")
+        self.assertEqual(wopt(1).to_bytes(), b"WOPT 01\r")
+        self.assertEqual(wopt(0).to_bytes(), b"WOPT 00\r")
+
+    def test_simple(self):
+        """The argument-less builders and SKTABLE / SKADDNBR write the expected lines."""
+        self.assertEqual(sk_ver().to_bytes(), b"SKVER\r\n")
+        self.assertEqual(sk_appver().to_bytes(), b"SKAPPVER\r\n")
+        self.assertEqual(sk_info().to_bytes(), b"SKINFO\r\n")
+        self.assertEqual(sk_term().to_bytes(), b"SKTERM\r\n")
+        self.assertEqual(sk_reset().to_bytes(), b"SKRESET\r\n")
+        self.assertEqual(sk_table("E").to_bytes(), b"SKTABLE E\r\n")
+        self.assertEqual(sk_addnbr(METER, MAC.lower()).to_bytes(),
+                         b"SKADDNBR " + METER.encode() + b" " + MAC.encode() + b"\r\n")
+
+    def test_sreg(self):
+        """sk_sreg writes a read without value and upper-cases register and value."""
+        self.assertEqual(sk_sreg("SFE").to_bytes(), b"SKSREG SFE\r\n")
+        self.assertEqual(sk_sreg("sa2", "1").to_bytes(), b"SKSREG SA2 1\r\n")
+        self.assertEqual(sk_sreg("S3", "b5fb").to_bytes(), b"SKSREG S3 B5FB\r\n")
+
+    def test_setpwd_length(self):
+        """sk_setpwd writes the password length in hex (C for 12, 20 for 32, 1 for 1)."""
+        self.assertEqual(sk_setpwd("0123456789AB").args, ("C", "0123456789AB"))
+        self.assertEqual(sk_setpwd("p" * 32).args[0], "20")
+        self.assertEqual(sk_setpwd("p").to_bytes(), b"SKSETPWD 1 p\r\n")
+
+    def test_setpwd_redacted(self):
+        """Command.redacted hides the SKSETPWD password but keeps its length."""
+        command = sk_setpwd("0123456789AB")
+        self.assertEqual(command.redacted(), "SKSETPWD C <redacted>")
+        self.assertNotIn("0123456789AB", command.redacted())
+
+    def test_setrbid_redacted(self):
+        """Command.redacted hides the B-route ID of SKSETRBID."""
+        rbid = "00112233445566778899AABBCCDDEEFF"
+        command = sk_setrbid(rbid)
+        self.assertEqual(command.redacted(), "SKSETRBID <redacted>")
+        self.assertIn(rbid.encode(), command.to_bytes())
+
+    def test_sendto_redacted(self):
+        """Command.redacted shows SKSENDTO's data as hex instead of raw bytes."""
+        self.assertEqual(sk_sendto(DSE, METER, cap.S4_SENDTO_PAYLOAD).redacted(),
+                         "SKSENDTO 1 %s 0E1A 1 0 000E <14 bytes: 10815253"
+                         "05FF010288016201E700>" % METER)
+
+    def test_other_redacted(self):
+        """Command.redacted leaves a command without secrets unchanged."""
+        self.assertEqual(sk_scan(DSE).redacted(), "SKSCAN 2 FFFFFFFF 6 0")
+
+    def test_join_completion(self):
+        """sk_join completes at EVENT 25, fails at EVENT 24, and allows for PANA retries."""
+        command = sk_join(METER)
+        self.assertEqual(command.completion.success_events, frozenset({0x25}))
+        self.assertEqual(command.completion.failure_events, frozenset({0x24}))
+        self.assertTrue(command.timeout >= 40.0)
+
+    def test_ll64_completion(self):
+        """sk_ll64 completes on the bare Address line, with no OK."""
+        completion = sk_ll64(MAC).completion
+        self.assertFalse(completion.ok)
+        self.assertIs(completion.result, Address)
+
+    def test_term_completion(self):
+        """sk_term completes at EVENT 27 or 28."""
+        self.assertEqual(sk_term().completion.success_events, frozenset({0x27, 0x28}))
+
+
+class ValidationTests(SynchronousTestCase):
+    """
+    Builders reject bad arguments with ArgumentError before anything is written.
+    """
+
+    def test_argument_error_is_local(self):
+        """ArgumentError is a ValueError and not a RemoteDataError."""
+        self.assertTrue(issubclass(ArgumentError, ValueError))
+        self.assertFalse(issubclass(ArgumentError, RemoteDataError))
+
+    def test_rbid_length(self):
+        """sk_setrbid rejects B-route IDs that are not exactly 32 printable characters."""
+        for rbid in ["0" * 31, "0" * 33, "", "0" * 31 + " ", "0" * 31 + "\u00e9", None]:
+            self.assertRaises(ArgumentError, sk_setrbid, rbid)
+
+    def test_password(self):
+        """sk_setpwd rejects empty, 33-character and space-containing passwords."""
+        for password in ["", "p" * 33, "pass word", "pass\tword", None]:
+            self.assertRaises(ArgumentError, sk_setpwd, password)
+
+    def test_channel(self):
+        """channel_mask rejects channels outside 0x21-0x3C."""
+        for channel in (0x20, 0x3D, 0, -1, "2A"):
+            self.assertRaises(ArgumentError, channel_mask, [channel])
+
+    def test_pan(self):
+        """sk_sreg rejects a non-hex or too long PAN ID and bad register names."""
+        self.assertRaises(ArgumentError, sk_sreg, "S3", "B5FG")
+        self.assertRaises(ArgumentError, sk_sreg, "S3", "")
+        self.assertRaises(ArgumentError, sk_sreg, "S3", "1" * 17)
+        self.assertRaises(ArgumentError, sk_sreg, "SFE0", "0")
+        self.assertRaises(ArgumentError, sk_sreg, "X3", "0")
+
+    def test_ipv6_short_form(self):
+        """sk_join, sk_sendto and sk_addnbr reject an IPv6 address in short form."""
+        for address in ["FE80::C2F9:4500:4058:B5FB", "FE80:0:0:0:C2F9:4500:4058:B5FB",
+                        METER + ":0000", ""]:
+            self.assertRaises(ArgumentError, sk_join, address)
+            self.assertRaises(ArgumentError, sk_sendto, STD, address, b"\x00")
+            self.assertRaises(ArgumentError, sk_addnbr, address, MAC)
+
+    def test_payload_size(self):
+        """sk_sendto rejects an empty payload and one longer than 0x04D0 bytes."""
+        self.assertRaises(ArgumentError, sk_sendto, STD, METER, b"")
+        self.assertRaises(ArgumentError, sk_sendto, DSE, METER, b"\x00" * (MAX_SENDTO + 1))
+        self.assertRaises(ArgumentError, sk_sendto, STD, METER, "1081")
+
+    def test_sendto_fields(self):
+        """sk_sendto rejects a bad handle, security flag or port."""
+        self.assertRaises(ArgumentError, sk_sendto, STD, METER, b"\x00", handle=0)
+        self.assertRaises(ArgumentError, sk_sendto, STD, METER, b"\x00", sec=3)
+        self.assertRaises(ArgumentError, sk_sendto, STD, METER, b"\x00", port=0x10000)
+
+    def test_mac(self):
+        """sk_ll64, ll64 and sk_addnbr reject a MAC that is not 16 hex digits."""
+        for mac in ["0011", "00112233445566GG", "001122334455667788", "", None]:
+            self.assertRaises(ArgumentError, sk_ll64, mac)
+            self.assertRaises(ArgumentError, ll64, mac)
+            self.assertRaises(ArgumentError, sk_addnbr, METER, mac)
+
+    def test_scan_arguments(self):
+        """sk_scan rejects mode 1, an empty or too wide mask and a duration over 14."""
+        self.assertRaises(ArgumentError, sk_scan, STD, mode=1)
+        self.assertRaises(ArgumentError, sk_scan, STD, mask=0)
+        self.assertRaises(ArgumentError, sk_scan, STD, mask=1 << 32)
+        self.assertRaises(ArgumentError, sk_scan, DSE, duration=15)
+        self.assertRaises(ArgumentError, sk_scan, DSE, duration=-1)
+
+    def test_trailing_newline(self):
+        """The builders reject an address, MAC, register or value ending in LF, which would
+        otherwise be written into the command line."""
+        self.assertRaises(ArgumentError, sk_join, METER + "\n")
+        self.assertRaises(ArgumentError, sk_sendto, STD, METER + "\n", b"\x00")
+        self.assertRaises(ArgumentError, sk_addnbr, METER, MAC + "\n")
+        self.assertRaises(ArgumentError, sk_ll64, MAC + "\n")
+        self.assertRaises(ArgumentError, sk_sreg, "SFE", "0\n")
+        self.assertRaises(ArgumentError, sk_sreg, "SFE\n", "0")
+
+    def test_misc(self):
+        """wopt and sk_table reject values outside their small sets."""
+        self.assertRaises(ArgumentError, wopt, 2)
+        self.assertRaises(ArgumentError, sk_table, "3")
+
+
+class HelperTests(SynchronousTestCase):
+    """
+    ll64, channel_mask, lqi_to_dbm and parse_command.
+    """
+
+    def test_ll64(self):
+        """ll64 flips the universal/local bit as SKLL64 does."""
+        self.assertEqual(ll64("001D129012345678"), "FE80:0000:0000:0000:021D:1290:1234:5678")
+        self.assertEqual(ll64("021d129012345678"), "FE80:0000:0000:0000:001D:1290:1234:5678")
+        self.assertEqual(ll64("FFFFFFFFFFFFFFFF"), "FE80:0000:0000:0000:FDFF:FFFF:FFFF:FFFF")
+
+    def test_channel_mask(self):
+        """channel_mask sets bit n for channel 0x21+n."""
+        self.assertEqual(channel_mask([0x2A]), 1 << 9)
+        self.assertEqual(channel_mask([0x21, 0x3C]), 1 | 1 << 27)
+        self.assertEqual(channel_mask(range(0x21, 0x3D)), 0x0FFFFFFF)
+        self.assertEqual(channel_mask([]), 0)
+
+    def test_lqi_to_dbm(self):
+        """lqi_to_dbm applies 0.275 x LQI - 104.27."""
+        self.assertEqual(lqi_to_dbm(0), -104.27)
+        self.assertEqual(lqi_to_dbm(0x9C), -61.37)
+
+    def test_parse_command(self):
+        """parse_command splits a host line into an upper-case name and its arguments."""
+        self.assertEqual(parse_command(b"SKSCAN 2 FFFFFFFF 6 0 \r\n"),
+                         ("SKSCAN", ["2", "FFFFFFFF", "6", "0"]))
+        self.assertEqual(parse_command(b"skver"), ("SKVER", []))
+
+    def test_parse_command_errors(self):
+        """parse_command raises SKParseError for an empty or non-ASCII line."""
+        self.assertRaises(SKParseError, parse_command, b"")
+        self.assertRaises(SKParseError, parse_command, b"  \r\n")
+        self.assertRaises(SKParseError, parse_command, b"SK\xffVER")
+
+
+# ---------------------------------------------------------------------------
+# Property-based tests
+
+_IPV6 = st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8).map(
+    lambda words: ":".join("%04X" % w for w in words))
+_MAC = st.integers(0, 2 ** 64 - 1).map(lambda v: "%016X" % v)
+
+
+@st.composite
+def _rxudps(draw):
+    layout = draw(st.sampled_from(["std", "dse", "rssi"]))
+    return RxUdp(
+        sender=draw(_IPV6), dest=draw(_IPV6), rport=draw(st.integers(0, 0xFFFF)),
+        lport=draw(st.integers(0, 0xFFFF)), sender_lla=draw(_MAC),
+        secured=draw(st.booleans()), data=draw(st.binary(min_size=1, max_size=200)),
+        side=None if layout == "std" else draw(st.integers(0, 1)),
+        rssi=draw(st.integers(0, 0xFF)) if layout == "rssi" else None,
+        binary=draw(st.booleans()),
+    )
+
+
+_events = st.builds(
+    Event, num=st.integers(0, 0xFF), sender=st.none() | _IPV6,
+    side=st.none() | st.integers(0, 1), param=st.none() | st.integers(0, 0xFF))
+
+_pandescs = st.builds(
+    PanDesc, channel=st.integers(0x21, 0x3C), channel_page=st.integers(0, 0xFF),
+    pan_id=st.integers(0, 0xFFFF), addr=_MAC, lqi=st.integers(0, 0xFF),
+    side=st.none() | st.integers(0, 1),
+    pair_id=st.none() | st.integers(0, 0xFFFFFFFF).map(lambda v: "%08X" % v))
+
+_REAL_LINES = [
+    cap.S4_EVER, cap.S4_ROPT_OK_01, cap.S4_EVENT_21_NS, cap.S4_EVENT_25, cap.S4_PANA_RX_1,
+    cap.S4_INF_D5_RX, cap.S4_INF_EA_EB_RX, cap.S4_SENDTO_ECHO, cap.S4_GLUED_RX,
+    cap.S17_FAIL_ER04, cap.S4_LL64_ANSWER, OtherLineTests.STD_INFO, OtherLineTests.DSE_INFO,
+] + cap.S4_PANDESC_BLOCK
+
+
+@st.composite
+def _mutated_lines(draw):
+    """A real line with one slice replaced by random bytes."""
+    line = draw(st.sampled_from(_REAL_LINES))
+    start = draw(st.integers(0, len(line)))
+    end = draw(st.integers(start, len(line)))
+    return line[:start] + draw(st.binary(max_size=12)) + line[end:]
+
+
+_PREFIXES = [b"ERXUDP ", b"EVENT ", b"EINFO ", b"FAIL ", b"OK ", b"EPANDESC", b"  ",
+             b"SKSENDTO", b"ERXUDP " + METER.encode() + b" " + MODULE.encode() + b" "]
+_biased = st.builds(lambda p, t: p + t, st.sampled_from(_PREFIXES), st.binary(max_size=80))
+_ascii_biased = st.builds(
+    lambda p, t: p + t.encode("ascii"), st.sampled_from(_PREFIXES),
+    st.text(alphabet="0123456789ABCDEF :\r\n\x00", max_size=80))
+_modes = st.sampled_from([None, "hex", "binary"])
+
+
+class PropertyTests(SynchronousTestCase):
+    """
+    Hypothesis: parse_line never raises anything but SKParseError, and the value
+    formatters round-trip.
+    """
+
+    def _parse(self, data, mode):
+        try:
+            value = parse_line(data, payload_mode=mode)
+        except SKParseError:
+            return None
+        self.assertIsInstance(value, LINE_TYPES)
+        return value
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.binary(max_size=120), mode=_modes)
+    def test_random_bytes(self, data, mode):
+        """parse_line on random bytes returns a line value or raises SKParseError."""
+        self._parse(data, mode)
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=_biased, mode=_modes)
+    def test_keyword_prefixed(self, data, mode):
+        """parse_line on random bytes after ERXUDP/EVENT/EINFO/FAIL raises only SKParseError."""
+        self._parse(data, mode)
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=_ascii_biased, mode=_modes)
+    def test_keyword_prefixed_hexish(self, data, mode):
+        """parse_line on hex-like text after a keyword raises only SKParseError."""
+        self._parse(data, mode)
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=_mutated_lines(), mode=_modes)
+    def test_mutated_real_lines(self, data, mode):
+        """parse_line on real lines with a random slice replaced raises only SKParseError."""
+        self._parse(data, mode)
+
+    @settings(max_examples=200, deadline=None)
+    @given(lines=st.lists(st.one_of(_mutated_lines(), _biased), max_size=12))
+    def test_assembler_never_raises(self, lines):
+        """BlockAssembler.feed and flush accept any sequence of parsed lines."""
+        assembler = BlockAssembler()
+        for line in lines:
+            value = self._parse(line, None)
+            if value is not None:
+                assembler.feed(value)
+        assembler.flush()
+
+    @settings(max_examples=200, deadline=None)
+    @given(rx=_rxudps())
+    def test_rxudp_round_trip(self, rx):
+        """RxUdp.to_line parses back to the same RxUdp in every layout, hex or binary."""
+        self.assertEqual(parse_line(rx.to_line()), rx)
+        mode = "binary" if rx.binary else "hex"
+        self.assertEqual(parse_line(rx.to_line(), payload_mode=mode), rx)
+
+    @settings(max_examples=200, deadline=None)
+    @given(event=_events)
+    def test_event_round_trip(self, event):
+        """Event.to_line parses back to the same Event."""
+        self.assertEqual(parse_line(event.to_line()), event)
+
+    @settings(max_examples=200, deadline=None)
+    @given(desc=_pandescs)
+    def test_pandesc_round_trip(self, desc):
+        """PanDesc.to_lines run through BlockAssembler gives back the same PanDesc."""
+        self.assertEqual(_assemble(desc.to_lines()), [desc])

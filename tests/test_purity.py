@@ -1,0 +1,67 @@
+"""
+The pure codec modules import nothing from Twisted: each is imported in a fresh
+interpreter (a subprocess, not the reactor) and its sys.modules inspected.
+"""
+
+import os
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+#: The repository root, so the subprocess imports this checkout (trial runs
+#: tests from its own _trial_temp directory).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PURE_MODULES = [
+    "smartmeter_tx.errors",
+    "smartmeter_tx.sk.lines",
+    "smartmeter_tx.echonet.frame",
+    "smartmeter_tx.echonet.meter",
+]
+
+
+def _imports_twisted(module):
+    """
+    Import C{module} in a fresh interpreter and report whether any Twisted
+    module got loaded along with it.
+    """
+    code = ("import %s, sys; print(any(m == 'twisted' or m.startswith('twisted.') "
+            "for m in sys.modules))" % (module,))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise AssertionError("importing %s failed:\n%s" % (module, result.stderr))
+    return result.stdout.strip()
+
+
+class PurityTests(SynchronousTestCase):
+    """
+    Each pure module loads without Twisted.
+    """
+
+    def test_errors(self):
+        """Importing smartmeter_tx.errors loads no Twisted module."""
+        self.assertEqual(_imports_twisted("smartmeter_tx.errors"), "False")
+
+    def test_lines(self):
+        """Importing smartmeter_tx.sk.lines loads no Twisted module."""
+        self.assertEqual(_imports_twisted("smartmeter_tx.sk.lines"), "False")
+
+    def test_frame(self):
+        """Importing smartmeter_tx.echonet.frame loads no Twisted module."""
+        self.assertEqual(_imports_twisted("smartmeter_tx.echonet.frame"), "False")
+
+    def test_meter(self):
+        """Importing smartmeter_tx.echonet.meter loads no Twisted module."""
+        self.assertEqual(_imports_twisted("smartmeter_tx.echonet.meter"), "False")
+
+    def test_all_together(self):
+        """Importing all four pure modules in one interpreter loads no Twisted module."""
+        self.assertEqual(_imports_twisted(", ".join(PURE_MODULES)), "False")
+
+    def test_check_detects_twisted(self):
+        """The check reports True for a module that does import Twisted, so it can fail."""
+        self.assertEqual(_imports_twisted("twisted.internet.defer"), "True")
