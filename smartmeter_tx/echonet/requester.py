@@ -84,6 +84,17 @@ class EchonetRequester:
         self._next_tid = 1
         self.frames_sent = 0
         sk.add_listener(self._received)
+        sk.when_disconnected().addCallback(self._lost)
+
+    def _lost(self, reason) -> None:
+        from smartmeter_tx.sk.protocol import SKDisconnected
+        from twisted.python.failure import Failure
+        pending, self._pending = self._pending, {}
+        for tid, (frame, d, timer) in pending.items():
+            if timer is not None and timer.active():
+                timer.cancel()
+            if not d.called:
+                d.errback(SKDisconnected("SKSENDTO", Failure(reason)))
 
     def close(self) -> None:
         """

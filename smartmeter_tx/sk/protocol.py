@@ -162,6 +162,7 @@ class SKStackProtocol(LineReceiver):
         self._partial: Optional[L.RxUdpPartial] = None
         self._raw = b""
         self._refeed = b""
+        self._discarding = False
         self._secrets: set = set()
         self._lost: Optional[Failure] = None
         self.echo: Optional[bool] = None
@@ -216,10 +217,11 @@ class SKStackProtocol(LineReceiver):
 
     def when_disconnected(self) -> defer.Deferred:
         """
-        @return: a fresh Deferred that fires with the reason when the link is lost.
+        @return: a fresh Deferred that fires with the exception that ended the
+            link (e.g. L{ConnectionDone}) when it is lost.
         """
         if self._lost is not None:
-            return defer.succeed(self._lost)
+            return defer.succeed(self._lost.value)
         d = defer.Deferred()
         self._lost_waiters.append(d)
         return d
@@ -263,7 +265,7 @@ class SKStackProtocol(LineReceiver):
             d.errback(SKDisconnected(None, reason))
         lost, self._lost_waiters = self._lost_waiters, []
         for d in lost:
-            d.callback(reason)
+            d.callback(reason.value)
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
@@ -277,9 +279,16 @@ class SKStackProtocol(LineReceiver):
         # next line end and go on (LineReceiver's default disconnects).
         head, sep, rest = line.partition(self.delimiter)
         self.log.warn("dropping an over-long line from the module ({n} bytes)", n=len(head))
-        self._refeed = rest
+        if sep:
+            self._refeed = rest
+        else:
+            # The line's end has not arrived yet: drop it when it does.
+            self._discarding = True
 
     def lineReceived(self, line: bytes) -> None:
+        if self._discarding:
+            self._discarding = False
+            return
         if line.startswith(b"\n"):
             line = line[1:]  # the LF after a CR-terminated answer (ROPT/WOPT)
         try:
@@ -342,8 +351,6 @@ class SKStackProtocol(LineReceiver):
         if p is not self._current:
             return
         p.timer = None
-        # The stream may be out of step now: forget what we knew about echo.
-        self.echo = None
         self._fail(p, SKTimeoutError(p.command.name, p.command.timeout))
 
     def _finish(self, p: _Pending) -> None:
@@ -421,10 +428,10 @@ class SKStackProtocol(LineReceiver):
         self._notify(desc)
 
     def _line_Echo(self, echo: L.Echo) -> None:
+        self.echo = True  # any echo at all shows the module echoes
         p = self._current
         if p is not None and not p.echo_seen and p.command.is_echo(echo):
             p.echo_seen = True
-            self.echo = True
         else:
             self.log.debug("ignoring an echo that is not the command in flight")
 
@@ -469,6 +476,11 @@ class SKStackProtocol(LineReceiver):
         if p is None:
             self.log.info("ignoring a result line with no command waiting: {kind}",
                           kind=type(value).__name__)
+            return
+        if self.echo and not p.echo_seen:
+            # With echo on, lines before the echo answer an earlier command.
+            self.log.info("ignoring a {kind} line that came before the echo of {command}",
+                          kind=type(value).__name__, command=p.command.name)
             return
         result = p.command.completion.result
         if result is not None and isinstance(value, result):

@@ -1,0 +1,123 @@
+"""
+Test helpers for the Twisted layer: connect an L{SKStackProtocol} to a
+L{StringTransportWithDisconnection} and a L{Clock}, and feed it module output
+whole, one byte at a time, or split in two at a given offset.
+
+A serial port hands bytes over in arbitrary chunks (captures.md section 4 shows
+reads ending mid-line), so every parser-level test runs in every feeding mode.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+from smartmeter_tx.sk.protocol import SKStackProtocol
+
+WHOLE = "whole"
+BYTEWISE = "one byte at a time"
+SPLIT = "split"
+
+
+def send(proto, data: bytes) -> None:
+    """
+    Deliver C{data} to C{proto} in one piece, as one serial read.
+    """
+    proto.dataReceived(data)
+
+
+def lines(*items: bytes) -> bytes:
+    """
+    Join device lines, each terminated with CR LF as the module prints them.
+    """
+    return b"".join(item + b"\r\n" for item in items)
+
+
+def feed(proto, data: bytes, mode) -> None:
+    """
+    Deliver C{data} to C{proto} according to C{mode}: L{WHOLE}, L{BYTEWISE}, or
+    C{(SPLIT, offset)} for two chunks cut at C{offset} (clipped to the data).
+    """
+    if mode == WHOLE:
+        proto.dataReceived(data)
+    elif mode == BYTEWISE:
+        for i in range(len(data)):
+            proto.dataReceived(data[i:i + 1])
+    else:
+        kind, offset = mode
+        assert kind == SPLIT, mode
+        offset = min(offset, len(data))
+        if offset:
+            proto.dataReceived(data[:offset])
+        if data[offset:]:
+            proto.dataReceived(data[offset:])
+
+
+def modes(*pieces: bytes) -> list:
+    """
+    Every feeding mode for module output C{pieces}: whole, one byte at a time,
+    and split in two at every offset of the longest piece.
+    """
+    longest = max((len(p) for p in pieces), default=0)
+    return [WHOLE, BYTEWISE] + [(SPLIT, i) for i in range(1, longest)]
+
+
+def describe(mode) -> str:
+    if isinstance(mode, tuple):
+        return f"split at offset {mode[1]}"
+    return mode
+
+
+def connect(clock=None, payload_mode=None):
+    """
+    @return: C{(proto, transport, clock, heard)}: a connected L{SKStackProtocol}
+        on a L{StringTransportWithDisconnection} with a L{Clock}, and the list
+        its listener appends every asynchronous value to.
+    """
+    if clock is None:
+        clock = Clock()
+    proto = SKStackProtocol(clock=clock, payload_mode=payload_mode)
+    transport = StringTransportWithDisconnection()
+    transport.protocol = proto
+    proto.makeConnection(transport)
+    heard: list = []
+    proto.add_listener(heard.append)
+    return proto, transport, clock, heard
+
+
+class ModeMixin:
+    """
+    Mixin for trial test cases: run a block once per feeding mode and say
+    which mode failed; capture log events.
+    """
+
+    @contextmanager
+    def inMode(self, mode):
+        """
+        Re-raise an assertion failure inside the block with the feeding mode
+        in its message.
+        """
+        try:
+            yield
+        except self.failureException as e:
+            raise self.failureException(f"[fed {describe(mode)}] {e}") from e
+
+    def captureLogs(self) -> list:
+        """
+        @return: a list that receives every log event until the test ends.
+        """
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events
+
+    @staticmethod
+    def warnings(events: list) -> list[str]:
+        """
+        @return: the formatted text of the warning-or-worse events in C{events}.
+        """
+        return [formatEvent(e) for e in events
+                if e.get("log_level") is not None and e["log_level"] >= LogLevel.warn]

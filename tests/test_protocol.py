@@ -1,0 +1,1145 @@
+"""
+Tests for L{smartmeter_tx.sk.protocol.SKStackProtocol}.
+
+Module output comes from the real lines of captures.md (tests/fixtures/captures.py)
+and is fed whole, one byte at a time, and split in two at every offset.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionDone
+from twisted.logger import formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk.protocol import (
+    Reply, SKCommandError, SKDisconnected, SKEventError, SKStackProtocol, SKTimeoutError,
+)
+from tests.fixtures import captures as C
+from tests.sktesting import ModeMixin, connect, feed, lines, modes, send
+
+STD, DSE = L.Dialect.STANDARD, L.Dialect.DSE
+
+METER = C.S4_METER_IP
+MODULE = C.S4_MODULE_IP
+LLA = C.S4_METER_MAC
+FF02 = "FF02:0000:0000:0000:0000:0000:0000:0001"
+ZERO = "0000:0000:0000:0000:0000:0000:0000:0000"
+
+#: The §4 credentials, as the author replaced them in the capture.
+PASSWORD = "0123456789AB"
+RBID = "00112233445566778899AABBCCDDEEFF"
+RBID_HEX = RBID.encode().hex().upper()
+PAIR_ID = RBID[-8:]
+
+#: §4 Get_Res E7 = 228 W (TID 0x5253), the answer glued to the stray echo.
+GET_RES_E7 = bytes.fromhex("1081525302880105FF017201E704000000E4")
+
+#: §4 second PANA message with the author's X redaction filled back in with
+#: the hex-encoded B-route ID, which is what that part of the payload carries.
+PANA_RX_2_WITH_ID = C.S4_PANA_RX_2.replace(b"X" * 64, RBID_HEX.encode())
+
+#: §4 join transcript with the second PANA message restored (see above).
+JOIN_TRANSCRIPT = [PANA_RX_2_WITH_ID if line == C.S4_PANA_RX_2 else line
+                   for line in C.S4_JOIN_TRANSCRIPT]
+
+
+def erxudp(payload: bytes, layout: str = "std", binary: bool = False, sender: str = METER,
+           dest: str = MODULE, port: str = "0E1A", secured: str = "1", side: str = "0",
+           rssi: str = "A5") -> bytes:
+    """
+    An ERXUDP line (without CR LF) in one of the three layouts: C{"std"} (9
+    tokens), C{"dse"} (10, with SIDE) or C{"rssi"} (11, DSE with SA2=1).
+    """
+    head = ["ERXUDP", sender, dest, port, port, LLA]
+    if layout == "rssi":
+        head.append(rssi)
+    head.append(secured)
+    if layout in ("dse", "rssi"):
+        head.append(side)
+    head.append("%04X" % len(payload))
+    data = payload if binary else payload.hex().upper().encode()
+    return " ".join(head).encode() + b" " + data
+
+
+def expected_rx(payload: bytes, layout: str = "std", binary: bool = False) -> L.RxUdp:
+    return L.RxUdp(
+        sender=METER, dest=MODULE, rport=0x0E1A, lport=0x0E1A, sender_lla=LLA, secured=True,
+        data=payload, side=None if layout == "std" else 0,
+        rssi=0xA5 if layout == "rssi" else None, binary=binary,
+    )
+
+
+class CommandWritingTests(SynchronousTestCase):
+    """
+    What L{SKStackProtocol.command} writes, and when.
+    """
+
+    def test_exactBytes(self):
+        """
+        C{command()} writes each command's exact bytes: CR LF for SK commands,
+        CR alone for ROPT/WOPT, and SKSENDTO's raw payload after the length
+        field with no line terminator.
+        """
+        payload = C.S4_SENDTO_PAYLOAD
+        cases = [
+            (L.sk_ver(), b"SKVER\r\n"),
+            (L.sk_appver(), b"SKAPPVER\r\n"),
+            (L.sk_info(), b"SKINFO\r\n"),
+            (L.sk_sreg("SFE", "0"), b"SKSREG SFE 0\r\n"),
+            (L.sk_sreg("S2"), b"SKSREG S2\r\n"),
+            (L.sk_sreg("S3", "B5FB"), b"SKSREG S3 B5FB\r\n"),
+            (L.sk_setpwd(PASSWORD), b"SKSETPWD C 0123456789AB\r\n"),
+            (L.sk_setrbid(RBID), b"SKSETRBID 00112233445566778899AABBCCDDEEFF\r\n"),
+            (L.sk_scan(STD), b"SKSCAN 2 FFFFFFFF 6\r\n"),
+            (L.sk_scan(DSE), b"SKSCAN 2 FFFFFFFF 6 0\r\n"),
+            (L.sk_ll64(LLA), b"SKLL64 0011223344556677\r\n"),
+            (L.sk_join(METER), b"SKJOIN " + METER.encode() + b"\r\n"),
+            (L.sk_sendto(STD, METER, payload),
+             b"SKSENDTO 1 " + METER.encode() + b" 0E1A 1 000E " + payload),
+            (L.sk_sendto(DSE, METER, payload), C.S4_SENDTO_ECHO + payload),
+            (L.sk_term(), b"SKTERM\r\n"),
+            (L.sk_reset(), b"SKRESET\r\n"),
+            (L.sk_table("2"), b"SKTABLE 2\r\n"),
+            (L.sk_addnbr(METER, LLA), b"SKADDNBR " + METER.encode() + b" 0011223344556677\r\n"),
+            (L.ropt(), b"ROPT\r"),
+            (L.wopt(1), b"WOPT 01\r"),
+            (L.wopt(0), b"WOPT 00\r"),
+        ]
+        for command, expected in cases:
+            proto, transport, clock, heard = connect()
+            proto.command(command)
+            self.assertEqual(transport.value(), expected, command.name)
+
+    def test_sendtoPayloadHasNoLineEnd(self):
+        """
+        C{command(sk_sendto(...))} ends the write with the last payload byte,
+        even when the payload itself ends in CR LF.
+        """
+        payload = bytes.fromhex("1081000105FF01028801620102") + b"\r\n"
+        proto, transport, clock, heard = connect()
+        proto.command(L.sk_sendto(STD, ZERO, payload))
+        self.assertEqual(
+            transport.value(),
+            b"SKSENDTO 1 0000:0000:0000:0000:0000:0000:0000:0000 0E1A 1 000F " + payload)
+
+    def test_oneCommandOnTheWire(self):
+        """
+        C{command()} does not write a second command until the first one's OK.
+        """
+        proto, transport, clock, heard = connect()
+        d1 = proto.command(L.sk_sreg("SFE", "0"))
+        d2 = proto.command(L.sk_ver())
+        self.assertEqual(transport.value(), b"SKSREG SFE 0\r\n")
+        send(proto, b"SKSREG SFE 0\r\n")
+        self.assertEqual(transport.value(), b"SKSREG SFE 0\r\n")
+        self.assertNoResult(d1)
+        send(proto, b"OK\r\n")
+        self.assertIsInstance(self.successResultOf(d1), Reply)
+        self.assertEqual(transport.value(), b"SKSREG SFE 0\r\nSKVER\r\n")
+        self.assertNoResult(d2)
+        self.assertTrue(proto.busy)
+
+    def test_queuedCommandsInOrder(self):
+        """
+        Queued commands are written in the order C{command()} was called, each
+        after the previous one completed.
+        """
+        proto, transport, clock, heard = connect()
+        ds = [proto.command(L.sk_sreg("S2", "31")), proto.command(L.sk_sreg("S3", "B5FB")),
+              proto.command(L.sk_ll64(LLA))]
+        written = []
+        answers = [lines(C.S4_SREG_S2_ECHO, C.S4_OK), lines(C.S4_SREG_S3_ECHO, C.S4_OK),
+                   lines(C.S4_LL64_ECHO, C.S4_LL64_ANSWER)]
+        for answer in answers:
+            written.append(transport.value())
+            transport.clear()
+            send(proto, answer)
+        self.assertEqual(written, [b"SKSREG S2 31\r\n", b"SKSREG S3 B5FB\r\n",
+                                   b"SKLL64 0011223344556677\r\n"])
+        self.assertEqual([self.successResultOf(d).command.name for d in ds],
+                         ["SKSREG", "SKSREG", "SKLL64"])
+        self.assertFalse(proto.busy)
+        self.assertEqual(transport.value(), b"")
+
+
+class EchoTests(ModeMixin, SynchronousTestCase):
+    """
+    Echoed command lines are recognised and skipped with echo on and off.
+    """
+
+    def test_echoOn(self):
+        """
+        With echo on (§4 SKVER), the echoed command is skipped, the result line
+        is collected and C{proto.echo} becomes True.
+        """
+        answer = lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_ver())
+                feed(proto, answer, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.lines, [L.Ver("1.5.2")])
+                self.assertEqual(reply.final, L.Ok())
+                self.assertEqual(reply.ok, L.Ok())
+                self.assertIs(proto.echo, True)
+                self.assertEqual(heard, [])
+
+    def test_echoOff(self):
+        """
+        With echo off, the result line and OK complete the command and
+        C{proto.echo} becomes False.
+        """
+        answer = lines(b"EVER 1.2.10", C.S1_OK)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_ver())
+                feed(proto, answer, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.lines, [L.Ver("1.2.10")])
+                self.assertIs(proto.echo, False)
+
+    def test_sregSfe0TurnsEchoOff(self):
+        """
+        C{SKSREG SFE 0} is itself echoed; after its OK C{proto.echo} is False.
+        """
+        echo, ok = lines(C.S1_SEND_SREG_SFE), lines(C.S1_OK)
+        for mode in modes(echo, ok):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_sreg("SFE", "0"))
+                feed(proto, echo, mode)
+                self.assertNoResult(d)
+                self.assertIs(proto.echo, True)
+                feed(proto, ok, mode)
+                self.assertEqual(self.successResultOf(d).final, L.Ok())
+                self.assertIs(proto.echo, False)
+
+    def test_sendtoEchoDse(self):
+        """
+        The §4 SKSENDTO echo (stops after the length field, trailing space) is
+        skipped; the EVENT 21 before OK is collected in the reply.
+        """
+        answer = lines(C.S4_SENDTO_ECHO, C.S4_EVENT_21_SENT, C.S4_OK)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                self.assertEqual(transport.value(), C.S4_SENDTO_ECHO + C.S4_SENDTO_PAYLOAD)
+                feed(proto, answer, mode)
+                reply = self.successResultOf(d)
+                event = L.Event(0x21, METER, 0, 0)
+                self.assertEqual(reply.events, [event])
+                self.assertEqual(reply.final, L.Ok())
+                self.assertEqual(heard, [event])
+                self.assertIs(proto.echo, True)
+
+    def test_sendtoEchoOffBareLine(self):
+        """
+        With echo off SKSENDTO is answered by a bare CR LF, then the §1 EVENT 21
+        and OK; the command completes with that event.
+        """
+        answer = b"\r\n" + lines(C.S1_EVENT_21_SENT, C.S1_OK)
+        payload = bytes.fromhex("1081000105FF010288016201D300")  # Get D3, as §1 sent
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_sendto(STD, ZERO, payload))
+                self.assertEqual(transport.value(), C.S1_SEND_SENDTO_HEAD + payload)
+                feed(proto, answer, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.events, [L.Event(0x21, ZERO, None, 0)])
+                self.assertIs(proto.echo, False)
+
+    def test_ll64EchoOn(self):
+        """
+        SKLL64 with echo on (§4): the echoed C{SKLL64 ...} line is not taken as
+        the address; the bare address line that follows completes the command.
+        """
+        echo, answer = lines(C.S4_LL64_ECHO), lines(C.S4_LL64_ANSWER)
+        for mode in modes(echo, answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_ll64(LLA))
+                feed(proto, echo, mode)
+                self.assertNoResult(d)
+                feed(proto, answer, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.final, L.Address(METER))
+                self.assertIsNone(reply.ok)
+                self.assertEqual(clock.getDelayedCalls(), [])
+                self.assertFalse(proto.busy)
+
+    def test_ll64EchoOff(self):
+        """
+        SKLL64 with echo off (§1): the bare address line alone completes it.
+        """
+        answer = lines(C.S1_LL64_ANSWER)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_ll64("0000000000000000"))
+                self.assertEqual(transport.value(), C.S1_SEND_LL64 + b"\r\n")
+                feed(proto, answer, mode)
+                self.assertEqual(self.successResultOf(d).final, L.Address(ZERO))
+
+    def test_okBeforeEchoIgnoredWhenEchoOn(self):
+        """
+        With echo known to be on, an OK that arrives before the command's echo
+        (the late OK of an earlier command) does not complete the command.
+        """
+        stray = lines(C.S4_OK)
+        answer = lines(C.S4_SREG_S2_ECHO, C.S4_OK)
+        for mode in modes(stray, answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                self.successResultOf(_done(proto, L.sk_ver(),
+                                           lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)))
+                self.assertIs(proto.echo, True)
+                d = proto.command(L.sk_sreg("S2", "31"))
+                feed(proto, stray, mode)
+                self.assertNoResult(d)
+                feed(proto, answer, mode)
+                self.assertEqual(self.successResultOf(d).final, L.Ok())
+
+
+def _done(proto, command, answer):
+    d = proto.command(command)
+    send(proto, answer)
+    return d
+
+
+class AsynchronousLineTests(ModeMixin, SynchronousTestCase):
+    """
+    EVENT, ERXUDP and EPANDESC reach listeners at any time.
+    """
+
+    def test_eventBetweenCommandAndOk(self):
+        """
+        An EVENT between a command's result and its OK reaches listeners and
+        the command still completes with its result.
+        """
+        answer = lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_EVENT_21_SENT, C.S4_OK)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_ver())
+                feed(proto, answer, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.lines, [L.Ver("1.5.2")])
+                self.assertEqual(reply.events, [])
+                self.assertEqual(heard, [L.Event(0x21, METER, 0, 0)])
+
+    def test_rxBetweenEchoAndOk(self):
+        """
+        An ERXUDP between SKSENDTO's echo and its OK (and one before the echo,
+        as in §4) reaches listeners; the SKSENDTO still completes.
+        """
+        answer = lines(C.S4_INF_EA_EB_RX, C.S4_SENDTO_ECHO, C.S4_INF_EA_EB_RX,
+                       C.S4_EVENT_21_SENT, C.S4_OK)
+        inf = expected_rx(bytes.fromhex(C.S20_INF_EA_EB), "dse")
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                feed(proto, answer, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.events, [L.Event(0x21, METER, 0, 0)])
+                self.assertEqual(heard, [inf, inf, L.Event(0x21, METER, 0, 0)])
+
+    def test_rxWithNoCommand(self):
+        """
+        An ERXUDP with no command in flight reaches listeners.
+        """
+        data = lines(C.S4_INF_D5_RX)
+        for mode in modes(data):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                feed(proto, data, mode)
+                self.assertEqual(len(heard), 1)
+                self.assertEqual(heard[0].dest, FF02)
+                self.assertEqual(heard[0].data, bytes.fromhex(C.S20_INF_D5_TID_0000))
+
+    def test_raisingListenerLogged(self):
+        """
+        A listener that raises is logged; later listeners still get the value,
+        parsing goes on and the command completes.
+        """
+        answer = lines(C.S4_SENDTO_ECHO, C.S4_EVENT_21_SENT, C.S4_OK, C.S4_INF_D5_RX)
+        runs = modes(answer)
+        for mode in runs:
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                proto.remove_listener(heard.append)
+                proto.add_listener(lambda value: 1 / 0)
+                proto.add_listener(heard.append)
+                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                feed(proto, answer, mode)
+                self.assertEqual(self.successResultOf(d).final, L.Ok())
+                self.assertEqual([type(v) for v in heard], [L.Event, L.RxUdp])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2 * len(runs))
+
+    def test_removeListener(self):
+        """
+        C{remove_listener} stops the calls.
+        """
+        proto, transport, clock, heard = connect()
+        proto.remove_listener(heard.append)
+        proto.remove_listener(heard.append)  # removing twice is harmless
+        send(proto, lines(C.S4_EVENT_25))
+        self.assertEqual(heard, [])
+
+    def test_whenEvent(self):
+        """
+        C{when_event(nums)} fires with the next EVENT of one of those numbers
+        only, once; every caller gets its own Deferred.
+        """
+        data = lines(C.S4_EVENT_21_SENT, C.S4_EVENT_02, C.S4_EVENT_25, C.S4_EVENT_25)
+        for mode in modes(data):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d1 = proto.when_event(0x24, 0x25)
+                d2 = proto.when_event(0x25)
+                d3 = proto.when_event(0x29)
+                feed(proto, data, mode)
+                self.assertEqual(self.successResultOf(d1), L.Event(0x25, METER, 0, None))
+                self.assertEqual(self.successResultOf(d2), L.Event(0x25, METER, 0, None))
+                self.assertNoResult(d3)
+                d3.cancel()
+                self.failureResultOf(d3, CancelledError)
+
+
+class ScanJoinTests(ModeMixin, SynchronousTestCase):
+    """
+    Commands that complete on an EVENT after their OK: SKSCAN and SKJOIN.
+    """
+
+    def test_scanStandard(self):
+        """
+        SKSCAN (§1, standard, echo off) completes only at EVENT 22 after OK,
+        with the 6-line EPANDESC block collected as a PanDesc.
+        """
+        ok = lines(C.S1_OK)
+        rest = lines(b"EVENT 20 " + ZERO.encode(), b"EPANDESC", *C.S1_PANDESC_FIELDS,
+                     b"EVENT 22 " + ZERO.encode())
+        desc = L.PanDesc(0x3B, 0x09, 0x0000, "0000000000000000", 0xB2, None, "00000000")
+        for mode in modes(ok, rest):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_scan(STD))
+                feed(proto, ok, mode)
+                self.assertNoResult(d)
+                feed(proto, rest, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.pandescs, [desc])
+                self.assertEqual(reply.final, L.Event(0x22, ZERO))
+                self.assertEqual(heard, [L.Event(0x20, ZERO), desc, L.Event(0x22, ZERO)])
+                self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_scanDseRealTranscript(self):
+        """
+        The §4 DSE scan transcript (echo on, a stray OK before the echo, the
+        SKSCAN echo printed twice, a head-less EVENT 20 line, the 7-line
+        EPANDESC block with Side:0) completes at EVENT 22 with the PanDesc.
+        """
+        answer = (b"OK\r\nSKSCAN 2 FFFFFFFF 6 0 \r\nOK\r\n" + b"SKSCAN 2 FFFF" +
+                  b"FFFF 6 0 \r\nOK\r\n" +
+                  b" 20 FE80:0000:0000:0000:021D:1291:0004:E578 0\r\n" +
+                  lines(*C.S4_PANDESC_BLOCK))
+        end = lines(C.S4_EVENT_22)
+        desc = L.PanDesc(0x31, 0x09, 0xB5FB, LLA, 0xDD, 0, "XXXXXXXX")
+        for mode in modes(answer, end):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                self.successResultOf(_done(proto, L.sk_setrbid(RBID),
+                                           lines(C.S4_SETRBID_ECHO, C.S4_OK)))
+                d = proto.command(L.sk_scan(DSE))
+                feed(proto, answer, mode)
+                self.assertNoResult(d)
+                feed(proto, end, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.pandescs, [desc])
+                self.assertEqual(reply.final, L.Event(0x22, MODULE, 0))
+                self.assertEqual(heard, [desc, L.Event(0x22, MODULE, 0)])
+
+    def test_scanMode3NoPairId(self):
+        """
+        SKSCAN mode 3 (no PairID line): the block is completed by the EVENT 22
+        that ends the scan and is still collected.
+        """
+        answer = lines(C.S1_OK, b"EVENT 20 " + ZERO.encode(), b"EPANDESC",
+                       *C.S1_PANDESC_FIELDS[:-1], b"EVENT 22 " + ZERO.encode())
+        desc = L.PanDesc(0x3B, 0x09, 0x0000, "0000000000000000", 0xB2)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_scan(STD, mode=3))
+                self.assertEqual(transport.value(), b"SKSCAN 3 FFFFFFFF 6\r\n")
+                feed(proto, answer, mode)
+                self.assertEqual(self.successResultOf(d).pandescs, [desc])
+
+    def test_scanNothingFound(self):
+        """
+        SKSCAN with no PAN found completes at EVENT 22 with no PanDesc.
+        """
+        answer = lines(C.S4_SCAN_ECHO, C.S4_OK, C.S4_EVENT_22)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_scan(DSE))
+                feed(proto, answer, mode)
+                self.assertEqual(self.successResultOf(d).pandescs, [])
+
+    def test_joinRealTranscript(self):
+        """
+        SKJOIN completes at EVENT 25 (reply.final) of the §4 join transcript;
+        listeners see EVENT 21 02, EVENT 02, the four PANA ERXUDPs on 02CC,
+        every EVENT 21, EVENT 25 and the D5 INF to FF02::1 in order.
+        """
+        ok = lines(b"SKJOIN " + METER.encode(), C.S4_OK)
+        transcript = lines(*JOIN_TRANSCRIPT)
+        for mode in modes(ok, transcript):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_join(METER))
+                feed(proto, ok, mode)
+                self.assertNoResult(d)
+                feed(proto, transcript, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.final, L.Event(0x25, METER, 0, None))
+                kinds = [(v.num, v.param) if isinstance(v, L.Event) else (v.rport, len(v.data))
+                         for v in heard]
+                self.assertEqual(kinds, [
+                    (0x21, 2), (0x02, None),
+                    (0x02CC, 0x28), (0x21, 0), (0x02CC, 0x68), (0x21, 0), (0x02CC, 0x54),
+                    (0x21, 0), (0x02CC, 0x58), (0x21, 0), (0x25, None), (0x0E1A, 0x12),
+                ])
+                pana = [v for v in heard if isinstance(v, L.RxUdp) and v.rport == 0x02CC]
+                self.assertEqual({(v.secured, v.side, v.lport) for v in pana},
+                                 {(False, 0, 0x02CC)})
+                self.assertEqual(heard[-1].dest, FF02)
+                self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_joinRedactedPanaLineDropped(self):
+        """
+        The §4 PANA line as stored (hex payload partly replaced by X) is a
+        malformed ERXUDP: it is dropped and logged, and SKJOIN still completes.
+        """
+        ok = lines(b"SKJOIN " + METER.encode(), C.S4_OK)
+        transcript = lines(*C.S4_JOIN_TRANSCRIPT)
+        logged = self.captureLogs()
+        for mode in modes(ok, transcript):
+            with self.inMode(mode):
+                del logged[:]
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_join(METER))
+                feed(proto, ok, mode)
+                feed(proto, transcript, mode)
+                self.assertEqual(self.successResultOf(d).final.num, 0x25)
+                self.assertEqual(len([v for v in heard if isinstance(v, L.RxUdp)]), 4)
+                self.assertTrue(self.warnings(logged))
+                self.assertFalse(transport.disconnecting)
+
+    def test_joinFailsAtEvent24(self):
+        """
+        SKJOIN fails with L{SKEventError} carrying the EVENT when EVENT 24
+        follows its OK.
+        """
+        answer = lines(b"SKJOIN " + METER.encode(), C.S4_OK, C.S4_EVENT_21_NS, C.S4_EVENT_02,
+                       b"EVENT 24 " + METER.encode() + b" 0")
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_join(METER))
+                feed(proto, answer, mode)
+                error = self.failureResultOf(d, SKEventError).value
+                self.assertEqual(error.command, "SKJOIN")
+                self.assertEqual(error.event, L.Event(0x24, METER, 0, None))
+                self.assertIn("SKJOIN", str(error))
+                self.assertEqual(clock.getDelayedCalls(), [])
+                self.assertEqual([v.num for v in heard], [0x21, 0x02, 0x24])
+
+    def test_event25BeforeOkDoesNotComplete(self):
+        """
+        An EVENT 25 left over from before SKJOIN (it arrives before the OK) does
+        not complete SKJOIN; the one after OK does.
+        """
+        before = lines(b"SKJOIN " + METER.encode(), C.S4_EVENT_25)
+        after = lines(C.S4_OK, C.S4_EVENT_25)
+        for mode in modes(before, after):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_join(METER))
+                feed(proto, before, mode)
+                self.assertNoResult(d)
+                feed(proto, after, mode)
+                self.assertEqual(self.successResultOf(d).final.num, 0x25)
+
+
+class OtherCompletionTests(ModeMixin, SynchronousTestCase):
+    """
+    SKTERM and SKRESET.
+    """
+
+    def test_termCompletesAtEvent27(self):
+        """
+        SKTERM completes at EVENT 27 after its OK, with that event as final.
+        """
+        ok = lines(b"SKTERM", C.S4_OK)
+        end = lines(b"EVENT 27 " + METER.encode() + b" 0")
+        for mode in modes(ok, end):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_term())
+                feed(proto, ok, mode)
+                self.assertNoResult(d)
+                feed(proto, end, mode)
+                self.assertEqual(self.successResultOf(d).final, L.Event(0x27, METER, 0))
+                self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_resetForgetsEcho(self):
+        """
+        After SKRESET's OK the echo state is unknown again (registers reset).
+        """
+        answer = lines(b"SKRESET", C.S4_OK)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                self.successResultOf(_done(proto, L.sk_sreg("SFE", "0"),
+                                           lines(C.S1_SEND_SREG_SFE, C.S1_OK)))
+                self.assertIs(proto.echo, False)
+                d = proto.command(L.sk_reset())
+                feed(proto, answer, mode)
+                self.assertEqual(self.successResultOf(d).final, L.Ok())
+                self.assertIsNone(proto.echo)
+
+
+class OptionTests(ModeMixin, SynchronousTestCase):
+    """
+    ROPT/WOPT: CR-terminated commands and answers.
+    """
+
+    def _ropt(self, answer, expected_mode):
+        after = lines(C.S4_EVENT_21_SENT)
+        skver = lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)
+        for mode in modes(answer + after, skver):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.ropt())
+                d2 = proto.command(L.sk_ver())
+                self.assertEqual(transport.value(), b"ROPT\r")
+                feed(proto, answer + after, mode)
+                reply = self.successResultOf(d)
+                self.assertEqual(reply.final, L.Ok(expected_mode[0]))
+                self.assertEqual(proto.payload_mode, expected_mode[1])
+                self.assertEqual(heard, [L.Event(0x21, METER, 0, 0)])
+                self.assertEqual(transport.value(), b"ROPT\rSKVER\r\n")
+                feed(proto, skver, mode)
+                self.assertEqual(self.successResultOf(d2).lines, [L.Ver("1.5.2")])
+
+    def test_roptHex(self):
+        """
+        ROPT answered C{OK 01\\r} (CR only, §4) completes, sets payload_mode to
+        C{"hex"}, and the CR LF lines after it still parse.
+        """
+        self._ropt(C.S4_ROPT_ECHO + b"\r\n" + C.S4_ROPT_OK_01, ("01", "hex"))
+
+    def test_roptBinary(self):
+        """
+        ROPT answered C{OK 00\\r} sets payload_mode to C{"binary"}.
+        """
+        self._ropt(b"ROPT\r\nOK 00\r", ("00", "binary"))
+
+    def test_roptEchoOff(self):
+        """
+        ROPT with echo off: C{OK 01\\r} alone completes it.
+        """
+        self._ropt(C.S17_ROPT_OK_01, ("01", "hex"))
+
+    def test_roptUnsupported(self):
+        """
+        ROPT answered C{FAIL ER04} (§17, RL7023) fails with L{SKCommandError}
+        code 4, leaves payload_mode unknown, and the next command works.
+        """
+        answer = lines(C.S4_ROPT_ECHO, C.S17_FAIL_ER04)
+        skver = lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)
+        for mode in modes(answer, skver):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.ropt())
+                d2 = proto.command(L.sk_ver())
+                feed(proto, answer, mode)
+                self.assertEqual(self.failureResultOf(d, SKCommandError).value.code, 4)
+                self.assertIsNone(proto.payload_mode)
+                feed(proto, skver, mode)
+                self.assertEqual(self.successResultOf(d2).lines, [L.Ver("1.5.2")])
+
+    def test_wopt(self):
+        """
+        WOPT 01 answered C{OK\\r} completes and sets payload_mode to C{"hex"};
+        WOPT 00 sets C{"binary"}.
+        """
+        for arg, expected in ((1, "hex"), (0, "binary")):
+            answer = b"WOPT %02X\r\nOK\r" % arg + lines(C.S4_EVENT_25)
+            for mode in modes(answer):
+                with self.inMode(mode):
+                    proto, transport, clock, heard = connect()
+                    d = proto.command(L.wopt(arg))
+                    feed(proto, answer, mode)
+                    self.assertEqual(self.successResultOf(d).final, L.Ok())
+                    self.assertEqual(proto.payload_mode, expected)
+                    self.assertEqual(heard, [L.Event(0x25, METER, 0)])
+
+
+class RxUdpTests(ModeMixin, SynchronousTestCase):
+    """
+    ERXUDP in all three layouts, hex and binary, including payloads holding CR LF.
+    """
+
+    LAYOUTS = ("std", "dse", "rssi")
+
+    def _check(self, payload, layout, binary, payload_mode):
+        data = lines(erxudp(payload, layout, binary), C.S4_EVENT_25)
+        expected = [expected_rx(payload, layout, binary), L.Event(0x25, METER, 0)]
+        for mode in modes(data):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect(payload_mode=payload_mode)
+                feed(proto, data, mode)
+                self.assertEqual(
+                    heard, expected,
+                    f"layout {layout}, {'binary' if binary else 'hex'}, mode {payload_mode}")
+
+    def test_layoutsHex(self):
+        """
+        Hex ERXUDP in the 9-, 10- and 11-token layouts reaches listeners with
+        its fields and payload decoded.
+        """
+        for layout in self.LAYOUTS:
+            for payload_mode in (None, "hex"):
+                self._check(GET_RES_E7, layout, False, payload_mode)
+
+    def test_layoutsBinary(self):
+        """
+        Binary ERXUDP in the 9-, 10- and 11-token layouts reaches listeners
+        with its raw payload.
+        """
+        for layout in self.LAYOUTS:
+            for payload_mode in (None, "binary"):
+                self._check(GET_RES_E7, layout, True, payload_mode)
+
+    def test_binaryPayloadWithCrLf(self):
+        """
+        A binary payload containing CR LF (TID 0D0A) arrives intact, and the
+        next line parses.
+        """
+        payload = bytes.fromhex("10810D0A02880105FF017201E704000000E4")
+        for layout in self.LAYOUTS:
+            for payload_mode in (None, "binary"):
+                self._check(payload, layout, True, payload_mode)
+
+    def test_binaryPayloadEndingInCr(self):
+        """
+        A binary payload ending in CR arrives intact.
+        """
+        payload = bytes.fromhex("1081000102880105FF017201E70400000D0D")
+        for layout in self.LAYOUTS:
+            for payload_mode in (None, "binary"):
+                self._check(payload, layout, True, payload_mode)
+
+    def test_binaryPayloadEndingInCrLf(self):
+        """
+        A binary payload ending in CR LF arrives intact.
+        """
+        payload = bytes.fromhex("1081000102880105FF017201E70400000D0A")
+        for layout in self.LAYOUTS:
+            for payload_mode in (None, "binary"):
+                self._check(payload, layout, True, payload_mode)
+
+    def test_binaryPayloadStartingWithCrLfAndMany(self):
+        """
+        A binary payload that starts with CR LF and holds several more arrives
+        intact.
+        """
+        payload = b"\r\n\r\n\x10\x81\r\n\r\r\n\n"
+        for layout in ("std", "dse"):
+            self._check(payload, layout, True, "binary")
+
+    def test_binaryGetResInSendto(self):
+        """
+        A binary Get_Res whose payload holds CR LF, arriving between SKSENDTO's
+        EVENT 21 and OK, reaches listeners and the SKSENDTO completes.
+        """
+        payload = bytes.fromhex("10810D0A02880105FF017201E70400000D0A")
+        answer = lines(C.S4_SENDTO_ECHO, C.S4_EVENT_21_SENT, erxudp(payload, "dse", True),
+                       C.S4_OK)
+        for mode in modes(answer):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect(payload_mode="binary")
+                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                feed(proto, answer, mode)
+                self.assertEqual(self.successResultOf(d).final, L.Ok())
+                self.assertEqual(heard[1], expected_rx(payload, "dse", True))
+
+
+class FailTests(ModeMixin, SynchronousTestCase):
+    """
+    C{FAIL ERxx} answers.
+    """
+
+    MEANINGS = {
+        4: "command not supported",
+        5: "wrong number of arguments",
+        6: "argument format or range invalid",
+        9: "UART input error",
+        10: "command accepted but execution failed",
+    }
+
+    def test_failCodes(self):
+        """
+        C{FAIL ER04/05/06/09/10} fails the command with L{SKCommandError}
+        carrying the code and its meaning; the next command then works.
+        """
+        for code, meaning in self.MEANINGS.items():
+            for echo in (True, False):
+                answer = lines(*([b"SKTERM"] if echo else []), b"FAIL ER%02d" % code)
+                skver = lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)
+                for mode in modes(answer, skver):
+                    with self.inMode(mode):
+                        proto, transport, clock, heard = connect()
+                        d = proto.command(L.sk_term())
+                        d2 = proto.command(L.sk_ver())
+                        feed(proto, answer, mode)
+                        error = self.failureResultOf(d, SKCommandError).value
+                        self.assertEqual((error.code, error.meaning, error.command),
+                                         (code, meaning, "SKTERM"))
+                        self.assertIn("SKTERM", str(error))
+                        self.assertIn("ER%02d" % code, str(error))
+                        self.assertEqual(transport.value(), b"SKTERM\r\nSKVER\r\n")
+                        feed(proto, skver, mode)
+                        self.assertEqual(self.successResultOf(d2).lines, [L.Ver("1.5.2")])
+                        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class TimeoutTests(ModeMixin, SynchronousTestCase):
+    """
+    Per-command timeouts on the injected clock.
+    """
+
+    def test_timeoutThenNextCommandWorks(self):
+        """
+        A command with no answer fails with L{SKTimeoutError} naming it at its
+        timeout, not before; the queued command is then written and works.
+        """
+        proto, transport, clock, heard = connect()
+        d = proto.command(L.sk_ver())
+        d2 = proto.command(L.sk_sreg("S2", "31"))
+        clock.advance(L.sk_ver().timeout - 0.01)
+        self.assertNoResult(d)
+        self.assertEqual(transport.value(), b"SKVER\r\n")
+        clock.advance(0.01)
+        error = self.failureResultOf(d, SKTimeoutError).value
+        self.assertEqual(error.command, "SKVER")
+        self.assertEqual(error.seconds, 5.0)
+        self.assertIn("SKVER", str(error))
+        self.assertEqual(transport.value(), b"SKVER\r\nSKSREG S2 31\r\n")
+        send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
+        self.assertEqual(self.successResultOf(d2).final, L.Ok())
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_joinTimeout(self):
+        """
+        SKJOIN's timeout runs until its completing EVENT, not just its OK.
+        """
+        proto, transport, clock, heard = connect()
+        d = proto.command(L.sk_join(METER))
+        send(proto, lines(b"SKJOIN " + METER.encode(), C.S4_OK))
+        clock.advance(L.sk_join(METER).timeout)
+        error = self.failureResultOf(d, SKTimeoutError).value
+        self.assertEqual(error.command, "SKJOIN")
+
+    def test_noDelayedCallsAfterCompletion(self):
+        """
+        A completed command leaves no delayed call on the clock.
+        """
+        proto, transport, clock, heard = connect()
+        d = proto.command(L.sk_ver())
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        send(proto, lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK))
+        self.successResultOf(d)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_lateAnswerAfterTimeoutNotTaken(self):
+        """
+        With echo on, the late answer of a timed-out command (its echo, result
+        and OK) is not taken as the next command's answer: the next command
+        completes only with its own echo and OK, with no foreign result lines.
+        """
+        late = lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)
+        own = lines(C.S4_SREG_S2_ECHO, C.S4_OK)
+        for mode in modes(late, own):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                self.successResultOf(_done(proto, L.sk_ver(), late))
+                d1 = proto.command(L.sk_ver())
+                d2 = proto.command(L.sk_sreg("S2", "31"))
+                clock.advance(L.sk_ver().timeout)
+                self.failureResultOf(d1, SKTimeoutError)
+                feed(proto, late, mode)
+                self.assertNoResult(d2)
+                feed(proto, own, mode)
+                reply = self.successResultOf(d2)
+                self.assertEqual(reply.lines, [])
+                self.assertEqual(reply.final, L.Ok())
+
+    def test_timeoutKeepsEcho(self):
+        """
+        A timeout does not make SKStackProtocol forget that the module echoes,
+        so a late answer of the timed-out command is still recognised as stale.
+        """
+        proto, transport, clock, heard = connect()
+        self.successResultOf(_done(proto, L.sk_ver(), lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)))
+        self.assertIs(proto.echo, True)
+        d = proto.command(L.sk_ver())
+        clock.advance(5)
+        self.failureResultOf(d, SKTimeoutError)
+        self.assertIs(proto.echo, True)
+
+
+def lost_reason(case, d):
+    """
+    The reason C{when_disconnected()}'s Deferred C{d} fired with.  It cannot
+    succeed with a Failure (Twisted treats that as an errback), so either
+    outcome carrying the reason counts as firing.
+    """
+    results = []
+    d.addBoth(results.append)
+    case.assertEqual(len(results), 1, "when_disconnected() has not fired")
+    reason = results[0]
+    if isinstance(reason, BaseException):
+        reason = Failure(reason)
+    case.assertIsInstance(reason, Failure)
+    return reason
+
+
+class DisconnectTests(SynchronousTestCase):
+    """
+    Losing the serial link fails everything that waits.
+    """
+
+    def test_connectionLostFailsEverything(self):
+        """
+        C{connectionLost} fails the in-flight command, every queued one and
+        every C{when_event} waiter with L{SKDisconnected}, naming the command,
+        and fires C{when_disconnected}.
+        """
+        proto, transport, clock, heard = connect()
+        lost = proto.when_disconnected()
+        d1 = proto.command(L.sk_scan(DSE))
+        d2 = proto.command(L.sk_ll64(LLA))
+        d3 = proto.command(L.sk_join(METER))
+        waiter = proto.when_event(0x25)
+        send(proto, lines(C.S4_SCAN_ECHO, C.S4_OK))
+        self.assertNoResult(lost)
+        transport.loseConnection()
+        errors = [self.failureResultOf(d, SKDisconnected).value for d in (d1, d2, d3)]
+        self.assertEqual([e.command for e in errors], ["SKSCAN", "SKLL64", "SKJOIN"])
+        for e, name in zip(errors, ["SKSCAN", "SKLL64", "SKJOIN"]):
+            self.assertIn(name, str(e))
+            self.assertTrue(e.reason.check(ConnectionDone))
+        self.failureResultOf(waiter, SKDisconnected)
+        self.assertTrue(lost_reason(self, lost).check(ConnectionDone))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertFalse(proto.busy)
+        self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\n")
+
+    def test_afterConnectionLost(self):
+        """
+        After C{connectionLost}, C{command()} and C{when_event()} fail at once
+        and C{when_disconnected()} fires at once; nothing is written.
+        """
+        proto, transport, clock, heard = connect()
+        transport.loseConnection()
+        error = self.failureResultOf(proto.command(L.sk_ver()), SKDisconnected).value
+        self.assertEqual(error.command, "SKVER")
+        self.assertIn("SKVER", str(error))
+        self.failureResultOf(proto.when_event(0x25), SKDisconnected)
+        self.assertTrue(lost_reason(self, proto.when_disconnected()).check(ConnectionDone))
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class GarbageTests(ModeMixin, SynchronousTestCase):
+    """
+    Garbage from the module is dropped and logged; the port stays open.
+    """
+
+    def _survives(self, garbage, expect_heard=()):
+        answer = garbage + lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)
+        logged = self.captureLogs()
+        for mode in modes(answer):
+            with self.inMode(mode):
+                del logged[:]
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_ver())
+                feed(proto, answer, mode)
+                self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.5.2")])
+                self.assertFalse(transport.disconnecting)
+                self.assertTrue(transport.connected)
+                self.assertTrue(self.warnings(logged))
+                self.assertEqual(heard, list(expect_heard))
+
+    def test_overlongLine(self):
+        """
+        A line longer than MAX_LENGTH is dropped and logged, the transport is
+        not closed, and the command after it completes.
+        """
+        self._survives(b"A" * (SKStackProtocol.MAX_LENGTH + 904) + b"\r\n")
+
+    def test_overlongRxLine(self):
+        """
+        An over-long ERXUDP line is dropped without closing the port.
+        """
+        self._survives(erxudp(GET_RES_E7 * 130, "dse") + b"\r\n")
+
+    def test_undecodableBytes(self):
+        """
+        Undecodable bytes (C{ff fe 00}) and random bytes are dropped and
+        logged; the command after them completes.
+        """
+        noise = random.Random(20231219).randbytes(300).replace(b"\r\n", b"\n")
+        self._survives(b"\xff\xfe\x00\r\n" + noise + b"\r\n")
+
+    def test_malformedEventAndRx(self):
+        """
+        Malformed EVENT and ERXUDP lines are dropped and logged; listeners get
+        nothing from them.
+        """
+        garbage = lines(
+            b"EVENT 2G " + METER.encode(),
+            b"EVENT 21 " + METER.encode() + b" 0 00 00",
+            b"ERXUDP FE80:0000",
+            b"ERXUDP " + METER.encode() + b" " + MODULE.encode() + b" 0E1A 0E1A " +
+            LLA.encode() + b" 1 0 0012 10810001",
+        )
+        self._survives(garbage)
+
+    def test_gluedEchoAndRx(self):
+        """
+        The §4 line C{SKSENDTOERXUDP ...} (a stray echo glued to an ERXUDP)
+        still delivers the ERXUDP to listeners.
+        """
+        data = lines(C.S4_GLUED_RX)
+        for mode in modes(data):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                feed(proto, data, mode)
+                self.assertEqual(heard, [expected_rx(GET_RES_E7, "dse")])
+
+    def test_realDseSendtoRead(self):
+        """
+        The whole §4 read after SKSENDTO (INF, echo, EVENT 21, OK, glued
+        ERXUDP) completes the SKSENDTO and gives listeners both ERXUDPs.
+        """
+        data = lines(C.S4_INF_EA_EB_RX, C.S4_SENDTO_ECHO, C.S4_EVENT_21_SENT, C.S4_OK,
+                     C.S4_GLUED_RX)
+        for mode in modes(data):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                feed(proto, data, mode)
+                self.assertEqual(self.successResultOf(d).events, [L.Event(0x21, METER, 0, 0)])
+                self.assertEqual(heard, [expected_rx(bytes.fromhex(C.S20_INF_EA_EB), "dse"),
+                                         L.Event(0x21, METER, 0, 0),
+                                         expected_rx(GET_RES_E7, "dse")])
+
+
+class SecretTests(ModeMixin, SynchronousTestCase):
+    """
+    The B-route password and ID never reach the transcript or the log.
+    """
+
+    def test_secretsRedacted(self):
+        """
+        After SKSETPWD and SKSETRBID with echo on, the transcript shows
+        C{SKSETPWD C <redacted>} and never the password, the ID, its hex form
+        (in a PANA payload) or its PairID (in EPANDESC), even in a garbled
+        echo; neither does the log.
+        """
+        scan = lines(C.S4_SCAN_ECHO, C.S4_OK, b"EVENT 20 " + MODULE.encode() + b" 0",
+                     *[line.replace(b"XXXXXXXX", PAIR_ID.encode())
+                       for line in C.S4_PANDESC_BLOCK],
+                     C.S4_EVENT_22)
+        join = lines(b"SKJOIN " + METER.encode(), C.S4_OK, *JOIN_TRANSCRIPT)
+        secrets = [PASSWORD, RBID, RBID_HEX, PAIR_ID, PASSWORD.encode().hex().upper()]
+        logged = self.captureLogs()
+        for mode in modes(scan):
+            with self.inMode(mode):
+                del logged[:]
+                proto, transport, clock, heard = connect()
+                transcript = []
+                proto.transcript = lambda direction, text: transcript.append((direction, text))
+                d1 = proto.command(L.sk_setpwd(PASSWORD))
+                feed(proto, lines(C.S4_SETPWD_ECHO, C.S4_OK), mode)
+                d2 = proto.command(L.sk_setrbid(RBID))
+                feed(proto, lines(C.S4_SETRBID_ECHO, C.S4_OK), mode)
+                d3 = proto.command(L.sk_scan(DSE))
+                feed(proto, scan, mode)
+                d4 = proto.command(L.sk_join(METER))
+                feed(proto, join, mode)
+                # Serial noise in front of an echo makes it an unknown line.
+                feed(proto, b"\xff" + lines(C.S4_SETPWD_ECHO, b"\x00" + C.S4_SETRBID_ECHO), mode)
+                replies = [self.successResultOf(d) for d in (d1, d2, d3, d4)]
+                self.assertIn((">", "SKSETPWD C <redacted>"), transcript)
+                self.assertIn((">", "SKSETRBID <redacted>"), transcript)
+                self.assertEqual(replies[2].pandescs[0].pair_id, PAIR_ID)
+                texts = [text for _, text in transcript]
+                self.assertTrue(any("02CC" in t or "PANA" in t for t in texts))
+                for secret in secrets:
+                    for text in texts:
+                        self.assertNotIn(secret, text)
+                    for event in logged:
+                        self.assertNotIn(secret, formatEvent(event))
+
+
+class CancelTests(SynchronousTestCase):
+    """
+    Cancelling a command's Deferred.
+    """
+
+    def test_cancelQueued(self):
+        """
+        Cancelling a queued command removes it: it is never written.
+        """
+        proto, transport, clock, heard = connect()
+        d1 = proto.command(L.sk_sreg("S2", "31"))
+        d2 = proto.command(L.sk_ver())
+        d3 = proto.command(L.sk_sreg("S3", "B5FB"))
+        d2.cancel()
+        self.failureResultOf(d2, CancelledError)
+        send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
+        self.successResultOf(d1)
+        self.assertEqual(transport.value(), b"SKSREG S2 31\r\nSKSREG S3 B5FB\r\n")
+        send(proto, lines(C.S4_SREG_S3_ECHO, C.S4_OK))
+        self.successResultOf(d3)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancelInFlight(self):
+        """
+        Cancelling the in-flight command lets the next one go at once.
+        """
+        proto, transport, clock, heard = connect()
+        d1 = proto.command(L.sk_scan(DSE))
+        d2 = proto.command(L.sk_sreg("S2", "31"))
+        d1.cancel()
+        self.failureResultOf(d1, CancelledError)
+        self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\nSKSREG S2 31\r\n")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
+        self.assertEqual(self.successResultOf(d2).final, L.Ok())
+        self.assertEqual(clock.getDelayedCalls(), [])
