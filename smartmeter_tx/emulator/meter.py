@@ -1,0 +1,593 @@
+"""
+The virtual low-voltage smart electric energy meter (ECHONET Lite class
+0x028801) and its node profile (0x0EF001).
+
+Pure and deterministic: no Twisted, no I/O, no wall clock.  Every method that
+depends on time takes the meter's local time (a naive L{datetime.datetime}) as
+an argument, and every value is a function of the seed and that time only, so
+two models with the same seed answer the same question with the same bytes.
+
+The household: a base load plus appliances (fridge, air conditioner, rice
+cooker, microwave, IH hob, TV, lights, washing machine, hair dryer) switching on
+and off in per-appliance windows, with time-of-day habits.  Power is constant
+within each minute; the energy counters integrate exactly that piecewise-constant
+power, so E0 is always consistent with the E7 values the meter reports.  Loads
+sit on the R leg (100 V), the T leg (100 V) or across R-T (200 V) of a
+single-phase three-wire service, so M{P = 100 V x (I_R + I_T)} holds for E7/E8
+up to rounding.  An optional solar array (a 200 V inverter) makes E7 negative
+at midday and feeds the reverse counter E3.
+
+This module also holds the inverse of L{smartmeter_tx.echonet.meter}'s decoders
+(the encoders a meter needs) and the ground-truth record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Callable, Optional
+
+from smartmeter_tx.echonet import meter as em
+from smartmeter_tx.echonet.frame import (
+    GET, GET_RES, GET_SNA, INF, INF_REQ, INF_SNA, METER, NODE_PROFILE, SET_RES, SETC,
+    SETC_SNA, SETI, SETI_SNA, Frame, Property,
+)
+from smartmeter_tx.errors import ArgumentError, FrameError
+
+__all__ = [
+    "MeterModel", "TruthRecord", "encode_property_map", "decode_value", "NO_DATA_U32",
+]
+
+NO_DATA_U32 = 0xFFFFFFFE
+SLOT_MINUTES = 30
+_MASK64 = (1 << 64) - 1
+#: Minutes are counted from this fixed origin so that the household's habits
+#: depend only on the seed and the time, never on when the emulator started.
+_ORIGIN = datetime.datetime(2000, 1, 1)
+
+
+def _mix(*values: int) -> int:
+    """
+    A deterministic 64-bit hash (splitmix64 steps): cheap, seedable, stable
+    across Python versions (unlike C{hash()}).
+    """
+    x = 0x9E3779B97F4A7C15
+    for v in values:
+        x = ((x ^ (v & _MASK64)) * 0xBF58476D1CE4E5B9) & _MASK64
+        x ^= x >> 31
+        x = (x * 0x94D049BB133111EB) & _MASK64
+        x ^= x >> 29
+    return x
+
+
+def _minute(t: datetime.datetime) -> int:
+    return int((t - _ORIGIN).total_seconds() // 60)
+
+
+def _at_minute(m: int) -> datetime.datetime:
+    return _ORIGIN + datetime.timedelta(minutes=m)
+
+
+@dataclass(frozen=True)
+class _Appliance:
+    name: str
+    watts: int
+    leg: str  # "R", "T" (100 V) or "RT" (200 V across both legs)
+    period: int  # minutes of one scheduling window
+    on_min: int  # shortest run within a window, minutes
+    on_max: int
+    hours: tuple  # 24 probabilities that it runs in a window starting at that hour
+
+
+def _profile(default: float, **hours: float) -> tuple:
+    table = [default] * 24
+    for key, p in hours.items():
+        for h in key[1:].split("_"):
+            table[int(h)] = p
+    return tuple(table)
+
+
+_HOUSEHOLD = (
+    _Appliance("fridge", 110, "R", 30, 10, 16, _profile(1.0)),
+    _Appliance("air conditioner", 750, "RT", 60, 20, 60,
+               _profile(0.35, h0_1_2_3_4_5=0.2, h13_14_15_16=0.6, h19_20_21_22=0.6)),
+    _Appliance("rice cooker", 1000, "R", 60, 10, 25, _profile(0.0, h6=0.7, h17_18=0.6)),
+    _Appliance("microwave", 1300, "T", 20, 1, 4,
+               _profile(0.02, h7=0.5, h12=0.5, h18_19=0.5)),
+    _Appliance("IH hob", 1800, "RT", 60, 8, 30, _profile(0.0, h12=0.3, h18_19=0.6)),
+    _Appliance("TV", 140, "T", 60, 30, 60,
+               _profile(0.1, h0_1_2_3_4_5=0.0, h19_20_21_22=0.8)),
+    _Appliance("lights", 180, "T", 60, 45, 60,
+               _profile(0.0, h6_7=0.5, h17_18_19_20_21_22=0.9, h23=0.5)),
+    _Appliance("washing machine", 450, "R", 90, 30, 60, _profile(0.0, h8_9_10=0.35)),
+    _Appliance("hair dryer", 1200, "T", 30, 3, 8, _profile(0.0, h7=0.3, h21_22=0.3)),
+)
+
+
+def encode_property_map(epcs) -> bytes:
+    """
+    A property map (9D/9E/9F): the count, then the EPCs when fewer than 16,
+    else a 16-byte bitmap where byte i bit b means EPC 0x80 + 0x10*b + i.
+    """
+    epcs = sorted(set(epcs))
+    if len(epcs) < 16:
+        return bytes([len(epcs)] + epcs)
+    bitmap = bytearray(16)
+    for epc in epcs:
+        if epc < 0x80:
+            raise ArgumentError(f"EPC {epc:#04x} cannot appear in a property map")
+        bitmap[epc & 0x0F] |= 1 << ((epc - 0x80) >> 4)
+    return bytes([len(epcs)]) + bytes(bitmap)
+
+
+def _u32(v: int) -> bytes:
+    return v.to_bytes(4, "big")
+
+
+def _stamp(t: datetime.datetime) -> bytes:
+    return t.year.to_bytes(2, "big") + bytes((t.month, t.day, t.hour, t.minute, t.second))
+
+
+@dataclass(frozen=True)
+class TruthRecord:
+    """
+    One property value the meter put on the air, and what it means.
+
+    @ivar at: the emulator clock's C{seconds()} when it reached the host.
+    @ivar meter_time: the meter's local time when the value was produced.
+    @ivar value: the decoded value (see L{decode_value}); for E0/E3/EA/EB
+        C{kwh} also carries the value in kWh.
+    """
+
+    at: float
+    meter_time: datetime.datetime
+    tid: int
+    esv: int
+    epc: int
+    edt: bytes
+    value: object
+    kwh: Optional[Decimal] = None
+    seoj: int = METER
+
+    def to_json(self) -> dict:
+        """A JSON-friendly dict (Decimals and datetimes as strings)."""
+        return {
+            "at": self.at, "meter_time": self.meter_time.isoformat(), "tid": self.tid,
+            "esv": self.esv, "seoj": "%06X" % self.seoj, "epc": "%02X" % self.epc,
+            "edt": self.edt.hex().upper(), "value": _jsonable(self.value),
+            "kwh": None if self.kwh is None else str(self.kwh),
+        }
+
+
+def _jsonable(value):
+    if isinstance(value, (Decimal, datetime.datetime)):
+        return str(value)
+    if isinstance(value, em.Absent):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def decode_value(epc: int, edt: bytes, seoj: int = METER):
+    """
+    Decode one property the way a correct client would, with the project's own
+    decoders, for the ground truth.  Unknown EPCs decode to their hex EDT.
+    """
+    if not edt:
+        return None
+    if seoj >> 8 == NODE_PROFILE >> 8:
+        if epc in (em.INSTANCE_LIST, em.SELF_INSTANCE_LIST):
+            return ["%06X" % e for e in em.decode_instance_list(edt)]
+        return edt.hex().upper()
+    if epc == em.POWER:
+        return em.decode_power(edt)
+    if epc == em.CURRENT:
+        return list(em.decode_current(edt))
+    if epc in (em.ENERGY_NORMAL, em.ENERGY_REVERSE):
+        return em.decode_energy_raw(edt)
+    if epc in (em.FIXED_NORMAL, em.FIXED_REVERSE):
+        fixed = em.decode_fixed_time(edt)
+        return {"time": fixed.timestamp, "raw": fixed.raw}
+    if epc in (em.HISTORY_NORMAL, em.HISTORY_REVERSE):
+        day = em.decode_history(edt)
+        return {"day": day.day, "slots": list(day.slots)}
+    if epc == em.COEFFICIENT:
+        return em.decode_coefficient(edt)
+    if epc == em.UNIT:
+        return em.decode_unit(edt)
+    if epc == em.DIGITS:
+        return em.decode_digits(edt)
+    if epc == em.OPERATION_STATUS:
+        return em.decode_operation_status(edt)
+    if epc == em.FAULT_STATUS:
+        return em.decode_fault(edt)
+    return edt.hex().upper()
+
+
+class MeterModel:
+    """
+    A deterministic meter.  Construct it, then call L{handle} with request
+    frames and the meter's current time.
+
+    @ivar coefficient: D3, or C{None} for a meter without D3 (Get_SNA, like
+        the meter of captures section 1).
+    @ivar unit: the E1 code (0x02 = 0.01 kWh).
+    @ivar digits: D7; the counters wrap at 10**digits.
+    @ivar solar_w: peak solar output in W, 0 for none.
+    @ivar history_days: how many days before C{start} the meter has data for;
+        older slots read as "no data" (0xFFFFFFFE), like a freshly installed meter.
+    """
+
+    def __init__(self, seed: int = 0, start: datetime.datetime = datetime.datetime(2024, 6, 1, 12),
+                 coefficient: Optional[int] = None, unit: int = 0x02, digits: int = 6,
+                 solar_w: int = 0, history_days: int = 14,
+                 initial_counts: Optional[int] = None) -> None:
+        if unit not in em.UNITS:
+            raise ArgumentError(f"E1 unit code {unit:#04x} is not defined")
+        if not 1 <= digits <= 8:
+            raise ArgumentError("D7 digits must be 1 to 8")
+        if coefficient is not None and not 1 <= coefficient <= 999999:
+            raise ArgumentError("D3 coefficient must be 1 to 999999")
+        if solar_w < 0 or history_days < 0:
+            raise ArgumentError("solar power and history days must not be negative")
+        self.seed = seed
+        self.start = start.replace(microsecond=0)
+        self.coefficient = coefficient
+        self.unit = unit
+        self.digits = digits
+        self.solar_w = solar_w
+        self.history_days = history_days
+        #: The first minute with data: midnight C{history_days} before start.
+        self._epoch = _minute(datetime.datetime.combine(
+            start.date() - datetime.timedelta(days=history_days), datetime.time()))
+        # Watt-seconds per count of the cumulative counters.
+        self._ws_per_count = Fraction(em.UNITS[unit]) * (coefficient or 1) * 3600 * 1000
+        modulus = 10 ** digits
+        if initial_counts is None:
+            initial_counts = modulus // 100 + _mix(seed, 1) % (modulus // 5)
+        self.initial_counts = initial_counts % modulus
+        self.initial_reverse = (_mix(seed, 2) % max(modulus // 1000, 1)) if solar_w else 0
+        self.history_day = 0xFF  # E5, never set
+        self.history2 = b"\xff\xff\xff\xff\xff\xff\x01"  # ED initial value
+        self.location = 0x61
+        self._windows: dict = {}
+        self._prefix = [(0, 0)]  # cumulative (import, export) Ws at slot boundaries from epoch
+        self._tid = _mix(seed, 3) & 0x0FFF
+        self.mac = "%016X" % ((_mix(seed, 4) & 0x0000FFFFFFFFFFFF) | 0x00C0000000000000)
+        self.serial = b"F%09d\x00\x00" % (_mix(seed, 5) % 10 ** 9)
+
+    # -- the household -----------------------------------------------------
+
+    def _on(self, index: int, appliance: _Appliance, minute: int) -> bool:
+        window = minute // appliance.period
+        key = (index, window)
+        span = self._windows.get(key)
+        if span is None:
+            hour = (window * appliance.period % 1440) // 60
+            r = _mix(self.seed, index, window)
+            if (r & 0xFFFF) / 65536.0 < appliance.hours[hour]:
+                length = appliance.on_min + (r >> 16) % (appliance.on_max - appliance.on_min + 1)
+                length = min(length, appliance.period)
+                first = window * appliance.period + (r >> 32) % (appliance.period - length + 1)
+                span = (first, first + length)
+            else:
+                span = (0, 0)
+            self._windows[key] = span
+        return span[0] <= minute < span[1]
+
+    def _legs(self, minute: int) -> tuple:
+        """
+        The load of one minute as (R-leg W, T-leg W, 200 V W, solar W).
+        """
+        jitter = _mix(self.seed, 0xBA5E, minute // 5)
+        r = 90 + jitter % 40
+        t = 50 + (jitter >> 8) % 30
+        rt = 0
+        for i, a in enumerate(_HOUSEHOLD):
+            if self._on(i, a, minute):
+                if a.leg == "R":
+                    r += a.watts
+                elif a.leg == "T":
+                    t += a.watts
+                else:
+                    rt += a.watts
+        return r, t, rt, self._solar(minute)
+
+    def _solar(self, minute: int) -> int:
+        if not self.solar_w:
+            return 0
+        of_day = minute % 1440
+        if not 360 <= of_day < 1080:  # 06:00 to 18:00
+            return 0
+        sun = math.sin(math.pi * (of_day - 360) / 720)
+        cloud = 0.55 + (_mix(self.seed, 0x50AA, minute // 10) % 450) / 1000
+        return int(self.solar_w * sun * sun * cloud)
+
+    def power_of_minute(self, minute: int) -> int:
+        r, t, rt, gen = self._legs(minute)
+        return r + t + rt - gen
+
+    def power(self, now: datetime.datetime) -> int:
+        """E7: instantaneous power in W (negative while exporting)."""
+        return self.power_of_minute(_minute(now))
+
+    def currents(self, now: datetime.datetime) -> tuple:
+        """
+        E8: (R, T) in units of 0.1 A.  200 V loads and the 200 V solar inverter
+        draw the same current through both legs.
+        """
+        r, t, rt, gen = self._legs(_minute(now))
+        return (round((r / 100 + (rt - gen) / 200) * 10), round((t / 100 + (rt - gen) / 200) * 10))
+
+    # -- energy ------------------------------------------------------------
+
+    def _slot_ws(self, slot: int) -> tuple:
+        start = self._epoch + slot * SLOT_MINUTES
+        imp = exp = 0
+        for m in range(start, start + SLOT_MINUTES):
+            p = self.power_of_minute(m)
+            if p >= 0:
+                imp += p * 60
+            else:
+                exp -= p * 60
+        return imp, exp
+
+    def _ws_at(self, now: datetime.datetime) -> Optional[tuple]:
+        """Cumulative (import, export) watt-seconds from the epoch to C{now}."""
+        seconds = int((now - _ORIGIN).total_seconds()) - self._epoch * 60
+        if seconds < 0:
+            return None
+        slot, rest = divmod(seconds, SLOT_MINUTES * 60)
+        while len(self._prefix) <= slot:
+            i, e = self._slot_ws(len(self._prefix) - 1)
+            last = self._prefix[-1]
+            self._prefix.append((last[0] + i, last[1] + e))
+        imp, exp = self._prefix[slot]
+        minute0 = self._epoch + slot * SLOT_MINUTES
+        whole, partial = divmod(rest, 60)
+        for m in range(minute0, minute0 + whole + (1 if partial else 0)):
+            p = self.power_of_minute(m)
+            secs = 60 if m < minute0 + whole else partial
+            if p >= 0:
+                imp += p * secs
+            else:
+                exp -= p * secs
+        return imp, exp
+
+    def counters(self, now: datetime.datetime) -> tuple:
+        """
+        (E0, E3) raw counts at C{now}, wrapped at 10**digits; C{None} each
+        before the meter has data.
+        """
+        ws = self._ws_at(now)
+        if ws is None:
+            return None, None
+        modulus = 10 ** self.digits
+        return ((self.initial_counts + int(ws[0] / self._ws_per_count)) % modulus,
+                (self.initial_reverse + int(ws[1] / self._ws_per_count)) % modulus)
+
+    def to_kwh(self, raw: int) -> Decimal:
+        return raw * (self.coefficient or 1) * em.UNITS[self.unit]
+
+    @staticmethod
+    def last_boundary(now: datetime.datetime) -> datetime.datetime:
+        """The last :00 or :30 at or before C{now}."""
+        return now.replace(minute=now.minute - now.minute % 30, second=0, microsecond=0)
+
+    @staticmethod
+    def next_boundary(now: datetime.datetime) -> datetime.datetime:
+        return MeterModel.last_boundary(now) + datetime.timedelta(minutes=30)
+
+    def _fixed(self, now: datetime.datetime, which: int) -> bytes:
+        at = self.last_boundary(now)
+        raw = self.counters(at)[which]
+        return _stamp(at) + _u32(NO_DATA_U32 if raw is None else raw)
+
+    def _history(self, now: datetime.datetime, which: int) -> bytes:
+        if self.history_day == 0xFF:
+            return b"\x00\xff" + _u32(NO_DATA_U32) * 48
+        day = datetime.datetime.combine(now.date(), datetime.time()) - datetime.timedelta(
+            days=self.history_day)
+        out = bytearray(self.history_day.to_bytes(2, "big"))
+        for k in range(48):
+            at = day + datetime.timedelta(minutes=30 * k)
+            raw = None if at > now else self.counters(at)[which]
+            out += _u32(NO_DATA_U32 if raw is None else raw)
+        return bytes(out)
+
+    def _history2(self, now: datetime.datetime) -> bytes:
+        spec = self.history2
+        count = spec[6]
+        out = bytearray(spec[:6] + bytes([count]))
+        try:
+            start = datetime.datetime(int.from_bytes(spec[:2], "big"), spec[2], spec[3],
+                                      spec[4], spec[5])
+        except ValueError:
+            start = None
+        for k in range(count):
+            at = None if start is None else start - datetime.timedelta(minutes=30 * k)
+            pair = (None, None) if at is None or at > now else self.counters(at)
+            out += b"".join(_u32(NO_DATA_U32 if v is None else v) for v in pair)
+        return bytes(out)
+
+    # -- properties --------------------------------------------------------
+
+    _SETTABLE = (0x81, em.HISTORY_DAY, 0xED)
+
+    def _getters(self) -> dict:
+        getters: dict = {
+            em.OPERATION_STATUS: lambda now: b"\x30",
+            0x81: lambda now: bytes([self.location]),
+            0x82: lambda now: b"\x00\x00F\x00",
+            em.FAULT_STATUS: lambda now: b"\x42",
+            em.MAKER_CODE: lambda now: b"\x00\x00\x16",
+            0x8D: lambda now: self.serial,
+            0x97: lambda now: bytes((now.hour, now.minute)),
+            0x98: lambda now: now.year.to_bytes(2, "big") + bytes((now.month, now.day)),
+            em.DIGITS: lambda now: bytes([self.digits]),
+            em.ENERGY_NORMAL: lambda now: _u32(_or_nodata(self.counters(now)[0])),
+            em.UNIT: lambda now: bytes([self.unit]),
+            em.HISTORY_NORMAL: lambda now: self._history(now, 0),
+            em.ENERGY_REVERSE: lambda now: _u32(_or_nodata(self.counters(now)[1])),
+            em.HISTORY_REVERSE: lambda now: self._history(now, 1),
+            em.HISTORY_DAY: lambda now: bytes([self.history_day]),
+            em.POWER: lambda now: self.power(now).to_bytes(4, "big", signed=True),
+            em.CURRENT: lambda now: b"".join(
+                v.to_bytes(2, "big", signed=True) for v in self.currents(now)),
+            em.FIXED_NORMAL: lambda now: self._fixed(now, 0),
+            em.FIXED_REVERSE: lambda now: self._fixed(now, 1),
+            0xEC: self._history2,
+            0xED: lambda now: self.history2,
+        }
+        if self.coefficient is not None:
+            getters[em.COEFFICIENT] = lambda now: _u32(self.coefficient)
+        getters[0x9D] = lambda now: encode_property_map((0x80, 0x81, 0x88))
+        getters[0x9E] = lambda now: encode_property_map(self._SETTABLE)
+        getters[0x9F] = lambda now: encode_property_map(list(getters) + [0x9F])
+        return getters
+
+    def _node_getters(self) -> dict:
+        getters: dict = {
+            0x80: lambda now: b"\x30",
+            0x82: lambda now: b"\x01\x0c\x01\x00",
+            0x8A: lambda now: b"\x00\x00\x16",
+            0xD3: lambda now: b"\x00\x00\x01",
+            0xD4: lambda now: b"\x00\x02",
+            em.INSTANCE_LIST: lambda now: b"\x01" + METER.to_bytes(3, "big"),
+            em.SELF_INSTANCE_LIST: lambda now: b"\x01" + METER.to_bytes(3, "big"),
+            0xD7: lambda now: b"\x01\x02\x88",
+        }
+        getters[0x9D] = lambda now: encode_property_map((0x80, em.INSTANCE_LIST))
+        getters[0x9E] = lambda now: encode_property_map(())
+        getters[0x9F] = lambda now: encode_property_map(list(getters) + [0x9F])
+        return getters
+
+    def get(self, epc: int, now: datetime.datetime) -> Optional[bytes]:
+        """The EDT of a meter property, or C{None} if the meter has no such property."""
+        getter = self._getters().get(epc)
+        return None if getter is None else getter(now)
+
+    def _set(self, epc: int, edt: bytes, now: datetime.datetime) -> bool:
+        if epc == 0x81 and len(edt) == 1:
+            self.location = edt[0]
+            return True
+        if epc == em.HISTORY_DAY and len(edt) == 1 and edt[0] <= 99:
+            self.history_day = edt[0]
+            return True
+        if epc == 0xED and len(edt) == 7 and 1 <= edt[6] <= 12 and edt[5] in (0, 30):
+            try:
+                at = datetime.datetime(int.from_bytes(edt[:2], "big"), edt[2], edt[3], edt[4], edt[5])
+            except ValueError:
+                return False
+            if at > now:
+                return False
+            self.history2 = bytes(edt)
+            return True
+        return False
+
+    # -- frames ------------------------------------------------------------
+
+    def next_tid(self) -> int:
+        """The TID of the meter's own next notification."""
+        self._tid = (self._tid + 1) & 0xFFFF
+        return self._tid
+
+    def handle(self, data: bytes, now: datetime.datetime) -> Optional[Frame]:
+        """
+        Answer one ECHONET Lite request.
+
+        @return: the reply frame, or C{None} when the meter stays silent
+            (garbage, a frame for another object, SetI success, a response).
+        """
+        try:
+            request = Frame.decode(data)
+        except FrameError:
+            return None
+        eoj = request.deoj
+        if eoj in (METER, METER & 0xFFFF00):
+            getters, own = self._getters(), METER
+        elif eoj in (NODE_PROFILE, NODE_PROFILE & 0xFFFF00):
+            getters, own = self._node_getters(), NODE_PROFILE
+        else:
+            return None
+        esv = request.esv
+        if esv in (GET, INF_REQ):
+            props, ok = [], True
+            for p in request.properties:
+                getter = getters.get(p.epc)
+                if getter is None:
+                    ok = False
+                    props.append(Property(p.epc))
+                else:
+                    props.append(Property(p.epc, getter(now)))
+            if esv == GET:
+                reply_esv = GET_RES if ok else GET_SNA
+            else:
+                reply_esv = INF if ok else INF_SNA
+            return Frame(request.tid, own, request.seoj, reply_esv, tuple(props))
+        if esv in (SETC, SETI):
+            props, ok = [], True
+            for p in request.properties:
+                if own == METER and p.epc in self._SETTABLE and self._set(p.epc, p.edt, now):
+                    props.append(Property(p.epc))
+                else:
+                    ok = False
+                    props.append(p)
+            if ok:
+                if esv == SETI:
+                    return None
+                return Frame(request.tid, own, request.seoj, SET_RES,
+                             tuple(Property(p.epc) for p in request.properties))
+            return Frame(request.tid, own, request.seoj, SETC_SNA if esv == SETC else SETI_SNA,
+                         tuple(props))
+        return None
+
+    def instance_list_inf(self) -> Frame:
+        """
+        The node profile's D5 announcement the meter multicasts after PANA
+        (captures section 4: C{108100000EF0010EF0017301D50401028801}).
+        """
+        return Frame(self.next_tid(), NODE_PROFILE, NODE_PROFILE, INF,
+                     (Property(em.INSTANCE_LIST, b"\x01" + METER.to_bytes(3, "big")),))
+
+    def fixed_time_inf(self, now: datetime.datetime, controller: int) -> Frame:
+        """
+        The INF pushed after every :00/:30 (captures sections 1 and 4): EA,
+        plus EB when the meter also counts reverse energy (solar).
+        """
+        props = [Property(em.FIXED_NORMAL, self._fixed(now, 0))]
+        if self.solar_w:
+            props.append(Property(em.FIXED_REVERSE, self._fixed(now, 1)))
+        return Frame(self.next_tid(), METER, controller, INF, tuple(props))
+
+    def truth_of(self, frame: Frame, at: float, now: datetime.datetime) -> list:
+        """
+        The ground-truth records of a frame the meter sent.
+        """
+        out = []
+        for p in frame.properties:
+            if not p.edt:
+                continue
+            value = decode_value(p.epc, p.edt, frame.seoj)
+            kwh = None
+            if frame.seoj == METER:
+                raw = value.get("raw") if isinstance(value, dict) and "raw" in value else value
+                if p.epc in (em.ENERGY_NORMAL, em.ENERGY_REVERSE, em.FIXED_NORMAL,
+                             em.FIXED_REVERSE) and isinstance(raw, int):
+                    kwh = self.to_kwh(raw)
+            out.append(TruthRecord(at, now, frame.tid, frame.esv, p.epc, p.edt, value, kwh,
+                                   frame.seoj))
+        return out
+
+
+def _or_nodata(raw: Optional[int]) -> int:
+    return NO_DATA_U32 if raw is None else raw
+
+
+TruthSink = Callable[[TruthRecord], None]
