@@ -346,12 +346,19 @@ class BRouteClient:
         """
         await self.prepare()
         if self.link.ipaddr is not None:
-            try:
-                return await self.get(epcs)
-            except NotSent:
-                self.log.info("no session in the module; authenticating")
-            except (EchonetTimeout, SendFailed) as e:
-                self.log.info("first request unanswered ({e}); authenticating", e=e)
+            # EVENT 21 02 is the sure sign of no session; silence is usually a
+            # lost frame, so one more Get (one frame) comes before a join
+            # (several frames and seconds of air time).
+            for attempt in range(2):
+                try:
+                    return await self.get(epcs)
+                except NotSent:
+                    self.log.info("no session in the module; authenticating")
+                    break
+                except (EchonetTimeout, SendFailed) as e:
+                    self.log.info("request unanswered ({e})", e=e)
+            else:
+                self.log.info("meter silent twice; authenticating again")
         await self.authenticate()
         last: Exception = ReadFailed("the meter did not answer")
         for attempt in range(retries + 1):

@@ -251,8 +251,7 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
             stdout.write(mackerel.format_meta(prefix, args.energy))
             return EXIT_OK
         if args.service:
-            raise UsageError("--service needs the 'twist smartmeter' service, which this "
-                             "version does not ship yet")
+            return await _from_service(reactor, args, prefix, stdout)
         if not args.device:
             raise UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
                              "--device emulator: to try the built-in emulator)")
@@ -319,6 +318,67 @@ async def _read_meter(reactor, args, prefix, rbid, password, stdout, stderr) -> 
             proto.transport.loseConnection()
         if handle is not None:
             handle.stop()
+
+
+async def _from_service(reactor, args, prefix, stdout) -> int:
+    """
+    Print the latest reading of a running C{twist smartmeter} service, with the
+    reading's own timestamp, without touching the serial port.
+    """
+    import json
+    from decimal import Decimal
+
+    from twisted.web.client import Agent, readBody
+
+    from smartmeter_tx.echonet.meter import Reading
+
+    url = args.service.rstrip("/")
+    if not url.endswith("/latest"):
+        url += "/latest"
+    if not url.startswith(("http://", "https://")):
+        _stderr(f"--service must be an http:// URL, got {args.service!r}")
+        return EXIT_USAGE
+    try:
+        d = Agent(reactor, connectTimeout=args.timeout).request(b"GET", url.encode())
+        d.addTimeout(args.timeout, reactor)
+        response = await d
+        body = await readBody(response)
+        data = json.loads(body)
+    except defer.TimeoutError:
+        _stderr(f"timed out while asking the service at {url}")
+        return EXIT_TIMEOUT
+    except ValueError:
+        _stderr(f"the service at {url} did not answer with JSON")
+        return EXIT_NO_READING
+    except Exception as e:
+        _stderr(f"cannot reach the service at {url}: {e.__class__.__name__}")
+        return EXIT_DEVICE
+    if response.code != 200 or not isinstance(data, dict) or "time" not in data:
+        _stderr(f"the service has no reading yet ({data.get('error', response.code)})"
+                if isinstance(data, dict) else "the service gave no reading")
+        return EXIT_NO_READING
+    age = reactor.seconds() - float(data["time"])
+    if age > args.max_age:
+        _stderr(f"the service's latest reading is {age:.0f} s old (--max-age {args.max_age:g})")
+        return EXIT_NO_READING
+
+    def value(key, kind):
+        v = data.get(key)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        return int(v) if kind is int else Decimal(str(v))
+
+    reading = Reading(power_w=value("power_w", int), current_r_a=value("current_r_a", Decimal),
+                      current_t_a=value("current_t_a", Decimal))
+    lines = mackerel.format_metrics(prefix, reading, int(float(data["time"])))
+    if args.energy and data.get("energy_time") is not None:
+        energy = Reading(energy_normal_kwh=value("energy_normal_kwh", Decimal),
+                         energy_reverse_kwh=value("energy_reverse_kwh", Decimal))
+        lines += mackerel.format_metrics(prefix, energy, int(float(data["energy_time"])),
+                                         energy=True)
+    stdout.write("".join(line + "\n" for line in lines))
+    stdout.flush()
+    return EXIT_OK
 
 
 def _scrub(text: str, secrets: dict) -> str:

@@ -335,7 +335,8 @@ class SKStackProtocol(LineReceiver):
         self.delimiter = cmd.terminator if cmd.terminator == b"\r" else b"\r\n"
         if self.transcript:
             self.transcript(">", self._scrub(cmd.redacted()))
-        self.log.debug("> {command}", command=self._scrub(cmd.redacted()))
+        else:
+            self.log.debug("> {command}", command=self._scrub(cmd.redacted()))
         p.timer = self._clock.callLater(cmd.timeout, self._timed_out, p)
         self.transport.write(cmd.to_bytes())
 

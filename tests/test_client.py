@@ -1,0 +1,219 @@
+"""
+Tests for L{smartmeter_tx.client.BRouteClient}: the whole session flow over
+the emulator, on a task.Clock (see L{tests.emuloop}).
+"""
+
+from decimal import Decimal
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx import client as C
+from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
+from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.state import MeterLink
+from tests.emuloop import Loop
+
+CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
+
+
+def truth_of(loop, epc):
+    """The last value the emulated meter put on the air for C{epc}."""
+    for record in reversed(loop.emulator.truth):
+        if record.epc == epc and record.seoj == 0x028801:
+            return record
+    raise AssertionError(f"the meter never sent EPC {epc:02X}")
+
+
+class _Base:
+    dialect = Dialect.STANDARD
+    knobs: dict = {}
+
+    def setUp(self):
+        self.loop = Loop(dialect=self.dialect, time_scale=1.0, **self.knobs)
+        self.addCleanup(self.loop.stop)
+
+    def client(self, link=None, credentials=CREDS, **kw):
+        sk = self.loop.connect()
+        client = C.BRouteClient(sk, credentials, self.loop.clock, link=link, **kw)
+        self.addCleanup(client.close)
+        return client
+
+    def drive(self, coro, limit=600.0):
+        d = self.loop.run(defer.Deferred.fromCoroutine(coro), limit)
+        return d
+
+    def read(self, client, energy=False):
+        return self.successResultOf(self.drive(client.read_values(energy=energy)))
+
+    def assertTrue_(self, reading):
+        power = truth_of(self.loop, M.POWER).value
+        r, t = truth_of(self.loop, M.CURRENT).value
+        self.assertEqual(reading.power_w, power)
+        self.assertEqual((reading.current_r_a, reading.current_t_a), (r, t))
+
+    def test_coldRun(self):
+        """A first read scans, joins and returns the values the meter sent."""
+        client = self.client()
+        reading = self.read(client)
+        self.assertTrue_(reading)
+        self.assertIsInstance(reading.power_w, int)
+        self.assertEqual(client.dialect, self.dialect)
+        self.assertEqual(client.steps[-2:], ["SKJOIN", "SKSENDTO"])
+        self.assertIn("SKSCAN", client.steps)
+        self.assertTrue(client.link.joinable)
+        self.assertEqual(client.link.ipaddr, self.loop.emulator.meter_ip)
+        self.assertEqual(client.link.channel, self.loop.emulator.channel)
+        self.assertEqual(client.link.pan_id, self.loop.emulator.pan_id)
+        self.assertEqual(client.frames, 1)
+
+    def test_warmRunOneFrame(self):
+        """A second run finds the module's session: one SKSENDTO, no scan, no join."""
+        first = self.client()
+        self.read(first)
+        first.close()
+        self.loop.disconnect()
+        del self.loop.sent[:]
+        second = self.client(link=first.link)
+        reading = self.read(second)
+        self.assertTrue_(reading)
+        self.assertEqual(self.loop.sent.count("SKSENDTO"), 1)
+        self.assertNotIn("SKSCAN", self.loop.sent)
+        self.assertNotIn("SKJOIN", self.loop.sent)
+        self.assertEqual(second.frames, 1)
+
+    def test_coldRunWithStateNoScan(self):
+        """With the state known but no session, the client joins without scanning."""
+        first = self.client()
+        self.read(first)
+        first.close()
+        self.loop.disconnect()
+        self.loop.emulator.power_cycle()  # session and registers gone
+        del self.loop.sent[:]
+        second = self.client(link=first.link)
+        reading = self.read(second)
+        self.assertTrue_(reading)
+        self.assertNotIn("SKSCAN", self.loop.sent)
+        self.assertEqual(self.loop.sent.count("SKJOIN"), 1)
+        self.assertEqual(self.loop.sent.count("SKSENDTO"), 2)
+
+    def test_wrongPassword(self):
+        """EVENT 24 after SKJOIN fails the read with AuthenticationFailed."""
+        client = self.client(credentials=C.Credentials(DEFAULT_ID, "WRONGPASSWOR"))
+        failure = self.failureResultOf(self.drive(client.read_values()), C.AuthenticationFailed)
+        self.assertIn("EVENT 24", str(failure.value))
+        self.assertNotIn("WRONGPASSWOR", str(failure.value))
+
+    def test_wrongIdNotFound(self):
+        """With an ID whose pairing ID matches no meter, the scan finds nothing."""
+        client = self.client(credentials=C.Credentials("F" * 32, DEFAULT_PASSWORD))
+        self.failureResultOf(self.drive(client.read_values()), C.MeterNotFound)
+
+    def test_energy(self):
+        """Energy is read with D3/E1/D7 in the same frame and converted exactly to kWh."""
+        client = self.client()
+        reading = self.read(client, energy=True)
+        record = truth_of(self.loop, M.ENERGY_NORMAL)
+        self.assertEqual(reading.energy_normal_kwh, record.kwh)
+        self.assertIsInstance(reading.energy_normal_kwh, Decimal)
+        self.assertEqual(client.link.unit, str(M.UNITS[self.loop.emulator.config.unit]))
+        self.assertEqual(client.frames, 1)
+        # The scale is cached: the next read asks for the counters only.
+        self.read(client, energy=True)
+        self.assertEqual(client.frames, 2)
+
+    def test_deadline(self):
+        """A deadline too short for the scan fails with StepTimeout naming the step."""
+        client = self.client()
+        client.deadline = self.loop.clock.seconds() + 3
+        failure = self.failureResultOf(self.drive(client.read_values()), C.StepTimeout)
+        self.assertIn("scanning", str(failure.value))
+
+    def test_channelNarrowsScan(self):
+        """With the channel given, the scan covers that one channel only."""
+        client = self.client(channel=self.loop.emulator.channel)
+        self.read(client)
+        scans = [c for c in client.steps if c == "SKSCAN"]
+        self.assertEqual(len(scans), 1)
+        self.assertLess(self.loop.clock.seconds(), 15)
+
+
+class StandardClientTests(_Base, SynchronousTestCase):
+    dialect = Dialect.STANDARD
+
+
+class DSEClientTests(_Base, SynchronousTestCase):
+    dialect = Dialect.DSE
+
+    def test_stateDialectWrong(self):
+        """A state file naming the wrong dialect is corrected by the module's ER05."""
+        first = self.client()
+        self.read(first)
+        first.close()
+        self.loop.disconnect()
+        link = first.link
+        link.dialect = "standard"
+        second = self.client(link=link)
+        self.assertTrue_(self.read(second))
+        self.assertEqual(second.dialect, Dialect.DSE)
+        self.assertEqual(second.link.dialect, "dse")
+
+    def test_forcedWrongDialect(self):
+        """Forcing the standard dialect on a DSE module fails with a clear error."""
+        client = self.client(dialect=Dialect.STANDARD)
+        failure = self.failureResultOf(self.drive(client.read_values()), ArgumentError)
+        self.assertIn("dialect", str(failure.value))
+
+
+class HexEchoOffTests(_Base, SynchronousTestCase):
+    dialect = Dialect.DSE
+    knobs = {"echo": False, "wopt": "hex"}
+
+
+class LossyRadioTests(SynchronousTestCase):
+    """
+    With 30 % of frames lost, reads retried within the budget still give
+    exactly the meter's values.
+    """
+
+    def test_lossyReads(self):
+        """Twenty reads over a lossy radio all match the emulator's ground truth."""
+        for dialect in Dialect:
+            loop = Loop(dialect=dialect, loss=0.3, seed=4)
+            self.addCleanup(loop.stop)
+            client = C.BRouteClient(loop.connect(), CREDS, loop.clock)
+            self.addCleanup(client.close)
+            answered = 0
+            for i in range(20):
+                d = loop.run(defer.Deferred.fromCoroutine(client.read_values(energy=True)))
+                if not d.called:
+                    self.fail("read never finished")
+                result = []
+                d.addBoth(result.append)
+                if isinstance(result[0], M.Reading):
+                    answered += 1
+                    self.assertEqual(result[0].power_w, truth_of(loop, M.POWER).value)
+                    self.assertEqual(result[0].energy_normal_kwh,
+                                     truth_of(loop, M.ENERGY_NORMAL).kwh)
+                else:
+                    result[0].trap(C.ReadFailed)
+                loop.clock.advance(30)
+            self.assertGreaterEqual(answered, 18)
+            self.assertGreater(client.frames, 20)  # some frames were lost and resent
+
+
+class NoSessionNoCredentialsTests(SynchronousTestCase):
+    def test_noCredentials(self):
+        """Without credentials and without a session the client says what is missing."""
+        loop = Loop()
+        self.addCleanup(loop.stop)
+        sk = loop.connect()
+        client = C.BRouteClient(sk, None, loop.clock,
+                                link=MeterLink(channel=0x21, pan_id=1, ipaddr="FE80:0000:0000:"
+                                               "0000:0211:2233:4455:6677"))
+        self.addCleanup(client.close)
+        d = loop.run(defer.Deferred.fromCoroutine(client.read_values()))
+        failure = self.failureResultOf(d, ArgumentError)
+        self.assertIn("B-route ID", str(failure.value))
