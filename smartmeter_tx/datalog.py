@@ -1,0 +1,82 @@
+"""
+The data log: one JSON object per line, one file per day.
+
+Each line is written with a single C{write} of the whole line and flushed at
+once, so a power cut loses at most the line being written; files are opened in
+append mode and never truncated, so a restart continues the day's file.  The
+date of a line (and so its file) comes from the reading's own time, not from
+when the line was written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from decimal import Decimal
+from typing import Optional
+
+from smartmeter_tx.echonet.meter import Absent
+
+__all__ = ["DataLog", "to_json_value"]
+
+
+def to_json_value(value):
+    """
+    JSON form of a reading value: numbers as numbers (Decimal kept exact via
+    its string form when fractional), L{Absent} as C{None}.
+    """
+    if value is None or isinstance(value, Absent):
+        return None
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(str(value))
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return value
+
+
+class DataLog:
+    """
+    Append-only JSON-lines log rotated daily: C{<directory>/<prefix>-YYYY-MM-DD.jsonl}.
+
+    @ivar utc: name files by the UTC date of each record (default: local date,
+        as Japanese meters keep local time).
+    """
+
+    def __init__(self, directory: str, prefix: str = "smartmeter", utc: bool = False) -> None:
+        self.directory = directory
+        self.prefix = prefix
+        self.utc = utc
+        self._day: Optional[str] = None
+        self._file = None
+        self.lines_written = 0
+
+    def path_for(self, when: float) -> str:
+        stamp = (datetime.datetime.fromtimestamp(when, datetime.timezone.utc) if self.utc
+                 else datetime.datetime.fromtimestamp(when))
+        return os.path.join(self.directory, f"{self.prefix}-{stamp:%Y-%m-%d}.jsonl")
+
+    def write(self, record: dict, when: float) -> None:
+        """
+        Append C{record} (plus C{"time"}, the epoch seconds C{when}) as one line.
+
+        @raise OSError: the file cannot be written (the caller logs it; the
+            service goes on).
+        """
+        path = self.path_for(when)
+        if path != self._day:
+            self.close()
+            os.makedirs(self.directory, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")
+            self._day = path
+        line = {"time": round(when, 3)}
+        line.update({k: to_json_value(v) for k, v in record.items()})
+        self._file.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.lines_written += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = None
+        self._day = None

@@ -1,0 +1,138 @@
+"""
+The service's HTTP face, on loopback by default: C{/latest} (the newest
+reading as JSON, with its time and age) and C{/metrics} (Prometheus
+exposition of the readings and of link health).
+
+The metrics are collected from the poller when scraped (a custom collector on
+a private registry), so nothing here runs on the poll path.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.web import resource
+
+from smartmeter_tx.datalog import to_json_value
+
+__all__ = ["make_root", "PollerCollector"]
+
+
+class LatestResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, poller, clock_now) -> None:
+        super().__init__()
+        self.poller = poller
+        self.clock_now = clock_now
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        p = self.poller
+        if p.latest is None:
+            request.setResponseCode(503)
+            body = {"error": "no reading yet", "held": p.held}
+        else:
+            body = {k: to_json_value(v) for k, v in p.latest.items()}
+            body["time"] = round(p.latest_time, 3)
+            body["age"] = round(max(0.0, self.clock_now() - p.latest_time), 3)
+            body["session"] = bool(p.session)
+            body["held"] = p.held
+        return (json.dumps(body, sort_keys=True) + "\n").encode()
+
+
+class PollerCollector:
+    """
+    A prometheus_client collector reading the poller's state at scrape time.
+    """
+
+    def __init__(self, poller, clock_now) -> None:
+        self.poller = poller
+        self.clock_now = clock_now
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        p, s = self.poller, self.poller.stats
+        latest = p.latest or {}
+
+        def gauge(name, doc, value, labels=None):
+            g = GaugeMetricFamily(name, doc, labels=list(labels or {}))
+            if value is not None:
+                g.add_metric(list((labels or {}).values()), float(value))
+            return g
+
+        yield gauge("smartmeter_power_watts", "Instantaneous power (E7); negative = selling",
+                    to_json_value(latest.get("power_w")))
+        current = GaugeMetricFamily("smartmeter_current_amperes",
+                                    "Instantaneous current per phase (E8)", labels=["phase"])
+        for phase, key in (("r", "current_r_a"), ("t", "current_t_a")):
+            value = to_json_value(latest.get(key))
+            if value is not None:
+                current.add_metric([phase], float(value))
+        yield current
+        energy = GaugeMetricFamily("smartmeter_energy_kwh",
+                                   "Cumulative energy (E0 normal, E3 reverse)",
+                                   labels=["direction"])
+        for direction in ("normal", "reverse"):
+            value = to_json_value(p.energy.get(direction)) if hasattr(p, "energy") else None
+            if value is not None:
+                energy.add_metric([direction], float(value))
+        yield energy
+        yield gauge("smartmeter_reading_age_seconds", "Seconds since the newest reading",
+                    None if p.latest_time is None else self.clock_now() - p.latest_time)
+        for name, doc, value in (
+            ("smartmeter_polls_answered", "Polls answered by the meter", s.polls_answered),
+            ("smartmeter_polls_failed", "Polls without an answer", s.polls_failed),
+            ("smartmeter_polls_skipped", "Polls skipped while sends were held", s.polls_skipped),
+            ("smartmeter_rejoins", "PANA joins attempted", s.rejoins),
+            ("smartmeter_reopens", "Serial port reopen attempts", s.reopens),
+            ("smartmeter_rate_limited", "Times the transmit-time limit engaged (EVENT 32)",
+             s.rate_limited_count),
+            ("smartmeter_frames_sent", "ECHONET frames sent (SKSENDTO)", s.frames_sent),
+        ):
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], value)
+            yield c
+        yield gauge("smartmeter_rate_limited_now", "1 while EVENT 32 holds all sends",
+                    1 if s.rate_limited else 0)
+        yield gauge("smartmeter_session_up", "1 while a PANA session is known to be up",
+                    1 if p.session else 0)
+        yield gauge("smartmeter_session_age_seconds", "Seconds since the session came up",
+                    None if s.session_since is None
+                    else p.clock.seconds() - s.session_since)
+        yield gauge("smartmeter_last_event", "Number of the last EVENT from the module",
+                    s.last_event)
+        yield gauge("smartmeter_rssi_dbm", "Last received signal strength (dBm)", s.last_rssi)
+        yield gauge("smartmeter_lqi", "Last link quality indicator from a scan", s.last_lqi)
+
+
+class MetricsResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, registry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.registry)
+
+
+def make_root(poller, clock_now) -> resource.Resource:
+    """
+    The site root with C{/latest} and C{/metrics}.
+    """
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PollerCollector(poller, clock_now))
+    root = resource.Resource()
+    root.putChild(b"latest", LatestResource(poller, clock_now))
+    root.putChild(b"metrics", MetricsResource(registry))
+    return root

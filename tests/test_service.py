@@ -1,0 +1,182 @@
+"""
+Tests for L{smartmeter_tx.service}: the poller, its holds, rejoin backoff and
+port reopening, run against the emulator on a task.Clock.
+"""
+
+import random
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx import client as C
+from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
+from smartmeter_tx.service import Backoff, MeterPoller
+from smartmeter_tx.sk.lines import Dialect
+from tests.emuloop import Loop
+
+CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
+
+
+class BackoffTests(SynchronousTestCase):
+    def test_growsWithJitterAndCap(self):
+        """Backoff doubles per failure, jitters within [0.5, 1.5) and caps."""
+        b = Backoff(10.0, 100.0, random.Random(1))
+        delays = [b.next_delay() for _ in range(8)]
+        for n, d in enumerate(delays):
+            nominal = min(100.0, 10.0 * 2 ** n)
+            self.assertTrue(0.5 * nominal <= d < 1.5 * nominal, (n, d))
+        self.assertLess(delays[-1], 150.0)
+        b.reset()
+        self.assertLess(b.next_delay(), 15.0)
+
+
+class _PollerBase:
+    dialect = Dialect.STANDARD
+    knobs: dict = {}
+
+    def setUp(self):
+        self.loop = Loop(dialect=self.dialect, **self.knobs)
+        self.addCleanup(self.loop.stop)
+        self.readings = []
+        self.poller = MeterPoller(self.loop.connect, CREDS, self.loop.clock, interval=30,
+                                  energy_interval=300, rng=random.Random(0),
+                                  on_reading=lambda r, w: self.readings.append(r),
+                                  wall_clock=self.loop.clock.seconds)
+        self.poller.startService()
+        self.addCleanup(self.stop)
+
+    def stop(self):
+        if self.poller.running:
+            self.poller.stopService()
+
+    def assertAllTrue(self):
+        """Every power reading equals a value the emulated meter sent."""
+        sent = {r.value for r in self.loop.emulator.truth if r.epc == M.POWER}
+        powers = [r["power_w"] for r in self.readings if "power_w" in r]
+        self.assertTrue(powers)
+        for p in powers:
+            self.assertIn(p, sent)
+
+    def test_pollsAndJoinsOnce(self):
+        """The poller joins once, then reads every interval with one SKSENDTO each."""
+        self.loop.advance(20)
+        self.assertTrue(self.poller.session)
+        joins = self.loop.sent.count("SKJOIN")
+        before = self.loop.sent.count("SKSENDTO")
+        answered = self.poller.stats.polls_answered
+        self.loop.advance(300)
+        self.assertEqual(self.loop.sent.count("SKJOIN"), joins)
+        self.assertEqual(self.poller.stats.polls_answered - answered, 10)
+        self.assertEqual(self.loop.sent.count("SKSENDTO") - before, 10)
+        self.assertAllTrue()
+        self.assertIsNotNone(self.poller.latest)
+
+    def test_energyEveryInterval(self):
+        """Energy is read at start and every energy interval, exactly as the meter counts."""
+        self.loop.advance(20)
+        first = [r for r in self.readings if "energy_normal_kwh" in r]
+        self.assertEqual(len(first), 1)
+        truth = [r.kwh for r in self.loop.emulator.truth if r.epc == M.ENERGY_NORMAL]
+        self.assertEqual(first[0]["energy_normal_kwh"], truth[-1])
+        self.loop.advance(600)
+        self.assertEqual(len([r for r in self.readings if "energy_normal_kwh" in r]), 3)
+
+    def test_expiryHoldsThenResumes(self):
+        """EVENT 29 holds polls until the module's own re-authentication (EVENT 25)."""
+        self.loop.advance(20)
+        joins = self.loop.sent.count("SKJOIN")
+        self.loop.emulator.expire_session()
+        self.loop.pump.flush()
+        self.assertTrue(self.poller.expired_hold or self.poller.session)
+        self.loop.advance(120)
+        self.assertFalse(self.poller.expired_hold)
+        self.assertTrue(self.poller.session)
+        self.assertEqual(self.loop.sent.count("SKJOIN"), joins)
+        answered = self.poller.stats.polls_answered
+        self.loop.advance(60)
+        self.assertEqual(self.poller.stats.polls_answered - answered, 2)
+
+    def test_peerTerminationRejoins(self):
+        """EVENT 26 (peer ended the session) makes the poller join again and go on."""
+        self.loop.advance(20)
+        joins = self.loop.sent.count("SKJOIN")
+        self.loop.emulator.terminate_by_peer()
+        self.loop.advance(200)
+        self.assertEqual(self.loop.sent.count("SKJOIN"), joins + 1)
+        self.assertTrue(self.poller.session)
+        self.assertAllTrue()
+
+    def test_unplugReopens(self):
+        """An unplugged port is reopened with backoff and polling carries on."""
+        self.loop.advance(20)
+        answered = self.poller.stats.polls_answered
+        self.loop.unplugged = True
+        self.loop.disconnect()
+        self.loop.emulator.power_cycle()
+        self.loop.advance(20)
+        self.assertIsNone(self.poller.proto)
+        self.assertGreater(self.poller.stats.reopens, 0)
+        self.loop.unplugged = False
+        self.loop.advance(120)
+        self.assertIsNotNone(self.poller.proto)
+        self.assertGreater(self.poller.stats.polls_answered, answered + 1)
+        self.assertAllTrue()
+
+    def test_stopCleanly(self):
+        """stopService stops polling and leaves no timer of the poller behind."""
+        self.loop.advance(20)
+        self.poller.stopService()
+        sends = self.loop.sent.count("SKSENDTO")
+        self.loop.advance(300)
+        self.assertEqual(self.loop.sent.count("SKSENDTO"), sends)
+
+
+class StandardPollerTests(_PollerBase, SynchronousTestCase):
+    pass
+
+
+class DSEPollerTests(_PollerBase, SynchronousTestCase):
+    dialect = Dialect.DSE
+
+
+class RateLimitTests(SynchronousTestCase):
+    def test_event32HoldsUntil33(self):
+        """EVENT 32 holds every send until EVENT 33; the episode is counted."""
+        loop = Loop(tx_budget=0.1, tx_window=600.0)
+        self.addCleanup(loop.stop)
+        poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=10, rng=random.Random(0),
+                             wall_clock=loop.clock.seconds)
+        poller.startService()
+        self.addCleanup(poller.stopService)
+        held_sends = None
+        for _ in range(200):
+            loop.advance(10)
+            if poller.stats.rate_limited:
+                held_sends = loop.sent.count("SKSENDTO")
+                break
+        self.assertIsNotNone(held_sends, "the transmit budget was never exhausted")
+        self.assertEqual(poller.stats.rate_limited_count, 1)
+        loop.advance(60)
+        if poller.stats.rate_limited:
+            self.assertEqual(loop.sent.count("SKSENDTO"), held_sends)
+            self.assertGreater(poller.stats.polls_skipped, 0)
+        loop.advance(1200)
+        self.assertFalse(poller.stats.rate_limited)
+        self.assertGreater(loop.sent.count("SKSENDTO"), held_sends)
+
+
+class FailedReauthTests(SynchronousTestCase):
+    def test_event24AfterExpiryRejoins(self):
+        """When the module's own re-authentication fails (EVENT 24), the poller joins."""
+        loop = Loop(reauth_fail=1.0)
+        self.addCleanup(loop.stop)
+        poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=30, rng=random.Random(0),
+                             wall_clock=loop.clock.seconds)
+        poller.startService()
+        self.addCleanup(poller.stopService)
+        loop.advance(20)
+        joins = loop.sent.count("SKJOIN")
+        loop.emulator.expire_session()
+        loop.advance(400)
+        self.assertGreater(loop.sent.count("SKJOIN"), joins)
+        self.assertTrue(poller.session)
