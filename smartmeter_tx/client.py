@@ -24,7 +24,7 @@ from smartmeter_tx.echonet.requester import (
 )
 from smartmeter_tx.sk import lines as L
 from smartmeter_tx.sk.protocol import (
-    SKCommandError, SKDisconnected, SKEventError, SKStackProtocol, SKTimeoutError,
+    SKCommandError, SKEventError, SKStackProtocol, SKTimeoutError,
 )
 from smartmeter_tx.state import MeterLink
 

@@ -157,9 +157,9 @@ def resolve_secrets(args, environ) -> tuple:
     return rbid, password
 
 
-def _stderr(message: str) -> None:
-    sys.stderr.write(f"mackerel-plugin-smartmeter: {message}\n")
-    sys.stderr.flush()
+def _stderr(stream, message: str) -> None:
+    stream.write(f"mackerel-plugin-smartmeter: {message}\n")
+    stream.flush()
 
 
 def _start_logging(verbosity: int, stream) -> None:
@@ -251,7 +251,7 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
             stdout.write(mackerel.format_meta(prefix, args.energy))
             return EXIT_OK
         if args.service:
-            return await _from_service(reactor, args, prefix, stdout)
+            return await _from_service(reactor, args, prefix, stdout, stderr)
         if not args.device:
             raise UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
                              "--device emulator: to try the built-in emulator)")
@@ -259,7 +259,7 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
             raise UsageError("--timeout must be positive")
         rbid, password = resolve_secrets(args, environ)
     except ArgumentError as e:
-        _stderr(str(e))
+        _stderr(stderr, str(e))
         return EXIT_USAGE
     return await _read_meter(reactor, args, prefix, rbid, password, stdout, stderr)
 
@@ -298,29 +298,36 @@ async def _read_meter(reactor, args, prefix, rbid, password, stdout, stderr) -> 
         if args.scan:
             if credentials is None:
                 raise UsageError("--scan needs the B-route ID and password")
-            return await _scan(client, args, state_path, stdout)
+            return await _scan(client, args, state_path, stdout, stderr)
         reading = await client.read_values(energy=args.energy)
         lines = mackerel.format_metrics(prefix, reading, int(reactor.seconds()), args.energy)
-        _save(state_path, client.link)
+        _save(state_path, client.link, stderr)
         # All or nothing: the lines are written in one go after the reading.
         stdout.write("".join(line + "\n" for line in lines))
         stdout.flush()
         return EXIT_OK
     except SmartMeterError as e:
         if client is not None:
-            _save(state_path, client.link)
-        _stderr(_scrub(str(e), secrets))
+            _save(state_path, client.link, stderr)
+        _stderr(stderr, _scrub(str(e), secrets))
         return _exit_code(e)
     finally:
         if client is not None:
             client.close()
         if proto.transport is not None and proto.connected_now:
+            lost = proto.when_disconnected()
             proto.transport.loseConnection()
+            # Let the port close (and the module see it) before we exit.
+            lost.addTimeout(2, reactor)
+            try:
+                await lost
+            except defer.TimeoutError:
+                pass
         if handle is not None:
             handle.stop()
 
 
-async def _from_service(reactor, args, prefix, stdout) -> int:
+async def _from_service(reactor, args, prefix, stdout, stderr) -> int:
     """
     Print the latest reading of a running C{twist smartmeter} service, with the
     reading's own timestamp, without touching the serial port.
@@ -336,7 +343,7 @@ async def _from_service(reactor, args, prefix, stdout) -> int:
     if not url.endswith("/latest"):
         url += "/latest"
     if not url.startswith(("http://", "https://")):
-        _stderr(f"--service must be an http:// URL, got {args.service!r}")
+        _stderr(stderr, f"--service must be an http:// URL, got {args.service!r}")
         return EXIT_USAGE
     try:
         d = Agent(reactor, connectTimeout=args.timeout).request(b"GET", url.encode())
@@ -345,21 +352,21 @@ async def _from_service(reactor, args, prefix, stdout) -> int:
         body = await readBody(response)
         data = json.loads(body)
     except defer.TimeoutError:
-        _stderr(f"timed out while asking the service at {url}")
+        _stderr(stderr, f"timed out while asking the service at {url}")
         return EXIT_TIMEOUT
     except ValueError:
-        _stderr(f"the service at {url} did not answer with JSON")
+        _stderr(stderr, f"the service at {url} did not answer with JSON")
         return EXIT_NO_READING
     except Exception as e:
-        _stderr(f"cannot reach the service at {url}: {e.__class__.__name__}")
+        _stderr(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}")
         return EXIT_DEVICE
     if response.code != 200 or not isinstance(data, dict) or "time" not in data:
-        _stderr(f"the service has no reading yet ({data.get('error', response.code)})"
+        _stderr(stderr, f"the service has no reading yet ({data.get('error', response.code)})"
                 if isinstance(data, dict) else "the service gave no reading")
         return EXIT_NO_READING
     age = reactor.seconds() - float(data["time"])
     if age > args.max_age:
-        _stderr(f"the service's latest reading is {age:.0f} s old (--max-age {args.max_age:g})")
+        _stderr(stderr, f"the service's latest reading is {age:.0f} s old (--max-age {args.max_age:g})")
         return EXIT_NO_READING
 
     def value(key, kind):
@@ -388,17 +395,17 @@ def _scrub(text: str, secrets: dict) -> str:
     return text
 
 
-def _save(path: str, link) -> None:
+def _save(path: str, link, stderr) -> None:
     from smartmeter_tx import state as S
     try:
         S.save_state(path, link)
     except OSError as e:
-        _stderr(f"warning: cannot write the state file {path}: {e.strerror}")
+        _stderr(stderr, f"warning: cannot write the state file {path}: {e.strerror}")
 
 
-async def _scan(client, args, state_path, stdout) -> int:
+async def _scan(client, args, state_path, stdout, stderr) -> int:
     desc = await client.locate()
-    _save(state_path, client.link)
+    _save(state_path, client.link, stderr)
     link = client.link
     out = [
         "Found the smart meter:",
