@@ -140,10 +140,8 @@ def makeService(options, reactor=None, open_port=None) -> service.IService:
     if datalog is not None:
         top.addService(_Stopper(datalog.close))
     if options["http"] and options["http"].lower() != "none":
-        from twisted.web.server import Site
-        from smartmeter_tx.web import make_root
-        site = Site(make_root(poller, poller.wall_clock))
-        site.noisy = False
+        from smartmeter_tx.web import QuietSite, make_root
+        site = QuietSite(make_root(poller, poller.wall_clock))
         strports.service(options["http"], site, reactor=reactor).setServiceParent(top)
     top.poller = poller
     return top

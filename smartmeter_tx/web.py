@@ -11,11 +11,23 @@ from __future__ import annotations
 
 import json
 
-from twisted.web import resource
+from twisted.web import resource, server
 
 from smartmeter_tx.datalog import to_json_value
 
-__all__ = ["make_root", "PollerCollector"]
+__all__ = ["make_root", "PollerCollector", "QuietSite"]
+
+
+class QuietSite(server.Site):
+    """
+    A Site without access logs: a Prometheus scrape every few seconds would
+    otherwise drown the service's own log.
+    """
+
+    noisy = False
+
+    def log(self, request) -> None:
+        pass
 
 
 class LatestResource(resource.Resource):
