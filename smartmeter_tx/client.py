@@ -251,12 +251,21 @@ class BRouteClient:
         """
         if self.credentials is None:
             raise ArgumentError("no B-route ID and password given, and the module has no session")
-        await self.prepare()
-        await self._run(L.sk_setrbid(self.credentials.rbid), "setting the B-route ID")
-        await self._run(L.sk_setpwd(self.credentials.password), "setting the B-route password")
+        await self.set_credentials()
         if not self.link.joinable:
             await self.locate()
         await self.join()
+
+    async def set_credentials(self) -> None:
+        """
+        SKSETRBID and SKSETPWD (the scan matches the ID's last 8 characters, so
+        this comes before any SKSCAN).
+        """
+        if self.credentials is None:
+            raise ArgumentError("no B-route ID and password given, and the module has no session")
+        await self.prepare()
+        await self._run(L.sk_setrbid(self.credentials.rbid), "setting the B-route ID")
+        await self._run(L.sk_setpwd(self.credentials.password), "setting the B-route password")
 
     async def locate(self) -> L.PanDesc:
         """
@@ -264,6 +273,8 @@ class BRouteClient:
         with increasing duration.  Updates L{link}.
         """
         channels = [self.link.channel] if self.link.channel else None
+        if "SKSETRBID" not in self.steps:
+            await self.set_credentials()
         found = await self.scan(channels)
         if not found:
             where = f"channel {self.link.channel:#04x}" if self.link.channel else "any channel"

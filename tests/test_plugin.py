@@ -144,6 +144,30 @@ class RunTests(_Run, unittest.TestCase):
         self.assertTrue(os.path.exists(self.state))
 
 
+    @defer.inlineCallbacks
+    def test_scan(self):
+        """
+        --scan prints the meter's channel, PAN ID, MAC, IPv6 and LQI in dBm, saves
+        them, and prints a mackerel-agent.conf block without the secrets.
+        """
+        handle = self.emulator(f"{self.dialect}?{SCALE}")
+        code, out, err = yield self.run_plugin("--device", handle.path, "--scan")
+        self.assertEqual(code, 0, err)
+        emu = handle.emulator
+        self.assertIn(f"channel   {emu.channel:02X}", out)
+        self.assertIn(f"PAN ID    {emu.pan_id:04X}", out)
+        self.assertIn(emu.meter_mac, out)
+        self.assertIn(emu.meter_ip, out)
+        self.assertIn("dBm", out)
+        self.assertIn("[plugin.metrics.smartmeter]", out)
+        self.assertNotIn(DEFAULT_PASSWORD, out + err)
+        self.assertNotIn(DEFAULT_ID, out + err)
+        # The next run goes straight to the join: the scan's findings were saved.
+        code, out, err = yield self.run_plugin("--device", handle.path, "--verbosity", "3")
+        self.assertEqual(code, 0, err)
+        self.assertNotIn("> SKSCAN", err)
+
+
 class DSERunTests(RunTests):
     dialect = "dse"
 
