@@ -126,7 +126,7 @@ class BRouteClient:
         self.steps: list = []
         self.deadline: Optional[float] = None
         self._requester: Optional[EchonetRequester] = None
-        self._prepared = False
+        self.prepared = False
         self.unsolicited: list = []
         self._instance_list: Optional[defer.Deferred] = None
         sk.add_listener(self._on_line)
@@ -185,7 +185,7 @@ class BRouteClient:
         """
         Learn the dialect (SKINFO's fifth field) unless it is known.  No radio.
         """
-        if self._prepared:
+        if self.prepared:
             return
         if self.dialect is None:
             reply = await self._run(L.sk_info(), "asking the module for its info (SKINFO)")
@@ -194,7 +194,7 @@ class BRouteClient:
             self.log.info("module speaks the {dialect} SK dialect", dialect=self.dialect.value)
         self.link.dialect = self.dialect.value
         await self._echo_off()
-        self._prepared = True
+        self.prepared = True
 
     async def _echo_off(self) -> None:
         # Echo is the power-on default; turning it off saves serial time.  It

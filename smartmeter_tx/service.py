@@ -112,6 +112,7 @@ class MeterPoller(service.Service):
         self.reopen_backoff = Backoff(1.0, 60.0, rng)
         self.stats = Stats()
         self.latest: Optional[dict] = None
+        self.last_frame: Optional[F.Frame] = None  # the frame behind `latest`
         self.energy: dict = {}
         self.energy_time: Optional[float] = None
         self.latest_time: Optional[float] = None
@@ -122,6 +123,7 @@ class MeterPoller(service.Service):
         self._next_join = 0.0
         self._next_energy = 0.0
         self._polling = False
+        self._frames_base = 0
         self._joining: Optional[defer.Deferred] = None
         self._reopen_call = None
         self._loop: Optional[task.LoopingCall] = None
@@ -168,6 +170,7 @@ class MeterPoller(service.Service):
             return
         self.proto = proto
         if self.client is not None:
+            self._frames_base += self.client.frames
             self.client.close()
         self.client = C.BRouteClient(proto, self.credentials, self.clock, link=self.link,
                                      dialect=self.dialect)
@@ -300,8 +303,13 @@ class MeterPoller(service.Service):
             return
         client = self.client
         try:
-            await client.prepare()  # dialect and echo, once per connection; no radio
-        except SmartMeterError as e:
+            if not client.prepared:
+                await client.prepare()  # dialect and echo, once per connection; no radio
+                if client.dialect is L.Dialect.DSE:
+                    # DSE modules add the RSSI of each frame to ERXUDP when SA2=1:
+                    # free link-quality data for /metrics (the parser reads both).
+                    await self.proto.command(L.sk_sreg("SA2", "1"))
+        except (SmartMeterError, SKError) as e:
             self.stats.polls_failed += 1
             self.log.warn("the module does not answer: {error}", error=e)
             return
@@ -348,6 +356,7 @@ class MeterPoller(service.Service):
             return
         if self.session is None:
             self._session_up()
+        self.last_frame = frame
         try:
             if need_scale:
                 client._learn_scale(frame)
@@ -362,7 +371,7 @@ class MeterPoller(service.Service):
             # when polls drift by a few seconds.
             self._next_energy = now + self.energy_interval - self.interval / 2
         self.stats.polls_answered += 1
-        self.stats.frames_sent = client.frames
+        self.stats.frames_sent = self._frames_base + client.frames
         record = {
             "power_w": reading.power_w,
             "current_r_a": reading.current_r_a,

@@ -180,3 +180,89 @@ class FailedReauthTests(SynchronousTestCase):
         loop.advance(400)
         self.assertGreater(loop.sent.count("SKJOIN"), joins)
         self.assertTrue(poller.session)
+
+
+class FaultScenarioTests(SynchronousTestCase):
+    """
+    The service end to end on the emulator, on a task.Clock: 10 % frame loss,
+    stray lines, EVENT 29, an EVENT 32/33 episode and an unplug/replug.
+    """
+
+    def test_readingsContinueAndAreTrue(self):
+        """
+        Readings continue through every fault, each equals the meter's answer to
+        its own request, every data-log line is JSON and both endpoints answer.
+        """
+        import json
+        import os
+
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from smartmeter_tx.datalog import DataLog
+        from smartmeter_tx.web import make_root
+
+        for dialect in Dialect:
+            loop = Loop(dialect=dialect, loss=0.1, garbage=0.05, seed=7)
+            self.addCleanup(loop.stop)
+            logdir = self.mktemp()
+            datalog = DataLog(logdir)
+            self.addCleanup(datalog.close)
+            checked = []
+
+            def on_reading(record, when, loop=loop, datalog=datalog):
+                datalog.write(record, when)
+                if "power_w" not in record:
+                    return
+                frame = poller.last_frame
+                answers = [r for r in loop.emulator.truth
+                           if r.tid == frame.tid and r.epc == M.POWER and r.at <= when]
+                self.assertEqual(record["power_w"], answers[-1].value)
+                checked.append(when)
+
+            poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=30,
+                                 rng=random.Random(3), on_reading=on_reading,
+                                 wall_clock=loop.clock.seconds)
+            poller.startService()
+            self.addCleanup(poller.stopService)
+            loop.advance(600)
+            loop.emulator.expire_session()            # EVENT 29, then re-auth
+            loop.advance(600)
+            budget = loop.emulator.budget
+            budget.budget, saved = 0.01, budget.budget  # EVENT 32 on the next send
+            loop.advance(120)
+            self.assertEqual(poller.stats.rate_limited_count, 1)
+            budget.budget = saved
+            loop.advance(3600)                         # EVENT 33 within the window
+            self.assertFalse(poller.stats.rate_limited)
+            loop.unplugged = True                      # the dongle is pulled
+            loop.disconnect()
+            loop.emulator.power_cycle()
+            loop.advance(120)
+            loop.unplugged = False
+            replug = loop.clock.seconds()
+            loop.advance(600)
+            after = [t for t in checked if t > replug]
+            self.assertTrue(after, "no reading after the replug")
+            self.assertLessEqual(after[0] - replug, 2 * 30 + 60)
+            s = poller.stats
+            self.assertEqual(len(checked), s.polls_answered)
+            self.assertGreater(s.polls_skipped, 30)  # the EVENT 32 hold lasted a while
+            self.assertGreaterEqual(s.polls_answered, 0.85 * (s.polls_answered + s.polls_failed))
+            self.assertGreaterEqual(s.frames_sent, s.polls_answered)
+            self.assertGreater(poller.stats.reopens, 0)
+            lines = 0
+            for name in os.listdir(logdir):
+                with open(os.path.join(logdir, name)) as f:
+                    for line in f:
+                        json.loads(line)
+                        lines += 1
+            self.assertEqual(lines, datalog.lines_written)
+            root = make_root(poller, loop.clock.seconds)
+            for path in (b"latest", b"metrics"):
+                request = DummyRequest([path])
+                body = root.getChildWithDefault(path, request).render(request)
+                self.assertIn(request.responseCode, (None, 200))
+                self.assertTrue(body)
+            request = DummyRequest([b"latest"])
+            latest = json.loads(root.getChildWithDefault(b"latest", request).render(request))
+            self.assertEqual(latest["power_w"], poller.latest["power_w"])
