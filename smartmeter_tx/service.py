@@ -109,7 +109,9 @@ class MeterPoller(service.Service):
         self.wall_clock = wall_clock
         rng = rng or random.Random()
         self.join_backoff = Backoff(10.0, 600.0, rng)
-        self.reopen_backoff = Backoff(1.0, 60.0, rng)
+        # Opening a device path costs no air time, so retry often: a replugged
+        # dongle should be read again within two poll intervals.
+        self.reopen_backoff = Backoff(1.0, 10.0, rng)
         self.stats = Stats()
         self.latest: Optional[dict] = None
         self.last_frame: Optional[F.Frame] = None  # the frame behind `latest`
@@ -185,6 +187,11 @@ class MeterPoller(service.Service):
     def _reopen(self) -> None:
         self.stats.reopens += 1
         self._open()
+        if self.proto is not None:
+            self.reopen_backoff.reset()
+            self.log.info("serial port reopened")
+            # Do not wait for the next tick: the readings have a gap already.
+            self._reopen_call = self.clock.callLater(0, self.poll)
 
     def _lost(self, reason) -> None:
         self.proto = None
