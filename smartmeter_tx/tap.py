@@ -53,6 +53,11 @@ class Options(usage.Options):
          "endpoint for /latest and /metrics ('none' disables it)"],
     ]
 
+    def __repr__(self) -> str:
+        # usage.Options is a dict: its repr would show the credentials.
+        return repr({k: ("<redacted>" if k in ("id", "password") and v else v)
+                     for k, v in self.items()})
+
     def postOptions(self) -> None:
         from smartmeter_tx.plugin import _channel, _panid
         if not self["device"]:

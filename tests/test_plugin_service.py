@@ -1,0 +1,201 @@
+"""
+Tests for C{mackerel-plugin-smartmeter --service URL}
+(L{smartmeter_tx.plugin.run}): the plugin reads the latest reading from a real
+C{/latest} served on 127.0.0.1, never touching a serial port.
+"""
+
+import functools
+from decimal import Decimal
+from io import StringIO
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from smartmeter_tx import plugin
+from smartmeter_tx.echonet.meter import NO_PHASE
+from smartmeter_tx.service import Stats
+from smartmeter_tx.web import QuietSite, make_root
+
+
+class FakePoller:
+    """The attributes of L{smartmeter_tx.service.MeterPoller} that the web resources read."""
+
+    def __init__(self):
+        self.clock = Clock()
+        self.latest = None
+        self.latest_time = None
+        self.energy = {}
+        self.energy_time = None
+        self.session = True
+        self.held = None
+        self.stats = Stats()
+
+
+def coroutine_test(f):
+    """Run an C{async def} test method as a Deferred-returning trial test."""
+    @functools.wraps(f)
+    def wrapper(self):
+        return defer.Deferred.fromCoroutine(f(self))
+    return wrapper
+
+
+class ServiceModeTests(TestCase):
+    def setUp(self):
+        self.poller = FakePoller()
+        site = QuietSite(make_root(self.poller, reactor.seconds))
+        self.connections = []
+        build = site.buildProtocol
+
+        def buildProtocol(addr):
+            # Track the server side of each connection, so that cleanup can
+            # wait for it to close and leave the reactor clean.
+            proto = build(addr)
+            lost = defer.Deferred()
+            original = proto.connectionLost
+
+            def connectionLost(reason):
+                original(reason)
+                lost.callback(None)
+
+            proto.connectionLost = connectionLost
+            self.connections.append(lost)
+            return proto
+
+        site.buildProtocol = buildProtocol
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(lambda: defer.gatherResults(self.connections))
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}"
+        # Diagnostics written straight to sys.stderr are captured here too.
+        self.sys_stderr = StringIO()
+        self.patch(plugin.sys, "stderr", self.sys_stderr)
+
+    def fresh(self, age=3.0):
+        """Give the fake poller a reading taken C{age} seconds ago by the reactor's clock."""
+        now = reactor.seconds()
+        self.poller.latest = {"power_w": 1234, "current_r_a": Decimal("12.3"),
+                              "current_t_a": Decimal("4.5"),
+                              "energy_normal_kwh": Decimal("12345.6"),
+                              "energy_reverse_kwh": Decimal("7.8"),
+                              "energy_time": round(now - age - 200, 3)}
+        self.poller.latest_time = now - age
+        return int(round(now - age, 3)), int(round(now - age - 200, 3))
+
+    async def invoke(self, *argv):
+        """
+        Run the plugin with C{argv}.
+
+        @return: C{(exit code, stdout text, stderr text)}; stderr holds both the
+            given stream and anything written to sys.stderr.
+        """
+        out, err = StringIO(), StringIO()
+        code = await plugin.run(reactor, list(argv), environ={}, stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue() + self.sys_stderr.getvalue()
+
+    @coroutine_test
+    async def test_printsLatestWithItsOwnTime(self):
+        """--service prints the service's reading stamped with the reading's own time."""
+        stamp, _ = self.fresh(age=30)
+        code, out, err = await self.invoke("--service", self.url)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out, f"smartmeter.power.value\t1234\t{stamp}\n"
+                              f"smartmeter.current.r\t12.3\t{stamp}\n"
+                              f"smartmeter.current.t\t4.5\t{stamp}\n")
+
+    @coroutine_test
+    async def test_energy(self):
+        """--service --energy adds the energy lines stamped with the time energy was read."""
+        stamp, energy_stamp = self.fresh()
+        code, out, err = await self.invoke("--service", self.url + "/latest", "--energy")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out.splitlines(), [
+            f"smartmeter.power.value\t1234\t{stamp}",
+            f"smartmeter.current.r\t12.3\t{stamp}",
+            f"smartmeter.current.t\t4.5\t{stamp}",
+            f"smartmeter.energy.normal\t12345.6\t{energy_stamp}",
+            f"smartmeter.energy.reverse\t7.8\t{energy_stamp}",
+        ])
+
+    @coroutine_test
+    async def test_absentLeftOut(self):
+        """--service leaves out a value the meter marked absent instead of printing 0."""
+        stamp, _ = self.fresh()
+        self.poller.latest["current_t_a"] = NO_PHASE
+        code, out, err = await self.invoke("--service", self.url)
+        self.assertEqual(code, 0)
+        self.assertEqual(out, f"smartmeter.power.value\t1234\t{stamp}\n"
+                              f"smartmeter.current.r\t12.3\t{stamp}\n")
+
+    @coroutine_test
+    async def test_tooOld(self):
+        """--service prints nothing and exits 7 with one stderr line when the reading is too old."""
+        self.fresh(age=1000)
+        code, out, err = await self.invoke("--service", self.url)
+        self.assertEqual((code, out), (7, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("old", err)
+
+    @coroutine_test
+    async def test_maxAge(self):
+        """--max-age sets the limit: a 200 s old reading passes with 300 and fails with 100."""
+        stamp, _ = self.fresh(age=200)
+        code, out, err = await self.invoke("--service", self.url, "--max-age", "300")
+        self.assertEqual(code, 0)
+        self.assertEqual(out.splitlines()[0], f"smartmeter.power.value\t1234\t{stamp}")
+        code, out, err = await self.invoke("--service", self.url, "--max-age", "100")
+        self.assertEqual((code, out), (7, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+
+    @coroutine_test
+    async def test_noReadingYet(self):
+        """--service prints nothing and exits non-zero while the service has no reading (503)."""
+        code, out, err = await self.invoke("--service", self.url)
+        self.assertEqual(out, "")
+        self.assertEqual(code, plugin.EXIT_NO_READING)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("no reading yet", err)
+
+    @coroutine_test
+    async def test_serviceDown(self):
+        """--service against a closed port exits 3 with one stderr line and no traceback."""
+        closed = reactor.listenTCP(0, QuietSite(make_root(self.poller, reactor.seconds)),
+                                   interface="127.0.0.1")
+        number = closed.getHost().port
+        await closed.stopListening()
+        code, out, err = await self.invoke("--service", f"http://127.0.0.1:{number}")
+        self.assertEqual((code, out), (3, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(f"127.0.0.1:{number}", err)
+        self.assertNotIn("Traceback", err)
+
+    @coroutine_test
+    async def test_singleDash(self):
+        """The Go plugin's single-dash spelling -service works."""
+        stamp, _ = self.fresh()
+        code, out, err = await self.invoke("-service", self.url, "-metric-key-prefix", "home")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out.splitlines()[0], f"home.power.value\t1234\t{stamp}")
+
+    @coroutine_test
+    async def test_metricKeyPrefix(self):
+        """--metric-key-prefix applies to every line printed from the service."""
+        stamp, energy_stamp = self.fresh()
+        code, out, err = await self.invoke("--service", self.url, "--metric-key-prefix", "house.a",
+                                        "--energy")
+        self.assertEqual(code, 0)
+        self.assertEqual([line.split("\t")[0] for line in out.splitlines()], [
+            "house.a.power.value", "house.a.current.r", "house.a.current.t",
+            "house.a.energy.normal", "house.a.energy.reverse"])
+
+    @coroutine_test
+    async def test_diagnosticsToGivenStderr(self):
+        """run() writes its one-line diagnostic to the stderr stream it was given."""
+        self.fresh(age=1000)
+        out, err = StringIO(), StringIO()
+        code = await plugin.run(reactor, ["--service", self.url], environ={}, stdout=out,
+                                stderr=err)
+        self.assertEqual(code, 7)
+        self.assertEqual(len(err.getvalue().splitlines()), 1,
+                         "given stderr: %r; sys.stderr: %r"
+                         % (err.getvalue(), self.sys_stderr.getvalue()))
