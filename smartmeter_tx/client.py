@@ -403,10 +403,15 @@ class BRouteClient:
                 epcs += SCALE_EPCS
         frame = await self.read(tuple(epcs))
         if need_scale:
-            self._learn_scale(frame)
+            self.learn_scale(frame)
         return M.decode_reading(frame.properties, self.scale)
 
-    def _learn_scale(self, frame: F.Frame) -> None:
+    def learn_scale(self, frame: F.Frame) -> None:
+        """
+        Take the energy scale (E1, D3, D7) from a frame that carried it.
+
+        @raise ReadFailed: the unit is missing.
+        """
         unit = frame.get(M.UNIT)
         if unit is None:
             raise ReadFailed("the meter did not report the energy unit (E1)")

@@ -366,7 +366,7 @@ class MeterPoller(service.Service):
         self.last_frame = frame
         try:
             if need_scale:
-                client._learn_scale(frame)
+                client.learn_scale(frame)
                 self._save()
             reading = M.decode_reading(frame.properties, client.scale)
         except SmartMeterError as e:
