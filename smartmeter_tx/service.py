@@ -88,6 +88,8 @@ class MeterPoller(service.Service):
 
     #: Joins failing in a row before the meter is looked for again by a scan.
     RESCAN_AFTER = 3
+    #: Unanswered polls in a row, with a session believed up, before rejoining.
+    REJOIN_AFTER_SILENT = 3
 
     def __init__(self, open_port: Callable, credentials: Optional[C.Credentials], clock,
                  link: Optional[MeterLink] = None, state_path: Optional[str] = None,
@@ -125,6 +127,7 @@ class MeterPoller(service.Service):
         self._next_join = 0.0
         self._next_energy = 0.0
         self._polling = False
+        self._silent_polls = 0
         self._frames_base = 0
         self._joining: Optional[defer.Deferred] = None
         self._reopen_call = None
@@ -332,43 +335,26 @@ class MeterPoller(service.Service):
             epcs += C.ENERGY_EPCS
             if need_scale:
                 epcs += C.SCALE_EPCS
-        client.deadline = now + self.poll_timeout
-        frame = None
-        for attempt in range(2):
-            try:
-                frame = await client.get(tuple(epcs), timeout=self.poll_timeout / 2)
-                break
-            except NotSent:
-                # No session in the module (EVENT 21 02): join at once.
-                self._session_down()
-                client.deadline = None
-                if not await self._join():
-                    break
-                client.deadline = self.clock.seconds() + self.poll_timeout
-            except (EchonetTimeout, SendFailed) as e:
-                self.log.info("poll attempt {n} failed: {error}", n=attempt + 1, error=e)
-                if self.session is None and attempt == 0:
-                    # Unknown session and silence: probably none; rejoin.
-                    self._session_down()
-                    client.deadline = None
-                    if not await self._join():
-                        break
-                    client.deadline = self.clock.seconds() + self.poll_timeout
-            except (C.StepTimeout, C.RateLimited, SKError) as e:
-                self.log.info("poll failed: {error}", error=e)
-                break
-        client.deadline = None
+        frame = await self._request(tuple(epcs))
         if frame is None:
             self.stats.polls_failed += 1
+            self._silent_polls += 1
+            if self.session and self._silent_polls >= self.REJOIN_AFTER_SILENT:
+                # The module believes in its session but the meter no longer
+                # answers (e.g. the meter dropped it): start a new one.
+                self.log.warn("{n} polls unanswered; joining the meter again",
+                              n=self._silent_polls)
+                self._session_down()
             return
+        self._silent_polls = 0
         if self.session is None:
             self._session_up()
         self.last_frame = frame
         try:
             if need_scale:
-                client.learn_scale(frame)
+                self.client.learn_scale(frame)
                 self._save()
-            reading = M.decode_reading(frame.properties, client.scale)
+            reading = M.decode_reading(frame.properties, self.client.scale)
         except SmartMeterError as e:
             self.stats.polls_failed += 1
             self.log.warn("meter answer not usable: {error}", error=e)
@@ -378,17 +364,52 @@ class MeterPoller(service.Service):
             # when polls drift by a few seconds.
             self._next_energy = now + self.energy_interval - self.interval / 2
         self.stats.polls_answered += 1
-        self.stats.frames_sent = self._frames_base + client.frames
+        self.stats.frames_sent = self._frames_base + self.client.frames
+        self._record(reading, energy)
+
+    async def _request(self, epcs) -> Optional[F.Frame]:
+        """
+        One Get, retried once within the poll's budget; joins when the module
+        has no session.
+
+        @return: the answering frame, or C{None}.
+        """
+        client = self.client
+        client.deadline = self.clock.seconds() + self.poll_timeout
+        try:
+            for attempt in range(2):
+                try:
+                    return await client.get(epcs, timeout=self.poll_timeout / 2)
+                except NotSent:
+                    # No session in the module (EVENT 21 02): join at once.
+                    self._session_down()
+                except (EchonetTimeout, SendFailed) as e:
+                    self.log.info("poll attempt {n} failed: {error}", n=attempt + 1, error=e)
+                    if self.session is not None or attempt > 0:
+                        continue
+                    # Silence with the session state unknown: probably none.
+                    self._session_down()
+                except (C.StepTimeout, C.RateLimited, SKError) as e:
+                    self.log.info("poll failed: {error}", error=e)
+                    return None
+                client.deadline = None
+                if not await self._join():
+                    return None
+                client.deadline = self.clock.seconds() + self.poll_timeout
+            return None
+        finally:
+            client.deadline = None
+
+    def _record(self, reading: M.Reading, energy: bool) -> None:
         record = {
             "power_w": reading.power_w,
             "current_r_a": reading.current_r_a,
             "current_t_a": reading.current_t_a,
         }
+        when = self.wall_clock()
         if energy:
             record["energy_normal_kwh"] = reading.energy_normal_kwh
             record["energy_reverse_kwh"] = reading.energy_reverse_kwh
-        when = self.wall_clock()
-        if energy:
             self.energy = {"normal": reading.energy_normal_kwh,
                            "reverse": reading.energy_reverse_kwh}
             self.energy_time = when

@@ -266,3 +266,30 @@ class FaultScenarioTests(SynchronousTestCase):
             request = DummyRequest([b"latest"])
             latest = json.loads(root.getChildWithDefault(b"latest", request).render(request))
             self.assertEqual(latest["power_w"], poller.latest["power_w"])
+
+
+class SilentMeterTests(SynchronousTestCase):
+    def test_rejoinAfterSilentPolls(self):
+        """With the session believed up but the meter silent, the poller rejoins after 3 polls."""
+        loop = Loop()
+        self.addCleanup(loop.stop)
+        poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=30, rng=random.Random(0),
+                             wall_clock=loop.clock.seconds)
+        poller.startService()
+        self.addCleanup(poller.stopService)
+        loop.advance(20)
+        self.assertTrue(poller.session)
+        joins = loop.sent.count("SKJOIN")
+        loop.emulator.radio.loss = 1.0  # every exchange lost from now on
+        loop.advance(2 * 30)
+        self.assertEqual(loop.sent.count("SKJOIN"), joins)  # two silent polls: keep trying
+        self.assertTrue(poller.session)
+        loop.advance(30)
+        self.assertFalse(poller.session)  # the third: the session is given up
+        loop.emulator.radio.loss = 0.0
+        loop.advance(60)
+        self.assertEqual(loop.sent.count("SKJOIN"), joins + 1)
+        self.assertTrue(poller.session)
+        answered = poller.stats.polls_answered
+        loop.advance(60)
+        self.assertEqual(poller.stats.polls_answered, answered + 2)
