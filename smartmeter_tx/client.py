@@ -127,6 +127,7 @@ class BRouteClient:
         self.deadline: Optional[float] = None
         self._requester: Optional[EchonetRequester] = None
         self.prepared = False
+        self.info: Optional[L.Info] = None
         self.unsolicited: list = []
         self._instance_list: Optional[defer.Deferred] = None
         sk.add_listener(self._on_line)
@@ -189,7 +190,7 @@ class BRouteClient:
             return
         if self.dialect is None:
             reply = await self._run(L.sk_info(), "asking the module for its info (SKINFO)")
-            info = reply.first(L.Info)
+            info = self.info = reply.first(L.Info)
             self.dialect = (info.dialect_hint if info else None) or L.Dialect.STANDARD
             self.log.info("module speaks the {dialect} SK dialect", dialect=self.dialect.value)
         self.link.dialect = self.dialect.value
@@ -255,6 +256,29 @@ class BRouteClient:
         if not self.link.joinable:
             await self.locate()
         await self.join()
+
+    async def find_neighbour(self) -> bool:
+        """
+        Without a known meter address, ask the module: one that still holds a
+        session lists the meter in its neighbour cache (SKTABLE 2), and SKINFO
+        shows the session's channel and PAN ID.  Serial only, no radio.
+
+        @return: whether the meter's address is now known.
+        """
+        reply = await self._run(L.sk_table("2"), "reading the module's neighbour table")
+        rows = [n for n in reply.lines if isinstance(n, L.Neighbor)]
+        if len(rows) != 1:
+            return False  # none, or several we cannot tell apart
+        if self.info is None:
+            reply = await self._run(L.sk_info(), "asking the module for its info (SKINFO)")
+            self.info = reply.first(L.Info)
+        self.link.ipaddr = rows[0].ipaddr
+        self.link.mac = rows[0].addr64
+        if self.info is not None and self.info.pan_id != 0xFFFF and 0x21 <= self.info.channel <= 0x3C:
+            self.link.channel = self.info.channel
+            self.link.pan_id = self.info.pan_id
+        self.log.info("the module knows a neighbour: trying it as the meter")
+        return True
 
     async def set_credentials(self) -> None:
         """
@@ -356,6 +380,8 @@ class BRouteClient:
         @return: the answering frame.
         """
         await self.prepare()
+        if self.link.ipaddr is None:
+            await self.find_neighbour()
         if self.link.ipaddr is not None:
             # EVENT 21 02 is the sure sign of no session; silence is usually a
             # lost frame, so one more Get (one frame) comes before a join

@@ -84,6 +84,26 @@ class _Base:
         self.assertNotIn("SKJOIN", self.loop.sent)
         self.assertEqual(second.frames, 1)
 
+    def test_noStateSessionKept(self):
+        """
+        Without a state file, a module that kept its session is asked for its
+        neighbour table (SKTABLE 2): one SKSENDTO, no scan, no join.
+        """
+        first = self.client()
+        self.read(first)
+        first.close()
+        self.loop.disconnect()
+        del self.loop.sent[:]
+        second = self.client()
+        self.assertTrue_(self.read(second))
+        self.assertEqual(self.loop.sent.count("SKSENDTO"), 1)
+        self.assertIn("SKTABLE", self.loop.sent)
+        self.assertNotIn("SKSCAN", self.loop.sent)
+        self.assertNotIn("SKJOIN", self.loop.sent)
+        self.assertEqual(second.link.ipaddr, self.loop.emulator.meter_ip)
+        self.assertEqual((second.link.channel, second.link.pan_id),
+                         (self.loop.emulator.channel, self.loop.emulator.pan_id))
+
     def test_coldRunWithStateNoScan(self):
         """With the state known but no session, the client joins without scanning."""
         first = self.client()
