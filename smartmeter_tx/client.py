@@ -10,6 +10,7 @@ Every step is bounded by a deadline on the injected clock.
 
 from __future__ import annotations
 
+from collections import deque
 from decimal import Decimal
 from typing import Callable, Optional
 
@@ -84,7 +85,7 @@ class BRouteClient:
     @ivar link: what is known about the meter; updated as the session learns it,
         for the caller to save.
     @ivar frames: SKSENDTO frames sent so far (radio use).
-    @ivar steps: names of the SK steps taken (for tests and benchmarks).
+    @ivar steps: names of the last SK steps taken (for tests and benchmarks).
     """
 
     log = Logger()
@@ -123,7 +124,8 @@ class BRouteClient:
         self.progress = progress or (lambda step: None)
         self.rate_limited = False
         self.frames = 0
-        self.steps: list = []
+        self.steps: deque = deque(maxlen=64)  # bounded: a service runs for years
+        self._credentials_set = False
         self.deadline: Optional[float] = None
         self._requester: Optional[EchonetRequester] = None
         self.prepared = False
@@ -290,6 +292,7 @@ class BRouteClient:
         await self.prepare()
         await self._run(L.sk_setrbid(self.credentials.rbid), "setting the B-route ID")
         await self._run(L.sk_setpwd(self.credentials.password), "setting the B-route password")
+        self._credentials_set = True
 
     async def locate(self) -> L.PanDesc:
         """
@@ -297,7 +300,7 @@ class BRouteClient:
         with increasing duration.  Updates L{link}.
         """
         channels = [self.link.channel] if self.link.channel else None
-        if "SKSETRBID" not in self.steps:
+        if not self._credentials_set:
             await self.set_credentials()
         found = await self.scan(channels)
         if not found:

@@ -90,6 +90,8 @@ class MeterPoller(service.Service):
     RESCAN_AFTER = 3
     #: Unanswered polls in a row, with a session believed up, before rejoining.
     REJOIN_AFTER_SILENT = 3
+    #: Seconds to wait for the answer to one Get before sending it again.
+    ATTEMPT_TIMEOUT = 3.0
 
     def __init__(self, open_port: Callable, credentials: Optional[C.Credentials], clock,
                  link: Optional[MeterLink] = None, state_path: Optional[str] = None,
@@ -188,9 +190,9 @@ class MeterPoller(service.Service):
         proto.when_disconnected().addCallback(self._lost)
 
     def _reopen(self) -> None:
-        self.stats.reopens += 1
         self._open()
         if self.proto is not None:
+            self.stats.reopens += 1
             self.reopen_backoff.reset()
             self.log.info("serial port reopened")
             # Do not wait for the next tick: the readings have a gap already.
@@ -369,23 +371,30 @@ class MeterPoller(service.Service):
 
     async def _request(self, epcs) -> Optional[F.Frame]:
         """
-        One Get, retried once within the poll's budget; joins when the module
-        has no session.
+        One Get, re-sent while the poll's budget lasts (a lost frame costs one
+        resend, not the reading); joins when the module has no session.
 
         @return: the answering frame, or C{None}.
         """
         client = self.client
-        client.deadline = self.clock.seconds() + self.poll_timeout
+        end = self.clock.seconds() + self.poll_timeout
+        attempt = 0
         try:
-            for attempt in range(2):
+            while True:
+                left = end - self.clock.seconds()
+                if left <= 0.5:
+                    return None
+                attempt += 1
+                client.deadline = end
                 try:
-                    return await client.get(epcs, timeout=self.poll_timeout / 2)
+                    # The meter answers within about a second (captures §19):
+                    # waiting longer than ATTEMPT_TIMEOUT wastes the budget.
+                    return await client.get(epcs, timeout=min(self.ATTEMPT_TIMEOUT, left))
                 except NotSent:
-                    # No session in the module (EVENT 21 02): join at once.
-                    self._session_down()
+                    self._session_down()  # no session in the module (EVENT 21 02)
                 except (EchonetTimeout, SendFailed) as e:
-                    self.log.info("poll attempt {n} failed: {error}", n=attempt + 1, error=e)
-                    if self.session is not None or attempt > 0:
+                    self.log.info("poll attempt {n} failed: {error}", n=attempt, error=e)
+                    if self.session is not None or attempt > 1:
                         continue
                     # Silence with the session state unknown: probably none.
                     self._session_down()
@@ -395,8 +404,7 @@ class MeterPoller(service.Service):
                 client.deadline = None
                 if not await self._join():
                     return None
-                client.deadline = self.clock.seconds() + self.poll_timeout
-            return None
+                end = self.clock.seconds() + self.poll_timeout
         finally:
             client.deadline = None
 

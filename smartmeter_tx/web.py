@@ -102,7 +102,7 @@ class PollerCollector:
             ("smartmeter_polls_failed", "Polls without an answer", s.polls_failed),
             ("smartmeter_polls_skipped", "Polls skipped while sends were held", s.polls_skipped),
             ("smartmeter_rejoins", "PANA joins attempted", s.rejoins),
-            ("smartmeter_reopens", "Serial port reopen attempts", s.reopens),
+            ("smartmeter_reopens", "Serial port reopened after it was lost", s.reopens),
             ("smartmeter_rate_limited", "Times the transmit-time limit engaged (EVENT 32)",
              s.rate_limited_count),
             ("smartmeter_frames_sent", "ECHONET frames sent (SKSENDTO)", s.frames_sent),

@@ -61,7 +61,7 @@ class _Base:
         self.assertTrue_(reading)
         self.assertIsInstance(reading.power_w, int)
         self.assertEqual(client.dialect, self.dialect)
-        self.assertEqual(client.steps[-2:], ["SKJOIN", "SKSENDTO"])
+        self.assertEqual(list(client.steps)[-2:], ["SKJOIN", "SKSENDTO"])
         self.assertIn("SKSCAN", client.steps)
         self.assertTrue(client.link.joinable)
         self.assertEqual(client.link.ipaddr, self.loop.emulator.meter_ip)
