@@ -1143,3 +1143,72 @@ class CancelTests(SynchronousTestCase):
         send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
         self.assertEqual(self.successResultOf(d2).final, L.Ok())
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class RecoveryTests(SynchronousTestCase):
+    """
+    SKStackProtocol never stays deaf or wedged after garbage (cases found by
+    bench/fuzz_protocol.py).
+    """
+
+    HEAD = (b"ERXUDP FE80:0000:0000:0000:C2F9:4500:4058:B5FB "
+            b"FE80:0000:0000:0000:021D:1291:0004:E578 0E1A 0E1A 0011223344556677 1 0 0040 "
+            b"\x10\x81\x00\x01\r\n")
+
+    def test_truncatedBinaryPayloadAbandoned(self):
+        """A binary ERXUDP that stops short is dropped after RAW_TIMEOUT; lines parse again."""
+        proto, transport, clock, heard = connect()
+        proto.dataReceived(self.HEAD)
+        d = proto.command(L.sk_ver())
+        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
+        self.assertNoResult(d)  # swallowed as payload bytes for now
+        clock.advance(proto.RAW_TIMEOUT)
+        reply = self.successResultOf(d)
+        self.assertEqual(reply.lines, [L.Ver("1.2.10")])
+        self.assertFalse([v for v in heard if isinstance(v, L.RxUdp)])
+        self.flushLoggedErrors()
+
+    def test_timeoutLeavesRawMode(self):
+        """A command timing out while a payload is incomplete also leaves raw mode."""
+        proto, transport, clock, heard = connect()
+        d = proto.command(L.sk_info())
+        proto.dataReceived(self.HEAD)
+        clock.advance(L.sk_info().timeout)
+        self.failureResultOf(d, SKTimeoutError)
+        d = proto.command(L.sk_ver())
+        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
+        self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.2.10")])
+
+    def test_hugeDatalenRejected(self):
+        """An ERXUDP whose DATALEN exceeds any datagram is dropped at once, not waited for."""
+        proto, transport, clock, heard = connect()
+        head = self.HEAD.replace(b" 0040 ", b" FFFF ")
+        proto.dataReceived(head)
+        d = proto.command(L.sk_ver())
+        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
+        self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.2.10")])
+
+    def test_strayEchoDoesNotWedge(self):
+        """A stray line that looks like an echo does not make an echo-off module's OK ignored."""
+        proto, transport, clock, heard = connect()
+        proto.dataReceived(b"SKVER\r\n")  # nothing in flight: not proof of echo
+        self.assertIsNot(proto.echo, True)
+        d = proto.command(L.sk_ver())
+        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
+        self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.2.10")])
+
+    def test_echoForgottenAfterTwoSilentTimeouts(self):
+        """After two timeouts without the command's echo, echo is unknown again."""
+        proto, transport, clock, heard = connect()
+        d = proto.command(L.sk_ver())
+        proto.dataReceived(b"SKVER\r\nEVER 1.2.10\r\nOK\r\n")
+        self.successResultOf(d)
+        self.assertIs(proto.echo, True)
+        for _ in range(2):
+            d = proto.command(L.sk_ver())
+            clock.advance(L.sk_ver().timeout)
+            self.failureResultOf(d, SKTimeoutError)
+        self.assertIsNone(proto.echo)
+        d = proto.command(L.sk_ver())
+        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")  # the module lost its echo setting
+        self.successResultOf(d)

@@ -474,6 +474,10 @@ def _parse_rxudp(line: bytes, payload_mode: Optional[str]) -> Union[RxUdp, RxUdp
             raise SKParseError(f"unexpected ERXUDP field {token[:8]!r}")
         small.append(token)
     datalen = _hexint(small.pop(), 4)
+    if datalen > MAX_DATALEN:
+        # No datagram this long fits a 6LoWPAN frame; a corrupted length must
+        # not make a reader wait for 64 KiB.
+        raise SKParseError(f"ERXUDP DATALEN {datalen:#x} is larger than any datagram")
     rssi = side = None
     if len(small) == 1:  # standard: SECURED
         secured = small[0]
@@ -556,6 +560,8 @@ def _parse_keyword(line: bytes, payload_mode: Optional[str]):
 
 
 _RESYNC_WORDS = (b"ERXUDP ", b"EVENT ", b"EPANDESC")
+#: The largest UDP payload a module carries (1280-byte IPv6 MTU less headers).
+MAX_DATALEN = 0x04D0
 
 
 def parse_line(line: bytes, payload_mode: Optional[str] = None) -> Line:
@@ -877,7 +883,7 @@ def sk_join(ipaddr: str) -> Command:
                    timeout=50.0)
 
 
-MAX_SENDTO = 0x04D0
+MAX_SENDTO = MAX_DATALEN
 
 
 def sk_sendto(dialect: Dialect, ipaddr: str, payload: bytes, port: int = 0x0E1A,

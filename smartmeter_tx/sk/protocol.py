@@ -146,6 +146,8 @@ class SKStackProtocol(LineReceiver):
 
     # The longest legitimate line is a hex ERXUDP of 0x4D0 bytes (~2.6 kB).
     MAX_LENGTH = 4096
+    #: Seconds to wait for the rest of a binary ERXUDP payload.
+    RAW_TIMEOUT = 2.0
 
     log = Logger()
 
@@ -163,6 +165,8 @@ class SKStackProtocol(LineReceiver):
         self._raw = b""
         self._refeed = b""
         self._discarding = False
+        self._unechoed_timeouts = 0
+        self._raw_timer = None
         self._secrets: set = set()
         self._lost: Optional[Failure] = None
         self.echo: Optional[bool] = None
@@ -253,6 +257,8 @@ class SKStackProtocol(LineReceiver):
         if not isinstance(reason, Failure):
             reason = Failure(reason())
         self._lost = reason
+        if self._raw_timer is not None and self._raw_timer.active():
+            self._raw_timer.cancel()
         pending = ([self._current] if self._current else []) + list(self._queue)
         self._current = None
         self._queue.clear()
@@ -305,6 +311,10 @@ class SKStackProtocol(LineReceiver):
             self._partial = value
             self._raw = b""
             self.setRawMode()
+            # A module prints the whole payload at once (1232 bytes take 0.1 s
+            # at 115200 baud): if the rest never comes, the head was garbage.
+            self._raw_timer = self._clock.callLater(self.RAW_TIMEOUT, self._abandon_raw,
+                                                    "the binary payload stopped short")
             return
         self._record_line(value, line)
         for complete in self._assembler.feed(value):
@@ -317,12 +327,30 @@ class SKStackProtocol(LineReceiver):
             return
         body, rest, self._raw = self._raw[:need], self._raw[need:], b""
         partial, self._partial = self._partial, None
+        if self._raw_timer is not None and self._raw_timer.active():
+            self._raw_timer.cancel()
+        self._raw_timer = None
         value = partial.complete(body)
         self._record_line(value, b"")
         for complete in self._assembler.feed(value):
             self._dispatch(complete)
         # The CR LF that ends the ERXUDP line follows; it parses as a blank line.
         self.setLineMode(rest)
+
+    def _abandon_raw(self, why: str) -> None:
+        """
+        Give up a binary ERXUDP that never completed: drop its head and parse
+        what came after it as lines again, so the protocol is never deaf.
+        """
+        if self._partial is None:
+            return
+        if self._raw_timer is not None and self._raw_timer.active():
+            self._raw_timer.cancel()
+        self._raw_timer = None
+        self._partial = None
+        raw, self._raw = self._raw, b""
+        self.log.warn("dropping an incomplete binary ERXUDP: {why}", why=why)
+        self.setLineMode(raw)
 
     # -- internals -----------------------------------------------------------
 
@@ -352,6 +380,14 @@ class SKStackProtocol(LineReceiver):
         if p is not self._current:
             return
         p.timer = None
+        if self.echo and not p.echo_seen:
+            # Echo may have been switched off behind our back (a module reset):
+            # after two silent commands in a row, stop relying on it.
+            self._unechoed_timeouts += 1
+            if self._unechoed_timeouts >= 2:
+                self.echo = None
+                self._unechoed_timeouts = 0
+        self._abandon_raw("the command in flight timed out")
         self._fail(p, SKTimeoutError(p.command.name, p.command.timeout))
 
     def _finish(self, p: _Pending) -> None:
@@ -429,10 +465,13 @@ class SKStackProtocol(LineReceiver):
         self._notify(desc)
 
     def _line_Echo(self, echo: L.Echo) -> None:
-        self.echo = True  # any echo at all shows the module echoes
         p = self._current
         if p is not None and not p.echo_seen and p.command.is_echo(echo):
             p.echo_seen = True
+            # Only the echo of our own command proves echo is on: a stray line
+            # that merely looks like one must not make us ignore real answers.
+            self.echo = True
+            self._unechoed_timeouts = 0
         else:
             self.log.debug("ignoring an echo that is not the command in flight")
 
