@@ -11,6 +11,7 @@ the neighbour discovery share the rest.  Going below 10 s is not recommended.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 from twisted.application import service, strports
@@ -107,7 +108,11 @@ def makeService(options, reactor=None, open_port=None) -> service.IService:
         handle = start_emulator(device, reactor, link=link)
         rbid = rbid or handle.id
         password = password or handle.password
-        top.addService(_Stopper(handle.stop))
+
+        def stop_emulator(directory=os.path.dirname(link)):
+            handle.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+        top.addService(_Stopper(stop_emulator))
         device_path = handle.path
     else:
         device_path = device

@@ -6,11 +6,12 @@ C{/latest} served on 127.0.0.1, never touching a serial port.
 
 import functools
 from decimal import Decimal
+import io
 from io import StringIO
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smartmeter_tx import plugin
 from smartmeter_tx.echonet.meter import NO_PHASE
@@ -199,3 +200,83 @@ class ServiceModeTests(TestCase):
         self.assertEqual(len(err.getvalue().splitlines()), 1,
                          "given stderr: %r; sys.stderr: %r"
                          % (err.getvalue(), self.sys_stderr.getvalue()))
+
+
+class BlockingServiceTests(SynchronousTestCase):
+    """
+    The command line's --service path (from_service_blocking): one stdlib GET,
+    no reactor, against a canned /latest served from a thread.
+    """
+
+    def serve(self, status, body):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+                seen.append(self.path)
+
+            def log_message(self, *args):
+                pass
+
+        seen = []
+        server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.handle_request)
+        thread.start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(thread.join, 5)
+        return f"http://127.0.0.1:{server.server_address[1]}", seen
+
+    def invoke(self, *argv):
+        args = plugin.build_parser().parse_args(list(argv))
+        out, err = io.StringIO(), io.StringIO()
+        code = plugin.from_service_blocking(args, args.prefix, out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def test_printsReading(self):
+        """A fresh reading prints with its own timestamp; energy with energy_time."""
+        import json
+        import time
+        now = time.time()
+        body = json.dumps({"time": now - 3, "power_w": 296, "current_r_a": 2.3,
+                           "current_t_a": None, "energy_normal_kwh": 15756.31,
+                           "energy_reverse_kwh": 0, "energy_time": now - 100}).encode()
+        url, seen = self.serve(200, body)
+        code, out, err = self.invoke("-service", url, "--energy")
+        self.assertEqual(code, 0, err)
+        stamp, estamp = int(now - 3), int(now - 100)
+        self.assertEqual(out.splitlines(), [
+            f"smartmeter.power.value\t296\t{stamp}",
+            f"smartmeter.current.r\t2.3\t{stamp}",
+            f"smartmeter.energy.normal\t15756.31\t{estamp}",
+            f"smartmeter.energy.reverse\t0\t{estamp}",
+        ])
+        self.assertEqual(seen, ["/latest"])
+
+    def test_staleAndMissing(self):
+        """A reading older than --max-age, or none yet, prints nothing and exits 7."""
+        import json
+        import time
+        url, _ = self.serve(200, json.dumps({"time": time.time() - 500, "power_w": 1}).encode())
+        code, out, err = self.invoke("--service", url, "--max-age", "120")
+        self.assertEqual((code, out), (plugin.EXIT_NO_READING, ""))
+        self.assertIn("old", err)
+        url, _ = self.serve(503, b'{"error": "no reading yet"}')
+        code, out, err = self.invoke("--service", url)
+        self.assertEqual((code, out), (plugin.EXIT_NO_READING, ""))
+        self.assertEqual(len(err.strip().splitlines()), 1)
+
+    def test_unreachable(self):
+        """A service that is not running gives one line and exit 3."""
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        code, out, err = self.invoke("--service", f"http://127.0.0.1:{port}")
+        self.assertEqual((code, out), (plugin.EXIT_DEVICE, ""))
+        self.assertNotIn("Traceback", err)
