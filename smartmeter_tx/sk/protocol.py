@@ -167,6 +167,7 @@ class SKStackProtocol(LineReceiver):
         self._discarding = False
         self._unechoed_timeouts = 0
         self._raw_timer = None
+        self._handlers: dict = {}
         self._secrets: set = set()
         self._lost: Optional[Failure] = None
         self.echo: Optional[bool] = None
@@ -422,9 +423,12 @@ class SKStackProtocol(LineReceiver):
             self.payload_mode = "binary" if cmd.args[0] == "00" else "hex"
 
     def _dispatch(self, value) -> None:
-        handler = getattr(self, "_line_" + type(value).__name__, None)
+        kind = type(value)
+        handler = self._handlers.get(kind)
         if handler is None:
-            handler = self._line_result
+            # Route by kind (memcache's cmd_ / pop3's state_ pattern), looked up once per kind.
+            handler = getattr(self, "_line_" + kind.__name__, self._line_result)
+            self._handlers[kind] = handler
         handler(value)
 
     def _notify(self, value) -> None:
