@@ -329,7 +329,11 @@ def main(argv=None) -> int:
     failed = []
     if statistics.median(rates) < 500:
         failed.append("throughput < 500 readings/s")
-    if growth >= 2_000_000 / 1024:  # KiB per 100k vs 2 MB
+    if args.readings < 100_000:
+        # A page or two of allocator growth over a short run extrapolates to
+        # megabytes: the memory target is only judged on a full run.
+        print("(RSS growth extrapolated from a short run: not judged; use --readings 100000)")
+    elif growth >= 2_000_000 / 1024:  # KiB per 100k vs 2 MB
         failed.append("RSS growth >= 2 MB per 100,000 readings")
     if h.wrong or h.errors:
         failed.append("wrong values or failed reads")
