@@ -53,7 +53,7 @@ _children: list = []
 #: Where the children keep compiled bytecode (see --pycache); None: as inherited.
 PYCACHE = None
 WARM_IMPORTS = ("import smartmeter_tx.plugin, smartmeter_tx.client, smartmeter_tx.state, "
-                "smartmeter_tx.mackerel, smartmeter_tx.sk.protocol, smartmeter_tx.echonet.requester, "
+                "smartmeter_tx.mackerel, smartmeter_tx.sk.protocol, smartmeter_tx.requester, "
                 "smartmeter_tx.emulator.cli, smartmeter_tx.emulator.device, smartmeter_tx.tap, "
                 "smartmeter_tx.service, smartmeter_tx.web, twisted.internet.serialport, "
                 "twisted.web.client, twisted.application.twist._twist, twisted.plugins.smartmeter_plugin")

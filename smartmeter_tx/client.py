@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from smartmeter_tx.errors import ArgumentError, SmartMeterError
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
-from smartmeter_tx.echonet.requester import (
+from smartmeter_tx.requester import (
     EchonetRequester, EchonetTimeout, NotSent, SendFailed,
 )
 from smartmeter_tx.sk import lines as L

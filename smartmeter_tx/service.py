@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from smartmeter_tx import client as C
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
-from smartmeter_tx.echonet.requester import EchonetTimeout, NotSent, SendFailed
+from smartmeter_tx.requester import EchonetTimeout, NotSent, SendFailed
 from smartmeter_tx.errors import SmartMeterError
 from smartmeter_tx.sk import lines as L
 from smartmeter_tx.sk.protocol import SKError, SKStackProtocol

@@ -1,5 +1,5 @@
 """
-Tests for L{smartmeter_tx.echonet.requester.EchonetRequester}, on a real
+Tests for L{smartmeter_tx.requester.EchonetRequester}, on a real
 L{SKStackProtocol} over a StringTransport with a Clock, in both SK dialects:
 standard (§1 BP35A1, echo off, zeroed addresses) and DSE (§4 RS-WSUHA-P, echo on).
 """
@@ -10,7 +10,7 @@ from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.echonet import frame as F
-from smartmeter_tx.echonet.requester import (
+from smartmeter_tx.requester import (
     EchonetError, EchonetRequester, EchonetTimeout, NotSent, SendFailed,
 )
 from smartmeter_tx.sk import lines as L

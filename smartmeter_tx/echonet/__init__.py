@@ -1,1 +1,1 @@
-"""ECHONET Lite: frame codec, meter class decoding and the request layer."""
+"""ECHONET Lite, pure: the frame codec and the meter class decoding."""
