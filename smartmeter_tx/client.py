@@ -94,6 +94,11 @@ class BRouteClient:
     INSTANCE_LIST_WAIT = 2.0
     #: Seconds to pause after EVENT 21 01 before sending again.
     SEND_RETRY_PAUSE = 1.0
+    #: Failed joins with a saved meter before it is looked for by a new scan.
+    RESCAN_AFTER = 2
+    #: Seconds to keep listening for PAN descriptors after EVENT 22 (some
+    #: modules print the last EPANDESC after it; captures §13).
+    SCAN_GRACE = 1.0
 
     def __init__(self, sk: SKStackProtocol, credentials: Optional[Credentials], clock,
                  link: Optional[MeterLink] = None, dialect: Optional[L.Dialect] = None,
@@ -104,6 +109,7 @@ class BRouteClient:
         self.credentials = credentials
         self.clock = clock
         self.link = link or MeterLink()
+        self.fixed_channel = channel is not None
         if channel is not None:
             L.channel_mask([channel])
             if self.link.channel not in (None, channel):
@@ -199,6 +205,21 @@ class BRouteClient:
         await self._echo_off()
         self.prepared = True
 
+    async def _check_send_restricted(self) -> None:
+        """
+        @raise RateLimited: the module's send-restricted flag (SFB) is set, so
+            it silently cancels every transmission until the limit is released.
+        """
+        try:
+            reply = await self._run(L.sk_sreg("SFB"), "reading the module's send-restricted flag")
+        except SKCommandError:
+            return  # a module without SFB: nothing to learn
+        value = reply.first(L.SReg)
+        if value is not None and value.value.strip("0") == "1":
+            self.rate_limited = True
+            raise RateLimited("the module's transmit-time budget is spent (ARIB limit, EVENT 32); "
+                              "it releases by itself within the hour")
+
     async def _echo_off(self) -> None:
         # Echo is the power-on default; turning it off saves serial time.  It
         # is recognised either way, so this is an optimisation only.
@@ -232,8 +253,13 @@ class BRouteClient:
         self.steps.append("SKSENDTO")
         self.progress("asking the meter")
         d = self.requester.get(epcs, deoj=deoj, timeout=min(timeout, left))
+        # The SKSENDTO itself may hang on a stuck module: the whole exchange,
+        # not only the wait after OK, must end before the run's deadline.
+        d.addTimeout(left, self.clock)
         try:
             return await d
+        except defer.TimeoutError:
+            raise StepTimeout(step) from None
         except SKCommandError as e:
             if e.code == 5 and not _switched:
                 # ER05: our SKSENDTO has the other dialect's argument count.
@@ -255,9 +281,22 @@ class BRouteClient:
         if self.credentials is None:
             raise ArgumentError("no B-route ID and password given, and the module has no session")
         await self.set_credentials()
+        if self.link.joinable and self.link.join_failures >= self.RESCAN_AFTER:
+            # The saved channel, PAN ID and address failed too often: the meter
+            # may have moved to another channel or been replaced.  Find it anew.
+            self.log.warn("{n} joins with the saved meter failed; scanning again",
+                          n=self.link.join_failures)
+            self.link.pan_id = self.link.ipaddr = self.link.mac = None
+            if not self.fixed_channel:
+                self.link.channel = None
         if not self.link.joinable:
             await self.locate()
-        await self.join()
+        try:
+            await self.join()
+        except (AuthenticationFailed, StepTimeout):
+            self.link.join_failures += 1
+            raise
+        self.link.join_failures = 0
 
     async def find_neighbour(self) -> bool:
         """
@@ -303,6 +342,11 @@ class BRouteClient:
         if not self._credentials_set:
             await self.set_credentials()
         found = await self.scan(channels)
+        if not found and channels and not self.fixed_channel:
+            self.log.info("nothing on the saved channel; scanning all channels")
+            self.link.channel = None
+            channels = None
+            found = await self.scan(None)
         if not found:
             where = f"channel {self.link.channel:#04x}" if self.link.channel else "any channel"
             raise MeterNotFound(f"no smart meter answered on {where}; check the B-route ID, "
@@ -325,6 +369,18 @@ class BRouteClient:
         """
         await self.prepare()
         mask = L.channel_mask(channels) if channels else 0xFFFFFFFF
+        late: list = []
+
+        def catch(value):
+            if isinstance(value, L.PanDesc):
+                late.append(value)
+        self.sk.add_listener(catch)
+        try:
+            return await self._scan(mask, durations, late)
+        finally:
+            self.sk.remove_listener(catch)
+
+    async def _scan(self, mask: int, durations, late: list) -> list:
         for duration in durations:
             cmd = L.sk_scan(self.dialect, mask, duration)
             try:
@@ -335,8 +391,12 @@ class BRouteClient:
                 await self._other_dialect()
                 reply = await self._run(L.sk_scan(self.dialect, mask, duration),
                                         f"scanning for the meter (duration {duration})")
+            if not reply.pandescs:
+                # The last channel's descriptor can follow EVENT 22 (captures §13).
+                await task.deferLater(self.clock, min(self.SCAN_GRACE, self._left("scanning")),
+                                      lambda: None)
             found = {}
-            for desc in reply.pandescs:
+            for desc in reply.pandescs + late:
                 if desc.side not in (None, 0):
                     continue
                 if self.credentials and desc.pair_id not in (None, self.credentials.rbid[-8:]):
@@ -358,7 +418,10 @@ class BRouteClient:
         requester = self.requester  # listening before EVENT 25, for the D5 INF
         self._instance_list = defer.Deferred()
         try:
-            await self._run(L.sk_join(link.ipaddr), "authenticating with the meter (SKJOIN)")
+            await self._run(L.sk_join(link.ipaddr),
+                            "authenticating with the meter (SKJOIN; a wrong B-route ID or "
+                            "password takes about 40 s to be refused: raise --timeout to see "
+                            "EVENT 24)")
         except SKEventError:
             raise AuthenticationFailed(
                 "the meter refused authentication (EVENT 24): check the B-route ID and "
@@ -391,13 +454,19 @@ class BRouteClient:
             # (several frames and seconds of air time).
             for attempt in range(2):
                 try:
-                    return await self.get(epcs)
+                    frame = await self.get(epcs)
                 except NotSent:
                     self.log.info("no session in the module; authenticating")
                     break
                 except (EchonetTimeout, SendFailed) as e:
                     self.log.info("request unanswered ({e})", e=e)
+                else:
+                    await self._echo_off()
+                    return frame
             else:
+                # Before a join (several frames), ask the module whether it is
+                # cancelling every send under the ARIB limit (register SFB).
+                await self._check_send_restricted()
                 self.log.info("meter silent twice; authenticating again")
         await self.authenticate()
         last: Exception = ReadFailed("the meter did not answer")

@@ -39,6 +39,10 @@ EXIT_NOT_FOUND = 5
 EXIT_TIMEOUT = 6
 EXIT_NO_READING = 7
 
+#: Seconds of a normal run (mackerel-agent kills plugins at 30 s) and of --scan.
+DEFAULT_TIMEOUT = 25.0
+SCAN_TIMEOUT = 120.0
+
 ENV_ID = "SMARTMETER_ID"
 ENV_PASSWORD = "SMARTMETER_PASSWORD"
 
@@ -123,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 quiet, 1 warnings (default), 2 info, 3 full SK transcript (secrets redacted)")
     opt("debug", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
         help="same as --verbosity 3 (compatibility)")
-    opt("timeout", type=float, default=25.0, metavar="SECONDS",
-        help="total time budget of the run (default 25, below mackerel-agent's 30)")
+    opt("timeout", type=float, default=None, metavar="SECONDS",
+        help="total time budget of the run (default 25, below mackerel-agent's 30; "
+             "120 with --scan, which may need long scans)")
     opt("energy", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
         help="also print cumulative energy (kWh) bought and sold")
     opt("service", metavar="URL", help="read the latest reading from a running "
@@ -132,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     opt("max-age", dest="max_age", type=float, default=120.0, metavar="SECONDS",
         help="with --service: print nothing if the reading is older than this")
     return p
+
+
+def parse_args(argv):
+    """
+    Parse the command line and fill in defaults that depend on other flags.
+
+    @raise UsageError: a bad command line.
+    """
+    args = build_parser().parse_args(argv)
+    if args.timeout is None:
+        args.timeout = SCAN_TIMEOUT if args.scan else DEFAULT_TIMEOUT
+    return args
 
 
 def resolve_secrets(args, environ) -> tuple:
@@ -242,7 +259,7 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         if args.debug:
             args.verbosity = 3
         prefix = mackerel.check_prefix(args.prefix)
@@ -480,8 +497,10 @@ async def _scan(client, args, state_path, stdout, stderr) -> int:
         "[plugin.metrics.smartmeter]",
         f'command = ["mackerel-plugin-smartmeter", "--device", "{args.device}", '
         f'"--channel", "{link.channel:02X}", "--ipaddr", "{link.ipaddr}", '
-        f'"--password-file", "/etc/smartmeter/password"]',
+        f'"--password-file", "/etc/smartmeter/password", "--timeout", "55"]',
         f'env = {{ "{ENV_ID}" = "<your 32-character B-route ID>" }}',
+        "# A join (first run, or after the meter dropped the session) can take longer",
+        "# than mackerel-agent's default 30 s: give the plugin a minute.",
         "timeout_seconds = 60",
         "",
     ]
@@ -497,7 +516,7 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not os.environ.get("MACKEREL_AGENT_PLUGIN_META"):
         try:
-            args = build_parser().parse_args(argv)
+            args = parse_args(argv)
             prefix = mackerel.check_prefix(args.prefix)
         except ArgumentError:
             args = None  # run() reports it

@@ -9,6 +9,7 @@ reply to a request that already timed out) goes to an unsolicited handler.
 
 from __future__ import annotations
 
+import random
 from typing import Callable, Optional
 
 from twisted.internet import defer
@@ -71,7 +72,7 @@ class EchonetRequester:
 
     def __init__(self, sk, dialect: L.Dialect, meter_addr: Optional[str] = None,
                  clock=None, on_unsolicited: Optional[Callable] = None,
-                 answer_infc: bool = True) -> None:
+                 answer_infc: bool = True, first_tid: Optional[int] = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.sk = sk
@@ -81,7 +82,9 @@ class EchonetRequester:
         self.answer_infc = answer_infc
         self._clock = clock
         self._pending: dict = {}
-        self._next_tid = 1
+        # A random start: a late answer from a previous process or connection
+        # must not meet a request that happens to reuse its TID.
+        self._next_tid = first_tid or random.randint(1, 0xFFFF)
         self.frames_sent = 0
         sk.add_listener(self._received)
         sk.when_disconnected().addCallback(self._lost)
@@ -190,6 +193,12 @@ class EchonetRequester:
             return  # PANA (02CC) and anything else that is not ECHONET Lite
         if value.side not in (None, 0):
             return  # the HAN side of a DSE module
+        if not value.secured:
+            # Meter traffic on 0E1A is always encrypted by the PANA session key;
+            # a plaintext frame claiming to be the meter is not taken as a reading.
+            self.log.warn("ignoring an unencrypted ECHONET frame from {sender}",
+                          sender=value.sender)
+            return
         if self.meter_addr is None or value.sender != self.meter_addr:
             self.log.info("ignoring an ECHONET frame from {sender}", sender=value.sender)
             return

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 __all__ = ["MeterLink", "load_state", "save_state", "default_state_path"]
@@ -33,6 +33,7 @@ class MeterLink:
     unit: Optional[str] = None  # kWh per count, as a decimal string ("0.01")
     digits: Optional[int] = None
     lqi: Optional[int] = None
+    join_failures: int = 0
 
     @property
     def joinable(self) -> bool:
@@ -66,15 +67,32 @@ def load_state(path: str) -> MeterLink:
         return MeterLink()
     if not isinstance(data, dict):
         return MeterLink()
-    known = {f.name: f.type for f in fields(MeterLink)}
     values = {}
-    for key, value in data.items():
-        if key in known and (value is None or isinstance(value, (int, str))):
+    for key, check in _CHECKS.items():
+        value = data.get(key)
+        if value is not None and check(value):
             values[key] = value
-    try:
-        return MeterLink(**values)
-    except TypeError:
-        return MeterLink()
+    # A field that does not look right is dropped (it costs a scan, never a
+    # wrong command): the file may be old, hand-edited or from another tool.
+    return MeterLink(**values)
+
+
+_HEX16 = set("0123456789ABCDEF")
+
+_CHECKS = {
+    "channel": lambda v: isinstance(v, int) and 0x21 <= v <= 0x3C,
+    "pan_id": lambda v: isinstance(v, int) and 0 <= v <= 0xFFFF,
+    "mac": lambda v: isinstance(v, str) and len(v) == 16 and set(v) <= _HEX16,
+    "ipaddr": lambda v: isinstance(v, str) and len(v) == 39 and all(
+        len(g) == 4 and set(g) <= _HEX16 for g in v.split(":")) and v.count(":") == 7,
+    "dialect": lambda v: v in ("standard", "dse"),
+    "coefficient": lambda v: isinstance(v, int) and 0 <= v <= 999999,
+    "unit": lambda v: v in ("1", "0.1", "0.01", "0.001", "0.0001", "10", "100", "1000",
+                            "10000"),  # str() of the E1 table's values
+    "digits": lambda v: isinstance(v, int) and 1 <= v <= 8,
+    "lqi": lambda v: isinstance(v, int) and 0 <= v <= 0xFF,
+    "join_failures": lambda v: isinstance(v, int) and 0 <= v < 1000,
+}
 
 
 def save_state(path: str, link: MeterLink) -> None:

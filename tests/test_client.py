@@ -237,3 +237,77 @@ class NoSessionNoCredentialsTests(SynchronousTestCase):
         d = loop.run(defer.Deferred.fromCoroutine(client.read_values()))
         failure = self.failureResultOf(d, ArgumentError)
         self.assertIn("B-route ID", str(failure.value))
+
+
+class HardeningTests(SynchronousTestCase):
+    """Recovery paths found in review: late descriptors, rate limit, a moved meter."""
+
+    def test_lateDescriptorAfterEvent22(self):
+        """A PAN descriptor printed just after EVENT 22 still counts (captures §13)."""
+        from twisted.internet.task import Clock
+        from tests.sktesting import connect
+        proto, transport, clock, heard = connect()
+        client = C.BRouteClient(proto, CREDS, clock, dialect=Dialect.STANDARD)
+        self.addCleanup(client.close)
+        d = defer.Deferred.fromCoroutine(client.scan([0x3B], durations=(6,)))
+        self.assertIn(b"SKSCAN 2 04000000 6", transport.value())
+        me = b"FE80:0000:0000:0000:021D:1290:1234:5678"
+        proto.dataReceived(b"OK\r\nEVENT 22 " + me + b"\r\n")
+        clock.advance(0.4)
+        proto.dataReceived(b"EVENT 20 " + me + b"\r\nEPANDESC\r\n  Channel:3B\r\n"
+                           b"  Channel Page:09\r\n  Pan ID:8888\r\n  Addr:001D129012345678\r\n"
+                           b"  LQI:B2\r\n  PairID:" + DEFAULT_ID[-8:].encode() + b"\r\n")
+        clock.advance(1)
+        found = self.successResultOf(d)
+        self.assertEqual([(f.channel, f.pan_id) for f in found], [(0x3B, 0x8888)])
+
+    def test_rateLimitedOneShot(self):
+        """
+        A run that finds the module's send-restricted flag set stops with
+        RateLimited instead of joining (a join would be cancelled too).
+        """
+        loop = Loop()
+        self.addCleanup(loop.stop)
+        first = C.BRouteClient(loop.connect(), CREDS, loop.clock)
+        self.successResultOf(loop.run(defer.Deferred.fromCoroutine(first.read_values())))
+        first.close()
+        loop.disconnect()
+        # The limit engaged while no client had the port (EVENT 32 went unseen).
+        loop.emulator.budget.budget = 1e-6
+        loop.emulator._transmit(14)
+        self.assertEqual(loop.emulator.registers[0xFB], 1)
+        del loop.sent[:]
+        second = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=first.link)
+        self.addCleanup(second.close)
+        d = loop.run(defer.Deferred.fromCoroutine(second.read_values()))
+        self.failureResultOf(d, C.RateLimited)
+        self.assertNotIn("SKJOIN", loop.sent)
+        self.assertLessEqual(loop.sent.count("SKSENDTO"), 2)
+
+    def test_movedMeterFoundAgain(self):
+        """After repeated failed joins with the saved link, the meter is scanned for anew."""
+        loop = Loop(channel=0x21)
+        self.addCleanup(loop.stop)
+        first = C.BRouteClient(loop.connect(), CREDS, loop.clock)
+        self.successResultOf(loop.run(defer.Deferred.fromCoroutine(first.read_values())))
+        first.close()
+        link = first.link
+        loop.stop()
+        moved = Loop(clock=loop.clock, channel=0x30)  # same meter, another channel
+        self.addCleanup(moved.stop)
+        results = []
+        for run in range(4):
+            client = C.BRouteClient(moved.connect(), CREDS, moved.clock, link=link)
+            client.deadline = moved.clock.seconds() + 60
+            d = moved.run(defer.Deferred.fromCoroutine(client.read_values()))
+            d.addBoth(results.append)
+            client.close()
+            moved.disconnect()
+            link = client.link
+            if isinstance(results[-1], M.Reading):
+                break
+        self.assertIsInstance(results[-1], M.Reading)
+        self.assertEqual(link.channel, 0x30)
+        self.assertEqual(link.join_failures, 0)
+        for r in results[:-1]:
+            self.assertIsInstance(r.value, (C.AuthenticationFailed, C.StepTimeout))

@@ -232,7 +232,7 @@ class BlockingServiceTests(SynchronousTestCase):
         return f"http://127.0.0.1:{server.server_address[1]}", seen
 
     def invoke(self, *argv):
-        args = plugin.build_parser().parse_args(list(argv))
+        args = plugin.parse_args(list(argv))
         out, err = io.StringIO(), io.StringIO()
         code = plugin.from_service_blocking(args, args.prefix, out, err)
         return code, out.getvalue(), err.getvalue()

@@ -45,7 +45,8 @@ class RequesterTestsMixin(ModeMixin):
         self.unsolicited = []
         self.requester = EchonetRequester(
             self.proto, self.dialect, meter_addr=self.meter, clock=self.clock,
-            on_unsolicited=lambda frame, rx: self.unsolicited.append((frame, rx)))
+            on_unsolicited=lambda frame, rx: self.unsolicited.append((frame, rx)),
+            first_tid=1)
         del self.logged[:]
 
     # -- what the module prints, per dialect ------------------------------------
@@ -532,3 +533,32 @@ class DSERequesterTests(RequesterTestsMixin, SynchronousTestCase):
                                  (0x5253, F.GET_RES, bytes.fromhex("000000E4")))
                 self.assertEqual([f.epcs for f, rx in self.unsolicited], [(0xEA, 0xEB)])
                 self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RequesterHardeningTests(SynchronousTestCase):
+    def test_randomFirstTid(self):
+        """Without first_tid, each requester starts at a random TID, not always 1."""
+        starts = set()
+        for _ in range(8):
+            proto, transport, clock, heard = connect()
+            starts.add(EchonetRequester(proto, L.Dialect.STANDARD, clock=clock).allocate_tid())
+        self.assertGreater(len(starts), 1)
+        self.assertTrue(all(1 <= t <= 0xFFFF for t in starts))
+
+    def test_plaintextFrameNotTaken(self):
+        """A Get_Res with SECURED 0 (not under the PANA key) is never taken as the answer."""
+        meter = "FE80:0000:0000:0000:021D:1290:1234:5678"
+        proto, transport, clock, heard = connect()
+        requester = EchonetRequester(proto, L.Dialect.STANDARD, meter_addr=meter, clock=clock,
+                                     first_tid=7)
+        d = requester.get([0xE7])
+        proto.dataReceived(b"EVENT 21 " + meter.encode() + b" 00\r\nOK\r\n")
+        answer = F.Frame(7, F.METER, F.CONTROLLER, F.GET_RES,
+                         (F.Property(0xE7, b"\x00\x00\x01\xf8"),)).encode()
+        rx = L.RxUdp(meter, "FE80:0000:0000:0000:021D:1291:0004:E578", 0x0E1A, 0x0E1A,
+                     "001D129012345678", False, answer)
+        proto.dataReceived(rx.to_line() + b"\r\n")
+        self.assertNoResult(d)
+        secured = L.RxUdp(rx.sender, rx.dest, rx.rport, rx.lport, rx.sender_lla, True, answer)
+        proto.dataReceived(secured.to_line() + b"\r\n")
+        self.assertEqual(self.successResultOf(d).get(0xE7), b"\x00\x00\x01\xf8")

@@ -611,6 +611,8 @@ class Emulator:
             reason = "B-route ID"
         elif self.password != self.config.password:
             reason = "password"
+        elif self.budget.limited:
+            reason = "transmit-time limit (the PANA messages are cancelled)"
         if reason:
             self.log.info("SKJOIN will fail: wrong {reason}", reason=reason)
         # Captures §4/§18: OK, EVENT 21 02 (neighbour solicitation), EVENT 02,
