@@ -73,6 +73,9 @@ class DataLog:
         line.update({k: to_json_value(v) for k, v in record.items()})
         self._file.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
         self._file.flush()
+        # One fsync per reading (every 30 s by default): a power cut on a
+        # Raspberry Pi then loses at most the line being written.
+        os.fsync(self._file.fileno())
         self.lines_written += 1
 
     def close(self) -> None:

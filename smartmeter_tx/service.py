@@ -25,7 +25,7 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.requester import EchonetTimeout, NotSent, SendFailed
 from smartmeter_tx.errors import SmartMeterError
 from smartmeter_tx.sk import lines as L
-from smartmeter_tx.sk.protocol import SKError, SKStackProtocol
+from smartmeter_tx.sk.protocol import SKCommandError, SKError, SKStackProtocol
 from smartmeter_tx.state import MeterLink, save_state
 
 __all__ = ["MeterPoller", "Backoff", "Stats"]
@@ -86,8 +86,12 @@ class MeterPoller(service.Service):
 
     log = Logger()
 
-    #: Joins failing in a row before the meter is looked for again by a scan.
-    RESCAN_AFTER = 3
+    #: Longest wait for the module's own re-authentication after EVENT 29
+    #: (it takes a few to about 15 s) before the service joins itself.
+    EXPIRY_HOLD_MAX = 60.0
+    #: While EVENT 32 holds sends, read the send-restricted flag this often, in
+    #: case EVENT 33 was missed (e.g. printed while the port was closed).
+    RATE_CHECK_INTERVAL = 300.0
     #: Unanswered polls in a row, with a session believed up, before rejoining.
     REJOIN_AFTER_SILENT = 3
     #: Seconds to wait for the answer to one Get before sending it again.
@@ -98,8 +102,10 @@ class MeterPoller(service.Service):
                  dialect: Optional[L.Dialect] = None, interval: float = 30.0,
                  energy_interval: float = 300.0, poll_timeout: float = 10.0,
                  on_reading: Optional[Callable] = None, rng: Optional[random.Random] = None,
-                 join_timeout: float = 120.0, wall_clock: Callable[[], float] = time.time) -> None:
+                 join_timeout: float = 120.0, wall_clock: Callable[[], float] = time.time,
+                 channel: Optional[int] = None) -> None:
         self.open_port = open_port
+        self.fixed_channel = channel  # --channel: never scan other channels
         self.credentials = credentials
         self.clock = clock
         self.link = link or MeterLink()
@@ -130,6 +136,8 @@ class MeterPoller(service.Service):
         self._next_energy = 0.0
         self._polling = False
         self._silent_polls = 0
+        self._expired_at = 0.0
+        self._next_rate_check = 0.0
         self._frames_base = 0
         self._joining: Optional[defer.Deferred] = None
         self._reopen_call = None
@@ -180,13 +188,18 @@ class MeterPoller(service.Service):
             self._frames_base += self.client.frames
             self.client.close()
         self.client = C.BRouteClient(proto, self.credentials, self.clock, link=self.link,
-                                     dialect=self.dialect)
+                                     dialect=self.dialect, channel=self.fixed_channel)
         self.link = self.client.link
         proto.add_listener(self._on_line)
         self.client.requester.on_unsolicited = self._on_unsolicited
         # Whether the module still holds a session is unknown: the next poll
-        # tries a Get first and joins only on EVENT 21 02 or silence.
+        # tries a Get first and joins only on EVENT 21 02 or silence.  Holds
+        # belong to the old connection: a replugged dongle was power-cycled,
+        # and a module still under the ARIB limit says so through SFB.
         self.session = None
+        self.expired_hold = False
+        self.stats.rate_limited = False
+        self._next_rate_check = 0.0
         proto.when_disconnected().addCallback(self._lost)
 
     def _reopen(self) -> None:
@@ -219,6 +232,7 @@ class MeterPoller(service.Service):
             elif num == 0x29:
                 # The module re-authenticates by itself: hold sends until 25/24.
                 self.expired_hold = True
+                self._expired_at = self.clock.seconds()
                 self.log.info("PANA session lifetime expired; waiting for re-authentication")
             elif num in (0x24, 0x26, 0x27, 0x28):
                 self.expired_hold = False
@@ -228,6 +242,7 @@ class MeterPoller(service.Service):
                 self._session_down()
             elif num == 0x32:
                 self.stats.rate_limited = True
+                self._next_rate_check = self.clock.seconds() + self.RATE_CHECK_INTERVAL
                 self.stats.rate_limited_count += 1
                 self.log.warn("transmit-time limit reached (EVENT 32); holding sends")
             elif num == 0x33:
@@ -309,6 +324,7 @@ class MeterPoller(service.Service):
         if self.proto is None or self.client is None:
             self.stats.polls_failed += 1
             return
+        await self._review_holds()
         if self.held:
             self.stats.polls_skipped += 1
             self.log.debug("poll held: {why}", why=self.held)
@@ -320,7 +336,10 @@ class MeterPoller(service.Service):
                 if client.dialect is L.Dialect.DSE:
                     # DSE modules add the RSSI of each frame to ERXUDP when SA2=1:
                     # free link-quality data for /metrics (the parser reads both).
-                    await self.proto.command(L.sk_sreg("SA2", "1"))
+                    try:
+                        await self.proto.command(L.sk_sreg("SA2", "1"))
+                    except SKCommandError as e:
+                        self.log.info("module does not take SA2 (no RSSI): {e}", e=e)
         except (SmartMeterError, SKError) as e:
             self.stats.polls_failed += 1
             self.log.warn("the module does not answer: {error}", error=e)
@@ -340,6 +359,8 @@ class MeterPoller(service.Service):
         frame = await self._request(tuple(epcs))
         if frame is None:
             self.stats.polls_failed += 1
+            if self.held:
+                return  # EVENT 29/32 came during the poll: not the meter's silence
             self._silent_polls += 1
             if self.session and self._silent_polls >= self.REJOIN_AFTER_SILENT:
                 # The module believes in its session but the meter no longer
@@ -369,6 +390,30 @@ class MeterPoller(service.Service):
         self.stats.frames_sent = self._frames_base + self.client.frames
         self._record(reading, energy)
 
+    async def _review_holds(self) -> None:
+        """
+        End holds whose releasing event may never come: the module's own
+        re-authentication after EVENT 29 is given EXPIRY_HOLD_MAX, and the
+        EVENT 32 hold is checked against the module's SFB flag now and then.
+        """
+        now = self.clock.seconds()
+        if self.expired_hold and now - self._expired_at > self.EXPIRY_HOLD_MAX:
+            self.log.warn("no re-authentication {s:.0f} s after EVENT 29; joining",
+                          s=now - self._expired_at)
+            self.expired_hold = False
+            self._session_down()
+        if self.stats.rate_limited and now >= self._next_rate_check:
+            self._next_rate_check = now + self.RATE_CHECK_INTERVAL
+            try:
+                reply = await self.proto.command(L.sk_sreg("SFB"))
+            except SmartMeterError:
+                return
+            flag = reply.first(L.SReg)
+            if flag is not None and flag.value.strip("0") == "":
+                self.log.info("transmit-time limit over (SFB 0) though no EVENT 33 was seen")
+                self.stats.rate_limited = False
+                self.client.rate_limited = False
+
     async def _request(self, epcs) -> Optional[F.Frame]:
         """
         One Get, re-sent while the poll's budget lasts (a lost frame costs one
@@ -382,8 +427,8 @@ class MeterPoller(service.Service):
         try:
             while True:
                 left = end - self.clock.seconds()
-                if left <= 0.5:
-                    return None
+                if left <= 0.5 or self.held:
+                    return None  # out of time, or EVENT 29/32 came during the poll
                 attempt += 1
                 client.deadline = end
                 try:
@@ -391,6 +436,8 @@ class MeterPoller(service.Service):
                     # waiting longer than ATTEMPT_TIMEOUT wastes the budget.
                     return await client.get(epcs, timeout=min(self.ATTEMPT_TIMEOUT, left))
                 except NotSent:
+                    if self.held:
+                        return None  # re-authenticating after EVENT 29: let it finish
                     self._session_down()  # no session in the module (EVENT 21 02)
                 except (EchonetTimeout, SendFailed) as e:
                     self.log.info("poll attempt {n} failed: {error}", n=attempt, error=e)
@@ -398,11 +445,11 @@ class MeterPoller(service.Service):
                         continue
                     # Silence with the session state unknown: probably none.
                     self._session_down()
-                except (C.StepTimeout, C.RateLimited, SKError) as e:
+                except SmartMeterError as e:  # step timeout, rate limit, SK errors
                     self.log.info("poll failed: {error}", error=e)
                     return None
                 client.deadline = None
-                if not await self._join():
+                if self.held or not await self._join():
                     return None
                 end = self.clock.seconds() + self.poll_timeout
         finally:
@@ -432,7 +479,7 @@ class MeterPoller(service.Service):
 
     async def _join(self) -> bool:
         """
-        Join (after the backoff delay has passed); rescan after repeated failures.
+        Join, once the backoff delay has passed.
 
         @return: whether a session is up.
         """
@@ -446,11 +493,8 @@ class MeterPoller(service.Service):
             self._next_join = now + self.join_backoff.next_delay()
             return False
         client = self.client
-        if self.stats.join_failures >= self.RESCAN_AFTER and self.link.channel is not None:
-            self.log.warn("{n} joins failed in a row; scanning for the meter again",
-                          n=self.stats.join_failures)
-            self.link.pan_id = None
-            self.link.ipaddr = None
+        # After repeated failures the client itself scans for the meter anew
+        # (it counts failed joins in the state file).
         self.stats.rejoins += 1
         client.deadline = now + self.join_timeout
         self._joining = defer.Deferred()

@@ -73,6 +73,12 @@ class Options(usage.Options):
                     self[key] = parse(self[key])
                 except Exception as e:
                     raise usage.UsageError(f"--{key}: {e}") from None
+        if self["ipaddr"] is not None:
+            from smartmeter_tx.sk.lines import IPV6_RE
+            self["ipaddr"] = self["ipaddr"].upper()
+            if not IPV6_RE.match(self["ipaddr"].encode("ascii", "replace")):
+                raise usage.UsageError("--ipaddr must be a full IPv6 address, e.g. "
+                                       "FE80:0000:0000:0000:021D:1290:1234:5678")
         self["id"] = self["id"] or os.environ.get(ENV_ID)
         self["password"] = self["password"] or os.environ.get(ENV_PASSWORD)
         if self["password-file"]:
@@ -81,6 +87,14 @@ class Options(usage.Options):
                     self["password"] = f.readline().strip()
             except OSError as e:
                 raise usage.UsageError(f"cannot read --password-file: {e.strerror}") from None
+        if self["id"] or self["password"]:
+            # Checked here so that twist reports a usage error, not a traceback;
+            # the message never includes the values.
+            from smartmeter_tx.client import Credentials
+            try:
+                Credentials(self["id"] or "", self["password"] or "")
+            except ArgumentError as e:
+                raise usage.UsageError(str(e)) from None
 
 
 def makeService(options, reactor=None, open_port=None) -> service.IService:
@@ -132,7 +146,7 @@ def makeService(options, reactor=None, open_port=None) -> service.IService:
                L.Dialect.STANDARD if options["standard"] else None)
     for key, attr in (("channel", "channel"), ("panid", "pan_id"), ("ipaddr", "ipaddr")):
         if options[key] is not None:
-            setattr(link, attr, options[key].upper() if key == "ipaddr" else options[key])
+            setattr(link, attr, options[key])
     datalog = DataLog(options["data-log"]) if options["data-log"] else None
 
     def on_reading(record, when):
@@ -144,7 +158,7 @@ def makeService(options, reactor=None, open_port=None) -> service.IService:
             poller.log.warn("cannot write the data log: {error}", error=e)
 
     poller = MeterPoller(open_port, credentials, reactor, link=link, state_path=state_path,
-                         dialect=dialect, interval=options["interval"],
+                         dialect=dialect, interval=options["interval"], channel=options["channel"],
                          energy_interval=options["energy-interval"], on_reading=on_reading)
     poller.setServiceParent(top)
     if datalog is not None:

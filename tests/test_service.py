@@ -294,3 +294,62 @@ class SilentMeterTests(SynchronousTestCase):
         answered = poller.stats.polls_answered
         loop.advance(60)
         self.assertEqual(poller.stats.polls_answered, answered + 2)
+
+
+class HoldRecoveryTests(SynchronousTestCase):
+    """Holds whose releasing event never comes do not stop the service for good."""
+
+    def start(self, **knobs):
+        loop = Loop(**knobs)
+        self.addCleanup(loop.stop)
+        poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=30, rng=random.Random(0),
+                             wall_clock=loop.clock.seconds)
+        poller.startService()
+        self.addCleanup(poller.stopService)
+        loop.advance(20)
+        self.assertTrue(poller.session)
+        return loop, poller
+
+    def test_rateLimitThenUnplug(self):
+        """EVENT 32, then the dongle is replugged (power-cycled): polling resumes."""
+        loop, poller = self.start()
+        loop.emulator.budget.budget = 1e-6
+        loop.advance(40)
+        self.assertTrue(poller.stats.rate_limited)
+        loop.unplugged = True
+        loop.disconnect()
+        loop.emulator.power_cycle()
+        loop.emulator.budget.budget = 360.0
+        loop.emulator.budget.try_release(loop.emulator.device_time() + 7200)
+        loop.unplugged = False
+        answered = poller.stats.polls_answered
+        loop.advance(300)
+        self.assertFalse(poller.stats.rate_limited)
+        self.assertGreater(poller.stats.polls_answered, answered + 5)
+
+    def test_expiryWithoutReauth(self):
+        """EVENT 29 with no re-authentication after it: the poller joins itself after a minute."""
+        loop, poller = self.start()
+        joins = loop.sent.count("SKJOIN")
+        loop.emulator._event(0x29, loop.emulator.meter_ip)  # the module prints 29, then nothing
+        loop.flush()
+        self.assertTrue(poller.expired_hold)
+        loop.advance(poller.EXPIRY_HOLD_MAX + 60)
+        self.assertFalse(poller.expired_hold)
+        self.assertEqual(loop.sent.count("SKJOIN"), joins + 1)
+        answered = poller.stats.polls_answered
+        loop.advance(60)
+        self.assertEqual(poller.stats.polls_answered, answered + 2)
+
+    def test_missedEvent33(self):
+        """An EVENT 32 hold ends when the module's SFB flag reads 0, even without EVENT 33."""
+        loop, poller = self.start()
+        loop.emulator._event(0x32, loop.emulator.module_ip)  # a stray or stale EVENT 32
+        loop.flush()
+        self.assertTrue(poller.stats.rate_limited)
+        loop.advance(poller.RATE_CHECK_INTERVAL + 60)
+        self.assertFalse(poller.stats.rate_limited)
+        self.assertIn("SKSREG", loop.sent)
+        answered = poller.stats.polls_answered
+        loop.advance(60)
+        self.assertEqual(poller.stats.polls_answered, answered + 2)

@@ -58,7 +58,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["http"], "tcp:9581:interface=127.0.0.1")
         self.assertEqual(options["channel"], 0x3B)
         self.assertEqual(options["panid"], 0x8A2F)
-        self.assertEqual(options["ipaddr"], IPADDR)
+        self.assertEqual(options["ipaddr"], IPADDR.upper())
         self.assertEqual(options["state-file"], state)
         self.assertTrue(options["dse"])
         self.assertFalse(options["standard"])
@@ -113,7 +113,7 @@ class OptionsTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w", encoding="utf-8") as f:
             f.write(DEFAULT_PASSWORD + "\n# second line ignored\n")
-        clean_environ(self, SMARTMETER_PASSWORD="ENVPASSWORD1")
+        clean_environ(self, SMARTMETER_ID=DEFAULT_ID, SMARTMETER_PASSWORD="ENVPASSWORD1")
         options = parse("--device", "x", "--password-file", path)
         self.assertEqual(options["password"], DEFAULT_PASSWORD)
 
@@ -251,3 +251,20 @@ class MakeServiceTests(SynchronousTestCase):
         text = repr(top.poller) + repr(top.poller.credentials) + repr(top)
         self.assertNotIn(DEFAULT_ID, text)
         self.assertNotIn(DEFAULT_PASSWORD, text)
+
+
+class OptionValidationTests(SynchronousTestCase):
+    def test_badCredentialsAreUsageErrors(self):
+        """A malformed ID or password is a usage error that does not repeat the value."""
+        with self.assertRaises(usage.UsageError) as cm:
+            parse("--device", "/dev/x", "--id", "SHORTID", "--password", "pw")
+        self.assertNotIn("SHORTID", str(cm.exception))
+        with self.assertRaises(usage.UsageError):
+            parse("--device", "/dev/x", "--id", "0" * 32, "--password", "has space")
+
+    def test_shortIpv6Rejected(self):
+        """--ipaddr in the short IPv6 form is rejected before it reaches the state file."""
+        self.assertRaises(usage.UsageError, parse, "--device", "/dev/x", "--ipaddr", "fe80::1")
+        options = parse("--device", "/dev/x", "--ipaddr",
+                        "fe80:0000:0000:0000:021d:1290:1234:5678")
+        self.assertEqual(options["ipaddr"], "FE80:0000:0000:0000:021D:1290:1234:5678")
