@@ -343,8 +343,9 @@ def main(argv=None) -> int:
 
 
 GROUPS = (
-    ("client stack (smartmeter_tx/sk, echonet, client.py)",
-     ("smartmeter_tx/sk/", "smartmeter_tx/echonet/", "smartmeter_tx/client.py")),
+    ("client stack (smartmeter_tx/sk, echonet, requester.py, client.py)",
+     ("smartmeter_tx/sk/", "smartmeter_tx/echonet/", "smartmeter_tx/requester.py",
+      "smartmeter_tx/client.py")),
     ("emulator (smartmeter_tx/emulator)", ("smartmeter_tx/emulator/",)),
     ("twisted", ("/twisted/",)),
 )
