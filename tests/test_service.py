@@ -17,6 +17,15 @@ from tests.emuloop import Loop
 CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
 
 
+def start_poller(testcase, loop, interval=30, seed=0, **kw):
+    """A started MeterPoller on C{loop}, stopped when the test ends."""
+    poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=interval,
+                         rng=random.Random(seed), wall_clock=loop.clock.seconds, **kw)
+    poller.startService()
+    testcase.addCleanup(poller.stopService)
+    return poller
+
+
 class BackoffTests(SynchronousTestCase):
     def test_growsWithJitterAndCap(self):
         """Backoff doubles per failure, jitters within [0.5, 1.5) and caps."""
@@ -145,10 +154,7 @@ class RateLimitTests(SynchronousTestCase):
         """EVENT 32 holds every send until EVENT 33; the episode is counted."""
         loop = Loop(tx_budget=0.1, tx_window=600.0)
         self.addCleanup(loop.stop)
-        poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=10, rng=random.Random(0),
-                             wall_clock=loop.clock.seconds)
-        poller.startService()
-        self.addCleanup(poller.stopService)
+        poller = start_poller(self, loop, interval=10)
         held_sends = None
         for _ in range(200):
             loop.advance(10)
@@ -171,10 +177,7 @@ class FailedReauthTests(SynchronousTestCase):
         """When the module's own re-authentication fails (EVENT 24), the poller joins."""
         loop = Loop(reauth_fail=1.0)
         self.addCleanup(loop.stop)
-        poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=30, rng=random.Random(0),
-                             wall_clock=loop.clock.seconds)
-        poller.startService()
-        self.addCleanup(poller.stopService)
+        poller = start_poller(self, loop, interval=30)
         loop.advance(20)
         joins = loop.sent.count("SKJOIN")
         loop.emulator.expire_session()
@@ -220,11 +223,7 @@ class FaultScenarioTests(SynchronousTestCase):
                 self.assertEqual(record["power_w"], answers[-1].value)
                 checked.append(when)
 
-            poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=30,
-                                 rng=random.Random(3), on_reading=on_reading,
-                                 wall_clock=loop.clock.seconds)
-            poller.startService()
-            self.addCleanup(poller.stopService)
+            poller = start_poller(self, loop, seed=3, on_reading=on_reading)
             loop.advance(600)
             loop.emulator.expire_session()            # EVENT 29, then re-auth
             loop.advance(600)
@@ -274,10 +273,7 @@ class SilentMeterTests(SynchronousTestCase):
         """With the session believed up but the meter silent, the poller rejoins after 3 polls."""
         loop = Loop()
         self.addCleanup(loop.stop)
-        poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=30, rng=random.Random(0),
-                             wall_clock=loop.clock.seconds)
-        poller.startService()
-        self.addCleanup(poller.stopService)
+        poller = start_poller(self, loop, interval=30)
         loop.advance(20)
         self.assertTrue(poller.session)
         joins = loop.sent.count("SKJOIN")
@@ -302,10 +298,7 @@ class HoldRecoveryTests(SynchronousTestCase):
     def start(self, **knobs):
         loop = Loop(**knobs)
         self.addCleanup(loop.stop)
-        poller = MeterPoller(loop.connect, CREDS, loop.clock, interval=30, rng=random.Random(0),
-                             wall_clock=loop.clock.seconds)
-        poller.startService()
-        self.addCleanup(poller.stopService)
+        poller = start_poller(self, loop, interval=30)
         loop.advance(20)
         self.assertTrue(poller.session)
         return loop, poller
