@@ -261,6 +261,21 @@ class HardeningTests(SynchronousTestCase):
         found = self.successResultOf(d)
         self.assertEqual([(f.channel, f.pan_id) for f in found], [(0x3B, 0x8888)])
 
+    def test_lateDescriptorFromEmulator(self):
+        """
+        Scanning only the meter's channel, with the module describing it after
+        EVENT 22, finds the meter at the first duration (no second scan).
+        """
+        loop = Loop(late_pandesc=1.0)
+        self.addCleanup(loop.stop)
+        client = C.BRouteClient(loop.connect(), CREDS, loop.clock,
+                                channel=loop.emulator.channel)
+        self.addCleanup(client.close)
+        reading = self.successResultOf(loop.run(defer.Deferred.fromCoroutine(
+            client.read_values())))
+        self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
+        self.assertEqual(loop.sent.count("SKSCAN"), 1)
+
     def test_rateLimitedOneShot(self):
         """
         A run that finds the module's send-restricted flag set stops with

@@ -261,16 +261,21 @@ class ScanTests(unittest.TestCase):
         return h
 
     def test_found(self):
-        """EVENT 20 (the module's own address) + EPANDESC when the meter's channel is scanned."""
+        """
+        EVENT 20 (the module's own address) as the meter's channel is scanned,
+        and its EPANDESC block one channel dwell later (captures section 1).
+        """
         for dialect in (STD, DSE):
             h = self.scan(dialect)
             e = h.emulator
             per = 0.0096 * (2 ** 6 + 1)
             index = e.channel - 0x21
-            self.assertEqual(h.advance(per * (index + 1) - 0.001), b"")
+            self.assertEqual(h.advance(per * index - 0.001), b"")
             values = parse_output(h.advance(0.002))
             self.assertEqual(events(values), [Event(0x20, e.module_ip, 0 if dialect is DSE else None)])
-            desc = values[1]
+            self.assertEqual(h.advance(per - 0.002), b"")
+            values = parse_output(h.advance(0.002))
+            desc = values[0]
             self.assertIsInstance(desc, PanDesc)
             self.assertEqual((desc.channel, desc.channel_page, desc.pan_id, desc.addr, desc.pair_id),
                              (e.channel, 9, e.pan_id, e.meter_mac, DEFAULT_ID[-8:]))

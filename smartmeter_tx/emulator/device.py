@@ -119,6 +119,8 @@ OPTIONS = {
     "tx-window": Option("tx_window", _seconds, "ARIB rolling window in seconds (default 3600)", "S"),
     "scan-min-duration": Option("scan_min_duration", int, "shortest SKSCAN duration that finds "
                                 "the meter (default 5)", "N"),
+    "late-pandesc": Option("late_pandesc", _probability, "probability that a PAN on the last "
+                           "scanned channel is described only after EVENT 22", "P"),
     "channel": Option("channel", _hex, "the meter's channel, hex 21-3C (default from seed)", "HEX"),
     "pan-id": Option("pan_id", _hex, "the meter's PAN ID, hex (default from seed)", "HEX"),
     "coefficient": Option("coefficient", int, "D3 coefficient (default: the meter has no D3)", "N"),

@@ -80,6 +80,8 @@ class EmulatorConfig:
         the session (EVENT 26); 0 = never.
     @ivar tx_budget, tx_window: the ARIB transmit-time budget (seconds of
         airtime per rolling window).
+    @ivar late_pandesc: probability that the EPANDESC block of a PAN on the
+        last scanned channel is printed just after EVENT 22 (captures §13).
     @ivar scan_min_duration: an active scan shorter than this finds nothing
         (captures §1, §5: duration 4 found nothing, 5 or 6 did).
     @ivar unplug_after, unplug_for: unplug the pty every C{unplug_after} seconds
@@ -106,6 +108,7 @@ class EmulatorConfig:
     tx_budget: float = 360.0
     tx_window: float = 3600.0
     scan_min_duration: int = 5
+    late_pandesc: float = 0.0
     channel: Optional[int] = None
     pan_id: Optional[int] = None
     coefficient: Optional[int] = None
@@ -123,7 +126,7 @@ class EmulatorConfig:
         @raise ArgumentError: a knob is out of range.
         @return: C{self}.
         """
-        for name in ("loss", "fail21", "stale", "garbage", "reauth_fail"):
+        for name in ("loss", "fail21", "stale", "garbage", "reauth_fail", "late_pandesc"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ArgumentError(f"{name} must be a probability between 0 and 1")
         for name in ("time_scale", "peer_term", "unplug_after", "unplug_for"):
@@ -488,12 +491,17 @@ class Emulator:
         for ch in channels:
             t += dwell
             if found and ch == self.channel:
-                self._later(t, self._beacon, mode, group="scan")
+                # Captures §1: EVENT 20 as the channel's dwell starts, the
+                # EPANDESC block one dwell later.  On the last channel that is
+                # when EVENT 22 comes too, and some modules print the block
+                # after it (captures §13): the late-pandesc knob.
+                late = ch == channels[-1] and self.rng.random() < self.config.late_pandesc
+                self._later(t - dwell, self._event, 0x20, self.module_ip, group="scan")
+                self._later(t + (0.001 if late else 0.0), self._pandesc, mode, group="scan")
         self._later(t, self._scan_done, mode, channels, group="scan")
 
-    def _beacon(self, mode: int) -> None:
+    def _pandesc(self, mode: int) -> None:
         # EVENT 20's sender is the module's own address (captures §4).
-        self._event(0x20, self.module_ip)
         desc = PanDesc(self.channel, 0x09, self.pan_id, self.meter_mac, self.radio.lqi(self.lqi),
                        self._side(), self.registers[0x0A] if mode == 2 else None)
         self._write(b"".join(line + CRLF for line in desc.to_lines()))
