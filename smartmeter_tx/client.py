@@ -278,8 +278,6 @@ class BRouteClient:
         @raise MeterNotFound: no scan found the meter.
         @raise StepTimeout: the deadline passed.
         """
-        if self.credentials is None:
-            raise ArgumentError("no B-route ID and password given, and the module has no session")
         await self.set_credentials()
         if self.link.joinable and self.link.join_failures >= self.RESCAN_AFTER:
             # The saved channel, PAN ID and address failed too often: the meter

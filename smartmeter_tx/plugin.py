@@ -234,7 +234,7 @@ class DeviceError(SmartMeterError):
 
 def _exit_code(error: BaseException) -> int:
     from smartmeter_tx import client as C
-    from smartmeter_tx.sk.protocol import SKDisconnected, SKError
+    from smartmeter_tx.sk.protocol import SKDisconnected
     if isinstance(error, ArgumentError):
         return EXIT_USAGE
     if isinstance(error, (DeviceError, SKDisconnected)):
@@ -245,7 +245,7 @@ def _exit_code(error: BaseException) -> int:
         return EXIT_NOT_FOUND
     if isinstance(error, C.StepTimeout):
         return EXIT_TIMEOUT
-    if isinstance(error, (C.ReadFailed, C.RateLimited, SKError, SmartMeterError)):
+    if isinstance(error, SmartMeterError):  # ReadFailed, RateLimited, SK errors
         return EXIT_NO_READING
     return EXIT_BUG
 

@@ -25,7 +25,7 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.requester import EchonetTimeout, NotSent, SendFailed
 from smartmeter_tx.errors import SmartMeterError
 from smartmeter_tx.sk import lines as L
-from smartmeter_tx.sk.protocol import SKCommandError, SKError, SKStackProtocol
+from smartmeter_tx.sk.protocol import SKCommandError, SKStackProtocol
 from smartmeter_tx.state import MeterLink, save_state
 
 __all__ = ["MeterPoller", "Backoff", "Stats"]
@@ -340,7 +340,7 @@ class MeterPoller(service.Service):
                         await self.proto.command(L.sk_sreg("SA2", "1"))
                     except SKCommandError as e:
                         self.log.info("module does not take SA2 (no RSSI): {e}", e=e)
-        except (SmartMeterError, SKError) as e:
+        except SmartMeterError as e:  # SK errors included
             self.stats.polls_failed += 1
             self.log.warn("the module does not answer: {error}", error=e)
             return

@@ -244,7 +244,6 @@ class HardeningTests(SynchronousTestCase):
 
     def test_lateDescriptorAfterEvent22(self):
         """A PAN descriptor printed just after EVENT 22 still counts (captures §13)."""
-        from twisted.internet.task import Clock
         from tests.sktesting import connect
         proto, transport, clock, heard = connect()
         client = C.BRouteClient(proto, CREDS, clock, dialect=Dialect.STANDARD)
