@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PURE_MODULES = [
     "smartmeter_tx.errors",
     "smartmeter_tx.sk.lines",
+    "smartmeter_tx.sk.framing",
     "smartmeter_tx.echonet.frame",
     "smartmeter_tx.echonet.meter",
 ]
@@ -50,6 +51,10 @@ class PurityTests(SynchronousTestCase):
         """Importing smartmeter_tx.sk.lines loads no Twisted module."""
         self.assertEqual(_imports_twisted("smartmeter_tx.sk.lines"), "False")
 
+    def test_framing(self):
+        """Importing smartmeter_tx.sk.framing loads no Twisted module."""
+        self.assertEqual(_imports_twisted("smartmeter_tx.sk.framing"), "False")
+
     def test_frame(self):
         """Importing smartmeter_tx.echonet.frame loads no Twisted module."""
         self.assertEqual(_imports_twisted("smartmeter_tx.echonet.frame"), "False")
@@ -59,7 +64,7 @@ class PurityTests(SynchronousTestCase):
         self.assertEqual(_imports_twisted("smartmeter_tx.echonet.meter"), "False")
 
     def test_all_together(self):
-        """Importing all four pure modules in one interpreter loads no Twisted module."""
+        """Importing all the pure modules in one interpreter loads no Twisted module."""
         self.assertEqual(_imports_twisted(", ".join(PURE_MODULES)), "False")
 
     def test_check_detects_twisted(self):
