@@ -1001,6 +1001,22 @@ class GarbageTests(ModeMixin, SynchronousTestCase):
         """
         self._survives(b"A" * (SKStackProtocol.MAX_LENGTH + 904) + b"\r\n")
 
+    def test_overlongLineEndSplit(self):
+        """
+        An over-long line whose CR LF is split across reads (or by a byte at
+        a time) is dropped up to that CR LF only: the EVENT line after it
+        still reaches listeners.
+        """
+        data = b"A" * (SKStackProtocol.MAX_LENGTH + 1) + b"\r\n" + lines(C.S4_EVENT_25)
+        logged = self.captureLogs()
+        for mode in modes(data):
+            with self.inMode(mode):
+                del logged[:]
+                proto, transport, clock, heard = connect()
+                feed(proto, data, mode)
+                self.assertEqual(heard, [L.Event(0x25, METER, 0)])
+                self.assertTrue(self.warnings(logged))
+
     def test_overlongRxLine(self):
         """
         An over-long ERXUDP line is dropped without closing the port.
@@ -1105,6 +1121,24 @@ class SecretTests(ModeMixin, SynchronousTestCase):
                         self.assertNotIn(secret, text)
                     for event in logged:
                         self.assertNotIn(secret, formatEvent(event))
+
+
+    def test_sharedRedactor(self):
+        """
+        C{add_secret} feeds the public C{redactor}, and a secret another layer
+        adds to that redactor is kept out of the transcript too.
+        """
+        proto, transport, clock, heard = connect()
+        transcript = []
+        proto.transcript = lambda direction, text: transcript.append((direction, text))
+        proto.add_secret(PASSWORD)
+        proto.redactor.add("B5FB")
+        self.assertEqual(proto.redactor.scrub(PASSWORD + " " + RBID), "<redacted> " + RBID)
+        d = proto.command(L.sk_sreg("S3", "B5FB"))
+        send(proto, lines(C.S4_SREG_S3_ECHO, C.S4_OK))
+        self.successResultOf(d)
+        self.assertEqual(transcript, [(">", "SKSREG S3 <redacted>"),
+                                      ("<", "SKSREG S3 <redacted>"), ("<", "OK")])
 
 
 class CancelTests(SynchronousTestCase):

@@ -6,6 +6,10 @@ One command is on the wire at a time; each returns a Deferred.  What completes a
 command is data (L{smartmeter_tx.sk.lines.Completion}), so SKLL64 (no OK), SKSCAN
 (EVENT 22) and SKJOIN (EVENT 25/24) need no special cases here.  EVENT, ERXUDP
 and EPANDESC reach listeners at any time, including between a command and its OK.
+
+Bytes are framed by the pure L{smartmeter_tx.sk.framing.Reader}; this module
+keeps only what needs a clock or a transport (the raw-payload watchdog, the
+command timeouts) and the routing of parsed lines.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from typing import Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from smartmeter_tx.errors import SKParseError, SmartMeterError
+from smartmeter_tx.redact import Redactor
 from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Line, Raw, Reader
 
 __all__ = [
     "SKStackProtocol", "Reply", "SKCommandError", "SKEventError", "SKTimeoutError",
@@ -132,9 +138,14 @@ class _Pending:
 _SECRET_ECHO = re.compile(r"^(SKSETPWD|SKSETRBID)\b.*$")
 
 
-class SKStackProtocol(LineReceiver):
+class SKStackProtocol(Protocol):
     """
     The host side of SKSTACK IP.
+
+    A plain L{Protocol}, not a LineReceiver: its framing (CR-only answers, a
+    stray LF, over-long lines, raw payload bytes) is the pure
+    L{smartmeter_tx.sk.framing.Reader}'s, which a LineReceiver's delimiter
+    and raw mode could only duplicate.
 
     @ivar echo: whether the module echoes commands: C{True}, C{False}, or
         C{None} while unknown (at start, after a timeout or SKRESET).
@@ -142,9 +153,12 @@ class SKStackProtocol(LineReceiver):
         output mode, else C{None} (decided per line from DATALEN).
     @ivar transcript: if set, called with C{(direction, text)} for every line
         sent (C{">"}) or received (C{"<"}), with secrets redacted.
+    @ivar redactor: the L{Redactor} that keeps secrets out of this protocol's
+        logs and transcript; other layers may share it.
     """
 
-    # The longest legitimate line is a hex ERXUDP of 0x4D0 bytes (~2.6 kB).
+    #: The longest line kept, in bytes; longer ones are dropped and logged.
+    #: The longest legitimate line is a hex ERXUDP of 0x4D0 bytes (~2.6 kB).
     MAX_LENGTH = 4096
     #: Seconds to wait for the rest of a binary ERXUDP payload.
     RAW_TIMEOUT = 2.0
@@ -161,15 +175,14 @@ class SKStackProtocol(LineReceiver):
         self._waiters: list = []
         self._lost_waiters: list = []
         self._assembler = L.BlockAssembler()
+        self._reader = Reader(self.MAX_LENGTH)
+        self._receiving = False
         self._partial: Optional[L.RxUdpPartial] = None
-        self._raw = b""
-        self._refeed = b""
-        self._discarding = False
         self._unechoed_timeouts = 0
         self._raw_timer = None
         self._handlers: dict = {}
-        self._secrets: set = set()
         self._lost: Optional[Failure] = None
+        self.redactor = Redactor()
         self.echo: Optional[bool] = None
         self.payload_mode = payload_mode
         self.transcript: Optional[Callable[[str, str], None]] = None
@@ -245,9 +258,7 @@ class SKStackProtocol(LineReceiver):
         Never let C{secret} (or its hex form, as PANA carries the B-route ID)
         reach a log or transcript.
         """
-        if secret:
-            self._secrets.add(secret)
-            self._secrets.add(secret.encode().hex().upper())
+        self.redactor.add(secret)
 
     # -- Twisted hooks ------------------------------------------------------
 
@@ -275,43 +286,47 @@ class SKStackProtocol(LineReceiver):
             d.callback(reason.value)
 
     def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
-        # An over-long line was dropped; process what followed it now.
-        while self._refeed and self._lost is None:
-            data, self._refeed = self._refeed, b""
-            super().dataReceived(data)
+        self._reader.feed(data)
+        self._drain()
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        # Garbage on the serial line must never close the port: drop up to the
-        # next line end and go on (LineReceiver's default disconnects).
-        head, sep, rest = line.partition(self.delimiter)
-        self.log.warn("dropping an over-long line from the module ({n} bytes)", n=len(head))
-        if sep:
-            self._refeed = rest
-        else:
-            # The line's end has not arrived yet: drop it when it does.
-            self._discarding = True
+    # -- framing -------------------------------------------------------------
 
-    def lineReceived(self, line: bytes) -> None:
-        if self._discarding:
-            self._discarding = False
-            return
-        if line.startswith(b"\n"):
-            line = line[1:]  # the LF after a CR-terminated answer (ROPT/WOPT)
+    def _drain(self) -> None:
+        """Handle every item the reader has complete, in order."""
+        if self._receiving:
+            return  # called back from a handler: the loop below goes on
+        self._receiving = True
+        try:
+            while self._lost is None:
+                item = self._reader.next()
+                if item is NEED_DATA:
+                    break
+                if isinstance(item, Line):
+                    self._line(item.data)
+                elif isinstance(item, Raw):
+                    self._raw_done(item.data)
+                elif isinstance(item, Dropped):
+                    # Garbage on the serial line must never close the port.
+                    self.log.warn("dropping an over-long line from the module ({n} bytes)",
+                                  n=item.count)
+        finally:
+            self._receiving = False
+
+    def _line(self, line: bytes) -> None:
         try:
             value = L.parse_line(line, self.payload_mode)
         except SKParseError as e:
             self.log.warn("dropping malformed line from the module: {error}: {line}",
-                          error=e, line=self._scrub(repr(line[:80])))
+                          error=e, line=self.redactor.scrub(repr(line[:80])))
             return
         if isinstance(value, L.Resynced):
-            self.log.info("dropping {junk} glued before a line", junk=self._scrub(repr(value.junk)))
+            self.log.info("dropping {junk} glued before a line",
+                          junk=self.redactor.scrub(repr(value.junk)))
             value = value.value
         if isinstance(value, L.RxUdpPartial):
             # A binary payload held CR LF: the rest of it comes as raw bytes.
             self._partial = value
-            self._raw = b""
-            self.setRawMode()
+            self._reader.read_raw(value.remaining)
             # A module prints the whole payload at once (1232 bytes take 0.1 s
             # at 115200 baud): if the rest never comes, the head was garbage.
             self._raw_timer = self._clock.callLater(self.RAW_TIMEOUT, self._abandon_raw,
@@ -321,12 +336,7 @@ class SKStackProtocol(LineReceiver):
         for complete in self._assembler.feed(value):
             self._dispatch(complete)
 
-    def rawDataReceived(self, data: bytes) -> None:
-        self._raw += data
-        need = self._partial.remaining
-        if len(self._raw) < need:
-            return
-        body, rest, self._raw = self._raw[:need], self._raw[need:], b""
+    def _raw_done(self, body: bytes) -> None:
         partial, self._partial = self._partial, None
         if self._raw_timer is not None and self._raw_timer.active():
             self._raw_timer.cancel()
@@ -336,12 +346,13 @@ class SKStackProtocol(LineReceiver):
         for complete in self._assembler.feed(value):
             self._dispatch(complete)
         # The CR LF that ends the ERXUDP line follows; it parses as a blank line.
-        self.setLineMode(rest)
 
-    def _abandon_raw(self, why: str) -> None:
+    def _abandon_raw(self, why: str, drain: bool = True) -> None:
         """
         Give up a binary ERXUDP that never completed: drop its head and parse
         what came after it as lines again, so the protocol is never deaf.
+
+        @param drain: parse those lines now (else the caller does, later).
         """
         if self._partial is None:
             return
@@ -349,9 +360,10 @@ class SKStackProtocol(LineReceiver):
             self._raw_timer.cancel()
         self._raw_timer = None
         self._partial = None
-        raw, self._raw = self._raw, b""
+        self._reader.cancel_raw()
         self.log.warn("dropping an incomplete binary ERXUDP: {why}", why=why)
-        self.setLineMode(raw)
+        if drain:
+            self._drain()
 
     # -- internals -----------------------------------------------------------
 
@@ -361,11 +373,13 @@ class SKStackProtocol(LineReceiver):
         p = self._queue.popleft()
         self._current = p
         cmd = p.command
-        self.delimiter = cmd.terminator if cmd.terminator == b"\r" else b"\r\n"
+        # ROPT/WOPT answers end with CR alone (captures section 4).
+        self._reader.cr_ends_line = cmd.terminator == b"\r"
+        text = self.redactor.scrub(cmd.redacted())
         if self.transcript:
-            self.transcript(">", self._scrub(cmd.redacted()))
+            self.transcript(">", text)
         else:
-            self.log.debug("> {command}", command=self._scrub(cmd.redacted()))
+            self.log.debug("> {command}", command=text)
         p.timer = self._clock.callLater(cmd.timeout, self._timed_out, p)
         self.transport.write(cmd.to_bytes())
 
@@ -388,8 +402,10 @@ class SKStackProtocol(LineReceiver):
             if self._unechoed_timeouts >= 2:
                 self.echo = None
                 self._unechoed_timeouts = 0
-        self._abandon_raw("the command in flight timed out")
+        self._abandon_raw("the command in flight timed out", drain=False)
         self._fail(p, SKTimeoutError(p.command.name, p.command.timeout))
+        # Bytes held for a payload that never completed are lines after all.
+        self._drain()
 
     def _finish(self, p: _Pending) -> None:
         if p.timer is not None and p.timer.active():
@@ -397,7 +413,7 @@ class SKStackProtocol(LineReceiver):
         p.timer = None
         if self._current is p:
             self._current = None
-            self.delimiter = b"\r\n"
+            self._reader.cr_ends_line = False
         self._issue()
 
     def _succeed(self, p: _Pending, final) -> None:
@@ -484,7 +500,7 @@ class SKStackProtocol(LineReceiver):
 
     def _line_Unknown(self, unknown: L.Unknown) -> None:
         self.log.warn("dropping unrecognised line from the module: {line}",
-                      line=self._scrub(repr(unknown.raw[:80])))
+                      line=self.redactor.scrub(repr(unknown.raw[:80])))
 
     def _end_ok(self, value) -> Optional[_Pending]:
         """The command an OK/FAIL line ends, or None if it is a stray one."""
@@ -533,13 +549,7 @@ class SKStackProtocol(LineReceiver):
         else:
             p.reply.lines.append(value)
 
-    # -- secrets ---------------------------------------------------------------
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "<redacted>")
-        return text
+    # -- transcript ------------------------------------------------------------
 
     def _record_line(self, value, raw: bytes) -> None:
         if self.transcript is None:
@@ -556,4 +566,4 @@ class SKStackProtocol(LineReceiver):
             text = "  PairID:<redacted>"  # the last 8 characters of the B-route ID
         else:
             text = raw.decode("ascii", "replace")
-        self.transcript("<", self._scrub(text))
+        self.transcript("<", self.redactor.scrub(text))
