@@ -542,12 +542,10 @@ class SKStackProtocol(Protocol):
             self.log.info("ignoring a {kind} line that came before the echo of {command}",
                           kind=type(value).__name__, command=p.command.name)
             return
+        p.reply.lines.append(value)
         result = p.command.completion.result
         if result is not None and isinstance(value, result):
-            p.reply.lines.append(value)
             self._succeed(p, value)
-        else:
-            p.reply.lines.append(value)
 
     # -- transcript ------------------------------------------------------------
 
