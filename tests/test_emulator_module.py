@@ -249,6 +249,33 @@ class CommandTests(unittest.TestCase):
         got = b"".join(split.send(data[i:i + 1]) for i in range(len(data)))
         self.assertEqual(got, expected)
 
+    def test_resync_commands(self):
+        """
+        SKVER and SKINFO, the host's resync commands, answer their result line
+        then OK in both dialects, after their echo with echo on and without
+        one with echo off.
+        """
+        for dialect in (STD, DSE):
+            for echo in (True, False):
+                h = Harness(dialect, echo=echo)
+                for command, kind in ((b"SKVER", Ver), (b"SKINFO", Info)):
+                    values = parse_output(h.send(command + b"\r\n"))
+                    expected = ([Echo, kind, Ok] if echo else [kind, Ok])
+                    self.assertEqual([type(v) for v in values], expected,
+                                     (dialect, echo, command))
+
+    def test_overlong_line(self):
+        """
+        A command line longer than MAX_LINE is dropped up to its end and
+        answered FAIL ER09 once, whether it comes whole or a byte at a time;
+        the command after it is answered.
+        """
+        data = b"SKSREG " + b"1" * ModuleProtocol.MAX_LINE + b"\r\nSKVER\r\n"
+        expected = b"FAIL ER09\r\nEVER 1.2.10\r\nOK\r\n"
+        self.assertEqual(Harness(echo=False).send(data), expected)
+        h = Harness(echo=False)
+        self.assertEqual(b"".join(h.send(data[i:i + 1]) for i in range(len(data))), expected)
+
 
 class ScanTests(unittest.TestCase):
     """SKSCAN timing and when the PAN is found."""
@@ -467,6 +494,24 @@ class SendToTests(unittest.TestCase):
             command = sk_sendto(other, h.emulator.meter_ip, payload)
             self.assertEqual(h.send(command.to_bytes()), b"\r\nFAIL ER05\r\n")
             self.assertEqual(h.send(b"SKVER\r\n")[:5], b"EVER ")
+
+    def test_payload_split_anywhere(self):
+        """
+        An SKSENDTO whose payload holds CR LF, followed by SKVER, gives the
+        same answers fed whole, a byte at a time, or cut at any offset.
+        """
+        payload = b"\x10\x81\r\n\x00\x01\x05\xff\x01\x02\x88\x01\x62\x01\xe7\x00\r"
+        for dialect in (STD, DSE):
+            h = Harness(dialect, echo=False)
+            data = sk_sendto(dialect, h.emulator.meter_ip, payload).to_bytes() + b"SKVER\r\n"
+            expected = h.send(data) + h.run(3, 0.1)
+            self.assertEqual([type(v) for v in parse_output(expected)], [Blank, Event, Ok, Ver, Ok])
+            cuts = [[data[i:i + 1] for i in range(len(data))]] + [
+                [data[:i], data[i:]] for i in range(1, len(data))]
+            for chunks in cuts:
+                h = Harness(dialect, echo=False)
+                got = b"".join(h.send(chunk) for chunk in chunks) + h.run(3, 0.1)
+                self.assertEqual(got, expected, [len(c) for c in chunks])
 
     def test_bad_format(self):
         """Bad SKSENDTO fields are FAIL ER06; a header cut by CRLF is ER05."""

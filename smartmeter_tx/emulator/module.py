@@ -38,6 +38,7 @@ from smartmeter_tx.echonet.frame import CONTROLLER, Frame
 from smartmeter_tx.emulator.meter import MeterModel, _mix
 from smartmeter_tx.emulator.radio import Radio, TxBudget, airtime
 from smartmeter_tx.errors import ArgumentError, SKParseError
+from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Raw, Reader, SendtoHeader
 from smartmeter_tx.sk.lines import IPV6_RE, Dialect, Event, PanDesc, RxUdp, ll64, parse_command
 
 __all__ = [
@@ -842,9 +843,9 @@ class Emulator:
 class ModuleProtocol(Protocol):
     """
     The module's UART: frames host bytes into command lines and SKSENDTO
-    payloads and hands them to the L{Emulator}, one command at a time (input
-    that arrives while a command is still running waits, like bytes in the
-    module's UART buffer).
+    payloads with a module-side L{Reader} and hands them to the L{Emulator},
+    one command at a time (input that arrives while a command is still
+    running waits, like bytes in the module's UART buffer).
 
     Lines end with CR LF, or with CR alone for ROPT/WOPT; a bare LF is also
     accepted.  After C{SKSENDTO <args> <LEN> } exactly LEN raw bytes follow.
@@ -854,9 +855,9 @@ class ModuleProtocol(Protocol):
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
-        self._buffer = b""
-        self._sendto: Optional[tuple] = None
-        self._after_cr = False
+        self._reader = Reader(self.MAX_LINE, cr_ends_line=True, lf_ends_line=True,
+                              sendto_headers=True)
+        self._sendto: Optional[SendtoHeader] = None
         self._busy = False
         self._running = False
 
@@ -867,7 +868,7 @@ class ModuleProtocol(Protocol):
         self.emulator.detach(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
+        self._reader.feed(data)
         self._run()
 
     def _run(self) -> None:
@@ -890,72 +891,18 @@ class ModuleProtocol(Protocol):
             result.addBoth(self._ready)
 
     def _step(self) -> bool:
-        buf = self._buffer
-        if self._sendto is not None:
-            header, form, args, length = self._sendto
-            if len(buf) < length:
-                return False
-            self._sendto = None
-            self._buffer = buf[length:]
-            self._dispatch(self.emulator.sendto(header, form, args, buf[:length]))
-            return True
-        if not buf:
+        item = self._reader.next()
+        if item is NEED_DATA:
             return False
-        if self._after_cr:
-            self._after_cr = False
-            if buf[:1] == b"\n":
-                self._buffer = buf[1:]
-                return True
-        if buf.startswith(b"SKSENDTO "):
-            header = _sendto_header(buf)
-            if header is _INCOMPLETE:
-                return False
-            if header is not None:
-                self._buffer = buf[len(header[0]):]
-                self._sendto = header
-                return True
-        cr, lf = buf.find(b"\r"), buf.find(b"\n")
-        end = min(i for i in (cr, lf, len(buf)) if i >= 0)
-        if end == len(buf):
-            if len(buf) > self.MAX_LINE:  # runaway input: drop it like a UART overrun
-                self._buffer = b""
-                self.emulator._fail(9)
-            return False
-        self._after_cr = buf[end:end + 1] == b"\r"
-        self._buffer = buf[end + 1:]
-        self._dispatch(self.emulator.line_received(buf[:end]))
+        if isinstance(item, SendtoHeader):
+            self._sendto = item
+            self._reader.read_raw(item.length)
+        elif isinstance(item, Raw):
+            header, self._sendto = self._sendto, None
+            self._dispatch(self.emulator.sendto(header.data, header.form, list(header.args),
+                                                item.data))
+        elif isinstance(item, Dropped):
+            self.emulator._fail(9)  # runaway input: answered like a UART overrun
+        else:
+            self._dispatch(self.emulator.line_received(item.data))
         return True
-
-
-_INCOMPLETE = object()
-
-
-def _sendto_header(buf: bytes):
-    """
-    Split C{SKSENDTO <args> <LEN> } off the front of C{buf}.
-
-    The form is told by the 5th argument: one character is the DSE SIDE, four
-    hex digits the standard LEN, so the other dialect's form is still framed
-    correctly (and answered with ER05).
-
-    @return: C{(header, form, args, length)}; L{_INCOMPLETE} when more bytes
-        are needed; C{None} when this is not a well-formed header (a line end
-        came first, or LEN is not hex): handle it as an ordinary line.
-    """
-    pos, args, form = 9, [], None
-    while True:
-        space = buf.find(b" ", pos)
-        stop = len(buf) if space < 0 else space
-        if b"\r" in buf[pos:stop] or b"\n" in buf[pos:stop]:
-            return None
-        if space < 0:
-            return _INCOMPLETE if len(buf) - pos < 64 else None
-        args.append(buf[pos:space].decode("latin-1"))
-        pos = space + 1
-        if len(args) == 5 and form is None:
-            form = Dialect.DSE if len(args[4]) == 1 else Dialect.STANDARD
-        if (form is Dialect.STANDARD and len(args) == 5) or (form is Dialect.DSE and len(args) == 6):
-            length = args[-1]
-            if not 1 <= len(length) <= 4 or not _HEX.match(length):
-                return None
-            return buf[:pos], form, args, int(length, 16)
