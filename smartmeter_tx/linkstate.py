@@ -1,0 +1,191 @@
+"""
+The one owner of what the module tells us about the link: whether a PANA
+session is up, and the holds that forbid sending (EVENT 29 until the module
+has re-authenticated by itself, EVENT 32 until the ARIB transmit-time budget is
+released).  Pure: no Twisted, no I/O; time is passed in.
+
+The client feeds it every EVENT and every SFB reading; the service, the HTTP
+endpoints and the logs only read it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+__all__ = ["Session", "LinkState", "sfb_set", "HOLD_EXPIRY", "HOLD_RATE_LIMIT"]
+
+HOLD_EXPIRY = "session re-authentication (EVENT 29)"
+HOLD_RATE_LIMIT = "transmit-time limit (EVENT 32)"
+
+# EVENT numbers (protocol.md §3).
+_JOINED = 0x25
+_EXPIRED = 0x29
+_LOST = frozenset((0x24, 0x26, 0x27, 0x28))  # failed, ended by peer, ended, timed out
+_LIMITED = 0x32
+_RELEASED = 0x33
+
+
+class Session(enum.Enum):
+    """What we know of the module's PANA session."""
+
+    UNKNOWN = "unknown"  # a fresh connection: the module may still hold one
+    UP = "up"
+    DOWN = "down"
+
+
+def sfb_set(value: str) -> bool:
+    """
+    Whether the SFB register (send-restricted flag, read with C{SKSREG SFB})
+    says that the module cancels every send.  Modules print it as C{1}, C{01}
+    or C{0001}; anything that is not a hex number counts as not set, since a
+    wrong "limited" would stop all reading for an hour.
+    """
+    try:
+        return int(value.strip(), 16) != 0
+    except ValueError:
+        return False
+
+
+class LinkState:
+    """
+    @ivar session: a L{Session}.
+    @ivar session_since: when the session was last seen coming up, or C{None}.
+    @ivar expired_at: when EVENT 29 came, while the module re-authenticates.
+    @ivar rate_limited: whether EVENT 32 (or SFB) holds every send.
+    @ivar rate_limited_count: EVENT 32 episodes seen so far.
+    @ivar last_event: the number of the last EVENT, or C{None}.
+    @ivar last_rssi: the last received signal strength (dBm), or C{None}.
+    @ivar last_lqi: the last LQI from a scan, or C{None}.
+    """
+
+    #: Longest wait for the module's own re-authentication after EVENT 29 (it
+    #: takes a few to about 15 s) before the session is taken as gone.
+    EXPIRY_HOLD_MAX = 60.0
+    #: While EVENT 32 holds sends, read SFB this often in case EVENT 33 was
+    #: missed (e.g. printed while the port was closed).
+    RATE_CHECK_INTERVAL = 300.0
+
+    def __init__(self) -> None:
+        self.session = Session.UNKNOWN
+        self.session_since: Optional[float] = None
+        self.expired_at: Optional[float] = None
+        self.rate_limited = False
+        self.rate_limited_count = 0
+        self._next_rate_check = 0.0
+        self.last_event: Optional[int] = None
+        self.last_rssi: Optional[float] = None
+        self.last_lqi: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return f"<LinkState session={self.session.value} held={self.held!r}>"
+
+    @property
+    def held(self) -> Optional[str]:
+        """Why sends are held now, or C{None}."""
+        if self.rate_limited:
+            return HOLD_RATE_LIMIT
+        if self.expired_at is not None:
+            return HOLD_EXPIRY
+        return None
+
+    @property
+    def session_up(self) -> bool:
+        return self.session is Session.UP
+
+    # -- what the module says ---------------------------------------------------
+
+    def event(self, num: int, now: float) -> Optional[str]:
+        """
+        Take one EVENT.
+
+        @return: a short description of the change it made, for the log, or
+            C{None} when it changed nothing that matters.
+        """
+        self.last_event = num
+        if num == _JOINED:
+            self.up(now)
+            return None
+        if num == _EXPIRED:
+            # The module re-authenticates by itself: hold sends until 25 or 24.
+            self.expired_at = now
+            return "PANA session lifetime expired; waiting for re-authentication"
+        if num in _LOST:
+            was_up = self.session is Session.UP
+            self.down()
+            return "session lost" if was_up else None
+        if num == _LIMITED:
+            if not self.rate_limited:
+                self.rate_limited_count += 1
+            self.rate_limited = True
+            self._next_rate_check = now + self.RATE_CHECK_INTERVAL
+            return "transmit-time limit reached (EVENT 32); holding sends"
+        if num == _RELEASED:
+            was = self.rate_limited
+            self.rate_limited = False
+            return "transmit-time limit released (EVENT 33)" if was else None
+        return None
+
+    def sfb(self, value: str, now: float) -> bool:
+        """
+        Take a reading of the SFB register.
+
+        @return: whether sends are restricted.
+        """
+        limited = sfb_set(value)
+        if limited and not self.rate_limited:
+            self.rate_limited_count += 1
+        self.rate_limited = limited
+        self._next_rate_check = now + self.RATE_CHECK_INTERVAL
+        return limited
+
+    def rssi(self, dbm: float) -> None:
+        self.last_rssi = dbm
+
+    def scanned(self, lqi: int, dbm: float) -> None:
+        self.last_lqi = lqi
+        self.last_rssi = dbm
+
+    # -- what the client concludes ----------------------------------------------
+
+    def up(self, now: float) -> None:
+        """A session is up: EVENT 25, or the meter answered."""
+        if self.session is not Session.UP:
+            self.session_since = now
+        self.session = Session.UP
+        self.expired_at = None
+
+    def down(self) -> None:
+        """The session is gone: EVENT 24/26/27/28, EVENT 21 02, or lasting silence."""
+        self.session = Session.DOWN
+        self.session_since = None
+        self.expired_at = None
+
+    def new_connection(self) -> None:
+        """
+        A fresh serial connection: whether the module still holds a session is
+        unknown, and holds belong to the old connection (a replugged dongle was
+        power-cycled; one still under the ARIB limit says so through SFB).
+        """
+        self.session = Session.UNKNOWN
+        self.session_since = None
+        self.expired_at = None
+        self.rate_limited = False
+        self._next_rate_check = 0.0
+
+    def review(self, now: float) -> Optional[str]:
+        """
+        End the EVENT 29 hold when the module's re-authentication has taken
+        longer than L{EXPIRY_HOLD_MAX} (the session is then taken as gone).
+
+        @return: a description for the log when the hold was ended, else C{None}.
+        """
+        if self.expired_at is not None and now - self.expired_at > self.EXPIRY_HOLD_MAX:
+            waited = now - self.expired_at
+            self.down()
+            return f"no re-authentication {waited:.0f} s after EVENT 29"
+        return None
+
+    def rate_check_due(self, now: float) -> bool:
+        """Whether the EVENT 32 hold should be checked against SFB now."""
+        return self.rate_limited and now >= self._next_rate_check

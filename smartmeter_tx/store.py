@@ -1,0 +1,70 @@
+"""
+What the service knows to tell: the newest reading, the newest energy
+reading, and the counters of its work.  Pure: no Twisted, no I/O; the HTTP
+endpoints and the logs read it, the poller writes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from smartmeter_tx.echonet.meter import Reading
+
+__all__ = ["LatestStore", "Stats"]
+
+
+@dataclass
+class Stats:
+    """Counters of the poller's work, exported on /metrics."""
+
+    polls_answered: int = 0
+    polls_failed: int = 0
+    polls_skipped: int = 0
+    rejoins: int = 0
+    reopens: int = 0
+    frames_sent: int = 0
+
+
+class LatestStore:
+    """
+    @ivar latest: the newest L{Reading} (power and current), or C{None}.
+    @ivar latest_time: its wall-clock time (epoch seconds).
+    @ivar energy: the newest reading that carried the energy counters.
+    @ivar energy_time: its wall-clock time.
+    @ivar stats: the L{Stats}.
+    """
+
+    def __init__(self) -> None:
+        self.latest: Optional[Reading] = None
+        self.latest_time: Optional[float] = None
+        self.energy: Optional[Reading] = None
+        self.energy_time: Optional[float] = None
+        self.stats = Stats()
+
+    def add(self, reading: Reading, when: float) -> None:
+        """Keep C{reading}, taken at C{when}."""
+        self.latest = reading
+        self.latest_time = when
+        if reading.has_energy:
+            self.energy = reading
+            self.energy_time = when
+
+    def age(self, now: float) -> Optional[float]:
+        """Seconds since the newest reading, or C{None} before the first."""
+        return None if self.latest_time is None else max(0.0, now - self.latest_time)
+
+    def latest_record(self) -> Optional[dict]:
+        """
+        The newest reading's record with the newest energy values and their
+        own time (C{energy_time}), as C{/latest} serves it; C{None} before the
+        first reading.
+        """
+        if self.latest is None:
+            return None
+        record = self.latest.to_record(Reading.INSTANT_FIELDS)
+        if self.energy is not None:
+            record.update(self.energy.to_record(Reading.ENERGY_FIELDS))
+            record["energy_time"] = round(self.energy_time, 3)
+        record["time"] = round(self.latest_time, 3)
+        return record
