@@ -13,26 +13,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from decimal import Decimal
 from typing import Optional
 
-from smartmeter_tx.echonet.meter import Absent
+from smartmeter_tx.echonet.meter import json_value
 
-__all__ = ["DataLog", "to_json_value"]
-
-
-def to_json_value(value):
-    """
-    JSON form of a reading value: numbers as numbers (Decimal kept exact via
-    its string form when fractional), L{Absent} as C{None}.
-    """
-    if value is None or isinstance(value, Absent):
-        return None
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(str(value))
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    return value
+__all__ = ["DataLog"]
 
 
 class DataLog:
@@ -70,7 +55,7 @@ class DataLog:
             self._file = open(path, "a", encoding="utf-8")
             self._day = path
         line = {"time": round(when, 3)}
-        line.update({k: to_json_value(v) for k, v in record.items()})
+        line.update({k: json_value(v) for k, v in record.items()})
         self._file.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
         self._file.flush()
         # One fsync per reading (every 30 s by default): a power cut on a

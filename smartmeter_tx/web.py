@@ -13,7 +13,7 @@ import json
 
 from twisted.web import resource, server
 
-from smartmeter_tx.datalog import to_json_value
+from smartmeter_tx.echonet.meter import json_value
 
 __all__ = ["make_root", "PollerCollector", "QuietSite"]
 
@@ -31,6 +31,11 @@ class QuietSite(server.Site):
 
 
 class LatestResource(resource.Resource):
+    """
+    C{/latest}: the newest reading's record (L{LatestStore.latest_record}) with
+    its C{age}, and whether the session is up and sends are held.
+    """
+
     isLeaf = True
 
     def __init__(self, poller, clock_now) -> None:
@@ -41,22 +46,22 @@ class LatestResource(resource.Resource):
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        p = self.poller
-        if p.latest is None:
+        store, state = self.poller.store, self.poller.state
+        body = store.latest_record()
+        if body is None:
             request.setResponseCode(503)
-            body = {"error": "no reading yet", "held": p.held}
+            body = {"error": "no reading yet", "held": state.held}
         else:
-            body = {k: to_json_value(v) for k, v in p.latest.items()}
-            body["time"] = round(p.latest_time, 3)
-            body["age"] = round(max(0.0, self.clock_now() - p.latest_time), 3)
-            body["session"] = bool(p.session)
-            body["held"] = p.held
+            body["age"] = round(store.age(self.clock_now()), 3)
+            body["session"] = state.session_up
+            body["held"] = state.held
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 
 class PollerCollector:
     """
-    A prometheus_client collector reading the poller's state at scrape time.
+    A prometheus_client collector reading the poller's store and link state at
+    scrape time.
     """
 
     def __init__(self, poller, clock_now) -> None:
@@ -69,8 +74,9 @@ class PollerCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        p, s = self.poller, self.poller.stats
-        latest = p.latest or {}
+        p = self.poller
+        store, state, s = p.store, p.state, p.store.stats
+        latest, energy = store.latest, store.energy
 
         def gauge(name, doc, value, labels=None):
             g = GaugeMetricFamily(name, doc, labels=list(labels or {}))
@@ -78,25 +84,28 @@ class PollerCollector:
                 g.add_metric(list((labels or {}).values()), float(value))
             return g
 
+        def value_of(reading, field):
+            return None if reading is None else json_value(getattr(reading, field))
+
         yield gauge("smartmeter_power_watts", "Instantaneous power (E7); negative = selling",
-                    to_json_value(latest.get("power_w")))
+                    value_of(latest, "power_w"))
         current = GaugeMetricFamily("smartmeter_current_amperes",
                                     "Instantaneous current per phase (E8)", labels=["phase"])
-        for phase, key in (("r", "current_r_a"), ("t", "current_t_a")):
-            value = to_json_value(latest.get(key))
+        for phase in ("r", "t"):
+            value = value_of(latest, f"current_{phase}_a")
             if value is not None:
                 current.add_metric([phase], float(value))
         yield current
-        energy = GaugeMetricFamily("smartmeter_energy_kwh",
+        family = GaugeMetricFamily("smartmeter_energy_kwh",
                                    "Cumulative energy (E0 normal, E3 reverse)",
                                    labels=["direction"])
         for direction in ("normal", "reverse"):
-            value = to_json_value(p.energy.get(direction)) if hasattr(p, "energy") else None
+            value = value_of(energy, f"energy_{direction}_kwh")
             if value is not None:
-                energy.add_metric([direction], float(value))
-        yield energy
+                family.add_metric([direction], float(value))
+        yield family
         yield gauge("smartmeter_reading_age_seconds", "Seconds since the newest reading",
-                    None if p.latest_time is None else self.clock_now() - p.latest_time)
+                    store.age(self.clock_now()))
         for name, doc, value in (
             ("smartmeter_polls_answered", "Polls answered by the meter", s.polls_answered),
             ("smartmeter_polls_failed", "Polls without an answer", s.polls_failed),
@@ -104,23 +113,23 @@ class PollerCollector:
             ("smartmeter_rejoins", "PANA joins attempted", s.rejoins),
             ("smartmeter_reopens", "Serial port reopened after it was lost", s.reopens),
             ("smartmeter_rate_limited", "Times the transmit-time limit engaged (EVENT 32)",
-             s.rate_limited_count),
+             state.rate_limited_count),
             ("smartmeter_frames_sent", "ECHONET frames sent (SKSENDTO)", s.frames_sent),
         ):
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)
             yield c
         yield gauge("smartmeter_rate_limited_now", "1 while EVENT 32 holds all sends",
-                    1 if s.rate_limited else 0)
+                    1 if state.rate_limited else 0)
         yield gauge("smartmeter_session_up", "1 while a PANA session is known to be up",
-                    1 if p.session else 0)
+                    1 if state.session_up else 0)
         yield gauge("smartmeter_session_age_seconds", "Seconds since the session came up",
-                    None if s.session_since is None
-                    else p.clock.seconds() - s.session_since)
+                    None if state.session_since is None
+                    else p.clock.seconds() - state.session_since)
         yield gauge("smartmeter_last_event", "Number of the last EVENT from the module",
-                    s.last_event)
-        yield gauge("smartmeter_rssi_dbm", "Last received signal strength (dBm)", s.last_rssi)
-        yield gauge("smartmeter_lqi", "Last link quality indicator from a scan", s.last_lqi)
+                    state.last_event)
+        yield gauge("smartmeter_rssi_dbm", "Last received signal strength (dBm)", state.last_rssi)
+        yield gauge("smartmeter_lqi", "Last link quality indicator from a scan", state.last_lqi)
 
 
 class MetricsResource(resource.Resource):

@@ -15,27 +15,25 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from smartmeter_tx import client as C
 from smartmeter_tx.echonet import meter as M
-from smartmeter_tx.echonet.meter import NO_DATA, NO_PHASE
+from smartmeter_tx.echonet.meter import NO_DATA, NO_PHASE, Reading
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
-from smartmeter_tx.service import MeterPoller, Stats
+from smartmeter_tx.linkstate import HOLD_EXPIRY, LinkState
+from smartmeter_tx.service import MeterPoller
+from smartmeter_tx.store import LatestStore
 from smartmeter_tx.web import make_root
 from tests.emuloop import Loop
 
 
-class FakePoller:
+class PollerView:
     """
-    The attributes of L{MeterPoller} that the web resources read.
+    What the web resources read of a L{MeterPoller}: its real store and link
+    state, and its clock, without a poller behind them.
     """
 
     def __init__(self, clock):
         self.clock = clock
-        self.latest = None
-        self.latest_time = None
-        self.energy = {}
-        self.energy_time = None
-        self.session = False
-        self.held = None
-        self.stats = Stats()
+        self.store = LatestStore()
+        self.state = LinkState()
 
 
 def get(root, path):
@@ -65,12 +63,12 @@ class LatestTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1000)
-        self.poller = FakePoller(self.clock)
+        self.poller = PollerView(self.clock)
         self.root = make_root(self.poller, self.clock.seconds)
 
     def test_noReadingYet(self):
         """/latest answers 503 with a JSON error before the first reading."""
-        self.poller.held = "transmit-time limit (EVENT 32)"
+        self.poller.state.event(0x32, 1000.0)
         code, ctype, body = get(self.root, b"/latest")
         self.assertEqual(code, 503)
         self.assertEqual(ctype, b"application/json")
@@ -79,10 +77,9 @@ class LatestTests(SynchronousTestCase):
 
     def test_newestReadingWithTimeAndAge(self):
         """/latest returns the newest reading with its time, its clock-based age, session and held."""
-        self.poller.latest = {"power_w": 1234, "current_r_a": Decimal("12.3"),
-                              "current_t_a": Decimal("4.5")}
-        self.poller.latest_time = 990.25
-        self.poller.session = True
+        self.poller.store.add(Reading(power_w=1234, current_r_a=Decimal("12.3"),
+                                      current_t_a=Decimal("4.5")), 990.25)
+        self.poller.state.up(990.0)
         code, ctype, body = get(self.root, b"/latest")
         self.assertEqual(code, 200)
         self.assertEqual(ctype, b"application/json")
@@ -95,44 +92,42 @@ class LatestTests(SynchronousTestCase):
 
     def test_absentIsNull(self):
         """/latest shows a value the meter marked absent as null, not 0."""
-        self.poller.latest = {"power_w": NO_DATA, "current_r_a": Decimal("1.0"),
-                              "current_t_a": NO_PHASE}
-        self.poller.latest_time = 999.0
-        self.poller.held = "session re-authentication (EVENT 29)"
+        self.poller.store.add(Reading(power_w=NO_DATA, current_r_a=Decimal("1.0"),
+                                      current_t_a=NO_PHASE), 999.0)
+        self.poller.state.event(0x29, 999.0)
         body = json.loads(get(self.root, b"/latest")[2])
         self.assertIsNone(body["power_w"])
         self.assertIsNone(body["current_t_a"])
         self.assertEqual(body["current_r_a"], 1)
         self.assertIs(body["session"], False)
-        self.assertEqual(body["held"], "session re-authentication (EVENT 29)")
+        self.assertEqual(body["held"], HOLD_EXPIRY)
 
 
 class MetricsTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1000)
-        self.poller = FakePoller(self.clock)
+        self.poller = PollerView(self.clock)
         self.root = make_root(self.poller, self.clock.seconds)
 
     def fill(self):
-        p, s = self.poller, self.poller.stats
-        p.latest = {"power_w": -250, "current_r_a": Decimal("12.3"), "current_t_a": Decimal("4.5")}
-        p.latest_time = 985.0
-        p.energy = {"normal": Decimal("12345.6"), "reverse": Decimal("7.8")}
-        p.energy_time = 900.0
-        p.session = True
+        store, state, s = self.poller.store, self.poller.state, self.poller.store.stats
+        store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
+                          energy_reverse_kwh=Decimal("7.8")), 900.0)
+        store.add(Reading(power_w=-250, current_r_a=Decimal("12.3"),
+                          current_t_a=Decimal("4.5")), 985.0)
+        state.up(850.0)
         s.polls_answered = 40
         s.polls_failed = 3
         s.polls_skipped = 2
         s.rejoins = 5
         s.reopens = 1
-        s.rate_limited_count = 2
-        s.rate_limited = True
         s.frames_sent = 44
-        s.session_since = 850.0
-        s.last_event = 0x32
-        s.last_rssi = -47.07
-        s.last_lqi = 208
+        state.event(0x32, 860.0)
+        state.event(0x33, 870.0)
+        state.event(0x32, 880.0)  # a second episode, still on
+        state.scanned(208, -40.0)
+        state.rssi(-47.07)
 
     def test_parsesAndCarriesEverything(self):
         """/metrics is Prometheus text carrying the reading and every link-health figure."""
@@ -175,9 +170,10 @@ class MetricsTests(SynchronousTestCase):
     def test_absentValuesHaveNoSample(self):
         """/metrics leaves out the sample of an absent value instead of exporting 0."""
         self.fill()
-        self.poller.latest = {"power_w": NO_DATA, "current_r_a": Decimal("3.5"),
-                              "current_t_a": NO_PHASE}
-        self.poller.energy = {"normal": NO_DATA, "reverse": Decimal("7.8")}
+        store = self.poller.store
+        store.add(Reading(energy_normal_kwh=NO_DATA, energy_reverse_kwh=Decimal("7.8")), 990.0)
+        store.add(Reading(power_w=NO_DATA, current_r_a=Decimal("3.5"), current_t_a=NO_PHASE),
+                  995.0)
         fam = families(get(self.root, b"/metrics")[2])
         self.assertEqual(fam["smartmeter_power_watts"].samples, [])
         self.assertEqual(samples(fam["smartmeter_current_amperes"]),
@@ -205,7 +201,8 @@ class RealPollerTests(SynchronousTestCase):
     def setUp(self):
         self.loop = Loop()
         self.addCleanup(self.loop.stop)
-        self.poller = MeterPoller(self.loop.connect, C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD),
+        self.poller = MeterPoller(self.loop.connect,
+                                  C.SessionConfig(C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
                                   self.loop.clock, rng=random.Random(0),
                                   wall_clock=self.loop.clock.seconds)
         self.root = make_root(self.poller, self.loop.clock.seconds)
@@ -226,9 +223,9 @@ class RealPollerTests(SynchronousTestCase):
         self.assertEqual(latest["power_w"], power)
         self.assertEqual([latest["current_r_a"], latest["current_t_a"]], list(current))
         self.assertEqual(latest["energy_normal_kwh"], energy)
-        self.assertEqual(latest["time"], Decimal(str(round(self.poller.latest_time, 3))))
+        self.assertEqual(latest["time"], Decimal(str(round(self.poller.store.latest_time, 3))))
         self.assertEqual(float(latest["age"]),
-                         round(self.loop.clock.seconds() - self.poller.latest_time, 3))
+                         round(self.loop.clock.seconds() - self.poller.store.latest_time, 3))
         self.assertIs(latest["session"], True)
         self.assertIsNone(latest["held"])
         fam = families(get(self.root, b"/metrics")[2])

@@ -10,6 +10,7 @@ a missing one.  Quantities are L{Decimal} so 0.1 A and 0.01 kWh stay exact.
 from __future__ import annotations
 
 import datetime
+import dataclasses
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Optional, Union
@@ -53,6 +54,7 @@ NO_DATA = Absent("no data")
 UNDERFLOW = Absent("underflow")
 OVERFLOW = Absent("overflow")
 NO_PHASE = Absent("phase not present")
+NO_SCALE = Absent("energy unit not known yet")
 
 Value = Union[int, Decimal, Absent]
 
@@ -256,11 +258,40 @@ def decode_instance_list(edt: bytes) -> tuple:
     return tuple(int.from_bytes(edt[1 + 3 * i:4 + 3 * i], "big") for i in range(count))
 
 
+def json_value(value):
+    """
+    The JSON form of a decoded value: numbers stay numbers (a fractional
+    L{Decimal} through its exact string form), L{Absent} becomes C{None}, a
+    datetime its ISO 8601 text.
+    """
+    if value is None or isinstance(value, Absent):
+        return None
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(str(value))
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return value
+
+
+def _record_number(value, integer: bool) -> Value:
+    # A record is ours (data log, the service's /latest), but it crossed a file
+    # or a socket: anything that is not a number becomes "no data", never 0.
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return NO_DATA
+    if integer:
+        return int(value) if value == int(value) else NO_DATA
+    return Decimal(str(value))
+
+
 @dataclass(frozen=True)
 class Reading:
     """
     What one Get_Res carried, decoded.  A field is C{None} when it was not asked
     for, an L{Absent} when the meter marked it as unavailable.
+
+    Its record form (L{to_record}, L{from_record}) is the one shape a reading
+    has outside the process: the data log's lines, the service's C{/latest}
+    and what C{--service} reads back.
     """
 
     power_w: Optional[Value] = None
@@ -271,11 +302,45 @@ class Reading:
     energy_normal_raw: Optional[Value] = None
     energy_reverse_raw: Optional[Value] = None
 
+    #: The fields a record holds, in order; the raw counts stay inside.
+    RECORD_FIELDS = ("power_w", "current_r_a", "current_t_a", "energy_normal_kwh",
+                     "energy_reverse_kwh")
+    INSTANT_FIELDS = RECORD_FIELDS[:3]
+    ENERGY_FIELDS = RECORD_FIELDS[3:]
 
-def decode_reading(properties, scale: EnergyScale) -> Reading:
+    @property
+    def has_energy(self) -> bool:
+        return self.energy_normal_kwh is not None or self.energy_reverse_kwh is not None
+
+    def to_record(self, fields=RECORD_FIELDS) -> dict:
+        """
+        @return: a JSON-ready dict of the C{fields} that were asked for; an
+            L{Absent} value is C{None} (JSON null), never 0.
+        """
+        return {name: json_value(getattr(self, name)) for name in fields
+                if getattr(self, name) is not None}
+
+    @classmethod
+    def from_record(cls, record: dict, fields=RECORD_FIELDS) -> "Reading":
+        """
+        The reverse of L{to_record}: a missing field was not asked for
+        (C{None}), a null or non-numeric one is L{NO_DATA}.
+        """
+        return cls(**{name: _record_number(record[name], name == "power_w")
+                      for name in fields if name in record})
+
+    def with_energy(self, energy: "Reading") -> "Reading":
+        """This reading with the energy fields of C{energy}."""
+        return dataclasses.replace(self, **{
+            name: getattr(energy, name) for name in
+            self.ENERGY_FIELDS + ("energy_normal_raw", "energy_reverse_raw")})
+
+
+def decode_reading(properties, scale: Optional[EnergyScale]) -> Reading:
     """
     Decode E7, E8, E0 and E3 from a frame's properties.  A property with PDC 0
-    (Get_SNA) becomes L{NO_DATA}.
+    (Get_SNA) becomes L{NO_DATA}; kWh are L{NO_SCALE} while C{scale} is not
+    known (a guessed unit would be a wrong value).
 
     @raise FrameError: a property has the wrong size or an invalid value.
     """
@@ -292,5 +357,53 @@ def decode_reading(properties, scale: EnergyScale) -> Reading:
             which = "normal" if p.epc == ENERGY_NORMAL else "reverse"
             raw = decode_energy_raw(p.edt) if p.edt else NO_DATA
             values[f"energy_{which}_raw"] = raw
-            values[f"energy_{which}_kwh"] = scale.to_kwh(raw)
+            values[f"energy_{which}_kwh"] = scale.to_kwh(raw) if scale else NO_SCALE
     return Reading(**values)
+
+
+@dataclass(frozen=True)
+class FixedReading:
+    """
+    EA/EB from the meter's half-hourly INF: the cumulative counters at the
+    last :00 or :30, by the meter's own clock.  A field is C{None} when the
+    frame did not carry it.
+    """
+
+    meter_time: Optional[datetime.datetime] = None
+    energy_normal_raw: Optional[Value] = None
+    energy_normal_kwh: Optional[Value] = None
+    energy_reverse_raw: Optional[Value] = None
+    energy_reverse_kwh: Optional[Value] = None
+
+    KIND = "fixed"
+
+    def to_record(self) -> dict:
+        """
+        @return: the data-log record: C{kind} C{fixed}, the meter's time and
+            the counters carried (raw and kWh; kWh null while the scale is not
+            known).
+        """
+        record = {"kind": self.KIND, "meter_time": json_value(self.meter_time)}
+        for name in ("energy_normal_raw", "energy_normal_kwh", "energy_reverse_raw",
+                     "energy_reverse_kwh"):
+            if getattr(self, name) is not None:
+                record[name] = json_value(getattr(self, name))
+        return record
+
+
+def decode_fixed_reading(properties, scale: Optional[EnergyScale]) -> Optional[FixedReading]:
+    """
+    Decode EA and EB from a frame's properties.
+
+    @return: a L{FixedReading}, or C{None} when the frame carries neither.
+    @raise FrameError: a value is malformed.
+    """
+    values: dict = {}
+    for p in properties:
+        if p.epc in (FIXED_NORMAL, FIXED_REVERSE):
+            which = "normal" if p.epc == FIXED_NORMAL else "reverse"
+            fixed = decode_fixed_time(p.edt)
+            values[f"energy_{which}_raw"] = fixed.raw
+            values[f"energy_{which}_kwh"] = scale.to_kwh(fixed.raw) if scale else NO_SCALE
+            values["meter_time"] = fixed.timestamp
+    return FixedReading(**values) if values else None
