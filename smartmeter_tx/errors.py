@@ -37,3 +37,47 @@ class FrameError(RemoteDataError):
     """
     An ECHONET Lite frame or property value is short, long or otherwise garbled.
     """
+
+
+# -- what a B-route session can end with (raised by the client layer) ----------
+
+
+class StepTimeout(SmartMeterError):
+    """A step of the session did not finish within the time left."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(f"timed out while {step}")
+        self.step = step
+
+
+class AuthenticationFailed(SmartMeterError):
+    """EVENT 24: the meter refused PANA authentication."""
+
+
+class MeterNotFound(SmartMeterError):
+    """No scan found a PAN answering with our pairing ID."""
+
+
+class ReadFailed(SmartMeterError):
+    """The meter did not answer within the budget."""
+
+
+class SendsHeld(ReadFailed):
+    """
+    The module must not send now: EVENT 29 (it re-authenticates by itself) or
+    EVENT 32 (its transmit-time budget is spent).
+
+    @ivar reason: the hold, as L{smartmeter_tx.linkstate.LinkState.held} names it.
+    """
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or f"sends are held: {reason}")
+        self.reason = reason
+
+
+class RateLimited(SendsHeld):
+    """EVENT 32: the module's ARIB transmit-time budget is spent."""
+
+
+class NoSession(ReadFailed):
+    """The module has no PANA session and the caller did not allow a join."""

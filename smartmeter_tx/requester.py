@@ -4,7 +4,7 @@ meter with SKSENDTO and get a Deferred for the frame that answers it.
 
 Modelled on C{twisted.names.dns.DNSMixin}: pending requests are keyed by TID
 with their timers; a datagram that answers none of them (INF, INFC, a late
-reply to a request that already timed out) goes to an unsolicited handler.
+reply to a request that already timed out) goes to the unsolicited listeners.
 """
 
 from __future__ import annotations
@@ -63,23 +63,21 @@ class EchonetRequester:
     Request/response matching for ECHONET Lite frames to and from one meter.
 
     @ivar meter_addr: the meter's IPv6 address (full form); datagrams from any
-        other sender are not taken as answers.
-    @ivar on_unsolicited: called with C{(frame, rxudp)} for every valid ECHONET
-        frame from the meter that answers no pending request.
+        other sender are not taken as answers.  Its owner sets it when it
+        learns the address.
+    @ivar dialect: the SK dialect of the SKSENDTO commands; set by its owner.
     """
 
     log = Logger()
 
     def __init__(self, sk, dialect: L.Dialect, meter_addr: Optional[str] = None,
-                 clock=None, on_unsolicited: Optional[Callable] = None,
-                 answer_infc: bool = True, first_tid: Optional[int] = None) -> None:
+                 clock=None, first_tid: Optional[int] = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.sk = sk
         self.dialect = dialect
         self.meter_addr = meter_addr.upper() if meter_addr else None
-        self.on_unsolicited = on_unsolicited
-        self.answer_infc = answer_infc
+        self._listeners: list = []
         self._clock = clock
         self._pending: dict = {}
         # A random start: a late answer from a previous process or connection
@@ -104,6 +102,19 @@ class EchonetRequester:
         Stop listening to the SK protocol.
         """
         self.sk.remove_listener(self._received)
+
+    def add_unsolicited_listener(self, listener: Callable[[F.Frame, L.RxUdp], None]) -> None:
+        """
+        Call C{listener(frame, rxudp)} for every valid ECHONET frame from the meter
+        that answers no pending request (INF, INFC, a late answer).  Any number
+        of listeners may listen; one that raises is logged and the others
+        still hear the frame.
+        """
+        self._listeners.append(listener)
+
+    def remove_unsolicited_listener(self, listener: Callable[[F.Frame, L.RxUdp], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def allocate_tid(self) -> int:
         """
@@ -212,15 +223,15 @@ class EchonetRequester:
             self._forget(frame.tid)
             entry[1].callback(frame)
             return
-        if frame.esv == F.INFC and self.answer_infc:
+        if frame.esv == F.INFC:
             self._answer_infc(frame)
-        if self.on_unsolicited is not None:
+        self.log.debug("unsolicited frame {frame}", frame=frame.describe())
+        for listener in list(self._listeners):
             try:
-                self.on_unsolicited(frame, value)
+                listener(frame, value)
             except Exception:
-                self.log.failure("unsolicited-frame handler failed")
-        else:
-            self.log.debug("unsolicited frame {frame}", frame=frame.describe())
+                self.log.failure("unsolicited-frame listener {listener!r} failed",
+                                 listener=listener)
 
     def _answer_infc(self, frame: F.Frame) -> None:
         command = L.sk_sendto(self.dialect, self.meter_addr, F.infc_response(frame).encode())

@@ -40,6 +40,33 @@ class MeterLink:
         """Whether SKJOIN can be attempted without a scan."""
         return None not in (self.channel, self.pan_id, self.ipaddr)
 
+    def forget_meter(self, keep_channel: bool = False) -> None:
+        """Drop where the meter was, so that it is looked for anew."""
+        self.pan_id = self.ipaddr = self.mac = None
+        if not keep_channel:
+            self.channel = None
+
+    def with_overrides(self, channel: Optional[int] = None, pan_id: Optional[int] = None,
+                       ipaddr: Optional[str] = None) -> "MeterLink":
+        """
+        This link with what the user gave on the command line (C{--channel},
+        C{--panid}, C{--ipaddr}, already validated) put over what was saved.
+        A saved link that names another channel or address belongs to another
+        meter (the user moved the module): its other fields are dropped
+        rather than mixed with the new ones.  Pure.
+
+        @return: a new L{MeterLink}.
+        """
+        link = MeterLink(**asdict(self))
+        if channel is not None and link.channel not in (None, channel):
+            link = MeterLink(dialect=link.dialect)
+        if ipaddr is not None and link.ipaddr not in (None, ipaddr):
+            link = MeterLink(dialect=link.dialect, channel=link.channel)
+        for attr, value in (("channel", channel), ("pan_id", pan_id), ("ipaddr", ipaddr)):
+            if value is not None:
+                setattr(link, attr, value)
+        return link
+
 
 def default_state_path(device: str, environ=os.environ) -> str:
     """

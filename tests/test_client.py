@@ -144,16 +144,19 @@ class _Base:
         self.read(client, energy=True)
         self.assertEqual(client.frames, 2)
 
-    def test_deadline(self):
-        """A deadline too short for the scan fails with StepTimeout naming the step."""
+    def test_budget(self):
+        """A budget too short for the scan fails with StepTimeout naming the step."""
         client = self.client()
-        client.deadline = self.loop.clock.seconds() + 3
-        failure = self.failureResultOf(self.drive(client.read_values()), C.StepTimeout)
+        budget = C.Budget(self.loop.clock, 3)
+        failure = self.failureResultOf(self.drive(client.read_values(budget=budget)),
+                                       C.StepTimeout)
         self.assertIn("scanning", str(failure.value))
+        self.assertLessEqual(self.loop.clock.seconds(), budget.deadline + 0.01)
 
     def test_channelNarrowsScan(self):
         """With the channel given, the scan covers that one channel only."""
-        client = self.client(channel=self.loop.emulator.channel)
+        client = self.client(link=MeterLink().with_overrides(channel=self.loop.emulator.channel),
+                             pinned_channel=True)
         self.read(client)
         scans = [c for c in client.steps if c == "SKSCAN"]
         self.assertEqual(len(scans), 1)
@@ -248,7 +251,8 @@ class HardeningTests(SynchronousTestCase):
         proto, transport, clock, heard = connect()
         client = C.BRouteClient(proto, CREDS, clock, dialect=Dialect.STANDARD)
         self.addCleanup(client.close)
-        d = defer.Deferred.fromCoroutine(client.scan([0x3B], durations=(6,)))
+        d = defer.Deferred.fromCoroutine(
+            client.discovery.scan([0x3B], C.Budget(clock, 60), durations=(6,)))
         self.assertIn(b"SKSCAN 2 04000000 6", transport.value())
         me = b"FE80:0000:0000:0000:021D:1290:1234:5678"
         proto.dataReceived(b"OK\r\nEVENT 22 " + me + b"\r\n")
@@ -267,8 +271,8 @@ class HardeningTests(SynchronousTestCase):
         """
         loop = Loop(late_pandesc=1.0)
         self.addCleanup(loop.stop)
-        client = C.BRouteClient(loop.connect(), CREDS, loop.clock,
-                                channel=loop.emulator.channel)
+        client = C.BRouteClient(loop.connect(), CREDS, loop.clock, pinned_channel=True,
+                                link=MeterLink(channel=loop.emulator.channel))
         self.addCleanup(client.close)
         reading = self.successResultOf(loop.run(defer.Deferred.fromCoroutine(
             client.read_values())))
@@ -312,8 +316,8 @@ class HardeningTests(SynchronousTestCase):
         results = []
         for run in range(4):
             client = C.BRouteClient(moved.connect(), CREDS, moved.clock, link=link)
-            client.deadline = moved.clock.seconds() + 60
-            d = moved.run(defer.Deferred.fromCoroutine(client.read_values()))
+            d = moved.run(defer.Deferred.fromCoroutine(
+                client.read_values(budget=C.Budget(moved.clock, 60))))
             d.addBoth(results.append)
             client.close()
             moved.disconnect()

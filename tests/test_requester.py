@@ -44,9 +44,9 @@ class RequesterTestsMixin(ModeMixin):
         self.proto, self.transport, self.clock, self.heard = connect()
         self.unsolicited = []
         self.requester = EchonetRequester(
-            self.proto, self.dialect, meter_addr=self.meter, clock=self.clock,
-            on_unsolicited=lambda frame, rx: self.unsolicited.append((frame, rx)),
-            first_tid=1)
+            self.proto, self.dialect, meter_addr=self.meter, clock=self.clock, first_tid=1)
+        self.requester.add_unsolicited_listener(
+            lambda frame, rx: self.unsolicited.append((frame, rx)))
         del self.logged[:]
 
     # -- what the module prints, per dialect ------------------------------------
@@ -157,7 +157,7 @@ class RequesterTestsMixin(ModeMixin):
 
     def foreign(self):
         """
-        (description, ERXUDP line, goes to on_unsolicited) for frames that must
+        (description, ERXUDP line, goes to the unsolicited listeners) for frames that must
         not answer a pending Get E7 with TID 0001.
         """
         res = C.S1_GET_RES_E7_04A8
@@ -175,7 +175,7 @@ class RequesterTestsMixin(ModeMixin):
         """
         A frame with the wrong TID, un-swapped EOJs, another EPC set, from
         another sender or on another port does not answer the request; valid
-        frames from the meter go to on_unsolicited; the request then times out
+        frames from the meter go to the unsolicited listeners; the request then times out
         with L{EchonetTimeout} and nothing stays pending.
         """
         for what, line, reported in self.foreign():
@@ -212,7 +212,7 @@ class RequesterTestsMixin(ModeMixin):
     def test_staleAnswer(self):
         """
         A late answer to a timed-out TID that arrives during the next request
-        goes to on_unsolicited; the next request still gets its own answer.
+        goes to the unsolicited listeners; the next request still gets its own answer.
         """
         d1 = self.requester.get([0xE7], timeout=5)
         send(self.proto, self.accepted(GET_E7_TID1))
@@ -233,7 +233,7 @@ class RequesterTestsMixin(ModeMixin):
     def test_infWhilePending(self):
         """
         The §4 EA+EB INF (ESV 73, TID 0001 like the pending Get) goes to
-        on_unsolicited, not to the request, which still gets its answer.
+        the unsolicited listeners, not to the request, which still gets its answer.
         """
         d = self.requester.get([0xE7])
         send(self.proto, self.rx(C.S20_INF_EA_EB) + self.accepted(GET_E7_TID1) +
@@ -251,7 +251,7 @@ class RequesterTestsMixin(ModeMixin):
     def test_multicastD5Inf(self):
         """
         The node profile's D5 instance-list INF to FF02::1 (§4, after EVENT 25)
-        goes to on_unsolicited with its datagram.
+        goes to the unsolicited listeners with its datagram.
         """
         send(self.proto, self.rx(C.S20_INF_D5_TID_0000,
                                  dest="FF02:0000:0000:0000:0000:0000:0000:0001"))
@@ -264,7 +264,7 @@ class RequesterTestsMixin(ModeMixin):
 
     def test_infcAnswered(self):
         """
-        An INFC from the meter is reported to on_unsolicited and answered with
+        An INFC from the meter is reported to the unsolicited listeners and answered with
         an INFC_Res SKSENDTO (same TID, EOJs swapped, same EPC with PDC 0).
         """
         infc = "1081000502880105FF017401EA0B07E60801141E0000012D02"
@@ -355,15 +355,38 @@ class RequesterTestsMixin(ModeMixin):
 
     def test_unsolicitedHandlerRaises(self):
         """
-        An on_unsolicited handler that raises is logged; the next answer is
-        still matched.
+        An unsolicited listener that raises is logged; the listeners after it
+        still hear the frame, and the next answer is still matched.
         """
-        self.requester.on_unsolicited = lambda frame, rx: 1 / 0
+        later = []
+        self.requester.remove_unsolicited_listener(self.requester._listeners[0])
+        self.requester.add_unsolicited_listener(lambda frame, rx: 1 / 0)
+        self.requester.add_unsolicited_listener(lambda frame, rx: later.append(frame.tid))
         d = self.requester.get([0xE7])
         send(self.proto, self.accepted(GET_E7_TID1) + self.rx(C.S20_INF_EA_EB) +
              self.rx(C.S1_GET_RES_E7_04A8))
         self.assertEqual(self.successResultOf(d).tid, 1)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(later, [1])
+
+    def test_listenersAddedAndRemoved(self):
+        """
+        Several unsolicited listeners hear the same frame; a removed one hears
+        no more (the client's D5 wait and the service's EA/EB log coexist).
+        """
+        first, second = [], []
+
+        def one(frame, rx):
+            first.append(frame.epcs)
+        self.requester.add_unsolicited_listener(one)
+        self.requester.add_unsolicited_listener(lambda frame, rx: second.append(frame.epcs))
+        send(self.proto, self.rx(C.S20_INF_EA_EB))
+        self.requester.remove_unsolicited_listener(one)
+        self.requester.remove_unsolicited_listener(one)  # twice is harmless
+        send(self.proto, self.rx(C.S20_INF_EA_EB))
+        self.assertEqual(first, [(0xEA, 0xEB)])
+        self.assertEqual(second, [(0xEA, 0xEB)] * 2)
+        self.assertEqual(len(self.unsolicited), 2)
 
     def test_tidsNeverReusedWhilePending(self):
         """
