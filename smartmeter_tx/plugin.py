@@ -25,7 +25,9 @@ import sys
 from typing import Optional
 
 from smartmeter_tx import mackerel
+from smartmeter_tx import options as O
 from smartmeter_tx.errors import ArgumentError, SmartMeterError
+from smartmeter_tx.options import DeviceError, ENV_ID, ENV_PASSWORD
 
 # Twisted is imported inside the functions that need it: the --service path
 # reads one JSON document and should not pay for the reactor's imports.
@@ -43,8 +45,8 @@ EXIT_NO_READING = 7
 DEFAULT_TIMEOUT = 25.0
 SCAN_TIMEOUT = 120.0
 
-ENV_ID = "SMARTMETER_ID"
-ENV_PASSWORD = "SMARTMETER_PASSWORD"
+__all__ = ["main", "run", "parse_args", "build_parser", "service_output",
+           "from_service_blocking", "DeviceError", "UsageError"]
 
 
 class UsageError(ArgumentError):
@@ -56,38 +58,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _bool(text: Optional[str]) -> bool:
-    if text is None:
-        return True
-    value = text.lower()
-    if value in ("1", "t", "true", "yes", "on"):
-        return True
-    if value in ("0", "f", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+def _flag_type(parse):
+    """An argparse type from an L{O} value check (its message, not argparse's)."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ArgumentError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def _channel(text: str) -> int:
-    # As the Go plugin: the channel in hex, exactly as EPANDESC prints it
-    # ("3B"); a 0x prefix is accepted.
-    t = text.strip().lower()
-    try:
-        value = int(t[2:] if t.startswith("0x") else t, 16)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a channel: {text!r}") from None
-    if not 0x21 <= value <= 0x3C:
-        raise argparse.ArgumentTypeError(f"channel {text!r} is outside 21-3C (hex)")
-    return value
-
-
-def _panid(text: str) -> int:
-    try:
-        value = int(text, 16)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"PAN ID must be 4 hex digits, got {text!r}") from None
-    if not 0 <= value <= 0xFFFF:
-        raise argparse.ArgumentTypeError("PAN ID must be 4 hex digits")
-    return value
+_bool = _flag_type(O.parse_bool)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-file)")
     opt("password-file", metavar="FILE", dest="password_file",
         help="file holding the B-route password (first line)")
-    opt("channel", type=_channel, metavar="CH", help="the meter's channel in hex (21-3C), "
+    opt("channel", type=_flag_type(O.parse_channel), metavar="CH", help="the meter's channel in hex (21-3C), "
         "as EPANDESC prints it; narrows the scan")
-    opt("panid", type=_panid, metavar="PANID", help="the meter's PAN ID (4 hex digits)")
-    opt("ipaddr", metavar="IPV6", help="the meter's link-local IPv6 address (full form)")
+    opt("panid", type=_flag_type(O.parse_panid), metavar="PANID", help="the meter's PAN ID (4 hex digits)")
+    opt("ipaddr", type=_flag_type(O.parse_ipaddr), metavar="IPV6", help="the meter's link-local IPv6 address (full form)")
     opt("dse", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
         help="force the dual-stack-edition SK dialect (default: detected)")
     opt("scan", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
@@ -148,26 +130,9 @@ def parse_args(argv):
     args = build_parser().parse_args(argv)
     if args.timeout is None:
         args.timeout = SCAN_TIMEOUT if args.scan else DEFAULT_TIMEOUT
+    if args.debug:
+        args.verbosity = 3
     return args
-
-
-def resolve_secrets(args, environ) -> tuple:
-    """
-    The B-route ID and password from the command line, the environment or
-    --password-file, in that order of preference.
-
-    @raise UsageError: a file cannot be read.
-    """
-    rbid = args.id or environ.get(ENV_ID) or None
-    password = args.password or environ.get(ENV_PASSWORD) or None
-    if args.password_file:
-        try:
-            with open(args.password_file, encoding="utf-8") as f:
-                password = f.readline().strip()
-        except OSError as e:
-            raise UsageError(f"cannot read --password-file {args.password_file}: "
-                             f"{e.strerror}") from None
-    return rbid, password
 
 
 def _stderr(stream, message: str) -> None:
@@ -192,58 +157,18 @@ def _start_logging(verbosity: int, stream) -> None:
                                      redirectStandardIO=False, discardBuffer=True)
 
 
-def open_device(spec: str, protocol, reactor, secrets: dict):
-    """
-    Connect C{protocol} to the module named by C{spec}: a serial device path,
-    or C{emulator:...} for the built-in emulator (started in this process).
-
-    @return: an object with C{stop()} to call at exit, or C{None}.
-    @raise SmartMeterError: with a one-line message naming the path.
-    """
-    from twisted.internet.serialport import SerialPort
-    import serial
-
-    handle = None
-    path = spec
-    if spec.startswith("emulator:"):
-        from smartmeter_tx.emulator.device import start_emulator
-        handle = start_emulator(spec, reactor)
-        path = handle.path
-        secrets.setdefault("id", handle.id)
-        secrets.setdefault("password", handle.password)
-    try:
-        SerialPort(protocol, path, reactor, baudrate=115200)
-    except serial.SerialException as e:
-        if handle is not None:
-            handle.stop()
-        cause = e.__cause__ or e.__context__
-        errno = getattr(cause, "errno", None) or getattr(e, "errno", None)
-        if errno == 13 or "Permission denied" in str(e):
-            raise DeviceError(f"permission denied opening {path}: add your user to the "
-                              "'dialout' group (then log in again)") from None
-        if errno == 2 or "No such file" in str(e):
-            raise DeviceError(f"no such device {path}: is the Wi-SUN module plugged in? "
-                              "(ls /dev/serial/by-id/)") from None
-        raise DeviceError(f"cannot open {path}: {e}") from None
-    return handle
-
-
-class DeviceError(SmartMeterError):
-    """The serial device cannot be used."""
-
-
 def _exit_code(error: BaseException) -> int:
-    from smartmeter_tx import client as C
+    from smartmeter_tx import errors as E
     from smartmeter_tx.sk.protocol import SKDisconnected
     if isinstance(error, ArgumentError):
         return EXIT_USAGE
     if isinstance(error, (DeviceError, SKDisconnected)):
         return EXIT_DEVICE
-    if isinstance(error, C.AuthenticationFailed):
+    if isinstance(error, E.AuthenticationFailed):
         return EXIT_AUTH
-    if isinstance(error, C.MeterNotFound):
+    if isinstance(error, E.MeterNotFound):
         return EXIT_NOT_FOUND
-    if isinstance(error, C.StepTimeout):
+    if isinstance(error, E.StepTimeout):
         return EXIT_TIMEOUT
     if isinstance(error, SmartMeterError):  # ReadFailed, RateLimited, SK errors
         return EXIT_NO_READING
@@ -256,69 +181,78 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
 
     @return: the exit code.
     """
-    stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     try:
         args = parse_args(argv)
-        if args.debug:
-            args.verbosity = 3
+    except ArgumentError as e:
+        _stderr(stderr, str(e))
+        return EXIT_USAGE
+    return await run_parsed(reactor, args, environ, stdout, stderr)
+
+
+async def run_parsed(reactor, args, environ=os.environ, stdout=None, stderr=None) -> int:
+    """
+    L{run} for a command line already parsed by L{parse_args}.
+
+    @return: the exit code.
+    """
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
         prefix = mackerel.check_prefix(args.prefix)
         if environ.get("MACKEREL_AGENT_PLUGIN_META"):
             stdout.write(mackerel.format_meta(prefix, args.energy))
             return EXIT_OK
         if args.service:
-            return await _from_service(reactor, args, prefix, stdout, stderr)
+            from twisted.internet import threads
+            # The one --service client, on a thread: the reactor may be the
+            # one serving the answer (tests run the service in-process).
+            return await threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), from_service_blocking, args, prefix, stdout,
+                stderr)
         if not args.device:
             raise UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
                              "--device emulator: to try the built-in emulator)")
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
-        rbid, password = resolve_secrets(args, environ)
+        rbid, password = O.read_secrets(args.id, args.password, args.password_file, environ)
     except ArgumentError as e:
         _stderr(stderr, str(e))
         return EXIT_USAGE
-    return await _read_meter(reactor, args, prefix, rbid, password, stdout, stderr)
+    return await _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr)
 
 
-async def _read_meter(reactor, args, prefix, rbid, password, stdout, stderr) -> int:
+async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr) -> int:
     from twisted.internet import defer
 
-    from smartmeter_tx import client as C
-    from smartmeter_tx import state as S
-    from smartmeter_tx.sk import lines as L
     from smartmeter_tx.sk.protocol import SKStackProtocol
+    from smartmeter_tx.steps import Budget
 
+    budget = Budget(reactor, args.timeout)
     proto = SKStackProtocol(clock=reactor)
+    redactor = O.redactor_for(rbid, password)
     if args.verbosity >= 3:
         proto.transcript = lambda direction, text: stderr.write(f"{direction} {text}\n")
-    secrets = {}
-    if rbid:
-        secrets["id"] = rbid
-    if password:
-        secrets["password"] = password
-    handle = None
+    device = None
     client = None
-    state_path = args.state_file or args.tempfile or S.default_state_path(args.device)
+    config = None
+    state_path = None
     try:
-        handle = open_device(args.device, proto, reactor, secrets)
-        credentials = None
-        if secrets.get("id") or secrets.get("password"):
-            if not (secrets.get("id") and secrets.get("password")):
-                raise UsageError("give both the B-route ID and the password "
-                                 f"(--id/--password, ${ENV_ID}/${ENV_PASSWORD})")
-            credentials = C.Credentials(secrets["id"], secrets["password"])
-            proto.add_secret(credentials.rbid)
-            proto.add_secret(credentials.password)
-        link = S.load_state(state_path)
-        dialect = None if args.dse is None else (L.Dialect.DSE if args.dse else L.Dialect.STANDARD)
-        client = C.BRouteClient(proto, credentials, reactor, link=link, dialect=dialect,
-                                channel=args.channel, pan_id=args.panid, ipaddr=args.ipaddr)
-        client.deadline = reactor.seconds() + args.timeout
+        device = O.start_device(args.device, reactor)
+        if device.default_credentials:
+            rbid = rbid or device.default_credentials[0]
+            password = password or device.default_credentials[1]
+        credentials = O.make_credentials(rbid, password)
+        config, state_path = O.session_config(
+            args.device, args.state_file or args.tempfile, credentials, O.dialect_for(args.dse),
+            args.channel, args.panid, args.ipaddr, environ)
+        O.open_serial(proto, device.path, reactor)
+        client = config.client(proto, reactor)
         if args.scan:
             if credentials is None:
                 raise UsageError("--scan needs the B-route ID and password")
-            return await _scan(client, args, state_path, stdout, stderr)
-        reading = await client.read_values(energy=args.energy)
+            return await _scan(client, budget, args, state_path, stdout, stderr)
+        reading = await client.read_values(energy=args.energy, budget=budget)
         lines = mackerel.format_metrics(prefix, reading, int(reactor.seconds()), args.energy)
         _save(state_path, client.link, stderr)
         # All or nothing: the lines are written in one go after the reading.
@@ -328,7 +262,7 @@ async def _read_meter(reactor, args, prefix, rbid, password, stdout, stderr) -> 
     except SmartMeterError as e:
         if client is not None:
             _save(state_path, client.link, stderr)
-        _stderr(stderr, _scrub(str(e), secrets))
+        _stderr(stderr, redactor.scrub(str(e)))
         return _exit_code(e)
     finally:
         if client is not None:
@@ -342,8 +276,8 @@ async def _read_meter(reactor, args, prefix, rbid, password, stdout, stderr) -> 
                 await lost
             except defer.TimeoutError:
                 pass
-        if handle is not None:
-            handle.stop()
+        if device is not None:
+            device.stop()
 
 
 def _service_url(args) -> str:
@@ -362,7 +296,6 @@ def service_output(status: int, body: bytes, now: float, args, prefix: str) -> t
     @return: C{(exit code, lines, message)}; C{message} is for stderr or C{None}.
     """
     import json
-    from decimal import Decimal
 
     from smartmeter_tx.echonet.meter import Reading
 
@@ -373,25 +306,20 @@ def service_output(status: int, body: bytes, now: float, args, prefix: str) -> t
     if status != 200 or not isinstance(data, dict) or "time" not in data:
         why = data.get("error", status) if isinstance(data, dict) else status
         return EXIT_NO_READING, [], f"the service has no reading yet ({why})"
-    age = now - float(data["time"])
+    try:
+        when = float(data["time"])
+        energy_time = None if data.get("energy_time") is None else float(data["energy_time"])
+    except (TypeError, ValueError):
+        return EXIT_NO_READING, [], "the service's answer has no valid time"
+    age = now - when
     if age > args.max_age:
         return (EXIT_NO_READING, [],
                 f"the service's latest reading is {age:.0f} s old (--max-age {args.max_age:g})")
-
-    def value(key, kind):
-        v = data.get(key)
-        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
-            return None
-        return int(v) if kind is int else Decimal(str(v))
-
-    reading = Reading(power_w=value("power_w", int), current_r_a=value("current_r_a", Decimal),
-                      current_t_a=value("current_t_a", Decimal))
-    lines = mackerel.format_metrics(prefix, reading, int(float(data["time"])))
-    if args.energy and data.get("energy_time") is not None:
-        energy = Reading(energy_normal_kwh=value("energy_normal_kwh", Decimal),
-                         energy_reverse_kwh=value("energy_reverse_kwh", Decimal))
-        lines += mackerel.format_metrics(prefix, energy, int(float(data["energy_time"])),
-                                         energy=True)
+    reading = Reading.from_record(data, Reading.INSTANT_FIELDS)
+    lines = mackerel.format_metrics(prefix, reading, int(when))
+    if args.energy and energy_time is not None:
+        energy = Reading.from_record(data, Reading.ENERGY_FIELDS)
+        lines += mackerel.format_metrics(prefix, energy, int(energy_time), energy=True)
     return EXIT_OK, lines, None
 
 
@@ -435,41 +363,6 @@ def from_service_blocking(args, prefix, stdout, stderr) -> int:
                           url, stdout, stderr)
 
 
-async def _from_service(reactor, args, prefix, stdout, stderr) -> int:
-    """
-    The --service path inside a running reactor (L{run}): same output as
-    L{from_service_blocking}, fetched with Twisted's HTTP client.
-    """
-    from twisted.internet import defer
-    from twisted.web.client import Agent, readBody
-
-    try:
-        url = _service_url(args)
-    except UsageError as e:
-        _stderr(stderr, str(e))
-        return EXIT_USAGE
-    try:
-        d = Agent(reactor, connectTimeout=args.timeout).request(b"GET", url.encode())
-        d.addTimeout(args.timeout, reactor)
-        response = await d
-        body = await readBody(response)
-    except defer.TimeoutError:
-        _stderr(stderr, f"timed out while asking the service at {url}")
-        return EXIT_TIMEOUT
-    except Exception as e:
-        _stderr(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}")
-        return EXIT_DEVICE
-    return _print_service(*service_output(response.code, body, reactor.seconds(), args, prefix),
-                          url, stdout, stderr)
-
-
-def _scrub(text: str, secrets: dict) -> str:
-    for value in secrets.values():
-        if value:
-            text = text.replace(value, "<redacted>")
-    return text
-
-
 def _save(path: str, link, stderr) -> None:
     from smartmeter_tx import state as S
     try:
@@ -478,8 +371,8 @@ def _save(path: str, link, stderr) -> None:
         _stderr(stderr, f"warning: cannot write the state file {path}: {e.strerror}")
 
 
-async def _scan(client, args, state_path, stdout, stderr) -> int:
-    desc = await client.locate()
+async def _scan(client, budget, args, state_path, stdout, stderr) -> int:
+    desc = await client.locate(budget)
     _save(state_path, client.link, stderr)
     link = client.link
     out = [
@@ -514,27 +407,25 @@ def main(argv=None) -> None:
     Console-script entry point.
     """
     argv = sys.argv[1:] if argv is None else argv
-    if not os.environ.get("MACKEREL_AGENT_PLUGIN_META"):
+    try:
+        args = parse_args(argv)
+    except ArgumentError as e:
+        _stderr(sys.stderr, str(e))
+        raise SystemExit(EXIT_USAGE)
+    if args.service and not os.environ.get("MACKEREL_AGENT_PLUGIN_META"):
+        # No reactor at all on this path: one loopback GET.
         try:
-            args = parse_args(argv)
             prefix = mackerel.check_prefix(args.prefix)
-        except ArgumentError:
-            args = None  # run() reports it
-        if args is not None and args.service:
-            raise SystemExit(from_service_blocking(args, prefix, sys.stdout, sys.stderr))
-    verbosity = 1
-    for i, a in enumerate(argv):  # logging starts before argument parsing
-        if a.lstrip("-").startswith("verbosity"):
-            value = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
-            verbosity = int(value) if value in ("0", "1", "2", "3") else 1
-        elif a.lstrip("-") in ("debug", "debug=true"):
-            verbosity = 3
-    _start_logging(verbosity, sys.stderr)
+        except ArgumentError as e:
+            _stderr(sys.stderr, str(e))
+            raise SystemExit(EXIT_USAGE)
+        raise SystemExit(from_service_blocking(args, prefix, sys.stdout, sys.stderr))
+    _start_logging(args.verbosity, sys.stderr)
 
     from twisted.internet import defer, task
 
     def _main(reactor):
-        return defer.Deferred.fromCoroutine(run(reactor, argv)).addCallback(_exit)
+        return defer.Deferred.fromCoroutine(run_parsed(reactor, args)).addCallback(_exit)
 
     def _exit(code):
         if code:

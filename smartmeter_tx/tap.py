@@ -17,16 +17,16 @@ import tempfile
 from twisted.application import service, strports
 from twisted.python import usage
 
+from smartmeter_tx import options as O
 from smartmeter_tx.errors import ArgumentError
-
-ENV_ID = "SMARTMETER_ID"
-ENV_PASSWORD = "SMARTMETER_PASSWORD"
+from smartmeter_tx.options import ENV_ID, ENV_PASSWORD
 
 
 class Options(usage.Options):
     """
     Options of C{twist smartmeter}; the meter-related ones mirror
-    C{mackerel-plugin-smartmeter}.
+    C{mackerel-plugin-smartmeter} and are checked by the same functions
+    (L{smartmeter_tx.options}).
     """
 
     synopsis = "[options]"
@@ -60,93 +60,77 @@ class Options(usage.Options):
                      for k, v in self.items()})
 
     def postOptions(self) -> None:
-        from smartmeter_tx.plugin import _channel, _panid
+        try:
+            self._check()
+        except ArgumentError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _check(self) -> None:
         if not self["device"]:
-            raise usage.UsageError("--device is required (e.g. /dev/ttyUSB0 or emulator:)")
+            raise ArgumentError("--device is required (e.g. /dev/ttyUSB0 or emulator:)")
         if self["dse"] and self["standard"]:
-            raise usage.UsageError("--dse and --standard exclude each other")
+            raise ArgumentError("--dse and --standard exclude each other")
         if self["interval"] < 1 or self["energy-interval"] < self["interval"]:
-            raise usage.UsageError("--interval must be >= 1 s and --energy-interval >= it")
-        for key, parse in (("channel", _channel), ("panid", _panid)):
+            raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
+        for key, parse in (("channel", O.parse_channel), ("panid", O.parse_panid),
+                           ("ipaddr", O.parse_ipaddr)):
             if self[key] is not None:
                 try:
                     self[key] = parse(self[key])
-                except Exception as e:
-                    raise usage.UsageError(f"--{key}: {e}") from None
-        if self["ipaddr"] is not None:
-            from smartmeter_tx.sk.lines import IPV6_RE
-            self["ipaddr"] = self["ipaddr"].upper()
-            if not IPV6_RE.match(self["ipaddr"].encode("ascii", "replace")):
-                raise usage.UsageError("--ipaddr must be a full IPv6 address, e.g. "
-                                       "FE80:0000:0000:0000:021D:1290:1234:5678")
-        self["id"] = self["id"] or os.environ.get(ENV_ID)
-        self["password"] = self["password"] or os.environ.get(ENV_PASSWORD)
-        if self["password-file"]:
-            try:
-                with open(self["password-file"], encoding="utf-8") as f:
-                    self["password"] = f.readline().strip()
-            except OSError as e:
-                raise usage.UsageError(f"cannot read --password-file: {e.strerror}") from None
-        if self["id"] or self["password"]:
-            # Checked here so that twist reports a usage error, not a traceback;
-            # the message never includes the values.
-            from smartmeter_tx.client import Credentials
-            try:
-                Credentials(self["id"] or "", self["password"] or "")
-            except ArgumentError as e:
-                raise usage.UsageError(str(e)) from None
+                except ArgumentError as e:
+                    message = str(e)
+                    raise ArgumentError(message if message.startswith("--")
+                                        else f"--{key}: {message}") from None
+        self["id"], self["password"] = O.read_secrets(self["id"], self["password"],
+                                                      self["password-file"])
+        # Checked here so that twist reports a usage error, not a traceback;
+        # the message never includes the values.  (With emulator: a missing
+        # pair is filled in by the emulator's own credentials.)
+        if self["id"] and self["password"] or not self["device"].startswith(O.EMULATOR_PREFIX):
+            self["credentials"] = O.make_credentials(self["id"], self["password"])
+
+    @property
+    def dialect(self):
+        return O.dialect_for(True if self["dse"] else False if self["standard"] else None)
 
 
-def makeService(options, reactor=None, open_port=None) -> service.IService:
+def makeService(options, reactor=None, open_port=None, wall_clock=None) -> service.IService:
     """
     Build the service tree: the poller, the data log and the HTTP site.
 
     @param open_port: for tests, replaces opening the serial device.
+    @param wall_clock: for tests, replaces C{time.time} (data-log dates).
     """
     if reactor is None:
         from twisted.internet import reactor
-    from smartmeter_tx import client as C
-    from smartmeter_tx import state as S
     from smartmeter_tx.datalog import DataLog
-    from smartmeter_tx.service import MeterPoller
-    from smartmeter_tx.sk import lines as L
+    from smartmeter_tx.service import MeterPoller, PollSchedule
 
     top = service.MultiService()
-    device = options["device"]
-    rbid, password = options["id"], options["password"]
-    if device.startswith("emulator:") and open_port is None:
-        from smartmeter_tx.emulator.device import start_emulator
+    spec = options["device"]
+    credentials = options.get("credentials")
+    if spec.startswith(O.EMULATOR_PREFIX) and open_port is None:
         # A fixed link path, so that an emulated unplug/replug comes back at
         # the same path, as /dev/serial/by-id does for a real dongle.
-        link = os.path.join(tempfile.mkdtemp(prefix="smartmeter-emu-"), "wisun")
-        handle = start_emulator(device, reactor, link=link)
-        rbid = rbid or handle.id
-        password = password or handle.password
+        directory = tempfile.mkdtemp(prefix="smartmeter-emu-")
+        device = O.start_device(spec, reactor, link=os.path.join(directory, "wisun"))
 
-        def stop_emulator(directory=os.path.dirname(link)):
-            handle.stop()
+        def stop_emulator():
+            device.stop()
             shutil.rmtree(directory, ignore_errors=True)
         top.addService(_Stopper(stop_emulator))
-        device_path = handle.path
+        if credentials is None:
+            rbid, password = device.default_credentials
+            credentials = O.make_credentials(options["id"] or rbid,
+                                             options["password"] or password)
     else:
-        device_path = device
-    credentials = None
-    if rbid or password:
-        try:
-            credentials = C.Credentials(rbid or "", password or "")
-        except ArgumentError as e:
-            raise usage.UsageError(str(e)) from None
+        device = O.Device(spec)
     if open_port is None:
         def open_port(proto):
-            from twisted.internet.serialport import SerialPort
-            SerialPort(proto, device_path, reactor, baudrate=115200)
-    state_path = options["state-file"] or S.default_state_path(device)
-    link = S.load_state(state_path)
-    dialect = (L.Dialect.DSE if options["dse"] else
-               L.Dialect.STANDARD if options["standard"] else None)
-    for key, attr in (("channel", "channel"), ("panid", "pan_id"), ("ipaddr", "ipaddr")):
-        if options[key] is not None:
-            setattr(link, attr, options[key])
+            O.open_serial(proto, device.path, reactor)
+    config, state_path = O.session_config(spec, options["state-file"], credentials,
+                                          options.dialect, options["channel"],
+                                          options["panid"], options["ipaddr"])
     datalog = DataLog(options["data-log"]) if options["data-log"] else None
 
     def on_reading(record, when):
@@ -157,9 +141,11 @@ def makeService(options, reactor=None, open_port=None) -> service.IService:
         except OSError as e:
             poller.log.warn("cannot write the data log: {error}", error=e)
 
-    poller = MeterPoller(open_port, credentials, reactor, link=link, state_path=state_path,
-                         dialect=dialect, interval=options["interval"], channel=options["channel"],
-                         energy_interval=options["energy-interval"], on_reading=on_reading)
+    extra = {} if wall_clock is None else {"wall_clock": wall_clock}
+    poller = MeterPoller(open_port, config, reactor,
+                         PollSchedule(interval=options["interval"],
+                                      energy_interval=options["energy-interval"]),
+                         on_reading=on_reading, state_path=state_path, **extra)
     poller.setServiceParent(top)
     if datalog is not None:
         top.addService(_Stopper(datalog.close))

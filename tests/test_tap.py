@@ -3,6 +3,7 @@ Tests for L{smartmeter_tx.tap}: the Options and makeService of
 C{twist smartmeter}, built against the emulator on a MemoryReactorClock.
 """
 
+import datetime
 import json
 import os
 from decimal import Decimal
@@ -24,6 +25,8 @@ from smartmeter_tx.tap import Options, makeService
 from tests.emuloop import Loop
 
 IPADDR = "fe80:0000:0000:0000:021d:1290:1234:5678"
+#: The wall clock of the made services: 2026-06-01 12:00 in Japan.
+WALL = datetime.datetime(2026, 6, 1, 3, 0, tzinfo=datetime.timezone.utc).timestamp()
 
 
 def clean_environ(test, **extra):
@@ -149,7 +152,8 @@ class MakeServiceTests(SynchronousTestCase):
         if credentials:
             argv += ["--id", DEFAULT_ID, "--password", DEFAULT_PASSWORD]
         self.options = parse(*argv, *extra)
-        top = makeService(self.options, reactor=self.reactor, open_port=self.loop.connect)
+        top = makeService(self.options, reactor=self.reactor, open_port=self.loop.connect,
+                          wall_clock=lambda: WALL + self.reactor.seconds())
         return top
 
     def start(self, top):
@@ -166,8 +170,9 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(len([s for s in children
                               if isinstance(s, StreamServerEndpointService)]), 1)
         self.assertIs(top.poller.clock, self.reactor)
-        self.assertEqual((top.poller.interval, top.poller.energy_interval), (10.0, 60.0))
-        self.assertEqual(top.poller.dialect, Dialect.STANDARD)
+        schedule = top.poller.schedule
+        self.assertEqual((schedule.interval, schedule.energy_interval), (10.0, 60.0))
+        self.assertEqual(top.poller.config.dialect, Dialect.STANDARD)
         self.assertEqual(top.poller.state_path, self.state)
 
     def test_linkOptions(self):
@@ -175,7 +180,8 @@ class MakeServiceTests(SynchronousTestCase):
         top = self.make("--channel", "3B", "--panid", "8A2F", "--ipaddr", IPADDR, "--dse")
         link = top.poller.link
         self.assertEqual((link.channel, link.pan_id, link.ipaddr), (0x3B, 0x8A2F, IPADDR.upper()))
-        self.assertEqual(top.poller.dialect, Dialect.DSE)
+        self.assertEqual(top.poller.config.dialect, Dialect.DSE)
+        self.assertTrue(top.poller.config.pinned_channel)
 
     def test_pollsLogsAndServes(self):
         """The made service polls the meter, appends readings to the data log and serves /latest."""
@@ -187,7 +193,9 @@ class MakeServiceTests(SynchronousTestCase):
         truth = [r.value for r in self.loop.emulator.truth if r.epc == M.POWER]
         self.assertEqual(len(truth), 2)
         [name] = os.listdir(self.data)
-        self.assertRegex(name, r"^smartmeter-\d{4}-\d{2}-\d{2}\.jsonl$")
+        # Named by the injected wall clock: midday in Japan, the same date
+        # in every time zone from UTC-3 to UTC+20.
+        self.assertEqual(name, "smartmeter-2026-06-01.jsonl")
         with open(os.path.join(self.data, name), encoding="utf-8") as f:
             lines = [json.loads(line, parse_float=Decimal) for line in f]
         self.assertEqual([line["power_w"] for line in lines], truth)
@@ -224,7 +232,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.start(top)
         self.loop.advance(25)
         self.assertEqual(top.poller.stats.polls_answered, 2)
-        self.assertIsNotNone(top.poller.latest)
+        self.assertIsNotNone(top.poller.store.latest)
         warnings = [e for e in self.events
                     if e.get("log_format") == "cannot write the data log: {error}"]
         self.assertEqual(len(warnings), 2)
@@ -248,7 +256,7 @@ class MakeServiceTests(SynchronousTestCase):
             text = formatEvent(event) + repr(event)
             self.assertNotIn(DEFAULT_ID, text)
             self.assertNotIn(DEFAULT_PASSWORD, text)
-        text = repr(top.poller) + repr(top.poller.credentials) + repr(top)
+        text = repr(top.poller) + repr(top.poller.config) + repr(top) + repr(self.options)
         self.assertNotIn(DEFAULT_ID, text)
         self.assertNotIn(DEFAULT_PASSWORD, text)
 
