@@ -4,6 +4,10 @@ L{smartmeter_tx.emulator.cli}: the emulator on a real pty, opened through
 Twisted's SerialPort in the real reactor at time scale 0 (real I/O, so kept
 few and fast), plus the C{emulator:} spec and the command line.
 
+Every emulator here starts its meter clock at L{tests.emuloop.START}
+(L{start_pty_emulator} pins it unless the spec names a C{start}), never at the
+wall clock.
+
 L{start_pty_emulator} and L{open_serial} are meant for end-to-end tests of
 the product's own protocol too::
 
@@ -26,15 +30,21 @@ from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD, parse_sp
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.sk.lines import Dialect, RxUdp, parse_line, sk_sendto
 from smartmeter_tx.echonet.frame import Frame, get_request
+from tests.emuloop import START, pinned
+
+#: How long L{LineClient.wait_for} waits for one line before failing: only a
+#: hang takes this long (an answer at time scale 0 comes within milliseconds).
+WAIT = 30
 
 
 def start_pty_emulator(testcase, spec="emulator:?time-scale=0", link=None):
     """
     Start an emulator on a pty in the real reactor, stopped when the test ends.
+    Its meter clock starts at L{START} unless C{spec} names a C{start}.
 
     @return: the L{EmulatorHandle}.
     """
-    handle = start_emulator(spec, reactor, link=link)
+    handle = start_emulator(pinned(spec), reactor, link=link)
     testcase.addCleanup(handle.stop)
     return handle
 
@@ -85,9 +95,16 @@ class LineClient(LineReceiver):
                 self.lines.remove(line)
                 return _now(line)
         d = Deferred()
-        d.addTimeout(3, reactor)
+        d.addTimeout(WAIT, reactor, onTimeoutCancel=self._timedOut(prefix))
         self._waiting.append((prefix, d))
         return d
+
+    def _timedOut(self, prefix):
+        def timedOut(result, timeout):
+            self._waiting[:] = [(p, d) for p, d in self._waiting if p != prefix]
+            raise unittest.FailTest(f"no line starting with {prefix!r} within {timeout} s; "
+                                 f"unclaimed lines: {self.lines!r}")
+        return timedOut
 
     def command(self, line: bytes) -> None:
         self.sendLine(line)
@@ -102,7 +119,8 @@ def _now(value):
 class PtyTests(unittest.TestCase):
     """The emulator through a real pty and SerialPort."""
 
-    timeout = 10
+    # Only catches a hang (each test takes well under a second): no timing assertion.
+    timeout = 60
 
     @inlineCallbacks
     def test_standard(self):
@@ -215,6 +233,15 @@ class SpecTests(unittest.TestCase):
         self.assertNotIn("has space", str(error))
         self.assertIn("loss", str(self.assertRaises(ArgumentError, parse_spec, "emulator:?bogus=1")))
 
+    timeout = 60
+
+    def test_pinned_start(self):
+        """Emulators started by these tests begin at START, not at the wall clock."""
+        handle = start_pty_emulator(self)
+        self.assertEqual(handle.emulator.meter.start, START)
+        handle = start_pty_emulator(self, "emulator:?time-scale=0&start=2024-01-02T03:04:05")
+        self.assertEqual(handle.emulator.meter.start.isoformat(), "2024-01-02T03:04:05")
+
     def test_handle_repr_hides_credentials(self):
         """The handle's repr names the dialect and path, never the credentials."""
         handle = start_pty_emulator(self, "emulator:dse?password=SECRETSECRET&time-scale=0")
@@ -226,7 +253,8 @@ class SpecTests(unittest.TestCase):
         """A link path that is a regular file is refused."""
         path = self.mktemp()
         open(path, "w").close()
-        self.assertRaises(ArgumentError, start_emulator, "emulator:?time-scale=0", reactor, path)
+        self.assertRaises(ArgumentError, start_emulator, pinned("emulator:?time-scale=0"),
+                          reactor, path)
 
 
 class CommandLineTests(unittest.TestCase):
