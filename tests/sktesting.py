@@ -9,6 +9,7 @@ reads ending mid-line), so every parser-level test runs in every feeding mode.
 
 from __future__ import annotations
 
+import socket
 from contextlib import contextmanager
 
 from twisted.internet.task import Clock
@@ -69,6 +70,21 @@ def describe(mode) -> str:
     if isinstance(mode, tuple):
         return f"split at offset {mode[1]}"
     return mode
+
+
+def refusing_port(testcase, host: str = "127.0.0.1") -> int:
+    """
+    A TCP port on C{host} that refuses connections until C{testcase} ends: a
+    socket bound to it but never listening, closed at cleanup.  Holding it
+    bound is what keeps it refusing: a port merely freed again could be taken
+    by any other process (another test run) before the test connects.
+
+    @return: the port number.
+    """
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    testcase.addCleanup(held.close)
+    held.bind((host, 0))
+    return held.getsockname()[1]
 
 
 def connect(clock=None, payload_mode=None):

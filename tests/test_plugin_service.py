@@ -17,6 +17,7 @@ from smartmeter_tx import plugin
 from smartmeter_tx.echonet.meter import NO_PHASE
 from smartmeter_tx.service import Stats
 from smartmeter_tx.web import QuietSite, make_root
+from tests.sktesting import refusing_port
 
 
 class FakePoller:
@@ -160,10 +161,7 @@ class ServiceModeTests(TestCase):
     @coroutine_test
     async def test_serviceDown(self):
         """--service against a closed port exits 3 with one stderr line and no traceback."""
-        closed = reactor.listenTCP(0, QuietSite(make_root(self.poller, reactor.seconds)),
-                                   interface="127.0.0.1")
-        number = closed.getHost().port
-        await closed.stopListening()
+        number = refusing_port(self)
         code, out, err = await self.invoke("--service", f"http://127.0.0.1:{number}")
         self.assertEqual((code, out), (3, ""))
         self.assertEqual(len(err.splitlines()), 1, err)
@@ -272,11 +270,7 @@ class BlockingServiceTests(SynchronousTestCase):
 
     def test_unreachable(self):
         """A service that is not running gives one line and exit 3."""
-        import socket
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = refusing_port(self)
         code, out, err = self.invoke("--service", f"http://127.0.0.1:{port}")
         self.assertEqual((code, out), (plugin.EXIT_DEVICE, ""))
         self.assertNotIn("Traceback", err)
