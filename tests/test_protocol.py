@@ -36,6 +36,9 @@ RBID = "00112233445566778899AABBCCDDEEFF"
 RBID_HEX = RBID.encode().hex().upper()
 PAIR_ID = RBID[-8:]
 
+#: An SKINFO answer line (standard module), for the resync after an SKVER.
+EINFO = b"EINFO " + MODULE.encode() + b" 001D129012345678 21 FFFF FFFE"
+
 #: §4 Get_Res E7 = 228 W (TID 0x5253), the answer glued to the stray echo.
 GET_RES_E7 = bytes.fromhex("1081525302880105FF017201E704000000E4")
 
@@ -834,20 +837,24 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
     def test_timeoutThenNextCommandWorks(self):
         """
         A command with no answer fails with L{SKTimeoutError} naming it at its
-        timeout, not before; the queued command is then written and works.
+        timeout, not before; after a resync the queued command is written and
+        works.
         """
         proto, transport, clock, heard = connect()
-        d = proto.command(L.sk_ver())
+        d = proto.command(L.sk_sreg("S3", "B5FB"))
         d2 = proto.command(L.sk_sreg("S2", "31"))
-        clock.advance(L.sk_ver().timeout - 0.01)
+        clock.advance(L.sk_sreg("S3", "B5FB").timeout - 0.01)
         self.assertNoResult(d)
-        self.assertEqual(transport.value(), b"SKVER\r\n")
+        self.assertEqual(transport.value(), b"SKSREG S3 B5FB\r\n")
         clock.advance(0.01)
         error = self.failureResultOf(d, SKTimeoutError).value
-        self.assertEqual(error.command, "SKVER")
+        self.assertEqual(error.command, "SKSREG")
         self.assertEqual(error.seconds, 5.0)
-        self.assertIn("SKVER", str(error))
-        self.assertEqual(transport.value(), b"SKVER\r\nSKSREG S2 31\r\n")
+        self.assertFalse(error.unsent)
+        self.assertIn("SKSREG", str(error))
+        self.assertEqual(transport.value(), b"SKSREG S3 B5FB\r\nSKVER\r\n")
+        send(proto, lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK))
+        self.assertEqual(transport.value(), b"SKSREG S3 B5FB\r\nSKVER\r\nSKSREG S2 31\r\n")
         send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
         self.assertEqual(self.successResultOf(d2).final, L.Ok())
         self.assertEqual(clock.getDelayedCalls(), [])
@@ -881,6 +888,7 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
         completes only with its own echo and OK, with no foreign result lines.
         """
         late = lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)
+        resync = lines(b"SKINFO", EINFO, C.S4_OK)
         own = lines(C.S4_SREG_S2_ECHO, C.S4_OK)
         for mode in modes(late, own):
             with self.inMode(mode):
@@ -891,6 +899,8 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
                 clock.advance(L.sk_ver().timeout)
                 self.failureResultOf(d1, SKTimeoutError)
                 feed(proto, late, mode)
+                self.assertNoResult(d2)
+                feed(proto, resync, mode)
                 self.assertNoResult(d2)
                 feed(proto, own, mode)
                 reply = self.successResultOf(d2)
@@ -1165,18 +1175,36 @@ class CancelTests(SynchronousTestCase):
 
     def test_cancelInFlight(self):
         """
-        Cancelling the in-flight command lets the next one go at once.
+        Cancelling the in-flight command before its OK lets the next one go
+        after a resync.
         """
         proto, transport, clock, heard = connect()
         d1 = proto.command(L.sk_scan(DSE))
         d2 = proto.command(L.sk_sreg("S2", "31"))
         d1.cancel()
         self.failureResultOf(d1, CancelledError)
-        self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\nSKSREG S2 31\r\n")
+        self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\nSKVER\r\n")
         self.assertEqual(len(clock.getDelayedCalls()), 1)
+        send(proto, lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK))
+        self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\nSKVER\r\nSKSREG S2 31\r\n")
         send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
         self.assertEqual(self.successResultOf(d2).final, L.Ok())
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancelAfterOk(self):
+        """
+        Cancelling a scan after its OK (it waits for EVENT 22) needs no resync:
+        the next command goes at once.
+        """
+        proto, transport, clock, heard = connect()
+        d1 = proto.command(L.sk_scan(DSE))
+        send(proto, lines(C.S4_SCAN_ECHO, C.S4_OK))
+        d2 = proto.command(L.sk_sreg("S2", "31"))
+        d1.cancel()
+        self.failureResultOf(d1, CancelledError)
+        self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\nSKSREG S2 31\r\n")
+        send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
+        self.assertEqual(self.successResultOf(d2).final, L.Ok())
 
 
 class RecoveryTests(SynchronousTestCase):
@@ -1210,6 +1238,8 @@ class RecoveryTests(SynchronousTestCase):
         clock.advance(L.sk_info().timeout)
         self.failureResultOf(d, SKTimeoutError)
         d = proto.command(L.sk_ver())
+        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")  # the resync's answer
+        self.assertNoResult(d)
         proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
         self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.2.10")])
 
@@ -1238,11 +1268,243 @@ class RecoveryTests(SynchronousTestCase):
         proto.dataReceived(b"SKVER\r\nEVER 1.2.10\r\nOK\r\n")
         self.successResultOf(d)
         self.assertIs(proto.echo, True)
-        for _ in range(2):
+        for _ in range(2):  # SKVER, then the resync (SKINFO) before the next one
             d = proto.command(L.sk_ver())
             clock.advance(L.sk_ver().timeout)
             self.failureResultOf(d, SKTimeoutError)
         self.assertIsNone(proto.echo)
         d = proto.command(L.sk_ver())
-        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")  # the module lost its echo setting
+        # The module lost its echo setting: the resync, then SKVER, unechoed.
+        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
+        self.assertNoResult(d)
+        proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
         self.successResultOf(d)
+
+
+def _echo_off(case, proto):
+    """Turn echo off as the client does (C{SKSREG SFE 0}, itself echoed)."""
+    case.successResultOf(_done(proto, L.sk_sreg("SFE", "0"), lines(C.S1_SEND_SREG_SFE, C.S1_OK)))
+    case.assertIs(proto.echo, False)
+
+
+def _echo_on(case, proto):
+    """Let the protocol see that the module echoes (an echoed SKVER)."""
+    case.successResultOf(_done(proto, L.sk_ver(), lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)))
+    case.assertIs(proto.echo, True)
+
+
+class ResyncTests(ModeMixin, SynchronousTestCase):
+    """
+    After a command is abandoned (timeout or cancel) before its OK, the next
+    command is preceded by a resync, so that the abandoned command's late
+    answer never completes it.
+    """
+
+    S2, S3 = L.sk_sreg("S2", "31"), L.sk_sreg("S3", "B5FB")
+    #: Late answers of an abandoned SKSREG with echo off: OK, FAIL, or a
+    #: result line then OK.
+    LATE_ECHO_OFF = [lines(C.S1_OK), lines(b"FAIL ER10"), lines(b"ESREG 31", C.S1_OK)]
+    RESYNC_ECHO_OFF = lines(b"EVER 1.2.10", C.S1_OK)
+
+    def _abandon(self, proto, clock, how):
+        """Abandon an in-flight SKSREG S2 by C{how}: "timeout" or "cancel"."""
+        d1 = proto.command(self.S2)
+        d2 = proto.command(self.S3)
+        if how == "timeout":
+            clock.advance(self.S2.timeout)
+            self.failureResultOf(d1, SKTimeoutError)
+        else:
+            d1.cancel()
+            self.failureResultOf(d1, CancelledError)
+        return d2
+
+    def test_lateAnswerEchoOff(self):
+        """
+        With echo off, a late OK, FAIL or result line of a timed-out or
+        cancelled command does not complete the next command: SKVER goes out
+        first, everything up to its EVER is dropped, and the next command is
+        written after the OK that follows EVER, and completes with its own
+        answer only.
+        """
+        for how in ("timeout", "cancel"):
+            for late in self.LATE_ECHO_OFF:
+                for mode in modes(late, self.RESYNC_ECHO_OFF):
+                    with self.inMode(mode):
+                        proto, transport, clock, heard = connect()
+                        _echo_off(self, proto)
+                        transport.clear()
+                        d2 = self._abandon(proto, clock, how)
+                        self.assertEqual(transport.value(), b"SKSREG S2 31\r\nSKVER\r\n", how)
+                        feed(proto, late, mode)
+                        self.assertNoResult(d2)
+                        self.assertEqual(transport.value(), b"SKSREG S2 31\r\nSKVER\r\n", how)
+                        feed(proto, self.RESYNC_ECHO_OFF, mode)
+                        self.assertNoResult(d2)
+                        self.assertEqual(transport.value(),
+                                         b"SKSREG S2 31\r\nSKVER\r\nSKSREG S3 B5FB\r\n", how)
+                        feed(proto, lines(C.S1_OK), mode)
+                        reply = self.successResultOf(d2)
+                        self.assertEqual((reply.lines, reply.final), ([], L.Ok()))
+                        self.assertIs(proto.echo, False)
+                        self.assertFalse(proto.busy)
+                        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_lateAnswerEchoOn(self):
+        """
+        With echo on, the late echo and OK of an abandoned command and the
+        resync's own echo are handled as before: the resync completes at its
+        OK and the next command at its own.
+        """
+        late = lines(C.S4_SREG_S2_ECHO, C.S4_OK)
+        resync = lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)
+        own = lines(C.S4_SREG_S3_ECHO, C.S4_OK)
+        for how in ("timeout", "cancel"):
+            for mode in modes(late + resync, own):
+                with self.inMode(mode):
+                    proto, transport, clock, heard = connect()
+                    _echo_on(self, proto)
+                    transport.clear()
+                    d2 = self._abandon(proto, clock, how)
+                    self.assertEqual(transport.value(), b"SKSREG S2 31\r\nSKVER\r\n")
+                    feed(proto, late, mode)
+                    self.assertNoResult(d2)
+                    feed(proto, resync, mode)
+                    self.assertEqual(transport.value(),
+                                     b"SKSREG S2 31\r\nSKVER\r\nSKSREG S3 B5FB\r\n")
+                    self.assertNoResult(d2)
+                    feed(proto, own, mode)
+                    reply = self.successResultOf(d2)
+                    self.assertEqual((reply.lines, reply.final), ([], L.Ok()))
+                    self.assertIs(proto.echo, True)
+
+    def test_resyncAfterAbandonedSkver(self):
+        """
+        When the abandoned command is SKVER itself, the resync is SKINFO: the
+        late EVER and OK are dropped and only EINFO ends the stale answers.
+        """
+        late = lines(b"EVER 1.2.10", C.S1_OK)
+        resync = lines(EINFO, C.S1_OK)
+        for mode in modes(late, resync):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                _echo_off(self, proto)
+                transport.clear()
+                d1 = proto.command(L.sk_ver())
+                d2 = proto.command(self.S3)
+                clock.advance(L.sk_ver().timeout)
+                self.failureResultOf(d1, SKTimeoutError)
+                self.assertEqual(transport.value(), b"SKVER\r\nSKINFO\r\n")
+                feed(proto, late, mode)
+                self.assertEqual(transport.value(), b"SKVER\r\nSKINFO\r\n")
+                feed(proto, resync, mode)
+                self.assertEqual(transport.value(), b"SKVER\r\nSKINFO\r\nSKSREG S3 B5FB\r\n")
+                feed(proto, lines(C.S1_OK), mode)
+                self.assertEqual(self.successResultOf(d2).lines, [])
+
+    def test_resyncInTranscript(self):
+        """
+        The resync is written and logged like any command: the transcript
+        shows it going out and its answer coming in.
+        """
+        proto, transport, clock, heard = connect()
+        transcript = []
+        proto.transcript = lambda direction, text: transcript.append((direction, text))
+        d2 = self._abandon(proto, clock, "timeout")
+        send(proto, lines(C.S1_OK, b"EVER 1.2.10", C.S1_OK))
+        self.assertEqual(transcript, [(">", "SKSREG S2 31"), (">", "SKVER"), ("<", "OK"),
+                                      ("<", "EVER 1.2.10"), ("<", "OK"),
+                                      (">", "SKSREG S3 B5FB")])
+        self.assertNoResult(d2)
+
+    def test_noResyncWithoutAbandon(self):
+        """
+        Commands that complete, fail with FAIL, or time out after their OK
+        (SKJOIN waiting for its EVENT) are followed by the next command alone:
+        exactly one command per call on the wire.
+        """
+        proto, transport, clock, heard = connect()
+        _echo_off(self, proto)
+        d1 = proto.command(L.sk_term())
+        d2 = proto.command(L.sk_join(METER))
+        d3 = proto.command(self.S2)
+        send(proto, lines(b"FAIL ER10"))
+        self.failureResultOf(d1, SKCommandError)
+        send(proto, lines(C.S1_OK))  # SKJOIN's OK; its EVENT 25 never comes
+        clock.advance(L.sk_join(METER).timeout)
+        self.failureResultOf(d2, SKTimeoutError)
+        send(proto, lines(C.S1_OK))
+        self.successResultOf(d3)
+        self.assertEqual(transport.value(), b"SKSREG SFE 0\r\nSKTERM\r\nSKJOIN " + METER.encode() +
+                         b"\r\nSKSREG S2 31\r\n")
+
+    def test_noResyncUntilNextCommand(self):
+        """
+        A timeout with nothing queued writes nothing; the resync goes out with
+        the next command.
+        """
+        proto, transport, clock, heard = connect()
+        d1 = proto.command(self.S2)
+        clock.advance(self.S2.timeout)
+        self.failureResultOf(d1, SKTimeoutError)
+        self.assertEqual(transport.value(), b"SKSREG S2 31\r\n")
+        self.assertFalse(proto.busy)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        d2 = proto.command(self.S3)
+        self.assertEqual(transport.value(), b"SKSREG S2 31\r\nSKVER\r\n")
+        self.assertTrue(proto.busy)
+        send(proto, lines(b"EVER 1.2.10", C.S1_OK, C.S1_OK))
+        self.successResultOf(d2)
+
+    def test_deadModule(self):
+        """
+        On a module that never answers, each queued command gets one resync
+        and fails with L{SKTimeoutError} (C{unsent}) when it goes unanswered;
+        nothing is left on the clock and the queued commands are never written.
+        """
+        proto, transport, clock, heard = connect()
+        ds = [proto.command(self.S2), proto.command(self.S3), proto.command(L.sk_info()),
+              proto.command(L.sk_ver())]
+        for _ in range(len(ds)):
+            clock.advance(5.0)
+        errors = [self.failureResultOf(d, SKTimeoutError).value for d in ds]
+        self.assertEqual([(e.command, e.unsent) for e in errors],
+                         [("SKSREG", False), ("SKSREG", True), ("SKINFO", True), ("SKVER", True)])
+        self.assertIn("SKSREG was not sent", str(errors[1]))
+        self.assertEqual(transport.value(), b"SKSREG S2 31\r\nSKVER\r\nSKINFO\r\nSKVER\r\n")
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertFalse(proto.busy)
+        # The module comes back: the next command still resyncs first.
+        d = proto.command(self.S2)
+        send(proto, lines(b"EVER 1.2.10", C.S1_OK))
+        send(proto, lines(C.S1_OK))
+        self.successResultOf(d)
+
+    def test_asyncLinesDuringResync(self):
+        """
+        EVENT and ERXUDP lines that arrive during a resync reach listeners and
+        C{when_event} waiters; they neither end nor fail the resync.
+        """
+        data = lines(C.S1_OK, C.S4_EVENT_21_SENT, C.S4_INF_D5_RX, b"EVER 1.2.10",
+                     C.S4_EVENT_25, C.S1_OK)
+        for mode in modes(data):
+            with self.inMode(mode):
+                proto, transport, clock, heard = connect()
+                d2 = self._abandon(proto, clock, "timeout")
+                waiter = proto.when_event(0x25)
+                feed(proto, data, mode)
+                self.assertEqual([type(v) for v in heard], [L.Event, L.RxUdp, L.Event])
+                self.assertEqual(self.successResultOf(waiter).num, 0x25)
+                self.assertTrue(transport.value().endswith(b"SKVER\r\nSKSREG S3 B5FB\r\n"))
+                self.assertNoResult(d2)
+
+    def test_disconnectDuringResync(self):
+        """
+        Losing the link during a resync fails the queued commands with
+        L{SKDisconnected} and leaves nothing on the clock.
+        """
+        proto, transport, clock, heard = connect()
+        d2 = self._abandon(proto, clock, "timeout")
+        transport.loseConnection()
+        self.assertEqual(self.failureResultOf(d2, SKDisconnected).value.command, "SKSREG")
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(self.flushLoggedErrors(), [])

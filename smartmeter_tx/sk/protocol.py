@@ -10,6 +10,13 @@ and EPANDESC reach listeners at any time, including between a command and its OK
 Bytes are framed by the pure L{smartmeter_tx.sk.framing.Reader}; this module
 keeps only what needs a clock or a transport (the raw-payload watchdog, the
 command timeouts) and the routing of parsed lines.
+
+After a command is abandoned (timed out or cancelled) before its OK, its late
+answer may still be on the way.  With echo on it is recognised (it comes
+before our echo); with echo off nothing tells it apart, so before the next
+command the protocol resynchronises: it sends a command of its own whose
+result line the abandoned one cannot produce (L{SYNC_COMMANDS}), drops every
+answer line up to that result, and resumes the queue after the OK that follows.
 """
 
 from __future__ import annotations
@@ -74,11 +81,20 @@ class SKEventError(SKError):
 class SKTimeoutError(SKError):
     """
     A command did not complete in its time.
+
+    @ivar unsent: C{True} when the command was never written because the
+        resynchronisation before it got no answer (L{SKStackProtocol}).
     """
 
-    def __init__(self, command: str, seconds: float) -> None:
-        super().__init__(command, f"{command} got no answer within {seconds:g} s")
+    def __init__(self, command: str, seconds: float, unsent: bool = False) -> None:
+        if unsent:
+            message = (f"{command} was not sent: the module did not answer the resync "
+                       f"within {seconds:g} s")
+        else:
+            message = f"{command} got no answer within {seconds:g} s"
+        super().__init__(command, message)
         self.seconds = seconds
+        self.unsent = unsent
 
 
 class SKDisconnected(SKError):
@@ -125,14 +141,30 @@ class Reply:
 
 
 class _Pending:
-    __slots__ = ("command", "deferred", "reply", "echo_seen", "timer")
+    """
+    A command queued or in flight.  A resync (C{sync} set) has no caller: its
+    C{deferred} is C{None}, and C{result_seen} says whether its result line
+    (the end of the stale answers) has arrived.
+    """
 
-    def __init__(self, command: L.Command, deferred: defer.Deferred) -> None:
+    __slots__ = ("command", "deferred", "reply", "echo_seen", "timer", "sync", "result_seen")
+
+    def __init__(self, command: L.Command, deferred: Optional[defer.Deferred],
+                 sync: Optional[type] = None) -> None:
         self.command = command
         self.deferred = deferred
         self.reply = Reply(command)
         self.echo_seen = False
         self.timer = None
+        self.sync = sync
+        self.result_seen = False
+
+
+#: Resync commands and the result line that ends the stale answers: serial
+#: only (no radio), on every module and in both dialects.  The second serves
+#: when the first is itself among the abandoned commands, whose late result
+#: line would otherwise pass for the resync's.
+SYNC_COMMANDS = ((L.sk_ver, L.Ver), (L.sk_info, L.Info))
 
 
 _SECRET_ECHO = re.compile(r"^(SKSETPWD|SKSETRBID)\b.*$")
@@ -181,6 +213,9 @@ class SKStackProtocol(Protocol):
         self._unechoed_timeouts = 0
         self._raw_timer = None
         self._handlers: dict = {}
+        # Names of the commands abandoned since the stream was last known to
+        # be in step; non-empty means a resync must precede the next command.
+        self._abandoned: set = set()
         self._lost: Optional[Failure] = None
         self.redactor = Redactor()
         self.echo: Optional[bool] = None
@@ -194,10 +229,14 @@ class SKStackProtocol(Protocol):
         """
         Queue C{command}; it is written once every earlier command completed.
 
+        After a command was abandoned before its OK (timed out or cancelled),
+        a resync (L{SYNC_COMMANDS}) is written before C{command}.
+
         @return: a Deferred that fires with a L{Reply}, or fails with
             L{SKCommandError} (FAIL ERxx), L{SKEventError} (a failure event such
-            as EVENT 24), L{SKTimeoutError} or L{SKDisconnected}.  Cancelling it
-            drops a queued command; an in-flight one is abandoned.
+            as EVENT 24), L{SKTimeoutError} (also, with C{unsent} set, when the
+            resync before it went unanswered) or L{SKDisconnected}.  Cancelling
+            it drops a queued command; an in-flight one is abandoned.
         """
         for index in command.secret:
             self.add_secret(command.args[index])
@@ -277,7 +316,8 @@ class SKStackProtocol(Protocol):
         for p in pending:
             if p.timer is not None and p.timer.active():
                 p.timer.cancel()
-            p.deferred.errback(SKDisconnected(p.command.name, reason))
+            if p.deferred is not None:
+                p.deferred.errback(SKDisconnected(p.command.name, reason))
         waiters, self._waiters = self._waiters, []
         for _, d in waiters:
             d.errback(SKDisconnected(None, reason))
@@ -370,7 +410,7 @@ class SKStackProtocol(Protocol):
     def _issue(self) -> None:
         if self._current is not None or not self._queue or self._lost is not None:
             return
-        p = self._queue.popleft()
+        p = self._resync() if self._abandoned else self._queue.popleft()
         self._current = p
         cmd = p.command
         # ROPT/WOPT answers end with CR alone (captures section 4).
@@ -383,12 +423,37 @@ class SKStackProtocol(Protocol):
         p.timer = self._clock.callLater(cmd.timeout, self._timed_out, p)
         self.transport.write(cmd.to_bytes())
 
+    def _resync(self) -> _Pending:
+        """The resync to write before the next queued command."""
+        for build, result in SYNC_COMMANDS:
+            command = build()
+            if command.name not in self._abandoned:
+                break
+        else:
+            # Both were abandoned: no choice is safe, so take the first.
+            build, result = SYNC_COMMANDS[0]
+            command = build()
+        self.log.info("resynchronising with {command} after abandoning {abandoned}",
+                      command=command.name, abandoned=", ".join(sorted(self._abandoned)))
+        return _Pending(command, None, sync=result)
+
+    def _abandon(self, p: _Pending) -> None:
+        """
+        Note that C{p}, the command in flight, is given up.  Unless it had its
+        OK already (SKSCAN or SKJOIN waiting for their EVENT: whatever else
+        they print is an EVENT, which never completes another command), its
+        late answer may still come and the next command needs a resync.
+        """
+        if p.sync is not None or not (p.command.completion.ok and p.reply.ok is not None):
+            self._abandoned.add(p.command.name)
+
     def _cancel(self, d: defer.Deferred) -> None:
         for p in list(self._queue):
             if p.deferred is d:
                 self._queue.remove(p)
                 return
         if self._current is not None and self._current.deferred is d:
+            self._abandon(self._current)
             self._finish(self._current)
 
     def _timed_out(self, p: _Pending) -> None:
@@ -403,7 +468,19 @@ class SKStackProtocol(Protocol):
                 self.echo = None
                 self._unechoed_timeouts = 0
         self._abandon_raw("the command in flight timed out", drain=False)
-        self._fail(p, SKTimeoutError(p.command.name, p.command.timeout))
+        self._abandon(p)
+        seconds = p.command.timeout
+        if p.sync is not None:
+            # One resync per queued command: the command it was for fails, so a
+            # dead module fails each command in bounded time.
+            self.log.warn("the module did not answer {command} (resync) within {seconds} s",
+                          command=p.command.name, seconds=seconds)
+            waiting = self._queue.popleft() if self._queue else None
+            self._finish(p)
+            if waiting is not None:
+                waiting.deferred.errback(SKTimeoutError(waiting.command.name, seconds, unsent=True))
+        else:
+            self._fail(p, SKTimeoutError(p.command.name, seconds))
         # Bytes held for a payload that never completed are lines after all.
         self._drain()
 
@@ -418,6 +495,9 @@ class SKStackProtocol(Protocol):
 
     def _succeed(self, p: _Pending, final) -> None:
         p.reply.final = final
+        if p.sync is not None:
+            self._synced(p)
+            return
         self._learn(p)
         self._finish(p)
         p.deferred.callback(p.reply)
@@ -425,6 +505,12 @@ class SKStackProtocol(Protocol):
     def _fail(self, p: _Pending, error: Exception) -> None:
         self._finish(p)
         p.deferred.errback(error)
+
+    def _synced(self, p: _Pending) -> None:
+        """The resync C{p} ended: the stream is in step, the queue resumes."""
+        self.log.info("in step with the module again after {command}", command=p.command.name)
+        self._abandoned.clear()
+        self._finish(p)
 
     def _learn(self, p: _Pending) -> None:
         """Keep what a completed command tells us about the module's modes."""
@@ -514,6 +600,9 @@ class SKStackProtocol(Protocol):
             self.log.info("ignoring {line} that came before the echo of {command}",
                           line=str(value), command=p.command.name)
             return None
+        if p.sync is not None and not p.result_seen:
+            self.log.info("dropping {line}: it answers an abandoned command", line=str(value))
+            return None
         if not p.echo_seen and p.command.name != "SKRESET":
             self.echo = False
         return p
@@ -528,8 +617,15 @@ class SKStackProtocol(Protocol):
 
     def _line_Fail(self, fail: L.Fail) -> None:
         p = self._end_ok(fail)
-        if p is not None:
-            self._fail(p, SKCommandError(p.command.name, fail))
+        if p is None:
+            return
+        if p.sync is not None:
+            # After the resync's own result line, so its answer: odd, but the
+            # stream is in step all the same.
+            self.log.warn("{command} (resync) answered {fail}", command=p.command.name, fail=str(fail))
+            self._synced(p)
+            return
+        self._fail(p, SKCommandError(p.command.name, fail))
 
     def _line_result(self, value) -> None:
         p = self._current
@@ -542,6 +638,12 @@ class SKStackProtocol(Protocol):
             self.log.info("ignoring a {kind} line that came before the echo of {command}",
                           kind=type(value).__name__, command=p.command.name)
             return
+        if p.sync is not None and not p.result_seen:
+            if not isinstance(value, p.sync):
+                self.log.info("dropping a {kind} line: it answers an abandoned command",
+                              kind=type(value).__name__)
+                return
+            p.result_seen = True  # everything after it answers the resync
         p.reply.lines.append(value)
         result = p.command.completion.result
         if result is not None and isinstance(value, result):
