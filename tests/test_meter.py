@@ -10,10 +10,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.echonet.frame import CONTROLLER, GET_RES, GET_SNA, METER, Frame, Property
 from smartmeter_tx.echonet.meter import (
-    NO_DATA, NO_PHASE, OVERFLOW, UNDERFLOW, UNITS, Absent, EnergyScale, FixedTimeEnergy,
-    Reading, decode_coefficient, decode_current, decode_digits, decode_energy_raw,
-    decode_fault, decode_fixed_time, decode_history, decode_instance_list, decode_maker_code,
-    decode_operation_status, decode_power, decode_reading, decode_unit, is_absent,
+    NO_DATA, NO_PHASE, NO_SCALE, OVERFLOW, UNDERFLOW, UNITS, Absent, EnergyScale,
+    FixedReading, FixedTimeEnergy, Reading, decode_coefficient, decode_current, decode_digits,
+    decode_energy_raw, decode_fault, decode_fixed_reading, decode_fixed_time, decode_history,
+    decode_instance_list, decode_maker_code, decode_operation_status, decode_power,
+    decode_reading, decode_unit, is_absent, json_value,
 )
 from smartmeter_tx.errors import FrameError
 from tests.fixtures import captures as cap
@@ -394,3 +395,204 @@ class ReadingTests(SynchronousTestCase):
         for prop in (Property(0xE7, b"\x00\x00\x01"), Property(0xE8, b"\x00\x28"),
                      Property(0xE0, b"\x00" * 5), Property(0xE3, b"\x01")):
             self.assertRaises(FrameError, decode_reading, (prop,), self.SCALE)
+
+
+class RecordTests(SynchronousTestCase):
+    """
+    json_value, Reading.to_record/from_record/with_energy, FixedReading.to_record
+    and decode_fixed_reading: the one record shape of a reading outside the process.
+    """
+
+    SCALE = EnergyScale(1, Decimal("0.1"), 7)
+
+    @staticmethod
+    def _through_json(record):
+        import json
+        return json.loads(json.dumps(record))
+
+    def test_json_value(self):
+        """json_value keeps ints, gives integral Decimals as int, fractional ones as float,
+        Absent and None as None and a datetime as ISO 8601."""
+        self.assertEqual(json_value(1192), 1192)
+        self.assertEqual(json_value(-524), -524)
+        for value, expected in ((Decimal("4.0"), 4), (Decimal("1234.50"), 1234.5),
+                                (Decimal("0.1"), 0.1), (Decimal("12345.67"), 12345.67),
+                                (Decimal("-1.0"), -1), (Decimal("0"), 0)):
+            result = json_value(value)
+            self.assertEqual(result, expected, value)
+            self.assertIs(type(result), type(expected), value)
+        for absent in (None, NO_DATA, OVERFLOW, UNDERFLOW, NO_PHASE, NO_SCALE):
+            self.assertIsNone(json_value(absent))
+        self.assertEqual(json_value(datetime.datetime(2026, 5, 20, 14, 0, 0)),
+                         "2026-05-20T14:00:00")
+
+    def test_to_record(self):
+        """to_record holds the record fields that were asked for, never the raw counts."""
+        reading = Reading(power_w=668, current_r_a=Decimal("4.0"), current_t_a=NO_PHASE,
+                          energy_normal_kwh=Decimal("157563.1"), energy_normal_raw=1575631)
+        self.assertEqual(reading.to_record(), {"power_w": 668, "current_r_a": 4,
+                                               "current_t_a": None,
+                                               "energy_normal_kwh": 157563.1})
+        self.assertEqual(reading.to_record(Reading.INSTANT_FIELDS),
+                         {"power_w": 668, "current_r_a": 4, "current_t_a": None})
+        self.assertEqual(reading.to_record(Reading.ENERGY_FIELDS),
+                         {"energy_normal_kwh": 157563.1})
+        self.assertEqual(Reading().to_record(), {})
+
+    def test_round_trip_exact(self):
+        """Decimals like 0.1, 12345.67 and 157563.1 come back from a JSON record exactly."""
+        reading = Reading(power_w=-524, current_r_a=Decimal("0.1"), current_t_a=Decimal("9.8"),
+                          energy_normal_kwh=Decimal("12345.67"),
+                          energy_reverse_kwh=Decimal("157563.1"))
+        back = Reading.from_record(self._through_json(reading.to_record()))
+        self.assertEqual(back, reading)
+        self.assertEqual(str(back.current_r_a), "0.1")
+        self.assertEqual(str(back.energy_normal_kwh), "12345.67")
+        self.assertIsInstance(back.energy_reverse_kwh, Decimal)
+
+    def test_round_trip_any_meter_value(self):
+        """Every value a meter can give (E7, E8 and E0 with any D3 and E1) survives a
+        JSON record exactly."""
+        from hypothesis import given, strategies as st
+
+        phase = st.integers(-0x7FFF, 0x7FFD).map(lambda raw: Decimal(raw) / 10)
+
+        @given(power=st.integers(-0x7FFFFFFF, 0x7FFFFFFD), r=phase, t=phase,
+               raw=st.integers(0, 99999999), coefficient=st.integers(0, 999999),
+               unit=st.sampled_from(sorted(UNITS.values())))
+        def check(power, r, t, raw, coefficient, unit):
+            kwh = EnergyScale(coefficient, unit).to_kwh(raw)
+            reading = Reading(power_w=power, current_r_a=r, current_t_a=t,
+                              energy_normal_kwh=kwh, energy_reverse_kwh=kwh)
+            back = Reading.from_record(self._through_json(reading.to_record()))
+            self.assertEqual(back, reading)
+            self.assertIs(type(back.power_w), int)
+            self.assertIsInstance(back.energy_normal_kwh, Decimal)
+        check()
+
+    def test_absent_round_trip(self):
+        """An Absent value becomes null in the record and NO_DATA when read back."""
+        reading = Reading(power_w=OVERFLOW, current_r_a=NO_DATA, current_t_a=NO_PHASE,
+                          energy_normal_kwh=NO_SCALE, energy_reverse_kwh=UNDERFLOW)
+        record = self._through_json(reading.to_record())
+        self.assertEqual(record, dict.fromkeys(Reading.RECORD_FIELDS))
+        back = Reading.from_record(record)
+        for name in Reading.RECORD_FIELDS:
+            self.assertIs(getattr(back, name), NO_DATA, name)
+
+    def test_missing_field_none(self):
+        """A field missing from a record stays None (not asked for), not NO_DATA."""
+        back = Reading.from_record({"power_w": 504, "time": 1000.0})
+        self.assertEqual(back, Reading(power_w=504))
+        self.assertEqual(Reading.from_record({}), Reading())
+        self.assertFalse(back.has_energy)
+
+    def test_only_fields_asked(self):
+        """from_record reads only the fields it is given, ignoring the others present."""
+        record = {"power_w": 504, "energy_normal_kwh": 1.5}
+        self.assertEqual(Reading.from_record(record, Reading.ENERGY_FIELDS),
+                         Reading(energy_normal_kwh=Decimal("1.5")))
+        self.assertEqual(Reading.from_record(record, Reading.INSTANT_FIELDS),
+                         Reading(power_w=504))
+
+    def test_non_numbers_no_data(self):
+        """Booleans, strings, null, lists and dicts in a record are NO_DATA, never 0 or 1."""
+        for bad in (True, False, "668", "", None, [1], {"v": 1}):
+            for name in Reading.RECORD_FIELDS:
+                value = getattr(Reading.from_record({name: bad}), name)
+                self.assertIs(value, NO_DATA, (name, bad))
+                self.assertNotEqual(value, 0)
+
+    def test_power_int(self):
+        """power_w reads back as an int, from 668 or 668.0; a fractional power is NO_DATA."""
+        for value in (668, 668.0):
+            power = Reading.from_record({"power_w": value}).power_w
+            self.assertEqual(power, 668)
+            self.assertIs(type(power), int)
+        self.assertIs(Reading.from_record({"power_w": 668.5}).power_w, NO_DATA)
+
+    def test_current_from_int(self):
+        """An integral current in a record (JSON 4) reads back as Decimal 4."""
+        value = Reading.from_record({"current_r_a": 4}).current_r_a
+        self.assertIsInstance(value, Decimal)
+        self.assertEqual(value, Decimal("4.0"))
+
+    def test_with_energy(self):
+        """with_energy takes the kWh and raw counts of another reading, keeping power and current."""
+        instant = Reading(power_w=668, current_r_a=Decimal("4.0"), current_t_a=Decimal("4.0"),
+                          energy_normal_kwh=Decimal("1"))
+        energy = Reading(power_w=1, energy_normal_kwh=Decimal("157563.1"), energy_normal_raw=1575631,
+                         energy_reverse_kwh=NO_DATA, energy_reverse_raw=NO_DATA)
+        both = instant.with_energy(energy)
+        self.assertEqual(both, Reading(power_w=668, current_r_a=Decimal("4.0"),
+                                       current_t_a=Decimal("4.0"),
+                                       energy_normal_kwh=Decimal("157563.1"),
+                                       energy_normal_raw=1575631, energy_reverse_kwh=NO_DATA,
+                                       energy_reverse_raw=NO_DATA))
+        self.assertEqual(instant.power_w, 668)
+        self.assertEqual(instant.energy_normal_kwh, Decimal("1"))
+        self.assertEqual(Reading(power_w=5).with_energy(Reading()), Reading(power_w=5))
+
+    def test_fixed_both(self):
+        """decode_fixed_reading reads the §20 EA+EB INF into both counters, raw and kWh."""
+        frame = Frame.decode(_h(cap.S20_INF_EA_EB))
+        fixed = decode_fixed_reading(frame.properties, self.SCALE)
+        when = datetime.datetime(2023, 12, 19, 0, 30, 0)
+        self.assertEqual(fixed, FixedReading(when, 17806, Decimal("1780.6"), 21, Decimal("2.1")))
+        self.assertEqual(self._through_json(fixed.to_record()), {
+            "kind": "fixed", "meter_time": "2023-12-19T00:30:00",
+            "energy_normal_raw": 17806, "energy_normal_kwh": 1780.6,
+            "energy_reverse_raw": 21, "energy_reverse_kwh": 2.1})
+
+    def test_fixed_ea_only(self):
+        """decode_fixed_reading reads the §1 EA Get_Res as the normal counter only."""
+        frame = Frame.decode(_h(cap.S1_GET_RES_EA))
+        fixed = decode_fixed_reading(frame.properties, self.SCALE)
+        self.assertEqual(fixed, FixedReading(datetime.datetime(2022, 8, 1, 20, 0, 0),
+                                             76999, Decimal("7699.9")))
+        self.assertEqual(fixed.to_record(), {"kind": "fixed",
+                                             "meter_time": "2022-08-01T20:00:00",
+                                             "energy_normal_raw": 76999,
+                                             "energy_normal_kwh": 7699.9})
+
+    def test_fixed_eb_only(self):
+        """decode_fixed_reading reads a lone §21 EB as the reverse counter only."""
+        fixed = decode_fixed_reading((Property(0xEB, _h(cap.S21_EDT_EB)),), self.SCALE)
+        self.assertEqual(fixed.meter_time, datetime.datetime(2026, 5, 24, 22, 30, 0))
+        self.assertEqual((fixed.energy_reverse_raw, fixed.energy_reverse_kwh),
+                         (22, Decimal("2.2")))
+        self.assertIsNone(fixed.energy_normal_raw)
+        record = fixed.to_record()
+        self.assertNotIn("energy_normal_raw", record)
+        self.assertNotIn("energy_normal_kwh", record)
+
+    def test_fixed_none(self):
+        """decode_fixed_reading gives None for a frame without EA or EB (§1 E7 Get_Res)."""
+        frame = Frame.decode(_h(cap.S1_GET_RES_E7_04A8))
+        self.assertIsNone(decode_fixed_reading(frame.properties, self.SCALE))
+        self.assertIsNone(decode_fixed_reading((), self.SCALE))
+
+    def test_fixed_unknown_scale(self):
+        """Without a known scale the kWh are NO_SCALE (null in the record); the raw count stays."""
+        fixed = decode_fixed_reading((Property(0xEA, _h(cap.S21_EDT_EA)),), None)
+        self.assertIs(fixed.energy_normal_kwh, NO_SCALE)
+        self.assertEqual(fixed.energy_normal_raw, 65128)
+        record = fixed.to_record()
+        self.assertIn("energy_normal_kwh", record)
+        self.assertIsNone(record["energy_normal_kwh"])
+        self.assertEqual(record["energy_normal_raw"], 65128)
+
+    def test_fixed_no_data_no_clock(self):
+        """An EA with the meter clock unset and FFFFFFFE gives meter_time and values null."""
+        fixed = decode_fixed_reading((Property(0xEA, _h("FFFFFFFFFFFFFF" + "FFFFFFFE")),),
+                                     self.SCALE)
+        self.assertEqual(fixed.to_record(), {"kind": "fixed", "meter_time": None,
+                                             "energy_normal_raw": None,
+                                             "energy_normal_kwh": None})
+
+    def test_fixed_malformed(self):
+        """decode_fixed_reading raises FrameError for an EA/EB of the wrong size or range."""
+        edt = _h(cap.S21_EDT_EA)
+        for prop in (Property(0xEA, edt[:-1]), Property(0xEB, edt + b"\x00"),
+                     Property(0xEA, edt[:7] + _h("FFFFFFFF"))):
+            self.assertRaises(FrameError, decode_fixed_reading, (prop,), self.SCALE)
