@@ -14,24 +14,23 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smartmeter_tx import plugin
-from smartmeter_tx.echonet.meter import NO_PHASE
-from smartmeter_tx.service import Stats
+from smartmeter_tx.echonet.meter import NO_PHASE, Reading
+from smartmeter_tx.linkstate import LinkState
+from smartmeter_tx.store import LatestStore
 from smartmeter_tx.web import QuietSite, make_root
 from tests.sktesting import refusing_port
 
 
 class FakePoller:
-    """The attributes of L{smartmeter_tx.service.MeterPoller} that the web resources read."""
+    """
+    What the web resources read of a L{smartmeter_tx.service.MeterPoller}: its
+    real store and link state, and a clock, without a poller behind them.
+    """
 
     def __init__(self):
         self.clock = Clock()
-        self.latest = None
-        self.latest_time = None
-        self.energy = {}
-        self.energy_time = None
-        self.session = True
-        self.held = None
-        self.stats = Stats()
+        self.store = LatestStore()
+        self.state = LinkState()
 
 
 def coroutine_test(f):
@@ -73,15 +72,18 @@ class ServiceModeTests(TestCase):
         self.sys_stderr = StringIO()
         self.patch(plugin.sys, "stderr", self.sys_stderr)
 
-    def fresh(self, age=3.0):
-        """Give the fake poller a reading taken C{age} seconds ago by the reactor's clock."""
+    def fresh(self, age=3.0, current_t_a=Decimal("4.5")):
+        """
+        Give the fake poller a reading taken C{age} seconds ago by the reactor's
+        clock, and an energy reading 200 seconds older.
+
+        @return: the two times as the plugin prints them.
+        """
         now = reactor.seconds()
-        self.poller.latest = {"power_w": 1234, "current_r_a": Decimal("12.3"),
-                              "current_t_a": Decimal("4.5"),
-                              "energy_normal_kwh": Decimal("12345.6"),
-                              "energy_reverse_kwh": Decimal("7.8"),
-                              "energy_time": round(now - age - 200, 3)}
-        self.poller.latest_time = now - age
+        self.poller.store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
+                                      energy_reverse_kwh=Decimal("7.8")), now - age - 200)
+        self.poller.store.add(Reading(power_w=1234, current_r_a=Decimal("12.3"),
+                                      current_t_a=current_t_a), now - age)
         return int(round(now - age, 3)), int(round(now - age - 200, 3))
 
     async def invoke(self, *argv):
@@ -122,8 +124,7 @@ class ServiceModeTests(TestCase):
     @coroutine_test
     async def test_absentLeftOut(self):
         """--service leaves out a value the meter marked absent instead of printing 0."""
-        stamp, _ = self.fresh()
-        self.poller.latest["current_t_a"] = NO_PHASE
+        stamp, _ = self.fresh(current_t_a=NO_PHASE)
         code, out, err = await self.invoke("--service", self.url)
         self.assertEqual(code, 0)
         self.assertEqual(out, f"smartmeter.power.value\t1234\t{stamp}\n"
