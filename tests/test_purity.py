@@ -19,6 +19,11 @@ PURE_MODULES = [
     "smartmeter_tx.sk.framing",
     "smartmeter_tx.echonet.frame",
     "smartmeter_tx.echonet.meter",
+    "smartmeter_tx.mackerel",
+    "smartmeter_tx.redact",
+    "smartmeter_tx.linkstate",
+    "smartmeter_tx.store",
+    "smartmeter_tx.backoff",
 ]
 
 
@@ -63,6 +68,15 @@ class PurityTests(SynchronousTestCase):
         """Importing smartmeter_tx.echonet.meter loads no Twisted module."""
         self.assertEqual(_imports_twisted("smartmeter_tx.echonet.meter"), "False")
 
+    def test_stateAndFormatting(self):
+        """
+        The pure owners of link state, latest readings, backoff, secrets and
+        Mackerel output each load without Twisted.
+        """
+        for module in ("smartmeter_tx.mackerel", "smartmeter_tx.redact",
+                       "smartmeter_tx.linkstate", "smartmeter_tx.store", "smartmeter_tx.backoff"):
+            self.assertEqual(_imports_twisted(module), "False", module)
+
     def test_all_together(self):
         """Importing all the pure modules in one interpreter loads no Twisted module."""
         self.assertEqual(_imports_twisted(", ".join(PURE_MODULES)), "False")
@@ -70,3 +84,28 @@ class PurityTests(SynchronousTestCase):
     def test_check_detects_twisted(self):
         """The check reports True for a module that does import Twisted, so it can fail."""
         self.assertEqual(_imports_twisted("twisted.internet.defer"), "True")
+
+
+class LayeringTests(SynchronousTestCase):
+    """
+    The service talks to the meter only through the client: neither the
+    poller nor the HTTP face imports the SK layer.
+    """
+
+    def test_serviceImportsNoSK(self):
+        """smartmeter_tx/service.py, store.py and web.py import nothing from smartmeter_tx.sk."""
+        import ast
+        for name in ("service.py", "store.py", "web.py", "linkstate.py"):
+            path = os.path.join(ROOT, "smartmeter_tx", name)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            imported = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    imported.add(node.module)
+                    imported.update(f"{node.module}.{a.name}" for a in node.names)
+                elif isinstance(node, ast.Import):
+                    imported.update(a.name for a in node.names)
+            self.assertTrue(imported, name)
+            self.assertEqual([m for m in imported if m.startswith("smartmeter_tx.sk")
+                              or m == "smartmeter_tx.sk"], [], name)
