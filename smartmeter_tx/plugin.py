@@ -296,6 +296,7 @@ def service_output(status: int, body: bytes, now: float, args, prefix: str) -> t
     @return: C{(exit code, lines, message)}; C{message} is for stderr or C{None}.
     """
     import json
+    import math
 
     from smartmeter_tx.echonet.meter import Reading
 
@@ -309,6 +310,8 @@ def service_output(status: int, body: bytes, now: float, args, prefix: str) -> t
     try:
         when = float(data["time"])
         energy_time = None if data.get("energy_time") is None else float(data["energy_time"])
+        if not math.isfinite(when) or energy_time is not None and not math.isfinite(energy_time):
+            raise ValueError("not a finite time")
     except (TypeError, ValueError):
         return EXIT_NO_READING, [], "the service's answer has no valid time"
     age = now - when

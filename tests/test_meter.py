@@ -596,3 +596,15 @@ class RecordTests(SynchronousTestCase):
         for prop in (Property(0xEA, edt[:-1]), Property(0xEB, edt + b"\x00"),
                      Property(0xEA, edt[:7] + _h("FFFFFFFF"))):
             self.assertRaises(FrameError, decode_fixed_reading, (prop,), self.SCALE)
+
+
+class NonFiniteRecordTests(SynchronousTestCase):
+    def test_nanAndInfinityAreNoData(self):
+        """NaN and Infinity, which json.loads accepts, read back as NO_DATA, never raise."""
+        import json
+        record = json.loads('{"power_w": NaN, "current_r_a": Infinity, '
+                            '"energy_normal_kwh": -Infinity}')
+        back = Reading.from_record(record)
+        self.assertIs(back.power_w, NO_DATA)
+        self.assertIs(back.current_r_a, NO_DATA)
+        self.assertIs(back.energy_normal_kwh, NO_DATA)

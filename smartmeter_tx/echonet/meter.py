@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Optional, Union
@@ -278,6 +279,8 @@ def _record_number(value, integer: bool) -> Value:
     # or a socket: anything that is not a number becomes "no data", never 0.
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return NO_DATA
+    if isinstance(value, float) and not math.isfinite(value):
+        return NO_DATA  # json.loads takes NaN and Infinity
     if integer:
         return int(value) if value == int(value) else NO_DATA
     return Decimal(str(value))
