@@ -123,10 +123,16 @@ class Harness:
         self.module.makeConnection(self.to_host)
         creds = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
         self.client = C.BRouteClient(self.sk, creds, self.clock)
+        # The client keeps no list of unsolicited frames: count them here.
+        self.unsolicited = 0
+        self.client.add_frame_listener(self._unsolicited)
         self.wrong = 0
         self.missing_truth = 0
         self.stalled = 0
         self.errors = 0
+
+    def _unsolicited(self, frame, rxudp) -> None:
+        self.unsolicited += 1
 
     def _sink(self, record) -> None:
         self.truth.setdefault(record.tid, {})[record.epc] = record
@@ -318,7 +324,7 @@ def main(argv=None) -> int:
     steps = h.client.steps
     print(f"client lists: BRouteClient.steps {len(steps)} entries "
           f"({sys.getsizeof(steps) / 1024:.0f} KiB), "
-          f"unsolicited {len(h.client.unsolicited)}, requester pending {h.client.requester.pending}")
+          f"unsolicited frames seen {h.unsolicited}, requester pending {h.client.requester.pending}")
 
     if args.trace_readings:
         trace(h, args.trace_readings)
@@ -343,9 +349,11 @@ def main(argv=None) -> int:
 
 
 GROUPS = (
-    ("client stack (smartmeter_tx/sk, echonet, requester.py, client.py)",
+    ("client stack (smartmeter_tx/sk, echonet, requester, client, steps, discovery, "
+     "linkstate, redact)",
      ("smartmeter_tx/sk/", "smartmeter_tx/echonet/", "smartmeter_tx/requester.py",
-      "smartmeter_tx/client.py")),
+      "smartmeter_tx/client.py", "smartmeter_tx/steps.py", "smartmeter_tx/discovery.py",
+      "smartmeter_tx/linkstate.py", "smartmeter_tx/redact.py")),
     ("emulator (smartmeter_tx/emulator)", ("smartmeter_tx/emulator/",)),
     ("twisted", ("/twisted/",)),
 )
