@@ -100,6 +100,7 @@ class MeterPoller(service.Service):
         self._next_energy = 0.0
         self._polling = False
         self._joining = False
+        self._had_session = False
         self._silent_polls = 0
         self._loop: Optional[task.LoopingCall] = None
         self._poll_now = None
@@ -221,6 +222,7 @@ class MeterPoller(service.Service):
             self.stats.polls_failed += 1
             return
         self._silent_polls = 0
+        self._had_session = True
         if not had_scale and client.scale is not None:
             self._save()
         if energy:
@@ -292,7 +294,8 @@ class MeterPoller(service.Service):
             return False
         # After repeated failures the client itself scans for the meter anew
         # (it counts failed joins in the state file).
-        self.stats.rejoins += 1
+        if self._had_session:
+            self.stats.rejoins += 1  # joins before the first session are not rejoins
         self._joining = True
         try:
             await client.authenticate(Budget(self.clock, self.schedule.join_timeout))
@@ -306,6 +309,7 @@ class MeterPoller(service.Service):
         finally:
             self._joining = False
         self.join_backoff.reset()
+        self._had_session = True
         self._save()
         self.log.info("session with the meter is up")
         return True

@@ -397,3 +397,19 @@ class FirstGetAfterJoinTests(SynchronousTestCase):
             self.assertLessEqual(times["get"] - times["d5"], 0.1, (dialect, times))
             self.assertLess(times["get"] - times["25"], BRouteClient.INSTANCE_LIST_WAIT,
                             (dialect, times))
+
+
+class RejoinCountTests(SynchronousTestCase):
+    def test_firstJoinIsNoRejoin(self):
+        """smartmeter_rejoins counts joins after a session was up, not the first join."""
+        loop = Loop()
+        self.addCleanup(loop.stop)
+        poller = start_poller(self, loop, interval=30)
+        loop.advance(20)
+        self.assertTrue(poller.state.session_up)
+        self.assertEqual(loop.sent.count("SKJOIN"), 1)
+        self.assertEqual(poller.stats.rejoins, 0)
+        loop.emulator.terminate_by_peer()
+        loop.advance(200)
+        self.assertEqual(loop.sent.count("SKJOIN"), 2)
+        self.assertEqual(poller.stats.rejoins, 1)
