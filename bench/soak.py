@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import dataclasses
 import datetime
 import gc
 import json
@@ -64,7 +66,7 @@ from smartmeter_tx.emulator.loopback import Loopback  # noqa: E402
 from smartmeter_tx.emulator.module import (  # noqa: E402
     DEFAULT_ID, DEFAULT_PASSWORD, Emulator, EmulatorConfig,
 )
-from smartmeter_tx.service import MeterPoller  # noqa: E402
+from smartmeter_tx.service import MeterPoller, PollSchedule  # noqa: E402
 from smartmeter_tx.sk.lines import Dialect  # noqa: E402
 
 HOUR = 3600.0
@@ -129,6 +131,37 @@ class Loop(Loopback):
 # -- bookkeeping -------------------------------------------------------------------------
 
 
+class FrameRecorder:
+    """
+    The frame each C{BRouteClient.read} returned last, so that a reading can
+    be matched to the emulator's truth by TID.  The poller hands on only the
+    decoded reading, so the harness wraps the client's C{read} (the one read
+    policy: C{read_values} goes through it) for the length of the run.
+
+    @ivar last: the frame the last successful read returned, or C{None}.
+    """
+
+    def __init__(self) -> None:
+        self.last: Optional[F.Frame] = None
+
+    @contextlib.contextmanager
+    def installed(self):
+        original = C.BRouteClient.read
+        recorder = self
+
+        async def read(client, *args, **kwargs):
+            frame = await original(client, *args, **kwargs)
+            recorder.last = frame
+            return frame
+
+        C.BRouteClient.read = read
+        try:
+            yield self
+        finally:
+            C.BRouteClient.read = original
+
+
+
 class LogWatch:
     """
     The twisted.logger observer of the run: counts events by level and keeps
@@ -191,17 +224,24 @@ class Truth:
                         del self.answers[tid]
             entry[1][record.epc] = record
         elif record.epc in (M.FIXED_NORMAL, M.FIXED_REVERSE):
-            self.fixed[(record.epc, record.value["time"])] = record
+            # Keyed as the data-log record gives the meter's time (ISO 8601).
+            self.fixed[(record.epc, M.json_value(record.value["time"]))] = record
             if len(self.fixed) > 64:
                 oldest = min(self.fixed, key=lambda k: self.fixed[k].at)
                 del self.fixed[oldest]
 
 
 class Checker:
-    """Compares every reading the poller hands to on_reading with the truth."""
+    """
+    Compares every reading the poller hands to on_reading with the truth: the
+    decoded L{M.Reading} the poller just stored (exact Decimals) and the
+    JSON-ready record it logs (numbers as L{M.json_value} gives them).
+    """
 
-    def __init__(self, poller: MeterPoller, loop: Loop, truth: Truth) -> None:
+    def __init__(self, poller: MeterPoller, frames: FrameRecorder, loop: Loop,
+                 truth: Truth) -> None:
         self.poller = poller
+        self.frames = frames
         self.loop = loop
         self.truth = truth
         self.checked = 0      # readings compared
@@ -218,7 +258,8 @@ class Checker:
 
     def poll_reading(self, record: dict) -> None:
         self.checked += 1
-        frame = self.poller.last_frame
+        frame = self.frames.last
+        reading = self.poller.store.latest  # stored just before on_reading
         tid = frame.tid
         sent_at = self.loop.sent_tids.get(tid)
         entry = self.truth.answers.get(tid)
@@ -245,8 +286,12 @@ class Checker:
             self.values += 1
             if t is None:
                 self._bad("TID %04X: %s has no truth record" % (tid, name))
-            elif record.get(name) != want(t):
-                self._bad("TID %04X: %s %r != meter %r" % (tid, name, record.get(name), want(t)))
+            elif getattr(reading, name) != want(t):
+                self._bad("TID %04X: %s %r != meter %r"
+                          % (tid, name, getattr(reading, name), want(t)))
+            elif record.get(name) != M.json_value(want(t)):
+                self._bad("TID %04X: logged %s %r != meter %r"
+                          % (tid, name, record.get(name), want(t)))
 
     def fixed_reading(self, record: dict) -> None:
         self.checked += 1
@@ -264,7 +309,7 @@ class Checker:
                 self._bad("E%X raw %r != meter %r" % (epc & 0xF, record[f"energy_{name}_raw"],
                                                       t.value["raw"]))
             kwh = record.get(f"energy_{name}_kwh")
-            if kwh is not None and kwh != t.kwh:
+            if kwh is not None and kwh != M.json_value(t.kwh):
                 self._bad("E%X kWh %r != meter %r" % (epc & 0xF, kwh, t.kwh))
 
 
@@ -315,6 +360,11 @@ class Timeline:
 
 
 def run(args) -> dict:
+    with FrameRecorder().installed() as frames:
+        return _run(args, frames)
+
+
+def _run(args, frames: FrameRecorder) -> dict:
     real0 = time.monotonic()
     cpu0 = time.process_time()
     rss_start, maxrss_start = rss_now(), rss_max()
@@ -363,11 +413,12 @@ def run(args) -> dict:
             checker.poll_reading(record)
         datalog.write(record, when)
 
-    poller = MeterPoller(loop.connect, C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD), clock,
-                         interval=args.interval, energy_interval=args.energy_interval,
+    poller = MeterPoller(loop.connect,
+                         C.SessionConfig(C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)), clock,
+                         PollSchedule(interval=args.interval, energy_interval=args.energy_interval),
                          on_reading=on_reading, rng=random.Random(args.seed),
                          wall_clock=clock.seconds)
-    checker = Checker(poller, loop, truth)
+    checker = Checker(poller, frames, loop, truth)
 
     # Classify every poll (the LoopingCall's ticks and the immediate poll after a reopen).
     polls: collections.Counter = collections.Counter()
@@ -378,10 +429,10 @@ def run(args) -> dict:
     def poll():
         if poller._polling:
             kind = "overlap"
-        elif poller.proto is None or poller.client is None:
+        elif poller.client is None:
             kind = "no_port"
         elif poller.held:
-            kind = "held32" if poller.stats.rate_limited else "held29"
+            kind = "held32" if poller.state.rate_limited else "held29"
         else:
             kind = "sent"
         polls["attempted"] += 1
@@ -398,7 +449,8 @@ def run(args) -> dict:
                 else:
                     polls["failed"] += 1
                     lines = logs.since(seq)
-                    attempts = sum("poll attempt" in line for line in lines)
+                    # The client logs each Get that went unanswered.
+                    attempts = sum("request unanswered" in line for line in lines)
                     why = ("no answer to %d Get attempt(s)" % attempts if attempts else
                            "join" if any("join" in line for line in lines) else
                            lines[-1].split(None, 2)[-1][:60] if lines else "silent")
@@ -500,7 +552,8 @@ def run(args) -> dict:
         "held": held,
         "ratio_adjusted": answered / denominator if denominator else 0.0,
         "ratio_raw": answered / polls["attempted"] if polls["attempted"] else 0.0,
-        "poller_stats": {k: v for k, v in vars(poller.stats).items()},
+        "poller_stats": dict(dataclasses.asdict(poller.stats),
+                             rate_limited_count=poller.state.rate_limited_count),
         "failure_kinds": dict(failure_kinds),
         "readings": timeline.count, "fixed_readings": timeline.fixed,
         "checked": checker.checked, "values_compared": checker.values,
