@@ -16,7 +16,10 @@ Each iteration, on a StringTransport with a task.Clock:
  4. a normal exchange must complete: SKVER -> EVER 1.2.10 / OK, then a Get of
     E7+E8 -> EVENT 21 00, OK, ERXUDP Get_Res (binary or hex, sometimes with CR
     LF inside the payload) whose values must come back exactly.  A failed
-    attempt (timeout) is retried up to --attempts times.
+    attempt (timeout) is retried up to --attempts times.  When a command was
+    abandoned (timed out or cancelled) the protocol first writes a resync
+    (SKVER, or SKINFO if SKVER was the abandoned one); the exchange answers it
+    as a module would (EVER / EINFO, OK) and counts it.
 
 Asserted throughout: no exception escapes dataReceived, no log event at level
 error/critical or carrying a failure (that includes Twisted's "Unhandled error
@@ -117,6 +120,12 @@ REAL_FRAMES = [bytes.fromhex(h) for h in (
     "108103610EF0010EF0017301D50401028801",
     "1081525302880105FF017201E704000000E4",
 )]
+
+#: What the module answers to the protocol's resync commands (and to our SKVER).
+RESYNC_ANSWERS = {
+    b"SKVER\r\n": b"EVER 1.2.10\r\nOK\r\n",
+    b"SKINFO\r\n": b"EINFO " + MODULE.encode() + b" 001D12910004E578 21 B5FB FFFE\r\nOK\r\n",
+}
 
 EXPECTED_ERRORS = (SKTimeoutError, SKCommandError, SKEventError, SKDisconnected, EchonetError,
                    defer.CancelledError)
@@ -277,6 +286,7 @@ class Fuzzer:
         self.bytes_fed = 0
         self.chunks_fed = 0
         self.exchanges = 0
+        self.resyncs: Counter = Counter()
         self.sessions = 0
         self.tracked: list = []
         self.session = None
@@ -306,6 +316,8 @@ class Fuzzer:
             key = "junk before a line dropped (resync)"
         elif "malformed ECHONET frame" in fmt:
             key = "malformed ECHONET frame dropped"
+        elif "answers an abandoned command" in fmt:
+            key = "late answer of an abandoned command dropped (resync)"
         else:
             key = re.sub(r"\{[^}]*\}", "_", fmt)[:70] or "?"
         self.log_counts[key] += 1
@@ -397,26 +409,45 @@ class Fuzzer:
 
     # -- the normal exchange -------------------------------------------------------
 
+    def answer(self, written: bytes) -> None:
+        """Answer an SKVER or SKINFO as the module does (echo first if it echoes)."""
+        self.feed((written if self.session.echo else b"") + RESYNC_ANSWERS[written])
+
+    def written(self) -> bytes:
+        s = self.session
+        data = s.transport.value()
+        s.transport.clear()
+        return data
+
     def exchange(self) -> bool:
         s = self.session
         s.transport.clear()
-        # SKVER -> EVER / OK
+        # SKVER -> EVER / OK.  A resync may come first: SKINFO (never ours) or
+        # an SKVER that leaves ours unanswered; answer each write in turn.
         box = self.track(s.sk.command(L.sk_ver()), "exchange SKVER")
-        written = s.transport.value()
-        s.transport.clear()
-        if written != b"SKVER\r\n":
-            self.unexpected.append((self.iteration, "exchange", f"wrote {written[:60]!r}"))
-            self.settle()
-            return False
-        self.feed((b"SKVER\r\n" if s.echo else b"") + b"EVER 1.2.10\r\nOK\r\n")
+        for _ in range(3):
+            written = self.written()
+            if written not in RESYNC_ANSWERS:
+                if written:
+                    self.unexpected.append((self.iteration, "exchange", f"wrote {written[:60]!r}"))
+                self.settle()
+                return False
+            self.answer(written)
+            if box:
+                break
+            self.resyncs[written.strip().decode()] += 1
         if not box or isinstance(box[0], Failure) or box[0].first(L.Ver) is None \
                 or box[0].first(L.Ver).version != "1.2.10":
             self.settle()
             return False
-        # Get E7+E8 -> EVENT 21 00, OK, ERXUDP Get_Res
+        # Get E7+E8 -> EVENT 21 00, OK, ERXUDP Get_Res (after a resync, if one
+        # is written first: nothing should be abandoned by now).
         box = self.track(s.requester.get((M.POWER, M.CURRENT), timeout=5.0), "exchange Get")
-        written = s.transport.value()
-        s.transport.clear()
+        written = self.written()
+        if written in RESYNC_ANSWERS:
+            self.resyncs[written.strip().decode() + " before Get"] += 1
+            self.answer(written)
+            written = self.written()
         if not written.startswith(b"SKSENDTO "):
             self.settle()
             return False
@@ -465,8 +496,9 @@ class Fuzzer:
             pieces.append((kind, data))
         self.feed(b"".join(data for _, data in pieces) + b"\r\n")
         self.settle()
-        raw_left = getattr(self.session.sk, "_partial", None)
-        raw_left = raw_left.remaining - len(getattr(self.session.sk, "_raw", b"")) if raw_left else 0
+        reader = self.session.sk._reader
+        raw_left = (reader.raw_pending - len(reader.buffered)
+                    if reader.raw_pending is not None else 0)
         for attempt in range(1, self.args.attempts + 1):
             self.exchanges += 1
             if self.exchange():
@@ -479,9 +511,10 @@ class Fuzzer:
             why.append(f"raw mode waiting for {raw_left} bytes after junk")
         if sk.echo and not self.session.echo:
             why.append("believes the module echoes (it does not)")
+        reader = sk._reader
         state = (f"echo={sk.echo} module_echo={self.session.echo} payload_mode={sk.payload_mode} "
-                 f"line_mode={sk.line_mode} discarding={getattr(sk, '_discarding', None)} "
-                 f"buffer={sk._buffer[-80:]!r} current={sk._current and sk._current.command.name}")
+                 f"raw_pending={reader.raw_pending} buffered={reader.buffered[-80:]!r} "
+                 f"current={sk._current and sk._current.command.name}")
         self.stuck.append((self.iteration, ", ".join(why) or "unexplained",
                            sorted({k for k, _ in pieces}), state))
         self.attempts["stuck"] += 1
@@ -548,6 +581,8 @@ def main(argv=None) -> int:
             flight[k] += v
     print("commands in flight during junk, outcomes: " + ", ".join(
         f"{k} {v}" for k, v in sorted(flight.items())))
+    print(f"normal exchanges: {fz.exchanges}; resyncs answered in them: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(fz.resyncs.items())) or "none"))
     print(f"exceptions escaping dataReceived: {len(fz.escaped)}")
     print(f"log events at error/critical or with a failure: {len(fz.bad_events)}")
     print(f"Deferreds with an unexpected result: {len(fz.unexpected)}")
