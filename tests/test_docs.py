@@ -1,0 +1,161 @@
+"""
+The README's C{/metrics} description matches what C{/metrics} exposes.
+
+The sample names come from a rendered C{/metrics} over a store and link state
+in which every family has a sample, so a metric added later fails here until
+README.md documents it (in English and in Japanese).
+"""
+
+import os
+import re
+from decimal import Decimal
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.web.resource import getChildForRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from smartmeter_tx.echonet.meter import Reading
+from smartmeter_tx.linkstate import LinkState
+from smartmeter_tx.store import LatestStore
+from smartmeter_tx.web import make_root
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+#: Where the Japanese part of README.md begins.
+JAPANESE_HEADING = "## 日本語"
+
+#: Names matching the metric pattern that are not metrics.
+NOT_METRICS = {"smartmeter_tx"}  # the package
+
+#: A Prometheus-style name of ours, as written in the README.
+METRIC_NAME = re.compile(r"\bsmartmeter_[a-z_]+")
+
+#: Fenced code blocks holding other tools' configuration (mackerel-agent.conf
+#: and the like), whose names are not ours to check.
+OTHER_CONFIG_BLOCK = re.compile(r"^```(?:toml|ini|conf)\b.*?^```", re.MULTILINE | re.DOTALL)
+
+
+class PollerView:
+    """What the web resources read of a poller: a store, link state and clock."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.store = LatestStore()
+        self.state = LinkState()
+
+
+def populated_metrics():
+    """
+    Render C{/metrics} over a store and link state holding a value for
+    everything the collector can report.
+
+    @return: the parsed metric families.
+    """
+    clock = Clock()
+    clock.advance(1000)
+    poller = PollerView(clock)
+    store, state, stats = poller.store, poller.state, poller.store.stats
+    store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
+                      energy_reverse_kwh=Decimal("7.8")), 900.0)
+    store.add(Reading(power_w=-250, current_r_a=Decimal("12.3"),
+                      current_t_a=Decimal("4.5")), 985.0)
+    state.up(850.0)
+    stats.polls_answered = 40
+    stats.polls_failed = 3
+    stats.polls_skipped = 2
+    stats.rejoins = 5
+    stats.reopens = 1
+    stats.frames_sent = 44
+    state.event(0x32, 860.0)
+    state.scanned(208, -40.0)
+    state.rssi(-47.07)
+    root = make_root(poller, clock.seconds)
+    request = DummyRequest([b"metrics"])
+    body = getChildForRequest(root, request).render(request)
+    return list(text_string_to_metric_families(body.decode("utf-8")))
+
+
+def readme_parts():
+    """
+    README.md split at the Japanese heading.
+
+    @return: C{(whole text, English part, Japanese part)}.
+    @raise SkipTest: when README.md is not beside the tests (an installed
+        package run from elsewhere).
+    """
+    if not os.path.exists(README):
+        raise SkipTest(f"README.md not found at {README} (tests run outside a source checkout)")
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    english, heading, japanese = text.partition(JAPANESE_HEADING)
+    if not heading:
+        raise AssertionError(f"README.md has no {JAPANESE_HEADING!r} heading")
+    return text, english, japanese
+
+
+def documented_names(text):
+    """The C{smartmeter_...} names written in C{text}, other tools' config left out."""
+    return set(METRIC_NAME.findall(OTHER_CONFIG_BLOCK.sub("", text))) - NOT_METRICS
+
+
+class MetricsDocumentedTests(SynchronousTestCase):
+    def setUp(self):
+        self.families = populated_metrics()
+        self.samples = {s.name for f in self.families for s in f.samples}
+
+    def test_everyFamilyHasASample(self):
+        """
+        The populated /metrics has a sample in every family, so that every
+        name is checked below (a new family needs a value in
+        L{populated_metrics}).
+        """
+        empty = [f.name for f in self.families if not f.samples]
+        self.assertEqual(empty, [])
+        self.assertIn("smartmeter_polls_answered_total", self.samples)
+        self.assertIn("smartmeter_power_watts", self.samples)
+
+    def test_englishListsEverySample(self):
+        """Every sample name /metrics exposes appears in the English part of README.md."""
+        _, english, _ = readme_parts()
+        missing = sorted(n for n in self.samples if n not in documented_names(english))
+        self.assertEqual(missing, [], "sample names not in the English README")
+
+    def test_japaneseListsEverySample(self):
+        """Every sample name /metrics exposes appears in the Japanese part of README.md."""
+        _, _, japanese = readme_parts()
+        missing = sorted(n for n in self.samples if n not in documented_names(japanese))
+        self.assertEqual(missing, [], "sample names not in the Japanese README")
+
+    def test_readmeNamesAreReal(self):
+        """
+        Every C{smartmeter_...} name README.md mentions is a sample name
+        /metrics exposes (a query copied from it finds something): counters
+        with C{_total}.
+        """
+        text, _, _ = readme_parts()
+        unknown = sorted(documented_names(text) - self.samples)
+        self.assertEqual(unknown, [], "names in README.md that /metrics does not expose")
+
+
+class HelpersTests(SynchronousTestCase):
+    """The name extraction the tests above rely on."""
+
+    def test_namesFound(self):
+        """Names are found in code spans, tables and with labels; the package name is not one."""
+        text = ("`smartmeter_power_watts`, | `smartmeter_energy_kwh{direction}` |\n"
+                "smartmeter_tx/web.py and smartmeter.power.value\n")
+        self.assertEqual(documented_names(text),
+                         {"smartmeter_power_watts", "smartmeter_energy_kwh"})
+
+    def test_otherConfigLeftOut(self):
+        """Names inside a toml block (another tool's config) are not checked."""
+        text = "```toml\nkey = \"smartmeter_whatever\"\n```\n`smartmeter_lqi`\n"
+        self.assertEqual(documented_names(text), {"smartmeter_lqi"})
+
+    def test_oldCounterNamesRejected(self):
+        """A counter without C{_total} is not a sample name (the bug this test file guards)."""
+        samples = {s.name for f in populated_metrics() for s in f.samples}
+        self.assertNotIn("smartmeter_rejoins", samples)
+        self.assertIn("smartmeter_rejoins_total", samples)
