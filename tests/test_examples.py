@@ -1,0 +1,145 @@
+"""
+The example files under C{examples/}: the systemd unit keeps its secrets off
+the command line, is sandboxed, and passes C{systemd-analyze} when the tool is
+there.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+UNIT = os.path.join(EXAMPLES, "smartmeter.service")
+
+#: The most exposure C{systemd-analyze security} may score the unit (of 10).
+MAX_EXPOSURE = 3.5
+
+#: Messages about our unit that are about the host, not the unit (a test
+#: machine without the service's user, group or configuration).
+HOST_MESSAGES = re.compile(
+    r"(?i)\b(user|group)\b.*\b(not found|unknown|does not exist)\b"
+    r"|/etc/smartmeter\b")
+
+
+def unit_text():
+    if not os.path.exists(UNIT):
+        raise SkipTest(f"{UNIT} not found (tests run outside a source checkout)")
+    with open(UNIT, encoding="utf-8") as f:
+        return f.read()
+
+
+def logical_lines(text):
+    """The unit's lines with backslash continuations joined, comments left out."""
+    joined = re.sub(r"\\\n", " ", text)
+    return [line.strip() for line in joined.splitlines()
+            if line.strip() and not line.lstrip().startswith(("#", ";"))]
+
+
+def settings(text, key):
+    """Every value of C{key} in the unit, in order."""
+    prefix = key + "="
+    return [line[len(prefix):] for line in logical_lines(text) if line.startswith(prefix)]
+
+
+def systemd_analyze():
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        raise SkipTest("systemd-analyze is not installed")
+    return tool
+
+
+def run(argv):
+    """Run a command; C{(exit code, stdout + stderr as text)}."""
+    env = dict(os.environ, SYSTEMD_COLORS="0", SYSTEMD_PAGER="", LC_ALL="C.UTF-8")
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env=env, timeout=120)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace")
+
+
+class UnitContentTests(SynchronousTestCase):
+    """What the unit must say, whatever tools the machine has."""
+
+    def setUp(self):
+        self.text = unit_text()
+
+    def test_umask(self):
+        """The data log is created 0640: UMask=0027."""
+        self.assertEqual(settings(self.text, "UMask"), ["0027"])
+
+    def test_noDirectoryDeviceUnit(self):
+        """No ordering on a device unit for /dev/serial/by-id, which never exists."""
+        self.assertNotIn(r"dev-serial-by\x2did.device", self.text)
+        for key in ("After", "Requires", "BindsTo", "Wants"):
+            for value in settings(self.text, key):
+                self.assertNotIn(r"by\x2did.device", value)
+
+    def test_noSecretOnTheCommandLine(self):
+        """ExecStart carries neither the password nor the ID (they are in ps and the journal)."""
+        (exec_start,) = settings(self.text, "ExecStart")
+        self.assertIn("--password-file %d/password", exec_start)
+        for flag in ("--password ", "--password=", "--id ", "--id="):
+            self.assertNotIn(flag, exec_start + " ")
+        self.assertEqual(settings(self.text, "LoadCredential"),
+                         ["password:/etc/smartmeter/password"])
+
+    def test_serialPortReachable(self):
+        """
+        The sandbox leaves the serial port usable: /dev is the host's (no
+        PrivateDevices=, so /dev/serial/by-id is there) and USB serial nodes
+        are allowed.
+        """
+        self.assertEqual(settings(self.text, "PrivateDevices"), [])
+        self.assertEqual(settings(self.text, "DevicePolicy"), ["closed"])
+        self.assertEqual(settings(self.text, "DeviceAllow"),
+                         ["char-ttyUSB rw", "char-ttyACM rw"])
+        self.assertEqual(settings(self.text, "StateDirectory"), ["smartmeter"])
+
+
+class SystemdAnalyzeTests(SynchronousTestCase):
+    """The unit through systemd's own checks, on a copy in the test's directory."""
+
+    def setUp(self):
+        self.tool = systemd_analyze()
+        text = unit_text()
+        # verify wants ExecStart's binary to exist: point it at this Python.
+        text, n = re.subn(r"^ExecStart=\S+", lambda m: "ExecStart=" + sys.executable,
+                          text, count=1, flags=re.MULTILINE)
+        self.assertEqual(n, 1, "no ExecStart= in the unit")
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.path = os.path.join(directory, "smartmeter.service")
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def test_verify(self):
+        """C{systemd-analyze verify} finds nothing wrong with the unit."""
+        code, output = run([self.tool, "verify", "--man=no", "--generators=no", self.path])
+        if output.strip():
+            print(f"systemd-analyze verify (exit {code}):\n{output}")
+        ours = [line for line in output.splitlines()
+                if ("smartmeter.service" in line or self.path in line)
+                and not HOST_MESSAGES.search(line)]
+        self.assertEqual(ours, [], "systemd-analyze verify complains about the unit")
+        if code != 0 and not output.strip():
+            self.fail(f"systemd-analyze verify exited {code} without a message")
+
+    def test_securityExposure(self):
+        """C{systemd-analyze security --offline=true} scores the unit at most L{MAX_EXPOSURE}."""
+        code, output = run([self.tool, "security", "--no-pager", "--offline=true", self.path])
+        found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", output)
+        if found is None:
+            if re.search(r"(?i)unrecognized option|unknown option|invalid option", output):
+                raise SkipTest("this systemd-analyze has no security --offline "
+                               f"(systemd >= 250 needed): {output.strip()[:200]}")
+            self.fail(f"no exposure level in systemd-analyze security output "
+                      f"(exit {code}):\n{output}")
+        score = float(found.group(1))
+        print(found.group(0))
+        self.assertTrue(score <= MAX_EXPOSURE,
+                        f"exposure {score} > {MAX_EXPOSURE}; lines still exposed:\n"
+                        + "\n".join(line for line in output.splitlines()
+                                    if line.startswith("\N{BALLOT X}")))
