@@ -1,7 +1,7 @@
 """
 The example files under C{examples/}: the systemd unit keeps its secrets off
 the command line, is sandboxed, and passes C{systemd-analyze} when the tool is
-there.
+there; the mackerel-agent.conf commands are flags the plugin takes.
 """
 
 import os
@@ -9,11 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 UNIT = os.path.join(EXAMPLES, "smartmeter.service")
+MACKEREL_CONF = os.path.join(EXAMPLES, "mackerel-agent.conf")
 
 #: The most exposure C{systemd-analyze security} may score the unit (of 10).
 MAX_EXPOSURE = 3.5
@@ -143,3 +145,44 @@ class SystemdAnalyzeTests(SynchronousTestCase):
                         f"exposure {score} > {MAX_EXPOSURE}; lines still exposed:\n"
                         + "\n".join(line for line in output.splitlines()
                                     if line.startswith("\N{BALLOT X}")))
+
+
+class MackerelConfTests(SynchronousTestCase):
+    """examples/mackerel-agent.conf, its active block and the commented-out one."""
+
+    def setUp(self):
+        if not os.path.exists(MACKEREL_CONF):
+            raise SkipTest(f"{MACKEREL_CONF} not found (tests run outside a source checkout)")
+        with open(MACKEREL_CONF, encoding="utf-8") as f:
+            self.text = f.read()
+
+    def plugin(self, toml_text):
+        return tomllib.loads(toml_text)["plugin"]["metrics"]["smartmeter"]
+
+    def test_serviceBlock(self):
+        """The active block reads the service over loopback: flags the plugin takes."""
+        from smartmeter_tx.plugin import parse_args
+        command = self.plugin(self.text)["command"]
+        self.assertEqual(os.path.basename(command[0]), "mackerel-plugin-smartmeter")
+        args = parse_args(command[1:])
+        self.assertEqual(args.service, "http://127.0.0.1:9580")
+        self.assertIsNone(args.device)
+
+    def test_portBlock(self):
+        """
+        The commented-out block (the plugin owning the port) takes valid flags,
+        keeps the secrets off the command line and stays under the agent's
+        timeout.
+        """
+        from smartmeter_tx.options import ENV_ID
+        from smartmeter_tx.plugin import parse_args
+        block = "\n".join(line[2:] for line in self.text.splitlines()
+                          if line.startswith("# ") and ("=" in line or line.startswith("# [")))
+        plugin = self.plugin(block)
+        args = parse_args(plugin["command"][1:])
+        self.assertIsNotNone(args.device)
+        self.assertIsNotNone(args.password_file)
+        self.assertIsNone(args.password)
+        self.assertIsNone(args.id)
+        self.assertIn(ENV_ID, plugin["env"])
+        self.assertLess(args.timeout, plugin["timeout_seconds"])
