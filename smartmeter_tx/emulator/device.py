@@ -135,6 +135,14 @@ OPTIONS = {
     "unplug-for": Option("unplug_for", _seconds, "how long an unplug lasts (default 5)", "S"),
     "unplug-keeps-session": Option("unplug_keeps_session", _switch, "keep the module's state "
                                    "over an unplug (default off: power cycle)", "on|off"),
+    "busy": Option("busy", _probability, "probability that SKSENDTO answers FAIL ER10 "
+                   "(module busy)", "P"),
+    "reauth-delay": Option("reauth_delay", _seconds, "seconds from EVENT 29 to the module's own "
+                           "EVENT 25 (default 3)", "S"),
+    "move-after": Option("move_after", _seconds, "the meter moves to another channel and PAN "
+                         "ID this many seconds after start; 0 = never", "S"),
+    "junk-at-open": Option("junk_at_open", _switch, "print an interrupted line's tail when the "
+                           "port is opened (default off)", "on|off"),
 }
 
 

@@ -89,6 +89,15 @@ class EmulatorConfig:
         for C{unplug_for} seconds (0 = never); used by the pty layer.
     @ivar unplug_keeps_session: keep registers and session over an unplug
         (default: an unplug is a power cycle).
+    @ivar busy: probability that SKSENDTO answers C{FAIL ER10} (accepted, but
+        the module could not execute it right now) instead of sending.
+    @ivar reauth_delay: seconds from EVENT 29 to the module's own EVENT 25
+        (real modules take a few to about 15 s).
+    @ivar move_after: seconds after start at which the meter moves to another
+        channel and PAN ID (a replaced meter, or a PAN coordinator that chose
+        a new channel); the module's session then goes unanswered; 0 = never.
+    @ivar junk_at_open: print the tail of an interrupted earlier output when
+        the host opens the port.
     """
 
     dialect: Dialect = Dialect.STANDARD
@@ -121,18 +130,24 @@ class EmulatorConfig:
     unplug_after: float = 0.0
     unplug_for: float = 5.0
     unplug_keeps_session: bool = False
+    busy: float = 0.0
+    reauth_delay: float = 3.0
+    move_after: float = 0.0
+    junk_at_open: bool = False
 
     def validate(self) -> "EmulatorConfig":
         """
         @raise ArgumentError: a knob is out of range.
         @return: C{self}.
         """
-        for name in ("loss", "fail21", "stale", "garbage", "reauth_fail", "late_pandesc"):
+        for name in ("loss", "fail21", "stale", "garbage", "reauth_fail", "late_pandesc", "busy"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ArgumentError(f"{name} must be a probability between 0 and 1")
-        for name in ("time_scale", "peer_term", "unplug_after", "unplug_for"):
+        for name in ("time_scale", "peer_term", "unplug_after", "unplug_for", "move_after"):
             if getattr(self, name) < 0:
                 raise ArgumentError(f"{name} must not be negative")
+        if not 0.5 <= self.reauth_delay <= 120:
+            raise ArgumentError("reauth_delay must be 0.5 to 120 seconds")
         if self.lifetime <= 0 or self.tx_budget <= 0 or self.tx_window <= 0:
             raise ArgumentError("lifetime, tx_budget and tx_window must be positive")
         if self.wopt not in ("bin", "hex"):
@@ -176,6 +191,8 @@ class Session:
     peer: str
     since: float
     usable: bool = True
+    #: the meter has left: frames go out but nothing answers them.
+    peer_gone: bool = False
 
 
 @dataclass(eq=False)
@@ -232,6 +249,8 @@ class Emulator:
         self._pana_seq = _mix(config.seed, 12) & 0xFFFFFFFF
         self._power_on()
         self._schedule_fixed_inf()
+        if config.move_after:
+            self._later(config.move_after, self.move_meter, group="move", long=True)
 
     # -- time --------------------------------------------------------------
 
@@ -276,6 +295,11 @@ class Emulator:
     def attach(self, protocol: Protocol) -> None:
         """A UART (pty) is connected: output goes to C{protocol.transport}."""
         self._protocol = protocol
+        if self.config.junk_at_open:
+            # What an earlier run left unread in the UART when it was killed:
+            # the tail of an ERXUDP line, cut in the middle.
+            self._write(b"0000:021D:1290:1234:5678 0E1A 0E1A 001D129012345678 1 0012 "
+                        b"1081000102880105FF017201E704000001F8\r\n")
 
     def detach(self, protocol: Protocol) -> None:
         if self._protocol is protocol:
@@ -687,11 +711,13 @@ class Emulator:
         peer = self.session.peer
         self._event(0x29, peer)
         ok = not (self.config.reauth_fail and self.rng.random() < self.config.reauth_fail)
+        # The four PANA rounds spread over the re-authentication (3 s by default).
+        pace = self.config.reauth_delay / 3.0
         for i in range(4 if ok else 2):
-            self._later(0.5 + 0.7 * i, self._join_step, i, peer, group="session")
-            self._later(0.64 + 0.7 * i, self._join_step, "sent", peer, group="session")
+            self._later(pace * (0.5 + 0.7 * i), self._join_step, i, peer, group="session")
+            self._later(pace * (0.64 + 0.7 * i), self._join_step, "sent", peer, group="session")
         if ok:
-            self._later(3.0, self._reauth_done, peer, group="session")
+            self._later(self.config.reauth_delay, self._reauth_done, peer, group="session")
         else:
             self._later(self.rng.uniform(36.0, 40.0), self._reauth_failed, peer, group="session")
 
@@ -702,6 +728,18 @@ class Emulator:
     def _reauth_failed(self, peer: str) -> None:
         self._drop_session()
         self._event(0x24, peer)
+
+    def move_meter(self, channel: Optional[int] = None, pan_id: Optional[int] = None) -> None:
+        """
+        The meter now answers on another channel (and PAN ID): a session with
+        it goes unanswered, and only a scan finds it again.
+        """
+        self.channel = channel or 0x21 + (self.channel - 0x21 + 7) % 28
+        self.pan_id = pan_id if pan_id is not None else self.pan_id ^ 0x5A5A
+        if self.session is not None:
+            self.session.peer_gone = True
+        self.log.info("the meter moved to channel {ch:02X}, PAN {pan:04X}",
+                      ch=self.channel, pan=self.pan_id)
 
     def terminate_by_peer(self) -> None:
         """The meter ends the session (EVENT 26)."""
@@ -766,6 +804,9 @@ class Emulator:
                 or side not in ("0", "1") or not 1 <= len(payload) <= 0x04D0):
             self._fail(6)
             return None
+        if self.config.busy and self.rng.random() < self.config.busy:
+            self._fail(10)  # accepted, but the module cannot execute it now
+            return None
         dest, port = ip.upper(), int(port, 16)
         done = Deferred()
         send_done = self.radio.send_done_delay()
@@ -785,7 +826,8 @@ class Emulator:
             param = 0x00
             self._transmit(len(payload))
             lost = self.radio.lost()
-            if usable and port == PORT_ECHONET and sec != "0" and lost != "request":
+            if (usable and not self.session.peer_gone and port == PORT_ECHONET and sec != "0"
+                    and lost != "request"):
                 reply = self.meter.handle(payload, self.meter_now())
                 if reply is not None and lost != "answer":
                     answer = reply
