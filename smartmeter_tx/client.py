@@ -25,7 +25,7 @@ from smartmeter_tx.errors import (
     ArgumentError, AuthenticationFailed, MeterNotFound, NoSession, RateLimited, ReadFailed,
     SendsHeld, StepTimeout,
 )
-from smartmeter_tx.linkstate import HOLD_RATE_LIMIT, LinkState, Session
+from smartmeter_tx.linkstate import HOLD_EXPIRY, HOLD_RATE_LIMIT, LinkState, Session
 from smartmeter_tx.requester import EchonetRequester, EchonetTimeout, NotSent, SendFailed
 from smartmeter_tx.sk import lines as L
 from smartmeter_tx.sk.protocol import SKCommandError, SKEventError, SKStackProtocol
@@ -44,6 +44,9 @@ SCALE_EPCS = (M.COEFFICIENT, M.UNIT, M.DIGITS)
 
 #: The budget of a call that was given none: long, but not for ever.
 _NO_BUDGET = 3600.0
+#: FAIL codes of a module that is busy for a moment (UART input error,
+#: accepted but not executed): worth a retry.  Others mean a wrong command.
+_TRANSIENT_FAILS = frozenset((9, 10))
 
 
 class Credentials:
@@ -65,15 +68,14 @@ class Credentials:
 class SessionConfig:
     """
     What a session needs from the user: the credentials, the saved link with
-    the command line's overrides applied, a forced dialect, whether the
-    channel was pinned.  Built once by L{smartmeter_tx.options} for either
-    front end; each connection gets its client from L{client}.
+    the command line's overrides applied and a forced dialect.  Built once by
+    L{smartmeter_tx.options} for either front end; each connection gets its
+    client from L{client}.
     """
 
     credentials: Optional[Credentials] = None
     link: MeterLink = field(default_factory=MeterLink)
     dialect: Optional[L.Dialect] = None
-    pinned_channel: bool = False
 
     def client(self, sk: SKStackProtocol, clock, state: Optional[LinkState] = None,
                rssi: bool = False) -> "BRouteClient":
@@ -85,7 +87,7 @@ class SessionConfig:
             sk.add_secret(self.credentials.rbid)
             sk.add_secret(self.credentials.password)
         return BRouteClient(sk, self.credentials, clock, link=self.link, dialect=self.dialect,
-                            pinned_channel=self.pinned_channel, state=state, rssi=rssi)
+                            state=state, rssi=rssi)
 
 
 class BRouteClient:
@@ -97,6 +99,7 @@ class BRouteClient:
     @ivar state: the L{LinkState} (session, holds, link quality) this client
         keeps up to date from the module's events.
     @ivar frames: SKSENDTO frames sent so far (radio use).
+    @ivar busy_retries: SKSENDTOs sent again after the module was busy (ER10).
     @ivar steps: names of the last SK commands sent (for tests and benchmarks).
     """
 
@@ -106,8 +109,17 @@ class BRouteClient:
     INSTANCE_LIST_WAIT = 2.0
     #: Seconds to pause after EVENT 21 01 before sending again.
     SEND_RETRY_PAUSE = 1.0
-    #: Failed joins with a saved meter before it is looked for by a new scan.
-    RESCAN_AFTER = 2
+    #: Failed joins with a saved meter before it is looked for by a new scan:
+    #: the meter may have moved to another channel.  The scan tries the saved
+    #: channel first, so a wrong password costs one short scan per run.
+    RESCAN_AFTER = 1
+    #: Seconds a run must have left, after a failed join with the saved meter,
+    #: to scan for it again in the same run: a scan of all channels (about
+    #: 9 s at duration 5), a join (3.3 s) and a Get.
+    RESCAN_MIN_BUDGET = 13.0
+    #: Seconds to pause after FAIL ER09/ER10 (the module was busy) before
+    #: sending again.
+    BUSY_PAUSE = 1.5
     #: Seconds to wait for the answer to one Get: the meter answers within
     #: about a second (captures §19), so waiting longer only wastes the budget.
     ATTEMPT_TIMEOUT = 3.0
@@ -118,13 +130,11 @@ class BRouteClient:
 
     def __init__(self, sk: SKStackProtocol, credentials: Optional[Credentials], clock,
                  link: Optional[MeterLink] = None, dialect: Optional[L.Dialect] = None,
-                 pinned_channel: bool = False, state: Optional[LinkState] = None,
-                 rssi: bool = False) -> None:
+                 state: Optional[LinkState] = None, rssi: bool = False) -> None:
         """
         @param link: the saved link, with the user's overrides already applied
             (L{MeterLink.with_overrides}).
         @param dialect: a dialect the user forced; else learnt from the module.
-        @param pinned_channel: the user gave the channel: never scan others.
         @param state: a L{LinkState} to keep up to date (the service keeps one
             across connections); a fresh one by default.
         @param rssi: ask a DSE module for the RSSI of each frame (SA2=1).
@@ -140,12 +150,12 @@ class BRouteClient:
                                   on_dialect=self._dialect_changed)
         self.steps = self.module.steps
         self.discovery = MeterDiscovery(self.module, self.link,
-                                        credentials.rbid if credentials else None,
-                                        pinned_channel=pinned_channel)
+                                        credentials.rbid if credentials else None)
         self.requester = EchonetRequester(sk, self.module.dialect or L.Dialect.STANDARD,
                                           self.link.ipaddr, clock=clock)
         self.requester.add_unsolicited_listener(self._on_frame)
         self.frames = 0
+        self.busy_retries = 0
         self._credentials_set = False
         self._instance_list: Optional[defer.Deferred] = None
         sk.add_listener(self._on_line)
@@ -157,6 +167,11 @@ class BRouteClient:
     @property
     def prepared(self) -> bool:
         return self.module.prepared
+
+    @property
+    def junk_dropped(self) -> int:
+        """Garbage lines from the module dropped on this connection."""
+        return self.sk.junk_dropped
 
     def add_frame_listener(self, listener: Callable[[F.Frame], None]) -> None:
         """
@@ -242,7 +257,9 @@ class BRouteClient:
     async def authenticate(self, budget: Optional[Budget] = None) -> None:
         """
         Credentials, then find the meter (state file, or a scan), then PANA
-        (SKJOIN).
+        (SKJOIN).  A join with the saved meter that fails is followed by a new
+        scan in the same run when the budget allows (the meter may have moved
+        to another channel), else the next run scans.
 
         @raise AuthenticationFailed: EVENT 24.
         @raise MeterNotFound: no scan found the meter.
@@ -250,20 +267,49 @@ class BRouteClient:
         """
         budget = budget or Budget(self.clock, _NO_BUDGET)
         await self.set_credentials(budget)
-        if self.link.joinable and self.link.join_failures >= self.RESCAN_AFTER:
-            # The saved channel, PAN ID and address failed too often: the meter
-            # may have moved to another channel or been replaced.  Find it anew.
-            self.log.warn("{n} joins with the saved meter failed; scanning again",
-                          n=self.link.join_failures)
-            self.link.forget_meter(keep_channel=self.discovery.pinned_channel)
-        if not self.link.joinable:
+        link = self.link
+        known = link.where() if link.joinable else None
+        rescanned = False
+        if link.joinable and link.join_failures >= self.RESCAN_AFTER:
+            self.log.warn("the last join with the saved meter failed; scanning for it again "
+                          "(it may have moved to another channel)")
+            link.forget_meter(keep_channel=True)
+            rescanned = True
+        if not link.joinable:
             await self.discovery.locate(budget)
         try:
             await self._join(budget)
-        except (AuthenticationFailed, StepTimeout):
-            self.link.join_failures += 1
-            raise
-        self.link.join_failures = 0
+        except (AuthenticationFailed, StepTimeout) as e:
+            link.join_failures += 1
+            if (known is None or rescanned or link.where() != known
+                    or budget.remaining() < self.RESCAN_MIN_BUDGET):
+                raise
+            self.log.warn("joining the saved meter failed ({e}); scanning all channels for it",
+                          e=e)
+            # Not the saved channel first: the join there has just failed.
+            link.forget_meter()
+            await self.discovery.locate(budget)
+            if link.where() == known:
+                raise e  # the meter is where it was: the credentials are at fault
+            try:
+                await self._join(budget)
+            except (AuthenticationFailed, StepTimeout):
+                link.join_failures += 1
+                raise
+        link.join_failures = 0
+        if known is not None and link.where() != known:
+            self._moved(known)
+
+    def _moved(self, known: tuple) -> None:
+        # Said once: the new place is saved, and a --channel/--ipaddr that
+        # still names the old one is ignored from now on (MeterLink.moved_from).
+        link = self.link
+        channel, pan_id, ipaddr = known
+        link.moved_from_channel, link.moved_from_ipaddr = channel, ipaddr
+        self.log.warn("the meter moved: channel {old_ch:02X} -> {ch:02X}, PAN ID {old_pan:04X} -> "
+                      "{pan:04X}, address {ip}; saved (update --channel/--panid/--ipaddr in "
+                      "the configuration)", old_ch=channel, ch=link.channel, old_pan=pan_id,
+                      pan=link.pan_id, ip=link.ipaddr)
 
     async def _join(self, budget: Budget) -> None:
         """SKSREG S2/S3 then SKJOIN; waits for EVENT 25 and the meter's D5 INF."""
@@ -275,12 +321,14 @@ class BRouteClient:
         try:
             await self.module.run(L.sk_join(link.ipaddr),
                                   "authenticating with the meter (SKJOIN; a wrong B-route ID or "
-                                  "password takes about 40 s to be refused: raise --timeout to "
-                                  "see EVENT 24)", budget)
+                                  "password, or a meter that moved to another channel, takes "
+                                  "about 40 s to be refused: raise --timeout to see EVENT 24; "
+                                  "the next run scans for the meter)", budget)
         except SKEventError:
             raise AuthenticationFailed(
                 "the meter refused authentication (EVENT 24): check the B-route ID and "
-                "password, and that the channel, PAN ID and address belong to your meter"
+                "password; the meter may also have moved to another channel (the next run "
+                "scans for it)"
             ) from None
         # The meter announces its instances right after EVENT 25; a Get sent
         # before that is often lost (protocol.md pitfall 10).  Wait for it, a
@@ -317,6 +365,29 @@ class BRouteClient:
             return RateLimited(reason, "the module's transmit-time budget is spent (ARIB "
                                        "limit, EVENT 32); it recovers by itself within the hour")
         return SendsHeld(reason)
+
+    async def _await_reauthentication(self, budget: Budget) -> None:
+        """
+        Wait for the end of the EVENT 29 hold: EVENT 25 or 24, or the hold's
+        longest wait (L{LinkState.EXPIRY_HOLD_MAX}), after which the session
+        counts as gone.
+
+        @raise StepTimeout: the budget ran out first.
+        """
+        state = self.state
+        step = "waiting for the module's own re-authentication (EVENT 29)"
+        wait = state.EXPIRY_HOLD_MAX - (self.clock.seconds() - state.expired_at)
+        d = self.sk.when_event(0x25, 0x24)
+        left = budget.left(step)
+        d.addTimeout(max(0.0, min(wait, left)) + 0.001, self.clock)
+        try:
+            await d
+        except defer.TimeoutError:
+            if budget.remaining() <= 0:
+                raise StepTimeout(step) from None
+        ended = state.review(self.clock.seconds())
+        if ended is not None:
+            self.log.warn("{why}; the session counts as gone", why=ended)
 
     async def get(self, epcs, budget: Budget, deoj: int = F.METER) -> F.Frame:
         """
@@ -370,6 +441,11 @@ class BRouteClient:
         gets = silent = 0
         last: Exception = ReadFailed("the meter did not answer")
         while True:
+            if state.held == HOLD_EXPIRY:
+                # The module re-authenticates by itself after EVENT 29: wait for
+                # its EVENT 25 (or 24); a SKJOIN now would only disturb it.
+                await self._await_reauthentication(budget)
+                continue
             if state.held:
                 raise self._held_error()
             if state.session is Session.DOWN:
@@ -394,6 +470,18 @@ class BRouteClient:
                 last = e
                 self.log.info("module could not send; pausing before a retry")
                 await budget.pause(self.SEND_RETRY_PAUSE, "retrying")
+                continue
+            except SKCommandError as e:
+                if e.code not in _TRANSIENT_FAILS:
+                    raise
+                # A busy module refuses SKSENDTO for a moment (FAIL ER10):
+                # nothing was sent, so the retry costs no air time and does not
+                # count against MAX_GETS; the budget bounds it.
+                last = e
+                gets -= 1
+                self.busy_retries += 1
+                self.log.info("module busy ({e}); pausing before a retry", e=e)
+                await budget.pause(self.BUSY_PAUSE, "retrying after the module was busy")
                 continue
             except EchonetTimeout as e:
                 # Silence is usually a lost frame: one more Get (one frame)

@@ -45,7 +45,6 @@ def matching_pans(descs: Iterable[L.PanDesc], rbid: Optional[str]) -> list:
 class MeterDiscovery:
     """
     @ivar link: the L{MeterLink} to fill in (shared with the session).
-    @ivar pinned_channel: the user gave the channel: never scan others.
     """
 
     log = Logger()
@@ -56,12 +55,10 @@ class MeterDiscovery:
     #: SKSCAN durations tried in turn while nothing is found.
     DURATIONS = (5, 6, 7)
 
-    def __init__(self, steps: ModuleSteps, link: MeterLink, rbid: Optional[str],
-                 pinned_channel: bool = False) -> None:
+    def __init__(self, steps: ModuleSteps, link: MeterLink, rbid: Optional[str]) -> None:
         self.steps = steps
         self.link = link
         self.rbid = rbid
-        self.pinned_channel = pinned_channel
 
     async def find_neighbour(self, budget: Budget) -> bool:
         """
@@ -87,15 +84,16 @@ class MeterDiscovery:
 
     async def locate(self, budget: Budget) -> L.PanDesc:
         """
-        Scan for the meter: only the known channel if any, else all channels.
-        Fills in the link's channel, PAN ID, MAC, LQI and IPv6 address.
+        Scan for the meter: the known channel first (saved, or given with
+        C{--channel}: a hint, not a cage), then all channels.  Fills in the
+        link's channel, PAN ID, MAC, LQI and IPv6 address.
 
         @return: the chosen PAN's descriptor.
         @raise MeterNotFound: no scan found it.
         """
         channels = [self.link.channel] if self.link.channel else None
         found = await self.scan(channels, budget)
-        if not found and channels and not self.pinned_channel:
+        if not found and channels:
             self.log.info("nothing on the saved channel; scanning all channels")
             self.link.channel = None
             found = await self.scan(None, budget)

@@ -34,11 +34,19 @@ class MeterLink:
     digits: Optional[int] = None
     lqi: Optional[int] = None
     join_failures: int = 0
+    #: where the meter was before it moved: a --channel/--ipaddr that still
+    #: names it is stale and no longer overrides the saved link.
+    moved_from_channel: Optional[int] = None
+    moved_from_ipaddr: Optional[str] = None
 
     @property
     def joinable(self) -> bool:
         """Whether SKJOIN can be attempted without a scan."""
         return None not in (self.channel, self.pan_id, self.ipaddr)
+
+    def where(self) -> tuple:
+        """C{(channel, PAN ID, IPv6 address)}: where the meter answers."""
+        return (self.channel, self.pan_id, self.ipaddr)
 
     def forget_meter(self, keep_channel: bool = False) -> None:
         """Drop where the meter was, so that it is looked for anew."""
@@ -58,6 +66,11 @@ class MeterLink:
         @return: a new L{MeterLink}.
         """
         link = MeterLink(**asdict(self))
+        if (channel is not None and channel == link.moved_from_channel
+                or ipaddr is not None and ipaddr == link.moved_from_ipaddr):
+            # The user's flags name where the meter was before it moved (we
+            # warned then): the saved link knows better.
+            return link
         if channel is not None and link.channel not in (None, channel):
             link = MeterLink(dialect=link.dialect)
         if ipaddr is not None and link.ipaddr not in (None, ipaddr):
@@ -119,6 +132,8 @@ _CHECKS = {
     "digits": lambda v: isinstance(v, int) and 1 <= v <= 8,
     "lqi": lambda v: isinstance(v, int) and 0 <= v <= 0xFF,
     "join_failures": lambda v: isinstance(v, int) and 0 <= v < 1000,
+    "moved_from_channel": lambda v: isinstance(v, int) and 0x21 <= v <= 0x3C,
+    "moved_from_ipaddr": lambda v: _CHECKS["ipaddr"](v),
 }
 
 

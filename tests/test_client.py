@@ -12,6 +12,7 @@ from smartmeter_tx import client as C
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.sk import lines as L
 from smartmeter_tx.sk.lines import Dialect
 from smartmeter_tx.state import MeterLink
 from tests.emuloop import Loop
@@ -155,8 +156,7 @@ class _Base:
 
     def test_channelNarrowsScan(self):
         """With the channel given, the scan covers that one channel only."""
-        client = self.client(link=MeterLink().with_overrides(channel=self.loop.emulator.channel),
-                             pinned_channel=True)
+        client = self.client(link=MeterLink().with_overrides(channel=self.loop.emulator.channel))
         self.read(client)
         scans = [c for c in client.steps if c == "SKSCAN"]
         self.assertEqual(len(scans), 1)
@@ -271,7 +271,7 @@ class HardeningTests(SynchronousTestCase):
         """
         loop = Loop(late_pandesc=1.0)
         self.addCleanup(loop.stop)
-        client = C.BRouteClient(loop.connect(), CREDS, loop.clock, pinned_channel=True,
+        client = C.BRouteClient(loop.connect(), CREDS, loop.clock,
                                 link=MeterLink(channel=loop.emulator.channel))
         self.addCleanup(client.close)
         reading = self.successResultOf(loop.run(defer.Deferred.fromCoroutine(
@@ -329,3 +329,166 @@ class HardeningTests(SynchronousTestCase):
         self.assertEqual(link.join_failures, 0)
         for r in results[:-1]:
             self.assertIsInstance(r.value, (C.AuthenticationFailed, C.StepTimeout))
+
+
+class _FieldBase:
+    """
+    Situations found in the field (busy module, EVENT 29 during a run, a meter
+    that moved to another channel), in each dialect.
+    """
+
+    dialect = Dialect.STANDARD
+
+    def loop(self, **knobs):
+        loop = Loop(dialect=self.dialect, **knobs)
+        self.addCleanup(loop.stop)
+        return loop
+
+    def attempt(self, loop, client, seconds=25.0, energy=False):
+        """One run of C{seconds} budget; its result or failure."""
+        d = loop.run(defer.Deferred.fromCoroutine(
+            client.read_values(energy=energy, budget=C.Budget(loop.clock, seconds))))
+        self.assertTrue(d.called, "the run never ended")
+        result = []
+        d.addBoth(result.append)
+        return result[0]
+
+    def warm(self, loop):
+        """A first run that joins; returns the link it learnt."""
+        first = C.BRouteClient(loop.connect(), CREDS, loop.clock)
+        self.assertIsInstance(self.attempt(loop, first, 120), M.Reading)
+        first.close()
+        loop.disconnect()
+        return first.link
+
+    def test_busyModuleRetried(self):
+        """FAIL ER10 on SKSENDTO is retried after a pause and counted; values stay true."""
+        loop = self.loop(busy=0.5, seed=3)
+        client = C.BRouteClient(loop.connect(), CREDS, loop.clock)
+        self.addCleanup(client.close)
+        for _ in range(8):
+            reading = self.attempt(loop, client, 55)
+            self.assertIsInstance(reading, M.Reading)
+            self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
+            loop.clock.advance(30)
+        self.assertGreater(client.busy_retries, 0)
+
+    def test_expiryDuringRunWaitsForReauthentication(self):
+        """
+        EVENT 29 just before a Get: the run waits for the module's own EVENT 25
+        (8 s here), then reads; it never sends SKJOIN.
+        """
+        loop = self.loop(reauth_delay=8.0)
+        link = self.warm(loop)
+        del loop.sent[:]
+        client = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=link)
+        self.addCleanup(client.close)
+        events = []
+        client.sk.add_listener(
+            lambda v: isinstance(v, L.Event) and events.append((v.num, loop.clock.seconds())))
+        sends = []
+        loop.write_observers.append(
+            lambda data: data.startswith(b"SKSENDTO") and sends.append(loop.clock.seconds()))
+        loop.emulator.expire_session()
+        loop.flush()
+        reading = self.attempt(loop, client)
+        self.assertIsInstance(reading, M.Reading)
+        self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
+        self.assertNotIn("SKJOIN", loop.sent)
+        reauth = [t for num, t in events if num == 0x25]
+        self.assertEqual(len(reauth), 1)
+        self.assertEqual(len(sends), 1)
+        self.assertGreaterEqual(sends[0], reauth[0])
+
+    def test_expiryDuringGet(self):
+        """EVENT 29 while the Get is on the air (EVENT 21 02 follows): wait, then read."""
+        loop = self.loop(reauth_delay=6.0)
+        link = self.warm(loop)
+        del loop.sent[:]
+        client = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=link)
+        self.addCleanup(client.close)
+        loop.clock.callLater(0.01, loop.emulator.expire_session)
+        reading = self.attempt(loop, client)
+        self.assertIsInstance(reading, M.Reading)
+        self.assertNotIn("SKJOIN", loop.sent)
+
+    def test_movedMeterSameRun(self):
+        """
+        The meter moved to another channel: with a 70 s budget the run that
+        finds the saved link failing (EVENT 24 after ~40 s) scans and reads.
+        """
+        loop = self.loop()
+        link = self.warm(loop)
+        old = link.where()
+        loop.emulator.move_meter()
+        client = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=link)
+        self.addCleanup(client.close)
+        logged = []
+        from twisted.logger import globalLogPublisher, formatEvent
+        observer = logged.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        reading = self.attempt(loop, client, 70)
+        self.assertIsInstance(reading, M.Reading)
+        self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
+        self.assertEqual(link.where(), (loop.emulator.channel, loop.emulator.pan_id,
+                                        loop.emulator.meter_ip))
+        self.assertNotEqual(link.where(), old)
+        self.assertEqual((link.moved_from_channel, link.moved_from_ipaddr), (old[0], old[2]))
+        moved = [formatEvent(e) for e in logged if "the meter moved" in formatEvent(e)]
+        self.assertEqual(len(moved), 1)
+        self.assertIn("%02X" % loop.emulator.channel, moved[0])
+
+    def test_movedMeterNextRun(self):
+        """
+        With a 25 s budget the first run cannot rescan: it fails saying the
+        meter may have moved, and the very next run scans and reads.
+        """
+        loop = self.loop()
+        link = self.warm(loop)
+        loop.emulator.move_meter()
+        first = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=link)
+        failure = self.attempt(loop, first, 25)
+        first.close()
+        loop.disconnect()
+        failure.trap(C.StepTimeout, C.AuthenticationFailed)
+        self.assertIn("moved", str(failure.value))
+        loop.advance(35)  # mackerel-agent runs the plugin once a minute
+        second = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=first.link)
+        self.addCleanup(second.close)
+        reading = self.attempt(loop, second, 25)
+        self.assertIsInstance(reading, M.Reading)
+        self.assertEqual(second.link.channel, loop.emulator.channel)
+
+    def test_pinnedChannelIsAHint(self):
+        """
+        A --channel that names where the meter was no longer cages it: the run
+        scans all channels, and later runs with the same stale flag keep the
+        saved link (no scan).
+        """
+        loop = self.loop()
+        link = self.warm(loop)
+        pinned = link.channel
+        loop.emulator.move_meter()
+        client = C.BRouteClient(loop.connect(), CREDS, loop.clock,
+                                link=link.with_overrides(channel=pinned))
+        self.assertIsInstance(self.attempt(loop, client, 120), M.Reading)
+        client.close()
+        loop.disconnect()
+        saved = client.link
+        self.assertEqual(saved.channel, loop.emulator.channel)
+        del loop.sent[:]
+        again = C.BRouteClient(loop.connect(), CREDS, loop.clock,
+                               link=saved.with_overrides(channel=pinned))
+        self.addCleanup(again.close)
+        self.assertIsInstance(self.attempt(loop, again), M.Reading)
+        self.assertEqual(loop.sent.count("SKSCAN"), 0)
+        self.assertEqual(loop.sent.count("SKSENDTO"), 1)
+
+
+class StandardFieldTests(_FieldBase, SynchronousTestCase):
+    dialect = Dialect.STANDARD
+
+
+class DSEFieldTests(_FieldBase, SynchronousTestCase):
+    dialect = Dialect.DSE

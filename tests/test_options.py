@@ -192,7 +192,7 @@ class SessionTests(SynchronousTestCase):
         return path, link
 
     def test_saved_state(self):
-        """Without overrides the saved link is used as it is, the channel not pinned."""
+        """Without overrides the saved link is used as it is."""
         path, link = self.saved()
         credentials = O.make_credentials(RBID, PASSWORD)
         config, state_path = O.session_config("/dev/ttyUSB0", path, credentials, Dialect.DSE,
@@ -202,31 +202,27 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(config.link, link)
         self.assertIs(config.credentials, credentials)
         self.assertIs(config.dialect, Dialect.DSE)
-        self.assertFalse(config.pinned_channel)
 
     def test_overrides(self):
-        """A channel override over the saved state drops the old meter and pins the channel."""
+        """A channel override over the saved state drops the old meter."""
         path, link = self.saved()
         config, _ = O.session_config("/dev/ttyUSB0", path, None, None, channel=0x21,
                                      pan_id=0x1234, environ={})
         self.assertEqual(config.link, S.MeterLink(channel=0x21, pan_id=0x1234, dialect="dse"))
-        self.assertTrue(config.pinned_channel)
         self.assertEqual(S.load_state(path), link)
 
-    def test_same_channel_pinned(self):
-        """The saved channel given again keeps the saved link and still pins the channel."""
+    def test_same_channel(self):
+        """The saved channel given again keeps the saved link."""
         path, link = self.saved()
         config, _ = O.session_config("/dev/ttyUSB0", path, None, None, channel=0x3B, environ={})
         self.assertEqual(config.link, link)
-        self.assertTrue(config.pinned_channel)
 
     def test_ipaddr_override(self):
-        """An ipaddr override over the saved state is applied and does not pin the channel."""
+        """An ipaddr override over the saved state is applied."""
         path, _ = self.saved()
         other = "FE80:0000:0000:0000:C2F9:4500:4058:B5FB"
         config, _ = O.session_config("/dev/ttyUSB0", path, None, None, ipaddr=other, environ={})
         self.assertEqual(config.link, S.MeterLink(channel=0x3B, ipaddr=other, dialect="dse"))
-        self.assertFalse(config.pinned_channel)
 
     def test_default_state_path(self):
         """Without --state-file the path comes from the given environ, not the real one."""

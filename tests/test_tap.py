@@ -181,7 +181,6 @@ class MakeServiceTests(SynchronousTestCase):
         link = top.poller.link
         self.assertEqual((link.channel, link.pan_id, link.ipaddr), (0x3B, 0x8A2F, IPADDR.upper()))
         self.assertEqual(top.poller.config.dialect, Dialect.DSE)
-        self.assertTrue(top.poller.config.pinned_channel)
 
     def test_pollsLogsAndServes(self):
         """The made service polls the meter, appends readings to the data log and serves /latest."""
