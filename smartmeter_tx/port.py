@@ -41,15 +41,26 @@ class PortKeeper:
         self.backoff = backoff
         self.client: Optional[BRouteClient] = None
         self.reopens = 0
-        self._frames_before = 0
+        self._before = dict.fromkeys(self.COUNTERS, 0)
         self._opened = False
         self._call = None
         self._stopping = False
 
+    #: Client counters summed over every connection.
+    COUNTERS = ("frames", "busy_retries", "junk_dropped")
+
+    def total(self, counter: str) -> int:
+        """
+        @param counter: one of L{COUNTERS}.
+        @return: its sum over every connection so far.
+        """
+        current = getattr(self.client, counter) if self.client is not None else 0
+        return self._before[counter] + current
+
     @property
     def frames(self) -> int:
         """SKSENDTO frames sent over every connection so far."""
-        return self._frames_before + (self.client.frames if self.client else 0)
+        return self.total("frames")
 
     def start(self) -> None:
         """Open the port now; on failure, keep trying with backoff."""
@@ -93,7 +104,8 @@ class PortKeeper:
 
     def _close_client(self) -> None:
         if self.client is not None:
-            self._frames_before += self.client.frames
+            for counter in self.COUNTERS:
+                self._before[counter] += getattr(self.client, counter)
             self.client.close()
         self.client = None
 

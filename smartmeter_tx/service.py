@@ -189,7 +189,10 @@ class MeterPoller(service.Service):
 
         def done(result):
             self._polling = False
-            self.stats.frames_sent = self.port.frames
+            stats = self.stats
+            stats.frames_sent = self.port.total("frames")
+            stats.busy_retries = self.port.total("busy_retries")
+            stats.junk_dropped = self.port.total("junk_dropped")
 
         return d.addErrback(failed).addBoth(done)
 

@@ -24,6 +24,8 @@ class Stats:
     rejoins: int = 0
     reopens: int = 0
     frames_sent: int = 0
+    busy_retries: int = 0
+    junk_dropped: int = 0
 
 
 class LatestStore:

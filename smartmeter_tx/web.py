@@ -110,11 +110,15 @@ class PollerCollector:
             ("smartmeter_polls_answered", "Polls answered by the meter", s.polls_answered),
             ("smartmeter_polls_failed", "Polls without an answer", s.polls_failed),
             ("smartmeter_polls_skipped", "Polls skipped while sends were held", s.polls_skipped),
-            ("smartmeter_rejoins", "PANA joins attempted", s.rejoins),
+            ("smartmeter_rejoins", "PANA joins tried after a session had been up",
+             s.rejoins),
             ("smartmeter_reopens", "Serial port reopened after it was lost", s.reopens),
             ("smartmeter_rate_limited", "Times the transmit-time limit engaged (EVENT 32)",
              state.rate_limited_count),
             ("smartmeter_frames_sent", "ECHONET frames sent (SKSENDTO)", s.frames_sent),
+            ("smartmeter_module_busy", "SKSENDTOs sent again after the module was busy (ER10)",
+             s.busy_retries),
+            ("smartmeter_junk_dropped", "Garbage lines from the module dropped", s.junk_dropped),
         ):
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)

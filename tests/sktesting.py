@@ -131,6 +131,13 @@ class ModeMixin:
         return events
 
     @staticmethod
+    def dropped(events: list) -> list[str]:
+        """
+        @return: the formatted text of the events that report dropped junk.
+        """
+        return [formatEvent(e) for e in events if formatEvent(e).startswith("dropping ")]
+
+    @staticmethod
     def warnings(events: list) -> list[str]:
         """
         @return: the formatted text of the warning-or-worse events in C{events}.

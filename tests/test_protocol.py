@@ -546,7 +546,9 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
                 feed(proto, transcript, mode)
                 self.assertEqual(self.successResultOf(d).final.num, 0x25)
                 self.assertEqual(len([v for v in heard if isinstance(v, L.RxUdp)]), 4)
-                self.assertTrue(self.warnings(logged))
+                self.assertGreater(proto.junk_dropped, 0)
+                self.assertTrue(self.dropped(logged))
+                self.assertEqual(self.warnings(logged), [])  # junk: info level only
                 self.assertFalse(transport.disconnecting)
 
     def test_joinFailsAtEvent24(self):
@@ -1001,7 +1003,9 @@ class GarbageTests(ModeMixin, SynchronousTestCase):
                 self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.5.2")])
                 self.assertFalse(transport.disconnecting)
                 self.assertTrue(transport.connected)
-                self.assertTrue(self.warnings(logged))
+                self.assertGreater(proto.junk_dropped, 0)
+                self.assertTrue(self.dropped(logged))
+                self.assertEqual(self.warnings(logged), [])  # junk: info level only
                 self.assertEqual(heard, list(expect_heard))
 
     def test_overlongLine(self):
@@ -1025,7 +1029,9 @@ class GarbageTests(ModeMixin, SynchronousTestCase):
                 proto, transport, clock, heard = connect()
                 feed(proto, data, mode)
                 self.assertEqual(heard, [L.Event(0x25, METER, 0)])
-                self.assertTrue(self.warnings(logged))
+                self.assertGreater(proto.junk_dropped, 0)
+                self.assertTrue(self.dropped(logged))
+                self.assertEqual(self.warnings(logged), [])  # junk: info level only
 
     def test_overlongRxLine(self):
         """

@@ -413,3 +413,49 @@ class RejoinCountTests(SynchronousTestCase):
         loop.advance(200)
         self.assertEqual(loop.sent.count("SKJOIN"), 2)
         self.assertEqual(poller.stats.rejoins, 1)
+
+
+class _FieldServiceBase:
+    """The service through a busy module and a meter that moved, per dialect."""
+
+    dialect = Dialect.STANDARD
+
+    def test_busyModulePollsGoOn(self):
+        """FAIL ER10 on a third of the sends: polls still answer, the retries are counted."""
+        loop = Loop(dialect=self.dialect, busy=0.3, seed=5)
+        self.addCleanup(loop.stop)
+        poller = start_poller(self, loop)
+        loop.advance(600)
+        s = poller.stats
+        self.assertGreater(s.busy_retries, 0)
+        self.assertGreaterEqual(s.polls_answered, 19)
+        self.assertLessEqual(s.polls_failed, 1)
+
+    def test_movedMeterFoundAgain(self):
+        """The meter moves channel: the service rejoins, rescans in the same join and reads on."""
+        loop = Loop(dialect=self.dialect)
+        self.addCleanup(loop.stop)
+        poller = start_poller(self, loop)
+        loop.advance(60)
+        self.assertTrue(poller.state.session_up)
+        old = poller.link.where()
+        loop.emulator.move_meter()
+        moved_at = loop.clock.seconds()
+        loop.advance(400)
+        self.assertTrue(poller.state.session_up)
+        self.assertEqual(poller.link.where(), (loop.emulator.channel, loop.emulator.pan_id,
+                                               loop.emulator.meter_ip))
+        self.assertNotEqual(poller.link.where(), old)
+        later = [r for r in loop.emulator.truth if r.at > moved_at and r.epc == M.POWER]
+        self.assertTrue(later, "no reading after the move")
+        answered = poller.stats.polls_answered
+        loop.advance(60)
+        self.assertEqual(poller.stats.polls_answered, answered + 2)
+
+
+class StandardFieldServiceTests(_FieldServiceBase, SynchronousTestCase):
+    pass
+
+
+class DSEFieldServiceTests(_FieldServiceBase, SynchronousTestCase):
+    dialect = Dialect.DSE

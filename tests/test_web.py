@@ -123,6 +123,8 @@ class MetricsTests(SynchronousTestCase):
         s.rejoins = 5
         s.reopens = 1
         s.frames_sent = 44
+        s.busy_retries = 6
+        s.junk_dropped = 7
         state.event(0x32, 860.0)
         state.event(0x33, 870.0)
         state.event(0x32, 880.0)  # a second episode, still on
@@ -155,6 +157,8 @@ class MetricsTests(SynchronousTestCase):
             "smartmeter_reopens": ("counter", {("smartmeter_reopens_total", ()): 1.0}),
             "smartmeter_rate_limited": ("counter", {("smartmeter_rate_limited_total", ()): 2.0}),
             "smartmeter_frames_sent": ("counter", {("smartmeter_frames_sent_total", ()): 44.0}),
+            "smartmeter_module_busy": ("counter", {("smartmeter_module_busy_total", ()): 6.0}),
+            "smartmeter_junk_dropped": ("counter", {("smartmeter_junk_dropped_total", ()): 7.0}),
             "smartmeter_rate_limited_now": ("gauge", {("smartmeter_rate_limited_now", ()): 1.0}),
             "smartmeter_session_up": ("gauge", {("smartmeter_session_up", ()): 1.0}),
             "smartmeter_session_age_seconds": (

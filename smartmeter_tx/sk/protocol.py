@@ -222,6 +222,8 @@ class SKStackProtocol(Protocol):
         self.payload_mode = payload_mode
         self.transcript: Optional[Callable[[str, str], None]] = None
         self.connected_once = False
+        #: Lines and fragments from the module that were dropped as garbage.
+        self.junk_dropped = 0
 
     # -- public API ---------------------------------------------------------
 
@@ -347,8 +349,8 @@ class SKStackProtocol(Protocol):
                     self._raw_done(item.data)
                 elif isinstance(item, Dropped):
                     # Garbage on the serial line must never close the port.
-                    self.log.warn("dropping an over-long line from the module ({n} bytes)",
-                                  n=item.count)
+                    self._junk("dropping an over-long line from the module ({n} bytes)",
+                               n=item.count)
         finally:
             self._receiving = False
 
@@ -356,12 +358,12 @@ class SKStackProtocol(Protocol):
         try:
             value = L.parse_line(line, self.payload_mode)
         except SKParseError as e:
-            self.log.warn("dropping malformed line from the module: {error}: {line}",
-                          error=e, line=self.redactor.scrub(repr(line[:80])))
+            self._junk("dropping malformed line from the module: {error}: {line}",
+                       error=e, line=self.redactor.scrub(repr(line[:80])))
             return
         if isinstance(value, L.Resynced):
-            self.log.info("dropping {junk} glued before a line",
-                          junk=self.redactor.scrub(repr(value.junk)))
+            self._junk("dropping {junk} glued before a line",
+                       junk=self.redactor.scrub(repr(value.junk)))
             value = value.value
         if isinstance(value, L.RxUdpPartial):
             # A binary payload held CR LF: the rest of it comes as raw bytes.
@@ -401,7 +403,7 @@ class SKStackProtocol(Protocol):
         self._raw_timer = None
         self._partial = None
         self._reader.cancel_raw()
-        self.log.warn("dropping an incomplete binary ERXUDP: {why}", why=why)
+        self._junk("dropping an incomplete binary ERXUDP: {why}", why=why)
         if drain:
             self._drain()
 
@@ -585,8 +587,16 @@ class SKStackProtocol(Protocol):
         pass  # SKSENDTO's answer with echo off, or the CRLF after a binary payload
 
     def _line_Unknown(self, unknown: L.Unknown) -> None:
-        self.log.warn("dropping unrecognised line from the module: {line}",
-                      line=self.redactor.scrub(repr(unknown.raw[:80])))
+        self._junk("dropping unrecognised line from the module: {line}",
+                   line=self.redactor.scrub(repr(unknown.raw[:80])))
+
+    def _junk(self, format: str, **fields) -> None:
+        # Junk is expected now and then (the tail of an interrupted earlier
+        # run, radio noise on the UART): counted, and shown at info level
+        # only, so that a run that succeeds prints nothing at the default
+        # verbosity.
+        self.junk_dropped += 1
+        self.log.info(format, **fields)
 
     def _end_ok(self, value) -> Optional[_Pending]:
         """The command an OK/FAIL line ends, or None if it is a stray one."""
