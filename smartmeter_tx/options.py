@@ -19,7 +19,7 @@ from smartmeter_tx.redact import Redactor
 __all__ = [
     "ENV_ID", "ENV_PASSWORD", "DeviceError", "parse_bool", "parse_channel", "parse_panid",
     "parse_ipaddr", "read_secrets", "make_credentials", "dialect_for", "session_config",
-    "Device", "start_device", "open_serial",
+    "Device", "start_device", "open_serial", "DeviceBusy",
 ]
 
 ENV_ID = "SMARTMETER_ID"
@@ -29,6 +29,14 @@ EMULATOR_PREFIX = "emulator:"
 
 class DeviceError(SmartMeterError):
     """The serial device cannot be used."""
+
+
+class DeviceBusy(DeviceError):
+    """Another program holds the serial device (our lock, or TIOCEXCL)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} is in use by another program")
+        self.path = path
 
 
 # -- values ---------------------------------------------------------------------
@@ -190,24 +198,70 @@ def start_device(spec: str, reactor, link: Optional[str] = None) -> Device:
     return Device(handle.path, handle)
 
 
-def open_serial(protocol, path: str, reactor) -> None:
+def _open_exclusive(*args, **kwargs):
     """
-    Connect C{protocol} to the serial device at C{path} (115200 baud).
-
-    @raise DeviceError: with a one-line message naming the path and the fix.
+    pyserial's Serial, locked against every other program that opens the
+    port: C{exclusive=True} takes an advisory flock (honoured by both of our
+    front ends and by pyserial-based tools; the kernel drops it when the
+    process ends, even on a crash), and TIOCEXCL makes the kernel refuse any
+    further open() of the tty, by any program, except for root.
     """
+    import fcntl
     import serial
+    import termios
+
+    port = serial.Serial(*args, exclusive=True, **kwargs)
+    try:
+        fcntl.ioctl(port.fd, termios.TIOCEXCL)
+    except OSError:
+        pass  # not a tty that supports it: the flock still guards us
+    return port
+
+
+def _serial_port_class():
     from twisted.internet.serialport import SerialPort
 
+    class ExclusiveSerialPort(SerialPort):
+        _serialFactory = staticmethod(_open_exclusive)
+
+        def connectionLost(self, reason):
+            # TIOCEXCL lasts until the tty's last close; another holder of the
+            # tty (the emulator keeps its pty open) would keep it: clear it.
+            import fcntl
+            import termios
+            try:
+                fcntl.ioctl(self._serial.fd, termios.TIOCNXCL)
+            except (OSError, TypeError, ValueError):
+                pass
+            super().connectionLost(reason)
+
+    return ExclusiveSerialPort
+
+
+def open_serial(protocol, path: str, reactor) -> None:
+    """
+    Connect C{protocol} to the serial device at C{path} (115200 baud), locked
+    for this process alone.
+
+    @raise DeviceBusy: another program holds the port.
+    @raise DeviceError: with a one-line message naming the path and the fix.
+    """
+    import errno as E
+
+    import serial
+
     try:
-        SerialPort(protocol, path, reactor, baudrate=115200)
-    except serial.SerialException as e:
+        _serial_port_class()(protocol, path, reactor, baudrate=115200)
+    except (serial.SerialException, OSError) as e:
         cause = e.__cause__ or e.__context__
-        errno = getattr(cause, "errno", None) or getattr(e, "errno", None)
-        if errno == 13 or "Permission denied" in str(e):
+        errno = getattr(e, "errno", None) or getattr(cause, "errno", None)
+        text = str(e)
+        if errno in (E.EAGAIN, E.EWOULDBLOCK, E.EBUSY) or "exclusively lock" in text:
+            raise DeviceBusy(path) from None
+        if errno == E.EACCES or "Permission denied" in text:
             raise DeviceError(f"permission denied opening {path}: add your user to the "
                               "'dialout' group (then log in again)") from None
-        if errno == 2 or "No such file" in str(e):
+        if errno == E.ENOENT or "No such file" in text:
             raise DeviceError(f"no such device {path}: is the Wi-SUN module plugged in? "
                               "(ls /dev/serial/by-id/)") from None
-        raise DeviceError(f"cannot open {path}: {e}") from None
+        raise DeviceError(f"cannot open {path}: {text.splitlines()[0] if text else e}") from None

@@ -41,6 +41,10 @@ EXIT_NOT_FOUND = 5
 EXIT_TIMEOUT = 6
 EXIT_NO_READING = 7
 
+#: Where the service listens by default (tap.py's --http default): a plugin
+#: that finds the serial port held reads from it instead.
+DEFAULT_SERVICE = "http://127.0.0.1:9580"
+
 #: Seconds of a normal run (mackerel-agent kills plugins at 30 s) and of --scan.
 DEFAULT_TIMEOUT = 25.0
 SCAN_TIMEOUT = 120.0
@@ -246,7 +250,10 @@ async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, st
         config, state_path = O.session_config(
             args.device, args.state_file or args.tempfile, credentials, O.dialect_for(args.dse),
             args.channel, args.panid, args.ipaddr, environ)
-        O.open_serial(proto, device.path, reactor)
+        try:
+            O.open_serial(proto, device.path, reactor)
+        except O.DeviceBusy as e:
+            return await _port_in_use(reactor, e, args, prefix, stdout, stderr)
         client = config.client(proto, reactor)
         if args.scan:
             if credentials is None:
@@ -334,36 +341,85 @@ def _print_service(code, lines, message, url, stdout, stderr) -> int:
     return code
 
 
-def from_service_blocking(args, prefix, stdout, stderr) -> int:
+def fetch_latest(url: str, timeout: float) -> tuple:
     """
-    The --service path of the command line: one blocking loopback GET with the
-    standard library, no reactor (half the CPU time of the Twisted path).
+    The one client of the service's C{/latest}: a blocking GET with the
+    standard library (no reactor: half the CPU time of the Twisted path).
+
+    @return: C{(HTTP status, body bytes)}.
+    @raise TimeoutError: no answer in C{timeout} seconds.
+    @raise OSError: the service cannot be reached (C{http.client} errors too).
     """
     import http.client
-    import time
     import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path or "/latest")
+        response = conn.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as e:
+        raise OSError(f"bad HTTP answer: {e.__class__.__name__}") from None
+    finally:
+        conn.close()
+
+
+def from_service_blocking(args, prefix, stdout, stderr) -> int:
+    """
+    The --service path: print the running service's latest reading.
+
+    @return: the exit code.
+    """
+    import time
 
     try:
         url = _service_url(args)
     except UsageError as e:
         _stderr(stderr, str(e))
         return EXIT_USAGE
-    parts = urllib.parse.urlsplit(url)
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     try:
-        conn = cls(parts.hostname, parts.port, timeout=args.timeout)
-        conn.request("GET", parts.path or "/latest")
-        response = conn.getresponse()
-        status, body = response.status, response.read()
-        conn.close()
+        status, body = fetch_latest(url, args.timeout)
     except TimeoutError:
         _stderr(stderr, f"timed out while asking the service at {url}")
         return EXIT_TIMEOUT
-    except (OSError, http.client.HTTPException) as e:
+    except OSError as e:
         _stderr(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}")
         return EXIT_DEVICE
     return _print_service(*service_output(status, body, time.time(), args, prefix),
                           url, stdout, stderr)
+
+
+def _port_in_use(reactor, error, args, prefix, stdout, stderr):
+    """
+    The serial port is held by another program: if it is the service,
+    answering at its default local endpoint, print its reading exactly as
+    C{--service} would; else say so in one line.
+
+    @return: a Deferred firing with the exit code.
+    """
+    import time
+
+    from twisted.internet import threads
+
+    url = DEFAULT_SERVICE.rstrip("/") + "/latest"
+
+    def ask():
+        try:
+            return fetch_latest(url, min(args.timeout, 3.0))
+        except OSError:  # TimeoutError included
+            return None
+
+    def answered(result):
+        if result is None:
+            _stderr(stderr, f"{error} (is twist smartmeter running? use --service URL)")
+            return EXIT_DEVICE
+        status, body = result
+        return _print_service(*service_output(status, body, time.time(), args, prefix),
+                              url, stdout, stderr)
+
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), ask).addCallback(answered)
 
 
 def _save(path: str, link, stderr) -> None:

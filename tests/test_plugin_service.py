@@ -41,7 +41,9 @@ def coroutine_test(f):
     return wrapper
 
 
-class ServiceModeTests(TestCase):
+class _ServiceHarness(TestCase):
+    """A real /latest on 127.0.0.1 over a fake poller's store; no tests of its own."""
+
     def setUp(self):
         self.poller = FakePoller()
         site = QuietSite(make_root(self.poller, reactor.seconds))
@@ -97,6 +99,8 @@ class ServiceModeTests(TestCase):
         code = await plugin.run(reactor, list(argv), environ={}, stdout=out, stderr=err)
         return code, out.getvalue(), err.getvalue() + self.sys_stderr.getvalue()
 
+
+class ServiceModeTests(_ServiceHarness):
     @coroutine_test
     async def test_printsLatestWithItsOwnTime(self):
         """--service prints the service's reading stamped with the reading's own time."""
@@ -275,3 +279,78 @@ class BlockingServiceTests(SynchronousTestCase):
         code, out, err = self.invoke("--service", f"http://127.0.0.1:{port}")
         self.assertEqual((code, out), (plugin.EXIT_DEVICE, ""))
         self.assertNotIn("Traceback", err)
+
+
+class PortInUseTests(_ServiceHarness):
+    """
+    Two programs on one dongle: the port is locked for the program that has
+    it; the one-shot plugin that finds it held reads the service instead.
+    """
+
+    timeout = 60  # only catches a hang
+
+    def setUp(self):
+        super().setUp()
+        import os
+
+        from smartmeter_tx.emulator.device import start_emulator
+        from tests.emuloop import pinned
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.handle = start_emulator(pinned("emulator:?time-scale=0.01"), reactor,
+                                     link=os.path.join(directory, "wisun"))
+        self.addCleanup(self.handle.stop)
+        self.holder = self.hold()
+
+    def hold(self):
+        """Open the emulator's port as another program would; closed at cleanup."""
+        from twisted.internet.protocol import Protocol
+
+        from smartmeter_tx import options as O
+        holder = Protocol()
+        lost = defer.Deferred()
+        holder.connectionLost = lambda reason: lost.callback(None)
+        O.open_serial(holder, self.handle.path, reactor)
+
+        def close():
+            if holder.transport.connected:
+                holder.transport.loseConnection()
+                return lost
+        self.addCleanup(close)
+        holder.lost = lost
+        return holder
+
+    def test_secondOpenIsBusy(self):
+        """A second open of a held port fails with DeviceBusy naming the path."""
+        from smartmeter_tx import options as O
+        from twisted.internet.protocol import Protocol
+        e = self.assertRaises(O.DeviceBusy, O.open_serial, Protocol(), self.handle.path, reactor)
+        self.assertEqual(str(e), f"{self.handle.path} is in use by another program")
+
+    @coroutine_test
+    async def test_releasedOnClose(self):
+        """Once the holder closes the port, the next program opens it."""
+        self.holder.transport.loseConnection()
+        await self.holder.lost
+        self.hold()
+
+    @coroutine_test
+    async def test_pluginReadsTheService(self):
+        """The plugin that finds the port held prints the service's reading, as --service does."""
+        self.patch(plugin, "DEFAULT_SERVICE", self.url)
+        stamp, _ = self.fresh(age=5)
+        code, out, err = await self.invoke("--device", self.handle.path,
+                                           "--state-file", self.mktemp())
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out.splitlines()[0], f"smartmeter.power.value\t1234\t{stamp}")
+
+    @coroutine_test
+    async def test_pluginSaysInUse(self):
+        """Without a service to read, the plugin says in one line who to blame, exit 3."""
+        self.patch(plugin, "DEFAULT_SERVICE", f"http://127.0.0.1:{refusing_port(self)}")
+        code, out, err = await self.invoke("--device", self.handle.path,
+                                           "--state-file", self.mktemp())
+        self.assertEqual((code, out), (plugin.EXIT_DEVICE, ""))
+        self.assertEqual(err, f"mackerel-plugin-smartmeter: {self.handle.path} is in use by "
+                              "another program (is twist smartmeter running? use --service "
+                              "URL)\n")

@@ -74,3 +74,27 @@ class PortKeeperTests(SynchronousTestCase):
         self.loop.unplugged = False
         self.loop.advance(60)
         self.assertEqual(len(self.opened), 1)
+
+    def test_portHeldElsewhere(self):
+        """A port held by another program is logged as such and tried again with backoff."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from smartmeter_tx.options import DeviceBusy
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        held = [True]
+
+        def open_port(proto):
+            if held[0]:
+                raise DeviceBusy("/dev/ttyUSB0")
+            return self.loop.connect(proto)
+        self.keeper.open_port = open_port
+        self.keeper.start()
+        self.loop.advance(20)
+        texts = [formatEvent(e) for e in logged if "in use" in formatEvent(e)]
+        self.assertGreaterEqual(len(texts), 2)
+        self.assertIn("/dev/ttyUSB0 is in use by another program; retrying in", texts[0])
+        held[0] = False
+        self.loop.advance(15)
+        self.assertEqual(len(self.opened), 1)
