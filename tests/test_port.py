@@ -94,7 +94,8 @@ class PortKeeperTests(SynchronousTestCase):
         self.loop.advance(20)
         texts = [formatEvent(e) for e in logged if "in use" in formatEvent(e)]
         self.assertGreaterEqual(len(texts), 2)
-        self.assertIn("/dev/ttyUSB0 is in use by another program; retrying in", texts[0])
+        self.assertIn("cannot open the module (/dev/ttyUSB0 is in use by another program); "
+                      "retrying in", texts[0])
         held[0] = False
         self.loop.advance(15)
         self.assertEqual(len(self.opened), 1)
