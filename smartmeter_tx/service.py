@@ -67,6 +67,9 @@ class MeterPoller(service.Service):
         record form (L{M.Reading.to_record}, or L{M.FixedReading.to_record} for
         the meter's half-hourly EA/EB) and the epoch seconds it was taken.
     @param state_path: where to save the link when it changes, or C{None}.
+    @param on_fatal: called with a one-line message when the service cannot
+        do its job at all and should end (no credentials, and the module has
+        no session to read through).
 
     @ivar state: the L{LinkState}, kept across connections.
     @ivar store: the L{LatestStore}.
@@ -81,8 +84,10 @@ class MeterPoller(service.Service):
                  schedule: PollSchedule = PollSchedule(),
                  on_reading: Optional[Callable] = None, state_path: Optional[str] = None,
                  rng: Optional[random.Random] = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 on_fatal: Optional[Callable[[str], None]] = None) -> None:
         self.config = config
+        self.on_fatal = on_fatal or (lambda message: self.log.critical("{why}", why=message))
         self.clock = clock
         self.schedule = schedule
         self.on_reading = on_reading or (lambda record, when: None)
@@ -101,6 +106,7 @@ class MeterPoller(service.Service):
         self._polling = False
         self._joining = False
         self._had_session = False
+        self._fatal = False  # on_fatal was called (once is enough)
         self._silent_polls = 0
         self._loop: Optional[task.LoopingCall] = None
         self._poll_now = None
@@ -292,8 +298,14 @@ class MeterPoller(service.Service):
         if now < self._next_join:
             return False
         if self.config.credentials is None:
-            self.log.warn("the module has no session and no B-route credentials were given")
+            # Idling for ever would look healthy to systemd while reading nothing.
             self._next_join = now + self.join_backoff.next_delay()
+            if self._fatal:
+                return False
+            self._fatal = True
+            self.on_fatal("the module has no session with the meter and no B-route ID and "
+                          "password were given (--id/--password-file, $SMARTMETER_ID/"
+                          "$SMARTMETER_PASSWORD)")
             return False
         # After repeated failures the client itself scans for the meter anew
         # (it counts failed joins in the state file).

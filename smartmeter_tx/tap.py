@@ -10,16 +10,39 @@ the neighbour discovery share the rest.  Going below 10 s is not recommended.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import sys
 import tempfile
 
-from twisted.application import service, strports
+from typing import Optional
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from smartmeter_tx import options as O
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.options import ENV_ID, ENV_PASSWORD
+
+
+#: Exit statuses of C{twist smartmeter} (sysexits.h, as twist itself uses).
+EXIT_USAGE = 64        # a bad option (twist prints the usage)
+EXIT_UNAVAILABLE = 69  # the --http endpoint cannot be bound
+EXIT_CONFIG = 78       # no credentials, and the module has no session
+
+
+def _die(status: int, message: str):
+    """
+    End C{twist} before the reactor runs: one line on stderr, no traceback.
+
+    @raise SystemExit: always.
+    """
+    sys.stderr.write(f"twist smartmeter: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
 
 
 class Options(usage.Options):
@@ -68,6 +91,12 @@ class Options(usage.Options):
     def _check(self) -> None:
         if not self["device"]:
             raise ArgumentError("--device is required (e.g. /dev/ttyUSB0 or emulator:)")
+        if self["device"].startswith(O.EMULATOR_PREFIX):
+            from smartmeter_tx.emulator.device import parse_spec
+            try:
+                parse_spec(self["device"])
+            except ArgumentError as e:
+                raise ArgumentError(f"--device {self['device']}: {e}") from None
         if self["dse"] and self["standard"]:
             raise ArgumentError("--dse and --standard exclude each other")
         if self["interval"] < 1 or self["energy-interval"] < self["interval"]:
@@ -107,12 +136,19 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
     from smartmeter_tx.service import MeterPoller, PollSchedule
 
     top = service.MultiService()
+    http = _http_service(options["http"], reactor)
+    if http is not None:
+        # First in the tree: a port that cannot be bound ends the start
+        # before anything else (the serial port, the emulator) is opened.
+        http.setServiceParent(top)
     spec = options["device"]
     credentials = options.get("credentials")
     if spec.startswith(O.EMULATOR_PREFIX) and open_port is None:
         # A fixed link path, so that an emulated unplug/replug comes back at
         # the same path, as /dev/serial/by-id does for a real dongle.
         directory = tempfile.mkdtemp(prefix="smartmeter-emu-")
+        # Also when twist ends before the tree stops (e.g. --http cannot bind).
+        atexit.register(shutil.rmtree, directory, True)
         device = O.start_device(spec, reactor, link=os.path.join(directory, "wisun"))
 
         def stop_emulator():
@@ -141,20 +177,81 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
         except OSError as e:
             poller.log.warn("cannot write the data log: {error}", error=e)
 
+    def on_fatal(message):
+        poller.log.critical("{why}; stopping", why=message)
+        _stop_with(reactor, EXIT_CONFIG)
+
     extra = {} if wall_clock is None else {"wall_clock": wall_clock}
     poller = MeterPoller(open_port, config, reactor,
                          PollSchedule(interval=options["interval"],
                                       energy_interval=options["energy-interval"]),
-                         on_reading=on_reading, state_path=state_path, **extra)
+                         on_reading=on_reading, state_path=state_path, on_fatal=on_fatal,
+                         **extra)
     poller.setServiceParent(top)
     if datalog is not None:
         top.addService(_Stopper(datalog.close))
-    if options["http"] and options["http"].lower() != "none":
+    if http is not None:
         from smartmeter_tx.web import QuietSite, make_root
-        site = QuietSite(make_root(poller, poller.wall_clock))
-        strports.service(options["http"], site, reactor=reactor).setServiceParent(top)
+        http.factory = QuietSite(make_root(poller, poller.wall_clock))
     top.poller = poller
     return top
+
+
+def _http_service(description: Optional[str], reactor):
+    """
+    @return: the (not yet started) service for C{--http}, its site still to
+        be set, or C{None} for C{none}.
+    @raise SystemExit: the endpoint description is malformed (one line).
+    """
+    from twisted.internet import endpoints
+
+    if not description or description.lower() == "none":
+        return None
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        _die(EXIT_USAGE, f"--http {description}: not a server endpoint ({e}); e.g. "
+                         "tcp:9580:interface=127.0.0.1, or none")
+    return _HTTPService(endpoint, None, description)
+
+
+class _HTTPService(StreamServerEndpointService):
+    """
+    The HTTP endpoint, failing the start in one line when its port is taken
+    (strports' service would end twist with a traceback).
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint, factory, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            why = e.socketError.strerror if getattr(e.socketError, "strerror", None) else e
+            _die(EXIT_UNAVAILABLE, f"cannot listen on --http {self.description}: {why} "
+                                   "(is another twist smartmeter running?)")
+
+
+def _stop_with(reactor, status: int) -> None:
+    """
+    Stop the reactor and make the process exit with C{status}: twist itself
+    always exits 0 once its reactor has run, and a unit that reads nothing
+    must show as failed to systemd.  (The reason is in the log already:
+    twist's log holds stderr by now.)
+    """
+    def exit_now():
+        # After the shutdown triggers: the services have stopped, the state
+        # file and the data log are closed; only the exit status is left.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exit_now)
+    reactor.stop()
 
 
 class _Stopper(service.Service):

@@ -213,6 +213,22 @@ class MakeServiceTests(SynchronousTestCase):
         self.loop.advance(60)
         self.assertEqual(self.loop.sent.count("SKSENDTO"), sends)
 
+    def test_noCredentialsStopsWithStatus78(self):
+        """
+        No credentials and a module without a session: the service stops the
+        reactor and arranges exit status 78 instead of idling for ever.
+        """
+        top = self.make("--http", "none", credentials=False)
+        self.start(top)
+        self.loop.advance(25)
+        self.assertTrue(self.reactor.hasStopped)
+        after = self.reactor.triggers.get("after", {}).get("shutdown", [])
+        self.assertEqual(len(after), 1)
+        critical = [e for e in self.events if e.get("log_level") is not None
+                    and e["log_level"].name == "critical"]
+        self.assertEqual(len(critical), 1)
+        self.assertIn("no B-route ID and password", formatEvent(critical[0]))
+
     def test_httpNone(self):
         """makeService with --http none listens nowhere and still polls."""
         top = self.make("--http", "none")
