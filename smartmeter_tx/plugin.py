@@ -430,6 +430,22 @@ def _save(path: str, link, stderr) -> None:
         _stderr(stderr, f"warning: cannot write the state file {path}: {e.strerror}")
 
 
+def _command_path() -> str:
+    """
+    The absolute path of this command, for the mackerel-agent.conf block:
+    mackerel-agent runs plugins with its own PATH, which rarely holds a venv's
+    bin/.
+    """
+    import shutil
+
+    name = "mackerel-plugin-smartmeter"
+    beside = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), name)
+    if os.access(beside, os.X_OK):
+        return beside  # the venv (or prefix) of the interpreter running us
+    found = shutil.which(name)
+    return os.path.abspath(found) if found else name
+
+
 async def _scan(client, budget, args, state_path, stdout, stderr) -> int:
     desc = await client.locate(budget)
     _save(state_path, client.link, stderr)
@@ -447,7 +463,7 @@ async def _scan(client, budget, args, state_path, stdout, stderr) -> int:
         "Add this to /etc/mackerel-agent/mackerel-agent.conf (secrets stay out of the file):",
         "",
         "[plugin.metrics.smartmeter]",
-        f'command = ["mackerel-plugin-smartmeter", "--device", "{args.device}", '
+        f'command = ["{_command_path()}", "--device", "{args.device}", '
         f'"--channel", "{link.channel:02X}", "--ipaddr", "{link.ipaddr}", '
         f'"--password-file", "/etc/smartmeter/password", "--timeout", "55"]',
         f'env = {{ "{ENV_ID}" = "<your 32-character B-route ID>" }}',

@@ -182,6 +182,11 @@ class RunTests(_Run, unittest.TestCase):
         self.assertIn(emu.meter_ip, out)
         self.assertIn("dBm", out)
         self.assertIn("[plugin.metrics.smartmeter]", out)
+        # mackerel-agent's PATH rarely holds a venv's bin/: the command is absolute.
+        command = re.search(r'^command = \["([^"]+)"', out, re.M).group(1)
+        self.assertTrue(os.path.isabs(command), command)
+        self.assertTrue(os.access(command, os.X_OK), command)
+        self.assertEqual(os.path.basename(command), "mackerel-plugin-smartmeter")
         self.assertNotIn(DEFAULT_PASSWORD, out + err)
         self.assertNotIn(DEFAULT_ID, out + err)
         # The next run goes straight to the join: the scan's findings were saved.
