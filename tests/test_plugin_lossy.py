@@ -43,10 +43,14 @@ class PluginOnLoopback:
         loop = Loop(start=START, **knobs)
         self.addCleanup(loop.stop)
 
-        def SerialPort(protocol, path, reactor, baudrate=9600, **kwargs):
-            self.assertIs(reactor, loop.clock)
-            self.opened.append((path, baudrate))
-            loop.connect(protocol)
+        test = self
+
+        class SerialPort:
+            # A class, as the product subclasses it (to lock the port).
+            def __init__(self, protocol, path, reactor, baudrate=9600, **kwargs):
+                test.assertIs(reactor, loop.clock)
+                test.opened.append((path, baudrate))
+                loop.connect(protocol)
         self.patch(serialport, "SerialPort", SerialPort)
         return loop
 
