@@ -8,7 +8,6 @@ README.md documents it (in English and in Japanese).
 
 import os
 import re
-from decimal import Decimal
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
@@ -16,10 +15,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from smartmeter_tx.echonet.meter import Reading
-from smartmeter_tx.linkstate import LinkState
-from smartmeter_tx.store import LatestStore
 from smartmeter_tx.web import make_root
+from tests.test_web import PollerView, fill_view
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -37,15 +34,6 @@ METRIC_NAME = re.compile(r"\bsmartmeter_[a-z_]+")
 OTHER_CONFIG_BLOCK = re.compile(r"^```(?:toml|ini|conf)\b.*?^```", re.MULTILINE | re.DOTALL)
 
 
-class PollerView:
-    """What the web resources read of a poller: a store, link state and clock."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.store = LatestStore()
-        self.state = LinkState()
-
-
 def populated_metrics():
     """
     Render C{/metrics} over a store and link state holding a value for
@@ -56,21 +44,7 @@ def populated_metrics():
     clock = Clock()
     clock.advance(1000)
     poller = PollerView(clock)
-    store, state, stats = poller.store, poller.state, poller.store.stats
-    store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
-                      energy_reverse_kwh=Decimal("7.8")), 900.0)
-    store.add(Reading(power_w=-250, current_r_a=Decimal("12.3"),
-                      current_t_a=Decimal("4.5")), 985.0)
-    state.up(850.0)
-    stats.polls_answered = 40
-    stats.polls_failed = 3
-    stats.polls_skipped = 2
-    stats.rejoins = 5
-    stats.reopens = 1
-    stats.frames_sent = 44
-    state.event(0x32, 860.0)
-    state.scanned(208, -40.0)
-    state.rssi(-47.07)
+    fill_view(poller)
     root = make_root(poller, clock.seconds)
     request = DummyRequest([b"metrics"])
     body = getChildForRequest(root, request).render(request)

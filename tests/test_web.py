@@ -36,6 +36,29 @@ class PollerView:
         self.state = LinkState()
 
 
+def fill_view(poller):
+    """Give C{poller} (a L{PollerView}) a value for everything /metrics reports."""
+    store, state, s = poller.store, poller.state, poller.store.stats
+    store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
+                      energy_reverse_kwh=Decimal("7.8")), 900.0)
+    store.add(Reading(power_w=-250, current_r_a=Decimal("12.3"),
+                      current_t_a=Decimal("4.5")), 985.0)
+    state.up(850.0)
+    s.polls_answered = 40
+    s.polls_failed = 3
+    s.polls_skipped = 2
+    s.rejoins = 5
+    s.reopens = 1
+    s.frames_sent = 44
+    s.busy_retries = 6
+    s.junk_dropped = 7
+    state.event(0x32, 860.0)
+    state.event(0x33, 870.0)
+    state.event(0x32, 880.0)  # a second episode, still on
+    state.scanned(208, -40.0)
+    state.rssi(-47.07)
+
+
 def get(root, path):
     """
     GET C{path} (bytes, below the root) from C{root}.
@@ -111,25 +134,7 @@ class MetricsTests(SynchronousTestCase):
         self.root = make_root(self.poller, self.clock.seconds)
 
     def fill(self):
-        store, state, s = self.poller.store, self.poller.state, self.poller.store.stats
-        store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
-                          energy_reverse_kwh=Decimal("7.8")), 900.0)
-        store.add(Reading(power_w=-250, current_r_a=Decimal("12.3"),
-                          current_t_a=Decimal("4.5")), 985.0)
-        state.up(850.0)
-        s.polls_answered = 40
-        s.polls_failed = 3
-        s.polls_skipped = 2
-        s.rejoins = 5
-        s.reopens = 1
-        s.frames_sent = 44
-        s.busy_retries = 6
-        s.junk_dropped = 7
-        state.event(0x32, 860.0)
-        state.event(0x33, 870.0)
-        state.event(0x32, 880.0)  # a second episode, still on
-        state.scanned(208, -40.0)
-        state.rssi(-47.07)
+        fill_view(self.poller)
 
     def test_parsesAndCarriesEverything(self):
         """/metrics is Prometheus text carrying the reading and every link-health figure."""
