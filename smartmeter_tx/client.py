@@ -11,6 +11,7 @@ again.  Every step is bounded by the caller's L{Budget}.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable, Optional
@@ -23,7 +24,7 @@ from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.errors import (
     ArgumentError, AuthenticationFailed, MeterNotFound, NoSession, RateLimited, ReadFailed,
-    SendsHeld, StepTimeout,
+    SendsHeld, SmartMeterError, StepTimeout,
 )
 from smartmeter_tx.linkstate import HOLD_EXPIRY, HOLD_RATE_LIMIT, LinkState, Session
 from smartmeter_tx.requester import EchonetRequester, EchonetTimeout, NotSent, SendFailed
@@ -156,6 +157,8 @@ class BRouteClient:
         self.requester.add_unsolicited_listener(self._on_frame)
         self.frames = 0
         self.busy_retries = 0
+        self._history_source: Optional[str] = None
+        self._clock_offset: Optional[float] = None
         self._credentials_set = False
         self._instance_list: Optional[defer.Deferred] = None
         sk.add_listener(self._on_line)
@@ -389,11 +392,12 @@ class BRouteClient:
         if ended is not None:
             self.log.warn("{why}; the session counts as gone", why=ended)
 
-    async def get(self, epcs, budget: Budget, deoj: int = F.METER) -> F.Frame:
+    async def send(self, build: Callable[[int], F.Frame], budget: Budget) -> F.Frame:
         """
-        One Get frame to the meter, answered within L{ATTEMPT_TIMEOUT}.
+        One request frame to the meter, C{build(tid)}, answered within
+        L{ATTEMPT_TIMEOUT}.
 
-        @return: the answering frame.
+        @return: the answering frame (a success or an SNA answer).
         @raise NotSent: no session (EVENT 21 02).
         @raise SendFailed: EVENT 21 01.
         @raise EchonetTimeout: no answer in time.
@@ -406,7 +410,8 @@ class BRouteClient:
             self._aim()
             self.frames += 1
             self.steps.append("SKSENDTO")
-            d = self.requester.get(epcs, deoj=deoj, timeout=min(self.ATTEMPT_TIMEOUT, left))
+            d = self.requester.request(build(self.requester.allocate_tid()),
+                                       timeout=min(self.ATTEMPT_TIMEOUT, left))
             # The SKSENDTO itself may hang on a stuck module: the whole exchange,
             # not only the wait after OK, must end within the budget.
             d.addTimeout(left, self.clock)
@@ -419,12 +424,22 @@ class BRouteClient:
     async def read(self, epcs=POWER_EPCS, budget: Optional[Budget] = None,
                    may_join: bool = True) -> F.Frame:
         """
-        Read C{epcs} in one frame, re-sending lost frames while the budget
-        lasts, and authenticating when the module has no session.
+        Read C{epcs} in one Get frame; see L{exchange}.
+
+        @return: the answering frame.
+        """
+        return await self.exchange(lambda tid: F.get_request(tid, epcs), budget, may_join)
+
+    async def exchange(self, build: Callable[[int], F.Frame], budget: Optional[Budget] = None,
+                       may_join: bool = True) -> F.Frame:
+        """
+        Send the request C{build(tid)} and get its answer, re-sending lost
+        frames while the budget lasts, and authenticating when the module has
+        no session: the one request policy of the product.
 
         @param may_join: when false, fail with L{NoSession} instead of joining
             (the service decides itself when to join).
-        @return: the answering frame.
+        @return: the answering frame (success or SNA).
         @raise SendsHeld: EVENT 29 or EVENT 32 holds sends (L{RateLimited}).
         @raise NoSession: a join is needed and C{may_join} is false.
         @raise ReadFailed: L{MAX_GETS} requests went unanswered.
@@ -458,7 +473,7 @@ class BRouteClient:
                 raise ReadFailed(f"the meter did not answer after {gets} requests: {last}")
             gets += 1
             try:
-                frame = await self.get(epcs, budget)
+                frame = await self.send(build, budget)
             except NotSent as e:
                 # EVENT 21 02 is the sure sign of no session.
                 last = e
@@ -533,6 +548,118 @@ class BRouteClient:
         self.link.coefficient = M.decode_coefficient(frame.get(M.COEFFICIENT))
         digits = frame.get(M.DIGITS)
         self.link.digits = M.decode_digits(digits) if digits else None
+
+    # -- the meter's history ---------------------------------------------------------
+
+    async def history_source(self, budget: Optional[Budget] = None) -> str:
+        """
+        Which history the meter keeps: C{"EC"} when its Get property map
+        (0x9F) lists EC and ED, else C{"E2"} (E2/E4, which every meter has).
+        Asked once per connection.
+        """
+        if self._history_source is None:
+            frame = await self.read((M.GET_MAP,), budget)
+            edt = frame.get(M.GET_MAP)
+            try:
+                epcs = M.decode_property_map(edt) if edt else frozenset()
+            except SmartMeterError:
+                epcs = frozenset()
+            self._history_source = "EC" if {M.HISTORY2, M.HISTORY2_TIME} <= epcs else "E2"
+        return self._history_source
+
+    async def meter_clock(self, budget: Optional[Budget] = None) -> datetime.datetime:
+        """
+        The meter's own date and time (0x97, 0x98); slots are dated by it, not
+        by the host's clock.
+
+        @return: a naive datetime in the meter's local time (JST).
+        """
+        frame = await self.read((M.METER_TIME, M.METER_DATE), budget)
+        return self._learn_clock(frame)
+
+    def _learn_clock(self, frame: F.Frame) -> datetime.datetime:
+        time_edt, date_edt = frame.get(M.METER_TIME), frame.get(M.METER_DATE)
+        if time_edt is None or date_edt is None:
+            raise ReadFailed("the meter did not tell its date and time (0x97/0x98)")
+        clock = M.decode_meter_clock(time_edt, date_edt)
+        # The meter's clock has minutes only: keep the offset to the host's
+        # clock so that later reads can tell the meter's time without a frame.
+        self._clock_offset = clock.replace(tzinfo=M.JST).timestamp() - self.clock.seconds()
+        return clock
+
+    def meter_now(self) -> Optional[datetime.datetime]:
+        """
+        The meter's time now, from the last clock read (to the minute), or
+        C{None} before the first.
+        """
+        if self._clock_offset is None:
+            return None
+        when = datetime.datetime.fromtimestamp(self.clock.seconds() + self._clock_offset, M.JST)
+        return when.replace(tzinfo=None)
+
+    async def _setc(self, epc: int, edt: bytes, budget: Optional[Budget]) -> None:
+        frame = await self.exchange(lambda tid: F.setc_request(tid, [(epc, edt)]), budget)
+        if frame.esv != F.SET_RES:
+            raise ReadFailed(f"the meter refused to set {epc:02X} (SetC_SNA)")
+
+    async def read_history(self, day: int, budget: Optional[Budget] = None) -> tuple:
+        """
+        One day of the meter's 30-minute record: SetC E5 (and wait for its
+        Set_Res: a Get right after a SetI reads the previous day), then E2,
+        E4 and the meter's clock in one Get.  A read that straddled the
+        meter's midnight is done again.
+
+        @param day: 0 = today, n = n days ago.
+        @return: C{(readings, meter clock)}: C{{boundary: (normal raw, reverse
+            raw)}} for the 48 boundaries of that day (naive, meter time).
+        @raise ReadFailed: the meter refused or answered for another day.
+        @raise SendsHeld: a hold (EVENT 32) stops it.
+        """
+        for _ in range(2):
+            if self._clock_offset is None:
+                await self.meter_clock(budget)
+            before = self.meter_now()
+            await self._setc(M.HISTORY_DAY, M.encode_history_day(day), budget)
+            frame = await self.read((M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
+                                     M.METER_DATE), budget)
+            normal, reverse = frame.get(M.HISTORY_NORMAL), frame.get(M.HISTORY_REVERSE)
+            if normal is not None and reverse is None:
+                # Some meters give one history per frame (Get_SNA for E4).
+                reverse = (await self.read((M.HISTORY_REVERSE,), budget)).get(M.HISTORY_REVERSE)
+            if normal is None or reverse is None:
+                raise ReadFailed("the meter did not give its history (E2/E4)")
+            try:
+                clock = self._learn_clock(frame)
+            except ReadFailed:
+                clock = self.meter_now()
+            if clock.date() != before.date():
+                self.log.info("the meter's midnight passed during a history read; reading again")
+                continue
+            normal_day, reverse_day = M.decode_history(normal), M.decode_history(reverse)
+            if normal_day.day != day:
+                raise ReadFailed(f"the meter gave the history of day {normal_day.day}, not {day}")
+            date = clock.date() - datetime.timedelta(days=day)
+            return M.day_readings(normal_day, reverse_day, date), clock
+        raise ReadFailed("the meter's midnight passed during two history reads")
+
+    async def read_history_at(self, end: datetime.datetime, count: int,
+                              budget: Optional[Budget] = None) -> dict:
+        """
+        C{count} readings (1-12) of the meter's record ending at the boundary
+        C{end} (meter time): SetC ED, wait for Set_Res, Get EC.
+
+        @return: C{{boundary: (normal raw, reverse raw)}}.
+        @raise ReadFailed: the meter refused or answered for another time.
+        """
+        await self._setc(M.HISTORY2_TIME, M.encode_history2_time(end, count), budget)
+        frame = await self.read((M.HISTORY2,), budget)
+        edt = frame.get(M.HISTORY2)
+        if edt is None:
+            raise ReadFailed("the meter did not give its history (EC)")
+        history = M.decode_history2(edt)
+        if history.start != end:
+            raise ReadFailed(f"the meter gave EC from {history.start}, not {end}")
+        return history.by_time()
 
     @property
     def scale(self) -> Optional[M.EnergyScale]:

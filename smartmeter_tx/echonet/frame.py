@@ -170,3 +170,12 @@ def infc_response(frame: Frame) -> Frame:
     """
     return Frame(frame.tid, frame.deoj, frame.seoj, INFC_RES,
                  tuple(Property(p.epc) for p in frame.properties))
+
+
+def setc_request(tid: int, properties: Iterable[tuple], deoj: int = METER,
+                 seoj: int = CONTROLLER) -> Frame:
+    """
+    A SetC frame (answered with Set_Res, or SetC_SNA when refused) setting
+    C{properties}, C{(epc, edt)} pairs, in one frame.
+    """
+    return Frame(tid, seoj, deoj, SETC, tuple(Property(epc, edt) for epc, edt in properties))

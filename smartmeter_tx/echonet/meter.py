@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Optional, Union
 
-from smartmeter_tx.errors import FrameError
+from smartmeter_tx.errors import ArgumentError, FrameError
 
 # EPCs of class 0x028801.
 OPERATION_STATUS = 0x80
@@ -410,3 +410,211 @@ def decode_fixed_reading(properties, scale: Optional[EnergyScale]) -> Optional[F
             values[f"energy_{which}_kwh"] = scale.to_kwh(fixed.raw) if scale else NO_SCALE
             values["meter_time"] = fixed.timestamp
     return FixedReading(**values) if values else None
+
+
+# -- history: the meter's own 30-minute record (E2/E4 with E5; EC with ED) ----------
+
+METER_TIME = 0x97
+METER_DATE = 0x98
+GET_MAP = 0x9F
+HISTORY2 = 0xEC
+HISTORY2_TIME = 0xED
+
+#: Japanese meters keep Japan's wall-clock time, which has no daylight saving.
+JST = datetime.timezone(datetime.timedelta(hours=9), "JST")
+SLOT = datetime.timedelta(minutes=30)
+#: EC carries at most this many (normal, reverse) pairs.
+HISTORY2_MAX = 12
+
+
+def encode_history_day(day: int) -> bytes:
+    """E5: the day E2/E4 report, 0 = today, n = n days ago (0-99)."""
+    if not 0 <= day <= 99:
+        raise ArgumentError(f"history day {day} is outside 0-99")
+    return bytes([day])
+
+
+def decode_meter_clock(time_edt: bytes, date_edt: bytes) -> datetime.datetime:
+    """
+    0x97 (hh mm) and 0x98 (YYYY MM DD): the meter's own clock, naive, in its
+    local time (JST).
+
+    @raise FrameError: malformed, or not a real date and time.
+    """
+    t = _need(time_edt, 2, "97")
+    d = _need(date_edt, 4, "98")
+    try:
+        return datetime.datetime(int.from_bytes(d[:2], "big"), d[2], d[3], t[0], t[1])
+    except ValueError:
+        raise FrameError(f"the meter's clock reads {d.hex()} {t.hex()}") from None
+
+
+def decode_property_map(edt: bytes) -> frozenset:
+    """
+    0x9D/0x9E/0x9F: the first byte counts the EPCs; below 16 they follow as a
+    list, from 16 on as a 16-byte bitmap (byte i, bit b: EPC 0x80 + 0x10 b + i).
+    """
+    if not edt:
+        raise FrameError("empty property map")
+    count = edt[0]
+    if count < 16:
+        if len(edt) != 1 + count:
+            raise FrameError(f"property map says {count} EPCs but has {len(edt) - 1} bytes")
+        return frozenset(edt[1:])
+    if len(edt) != 17:
+        raise FrameError(f"property bitmap of {len(edt) - 1} bytes, not 16")
+    epcs = frozenset(0x80 + 0x10 * b + i for i in range(16) for b in range(8)
+                     if edt[1 + i] >> b & 1)
+    if len(epcs) != count:
+        raise FrameError(f"property map says {count} EPCs but its bitmap has {len(epcs)}")
+    return epcs
+
+
+def encode_history2_time(start: datetime.datetime, count: int) -> bytes:
+    """
+    ED: the newest boundary EC reports (minute 00 or 30) and how many pairs
+    (1-12), stepping back 30 minutes each.
+    """
+    if start.minute not in (0, 30) or start.second or start.microsecond:
+        raise ArgumentError("the history time must be on a :00 or :30 boundary")
+    if not 1 <= count <= HISTORY2_MAX:
+        raise ArgumentError(f"EC carries 1 to {HISTORY2_MAX} readings, not {count}")
+    return (start.year.to_bytes(2, "big")
+            + bytes((start.month, start.day, start.hour, start.minute, count)))
+
+
+@dataclass(frozen=True)
+class History2:
+    """
+    EC: C{readings[k]} is the (normal, reverse) counter pair at C{start - k x
+    30 min}; C{start} is C{None} when ED was never set.
+    """
+
+    start: Optional[datetime.datetime]
+    readings: tuple = ()
+
+    def by_time(self) -> dict:
+        """@return: C{{boundary: (normal raw, reverse raw)}}."""
+        if self.start is None:
+            return {}
+        return {self.start - k * SLOT: pair for k, pair in enumerate(self.readings)}
+
+
+def decode_history2(edt: bytes) -> History2:
+    """EC: YYYY MM DD hh mm, n, then n x (normal u32, reverse u32)."""
+    if len(edt) < 6:
+        raise FrameError(f"EC of {len(edt)} bytes is too short")
+    count = edt[6] if len(edt) > 6 else 0
+    if not 1 <= count <= HISTORY2_MAX or len(edt) != 7 + 8 * count:
+        raise FrameError(f"EC says {count} readings in {len(edt)} bytes")
+    try:
+        start = datetime.datetime(int.from_bytes(edt[:2], "big"), edt[2], edt[3], edt[4], edt[5])
+    except ValueError:
+        start = None  # ED never set (FFFF...)
+    pairs = tuple((decode_energy_raw(edt[7 + 8 * k:11 + 8 * k]),
+                   decode_energy_raw(edt[11 + 8 * k:15 + 8 * k])) for k in range(count))
+    return History2(start, pairs)
+
+
+def day_readings(normal: HistoryDay, reverse: HistoryDay, date: datetime.date) -> dict:
+    """
+    E2 and E4 of one day as C{{boundary: (normal raw, reverse raw)}}, the
+    boundaries of C{date} (the meter's date minus the day E2/E4 echo).
+
+    @raise FrameError: E2 and E4 are not of the same day.
+    """
+    if normal.day != reverse.day:
+        raise FrameError(f"E2 is of day {normal.day} but E4 of day {reverse.day}")
+    midnight = datetime.datetime.combine(date, datetime.time())
+    return {midnight + k * SLOT: (normal.slots[k], reverse.slots[k]) for k in range(48)}
+
+
+def slot_energy(earlier: Value, later: Value, scale: Optional[EnergyScale]) -> Value:
+    """
+    The energy of one slot: the difference of neighbouring cumulative
+    readings, modulo 10^D7 (the counter wraps), in kWh with E1 and D3.
+
+    @return: a L{Decimal} kWh, or an L{Absent} when either reading is
+        missing, the scale is unknown, or the counter went backwards with D7
+        unknown (never a guess).
+    """
+    if is_absent(earlier) or is_absent(later):
+        return NO_DATA
+    if scale is None:
+        return NO_SCALE
+    try:
+        counts = scale.delta(earlier, later)
+    except ValueError:
+        return Absent("counter went backwards")
+    return scale.to_kwh(counts)
+
+
+@dataclass(frozen=True)
+class HistorySlot:
+    """
+    One 30-minute slot of the meter's history.
+
+    @ivar start: the slot's start, aware, in JST.
+    @ivar energy_normal_kwh: bought during the slot (next reading minus this).
+    @ivar cumulative_normal_kwh: the counter at the slot's start, as the meter
+        stored it (the same value E0 showed then).
+    @ivar source: C{"E2"} (E2/E4 day reads) or C{"EC"}.
+    """
+
+    start: datetime.datetime
+    energy_normal_kwh: Value
+    energy_reverse_kwh: Value
+    cumulative_normal_kwh: Value
+    cumulative_reverse_kwh: Value
+    source: str
+
+    KIND = "history"
+    FIELDS = ("energy_normal_kwh", "energy_reverse_kwh", "cumulative_normal_kwh",
+              "cumulative_reverse_kwh")
+
+    @property
+    def slot(self) -> str:
+        """The slot's start in ISO 8601 with the +09:00 offset: its key."""
+        return self.start.isoformat()
+
+    def to_record(self) -> dict:
+        record = {"kind": self.KIND, "slot": self.slot, "source": self.source}
+        record.update((name, json_value(getattr(self, name))) for name in self.FIELDS)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> "HistorySlot":
+        """
+        @raise FrameError: the record has no valid C{slot}.
+        """
+        try:
+            start = datetime.datetime.fromisoformat(record["slot"])
+        except (KeyError, TypeError, ValueError):
+            raise FrameError("a history record without a valid slot") from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=JST)
+        values = {name: _record_number(record.get(name), False) for name in cls.FIELDS}
+        return cls(start.astimezone(JST), source=str(record.get("source", "")), **values)
+
+
+def history_slots(readings: dict, scale: Optional[EnergyScale], source: str,
+                  until: datetime.datetime) -> list:
+    """
+    The slots whose two boundaries are both in C{readings} (naive meter-local
+    boundary -> (normal raw, reverse raw)) and end at or before C{until}.
+
+    @return: L{HistorySlot}s, oldest first.
+    """
+    slots = []
+    for start in sorted(readings):
+        end = start + SLOT
+        if end > until or end not in readings:
+            continue
+        (n0, r0), (n1, r1) = readings[start], readings[end]
+        slots.append(HistorySlot(
+            start.replace(tzinfo=JST),
+            slot_energy(n0, n1, scale), slot_energy(r0, r1, scale),
+            n0 if is_absent(n0) else (scale.to_kwh(n0) if scale else NO_SCALE),
+            r0 if is_absent(r0) else (scale.to_kwh(r0) if scale else NO_SCALE),
+            source))
+    return slots
