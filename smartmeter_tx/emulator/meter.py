@@ -39,9 +39,14 @@ from smartmeter_tx.errors import ArgumentError, FrameError
 
 __all__ = [
     "MeterModel", "TruthRecord", "encode_property_map", "decode_value", "NO_DATA_U32",
+    "check_outage",
 ]
 
 NO_DATA_U32 = 0xFFFFFFFE
+METER_TIME = 0x97
+METER_DATE = 0x98
+HISTORY2 = 0xEC
+HISTORY2_TIME = 0xED
 SLOT_MINUTES = 30
 _MASK64 = (1 << 64) - 1
 #: Minutes are counted from this fixed origin so that the household's habits
@@ -56,11 +61,16 @@ def _mix(*values: int) -> int:
     """
     x = 0x9E3779B97F4A7C15
     for v in values:
-        x = ((x ^ (v & _MASK64)) * 0xBF58476D1CE4E5B9) & _MASK64
-        x ^= x >> 31
-        x = (x * 0x94D049BB133111EB) & _MASK64
-        x ^= x >> 29
+        x = _mix_on(x, v)
     return x
+
+
+def _mix_on(x: int, v: int) -> int:
+    """One step of L{_mix}: C{_mix(a, b) == _mix_on(_mix(a), b)}."""
+    x = ((x ^ (v & _MASK64)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x ^= x >> 31
+    x = (x * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 29)
 
 
 def _minute(t: datetime.datetime) -> int:
@@ -123,6 +133,31 @@ def encode_property_map(epcs) -> bytes:
     return bytes([len(epcs)]) + bytes(bitmap)
 
 
+def check_outage(windows) -> tuple:
+    """
+    Validate outage windows: C{((start, end), ...)} naive datetimes (meter
+    local time) with C{start < end}.
+
+    @return: the windows as a tuple of pairs, sorted.
+    @raise ArgumentError: a window is malformed.
+    """
+    out = []
+    for window in windows or ():
+        try:
+            start, end = window
+        except (TypeError, ValueError):
+            raise ArgumentError("an outage is a (start, end) pair") from None
+        if not (isinstance(start, datetime.datetime) and isinstance(end, datetime.datetime)):
+            raise ArgumentError("an outage's start and end must be date-times")
+        if start.tzinfo is not None or end.tzinfo is not None:
+            raise ArgumentError("an outage is in the meter's local time, without a time zone")
+        if not start < end:
+            raise ArgumentError(f"the outage {start.isoformat()}/{end.isoformat()} does not "
+                                "end after it starts")
+        out.append((start, end))
+    return tuple(sorted(out))
+
+
 def _u32(v: int) -> bytes:
     return v.to_bytes(4, "big")
 
@@ -139,7 +174,11 @@ class TruthRecord:
     @ivar at: the emulator clock's C{seconds()} when it reached the host.
     @ivar meter_time: the meter's local time when the value was produced.
     @ivar value: the decoded value (see L{decode_value}); for E0/E3/EA/EB
-        C{kwh} also carries the value in kWh.
+        C{kwh} also carries the value in kWh.  History answers: E2/E4 give
+        C{{"day", "date", "slots"}} (C{slots[k]} is the raw count at
+        C{date} 00:00 + k x 30 min, an L{em.Absent} for no data), EC gives
+        C{{"start", "normal", "reverse"}} (item k at C{start} - k x 30 min);
+        compare them with L{MeterModel.slot_truth}.
     """
 
     at: float
@@ -163,7 +202,9 @@ class TruthRecord:
 
 
 def _jsonable(value):
-    if isinstance(value, (Decimal, datetime.datetime)):
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, em.Absent):
         return None
@@ -197,6 +238,23 @@ def decode_value(epc: int, edt: bytes, seoj: int = METER):
     if epc in (em.HISTORY_NORMAL, em.HISTORY_REVERSE):
         day = em.decode_history(edt)
         return {"day": day.day, "slots": list(day.slots)}
+    if epc == em.HISTORY_DAY:
+        return None if edt[0] == 0xFF else edt[0]
+    if epc in (HISTORY2, HISTORY2_TIME):
+        start = _decode_time5(edt[:6])
+        count = edt[6] if len(edt) > 6 else 0
+        if epc == HISTORY2_TIME:
+            return {"start": start, "count": count}
+        pairs = [(em.decode_energy_raw(edt[7 + 8 * k:11 + 8 * k]),
+                  em.decode_energy_raw(edt[11 + 8 * k:15 + 8 * k])) for k in range(count)]
+        return {"start": start, "normal": [p[0] for p in pairs],
+                "reverse": [p[1] for p in pairs]}
+    if epc == METER_TIME and len(edt) == 2:
+        return datetime.time(edt[0], edt[1])
+    if epc == METER_DATE and len(edt) == 4:
+        return datetime.date(int.from_bytes(edt[:2], "big"), edt[2], edt[3])
+    if epc in (0x9D, 0x9E, 0x9F):
+        return ["%02X" % e for e in sorted(_decode_map(edt))]
     if epc == em.COEFFICIENT:
         return em.decode_coefficient(edt)
     if epc == em.UNIT:
@@ -210,6 +268,22 @@ def decode_value(epc: int, edt: bytes, seoj: int = METER):
     return edt.hex().upper()
 
 
+def _decode_time5(edt: bytes) -> Optional[datetime.datetime]:
+    """YYYY(u16) MM DD hh mm, or C{None} when unset (e.g. all 0xFF)."""
+    try:
+        return datetime.datetime(int.from_bytes(edt[:2], "big"), edt[2], edt[3], edt[4], edt[5])
+    except (ValueError, IndexError):
+        return None
+
+
+def _decode_map(edt: bytes) -> set:
+    """The inverse of L{encode_property_map}."""
+    count = edt[0]
+    if count < 16:
+        return set(edt[1:1 + count])
+    return {0x80 + 0x10 * b + i for i in range(16) for b in range(8) if edt[1 + i] >> b & 1}
+
+
 class MeterModel:
     """
     A deterministic meter.  Construct it, then call L{handle} with request
@@ -220,14 +294,34 @@ class MeterModel:
     @ivar unit: the E1 code (0x02 = 0.01 kWh).
     @ivar digits: D7; the counters wrap at 10**digits.
     @ivar solar_w: peak solar output in W, 0 for none.
-    @ivar history_days: how many days before C{start} the meter has data for;
-        older slots read as "no data" (0xFFFFFFFE), like a freshly installed meter.
+    @ivar initial_counts, initial_reverse: E0 and E3 at C{start}.  The
+        counters are anchored there and run backwards into the history as
+        far as the epoch, so older readings are smaller (modulo 10**digits).
+    @ivar history_days: how many days the meter remembers: E2/E4/EC have
+        data for boundaries from midnight C{history_days} days before today
+        (so E5 = 0 ... C{history_days} are readable); older slots read as "no
+        data" (0xFFFFFFFE).  The meter was installed (the epoch) at midnight
+        C{history_days} before C{start}: nothing exists before that, not even
+        E0 (like a freshly installed meter).
+    @ivar outage: C{((start, end), ...)} windows, meter local time, start
+        inclusive, end exclusive, during which the meter has no readings.
+        The model: the metrology keeps counting (the household keeps
+        consuming and nothing resets), but the meter neither answers readings
+        nor records them: inside a window E0/E3 read 0xFFFFFFFE, E7
+        0x7FFFFFFE, E8 0x7FFE/0x7FFE, and every :00/:30 boundary inside it is
+        0xFFFFFFFE in EA/EB, E2/E4 and EC, for ever.  The first reading after
+        the window (E0, or the first boundary at or after C{end}) carries the
+        energy used during the outage, so the difference between the last
+        valid boundary before and the first one after is the whole gap's energy.
+    @ivar has_history2: whether the meter has EC/ED (historical data 2);
+        without them they are absent from 9F/9E and answered with SNA.
     """
 
     def __init__(self, seed: int = 0, start: datetime.datetime = datetime.datetime(2024, 6, 1, 12),
                  coefficient: Optional[int] = None, unit: int = 0x02, digits: int = 6,
-                 solar_w: int = 0, history_days: int = 14,
-                 initial_counts: Optional[int] = None) -> None:
+                 solar_w: int = 0, history_days: int = 45,
+                 initial_counts: Optional[int] = None, outage=(),
+                 history2: bool = True) -> None:
         if unit not in em.UNITS:
             raise ArgumentError(f"E1 unit code {unit:#04x} is not defined")
         if not 1 <= digits <= 8:
@@ -236,6 +330,7 @@ class MeterModel:
             raise ArgumentError("D3 coefficient must be 1 to 999999")
         if solar_w < 0 or history_days < 0:
             raise ArgumentError("solar power and history days must not be negative")
+        self.outage = check_outage(outage)
         self.seed = seed
         self.start = start.replace(microsecond=0)
         self.coefficient = coefficient
@@ -243,21 +338,33 @@ class MeterModel:
         self.digits = digits
         self.solar_w = solar_w
         self.history_days = history_days
-        #: The first minute with data: midnight C{history_days} before start.
-        self._epoch = _minute(datetime.datetime.combine(
-            start.date() - datetime.timedelta(days=history_days), datetime.time()))
+        self.has_history2 = bool(history2)
+        #: The meter's installation: midnight C{history_days} before start.
+        self.epoch = datetime.datetime.combine(
+            start.date() - datetime.timedelta(days=history_days), datetime.time())
         # Watt-seconds per count of the cumulative counters.
         self._ws_per_count = Fraction(em.UNITS[unit]) * (coefficient or 1) * 3600 * 1000
         modulus = 10 ** digits
         if initial_counts is None:
-            initial_counts = modulus // 100 + _mix(seed, 1) % (modulus // 5)
+            initial_counts = modulus // 4 + _mix(seed, 1) % max(modulus // 2, 1)
         self.initial_counts = initial_counts % modulus
-        self.initial_reverse = (_mix(seed, 2) % max(modulus // 1000, 1)) if solar_w else 0
+        self.initial_reverse = (modulus // 10 + _mix(seed, 2) % max(modulus // 10, 1)
+                                if solar_w else 0)
         self.history_day = 0xFF  # E5, never set
-        self.history2 = b"\xff\xff\xff\xff\xff\xff\x01"  # ED initial value
+        self.history2_time = b"\xff\xff\xff\xff\xff\xff\x01"  # ED initial value
         self.location = 0x61
         self._windows: dict = {}
-        self._prefix = [(0, 0)]  # cumulative (import, export) Ws at slot boundaries from epoch
+        self._minutes_cache: dict = {}
+        # _mix(seed, a, b) == _mix_on(_mix(seed, a), b): the constant part once.
+        self._mix_jitter = _mix(seed, 0xBA5E)
+        self._mix_cloud = _mix(seed, 0x50AA)
+        self._mix_appliance = [_mix(seed, i) for i in range(len(_HOUSEHOLD))]
+        # Cumulative (import, export) Ws at slot boundaries relative to the
+        # boundary before start: _ahead[i] for anchor + i, _behind[i] for anchor - i.
+        self._anchor_slot = _minute(self.start) // SLOT_MINUTES
+        self._ahead = [(0, 0)]
+        self._behind = [(0, 0)]
+        self._start_ws = self._ws(self.start)
         self._tid = _mix(seed, 3) & 0x0FFF
         self.mac = "%016X" % ((_mix(seed, 4) & 0x0000FFFFFFFFFFFF) | 0x00C0000000000000)
         self.serial = b"F%09d\x00\x00" % (_mix(seed, 5) % 10 ** 9)
@@ -265,27 +372,33 @@ class MeterModel:
     # -- the household -----------------------------------------------------
 
     def _on(self, index: int, appliance: _Appliance, minute: int) -> bool:
-        window = minute // appliance.period
+        span = self._span(index, appliance, minute // appliance.period)
+        return span[0] <= minute < span[1]
+
+    def _span(self, index: int, appliance: _Appliance, window: int) -> tuple:
+        """The (first, end) minutes an appliance runs in one of its windows."""
         key = (index, window)
         span = self._windows.get(key)
         if span is None:
-            hour = (window * appliance.period % 1440) // 60
-            r = _mix(self.seed, index, window)
-            if (r & 0xFFFF) / 65536.0 < appliance.hours[hour]:
+            p = appliance.hours[(window * appliance.period % 1440) // 60]
+            r = _mix_on(self._mix_appliance[index], window) if p else 0
+            if p and (r & 0xFFFF) / 65536.0 < p:
                 length = appliance.on_min + (r >> 16) % (appliance.on_max - appliance.on_min + 1)
                 length = min(length, appliance.period)
                 first = window * appliance.period + (r >> 32) % (appliance.period - length + 1)
                 span = (first, first + length)
             else:
                 span = (0, 0)
+            if len(self._windows) > 4096:  # a pure cache: keep memory flat
+                self._windows.clear()
             self._windows[key] = span
-        return span[0] <= minute < span[1]
+        return span
 
     def _legs(self, minute: int) -> tuple:
         """
         The load of one minute as (R-leg W, T-leg W, 200 V W, solar W).
         """
-        jitter = _mix(self.seed, 0xBA5E, minute // 5)
+        jitter = _mix_on(self._mix_jitter, minute // 5)
         r = 90 + jitter % 40
         t = 50 + (jitter >> 8) % 30
         rt = 0
@@ -305,8 +418,10 @@ class MeterModel:
         of_day = minute % 1440
         if not 360 <= of_day < 1080:  # 06:00 to 18:00
             return 0
+        return self._solar_at(of_day, 0.55 + (_mix_on(self._mix_cloud, minute // 10) % 450) / 1000)
+
+    def _solar_at(self, of_day: int, cloud: float) -> int:
         sun = math.sin(math.pi * (of_day - 360) / 720)
-        cloud = 0.55 + (_mix(self.seed, 0x50AA, minute // 10) % 450) / 1000
         return int(self.solar_w * sun * sun * cloud)
 
     def power_of_minute(self, minute: int) -> int:
@@ -326,51 +441,150 @@ class MeterModel:
         return (round((r / 100 + (rt - gen) / 200) * 10), round((t / 100 + (rt - gen) / 200) * 10))
 
     # -- energy ------------------------------------------------------------
+    #
+    # The counters are anchored at C{start}: E0 there is C{initial_counts}.
+    # The energy of every 30-minute slot is computed once (from the
+    # appliances' on-spans and the 5-minute base-load blocks, minute by
+    # minute only where the sun shines) and kept as a running sum relative
+    # to the slot holding C{start}, growing forwards as time passes and
+    # backwards only as far as a history read asks (never before the epoch).
+
+    def _slot_minutes(self, slot: int) -> list:
+        """The 30 per-minute net powers (W) of absolute slot C{slot}."""
+        cached = self._minutes_cache.get(slot)
+        if cached is not None:
+            return cached
+        m0 = slot * SLOT_MINUTES
+        m1 = m0 + SLOT_MINUTES
+        load = [0] * SLOT_MINUTES
+        for block in range(m0 // 5, m1 // 5):
+            j = _mix_on(self._mix_jitter, block)
+            base = 90 + j % 40 + 50 + (j >> 8) % 30
+            k = block * 5 - m0
+            load[k:k + 5] = [base] * 5
+        for i, a in enumerate(_HOUSEHOLD):
+            for w in range(m0 // a.period, (m1 - 1) // a.period + 1):
+                first, end = self._span(i, a, w)
+                for m in range(max(first, m0), min(end, m1)):
+                    load[m - m0] += a.watts
+        if self.solar_w and 360 <= m0 % 1440 < 1080:
+            clouds = {b: 0.55 + (_mix_on(self._mix_cloud, b) % 450) / 1000
+                      for b in range(m0 // 10, (m1 - 1) // 10 + 1)}
+            of_day = m0 % 1440
+            load = [p - self._solar_at(of_day + k, clouds[(m0 + k) // 10])
+                    for k, p in enumerate(load)]
+        if len(self._minutes_cache) > 8:
+            self._minutes_cache.clear()
+        self._minutes_cache[slot] = load
+        return load
 
     def _slot_ws(self, slot: int) -> tuple:
-        start = self._epoch + slot * SLOT_MINUTES
-        imp = exp = 0
-        for m in range(start, start + SLOT_MINUTES):
-            p = self.power_of_minute(m)
-            if p >= 0:
-                imp += p * 60
-            else:
-                exp -= p * 60
-        return imp, exp
+        """(import, export) watt-seconds of absolute slot C{slot}."""
+        m0 = slot * SLOT_MINUTES
+        if self.solar_w and 360 <= m0 % 1440 < 1080:
+            imp = exp = 0
+            for p in self._slot_minutes(slot):
+                if p >= 0:
+                    imp += p
+                else:
+                    exp -= p
+            return imp * 60, exp * 60
+        # No generation: every minute imports; sum the spans, not the minutes.
+        m1 = m0 + SLOT_MINUTES
+        total = 0
+        for block in range(m0 // 5, m1 // 5):
+            j = _mix_on(self._mix_jitter, block)
+            total += 5 * (140 + j % 40 + (j >> 8) % 30)
+        for i, a in enumerate(_HOUSEHOLD):
+            for w in range(m0 // a.period, (m1 - 1) // a.period + 1):
+                first, end = self._span(i, a, w)
+                overlap = min(end, m1) - max(first, m0)
+                if overlap > 0:
+                    total += a.watts * overlap
+        return total * 60, 0
 
-    def _ws_at(self, now: datetime.datetime) -> Optional[tuple]:
-        """Cumulative (import, export) watt-seconds from the epoch to C{now}."""
-        seconds = int((now - _ORIGIN).total_seconds()) - self._epoch * 60
-        if seconds < 0:
-            return None
+    def _boundary_ws(self, slot: int) -> tuple:
+        """Cumulative (import, export) Ws at the start of absolute slot C{slot},
+        relative to the start of the anchor slot."""
+        offset = slot - self._anchor_slot
+        if offset >= 0:
+            ahead = self._ahead
+            while len(ahead) <= offset:
+                i, e = self._slot_ws(self._anchor_slot + len(ahead) - 1)
+                last = ahead[-1]
+                ahead.append((last[0] + i, last[1] + e))
+            return ahead[offset]
+        behind = self._behind
+        while len(behind) <= -offset:
+            i, e = self._slot_ws(self._anchor_slot - len(behind))
+            last = behind[-1]
+            behind.append((last[0] - i, last[1] - e))
+        return behind[-offset]
+
+    def _ws(self, now: datetime.datetime) -> tuple:
+        """Cumulative (import, export) Ws at C{now}, relative to the anchor slot."""
+        seconds = int((now - _ORIGIN).total_seconds())
         slot, rest = divmod(seconds, SLOT_MINUTES * 60)
-        while len(self._prefix) <= slot:
-            i, e = self._slot_ws(len(self._prefix) - 1)
-            last = self._prefix[-1]
-            self._prefix.append((last[0] + i, last[1] + e))
-        imp, exp = self._prefix[slot]
-        minute0 = self._epoch + slot * SLOT_MINUTES
-        whole, partial = divmod(rest, 60)
-        for m in range(minute0, minute0 + whole + (1 if partial else 0)):
-            p = self.power_of_minute(m)
-            secs = 60 if m < minute0 + whole else partial
-            if p >= 0:
-                imp += p * secs
-            else:
-                exp -= p * secs
+        imp, exp = self._boundary_ws(slot)
+        if rest:
+            whole, partial = divmod(rest, 60)
+            powers = self._slot_minutes(slot)
+            for k in range(whole + (1 if partial else 0)):
+                p = powers[k] * (60 if k < whole else partial)
+                if p >= 0:
+                    imp += p
+                else:
+                    exp -= p
         return imp, exp
 
     def counters(self, now: datetime.datetime) -> tuple:
         """
-        (E0, E3) raw counts at C{now}, wrapped at 10**digits; C{None} each
-        before the meter has data.
+        (E0, E3) raw counts at C{now} as the meter's metrology counts them,
+        wrapped at 10**digits; C{None} each before the meter was installed
+        (the epoch).  Outages do not stop this counter (see L{reading}).
         """
-        ws = self._ws_at(now)
-        if ws is None:
+        if now < self.epoch:
             return None, None
+        imp, exp = self._ws(now)
         modulus = 10 ** self.digits
-        return ((self.initial_counts + int(ws[0] / self._ws_per_count)) % modulus,
-                (self.initial_reverse + int(ws[1] / self._ws_per_count)) % modulus)
+        return ((self.initial_counts + math.floor((imp - self._start_ws[0]) / self._ws_per_count))
+                % modulus,
+                (self.initial_reverse + math.floor((exp - self._start_ws[1]) / self._ws_per_count))
+                % modulus)
+
+    def in_outage(self, now: datetime.datetime) -> bool:
+        """Whether C{now} lies in an outage window (start inclusive, end exclusive)."""
+        return any(a <= now < b for a, b in self.outage)
+
+    def reading(self, now: datetime.datetime) -> tuple:
+        """
+        (E0, E3) as the meter reports them at C{now}: L{counters}, or
+        C{(None, None)} inside an outage window.
+        """
+        if self.in_outage(now):
+            return None, None
+        return self.counters(now)
+
+    def oldest_boundary(self, now: datetime.datetime) -> datetime.datetime:
+        """The oldest boundary the meter still remembers at C{now}: midnight
+        C{history_days} days before today, but never before the epoch."""
+        return max(self.epoch, datetime.datetime.combine(
+            now.date() - datetime.timedelta(days=self.history_days), datetime.time()))
+
+    def slot_truth(self, start: datetime.datetime,
+                   now: Optional[datetime.datetime] = None) -> tuple:
+        """
+        Ground truth for history reads: the cumulative (normal, reverse) raw
+        counts the meter stores for the boundary C{start} (a :00 or :30), the
+        values E2/E4/EC report for it and E0/E3 showed at that instant.
+        C{None} where the meter has no data: in an outage, before the epoch,
+        and, given C{now}, in the future or beyond the history depth.
+        """
+        if start.minute % SLOT_MINUTES or start.second or start.microsecond:
+            raise ArgumentError(f"{start} is not a :00 or :30 boundary")
+        if now is not None and not self.oldest_boundary(now) <= start <= now:
+            return None, None
+        return self.reading(start)
 
     def to_kwh(self, raw: int) -> Decimal:
         return raw * (self.coefficient or 1) * em.UNITS[self.unit]
@@ -386,7 +600,7 @@ class MeterModel:
 
     def _fixed(self, now: datetime.datetime, which: int) -> bytes:
         at = self.last_boundary(now)
-        raw = self.counters(at)[which]
+        raw = self.reading(at)[which]
         return _stamp(at) + _u32(NO_DATA_U32 if raw is None else raw)
 
     def _history(self, now: datetime.datetime, which: int) -> bytes:
@@ -396,13 +610,12 @@ class MeterModel:
             days=self.history_day)
         out = bytearray(self.history_day.to_bytes(2, "big"))
         for k in range(48):
-            at = day + datetime.timedelta(minutes=30 * k)
-            raw = None if at > now else self.counters(at)[which]
+            raw = self.slot_truth(day + datetime.timedelta(minutes=30 * k), now)[which]
             out += _u32(NO_DATA_U32 if raw is None else raw)
         return bytes(out)
 
     def _history2(self, now: datetime.datetime) -> bytes:
-        spec = self.history2
+        spec = self.history2_time
         count = spec[6]
         out = bytearray(spec[:6] + bytes([count]))
         try:
@@ -411,14 +624,19 @@ class MeterModel:
         except ValueError:
             start = None
         for k in range(count):
-            at = None if start is None else start - datetime.timedelta(minutes=30 * k)
-            pair = (None, None) if at is None or at > now else self.counters(at)
+            pair = ((None, None) if start is None
+                    else self.slot_truth(start - datetime.timedelta(minutes=30 * k), now))
             out += b"".join(_u32(NO_DATA_U32 if v is None else v) for v in pair)
         return bytes(out)
 
     # -- properties --------------------------------------------------------
 
-    _SETTABLE = (0x81, em.HISTORY_DAY, 0xED)
+    @property
+    def settable(self) -> tuple:
+        """The EPCs SetC/SetI accept (9E)."""
+        if self.has_history2:
+            return (0x81, em.HISTORY_DAY, HISTORY2_TIME)
+        return (0x81, em.HISTORY_DAY)
 
     def _getters(self) -> dict:
         getters: dict = {
@@ -431,24 +649,26 @@ class MeterModel:
             0x97: lambda now: bytes((now.hour, now.minute)),
             0x98: lambda now: now.year.to_bytes(2, "big") + bytes((now.month, now.day)),
             em.DIGITS: lambda now: bytes([self.digits]),
-            em.ENERGY_NORMAL: lambda now: _u32(_or_nodata(self.counters(now)[0])),
+            em.ENERGY_NORMAL: lambda now: _u32(_or_nodata(self.reading(now)[0])),
             em.UNIT: lambda now: bytes([self.unit]),
             em.HISTORY_NORMAL: lambda now: self._history(now, 0),
-            em.ENERGY_REVERSE: lambda now: _u32(_or_nodata(self.counters(now)[1])),
+            em.ENERGY_REVERSE: lambda now: _u32(_or_nodata(self.reading(now)[1])),
             em.HISTORY_REVERSE: lambda now: self._history(now, 1),
             em.HISTORY_DAY: lambda now: bytes([self.history_day]),
-            em.POWER: lambda now: self.power(now).to_bytes(4, "big", signed=True),
-            em.CURRENT: lambda now: b"".join(
-                v.to_bytes(2, "big", signed=True) for v in self.currents(now)),
+            em.POWER: lambda now: (b"\x7f\xff\xff\xfe" if self.in_outage(now)
+                                   else self.power(now).to_bytes(4, "big", signed=True)),
+            em.CURRENT: lambda now: (b"\x7f\xfe\x7f\xfe" if self.in_outage(now) else b"".join(
+                v.to_bytes(2, "big", signed=True) for v in self.currents(now))),
             em.FIXED_NORMAL: lambda now: self._fixed(now, 0),
             em.FIXED_REVERSE: lambda now: self._fixed(now, 1),
-            0xEC: self._history2,
-            0xED: lambda now: self.history2,
         }
+        if self.has_history2:
+            getters[HISTORY2] = self._history2
+            getters[HISTORY2_TIME] = lambda now: self.history2_time
         if self.coefficient is not None:
             getters[em.COEFFICIENT] = lambda now: _u32(self.coefficient)
         getters[0x9D] = lambda now: encode_property_map((0x80, 0x81, 0x88))
-        getters[0x9E] = lambda now: encode_property_map(self._SETTABLE)
+        getters[0x9E] = lambda now: encode_property_map(self.settable)
         getters[0x9F] = lambda now: encode_property_map(list(getters) + [0x9F])
         return getters
 
@@ -480,14 +700,15 @@ class MeterModel:
         if epc == em.HISTORY_DAY and len(edt) == 1 and edt[0] <= 99:
             self.history_day = edt[0]
             return True
-        if epc == 0xED and len(edt) == 7 and 1 <= edt[6] <= 12 and edt[5] in (0, 30):
+        if (epc == HISTORY2_TIME and self.has_history2 and len(edt) == 7
+                and 1 <= edt[6] <= 12 and edt[5] in (0, 30)):
             try:
                 at = datetime.datetime(int.from_bytes(edt[:2], "big"), edt[2], edt[3], edt[4], edt[5])
             except ValueError:
                 return False
             if at > now:
                 return False
-            self.history2 = bytes(edt)
+            self.history2_time = bytes(edt)
             return True
         return False
 
@@ -534,7 +755,7 @@ class MeterModel:
         if esv in (SETC, SETI):
             props, ok = [], True
             for p in request.properties:
-                if own == METER and p.epc in self._SETTABLE and self._set(p.epc, p.edt, now):
+                if own == METER and p.epc in self.settable and self._set(p.epc, p.edt, now):
                     props.append(Property(p.epc))
                 else:
                     ok = False
@@ -575,6 +796,10 @@ class MeterModel:
             if not p.edt:
                 continue
             value = decode_value(p.epc, p.edt, frame.seoj)
+            if (frame.seoj == METER and p.epc in (em.HISTORY_NORMAL, em.HISTORY_REVERSE)
+                    and value["day"] is not None):
+                # The day the slots belong to, by the meter's own clock.
+                value["date"] = now.date() - datetime.timedelta(days=value["day"])
             kwh = None
             if frame.seoj == METER:
                 raw = value.get("raw") if isinstance(value, dict) and "raw" in value else value
