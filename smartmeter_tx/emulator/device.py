@@ -77,6 +77,26 @@ def _start(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text)
 
 
+def _outage(text: str) -> tuple:
+    """C{START/END[,START/END...]}, ISO 8601, the meter's local time."""
+    windows = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        start, sep, end = part.partition("/")
+        if not sep or "/" in end:
+            raise ValueError("expected START/END, e.g. 2024-05-30T10:00/2024-05-30T13:30")
+        try:
+            a, b = datetime.datetime.fromisoformat(start), datetime.datetime.fromisoformat(end)
+        except ValueError:
+            raise ValueError("START and END must be ISO 8601 date-times, e.g. "
+                             "2024-05-30T10:00/2024-05-30T13:30") from None
+        if a.tzinfo is not None or b.tzinfo is not None:
+            raise ValueError("give the meter's local time, without a UTC offset")
+        if not a < b:
+            raise ValueError("the outage must end after it starts")
+        windows.append((a, b))
+    return tuple(windows)
+
+
 @dataclass(frozen=True)
 class Option:
     attr: str
@@ -127,7 +147,13 @@ OPTIONS = {
     "unit": Option("unit", _hex, "E1 unit code, hex (default 02 = 0.01 kWh)", "HEX"),
     "digits": Option("digits", int, "D7 effective digits, 1-8 (default 6)", "N"),
     "solar": Option("solar", int, "peak solar output in W (default 0 = none)", "W"),
-    "history-days": Option("history_days", int, "days of E2/E4 history (default 14)", "N"),
+    "history-days": Option("history_days", int, "days of 30-minute history the meter keeps, "
+                           "0-99 (default 45)", "N"),
+    "outage": Option("outage", _outage, "the meter has no readings from START to END (ISO "
+                     "8601, meter local time; several comma-separated): 0xFFFFFFFE in E0/E3 "
+                     "and for those slots in E2/E4/EC", "START/END"),
+    "history2": Option("history2", _switch, "off: a meter without EC/ED (historical data 2; "
+                       "default on)", "on|off"),
     "start": Option("start", _start, "the meter's clock at start, ISO 8601 (default: now)",
                     "TIME"),
     "unplug-after": Option("unplug_after", _seconds, "unplug the pty every S seconds "

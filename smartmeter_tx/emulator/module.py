@@ -35,7 +35,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from smartmeter_tx.echonet.frame import CONTROLLER, Frame
-from smartmeter_tx.emulator.meter import MeterModel, _mix
+from smartmeter_tx.emulator.meter import MeterModel, _mix, check_outage
 from smartmeter_tx.emulator.radio import Radio, TxBudget, airtime
 from smartmeter_tx.errors import ArgumentError, SKParseError
 from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Raw, Reader, SendtoHeader
@@ -98,6 +98,11 @@ class EmulatorConfig:
         a new channel); the module's session then goes unanswered; 0 = never.
     @ivar junk_at_open: print the tail of an interrupted earlier output when
         the host opens the port.
+    @ivar history_days: how many days of 30-minute history the meter keeps
+        (E5 0 to this; default 45).
+    @ivar outage: C{((start, end), ...)} windows (meter local time, end
+        exclusive) in which the meter has no readings; see L{MeterModel}.
+    @ivar history2: C{False} for a meter without EC/ED (historical data 2).
     """
 
     dialect: Dialect = Dialect.STANDARD
@@ -125,7 +130,9 @@ class EmulatorConfig:
     unit: int = 0x02
     digits: int = 6
     solar: int = 0
-    history_days: int = 14
+    history_days: int = 45
+    outage: tuple = ()
+    history2: bool = True
     start: Optional[datetime.datetime] = None
     unplug_after: float = 0.0
     unplug_for: float = 5.0
@@ -162,6 +169,9 @@ class EmulatorConfig:
             raise ArgumentError("PAN ID must be 0000 to FFFF")
         if not 0 <= self.scan_min_duration <= 15:
             raise ArgumentError("scan_min_duration must be 0 to 15")
+        if not 0 <= self.history_days <= 99:
+            raise ArgumentError("history_days must be 0 to 99")
+        self.outage = check_outage(self.outage)
         return self
 
 
@@ -225,7 +235,8 @@ class Emulator:
         self.meter = MeterModel(
             seed=config.seed, start=config.start or datetime.datetime(2024, 6, 1, 12),
             coefficient=config.coefficient, unit=config.unit, digits=config.digits,
-            solar_w=config.solar, history_days=config.history_days)
+            solar_w=config.solar, history_days=config.history_days, outage=config.outage,
+            history2=config.history2)
         self.radio = Radio(self.rng, config.loss, config.fail21, config.stale, config.garbage)
         self.budget = TxBudget(config.tx_budget, config.tx_window)
         self.truth: list = []
