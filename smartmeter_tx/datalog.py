@@ -63,6 +63,38 @@ class DataLog:
         os.fsync(self._file.fileno())
         self.lines_written += 1
 
+    def history_records(self, since: datetime.date) -> list:
+        """
+        The C{kind: history} records of the files dated C{since} or later (a
+        slot is written after its own date, so these hold every slot since
+        then).  Lines that are not JSON (a power cut mid-line) are skipped.
+
+        @return: the records as dicts, in file order.
+        """
+        records = []
+        try:
+            names = sorted(os.listdir(self.directory))
+        except OSError:
+            return records
+        first = f"{self.prefix}-{since:%Y-%m-%d}.jsonl"
+        for name in names:
+            if not (name.startswith(self.prefix + "-") and name.endswith(".jsonl")) or name < first:
+                continue
+            try:
+                with open(os.path.join(self.directory, name), encoding="utf-8") as f:
+                    for line in f:
+                        if '"history"' not in line:
+                            continue  # cheap: most lines are readings
+                        try:
+                            record = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(record, dict) and record.get("kind") == "history":
+                            records.append(record)
+            except OSError:
+                continue
+        return records
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -29,6 +29,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from smartmeter_tx.backfill import Backfill
 from smartmeter_tx.backoff import Backoff
 from smartmeter_tx.client import BRouteClient, Budget, SessionConfig
 from smartmeter_tx.echonet import frame as F
@@ -67,6 +68,8 @@ class MeterPoller(service.Service):
         record form (L{M.Reading.to_record}, or L{M.FixedReading.to_record} for
         the meter's half-hourly EA/EB) and the epoch seconds it was taken.
     @param state_path: where to save the link when it changes, or C{None}.
+    @param backfill: fills the log's 30-minute slots from the meter's own
+        record (L{Backfill}); its slots are logged through C{on_reading}.
     @param on_fatal: called with a one-line message when the service cannot
         do its job at all and should end (no credentials, and the module has
         no session to read through).
@@ -85,7 +88,8 @@ class MeterPoller(service.Service):
                  on_reading: Optional[Callable] = None, state_path: Optional[str] = None,
                  rng: Optional[random.Random] = None,
                  wall_clock: Callable[[], float] = time.time,
-                 on_fatal: Optional[Callable[[str], None]] = None) -> None:
+                 on_fatal: Optional[Callable[[str], None]] = None,
+                 backfill: Optional[Backfill] = None) -> None:
         self.config = config
         self.on_fatal = on_fatal or (lambda message: self.log.critical("{why}", why=message))
         self.clock = clock
@@ -97,6 +101,7 @@ class MeterPoller(service.Service):
         self.join_backoff = Backoff(10.0, 600.0, rng)
         self.state = LinkState()
         self.store = LatestStore()
+        self.backfill = backfill
         # Opening a device path costs no air time, so retry often: a replugged
         # dongle should be read again within two poll intervals.
         self.port = PortKeeper(open_port, clock, self._make_client, self._connected,
@@ -110,6 +115,7 @@ class MeterPoller(service.Service):
         self._silent_polls = 0
         self._loop: Optional[task.LoopingCall] = None
         self._poll_now = None
+        self._poll_over: list = []  # Deferreds waiting for the running poll
 
     @property
     def link(self):
@@ -136,6 +142,8 @@ class MeterPoller(service.Service):
     def stopService(self):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self.backfill is not None:
+            self.backfill.stop()
         if self._poll_now is not None and self._poll_now.active():
             self._poll_now.cancel()
         self.port.stop()
@@ -195,6 +203,9 @@ class MeterPoller(service.Service):
 
         def done(result):
             self._polling = False
+            waiting, self._poll_over = self._poll_over, []
+            for w in waiting:
+                w.callback(None)
             stats = self.stats
             stats.frames_sent = self.port.total("frames")
             stats.busy_retries = self.port.total("busy_retries")
@@ -242,6 +253,16 @@ class MeterPoller(service.Service):
         when = self.wall_clock()
         self.store.add(reading, when)
         self.on_reading(reading.to_record(), when)
+        if self.backfill is not None:
+            self.backfill.kick(client, self._running_poll)
+
+    def _running_poll(self) -> Optional[defer.Deferred]:
+        """A Deferred that fires when the running poll is over, or C{None}."""
+        if not self._polling:
+            return None
+        d = defer.Deferred()
+        self._poll_over.append(d)
+        return d
 
     async def _read(self, client: BRouteClient, energy: bool) -> Optional[M.Reading]:
         """

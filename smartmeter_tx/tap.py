@@ -11,10 +11,12 @@ the neighbour discovery share the rest.  Going below 10 s is not recommended.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 from typing import Optional
 
@@ -73,6 +75,8 @@ class Options(usage.Options):
         ["interval", None, 30.0, "seconds between power/current polls", float],
         ["energy-interval", None, 300.0, "seconds between cumulative-energy reads", float],
         ["data-log", None, None, "directory for the daily JSON-lines data log"],
+        ["backfill-days", None, 7, "with --data-log: keep the log's 30-minute slots complete "
+         "this many days back from the meter's own record (0-45; 0 disables)", int],
         ["http", None, "tcp:9580:interface=127.0.0.1",
          "endpoint for /latest and /metrics ('none' disables it)"],
     ]
@@ -101,6 +105,8 @@ class Options(usage.Options):
             raise ArgumentError("--dse and --standard exclude each other")
         if self["interval"] < 1 or self["energy-interval"] < self["interval"]:
             raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
+        if not 0 <= self["backfill-days"] <= 45:
+            raise ArgumentError("--backfill-days must be 0 to 45 (meters keep about 45 days)")
         for key, parse in (("channel", O.parse_channel), ("panid", O.parse_panid),
                            ("ipaddr", O.parse_ipaddr)):
             if self[key] is not None:
@@ -182,6 +188,17 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
         _stop_with(reactor, EXIT_CONFIG)
 
     extra = {} if wall_clock is None else {"wall_clock": wall_clock}
+    backfill = None
+    if datalog is not None and options["backfill-days"] > 0:
+        from smartmeter_tx.backfill import Backfill
+        days = options["backfill-days"]
+        now = (wall_clock or time.time)()
+        since = datetime.date.fromtimestamp(now) - datetime.timedelta(days=days + 1)
+        # The slot's own writer: a slot that could not be written must stay
+        # missing, so the error reaches the backfill (which pauses).
+        backfill = Backfill(days, reactor, datalog.write, wall_clock or time.time,
+                            known=datalog.history_records(since))
+        extra["backfill"] = backfill
     poller = MeterPoller(open_port, config, reactor,
                          PollSchedule(interval=options["interval"],
                                       energy_interval=options["energy-interval"]),

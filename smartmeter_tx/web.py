@@ -1,7 +1,8 @@
 """
 The service's HTTP face, on loopback by default: C{/latest} (the newest
-reading as JSON, with its time and age) and C{/metrics} (Prometheus
-exposition of the readings and of link health).
+reading as JSON, with its time and age), C{/history} (the logged 30-minute
+slots) and C{/metrics} (Prometheus exposition of the readings and of link
+health).
 
 The metrics are collected from the poller when scraped (a custom collector on
 a private registry), so nothing here runs on the poll path.
@@ -9,10 +10,12 @@ a private registry), so nothing here runs on the poll path.
 
 from __future__ import annotations
 
+import datetime
 import json
 
 from twisted.web import resource, server
 
+from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.echonet.meter import json_value
 
 __all__ = ["make_root", "PollerCollector", "QuietSite"]
@@ -58,6 +61,55 @@ class LatestResource(resource.Resource):
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 
+class HistoryResource(resource.Resource):
+    """
+    C{/history?since=...&until=...}: the logged 30-minute slots starting in
+    [since, until), oldest first, as C{{"slots": [record, ...]}}.  Times are
+    ISO 8601 (without an offset: Japan's time, as the meter keeps it) or
+    epoch seconds; by default the last 24 hours.
+    """
+
+    isLeaf = True
+
+    def __init__(self, poller, clock_now) -> None:
+        super().__init__()
+        self.poller = poller
+        self.clock_now = clock_now
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        now = datetime.datetime.fromtimestamp(self.clock_now(), M.JST)
+        try:
+            since = _when(request, b"since", now - datetime.timedelta(days=1))
+            until = _when(request, b"until", now)
+        except ValueError as e:
+            request.setResponseCode(400)
+            return (json.dumps({"error": str(e)}) + "\n").encode()
+        backfill = getattr(self.poller, "backfill", None)
+        slots = [] if backfill is None else backfill.between(since, until)
+        body = {"since": since.isoformat(), "until": until.isoformat(),
+                "slots": [slot.to_record() for slot in slots]}
+        return (json.dumps(body, sort_keys=True) + "\n").encode()
+
+
+def _when(request, name: bytes, default: datetime.datetime) -> datetime.datetime:
+    values = request.args.get(name)
+    if not values:
+        return default
+    text = values[0].decode("utf-8", "replace").strip()
+    try:
+        return datetime.datetime.fromtimestamp(float(text), M.JST)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name.decode()} must be ISO 8601 or epoch seconds, "
+                         f"not {text[:40]!r}") from None
+    return when.replace(tzinfo=M.JST) if when.tzinfo is None else when
+
+
 class PollerCollector:
     """
     A prometheus_client collector reading the poller's store and link state at
@@ -76,6 +128,7 @@ class PollerCollector:
 
         p = self.poller
         store, state, s = p.store, p.state, p.store.stats
+        backfill = getattr(p, "backfill", None)
         latest, energy = store.latest, store.energy
 
         def gauge(name, doc, value, labels=None):
@@ -119,6 +172,10 @@ class PollerCollector:
             ("smartmeter_module_busy", "SKSENDTOs sent again after the module was busy (ER10)",
              s.busy_retries),
             ("smartmeter_junk_dropped", "Garbage lines from the module dropped", s.junk_dropped),
+            ("smartmeter_backfill_slots", "30-minute slots logged from the meter's own record",
+             backfill.written if backfill else 0),
+            ("smartmeter_backfill_frames", "Frames spent reading the meter's record",
+             backfill.frames if backfill else 0),
         ):
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)
@@ -134,6 +191,9 @@ class PollerCollector:
                     state.last_event)
         yield gauge("smartmeter_rssi_dbm", "Last received signal strength (dBm)", state.last_rssi)
         yield gauge("smartmeter_lqi", "Last link quality indicator from a scan", state.last_lqi)
+        yield gauge("smartmeter_backfill_missing_slots",
+                    "Slots of the backfill window the log does not hold yet",
+                    backfill.missing if backfill else None)
 
 
 class MetricsResource(resource.Resource):
@@ -160,4 +220,5 @@ def make_root(poller, clock_now) -> resource.Resource:
     root = resource.Resource()
     root.putChild(b"latest", LatestResource(poller, clock_now))
     root.putChild(b"metrics", MetricsResource(registry))
+    root.putChild(b"history", HistoryResource(poller, clock_now))
     return root

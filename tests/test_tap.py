@@ -196,7 +196,10 @@ class MakeServiceTests(SynchronousTestCase):
         # in every time zone from UTC-3 to UTC+20.
         self.assertEqual(name, "smartmeter-2026-06-01.jsonl")
         with open(os.path.join(self.data, name), encoding="utf-8") as f:
-            lines = [json.loads(line, parse_float=Decimal) for line in f]
+            records = [json.loads(line, parse_float=Decimal) for line in f]
+        # The meter's own 30-minute record is logged too (kind: history).
+        lines = [r for r in records if "kind" not in r]
+        self.assertTrue([r for r in records if r.get("kind") == "history"])
         self.assertEqual([line["power_w"] for line in lines], truth)
         self.assertIn("energy_normal_kwh", lines[0])
         self.assertNotIn("energy_normal_kwh", lines[1])

@@ -17,6 +17,7 @@ from smartmeter_tx import client as C
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.echonet.meter import NO_DATA, NO_PHASE, Reading
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
+from smartmeter_tx.backfill import Backfill
 from smartmeter_tx.linkstate import HOLD_EXPIRY, LinkState
 from smartmeter_tx.service import MeterPoller
 from smartmeter_tx.store import LatestStore
@@ -26,14 +27,15 @@ from tests.emuloop import Loop
 
 class PollerView:
     """
-    What the web resources read of a L{MeterPoller}: its real store and link
-    state, and its clock, without a poller behind them.
+    What the web resources read of a L{MeterPoller}: its real store, link
+    state and backfill, and its clock, without a poller behind them.
     """
 
-    def __init__(self, clock):
+    def __init__(self, clock, backfill=None):
         self.clock = clock
         self.store = LatestStore()
         self.state = LinkState()
+        self.backfill = backfill
 
 
 def fill_view(poller):
@@ -57,6 +59,8 @@ def fill_view(poller):
     state.event(0x32, 880.0)  # a second episode, still on
     state.scanned(208, -40.0)
     state.rssi(-47.07)
+    poller.backfill = Backfill(7, poller.clock, lambda record, when: None, poller.clock.seconds)
+    poller.backfill.written, poller.backfill.frames, poller.backfill.missing = 96, 9, 3
 
 
 def get(root, path):
@@ -164,6 +168,12 @@ class MetricsTests(SynchronousTestCase):
             "smartmeter_frames_sent": ("counter", {("smartmeter_frames_sent_total", ()): 44.0}),
             "smartmeter_module_busy": ("counter", {("smartmeter_module_busy_total", ()): 6.0}),
             "smartmeter_junk_dropped": ("counter", {("smartmeter_junk_dropped_total", ()): 7.0}),
+            "smartmeter_backfill_slots": (
+                "counter", {("smartmeter_backfill_slots_total", ()): 96.0}),
+            "smartmeter_backfill_frames": (
+                "counter", {("smartmeter_backfill_frames_total", ()): 9.0}),
+            "smartmeter_backfill_missing_slots": (
+                "gauge", {("smartmeter_backfill_missing_slots", ()): 3.0}),
             "smartmeter_rate_limited_now": ("gauge", {("smartmeter_rate_limited_now", ()): 1.0}),
             "smartmeter_session_up": ("gauge", {("smartmeter_session_up", ()): 1.0}),
             "smartmeter_session_age_seconds": (
