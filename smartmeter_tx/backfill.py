@@ -32,6 +32,14 @@ def _boundary(t: datetime.datetime) -> datetime.datetime:
     return t.replace(minute=t.minute - t.minute % 30, second=0, microsecond=0)
 
 
+def _run_length(starts: list) -> int:
+    """How many slots from the first of C{starts} follow each other."""
+    n = 1
+    while n < len(starts) and starts[n] - starts[n - 1] == M.SLOT:
+        n += 1
+    return n
+
+
 class Backfill:
     """
     @param days: how many days back to keep complete (0 disables).
@@ -181,6 +189,10 @@ class Backfill:
             need = start if start not in self._readings else start + M.SLOT
             source = await client.history_source(budget)
             until = _boundary(meter_now)
+            if source == "EC" and _run_length(due) >= M.HISTORY2_MAX:
+                # A day of E2/E4 (48 readings, two frames) beats EC's twelve
+                # readings a read for a long hole; EC is cheaper for a few slots.
+                source = "E2"
             if source == "EC":
                 # EC counts back from ED: cover `need` and what follows it.
                 end = min(until, need + (M.HISTORY2_MAX - 1) * M.SLOT)
