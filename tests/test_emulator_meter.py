@@ -258,3 +258,289 @@ class FrameTests(unittest.TestCase):
         for r in records:
             json.dumps(r.to_json())
         self.assertEqual(records[0].to_json()["epc"], "E7")
+
+
+MINUTE = datetime.timedelta(minutes=1)
+SLOT = datetime.timedelta(minutes=30)
+
+
+def setc(meter, epc, edt, now=NOON, tid=9):
+    return meter.handle(Frame(tid, CONTROLLER, METER, SETC, (Property(epc, edt),)).encode(), now)
+
+
+def ed(start, count):
+    return start.year.to_bytes(2, "big") + bytes((start.month, start.day, start.hour,
+                                                  start.minute, count))
+
+
+def read_day(meter, day, now):
+    """SetC E5 (checking Set_Res), then E2 and E4 in one Get: {boundary: (normal, reverse)}."""
+    reply = setc(meter, em.HISTORY_DAY, bytes([day]), now)
+    assert (reply.esv, reply.properties) == (SET_RES, (Property(em.HISTORY_DAY),)), reply
+    reply = ask(meter, [em.HISTORY_NORMAL, em.HISTORY_REVERSE], now)
+    assert reply.esv == GET_RES and reply.epcs == (0xE2, 0xE4), reply
+    normal = em.decode_history(reply.get(em.HISTORY_NORMAL))
+    reverse = em.decode_history(reply.get(em.HISTORY_REVERSE))
+    assert normal.day == reverse.day == day
+    midnight = datetime.datetime.combine(now.date() - datetime.timedelta(days=day), datetime.time())
+    return {midnight + k * SLOT: (normal.slots[k], reverse.slots[k]) for k in range(48)}
+
+
+def read_ec(meter, start, count, now):
+    """SetC ED (checking Set_Res), then Get EC: {boundary: (normal, reverse)}."""
+    reply = setc(meter, 0xED, ed(start, count), now)
+    assert (reply.esv, reply.properties) == (SET_RES, (Property(0xED),)), reply
+    edt = ask(meter, [0xEC], now).get(0xEC)
+    assert edt[:7] == ed(start, count) and len(edt) == 7 + 8 * count
+    return {start - k * SLOT: (em.decode_energy_raw(edt[7 + 8 * k:11 + 8 * k]),
+                               em.decode_energy_raw(edt[11 + 8 * k:15 + 8 * k]))
+            for k in range(count)}
+
+
+def live(meter, at):
+    """E0 and E3 read live at C{at}, and EA/EB there."""
+    reply = ask(meter, [em.ENERGY_NORMAL, em.ENERGY_REVERSE, em.FIXED_NORMAL, em.FIXED_REVERSE], at)
+    assert reply.esv == GET_RES
+    ea = em.decode_fixed_time(reply.get(em.FIXED_NORMAL))
+    eb = em.decode_fixed_time(reply.get(em.FIXED_REVERSE))
+    assert ea.timestamp == eb.timestamp == MeterModel.last_boundary(at)
+    return ((em.decode_energy_raw(reply.get(em.ENERGY_NORMAL)),
+             em.decode_energy_raw(reply.get(em.ENERGY_REVERSE))), (ea.raw, eb.raw))
+
+
+class HistoryTests(unittest.TestCase):
+    """E5/E2/E4 and ED/EC agree with what the meter said live."""
+
+    def test_slot_energy_is_the_minutes(self):
+        """The per-slot shortcut integrates exactly the per-minute E7 (with and without sun)."""
+        for solar in (0, 5000):
+            meter = MeterModel(seed=11, solar_w=solar)
+            first = (MeterModel.last_boundary(NOON) - datetime.datetime(2000, 1, 1)) // SLOT
+            for slot in range(first - 50, first + 10):
+                minutes = [meter.power_of_minute(slot * 30 + k) for k in range(30)]
+                self.assertEqual(meter._slot_ws(slot), (sum(p * 60 for p in minutes if p > 0),
+                                                        -sum(p * 60 for p in minutes if p < 0)))
+
+    def test_default_depth(self):
+        """45 days by default: E5 = 45 has data at start, 46 has none."""
+        meter = MeterModel(seed=1)
+        self.assertEqual(meter.history_days, 45)
+        self.assertFalse(em.is_absent(read_day(meter, 45, NOON)[datetime.datetime(2024, 4, 17)][0]))
+        self.assertTrue(all(em.is_absent(n) for n, r in read_day(meter, 46, NOON).values()))
+
+    def test_depth_is_rolling(self):
+        """Three days later the oldest three days are forgotten; EC that far back has no data."""
+        meter = MeterModel(seed=1, history_days=10, solar_w=2000)
+        later = NOON + datetime.timedelta(days=3)
+        day10 = read_day(meter, 10, later)
+        self.assertFalse(any(em.is_absent(n) for n, r in day10.values()))
+        self.assertTrue(all(em.is_absent(n) and em.is_absent(r)
+                            for n, r in read_day(meter, 11, later).values()))
+        oldest = datetime.datetime(2024, 5, 25)
+        pairs = read_ec(meter, oldest + SLOT, 3, later)
+        self.assertFalse(em.is_absent(pairs[oldest][0]))
+        self.assertTrue(em.is_absent(pairs[oldest - SLOT][0]))
+        self.assertEqual(meter.slot_truth(oldest - SLOT, later), (None, None))
+        self.assertEqual(meter.slot_truth(oldest, later), meter.counters(oldest))
+
+    def test_future_slots(self):
+        """Slots after now, in E2 and EC, have no data; E5 never set gives day 0x00FF."""
+        meter = MeterModel(seed=2)
+        now = NOON + datetime.timedelta(minutes=45)
+        today = read_day(meter, 0, now)
+        self.assertFalse(em.is_absent(today[NOON + SLOT][0]))
+        self.assertTrue(all(em.is_absent(v[0]) for t, v in today.items() if t > now))
+        self.assertEqual(meter.slot_truth(NOON + 2 * SLOT, now), (None, None))
+
+    def check_consistent(self, solar=3000, **knobs):
+        """
+        Read E0/E3 (and EA/EB) live on boundaries over three days around
+        start, then the same boundaries from E2/E4 and EC: all equal.
+        """
+        meter = MeterModel(seed=knobs.pop("seed", 7), solar_w=solar, **knobs)
+        boundaries = [NOON + k * 7 * SLOT for k in range(-60, 90)]
+        said = {}
+        for b in boundaries:
+            e0e3, eaeb = live(meter, b)
+            self.assertEqual(e0e3, eaeb)  # EA/EB at :00/:30 are E0/E3 then
+            self.assertEqual(live(meter, b + 17 * MINUTE)[1], eaeb)  # and until the next
+            said[b] = e0e3
+        self.assertTrue(any(r > 0 for n, r in said.values()), "no reverse energy")
+        now = boundaries[-1] + datetime.timedelta(hours=5, minutes=10)
+        from_e2, from_ec = {}, {}
+        for day in range((now.date() - boundaries[0].date()).days + 1):
+            from_e2.update(read_day(meter, day, now))
+        for b in boundaries[::3]:
+            from_ec.update(read_ec(meter, b, 12, now))
+        for b in boundaries:
+            self.assertEqual(from_e2[b], said[b], b)
+            self.assertEqual(meter.slot_truth(b, now), said[b])
+        for b, pair in from_ec.items():
+            self.assertEqual(pair, from_e2[b], b)
+        return meter, said
+
+    def test_consistent(self):
+        """The default meter with solar."""
+        self.check_consistent()
+
+    def test_consistent_across_a_wrap(self):
+        """D7 = 3 at 0.001 kWh wraps every kWh: history has the wrapped values, as E0 had."""
+        meter, said = self.check_consistent(unit=0x03, digits=3, solar=4000)
+        values = [said[b][0] for b in sorted(said)]
+        self.assertTrue(any(b < a for a, b in zip(values, values[1:])), "no wrap")
+        self.assertTrue(all(v < 1000 for v in values))
+
+    def test_consistent_with_coefficient_and_units(self):
+        """D3 and E1 variations change the counts, not the agreement."""
+        for knobs in ({"coefficient": 10, "unit": 0x01, "digits": 8},
+                      {"coefficient": 3, "unit": 0x04, "digits": 7},
+                      {"unit": 0x0A, "digits": 5, "seed": 3}):
+            self.check_consistent(**knobs)
+
+    def test_setc_then_get(self):
+        """SetC E5/ED is Set_Res with PDC 0; the next Get sees it; E5 and ED in one SetC."""
+        meter = MeterModel(seed=4)
+        frame = Frame(3, CONTROLLER, METER, SETC, (Property(em.HISTORY_DAY, b"\x02"),
+                                                   Property(0xED, ed(NOON - SLOT, 2))))
+        reply = meter.handle(frame.encode(), NOON)
+        self.assertEqual((reply.esv, reply.tid, reply.properties),
+                         (SET_RES, 3, (Property(em.HISTORY_DAY), Property(0xED))))
+        reply = ask(meter, [em.HISTORY_DAY, 0xED, em.HISTORY_NORMAL, em.HISTORY_REVERSE, 0xEC])
+        self.assertEqual(reply.esv, GET_RES)
+        self.assertEqual(reply.get(em.HISTORY_DAY), b"\x02")
+        self.assertEqual(reply.get(0xED), ed(NOON - SLOT, 2))
+        self.assertEqual(em.decode_history(reply.get(em.HISTORY_REVERSE)).day, 2)
+        self.assertEqual(int.from_bytes(reply.get(0xEC)[7:11], "big"),
+                         meter.counters(NOON - SLOT)[0])
+        # ED in the future or off the :00/:30 grid is refused, echoing the EDT.
+        for bad in (ed(NOON + SLOT, 1), ed(NOON, 13), ed(NOON, 0),
+                    ed(NOON, 1)[:5] + b"\x0f\x01"):
+            reply = setc(meter, 0xED, bad)
+            self.assertEqual((reply.esv, reply.properties), (SETC_SNA, (Property(0xED, bad),)))
+        self.assertEqual(ask(meter, [0xED]).get(0xED), ed(NOON - SLOT, 2))
+
+    def test_outage(self):
+        """
+        No readings in the window: E0/E3/E7/E8 and every boundary inside have no
+        data; the counter went on, so the first reading after has the outage's energy.
+        """
+        start, end = datetime.datetime(2024, 5, 30, 10), datetime.datetime(2024, 5, 30, 13, 30)
+        meter = MeterModel(seed=5, solar_w=3000, outage=((start, end),))
+        inside = start + datetime.timedelta(hours=1, minutes=5)
+        reply = ask(meter, [em.ENERGY_NORMAL, em.ENERGY_REVERSE, em.POWER, em.CURRENT,
+                            em.FIXED_NORMAL], inside)
+        self.assertEqual(reply.esv, GET_RES)
+        self.assertIs(em.decode_energy_raw(reply.get(em.ENERGY_NORMAL)), em.NO_DATA)
+        self.assertIs(em.decode_energy_raw(reply.get(em.ENERGY_REVERSE)), em.NO_DATA)
+        self.assertTrue(em.is_absent(em.decode_power(reply.get(em.POWER))))
+        self.assertTrue(all(em.is_absent(v) for v in em.decode_current(reply.get(em.CURRENT))))
+        self.assertIs(em.decode_fixed_time(reply.get(em.FIXED_NORMAL)).raw, em.NO_DATA)
+        # 13:10: EA still has the 13:00 boundary (inside: no data); 13:40 the 13:30 one.
+        self.assertIs(live(meter, end - 20 * MINUTE)[1][0], em.NO_DATA)
+        self.assertEqual(live(meter, end + 10 * MINUTE)[1], meter.counters(end))
+        self.assertEqual(live(meter, end)[0], meter.counters(end))
+        self.assertEqual(live(meter, start - MINUTE)[0], meter.counters(start - MINUTE))
+        day = read_day(meter, 2, NOON)
+        gap = [t for t, (n, r) in day.items() if em.is_absent(n) or em.is_absent(r)]
+        self.assertEqual(gap, [start + k * SLOT for k in range(7)])  # 10:00 ... 13:00
+        pairs = read_ec(meter, end, 12, NOON)
+        self.assertEqual([t for t, (n, r) in pairs.items() if em.is_absent(n)], gap[::-1])
+        self.assertEqual(pairs[end], day[end])
+        self.assertEqual(meter.slot_truth(start), (None, None))
+        self.assertEqual(meter.slot_truth(end), meter.counters(end))
+        # The reading after the gap holds the energy of the whole outage.
+        minutes = range(int((start - SLOT - datetime.datetime(2000, 1, 1)) / MINUTE),
+                        int((end - datetime.datetime(2000, 1, 1)) / MINUTE))
+        powers = [meter.power_of_minute(m) for m in minutes]
+        for which, wh in ((0, sum(p for p in powers if p > 0) / 60),
+                          (1, -sum(p for p in powers if p < 0) / 60)):
+            counts = day[end][which] - day[start - SLOT][which]
+            self.assertLessEqual(abs(counts * 10 - wh), 10)  # counts of 0.01 kWh
+        self.assertGreater(day[end][1] - day[start - SLOT][1], 0)  # exported at midday
+
+    def test_outage_validated(self):
+        """An outage must end after it starts and be local (naive) date-times."""
+        t = datetime.datetime(2024, 5, 30, 10)
+        self.assertRaises(ArgumentError, MeterModel, outage=((t, t),))
+        self.assertRaises(ArgumentError, MeterModel, outage=((t, "13:00"),))
+        self.assertRaises(ArgumentError, MeterModel, outage=(t,))
+        aware = t.replace(tzinfo=datetime.timezone.utc)
+        self.assertRaises(ArgumentError, MeterModel, outage=((aware, aware + SLOT),))
+
+    def test_without_history2(self):
+        """history2=False: no EC/ED in 9F/9E; Get gives Get_SNA (PDC 0), SetC gives SetC_SNA."""
+        meter = MeterModel(seed=1, history2=False)
+        maps = ask(meter, [0x9E, 0x9F])
+        self.assertNotIn(0xEC, decode_map(maps.get(0x9F)))
+        self.assertNotIn(0xED, decode_map(maps.get(0x9F)))
+        self.assertIn(0xE2, decode_map(maps.get(0x9F)))
+        self.assertEqual(decode_map(maps.get(0x9E)), {0x81, 0xE5})
+        reply = ask(meter, [em.POWER, 0xEC])
+        self.assertEqual(reply.esv, GET_SNA)
+        self.assertEqual([(p.epc, len(p.edt)) for p in reply.properties], [(em.POWER, 4), (0xEC, 0)])
+        self.assertEqual(ask(meter, [0xED]).encode().hex().upper(), "1081000102880105FF015201ED00")
+        spec = ed(NOON, 1)
+        reply = setc(meter, 0xED, spec)
+        self.assertEqual((reply.esv, reply.properties), (SETC_SNA, (Property(0xED, spec),)))
+        self.assertEqual(read_day(meter, 1, NOON)[NOON - datetime.timedelta(days=1)][0],
+                         meter.counters(NOON - datetime.timedelta(days=1))[0])
+
+    def test_truth_of_history(self):
+        """E2/E4/EC/ED/E5/97/98/9F decode in the truth; slots compare with slot_truth."""
+        meter = MeterModel(seed=6, solar_w=3000, outage=((NOON - 4 * SLOT, NOON - 2 * SLOT),))
+        now = NOON + 10 * MINUTE
+        setc(meter, em.HISTORY_DAY, b"\x00", now)
+        setc(meter, 0xED, ed(NOON, 6), now)
+        reply = ask(meter, [em.HISTORY_NORMAL, em.HISTORY_REVERSE, 0xEC, 0xED, em.HISTORY_DAY,
+                            0x97, 0x98, 0x9F], now)
+        records = {r.epc: r for r in meter.truth_of(reply, 1.0, now)}
+        midnight = datetime.datetime(2024, 6, 1)
+        for epc, which in ((em.HISTORY_NORMAL, 0), (em.HISTORY_REVERSE, 1)):
+            value = records[epc].value
+            self.assertEqual((value["day"], value["date"]), (0, midnight.date()))
+            expect = [meter.slot_truth(midnight + k * SLOT, now)[which] for k in range(48)]
+            self.assertEqual([None if em.is_absent(v) else v for v in value["slots"]], expect)
+        ec = records[0xEC].value
+        self.assertEqual(ec["start"], NOON)
+        for k in range(6):
+            n, r = meter.slot_truth(NOON - k * SLOT, now)
+            self.assertEqual((ec["normal"][k], ec["reverse"][k]),
+                             (em.NO_DATA if n is None else n, em.NO_DATA if r is None else r))
+        self.assertEqual(sum(em.is_absent(v) for v in ec["normal"]), 2)
+        self.assertEqual(records[0xED].value, {"start": NOON, "count": 6})
+        self.assertEqual(records[em.HISTORY_DAY].value, 0)
+        self.assertEqual(records[0x97].value, datetime.time(12, 10))
+        self.assertEqual(records[0x98].value, datetime.date(2024, 6, 1))
+        self.assertIn("EC", records[0x9F].value)
+        as_json = json.loads(json.dumps(records[0xEC].to_json()))
+        self.assertEqual(as_json["value"]["start"], "2024-06-01T12:00:00")
+        self.assertIn(None, as_json["value"]["normal"])
+        self.assertEqual(json.loads(json.dumps(records[em.HISTORY_NORMAL].to_json()))
+                         ["value"]["date"], "2024-06-01")
+
+    def test_slot_truth_boundaries_only(self):
+        """slot_truth takes a :00/:30 boundary."""
+        self.assertRaises(ArgumentError, MeterModel().slot_truth, NOON + MINUTE)
+
+    def test_cost(self):
+        """
+        45 days deep: after the first deep read, E2 for day 44 and EC 44 days
+        back take well under 10 ms per Get; memory stays small.
+        """
+        import time
+        meter = MeterModel(seed=8, solar_w=4000)
+        setc(meter, em.HISTORY_DAY, bytes([44]))
+        t0 = time.perf_counter()
+        ask(meter, [em.HISTORY_NORMAL])
+        first = time.perf_counter() - t0
+        self.assertLess(first, 2.0)
+        t0 = time.perf_counter()
+        for i in range(20):
+            now = NOON + i * 7 * MINUTE
+            ask(meter, [em.HISTORY_NORMAL, em.HISTORY_REVERSE], now)
+            setc(meter, 0xED, ed(NOON - datetime.timedelta(days=44), 12), now)
+            ask(meter, [0xEC], now)
+        per_get = (time.perf_counter() - t0) / 40
+        self.assertLess(per_get, 0.010)
+        self.assertLess(len(meter._behind) + len(meter._ahead), 48 * 47)
+        self.assertLessEqual(len(meter._windows), 4097)

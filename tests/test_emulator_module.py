@@ -769,3 +769,58 @@ class FaultTests(unittest.TestCase):
                                                             (Property(0xE7),)).encode())
         echo = parse_output(h.send(command.to_bytes()))[0]
         self.assertTrue(command.is_echo(echo))
+
+
+class HistoryKnobTests(unittest.TestCase):
+    """outage, history2 and history-days through the device spec, into the meter."""
+
+    def test_spec(self):
+        from smartmeter_tx.emulator.device import parse_spec
+        config, _ = parse_spec("emulator:?outage=2024-05-30T10:00/2024-05-30T13:30&history2=off")
+        window = (datetime.datetime(2024, 5, 30, 10), datetime.datetime(2024, 5, 30, 13, 30))
+        self.assertEqual((config.outage, config.history2, config.history_days),
+                         ((window,), False, 45))
+        meter = Emulator(config, Clock()).meter
+        self.assertEqual((meter.outage, meter.has_history2, meter.history_days),
+                         ((window,), False, 45))
+        self.assertTrue(meter.in_outage(window[0]))
+        self.assertFalse(meter.in_outage(window[1]))
+        config, _ = parse_spec("emulator:?outage=2024-05-30T10:00/2024-05-30T11:00,"
+                               "2024-05-31T00:00/2024-05-31T00:30&history-days=60")
+        self.assertEqual((len(config.outage), config.history2, config.history_days), (2, True, 60))
+        self.assertEqual(parse_spec("emulator:")[0].outage, ())
+
+    def test_bad_values(self):
+        """Each bad value is an ArgumentError with a one-line message."""
+        from smartmeter_tx.emulator.device import parse_spec
+        for query in ("outage=2024-05-30T10:00", "outage=2024-05-30T13:00/2024-05-30T10:00",
+                      "outage=noon/later", "outage=2024-05-30T10:00/2024-05-30T11:00/x",
+                      "outage=2024-05-30T10:00Z/2024-05-30T11:00Z", "history2=maybe",
+                      "history-days=100", "history-days=-1"):
+            e = self.assertRaises(ArgumentError, parse_spec, "emulator:?" + query)
+            self.assertNotIn("\n", str(e))
+            self.assertTrue(str(e).startswith("invalid emulator"), str(e))
+        t = datetime.datetime(2024, 5, 30, 10)
+        self.assertRaises(ArgumentError, EmulatorConfig(outage=((t, t),)).validate)
+
+    def test_history_over_the_air(self):
+        """SetC E5 then Get E2+E4 in one frame through the module; the truth has the slots."""
+        h = Harness(echo=False, time_scale=0, solar=2000,
+                    outage=((START - datetime.timedelta(hours=3), START - datetime.timedelta(hours=2)),))
+        self.assertIn(b"EVENT 25", h.join())
+        out = h.sendto(Frame(0x51, 0x05FF01, METER, 0x61,
+                             (Property(em.HISTORY_DAY, b"\x00"),)).encode())
+        out += h.sendto(get_request(0x52, [em.HISTORY_NORMAL, em.HISTORY_REVERSE]).encode())
+        replies = [Frame.decode(v.data) for v in rxudps(parse_output(out + h.advance(1.0)))]
+        self.assertEqual([(r.tid, r.esv) for r in replies], [(0x51, 0x71), (0x52, GET_RES)])
+        truth = [t for t in h.emulator.truth if t.tid == 0x52]
+        self.assertEqual([t.epc for t in truth], [em.HISTORY_NORMAL, em.HISTORY_REVERSE])
+        meter, now = h.emulator.meter, truth[0].meter_time
+        midnight = datetime.datetime(2024, 6, 1)
+        for which, record in enumerate(truth):
+            expect = [meter.slot_truth(midnight + k * datetime.timedelta(minutes=30), now)[which]
+                      for k in range(48)]
+            got = [None if em.is_absent(v) else v for v in record.value["slots"]]
+            self.assertEqual(got, expect)
+            self.assertEqual(got[18:20], [None, None])  # 09:00 and 09:30: the outage
+            self.assertIsNotNone(got[24])

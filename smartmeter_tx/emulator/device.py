@@ -77,6 +77,13 @@ def _start(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text)
 
 
+def _days(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 99:
+        raise ValueError("expected 0 to 99 days")
+    return value
+
+
 def _outage(text: str) -> tuple:
     """C{START/END[,START/END...]}, ISO 8601, the meter's local time."""
     windows = []
@@ -147,7 +154,7 @@ OPTIONS = {
     "unit": Option("unit", _hex, "E1 unit code, hex (default 02 = 0.01 kWh)", "HEX"),
     "digits": Option("digits", int, "D7 effective digits, 1-8 (default 6)", "N"),
     "solar": Option("solar", int, "peak solar output in W (default 0 = none)", "W"),
-    "history-days": Option("history_days", int, "days of 30-minute history the meter keeps, "
+    "history-days": Option("history_days", _days, "days of 30-minute history the meter keeps, "
                            "0-99 (default 45)", "N"),
     "outage": Option("outage", _outage, "the meter has no readings from START to END (ISO "
                      "8601, meter local time; several comma-separated): 0xFFFFFFFE in E0/E3 "
