@@ -535,6 +535,15 @@ class BRouteClient:
             self.learn_scale(frame)
         return M.decode_reading(frame.properties, self.scale)
 
+    async def ensure_scale(self, budget: Optional[Budget] = None) -> M.EnergyScale:
+        """
+        The energy scale, read from the meter (D3, E1, D7 in one frame) unless
+        the link knows it already.
+        """
+        if self.scale is None:
+            self.learn_scale(await self.read(SCALE_EPCS, budget))
+        return self.scale
+
     def learn_scale(self, frame: F.Frame) -> None:
         """
         Take the energy scale (E1, D3, D7) from a frame that carried it.

@@ -76,16 +76,16 @@ def _flag_type(parse):
 _bool = _flag_type(O.parse_bool)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="mackerel-plugin-smartmeter", allow_abbrev=False,
-        description="Read instantaneous power and current from a Japanese smart meter over "
-                    "the Wi-SUN B-route and print them for mackerel-agent.",
-        epilog=f"The B-route ID and password can come from ${ENV_ID} / ${ENV_PASSWORD} or "
-               "--password-file instead of the command line.")
+def add_meter_flags(parser: argparse.ArgumentParser, timeout_help: str):
+    """
+    The flags every one-shot command takes to reach the meter: device,
+    credentials, link, dialect, state file, verbosity and time budget, each
+    also in Go's single-dash spelling.
 
+    @return: C{opt(name, **kw)}, to add more flags the same way.
+    """
     def opt(name, **kw):
-        p.add_argument("--" + name, "-" + name, **kw)
+        parser.add_argument("--" + name, "-" + name, **kw)
 
     opt("device", metavar="PATH", help="serial device of the Wi-SUN module, e.g. "
         "/dev/ttyUSB0, or 'emulator:' for the built-in emulator")
@@ -94,16 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-file)")
     opt("password-file", metavar="FILE", dest="password_file",
         help="file holding the B-route password (first line)")
-    opt("channel", type=_flag_type(O.parse_channel), metavar="CH", help="the meter's channel in hex (21-3C), "
-        "as EPANDESC prints it; narrows the scan")
-    opt("panid", type=_flag_type(O.parse_panid), metavar="PANID", help="the meter's PAN ID (4 hex digits)")
-    opt("ipaddr", type=_flag_type(O.parse_ipaddr), metavar="IPV6", help="the meter's link-local IPv6 address (full form)")
+    opt("channel", type=_flag_type(O.parse_channel), metavar="CH",
+        help="the meter's channel in hex (21-3C), as EPANDESC prints it; narrows the scan")
+    opt("panid", type=_flag_type(O.parse_panid), metavar="PANID",
+        help="the meter's PAN ID (4 hex digits)")
+    opt("ipaddr", type=_flag_type(O.parse_ipaddr), metavar="IPV6",
+        help="the meter's link-local IPv6 address (full form)")
     opt("dse", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
         help="force the dual-stack-edition SK dialect (default: detected)")
-    opt("scan", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
-        help="find the meter, print what was found and the mackerel-agent.conf block")
-    opt("metric-key-prefix", dest="prefix", default="smartmeter", metavar="PREFIX",
-        help="metric key prefix (default: smartmeter)")
     opt("tempfile", metavar="PATH", help="accepted for compatibility; used as the state "
         "file when --state-file is not given")
     opt("state-file", dest="state_file", metavar="PATH", help="where to remember the "
@@ -113,9 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 quiet, 1 warnings (default), 2 info, 3 full SK transcript (secrets redacted)")
     opt("debug", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
         help="same as --verbosity 3 (compatibility)")
-    opt("timeout", type=float, default=None, metavar="SECONDS",
-        help="total time budget of the run (default 25, below mackerel-agent's 30; "
-             "120 with --scan, which may need long scans)")
+    opt("timeout", type=float, default=None, metavar="SECONDS", help=timeout_help)
+    return opt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="mackerel-plugin-smartmeter", allow_abbrev=False,
+        description="Read instantaneous power and current from a Japanese smart meter over "
+                    "the Wi-SUN B-route and print them for mackerel-agent.",
+        epilog=f"The B-route ID and password can come from ${ENV_ID} / ${ENV_PASSWORD} or "
+               "--password-file instead of the command line.")
+    opt = add_meter_flags(p, "total time budget of the run (default 25, below "
+                             "mackerel-agent's 30; 120 with --scan, which may need long scans)")
+    opt("scan", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+        help="find the meter, print what was found and the mackerel-agent.conf block")
+    opt("metric-key-prefix", dest="prefix", default="smartmeter", metavar="PREFIX",
+        help="metric key prefix (default: smartmeter)")
     opt("energy", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
         help="also print cumulative energy (kWh) bought and sold")
     opt("service", metavar="URL", help="read the latest reading from a running "
@@ -139,8 +151,8 @@ def parse_args(argv):
     return args
 
 
-def _stderr(stream, message: str) -> None:
-    stream.write(f"mackerel-plugin-smartmeter: {message}\n")
+def _stderr(stream, message: str, program: str = "mackerel-plugin-smartmeter") -> None:
+    stream.write(f"{program}: {message}\n")
     stream.flush()
 
 
@@ -226,7 +238,19 @@ async def run_parsed(reactor, args, environ=os.environ, stdout=None, stderr=None
     return await _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr)
 
 
-async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr) -> int:
+async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=None,
+                     program: str = "mackerel-plugin-smartmeter") -> int:
+    """
+    Open the module named by C{args} (device, credentials, state file, link
+    flags), run C{await work(client, budget, credentials, state_path)} within
+    C{args.timeout}, save what the session learnt, close the port, and turn
+    a failure into one stderr line and an exit code.  Shared by the one-shot
+    commands.
+
+    @param busy: C{await busy(error)} answers instead when another program
+        holds the port (L{O.DeviceBusy}); without it that is exit 3.
+    @return: the exit code (C{work}'s own on success).
+    """
     from twisted.internet import defer
 
     from smartmeter_tx.sk.protocol import SKStackProtocol
@@ -239,7 +263,6 @@ async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, st
         proto.transcript = lambda direction, text: stderr.write(f"{direction} {text}\n")
     device = None
     client = None
-    config = None
     state_path = None
     try:
         device = O.start_device(args.device, reactor)
@@ -253,23 +276,17 @@ async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, st
         try:
             O.open_serial(proto, device.path, reactor)
         except O.DeviceBusy as e:
-            return await _port_in_use(reactor, e, args, prefix, stdout, stderr)
+            if busy is None:
+                raise
+            return await busy(e)
         client = config.client(proto, reactor)
-        if args.scan:
-            if credentials is None:
-                raise UsageError("--scan needs the B-route ID and password")
-            return await _scan(client, budget, args, state_path, stdout, stderr)
-        reading = await client.read_values(energy=args.energy, budget=budget)
-        lines = mackerel.format_metrics(prefix, reading, int(reactor.seconds()), args.energy)
-        _save(state_path, client.link, stderr)
-        # All or nothing: the lines are written in one go after the reading.
-        stdout.write("".join(line + "\n" for line in lines))
-        stdout.flush()
-        return EXIT_OK
+        code = await work(client, budget, credentials, state_path)
+        _save(state_path, client.link, stderr, program)
+        return code
     except SmartMeterError as e:
         if client is not None:
-            _save(state_path, client.link, stderr)
-        _stderr(stderr, redactor.scrub(str(e)))
+            _save(state_path, client.link, stderr, program)
+        _stderr(stderr, redactor.scrub(str(e)), program)
         return _exit_code(e)
     finally:
         if client is not None:
@@ -285,6 +302,25 @@ async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, st
                 pass
         if device is not None:
             device.stop()
+
+
+async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr) -> int:
+    async def work(client, budget, credentials, state_path):
+        if args.scan:
+            if credentials is None:
+                raise UsageError("--scan needs the B-route ID and password")
+            return await _scan(client, budget, args, state_path, stdout, stderr)
+        reading = await client.read_values(energy=args.energy, budget=budget)
+        lines = mackerel.format_metrics(prefix, reading, int(reactor.seconds()), args.energy)
+        # All or nothing: the lines are written in one go after the reading.
+        stdout.write("".join(line + "\n" for line in lines))
+        stdout.flush()
+        return EXIT_OK
+
+    def busy(error):
+        return _port_in_use(reactor, error, args, prefix, stdout, stderr)
+
+    return await with_meter(reactor, args, rbid, password, environ, stderr, work, busy)
 
 
 def _service_url(args) -> str:
@@ -422,12 +458,12 @@ def _port_in_use(reactor, error, args, prefix, stdout, stderr):
     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), ask).addCallback(answered)
 
 
-def _save(path: str, link, stderr) -> None:
+def _save(path: str, link, stderr, program: str = "mackerel-plugin-smartmeter") -> None:
     from smartmeter_tx import state as S
     try:
         S.save_state(path, link)
     except OSError as e:
-        _stderr(stderr, f"warning: cannot write the state file {path}: {e.strerror}")
+        _stderr(stderr, f"warning: cannot write the state file {path}: {e.strerror}", program)
 
 
 def _command_path() -> str:
