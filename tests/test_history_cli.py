@@ -73,7 +73,7 @@ class MeterTests(_Base, unittest.TestCase):
         unit = M.UNITS[handle.emulator.config.unit]
         for r in rows:
             start = datetime.datetime.fromisoformat(r["slot"]).replace(tzinfo=None)
-            (n0, r0), (n1, r1) = meter.counters(start), meter.counters(start + M.SLOT)
+            (n0, r0), (n1, r1) = meter.slot_truth(start), meter.slot_truth(start + M.SLOT)
             self.assertEqual(Decimal(r["energy_normal_kwh"]),
                              (n1 - n0) % 10 ** meter.digits * unit, r)
             self.assertEqual(Decimal(r["cumulative_normal_kwh"]), n0 * unit, r)
