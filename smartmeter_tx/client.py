@@ -77,6 +77,8 @@ class SessionConfig:
     credentials: Optional[Credentials] = None
     link: MeterLink = field(default_factory=MeterLink)
     dialect: Optional[L.Dialect] = None
+    #: the --device it reads through, as given (for /latest and the logs)
+    device: Optional[str] = None
 
     def client(self, sk: SKStackProtocol, clock, state: Optional[LinkState] = None,
                rssi: bool = False) -> "BRouteClient":
@@ -99,7 +101,6 @@ class BRouteClient:
         for the caller to save.
     @ivar state: the L{LinkState} (session, holds, link quality) this client
         keeps up to date from the module's events.
-    @ivar frames: SKSENDTO frames sent so far (radio use).
     @ivar busy_retries: SKSENDTOs sent again after the module was busy (ER10).
     @ivar steps: names of the last SK commands sent (for tests and benchmarks).
     """
@@ -119,8 +120,9 @@ class BRouteClient:
     #: 9 s at duration 5), a join (3.3 s) and a Get.
     RESCAN_MIN_BUDGET = 13.0
     #: Seconds to pause after FAIL ER09/ER10 (the module was busy) before
-    #: sending again.
+    #: sending again, and how many such retries in a row cost no Get.
     BUSY_PAUSE = 1.5
+    MAX_BUSY = 3
     #: Seconds to wait for the answer to one Get: the meter answers within
     #: about a second (captures §19), so waiting longer only wastes the budget.
     ATTEMPT_TIMEOUT = 3.0
@@ -155,7 +157,6 @@ class BRouteClient:
         self.requester = EchonetRequester(sk, self.module.dialect or L.Dialect.STANDARD,
                                           self.link.ipaddr, clock=clock)
         self.requester.add_unsolicited_listener(self._on_frame)
-        self.frames = 0
         self.busy_retries = 0
         self._history_source: Optional[str] = None
         self._clock_offset: Optional[float] = None
@@ -170,6 +171,11 @@ class BRouteClient:
     @property
     def prepared(self) -> bool:
         return self.module.prepared
+
+    @property
+    def frames(self) -> int:
+        """Frames this connection put on the air (SKSENDTOs the module took)."""
+        return self.requester.frames_sent
 
     @property
     def junk_dropped(self) -> int:
@@ -302,6 +308,12 @@ class BRouteClient:
         link.join_failures = 0
         if known is not None and link.where() != known:
             self._moved(known)
+        elif self.discovery.moved_from is not None:
+            # Found away from the channel given (no saved meter to compare).
+            self.log.warn("the meter answers on channel {ch:02X}, not {old:02X}; saved (update "
+                          "--channel in the configuration)", ch=link.channel,
+                          old=self.discovery.moved_from)
+            self.discovery.moved_from = None
 
     def _moved(self, known: tuple) -> None:
         # Said once: the new place is saved, and a --channel/--ipaddr that
@@ -309,6 +321,7 @@ class BRouteClient:
         link = self.link
         channel, pan_id, ipaddr = known
         link.moved_from_channel, link.moved_from_ipaddr = channel, ipaddr
+        self.discovery.moved_from = None
         self.log.warn("the meter moved: channel {old_ch:02X} -> {ch:02X}, PAN ID {old_pan:04X} -> "
                       "{pan:04X}, address {ip}; saved (update --channel/--panid/--ipaddr in "
                       "the configuration)", old_ch=channel, ch=link.channel, old_pan=pan_id,
@@ -380,14 +393,15 @@ class BRouteClient:
         state = self.state
         step = "waiting for the module's own re-authentication (EVENT 29)"
         wait = state.EXPIRY_HOLD_MAX - (self.clock.seconds() - state.expired_at)
+        left = budget.left(step)  # before waiting: a spent budget leaves no waiter behind
         d = self.sk.when_event(0x25, 0x24)
-        left = budget.left(step)
         d.addTimeout(max(0.0, min(wait, left)) + 0.001, self.clock)
         try:
             await d
         except defer.TimeoutError:
             if budget.remaining() <= 0:
-                raise StepTimeout(step) from None
+                # Not the meter's silence: the module is still re-authenticating.
+                raise SendsHeld(HOLD_EXPIRY, f"timed out while {step}") from None
         ended = state.review(self.clock.seconds())
         if ended is not None:
             self.log.warn("{why}; the session counts as gone", why=ended)
@@ -408,7 +422,6 @@ class BRouteClient:
 
         async def attempt():
             self._aim()
-            self.frames += 1
             self.steps.append("SKSENDTO")
             d = self.requester.request(build(self.requester.allocate_tid()),
                                        timeout=min(self.ATTEMPT_TIMEOUT, left))
@@ -453,7 +466,7 @@ class BRouteClient:
         if self.link.ipaddr is None:
             state.down()
         joined = False
-        gets = silent = 0
+        gets = silent = busy = 0
         last: Exception = ReadFailed("the meter did not answer")
         while True:
             if state.held == HOLD_EXPIRY:
@@ -475,6 +488,7 @@ class BRouteClient:
             try:
                 frame = await self.send(build, budget)
             except NotSent as e:
+                busy = 0
                 # EVENT 21 02 is the sure sign of no session.
                 last = e
                 if not state.held:  # not the module's own re-authentication
@@ -482,6 +496,7 @@ class BRouteClient:
                     state.down()
                 continue
             except SendFailed as e:
+                busy = 0
                 last = e
                 self.log.info("module could not send; pausing before a retry")
                 await budget.pause(self.SEND_RETRY_PAUSE, "retrying")
@@ -493,12 +508,24 @@ class BRouteClient:
                 # nothing was sent, so the retry costs no air time and does not
                 # count against MAX_GETS; the budget bounds it.
                 last = e
-                gets -= 1
                 self.busy_retries += 1
-                self.log.info("module busy ({e}); pausing before a retry", e=e)
-                await budget.pause(self.BUSY_PAUSE, "retrying after the module was busy")
+                busy += 1
+                if busy <= self.MAX_BUSY:
+                    gets -= 1
+                    self.log.info("module busy ({e}); pausing before a retry", e=e)
+                    await budget.pause(self.BUSY_PAUSE, "retrying after the module was busy")
+                    continue
+                # Busy for good (some firmware answers ER10 for "no session"):
+                # count it as a Get that went unanswered.
+                busy = 0
+                silent += 1
+                if state.session is Session.UNKNOWN and silent >= self.SILENT_BEFORE_JOIN:
+                    if not await self.check_send_restricted(budget):
+                        self.log.info("module busy for good; authenticating again")
+                        state.down()
                 continue
             except EchonetTimeout as e:
+                busy = 0
                 # Silence is usually a lost frame: one more Get (one frame)
                 # costs less air time than a join (several frames, seconds).
                 last = e
@@ -533,6 +560,9 @@ class BRouteClient:
         frame = await self.read(tuple(epcs), budget, may_join=may_join)
         if need_scale:
             self.learn_scale(frame)
+        elif energy and self.scale is None:
+            # The scan during this read found another meter: its scale first.
+            await self.ensure_scale(budget)
         return M.decode_reading(frame.properties, self.scale)
 
     async def ensure_scale(self, budget: Optional[Budget] = None) -> M.EnergyScale:
@@ -554,6 +584,7 @@ class BRouteClient:
         if unit is None:
             raise ReadFailed("the meter did not report the energy unit (E1)")
         self.link.unit = str(M.decode_unit(unit))
+        self.link.scale_mac = self.link.mac
         self.link.coefficient = M.decode_coefficient(frame.get(M.COEFFICIENT))
         digits = frame.get(M.DIGITS)
         self.link.digits = M.decode_digits(digits) if digits else None

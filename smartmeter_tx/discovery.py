@@ -59,6 +59,8 @@ class MeterDiscovery:
         self.steps = steps
         self.link = link
         self.rbid = rbid
+        #: the hinted channel the last L{locate} found the meter away from.
+        self.moved_from: Optional[int] = None
 
     async def find_neighbour(self, budget: Budget) -> bool:
         """
@@ -74,8 +76,7 @@ class MeterDiscovery:
         if len(rows) != 1:
             return False  # none, or several we cannot tell apart
         info = await self.steps.ask_info(budget)
-        self.link.ipaddr = rows[0].ipaddr
-        self.link.mac = rows[0].addr64
+        self.link.meter_found(rows[0].addr64, rows[0].ipaddr)
         if info is not None and info.pan_id != 0xFFFF and 0x21 <= info.channel <= 0x3C:
             self.link.channel = info.channel
             self.link.pan_id = info.pan_id
@@ -91,7 +92,9 @@ class MeterDiscovery:
         @return: the chosen PAN's descriptor.
         @raise MeterNotFound: no scan found it.
         """
-        channels = [self.link.channel] if self.link.channel else None
+        hinted = self.link.channel
+        self.moved_from = None
+        channels = [hinted] if hinted else None
         found = await self.scan(channels, budget)
         if not found and channels:
             self.log.info("nothing on the saved channel; scanning all channels")
@@ -103,10 +106,14 @@ class MeterDiscovery:
                                 "and move the module closer to the meter")
         best = found[0]
         link = self.link
-        link.channel, link.pan_id, link.mac, link.lqi = best.channel, best.pan_id, best.addr, best.lqi
         reply = await self.steps.run(L.sk_ll64(best.addr), "converting the meter's MAC (SKLL64)",
                                      budget)
-        link.ipaddr = reply.final.ipaddr
+        if hinted is not None and best.channel != hinted:
+            # The channel given (saved, or --channel) no longer holds it.
+            self.moved_from = hinted
+            link.moved_from_channel = hinted
+        link.channel, link.pan_id, link.lqi = best.channel, best.pan_id, best.lqi
+        link.meter_found(best.addr, reply.final.ipaddr)
         return best
 
     async def scan(self, channels, budget: Budget, durations=None) -> list:

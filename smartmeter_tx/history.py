@@ -161,9 +161,11 @@ async def _from_service(reactor, args, stdout, stderr) -> int:
 
     from smartmeter_tx.echonet.meter import JST
 
-    base = args.service.rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise P.UsageError(f"--service must be an http:// URL, got {args.service!r}")
+    try:
+        base = P.service_base(args.service)
+    except P.UsageError as e:
+        P._stderr(stderr, str(e), PROGRAM)
+        return P.EXIT_USAGE
     today = datetime.datetime.now(JST).date()
     since = datetime.datetime.combine(today - datetime.timedelta(days=args.days),
                                       datetime.time(), JST)

@@ -156,7 +156,7 @@ def session_config(device: str, state_file: Optional[str], credentials, dialect,
     environ = os.environ if environ is None else environ
     state_path = state_file or S.default_state_path(device, environ)
     link = S.load_state(state_path).with_overrides(channel, pan_id, ipaddr)
-    config = SessionConfig(credentials=credentials, link=link, dialect=dialect)
+    config = SessionConfig(credentials=credentials, link=link, dialect=dialect, device=device)
     return config, state_path
 
 

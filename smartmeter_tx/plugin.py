@@ -323,13 +323,29 @@ async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, st
     return await with_meter(reactor, args, rbid, password, environ, stderr, work, busy)
 
 
-def _service_url(args) -> str:
-    url = args.service.rstrip("/")
-    if not url.endswith("/latest"):
-        url += "/latest"
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--service must be an http:// URL, got {args.service!r}")
+def service_base(text: str) -> str:
+    """
+    A C{--service} URL without its trailing slash.
+
+    @raise UsageError: not an http(s) URL with a host and a valid port.
+    """
+    import urllib.parse
+
+    url = text.strip().rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--service must be an http:// URL such as http://127.0.0.1:9580, "
+                         f"got {text!r}")
     return url
+
+
+def _service_url(args) -> str:
+    url = service_base(args.service)
+    return url if url.endswith("/latest") else url + "/latest"
 
 
 def service_output(status: int, body: bytes, now: float, args, prefix: str) -> tuple:
@@ -427,11 +443,24 @@ def from_service_blocking(args, prefix, stdout, stderr) -> int:
                           url, stdout, stderr)
 
 
+def _same_device(body: bytes, device: str) -> bool:
+    """Whether the service's /latest says it reads C{device} (symlinks resolved)."""
+    import json
+
+    try:
+        theirs = json.loads(body).get("device")
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(theirs, str):
+        return False
+    return theirs == device or os.path.realpath(theirs) == os.path.realpath(device)
+
+
 def _port_in_use(reactor, error, args, prefix, stdout, stderr):
     """
     The serial port is held by another program: if it is the service,
-    answering at its default local endpoint, print its reading exactly as
-    C{--service} would; else say so in one line.
+    answering at its default local endpoint and reading this very device,
+    print its reading exactly as C{--service} would; else say so in one line.
 
     @return: a Deferred firing with the exit code.
     """
@@ -448,7 +477,7 @@ def _port_in_use(reactor, error, args, prefix, stdout, stderr):
             return None
 
     def answered(result):
-        if result is None:
+        if result is None or not _same_device(result[1], args.device):
             _stderr(stderr, f"{error} (is twist smartmeter running? use --service URL)")
             return EXIT_DEVICE
         status, body = result

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["Redactor", "REDACTED"]
+__all__ = ["Redactor", "REDACTED", "FRAGMENT"]
 
 REDACTED = "<redacted>"
+#: The shortest piece of a secret that L{Redactor.scrub_fragments} hides.
+FRAGMENT = 6
 
 
 class Redactor:
@@ -22,8 +24,24 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
+        self._plain: set[str] = set()
         for secret in secrets:
             self.add(secret)
+
+    def scrub_fragments(self, text: str) -> str:
+        """
+        L{scrub}, and also every piece of a secret of L{FRAGMENT} or more
+        characters: for text that may hold a secret cut short (a garbled
+        line from an interrupted run, a parser's quote of part of a token).
+        """
+        text = self.scrub(text)
+        for secret in sorted(self._plain, key=len, reverse=True):
+            for size in range(len(secret) - 1, FRAGMENT - 1, -1):
+                for start in range(len(secret) - size + 1):
+                    piece = secret[start:start + size]
+                    if piece in text:
+                        text = text.replace(piece, REDACTED)
+        return text
 
     def add(self, secret: str) -> None:
         """
@@ -31,6 +49,7 @@ class Redactor:
         Empty values are ignored.
         """
         if secret:
+            self._plain.add(secret)
             self._secrets.add(secret)
             self._secrets.add(secret.encode().hex().upper())
 

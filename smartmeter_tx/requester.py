@@ -83,6 +83,7 @@ class EchonetRequester:
         # A random start: a late answer from a previous process or connection
         # must not meet a request that happens to reuse its TID.
         self._next_tid = first_tid or random.randint(1, 0xFFFF)
+        #: SKSENDTOs the module took (OK): request frames and INFC answers.
         self.frames_sent = 0
         sk.add_listener(self._received)
         sk.when_disconnected().addCallback(self._lost)
@@ -159,9 +160,9 @@ class EchonetRequester:
         # Registered before sending: an answer may overtake the SKSENDTO's OK.
         self._pending[frame.tid] = (frame, answer, None)
         sent = self.sk.command(command)
-        self.frames_sent += 1
 
         def judged(reply):
+            self.frames_sent += 1  # the module took it (a FAIL puts nothing on the air)
             events = [e for e in reply.events if e.num == 0x21]
             param = events[-1].param if events else None
             if param == 1:
@@ -235,6 +236,8 @@ class EchonetRequester:
 
     def _answer_infc(self, frame: F.Frame) -> None:
         command = L.sk_sendto(self.dialect, self.meter_addr, F.infc_response(frame).encode())
-        self.frames_sent += 1
-        self.sk.command(command).addErrback(
+
+        def sent(reply):
+            self.frames_sent += 1
+        self.sk.command(command).addCallback(sent).addErrback(
             lambda f: self.log.info("INFC_Res not sent: {error}", error=f.getErrorMessage()))

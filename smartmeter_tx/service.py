@@ -109,7 +109,6 @@ class MeterPoller(service.Service):
         self._next_join = 0.0
         self._next_energy = 0.0
         self._polling = False
-        self._joining = False
         self._had_session = False
         self._fatal = False  # on_fatal was called (once is enough)
         self._silent_polls = 0
@@ -236,7 +235,8 @@ class MeterPoller(service.Service):
         except SmartMeterError as e:  # no answer, step timeouts, SK errors
             self.stats.polls_failed += 1
             self.log.info("poll failed: {error}", error=e)
-            self._count_silence()
+            if not self.held:  # a hold that came during the poll is not silence
+                self._count_silence()
             return
         if reading is None:  # no session, and no join yet
             self.stats.polls_failed += 1
@@ -313,8 +313,6 @@ class MeterPoller(service.Service):
 
         @return: whether a session is up.
         """
-        if self._joining:
-            return False
         now = self.clock.seconds()
         if now < self._next_join:
             return False
@@ -332,7 +330,6 @@ class MeterPoller(service.Service):
         # (it counts failed joins in the state file).
         if self._had_session:
             self.stats.rejoins += 1  # joins before the first session are not rejoins
-        self._joining = True
         try:
             await client.authenticate(Budget(self.clock, self.schedule.join_timeout))
         except (SmartMeterError, defer.CancelledError) as e:
@@ -342,8 +339,6 @@ class MeterPoller(service.Service):
                           error=e, delay=delay)
             self._save()
             return False
-        finally:
-            self._joining = False
         self.join_backoff.reset()
         self._had_session = True
         self._save()

@@ -38,6 +38,8 @@ class MeterLink:
     #: names it is stale and no longer overrides the saved link.
     moved_from_channel: Optional[int] = None
     moved_from_ipaddr: Optional[str] = None
+    #: the MAC of the meter the energy scale was learnt from.
+    scale_mac: Optional[str] = None
 
     @property
     def joinable(self) -> bool:
@@ -47,6 +49,18 @@ class MeterLink:
     def where(self) -> tuple:
         """C{(channel, PAN ID, IPv6 address)}: where the meter answers."""
         return (self.channel, self.pan_id, self.ipaddr)
+
+    def meter_found(self, mac: Optional[str], ipaddr: str) -> None:
+        """
+        A scan or the neighbour table names the meter.  The energy scale
+        (D3/E1/D7) belongs to one meter: when this may be another one (a
+        replaced meter), it is dropped and read again, never applied to it.
+        """
+        if mac is None or mac != self.scale_mac:
+            self.coefficient = self.unit = self.digits = None
+            self.scale_mac = None
+        self.mac = mac
+        self.ipaddr = ipaddr
 
     def forget_meter(self, keep_channel: bool = False) -> None:
         """Drop where the meter was, so that it is looked for anew."""
@@ -66,10 +80,11 @@ class MeterLink:
         @return: a new L{MeterLink}.
         """
         link = MeterLink(**asdict(self))
-        if (channel is not None and channel == link.moved_from_channel
-                or ipaddr is not None and ipaddr == link.moved_from_ipaddr):
-            # The user's flags name where the meter was before it moved (we
-            # warned then): the saved link knows better.
+        given = [(v, old) for v, old in ((channel, link.moved_from_channel),
+                                         (ipaddr, link.moved_from_ipaddr)) if v is not None]
+        if given and all(v == old for v, old in given):
+            # Every flag names where the meter was before it moved (we warned
+            # then): the saved link knows better.
             return link
         if channel is not None and link.channel not in (None, channel):
             link = MeterLink(dialect=link.dialect)
@@ -134,6 +149,7 @@ _CHECKS = {
     "join_failures": lambda v: isinstance(v, int) and 0 <= v < 1000,
     "moved_from_channel": lambda v: isinstance(v, int) and 0x21 <= v <= 0x3C,
     "moved_from_ipaddr": lambda v: _CHECKS["ipaddr"](v),
+    "scale_mac": lambda v: _CHECKS["mac"](v),
 }
 
 

@@ -145,7 +145,8 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
     http = _http_service(options["http"], reactor)
     if http is not None:
         # First in the tree: a port that cannot be bound ends the start
-        # before anything else (the serial port, the emulator) is opened.
+        # before the serial port is opened (an emulator: device is already
+        # running; it goes with the process).
         http.setServiceParent(top)
     spec = options["device"]
     credentials = options.get("credentials")

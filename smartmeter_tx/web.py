@@ -36,7 +36,8 @@ class QuietSite(server.Site):
 class LatestResource(resource.Resource):
     """
     C{/latest}: the newest reading's record (L{LatestStore.latest_record}) with
-    its C{age}, and whether the session is up and sends are held.
+    its C{age}, whether the session is up and sends are held, and the
+    C{device} the service reads.
     """
 
     isLeaf = True
@@ -58,6 +59,11 @@ class LatestResource(resource.Resource):
             body["age"] = round(store.age(self.clock_now()), 3)
             body["session"] = state.session_up
             body["held"] = state.held
+        config = getattr(self.poller, "config", None)
+        if config is not None and config.device:
+            # Which dongle: a plugin that finds a port held reads this service
+            # instead only when it is the same one.
+            body["device"] = config.device
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 

@@ -492,3 +492,64 @@ class StandardFieldTests(_FieldBase, SynchronousTestCase):
 
 class DSEFieldTests(_FieldBase, SynchronousTestCase):
     dialect = Dialect.DSE
+
+
+class ReplacedMeterTests(SynchronousTestCase):
+    def test_scaleOfTheNewMeter(self):
+        """
+        A meter replaced by one with another unit (E1): the scan that finds it
+        drops the old scale, so kWh are the new meter's, exactly.
+        """
+        loop = Loop(unit=0x01, seed=1)
+        self.addCleanup(loop.stop)
+        first = C.BRouteClient(loop.connect(), CREDS, loop.clock)
+        self.successResultOf(loop.run(defer.Deferred.fromCoroutine(
+            first.read_values(energy=True))))
+        first.close()
+        self.assertEqual(first.link.unit, "0.1")
+        loop.stop()
+        new = Loop(clock=loop.clock, unit=0x02, seed=2)  # another meter, another MAC
+        self.addCleanup(new.stop)
+        link = first.link
+        for _ in range(3):
+            client = C.BRouteClient(new.connect(), CREDS, new.clock, link=link)
+            d = new.run(defer.Deferred.fromCoroutine(client.read_values(
+                energy=True, budget=C.Budget(new.clock, 120))))
+            result = []
+            d.addBoth(result.append)
+            client.close()
+            new.disconnect()
+            link = client.link
+            if isinstance(result[0], M.Reading):
+                break
+            new.clock.advance(60)
+        reading = result[0]
+        self.assertIsInstance(reading, M.Reading)
+        self.assertEqual(link.unit, "0.01")
+        self.assertEqual(reading.energy_normal_kwh, truth_of(new, M.ENERGY_NORMAL).kwh)
+
+
+class BusyForGoodTests(SynchronousTestCase):
+    def test_busyForGoodEscalates(self):
+        """
+        A module that answers FAIL ER10 to every SKSENDTO is not retried for
+        ever: after three busy answers in a row a Get counts as unanswered,
+        and the run ends with the cause in its message.
+        """
+        for dialect in Dialect:
+            loop = Loop(dialect=dialect)
+            self.addCleanup(loop.stop)
+            first = C.BRouteClient(loop.connect(), CREDS, loop.clock)
+            self.successResultOf(loop.run(defer.Deferred.fromCoroutine(first.read_values())))
+            first.close()
+            loop.disconnect()
+            loop.emulator.config.busy = 1.0
+            del loop.sent[:]
+            client = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=first.link)
+            self.addCleanup(client.close)
+            d = loop.run(defer.Deferred.fromCoroutine(
+                client.read_values(budget=C.Budget(loop.clock, 60))))
+            failure = self.failureResultOf(d, C.ReadFailed, C.StepTimeout)
+            self.assertIn("ER10", str(failure.value))
+            self.assertIn("SKSREG", loop.sent)  # the send-restricted flag was read
+            self.assertLess(loop.sent.count("SKSENDTO"), 25)

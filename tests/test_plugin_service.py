@@ -31,6 +31,7 @@ class FakePoller:
         self.clock = Clock()
         self.store = LatestStore()
         self.state = LinkState()
+        self.config = None  # the SessionConfig: which device the service reads
 
 
 def coroutine_test(f):
@@ -336,13 +337,33 @@ class PortInUseTests(_ServiceHarness):
 
     @coroutine_test
     async def test_pluginReadsTheService(self):
-        """The plugin that finds the port held prints the service's reading, as --service does."""
+        """
+        The plugin that finds the port held by the service reading that very
+        device prints the service's reading, as --service does.
+        """
+        from smartmeter_tx.client import SessionConfig
+        self.poller.config = SessionConfig(device=self.handle.path)
         self.patch(plugin, "DEFAULT_SERVICE", self.url)
         stamp, _ = self.fresh(age=5)
         code, out, err = await self.invoke("--device", self.handle.path,
                                            "--state-file", self.mktemp())
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(out.splitlines()[0], f"smartmeter.power.value\t1234\t{stamp}")
+
+    @coroutine_test
+    async def test_serviceOfAnotherDongle(self):
+        """
+        A service that reads another device is no stand-in: the plugin says
+        the port is in use (two dongles, two services, never the wrong meter).
+        """
+        from smartmeter_tx.client import SessionConfig
+        self.poller.config = SessionConfig(device="/dev/ttyUSB-other")
+        self.patch(plugin, "DEFAULT_SERVICE", self.url)
+        self.fresh(age=5)
+        code, out, err = await self.invoke("--device", self.handle.path,
+                                           "--state-file", self.mktemp())
+        self.assertEqual((code, out), (plugin.EXIT_DEVICE, ""))
+        self.assertIn("is in use by another program", err)
 
     @coroutine_test
     async def test_pluginSaysInUse(self):
@@ -354,3 +375,16 @@ class PortInUseTests(_ServiceHarness):
         self.assertEqual(err, f"mackerel-plugin-smartmeter: {self.handle.path} is in use by "
                               "another program (is twist smartmeter running? use --service "
                               "URL)\n")
+
+
+class ServiceURLTests(SynchronousTestCase):
+    def test_malformedURLs(self):
+        """A malformed --service URL is a one-line usage error, not a traceback."""
+        for url in ("http://localhost:abc", "http://[::1", "http://127.0.0.1:99999", "ftp://x",
+                    "127.0.0.1:9580", "http://"):
+            out, err = io.StringIO(), io.StringIO()
+            args = plugin.parse_args(["--service", url])
+            code = plugin.from_service_blocking(args, "smartmeter", out, err)
+            self.assertEqual((code, out.getvalue()), (plugin.EXIT_USAGE, ""), url)
+            self.assertEqual(len(err.getvalue().splitlines()), 1, url)
+            self.assertIn("--service must be an http:// URL", err.getvalue())

@@ -1514,3 +1514,32 @@ class ResyncTests(ModeMixin, SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d2, SKDisconnected).value.command, "SKSREG")
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class JunkSecretTests(SynchronousTestCase):
+    """Junk that holds a secret, whole or cut short, never shows it in the log."""
+
+    def test_secretAcrossTheCut(self):
+        """A secret straddling the log's length limit, or cut by the junk itself, is hidden."""
+        logged = self.captureLogs() if hasattr(self, "captureLogs") else None
+        from twisted.logger import formatEvent, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        password = "SECRETPASS12"
+        rbid = "0011223344556677889900AABBCCDDEE"
+        for junk in (b"Z" * 60 + b"SKSETPWD C " + password.encode(),
+                     b"Z" * 85 + rbid.encode(),
+                     b"EVENT 2X " + rbid[:20].encode(),
+                     b"\xff\xfe" + password[:9].encode()):
+            del events[:]
+            proto, transport, clock, heard = connect()
+            proto.add_secret(password)
+            proto.add_secret(rbid)
+            proto.dataReceived(junk + b"\r\n")
+            text = " ".join(formatEvent(e) for e in events)
+            self.assertTrue(text, junk)
+            self.assertNotIn(password[:6], text)
+            for start in range(0, len(rbid) - 6):
+                self.assertNotIn(rbid[start:start + 6], text, junk)
+        del logged

@@ -104,7 +104,17 @@ class RequesterTestsMixin(ModeMixin):
         self.assertEqual(self.transport.value(), self.sendto(GET_E7_TID1))
         self.assertNoResult(d)
         self.assertEqual(self.requester.pending, 1)
+        # A frame counts once the module took it (OK), not when it was written.
+        self.assertEqual(self.requester.frames_sent, 0)
+        send(self.proto, self.accepted(GET_E7_TID1))
         self.assertEqual(self.requester.frames_sent, 1)
+
+    def test_refusedSendIsNoFrame(self):
+        """An SKSENDTO the module refuses (FAIL ER10) puts nothing on the air: not counted."""
+        d = self.requester.get([0xE7])
+        send(self.proto, b"FAIL ER10\r\n")
+        self.failureResultOf(d)
+        self.assertEqual(self.requester.frames_sent, 0)
 
     def test_getResponse(self):
         """

@@ -209,6 +209,7 @@ class MakeServiceTests(SynchronousTestCase):
         request = DummyRequest([b"latest"])
         body = getChildForRequest(site.resource, request).render(request)
         self.assertEqual(json.loads(body)["power_w"], truth[-1])
+        self.assertEqual(json.loads(body)["device"], "/dev/ttyUSB-test")
 
         top.stopService()
         self.assertEqual([child.running for child in top], [False] * len(list(top)))

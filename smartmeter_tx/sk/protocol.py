@@ -12,11 +12,11 @@ keeps only what needs a clock or a transport (the raw-payload watchdog, the
 command timeouts) and the routing of parsed lines.
 
 After a command is abandoned (timed out or cancelled) before its OK, its late
-answer may still be on the way.  With echo on it is recognised (it comes
-before our echo); with echo off nothing tells it apart, so before the next
-command the protocol resynchronises: it sends a command of its own whose
-result line the abandoned one cannot produce (L{SYNC_COMMANDS}), drops every
-answer line up to that result, and resumes the queue after the OK that follows.
+answer may still be on the way, and with echo off nothing tells it apart from
+the next command's.  So before the next command the protocol resynchronises,
+with echo on or off: it sends a command of its own whose result line the
+abandoned one cannot produce (L{SYNC_COMMANDS}), drops every answer line up
+to that result, and resumes the queue after the OK that follows.
 """
 
 from __future__ import annotations
@@ -359,11 +359,12 @@ class SKStackProtocol(Protocol):
             value = L.parse_line(line, self.payload_mode)
         except SKParseError as e:
             self._junk("dropping malformed line from the module: {error}: {line}",
-                       error=e, line=self.redactor.scrub(repr(line[:80])))
+                       error=self.redactor.scrub_fragments(str(e)),
+                       line=self.redactor.scrub_fragments(repr(line))[:100])
             return
         if isinstance(value, L.Resynced):
             self._junk("dropping {junk} glued before a line",
-                       junk=self.redactor.scrub(repr(value.junk)))
+                       junk=self.redactor.scrub_fragments(repr(value.junk))[:100])
             value = value.value
         if isinstance(value, L.RxUdpPartial):
             # A binary payload held CR LF: the rest of it comes as raw bytes.
@@ -588,7 +589,7 @@ class SKStackProtocol(Protocol):
 
     def _line_Unknown(self, unknown: L.Unknown) -> None:
         self._junk("dropping unrecognised line from the module: {line}",
-                   line=self.redactor.scrub(repr(unknown.raw[:80])))
+                   line=self.redactor.scrub_fragments(repr(unknown.raw))[:100])
 
     def _junk(self, format: str, **fields) -> None:
         # Junk is expected now and then (the tail of an interrupted earlier
