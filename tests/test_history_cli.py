@@ -91,6 +91,23 @@ class MeterTests(_Base, unittest.TestCase):
         self.assertEqual(set(records[0]), {"kind", "slot", "source"} | set(history.COLUMNS))
 
     @defer.inlineCallbacks
+    def test_progressOnATerminal(self):
+        """On a terminal, a multi-day read shows its progress on stderr, then a newline."""
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+        handle = self.emulator()
+        out, err = io.StringIO(), Terminal()
+        code = yield defer.Deferred.fromCoroutine(history.run(
+            reactor, ["--device", handle.path, "--days", "2"], environ=self.env, stdout=out,
+            stderr=err))
+        self.assertEqual(code, 0)
+        total = len(expected_starts(START, 2))
+        self.assertIn(f"\rsmartmeter-history: {total} of {total} slots read", err.getvalue())
+        self.assertTrue(err.getvalue().endswith("\n"))
+        self.assertEqual(len(out.getvalue().splitlines()), total + 1)
+
+    @defer.inlineCallbacks
     def test_badFlags(self):
         """--days outside 1-45 or an unknown format: one line, exit 2, nothing on stdout."""
         for argv in (["--days", "0"], ["--days", "46"], ["--days", "x"], ["--format", "xml"],
