@@ -627,6 +627,16 @@ class BRouteClient:
         self._clock_offset = clock.replace(tzinfo=M.JST).timestamp() - self.clock.seconds()
         return clock
 
+    def _clock_of(self, frame: F.Frame) -> Optional[datetime.datetime]:
+        """The meter's clock from a frame that carries 0x97/0x98, else C{None}."""
+        try:
+            return self._learn_clock(frame)
+        except ReadFailed:
+            return None
+        except SmartMeterError as e:  # a clock that is not a date
+            self.log.warn("ignoring the meter's clock: {error}", error=e)
+            return None
+
     def meter_now(self) -> Optional[datetime.datetime]:
         """
         The meter's time now, from the last clock read (to the minute), or
@@ -663,16 +673,18 @@ class BRouteClient:
             frame = await self.read((M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
                                      M.METER_DATE), budget)
             normal, reverse = frame.get(M.HISTORY_NORMAL), frame.get(M.HISTORY_REVERSE)
+            clocks = [self._clock_of(frame)]
             if normal is not None and reverse is None:
-                # Some meters give one history per frame (Get_SNA for E4).
-                reverse = (await self.read((M.HISTORY_REVERSE,), budget)).get(M.HISTORY_REVERSE)
+                # Some meters give one history per frame (Get_SNA for E4): the
+                # second Get carries the clock too, for the midnight check.
+                second = await self.read((M.HISTORY_REVERSE, M.METER_TIME, M.METER_DATE), budget)
+                reverse = second.get(M.HISTORY_REVERSE)
+                clocks.append(self._clock_of(second))
             if normal is None or reverse is None:
                 raise ReadFailed("the meter did not give its history (E2/E4)")
-            try:
-                clock = self._learn_clock(frame)
-            except ReadFailed:
-                clock = self.meter_now()
-            if clock.date() != before.date():
+            clocks = [c for c in clocks if c is not None] or [self.meter_now()]
+            clock = clocks[-1]
+            if any(c.date() != before.date() for c in clocks):
                 self.log.info("the meter's midnight passed during a history read; reading again")
                 continue
             normal_day, reverse_day = M.decode_history(normal), M.decode_history(reverse)

@@ -267,7 +267,8 @@ class _HistoryTests(_Harness):
         readings, clock = self.result(client.read_history(2))
         gets = [[p.epc for p in f.properties] for f in self.sends(mark) if f.esv == F.GET]
         self.assertEqual(gets, [[M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
-                                 M.METER_DATE], [M.HISTORY_REVERSE]])
+                                 M.METER_DATE],
+                                [M.HISTORY_REVERSE, M.METER_TIME, M.METER_DATE]])
         self.assertReadings(readings, clock.date() - datetime.timedelta(days=2))
         # E4 came with the second Get's answer, and only there.
         answers = [f for kind, f in self.events[mark:] if kind == "recv"]
@@ -507,3 +508,41 @@ class ScaleTests(_ScaleTests, SynchronousTestCase):
 
 class MeterWithoutD3Tests(_MeterWithoutD3Tests, SynchronousTestCase):
     pass
+
+
+class FallbackAcrossMidnightTests(_MidnightTests, SynchronousTestCase):
+    """
+    A meter that gives E4 only in a Get of its own, with the meter's midnight
+    between the two Gets: the read is done again, never dated half by one
+    day and half by the next.
+    """
+
+    knobs = {"start": datetime.datetime(2024, 6, 1, 23, 59, 0), "solar": 3000}
+
+    def test_e4AloneAfterMidnight(self):
+        """The second Get carries the clock; a straddle there re-reads the day."""
+        client = self.midnight_client()
+        meter = self.meter
+        original = meter.handle
+
+        def handle(data, now):
+            reply = original(data, now)
+            if (reply is not None and reply.esv == F.GET_RES
+                    and {M.HISTORY_NORMAL, M.HISTORY_REVERSE} <= set(reply.epcs)):
+                props = tuple(F.Property(M.HISTORY_REVERSE) if p.epc == M.HISTORY_REVERSE
+                              else p for p in reply.properties)
+                reply = F.Frame(reply.tid, reply.seoj, reply.deoj, F.GET_SNA, props)
+            return reply
+        meter.handle = handle
+        read = client.read
+        when = []
+
+        async def slow(epcs=C.POWER_EPCS, budget=None, may_join=True):
+            if tuple(epcs)[0] == M.HISTORY_REVERSE and not when:
+                await task.deferLater(self.loop.clock, 10, lambda: None)
+                when.append(self.loop.emulator.meter_now())
+            return await read(epcs, budget, may_join)
+        client.read = slow
+        readings, clock = self.result(client.read_history(1))
+        self.assertTrue(when, "the E4 Get was not delayed past midnight")
+        self.assertReadings(readings, clock.date() - datetime.timedelta(days=1))
