@@ -230,7 +230,10 @@ class Backfill:
         # Bounded memory: readings before the oldest missing slot are done with.
         for t in [t for t in self._readings if t < oldest]:
             del self._readings[t]
-        horizon = (oldest - datetime.timedelta(days=self.days + 1)).replace(tzinfo=M.JST)
+        # Slots are kept for the window and the current month (the dashboard's
+        # "this month"): at most about 45 days of 48, small.
+        window = oldest - datetime.timedelta(days=self.days + 1)
+        horizon = min(window, oldest.replace(day=1, hour=0, minute=0)).replace(tzinfo=M.JST)
         for start in [s for s in self.slots if s < horizon]:
             del self.slots[start]
 

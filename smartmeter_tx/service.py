@@ -175,7 +175,9 @@ class MeterPoller(service.Service):
             self.log.warn("dropping a malformed EA/EB value: {error}", error=e)
             return
         if fixed is not None:
-            self.on_reading(fixed.to_record(), self.wall_clock())
+            when = self.wall_clock()
+            self.store.add_fixed(fixed, when)
+            self.on_reading(fixed.to_record(), when)
 
     # -- polling ------------------------------------------------------------------
 
@@ -329,7 +331,8 @@ class MeterPoller(service.Service):
         # After repeated failures the client itself scans for the meter anew
         # (it counts failed joins in the state file).
         if self._had_session:
-            self.stats.rejoins += 1  # joins before the first session are not rejoins
+            # Joins before the first session are not rejoins.
+            self.store.rejoined(self.clock.seconds())
         try:
             await client.authenticate(Budget(self.clock, self.schedule.join_timeout))
         except (SmartMeterError, defer.CancelledError) as e:

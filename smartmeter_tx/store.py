@@ -6,10 +6,11 @@ endpoints and the logs read it, the poller writes it.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from smartmeter_tx.echonet.meter import Reading
+from smartmeter_tx.echonet.meter import FixedReading, Reading
 
 __all__ = ["LatestStore", "Stats"]
 
@@ -37,20 +38,45 @@ class LatestStore:
     @ivar stats: the L{Stats}.
     """
 
+    #: Readings kept for the dashboard's power curve: two days at one a 30 s.
+    RECENT = 6000
+
     def __init__(self) -> None:
         self.latest: Optional[Reading] = None
         self.latest_time: Optional[float] = None
         self.energy: Optional[Reading] = None
         self.energy_time: Optional[float] = None
+        self.fixed: Optional[FixedReading] = None
+        self.fixed_time: Optional[float] = None
+        #: C{(when, Reading)} of the newest readings, oldest first.
+        self.recent: deque = deque(maxlen=self.RECENT)
+        self._rejoins: deque = deque()
         self.stats = Stats()
 
     def add(self, reading: Reading, when: float) -> None:
         """Keep C{reading}, taken at C{when}."""
         self.latest = reading
         self.latest_time = when
+        self.recent.append((when, reading))
         if reading.has_energy:
             self.energy = reading
             self.energy_time = when
+
+    def add_fixed(self, fixed: FixedReading, when: float) -> None:
+        """Keep the meter's newest half-hourly EA/EB reading, received at C{when}."""
+        self.fixed = fixed
+        self.fixed_time = when
+
+    def rejoined(self, when: float) -> None:
+        """Count a rejoin at C{when} (for the rate over the last hour)."""
+        self.stats.rejoins += 1
+        self._rejoins.append(when)
+
+    def rejoins_since(self, since: float) -> int:
+        """Rejoins at or after C{since}; older ones are forgotten."""
+        while self._rejoins and self._rejoins[0] < since:
+            self._rejoins.popleft()
+        return len(self._rejoins)
 
     def age(self, now: float) -> Optional[float]:
         """Seconds since the newest reading, or C{None} before the first."""
@@ -68,5 +94,10 @@ class LatestStore:
         if self.energy is not None:
             record.update(self.energy.to_record(Reading.ENERGY_FIELDS))
             record["energy_time"] = round(self.energy_time, 3)
+        if self.fixed is not None:
+            # When the meter's own half-hourly EA/EB last arrived: a check can
+            # tell a meter that stopped pushing from one that never did.
+            record["fixed_time"] = round(self.fixed_time, 3)
+            record["fixed_meter_time"] = self.fixed.to_record()["meter_time"]
         record["time"] = round(self.latest_time, 3)
         return record

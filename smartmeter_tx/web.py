@@ -36,8 +36,9 @@ class QuietSite(server.Site):
 class LatestResource(resource.Resource):
     """
     C{/latest}: the newest reading's record (L{LatestStore.latest_record}) with
-    its C{age}, whether the session is up and sends are held, and the
-    C{device} the service reads.
+    its C{age}, whether the session is up and sends are held (and rate
+    limited), the rejoins of the last hour, the time of the meter's last
+    EA/EB (C{fixed_time}), and the C{device} the service reads.
     """
 
     isLeaf = True
@@ -59,6 +60,8 @@ class LatestResource(resource.Resource):
             body["age"] = round(store.age(self.clock_now()), 3)
             body["session"] = state.session_up
             body["held"] = state.held
+            body["rate_limited"] = state.rate_limited
+            body["rejoins_last_hour"] = store.rejoins_since(self.poller.clock.seconds() - 3600)
         config = getattr(self.poller, "config", None)
         if config is not None and config.device:
             # Which dongle: a plugin that finds a port held reads this service

@@ -113,9 +113,29 @@ class LatestTests(SynchronousTestCase):
         self.assertEqual(json.loads(body, parse_float=Decimal), {
             "power_w": 1234, "current_r_a": Decimal("12.3"), "current_t_a": Decimal("4.5"),
             "time": Decimal("990.25"), "age": Decimal("9.75"), "session": True, "held": None,
+            "rate_limited": False, "rejoins_last_hour": 0,
         })
         self.clock.advance(20)
         self.assertEqual(json.loads(get(self.root, b"/latest")[2])["age"], 29.75)
+
+    def test_fixedTimeAndRejoins(self):
+        """
+        /latest tells when the meter's last EA/EB came and how many rejoins the
+        last hour saw (what a check plugin alerts on).
+        """
+        import datetime
+        store = self.poller.store
+        store.add(Reading(power_w=100, current_r_a=Decimal(1), current_t_a=Decimal(0)), 995.0)
+        store.add_fixed(M.FixedReading(datetime.datetime(2026, 6, 1, 11, 30), 1000, Decimal(10)),
+                        990.0)
+        store.rejoined(-3000.0)  # more than an hour before the poller clock's 1000
+        store.rejoined(500.0)
+        store.rejoined(900.0)
+        body = json.loads(get(self.root, b"/latest")[2])
+        self.assertEqual(body["fixed_time"], 990.0)
+        self.assertEqual(body["fixed_meter_time"], "2026-06-01T11:30:00")
+        self.assertEqual(body["rejoins_last_hour"], 2)
+        self.assertEqual(store.stats.rejoins, 3)
 
     def test_absentIsNull(self):
         """/latest shows a value the meter marked absent as null, not 0."""
