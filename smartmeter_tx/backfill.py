@@ -51,7 +51,7 @@ class Backfill:
     @ivar slots: slot start (aware, JST) -> L{M.HistorySlot}, the slots logged
         within the window (for C{/history}).
     @ivar written: slots logged by this process.
-    @ivar frames: frames spent on history.
+    @ivar frames: frames spent on history (the client's history_frames).
     @ivar missing: slots still missing at the last look.
     """
 
@@ -172,7 +172,7 @@ class Backfill:
         @raise SmartMeterError: the read failed (the caller pauses).
         """
         budget = Budget(self.clock, self.STEP_BUDGET)
-        before = client.frames
+        before = client.history_frames
         try:
             meter_now = client.meter_now()
             if (meter_now is None or self._clock_read_at is None
@@ -199,15 +199,18 @@ class Backfill:
                 count = int((end - need) / M.SLOT) + 1
                 readings = await client.read_history_at(end, count, budget)
             else:
-                day = (meter_now.date() - need.date()).days
-                readings, meter_now = await client.read_history(day, budget)
+                readings, meter_now = await client.read_history_of(need.date(), budget)
                 until = _boundary(meter_now)
         finally:
-            spent = client.frames - before
+            spent = client.history_frames - before
             self.frames += spent
             self._sent.append((self.clock.seconds(), spent))
         self._readings.update((t, v) for t, v in readings.items() if t <= until)
         if need not in self._readings:
+            if need.date() not in {t.date() for t in readings}:
+                # The read answered for another day (its midnight passed):
+                # nothing is known of `need` yet; the next step asks again.
+                return True
             # The meter has no reading for it at all (before its memory):
             # log the slot as "no data" rather than asking for ever.
             self._readings[need] = (M.NO_DATA, M.NO_DATA)

@@ -45,6 +45,10 @@ SCALE_EPCS = (M.COEFFICIENT, M.UNIT, M.DIGITS)
 
 #: The budget of a call that was given none: long, but not for ever.
 _NO_BUDGET = 3600.0
+#: The EPCs of history requests (their frames are counted apart, for /metrics).
+_HISTORY_EPCS = frozenset((M.HISTORY_DAY, M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.HISTORY2,
+                           M.HISTORY2_TIME, M.GET_MAP, M.METER_TIME, M.METER_DATE))
+
 #: FAIL codes of a module that is busy for a moment (UART input error,
 #: accepted but not executed): worth a retry.  Others mean a wrong command.
 _TRANSIENT_FAILS = frozenset((9, 10))
@@ -102,6 +106,7 @@ class BRouteClient:
     @ivar state: the L{LinkState} (session, holds, link quality) this client
         keeps up to date from the module's events.
     @ivar busy_retries: SKSENDTOs sent again after the module was busy (ER10).
+    @ivar history_frames: frames of history requests (E5/E2/E4, ED/EC, 9F).
     @ivar steps: names of the last SK commands sent (for tests and benchmarks).
     """
 
@@ -158,6 +163,7 @@ class BRouteClient:
                                           self.link.ipaddr, clock=clock)
         self.requester.add_unsolicited_listener(self._on_frame)
         self.busy_retries = 0
+        self.history_frames = 0
         self._history_source: Optional[str] = None
         self._clock_offset: Optional[float] = None
         self._credentials_set = False
@@ -423,15 +429,21 @@ class BRouteClient:
         async def attempt():
             self._aim()
             self.steps.append("SKSENDTO")
-            d = self.requester.request(build(self.requester.allocate_tid()),
-                                       timeout=min(self.ATTEMPT_TIMEOUT, left))
+            request = build(self.requester.allocate_tid())
+            d = self.requester.request(request, timeout=min(self.ATTEMPT_TIMEOUT, left))
             # The SKSENDTO itself may hang on a stuck module: the whole exchange,
             # not only the wait after OK, must end within the budget.
             d.addTimeout(left, self.clock)
+            history = not _HISTORY_EPCS.isdisjoint(request.epcs)
             try:
-                return await d
+                frame = await d
             except defer.TimeoutError:
                 raise StepTimeout(step) from None
+            except (NotSent, SendFailed, EchonetTimeout):
+                self.history_frames += int(history)  # the module took it: it was on the air
+                raise
+            self.history_frames += int(history)
+            return frame
         return await self.module.in_dialect(attempt)
 
     async def read(self, epcs=POWER_EPCS, budget: Optional[Budget] = None,
@@ -665,10 +677,23 @@ class BRouteClient:
         @raise ReadFailed: the meter refused or answered for another day.
         @raise SendsHeld: a hold (EVENT 32) stops it.
         """
+        return await self._read_day(lambda today: day, budget)
+
+    async def read_history_of(self, date: datetime.date, budget: Optional[Budget] = None) -> tuple:
+        """
+        L{read_history} of the meter's day C{date}: the E5 day is worked out
+        from the meter's clock at each try, so a read redone after the
+        meter's midnight still reads C{date}.
+        """
+        return await self._read_day(lambda today: (today - date).days, budget)
+
+    async def _read_day(self, day_of: Callable[[datetime.date], int],
+                        budget: Optional[Budget]) -> tuple:
         for _ in range(2):
             if self._clock_offset is None:
                 await self.meter_clock(budget)
             before = self.meter_now()
+            day = day_of(before.date())
             await self._setc(M.HISTORY_DAY, M.encode_history_day(day), budget)
             frame = await self.read((M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
                                      M.METER_DATE), budget)
