@@ -27,7 +27,9 @@ METER_START = datetime.datetime(2024, 6, 1, 12, 0)
 HOUR = 3600.0
 
 
-class _BackfillBase:
+class _Harness:
+    """A data log, an emulator on the loopback clock, and pollers with a backfill."""
+
     dialect = Dialect.STANDARD
     knobs: dict = {}
 
@@ -97,6 +99,9 @@ class _BackfillBase:
             t += M.SLOT
         return starts
 
+
+
+class _BackfillBase(_Harness):
     def test_windowFilledOnceAcrossRestarts(self):
         """
         The first run fills 7 days; after three days down, the next run fills
@@ -201,3 +206,30 @@ class ECBackfillTests(_BackfillBase, SynchronousTestCase):
     sources = {"E2", "EC"}
     dialect = Dialect.DSE
     knobs = {"outage": OUTAGE}
+
+
+class MidnightBackfillTests(_Harness, SynchronousTestCase):
+    """
+    A 45-day fill that runs across the meter's midnight (it starts at 23:57:30):
+    a read redone after midnight still reads the date it wanted, and no slot is
+    logged as "no data" for a reading the meter has.
+    """
+
+    sources = {"E2"}
+    knobs = {"history2": False, "start": datetime.datetime(2024, 6, 1, 23, 57, 30)}
+
+    def setUp(self):
+        super().setUp()
+        self.wall0 = datetime.datetime(2024, 6, 1, 23, 57, 30, tzinfo=M.JST).timestamp()
+
+    def test_fillAcrossMidnight(self):
+        """Every slot of the 45-day window is logged once, each value the meter's own."""
+        poller, datalog = self.start(days=45)
+        self.loop.advance(600)
+        self.assertEqual(poller.backfill.missing, 0)
+        records = self.logged_slots()
+        slots = [r["slot"] for r in records]
+        self.assertEqual(len(slots), len(set(slots)))
+        self.assertLessEqual(set(self.expected_slots(45)), set(slots))
+        self.assertTrue_(records)
+        self.assertEqual([r for r in records if r["energy_normal_kwh"] is None], [])
