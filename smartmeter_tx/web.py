@@ -15,10 +15,11 @@ import json
 
 from twisted.web import resource, server
 
+from smartmeter_tx import dashboard
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.echonet.meter import json_value
 
-__all__ = ["make_root", "PollerCollector", "QuietSite"]
+__all__ = ["make_root", "PollerCollector", "QuietSite", "DashboardResource"]
 
 
 class QuietSite(server.Site):
@@ -31,6 +32,31 @@ class QuietSite(server.Site):
 
     def log(self, request) -> None:
         pass
+
+
+class DashboardResource(resource.Resource):
+    """
+    C{/}: the dashboard page (L{smartmeter_tx.dashboard}), in Japanese or
+    English by C{Accept-Language} (or C{?lang=ja|en}).
+    """
+
+    isLeaf = True
+
+    def __init__(self, poller, clock_now) -> None:
+        super().__init__()
+        self.poller = poller
+        self.clock_now = clock_now
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        header = request.getHeader(b"accept-language")
+        choice = (request.args.get(b"lang") or [b""])[0].decode("ascii", "replace")
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
+        lang = dashboard.language(header, choice)
+        snap = dashboard.snapshot(self.poller, self.clock_now())
+        return dashboard.render(snap, lang).encode("utf-8")
 
 
 class LatestResource(resource.Resource):
@@ -227,6 +253,7 @@ def make_root(poller, clock_now) -> resource.Resource:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PollerCollector(poller, clock_now))
     root = resource.Resource()
+    root.putChild(b"", DashboardResource(poller, clock_now))
     root.putChild(b"latest", LatestResource(poller, clock_now))
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"history", HistoryResource(poller, clock_now))
