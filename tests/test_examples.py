@@ -186,3 +186,28 @@ class MackerelConfTests(SynchronousTestCase):
         self.assertIsNone(args.id)
         self.assertIn(ENV_ID, plugin["env"])
         self.assertLess(args.timeout, plugin["timeout_seconds"])
+
+    def test_checkBlock(self):
+        """
+        The check block runs check-smartmeter by its absolute path with flags
+        its parser takes, against the service's loopback endpoint, within the
+        agent's check timeout, every minute.
+        """
+        from smartmeter_tx import check
+        block = tomllib.loads(self.text)["plugin"]["checks"]["smartmeter"]
+        command = block["command"]
+        self.assertTrue(os.path.isabs(command[0]), command[0])
+        self.assertEqual(os.path.basename(command[0]), "check-smartmeter")
+        args = check.parse_args(command[1:])
+        self.assertEqual(args.url, "http://127.0.0.1:9580/latest")
+        self.assertLess(args.timeout, block.get("timeout_seconds", 30))
+        self.assertEqual(block["check_interval"], 1)
+        self.assertGreaterEqual(block["max_check_attempts"], 1)
+
+    def test_checkCurrentExample(self):
+        """The current thresholds the check block's comment suggests parse, warning below critical."""
+        from smartmeter_tx import check
+        suggested = re.search(r'add ("--warning-current".*?)\.?$', self.text, re.M).group(1)
+        flags = [flag.strip().strip('"') for flag in suggested.split(",")]
+        args = check.parse_args(flags)
+        self.assertLess(args.warning_current, args.critical_current)
