@@ -122,10 +122,12 @@ def period_energy(slots: dict, start: datetime.datetime, boundary: datetime.date
                   latest_at: Optional[datetime.datetime]):
     """
     The energy (C{direction} C{"normal"} or C{"reverse"}) from C{start} to
-    now: the sum of the complete slots from C{start} to the last C{boundary}
-    (or, across a slot without data, the difference of the counters at both
-    ends) plus the running slot (the newest cumulative reading minus the
-    counter at C{boundary}) when that can be derived.
+    now: the sum of the complete slots from C{start} to the last C{boundary},
+    plus the running slot (the newest cumulative reading minus the counter at
+    C{boundary}) when that can be derived.  From the first slot without data
+    (or not logged yet) on, the difference of the meter's counters stands in
+    for the sum: the counter at that slot's start against the newer of the
+    newest reading and the counter at C{boundary}.
 
     @param slots: slot start -> L{HistorySlot}.
     @param latest: the newest cumulative reading (kWh) or C{None}.
@@ -141,20 +143,26 @@ def period_energy(slots: dict, start: datetime.datetime, boundary: datetime.date
             break
         total += energy
         t += SLOT
-    fresh = latest is not None and latest_at is not None and latest_at >= boundary
-    if t < boundary:  # a slot without data: bridge it with the counters
-        first, last = _counter_at(slots, start, direction), _counter_at(slots, boundary, direction)
-        if first is not None and last is not None and last >= first:
-            total = last - first
-        elif first is not None and fresh and latest >= first:
-            return latest - first, latest_at
-        else:
-            return None
-    if fresh:
-        counter = _counter_at(slots, boundary, direction)
-        if counter is not None and latest >= counter:
-            return total + latest - counter, latest_at
-    return total, boundary
+    if t >= boundary:
+        if latest is not None and latest_at is not None and latest_at >= boundary:
+            counter = _counter_at(slots, boundary, direction)
+            if counter is not None and latest >= counter:
+                return total + latest - counter, latest_at
+        return total, boundary
+    # A slot without data from t on: bridge it with the counters.
+    counter = _counter_at(slots, t, direction)
+    if counter is None:
+        return None
+    ends = []
+    if latest is not None and latest_at is not None and latest_at >= t and latest >= counter:
+        ends.append((latest_at, latest))
+    last = _counter_at(slots, boundary, direction)
+    if last is not None and last >= counter:
+        ends.append((boundary, last))
+    if not ends:
+        return None
+    at, value = max(ends)  # the newer
+    return total + value - counter, at
 
 
 def snapshot(poller, now: float) -> Snapshot:
@@ -526,8 +534,8 @@ def bars_svg(snap: Snapshot, t: dict) -> str:
             f'<g class="slot" data-slot="{_attr(slot.start.isoformat())}" data-state="ok" '
             f'data-normal="{_attr(slot.normal)}" data-reverse="{_attr(slot.reverse)}">'
             f'<title>{escape(text)}</title>'
-            f'<rect class="normal" x="{bx + bw * 0.1:.2f}" y="{zero - hn:.2f}" '
-            f'width="{bw * 0.8:.2f}" height="{hn:.2f}"/>'
+            + (f'<rect class="normal" x="{bx + bw * 0.1:.2f}" y="{zero - hn:.2f}" '
+               f'width="{bw * 0.8:.2f}" height="{hn:.2f}"/>' if hn > 0 else "")
             + (f'<rect class="reverse" x="{bx + bw * 0.1:.2f}" y="{zero:.2f}" '
                f'width="{bw * 0.8:.2f}" height="{hr:.2f}"/>' if hr > 0 else "")
             + "</g>")
@@ -592,13 +600,14 @@ svg .line{fill:none;stroke:var(--curve);stroke-width:1.4;stroke-linejoin:round}
 svg .area{fill:var(--curve);opacity:.15}
 svg .now{stroke:var(--buy);stroke-width:.8;stroke-dasharray:3 2}
 svg rect.normal{fill:var(--buy)}svg rect.reverse{fill:var(--sell)}
-svg rect.gap{fill:url(#gap-hatch)}
+svg rect.gap{fill:url(#gap-hatch)}svg g[data-state=missing] rect.gap{opacity:.45}
 svg .hatch-bg{fill:var(--card)}svg .hatch{stroke:var(--gap);stroke-width:1.5}
 .legend{font-size:.8rem;color:var(--muted);margin-top:4px}
 .legend i{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin:0 .3em 0 .8em;
 vertical-align:-1px}
 .legend .lg-buy{background:var(--buy)}.legend .lg-sell{background:var(--sell)}
-.legend .lg-gap{background:repeating-linear-gradient(45deg,var(--gap) 0 1.5px,transparent 1.5px 4px);
+.legend .lg-gap{
+background:repeating-linear-gradient(45deg,var(--gap) 0 1.5px,transparent 1.5px 4px);
 border:1px solid var(--line)}
 dl{display:grid;grid-template-columns:auto 1fr;gap:4px 12px;margin:0}
 dt{color:var(--muted)}dd{margin:0;font-variant-numeric:tabular-nums}
