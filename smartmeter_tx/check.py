@@ -149,8 +149,8 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
     rejoins = _number(data, "rejoins_last_hour")
     if rejoins is not None and limits.warning_rejoins is not None \
             and rejoins > limits.warning_rejoins:
-        problems.append((WARNING, f"{rejoins} rejoins in the last hour "
-                                  f"(> {limits.warning_rejoins})"))
+        problems.append((WARNING, f"{rejoins} rejoin{'' if rejoins == 1 else 's'} in the "
+                                  f"last hour (> {limits.warning_rejoins})"))
 
     currents = [(phase, _number(data, f"current_{phase.lower()}_a")) for phase in ("R", "T")]
     for phase, value in currents:
@@ -273,9 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--critical-age", dest="critical_age", type=_non_negative,
                    default=defaults.critical_age, metavar="SECONDS",
                    help="CRITICAL when the newest reading is older than this (default "
-                        f"{defaults.critical_age:g}: ten missed polls, five minutes without "
-                        "data, longer than the service's own rejoin and port-reopen "
-                        "retries take)")
+                        f"{defaults.critical_age:g}: ten missed polls; five minutes without "
+                        "data is more than a rejoin or a replugged dongle costs the service)")
     p.add_argument("--warning-fixed-age", dest="warning_fixed_age", type=_non_negative,
                    default=defaults.warning_fixed_age, metavar="SECONDS",
                    help="WARNING when the meter's last half-hourly fixed-time EA/EB push "

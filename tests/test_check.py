@@ -257,7 +257,7 @@ class RealServiceTests(_RealService):
         self.assertEqual(self.poller.store.stats.rejoins, 1)
         code, line = await self.check("--service", self.url, "--warning-rejoins", "0")
         self.assertEqual(code, check.WARNING, line)
-        self.assertIn("1 rejoins in the last hour (> 0)", line)
+        self.assertIn("1 rejoin in the last hour (> 0)", line)
         code, line = await self.check("--service", self.url)
         self.assertEqual(code, check.OK, line)
 
