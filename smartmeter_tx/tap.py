@@ -194,7 +194,9 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
         from smartmeter_tx.backfill import Backfill
         days = options["backfill-days"]
         now = (wall_clock or time.time)()
-        since = datetime.date.fromtimestamp(now) - datetime.timedelta(days=days + 1)
+        today = datetime.date.fromtimestamp(now)
+        # The window, and the whole month for the dashboard's "this month".
+        since = min(today - datetime.timedelta(days=days + 1), today.replace(day=1))
         # The slot's own writer: a slot that could not be written must stay
         # missing, so the error reaches the backfill (which pauses).
         backfill = Backfill(days, reactor, datalog.write, wall_clock or time.time,
