@@ -201,14 +201,4 @@ def main(argv=None) -> None:
         P._stderr(sys.stderr, str(e), PROGRAM)
         raise SystemExit(P.EXIT_USAGE)
     P._start_logging(args.verbosity, sys.stderr)
-
-    from twisted.internet import defer, task
-
-    def _main(reactor):
-        return defer.Deferred.fromCoroutine(run(reactor, argv)).addCallback(_exit)
-
-    def _exit(code):
-        if code:
-            raise SystemExit(code)
-
-    task.react(_main)
+    P.react(lambda reactor: run(reactor, argv))

@@ -561,11 +561,18 @@ def main(argv=None) -> None:
             raise SystemExit(EXIT_USAGE)
         raise SystemExit(from_service_blocking(args, prefix, sys.stdout, sys.stderr))
     _start_logging(args.verbosity, sys.stderr)
+    react(lambda reactor: run_parsed(reactor, args))
 
+
+def react(main) -> None:
+    """
+    Run the coroutine C{main(reactor)} under C{task.react} and exit with the
+    code it returns (the one-shot commands' entry points).
+    """
     from twisted.internet import defer, task
 
     def _main(reactor):
-        return defer.Deferred.fromCoroutine(run_parsed(reactor, args)).addCallback(_exit)
+        return defer.Deferred.fromCoroutine(main(reactor)).addCallback(_exit)
 
     def _exit(code):
         if code:

@@ -34,11 +34,8 @@ class QuietSite(server.Site):
         pass
 
 
-class DashboardResource(resource.Resource):
-    """
-    C{/}: the dashboard page (L{smartmeter_tx.dashboard}), in Japanese or
-    English by C{Accept-Language} (or C{?lang=ja|en}).
-    """
+class _PollerResource(resource.Resource):
+    """A leaf resource over the poller's store and state, with the wall clock."""
 
     isLeaf = True
 
@@ -46,6 +43,13 @@ class DashboardResource(resource.Resource):
         super().__init__()
         self.poller = poller
         self.clock_now = clock_now
+
+
+class DashboardResource(_PollerResource):
+    """
+    C{/}: the dashboard page (L{smartmeter_tx.dashboard}), in Japanese or
+    English by C{Accept-Language} (or C{?lang=ja|en}).
+    """
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -59,20 +63,13 @@ class DashboardResource(resource.Resource):
         return dashboard.render(snap, lang).encode("utf-8")
 
 
-class LatestResource(resource.Resource):
+class LatestResource(_PollerResource):
     """
     C{/latest}: the newest reading's record (L{LatestStore.latest_record}) with
     its C{age}, whether the session is up and sends are held (and rate
     limited), the rejoins of the last hour, the time of the meter's last
     EA/EB (C{fixed_time}), and the C{device} the service reads.
     """
-
-    isLeaf = True
-
-    def __init__(self, poller, clock_now) -> None:
-        super().__init__()
-        self.poller = poller
-        self.clock_now = clock_now
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
@@ -96,20 +93,13 @@ class LatestResource(resource.Resource):
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 
-class HistoryResource(resource.Resource):
+class HistoryResource(_PollerResource):
     """
     C{/history?since=...&until=...}: the logged 30-minute slots starting in
     [since, until), oldest first, as C{{"slots": [record, ...]}}.  Times are
     ISO 8601 (without an offset: Japan's time, as the meter keeps it) or
     epoch seconds; by default the last 24 hours.
     """
-
-    isLeaf = True
-
-    def __init__(self, poller, clock_now) -> None:
-        super().__init__()
-        self.poller = poller
-        self.clock_now = clock_now
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")

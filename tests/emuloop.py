@@ -47,3 +47,22 @@ def pinned(spec: str, start: datetime.datetime = START) -> str:
         return spec
     option = "start=" + start.isoformat(timespec="seconds")
     return f"{head}?{query}&{option}" if query else f"{head}?{option}"
+
+
+def expected_slot_starts(now, days):
+    """
+    The test oracle for a backfill window: the starts (ISO, +09:00) of the
+    complete 30-minute slots from midnight C{days} days before the meter's
+    C{now} up to its last boundary.  Written apart from the product's own
+    L{smartmeter_tx.backfill.Backfill.due}, on purpose.
+    """
+    import datetime
+
+    from smartmeter_tx.echonet.meter import JST, SLOT
+    last_end = now.replace(minute=now.minute - now.minute % 30, second=0, microsecond=0)
+    t = datetime.datetime.combine(now.date() - datetime.timedelta(days=days), datetime.time())
+    starts = []
+    while t + SLOT <= last_end:
+        starts.append(t.replace(tzinfo=JST).isoformat())
+        t += SLOT
+    return starts

@@ -19,7 +19,7 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service import MeterPoller, PollSchedule
 from smartmeter_tx.sk.lines import Dialect
-from tests.emuloop import Loop
+from tests.emuloop import Loop, expected_slot_starts
 
 CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
 #: The emulated meter's clock at the start: 2024-06-01 12:00 (Loop's default).
@@ -90,14 +90,7 @@ class _Harness:
 
     def expected_slots(self, days):
         """The slot starts the window holds at the emulated meter's time now."""
-        now = self.loop.emulator.meter_now()
-        last_end = now.replace(minute=now.minute - now.minute % 30, second=0, microsecond=0)
-        t = datetime.datetime.combine(now.date() - datetime.timedelta(days=days), datetime.time())
-        starts = []
-        while t + M.SLOT <= last_end:
-            starts.append(t.replace(tzinfo=M.JST).isoformat())
-            t += M.SLOT
-        return starts
+        return expected_slot_starts(self.loop.emulator.meter_now(), days)
 
 
 

@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from smartmeter_tx import history
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD, start_emulator
-from tests.emuloop import START, pinned
+from tests.emuloop import START, expected_slot_starts, pinned
 
 
 class _Base:
@@ -44,16 +44,6 @@ class _Base:
         return defer.Deferred.fromCoroutine(self._invoke(list(argv)))
 
 
-def expected_starts(now, days):
-    last_end = now.replace(minute=now.minute - now.minute % 30, second=0, microsecond=0)
-    t = datetime.datetime.combine(now.date() - datetime.timedelta(days=days), datetime.time())
-    starts = []
-    while t + M.SLOT <= last_end:
-        starts.append(t.replace(tzinfo=M.JST).isoformat())
-        t += M.SLOT
-    return starts
-
-
 class MeterTests(_Base, unittest.TestCase):
     @defer.inlineCallbacks
     def test_csvDefault(self):
@@ -68,7 +58,7 @@ class MeterTests(_Base, unittest.TestCase):
         self.assertEqual((code, err), (0, ""))
         rows = list(csv.DictReader(io.StringIO(out)))
         self.assertEqual(tuple(rows[0].keys()), history.COLUMNS)
-        self.assertEqual([r["slot"] for r in rows], expected_starts(START, 1))
+        self.assertEqual([r["slot"] for r in rows], expected_slot_starts(START, 1))
         meter = handle.emulator.meter
         unit = M.UNITS[handle.emulator.config.unit]
         for r in rows:
@@ -86,7 +76,7 @@ class MeterTests(_Base, unittest.TestCase):
                                                 "--format", "jsonl")
         self.assertEqual((code, err), (0, ""))
         records = [json.loads(line) for line in out.splitlines()]
-        self.assertEqual([r["slot"] for r in records], expected_starts(START, 3))
+        self.assertEqual([r["slot"] for r in records], expected_slot_starts(START, 3))
         self.assertEqual({r["kind"] for r in records}, {"history"})
         self.assertEqual(set(records[0]), {"kind", "slot", "source"} | set(history.COLUMNS))
 
@@ -102,7 +92,7 @@ class MeterTests(_Base, unittest.TestCase):
             reactor, ["--device", handle.path, "--days", "2"], environ=self.env, stdout=out,
             stderr=err))
         self.assertEqual(code, 0)
-        total = len(expected_starts(START, 2))
+        total = len(expected_slot_starts(START, 2))
         self.assertIn(f"\rsmartmeter-history: {total} of {total} slots read", err.getvalue())
         self.assertTrue(err.getvalue().endswith("\n"))
         self.assertEqual(len(out.getvalue().splitlines()), total + 1)
