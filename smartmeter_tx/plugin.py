@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional
 
 from smartmeter_tx import mackerel
 from smartmeter_tx import options as O

@@ -144,3 +144,39 @@ class ModeMixin:
         """
         return [formatEvent(e) for e in events
                 if e.get("log_level") is not None and e["log_level"] >= LogLevel.warn]
+
+
+def serve(testcase, root) -> str:
+    """
+    Serve the resource C{root} on 127.0.0.1 (a free port) with the real
+    reactor until C{testcase} ends; cleanup waits for every server-side
+    connection to close, so the reactor is left clean.
+
+    @return: the base URL, C{http://127.0.0.1:PORT}.
+    """
+    from twisted.internet import defer, reactor
+
+    from smartmeter_tx.web import QuietSite
+
+    site = QuietSite(root)
+    connections = []
+    build = site.buildProtocol
+
+    def buildProtocol(addr):
+        proto = build(addr)
+        lost = defer.Deferred()
+        original = proto.connectionLost
+
+        def connectionLost(reason):
+            original(reason)
+            lost.callback(None)
+
+        proto.connectionLost = connectionLost
+        connections.append(lost)
+        return proto
+
+    site.buildProtocol = buildProtocol
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    testcase.addCleanup(lambda: defer.gatherResults(connections))
+    testcase.addCleanup(port.stopListening)
+    return f"http://127.0.0.1:{port.getHost().port}"

@@ -33,8 +33,8 @@ from smartmeter_tx.echonet.meter import NO_PHASE, Reading
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.linkstate import LinkState
 from smartmeter_tx.store import LatestStore
-from smartmeter_tx.web import QuietSite, make_root
-from tests.sktesting import refusing_port
+from smartmeter_tx.web import make_root
+from tests.sktesting import refusing_port, serve
 from tests.test_purity import ROOT, _imports_twisted
 
 #: Generous bound on waiting for a state of the real service (a hang, not timing).
@@ -57,33 +57,8 @@ class _Serving(TestCase):
     timeout = 120  # only catches a hang
 
     def serve(self, root):
-        """
-        Serve C{root}; cleanup waits for every server-side connection to close.
-
-        @return: the service's base URL.
-        """
-        site = QuietSite(root)
-        connections = []
-        build = site.buildProtocol
-
-        def buildProtocol(addr):
-            proto = build(addr)
-            lost = defer.Deferred()
-            original = proto.connectionLost
-
-            def connectionLost(reason):
-                original(reason)
-                lost.callback(None)
-
-            proto.connectionLost = connectionLost
-            connections.append(lost)
-            return proto
-
-        site.buildProtocol = buildProtocol
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(lambda: defer.gatherResults(connections))
-        self.addCleanup(port.stopListening)
-        return f"http://127.0.0.1:{port.getHost().port}"
+        """Serve C{root} (L{tests.sktesting.serve}); @return: the base URL."""
+        return serve(self, root)
 
     async def check(self, *argv):
         """

@@ -251,18 +251,7 @@ class _HistoryTests(_Harness):
         is asked too): the client gets E4 with a second Get.
         """
         client = self.joined()
-        meter = self.meter
-        original = meter.handle
-
-        def handle(data, now):
-            reply = original(data, now)
-            if (reply is not None and reply.esv == F.GET_RES
-                    and {M.HISTORY_NORMAL, M.HISTORY_REVERSE} <= set(reply.epcs)):
-                props = tuple(F.Property(M.HISTORY_REVERSE) if p.epc == M.HISTORY_REVERSE
-                              else p for p in reply.properties)
-                reply = F.Frame(reply.tid, reply.seoj, reply.deoj, F.GET_SNA, props)
-            return reply
-        meter.handle = handle
+        one_history_per_frame(self.meter)
         mark = len(self.events)
         readings, clock = self.result(client.read_history(2))
         gets = [[p.epc for p in f.properties] for f in self.sends(mark) if f.esv == F.GET]
@@ -510,6 +499,24 @@ class MeterWithoutD3Tests(_MeterWithoutD3Tests, SynchronousTestCase):
     pass
 
 
+def one_history_per_frame(meter):
+    """
+    Make the emulated meter answer E4 only alone: a Get of E2 and E4 gets
+    Get_SNA with E4's PDC 0, as some meters answer.
+    """
+    original = meter.handle
+
+    def handle(data, now):
+        reply = original(data, now)
+        if (reply is not None and reply.esv == F.GET_RES
+                and {M.HISTORY_NORMAL, M.HISTORY_REVERSE} <= set(reply.epcs)):
+            props = tuple(F.Property(M.HISTORY_REVERSE) if p.epc == M.HISTORY_REVERSE
+                          else p for p in reply.properties)
+            reply = F.Frame(reply.tid, reply.seoj, reply.deoj, F.GET_SNA, props)
+        return reply
+    meter.handle = handle
+
+
 class FallbackAcrossMidnightTests(_MidnightTests, SynchronousTestCase):
     """
     A meter that gives E4 only in a Get of its own, with the meter's midnight
@@ -522,18 +529,7 @@ class FallbackAcrossMidnightTests(_MidnightTests, SynchronousTestCase):
     def test_e4AloneAfterMidnight(self):
         """The second Get carries the clock; a straddle there re-reads the day."""
         client = self.midnight_client()
-        meter = self.meter
-        original = meter.handle
-
-        def handle(data, now):
-            reply = original(data, now)
-            if (reply is not None and reply.esv == F.GET_RES
-                    and {M.HISTORY_NORMAL, M.HISTORY_REVERSE} <= set(reply.epcs)):
-                props = tuple(F.Property(M.HISTORY_REVERSE) if p.epc == M.HISTORY_REVERSE
-                              else p for p in reply.properties)
-                reply = F.Frame(reply.tid, reply.seoj, reply.deoj, F.GET_SNA, props)
-            return reply
-        meter.handle = handle
+        one_history_per_frame(self.meter)
         read = client.read
         when = []
 

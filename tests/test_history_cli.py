@@ -63,9 +63,10 @@ class MeterTests(_Base, unittest.TestCase):
         unit = M.UNITS[handle.emulator.config.unit]
         for r in rows:
             start = datetime.datetime.fromisoformat(r["slot"]).replace(tzinfo=None)
-            (n0, r0), (n1, r1) = meter.slot_truth(start), meter.slot_truth(start + M.SLOT)
-            self.assertEqual(Decimal(r["energy_normal_kwh"]),
-                             (n1 - n0) % 10 ** meter.digits * unit, r)
+            (n0, v0), (n1, v1) = meter.slot_truth(start), meter.slot_truth(start + M.SLOT)
+            modulus = 10 ** meter.digits
+            self.assertEqual(Decimal(r["energy_normal_kwh"]), (n1 - n0) % modulus * unit, r)
+            self.assertEqual(Decimal(r["energy_reverse_kwh"]), (v1 - v0) % modulus * unit, r)
             self.assertEqual(Decimal(r["cumulative_normal_kwh"]), n0 * unit, r)
 
     @defer.inlineCallbacks

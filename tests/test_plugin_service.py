@@ -17,8 +17,8 @@ from smartmeter_tx import plugin
 from smartmeter_tx.echonet.meter import NO_PHASE, Reading
 from smartmeter_tx.linkstate import LinkState
 from smartmeter_tx.store import LatestStore
-from smartmeter_tx.web import QuietSite, make_root
-from tests.sktesting import refusing_port
+from smartmeter_tx.web import make_root
+from tests.sktesting import refusing_port, serve
 
 
 class FakePoller:
@@ -47,30 +47,7 @@ class _ServiceHarness(TestCase):
 
     def setUp(self):
         self.poller = FakePoller()
-        site = QuietSite(make_root(self.poller, reactor.seconds))
-        self.connections = []
-        build = site.buildProtocol
-
-        def buildProtocol(addr):
-            # Track the server side of each connection, so that cleanup can
-            # wait for it to close and leave the reactor clean.
-            proto = build(addr)
-            lost = defer.Deferred()
-            original = proto.connectionLost
-
-            def connectionLost(reason):
-                original(reason)
-                lost.callback(None)
-
-            proto.connectionLost = connectionLost
-            self.connections.append(lost)
-            return proto
-
-        site.buildProtocol = buildProtocol
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(lambda: defer.gatherResults(self.connections))
-        self.addCleanup(port.stopListening)
-        self.url = f"http://127.0.0.1:{port.getHost().port}"
+        self.url = serve(self, make_root(self.poller, reactor.seconds))
         # Diagnostics written straight to sys.stderr are captured here too.
         self.sys_stderr = StringIO()
         self.patch(plugin.sys, "stderr", self.sys_stderr)
