@@ -577,6 +577,20 @@ class BRouteClient:
             await self.ensure_scale(budget)
         return M.decode_reading(frame.properties, self.scale)
 
+    async def identity(self, budget: Optional[Budget] = None) -> dict:
+        """
+        Who the meter is: its maker code (0x8A) and serial number (0x8D, when
+        it has one) in one Get, with the MAC the session knows.
+
+        @return: C{{"mac": ..., "maker": ..., "serial": ...}} (C{None} where unknown).
+        """
+        frame = await self.read((M.MAKER_CODE, M.SERIAL_NUMBER), budget)
+        maker = frame.get(M.MAKER_CODE)
+        serial = frame.get(M.SERIAL_NUMBER)
+        return {"mac": self.link.mac,
+                "maker": M.decode_maker_code(maker) if maker else None,
+                "serial": M.decode_serial_number(serial) if serial else None}
+
     async def ensure_scale(self, budget: Optional[Budget] = None) -> M.EnergyScale:
         """
         The energy scale, read from the meter (D3, E1, D7 in one frame) unless

@@ -255,6 +255,13 @@ class MeterPoller(service.Service):
         when = self.wall_clock()
         self.store.add(reading, when)
         self.on_reading(reading.to_record(), when)
+        if self.store.identity is None or self.store.identity.get("mac") != client.link.mac:
+            try:
+                # Once a session: one frame, for the MQTT topics and HA's device.
+                self.store.identity = await client.identity(
+                    Budget(self.clock, self.schedule.poll_timeout))
+            except SmartMeterError as e:
+                self.log.info("the meter did not tell who it is: {error}", error=e)
         if self.backfill is not None:
             self.backfill.kick(client, self._running_poll)
 

@@ -51,6 +51,8 @@ class LatestStore:
         #: C{(when, Reading)} of the newest readings, oldest first.
         self.recent: deque = deque(maxlen=self.RECENT)
         self._rejoins: deque = deque()
+        #: who the meter is (MAC, maker 0x8A, serial 0x8D), once asked.
+        self.identity: Optional[dict] = None
         self.stats = Stats()
 
     def add(self, reading: Reading, when: float) -> None:

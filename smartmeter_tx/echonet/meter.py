@@ -22,6 +22,7 @@ from smartmeter_tx.errors import ArgumentError, FrameError
 OPERATION_STATUS = 0x80
 FAULT_STATUS = 0x88
 MAKER_CODE = 0x8A
+SERIAL_NUMBER = 0x8D
 COEFFICIENT = 0xD3
 DIGITS = 0xD7
 ENERGY_NORMAL = 0xE0
@@ -245,6 +246,17 @@ def decode_fault(edt: bytes) -> bool:
 def decode_maker_code(edt: bytes) -> str:
     """8A: the 3-byte maker code as 6 hex digits."""
     return _need(edt, 3, "8A").hex().upper()
+
+
+def decode_serial_number(edt: bytes) -> Optional[str]:
+    """
+    8D: the 12-byte ASCII serial number, trimmed; C{None} when it is blank
+    (spaces, NULs) or not printable ASCII.
+    """
+    text = _need(edt, 12, "8D").decode("ascii", "replace").strip(" \x00")
+    if not text or not all(0x21 <= ord(c) <= 0x7E for c in text):
+        return None
+    return text
 
 
 def decode_instance_list(edt: bytes) -> tuple:
