@@ -29,6 +29,8 @@ from smartmeter_tx import options as O
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.options import ENV_ID, ENV_PASSWORD
 
+ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
+
 
 #: Exit statuses of C{twist smartmeter} (sysexits.h, as twist itself uses).
 EXIT_USAGE = 64        # a bad option (twist prints the usage)
@@ -78,12 +80,20 @@ class Options(usage.Options):
         ["backfill-days", None, 7, "with --data-log: keep the log's 30-minute slots complete "
          "this many days back from the meter's own record (0-45; 0 disables)", int],
         ["http", None, "tcp:9580:interface=127.0.0.1",
-         "endpoint for /latest and /metrics ('none' disables it)"],
+         "endpoint for the dashboard, /latest, /history and /metrics ('none' disables it)"],
+        ["mqtt", None, None, "publish to an MQTT broker: mqtt://[user@]host[:port] or "
+         "mqtts://... (needs the [mqtt] extra)"],
+        ["mqtt-password-file", None, None, "file holding the MQTT password (or "
+         f"${ENV_MQTT_PASSWORD})"],
+        ["mqtt-topic", None, "smartmeter", "MQTT topic prefix"],
+        ["ha-discovery", None, "homeassistant", "Home Assistant discovery prefix ('none' "
+         "disables discovery)"],
+        ["mqtt-ca", None, None, "CA certificate file for mqtts:// (default: the system's)"],
     ]
 
     def __repr__(self) -> str:
         # usage.Options is a dict: its repr would show the credentials.
-        return repr({k: ("<redacted>" if k in ("id", "password") and v else v)
+        return repr({k: ("<redacted>" if k in ("id", "password", "mqtt-config") and v else v)
                      for k, v in self.items()})
 
     def postOptions(self) -> None:
@@ -107,6 +117,7 @@ class Options(usage.Options):
             raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
         if not 0 <= self["backfill-days"] <= 45:
             raise ArgumentError("--backfill-days must be 0 to 45 (meters keep about 45 days)")
+        self["mqtt-config"] = self._mqtt() if self["mqtt"] else None
         for key, parse in (("channel", O.parse_channel), ("panid", O.parse_panid),
                            ("ipaddr", O.parse_ipaddr)):
             if self[key] is not None:
@@ -123,6 +134,28 @@ class Options(usage.Options):
         # pair is filled in by the emulator's own credentials.)
         if self["id"] and self["password"] or not self["device"].startswith(O.EMULATOR_PREFIX):
             self["credentials"] = O.make_credentials(self["id"], self["password"])
+
+    def _mqtt(self):
+        """The MQTT settings; the password from its file or the environment."""
+        try:
+            import paho.mqtt.client  # noqa: F401
+        except ImportError:
+            raise ArgumentError("--mqtt needs paho-mqtt: pip install 'smartmeter_tx[mqtt]'") \
+                from None
+        from smartmeter_tx.mqtt import MqttConfig
+        password = os.environ.get(ENV_MQTT_PASSWORD) or None
+        if self["mqtt-password-file"]:
+            try:
+                with open(self["mqtt-password-file"], encoding="utf-8") as f:
+                    password = f.readline().strip()
+            except OSError as e:
+                raise ArgumentError(f"cannot read --mqtt-password-file "
+                                    f"{self['mqtt-password-file']}: {e.strerror}") from None
+        discovery = self["ha-discovery"]
+        return MqttConfig.from_options(
+            self["mqtt"], password, topic_prefix=self["mqtt-topic"],
+            discovery_prefix=None if discovery.lower() == "none" else discovery,
+            ca_file=self["mqtt-ca"])
 
     @property
     def dialect(self):
@@ -176,7 +209,11 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
                                           options["panid"], options["ipaddr"])
     datalog = DataLog(options["data-log"]) if options["data-log"] else None
 
+    publisher = None
+
     def on_reading(record, when):
+        if publisher is not None:
+            publisher.publish_record(record, when)
         if datalog is None:
             return
         try:
@@ -208,6 +245,10 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
                          on_reading=on_reading, state_path=state_path, on_fatal=on_fatal,
                          **extra)
     poller.setServiceParent(top)
+    if options.get("mqtt-config") is not None:
+        from smartmeter_tx.mqtt import MqttPublisher
+        publisher = MqttPublisher(options["mqtt-config"], poller, reactor)
+        publisher.setServiceParent(top)
     if datalog is not None:
         top.addService(_Stopper(datalog.close))
     if http is not None:

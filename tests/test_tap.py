@@ -295,3 +295,40 @@ class OptionValidationTests(SynchronousTestCase):
         options = parse("--device", "/dev/x", "--ipaddr",
                         "fe80:0000:0000:0000:021d:1290:1234:5678")
         self.assertEqual(options["ipaddr"], "FE80:0000:0000:0000:021D:1290:1234:5678")
+
+
+class MqttOptionTests(SynchronousTestCase):
+    def setUp(self):
+        clean_environ(self)
+
+    def test_mqttOptions(self):
+        """--mqtt with its password file, topic and discovery prefix builds the MQTT config."""
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("brokerpw\n")
+        options = parse("--device", "/dev/x", "--mqtt", "mqtt://me@127.0.0.1:1884",
+                        "--mqtt-password-file", path, "--mqtt-topic", "home",
+                        "--ha-discovery", "none")
+        config = options["mqtt-config"]
+        self.assertEqual((config.host, config.port, config.username, config.password),
+                         ("127.0.0.1", 1884, "me", "brokerpw"))
+        self.assertEqual(config.topic_prefix, "home")
+        self.assertIsNone(config.discovery_prefix)
+        self.assertNotIn("brokerpw", repr(options))
+
+    def test_mqttPasswordFromEnvironment(self):
+        """SMARTMETER_MQTT_PASSWORD gives the broker password when no file is named."""
+        clean_environ(self, SMARTMETER_MQTT_PASSWORD="envpw")
+        options = parse("--device", "/dev/x", "--mqtt", "mqtt://me@broker")
+        self.assertEqual(options["mqtt-config"].password, "envpw")
+
+    def test_badMqttURL(self):
+        """A bad --mqtt URL is a usage error that names the flag, without the password."""
+        clean_environ(self, SMARTMETER_MQTT_PASSWORD="envpw")
+        for url in ("http://broker", "mqtt://", "mqtt://broker:99999"):
+            e = self.assertRaises(usage.UsageError, parse, "--device", "/dev/x", "--mqtt", url)
+            self.assertNotIn("envpw", str(e))
+
+    def test_noMqttByDefault(self):
+        """Without --mqtt there is no publisher."""
+        self.assertIsNone(parse("--device", "/dev/x")["mqtt-config"])
