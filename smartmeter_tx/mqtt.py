@@ -49,13 +49,13 @@ from zope.interface import implementer
 
 import smartmeter_tx
 from smartmeter_tx.backoff import Backoff
+from smartmeter_tx.echonet.meter import JST
 from smartmeter_tx.errors import ArgumentError
 
 __all__ = ["MqttConfig", "MqttPublisher", "PAHO_MISSING"]
 
 PAHO_MISSING = "MQTT needs paho-mqtt: pip install 'smartmeter_tx[mqtt]'"
 
-JST = datetime.timezone(datetime.timedelta(hours=9))
 MODEL = "Low-voltage smart electric energy meter"
 
 _INSTANT = ("power_w", "current_r_a", "current_t_a")

@@ -137,12 +137,11 @@ class Options(usage.Options):
 
     def _mqtt(self):
         """The MQTT settings; the password from its file or the environment."""
-        try:
-            import paho.mqtt.client  # noqa: F401
-        except ImportError:
-            raise ArgumentError("--mqtt needs paho-mqtt: pip install 'smartmeter_tx[mqtt]'") \
-                from None
-        from smartmeter_tx.mqtt import MqttConfig
+        import importlib.util
+
+        from smartmeter_tx.mqtt import PAHO_MISSING, MqttConfig
+        if importlib.util.find_spec("paho") is None:
+            raise ArgumentError(f"--mqtt: {PAHO_MISSING}")
         password = os.environ.get(ENV_MQTT_PASSWORD) or None
         if self["mqtt-password-file"]:
             try:
