@@ -58,7 +58,9 @@ class Broker:
         self.port = None
         self.process = None
 
-    def start(self, port=None) -> None:
+    @defer.inlineCallbacks
+    def start(self, port=None):
+        """Start it (on C{port}, or a free one); fire once it accepts connections."""
         for attempt in range(5):
             self.port = port or free_port()
             conf = os.path.join(self.directory, "mosquitto.conf")
@@ -85,7 +87,8 @@ class Broker:
                     socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                     return
                 except OSError:
-                    time.sleep(0.05)
+                    # Wait on the reactor, never by blocking it.
+                    yield task.deferLater(reactor, 0.05, lambda: None)
             self.kill()
             if port is not None and attempt >= 2:
                 break
@@ -240,8 +243,8 @@ class BrokerTestCase(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="mqtt-test-")
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.broker = Broker(self.dir, self.broker_extra(), self.persistence)
-        self.broker.start()
         self.addCleanup(self.broker.kill)
+        return self.broker.start()
 
     def broker_extra(self) -> str:
         return ""
@@ -426,7 +429,7 @@ class ReconnectTests(BrokerTestCase):
         for i in range(1, 4):
             p.publish_record({"power_w": 100 + i}, 1000.0 + i)
         self.assertEqual(p.backlog, 3)
-        self.broker.start(self.broker.port)
+        yield self.broker.start(self.broker.port)
         yield wait_for(lambda: p.connected, "the publisher to reconnect", 20)
         yield wait_for(lambda: len(sub.got(state)) >= 4, "the queued states", 20)
         # Live deliveries only (the subscriber's own resubscription brings a
