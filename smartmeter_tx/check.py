@@ -3,7 +3,7 @@ C{check-smartmeter}: a Mackerel check plugin for the running C{twist
 smartmeter} service.
 
 It asks the service's C{/latest} (one loopback GET with the plugin's own
-client, L{smartmeter_tx.plugin.fetch_latest}) and never opens the serial
+client, L{smartmeter_tx.plugin.fetch_service}) and never opens the serial
 port, so it is cheap and never takes the module from the service.  It prints
 exactly one line, C{SmartMeter <STATUS>: <message>} (at most 1024
 characters), and exits with the status mackerel-agent expects::
@@ -333,7 +333,7 @@ def _usage_line() -> str:
 
 
 def check(argv, now: Callable[[], float] = time.time,
-          fetch: Callable = plugin.fetch_latest) -> tuple:
+          fetch: Callable = plugin.fetch_service) -> tuple:
     """
     The whole check but the printing: parse, ask the service, judge.
 
@@ -357,7 +357,7 @@ def check(argv, now: Callable[[], float] = time.time,
 
 
 def run(argv, stdout=None, now: Callable[[], float] = time.time,
-        fetch: Callable = plugin.fetch_latest) -> int:
+        fetch: Callable = plugin.fetch_service) -> int:
     """
     Run the check with C{argv}, print its one line on C{stdout}.
 

@@ -531,10 +531,7 @@ class BRouteClient:
                 # count it as a Get that went unanswered.
                 busy = 0
                 silent += 1
-                if state.session is Session.UNKNOWN and silent >= self.SILENT_BEFORE_JOIN:
-                    if not await self.check_send_restricted(budget):
-                        self.log.info("module busy for good; authenticating again")
-                        state.down()
+                await self._after_silence(silent, "module busy for good", budget)
                 continue
             except EchonetTimeout as e:
                 busy = 0
@@ -543,16 +540,22 @@ class BRouteClient:
                 last = e
                 silent += 1
                 self.log.info("request unanswered ({e})", e=e)
-                if state.session is Session.UNKNOWN and silent >= self.SILENT_BEFORE_JOIN:
-                    # Before a join, ask the module whether it is cancelling
-                    # every send under the ARIB limit (register SFB).
-                    if not await self.check_send_restricted(budget):
-                        self.log.info("meter silent twice; authenticating again")
-                        state.down()
+                await self._after_silence(silent, "meter silent twice", budget)
                 continue
             state.up(self.clock.seconds())
             await self.module.echo_off(budget)  # a module reset turns echo back on
             return frame
+
+    async def _after_silence(self, silent: int, why: str, budget: Budget) -> None:
+        """
+        With the session unknown, unanswered Gets in a row mean no session:
+        but before a join (several frames), ask the module whether it is
+        cancelling every send under the ARIB limit (register SFB).
+        """
+        if self.state.session is Session.UNKNOWN and silent >= self.SILENT_BEFORE_JOIN:
+            if not await self.check_send_restricted(budget):
+                self.log.info("{why}; authenticating again", why=why)
+                self.state.down()
 
     async def read_values(self, energy: bool = False,
                           budget: Optional[Budget] = None, may_join: bool = True) -> M.Reading:

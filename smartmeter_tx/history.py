@@ -172,7 +172,7 @@ async def _from_service(reactor, args, stdout, stderr) -> int:
     url = f"{base}/history?since={quote(since.isoformat())}"
     try:
         status, body = await threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), P.fetch_latest, url, args.timeout)
+            reactor, reactor.getThreadPool(), P.fetch_service, url, args.timeout)
     except TimeoutError:
         P._stderr(stderr, f"timed out while asking the service at {url}", PROGRAM)
         return P.EXIT_TIMEOUT

@@ -542,10 +542,9 @@ class MqttPublisher(service.Service):
         """The link's health as the C{link} topic carries it."""
         state = self.poller.state
         store = self.poller.store
-        age = store.age(self.wall_clock()) if hasattr(store, "age") else None
-        session = getattr(state, "session", None)
+        age = store.age(self.wall_clock())
         return {
-            "session": getattr(session, "value", None),
+            "session": state.session.value,
             "session_up": bool(state.session_up),
             "rate_limited": bool(state.rate_limited),
             "held": state.held,

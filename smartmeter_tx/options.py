@@ -18,7 +18,7 @@ from smartmeter_tx.redact import Redactor
 
 __all__ = [
     "ENV_ID", "ENV_PASSWORD", "DeviceError", "parse_bool", "parse_channel", "parse_panid",
-    "parse_ipaddr", "read_secrets", "make_credentials", "dialect_for", "session_config",
+    "parse_ipaddr", "read_secrets", "read_password_file", "make_credentials", "dialect_for", "session_config",
     "Device", "start_device", "open_serial", "DeviceBusy",
 ]
 
@@ -104,13 +104,22 @@ def read_secrets(rbid: Optional[str], password: Optional[str], password_file: Op
     rbid = rbid or environ.get(ENV_ID) or None
     password = password or environ.get(ENV_PASSWORD) or None
     if password_file:
-        try:
-            with open(password_file, encoding="utf-8") as f:
-                password = f.readline().strip()
-        except OSError as e:
-            raise ArgumentError(f"cannot read --password-file {password_file}: "
-                                f"{e.strerror}") from None
+        password = read_password_file(password_file, "--password-file")
     return rbid, password
+
+
+def read_password_file(path: str, flag: str) -> str:
+    """
+    A password file's first line, stripped.
+
+    @raise ArgumentError: it cannot be read (the message names C{flag} and the
+        path, never a content).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip()
+    except OSError as e:
+        raise ArgumentError(f"cannot read {flag} {path}: {e.strerror}") from None
 
 
 def make_credentials(rbid: Optional[str], password: Optional[str]):

@@ -392,10 +392,11 @@ def _print_service(code, lines, message, url, stdout, stderr) -> int:
     return code
 
 
-def fetch_latest(url: str, timeout: float) -> tuple:
+def fetch_service(url: str, timeout: float) -> tuple:
     """
-    The one client of the service's C{/latest}: a blocking GET with the
-    standard library (no reactor: half the CPU time of the Twisted path).
+    The one client of the service's HTTP endpoints (C{/latest}, C{/history}):
+    a blocking GET with the standard library (no reactor: half the CPU time
+    of the Twisted path).
 
     @return: C{(HTTP status, body bytes)}.
     @raise TimeoutError: no answer in C{timeout} seconds.
@@ -431,7 +432,7 @@ def from_service_blocking(args, prefix, stdout, stderr) -> int:
         _stderr(stderr, str(e))
         return EXIT_USAGE
     try:
-        status, body = fetch_latest(url, args.timeout)
+        status, body = fetch_service(url, args.timeout)
     except TimeoutError:
         _stderr(stderr, f"timed out while asking the service at {url}")
         return EXIT_TIMEOUT
@@ -471,7 +472,7 @@ def _port_in_use(reactor, error, args, prefix, stdout, stderr):
 
     def ask():
         try:
-            return fetch_latest(url, min(args.timeout, 3.0))
+            return fetch_service(url, min(args.timeout, 3.0))
         except OSError:  # TimeoutError included
             return None
 

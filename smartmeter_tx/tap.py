@@ -144,12 +144,7 @@ class Options(usage.Options):
             raise ArgumentError(f"--mqtt: {PAHO_MISSING}")
         password = os.environ.get(ENV_MQTT_PASSWORD) or None
         if self["mqtt-password-file"]:
-            try:
-                with open(self["mqtt-password-file"], encoding="utf-8") as f:
-                    password = f.readline().strip()
-            except OSError as e:
-                raise ArgumentError(f"cannot read --mqtt-password-file "
-                                    f"{self['mqtt-password-file']}: {e.strerror}") from None
+            password = O.read_password_file(self["mqtt-password-file"], "--mqtt-password-file")
         discovery = self["ha-discovery"]
         return MqttConfig.from_options(
             self["mqtt"], password, topic_prefix=self["mqtt-topic"],
