@@ -70,6 +70,9 @@ class MeterPoller(service.Service):
     @param state_path: where to save the link when it changes, or C{None}.
     @param backfill: fills the log's 30-minute slots from the meter's own
         record (L{Backfill}); its slots are logged through C{on_reading}.
+    @param identify: ask the meter who it is (maker, serial) once a session,
+        into C{store.identity}: the MQTT publisher names its topics by it.
+        One frame, spent only when something needs it.
     @param on_fatal: called with a one-line message when the service cannot
         do its job at all and should end (no credentials, and the module has
         no session to read through).
@@ -89,7 +92,7 @@ class MeterPoller(service.Service):
                  rng: Optional[random.Random] = None,
                  wall_clock: Callable[[], float] = time.time,
                  on_fatal: Optional[Callable[[str], None]] = None,
-                 backfill: Optional[Backfill] = None) -> None:
+                 backfill: Optional[Backfill] = None, identify: bool = False) -> None:
         self.config = config
         self.on_fatal = on_fatal or (lambda message: self.log.critical("{why}", why=message))
         self.clock = clock
@@ -102,6 +105,7 @@ class MeterPoller(service.Service):
         self.state = LinkState()
         self.store = LatestStore()
         self.backfill = backfill
+        self.identify = identify
         # Opening a device path costs no air time, so retry often: a replugged
         # dongle should be read again within two poll intervals.
         self.port = PortKeeper(open_port, clock, self._make_client, self._connected,
@@ -255,7 +259,8 @@ class MeterPoller(service.Service):
         when = self.wall_clock()
         self.store.add(reading, when)
         self.on_reading(reading.to_record(), when)
-        if self.store.identity is None or self.store.identity.get("mac") != client.link.mac:
+        if self.identify and (self.store.identity is None
+                              or self.store.identity.get("mac") != client.link.mac):
             try:
                 # Once a session: one frame, for the MQTT topics and HA's device.
                 self.store.identity = await client.identity(

@@ -237,7 +237,7 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
                          PollSchedule(interval=options["interval"],
                                       energy_interval=options["energy-interval"]),
                          on_reading=on_reading, state_path=state_path, on_fatal=on_fatal,
-                         **extra)
+                         identify=options.get("mqtt-config") is not None, **extra)
     poller.setServiceParent(top)
     if options.get("mqtt-config") is not None:
         from smartmeter_tx.mqtt import MqttPublisher

@@ -459,3 +459,30 @@ class StandardFieldServiceTests(_FieldServiceBase, SynchronousTestCase):
 
 class DSEFieldServiceTests(_FieldServiceBase, SynchronousTestCase):
     dialect = Dialect.DSE
+
+
+class IdentityTests(SynchronousTestCase):
+    def test_identityOnlyWhenAsked(self):
+        """
+        With identify (MQTT on) the service learns the meter's maker and serial
+        once a session; without it, it spends no frame on them.
+        """
+        for identify in (False, True):
+            loop = Loop()
+            self.addCleanup(loop.stop)
+            asked = []
+            loop.write_observers.append(
+                lambda data, asked=asked: data.startswith(b"SKSENDTO") and b"\x8d\x00" in data
+                and asked.append(data))
+            poller = start_poller(self, loop, identify=identify)
+            loop.advance(120)
+            self.assertTrue(poller.state.session_up)
+            if not identify:
+                self.assertEqual((asked, poller.store.identity), ([], None))
+                continue
+            self.assertEqual(len(asked), 1)
+            identity = poller.store.identity
+            self.assertEqual(identity["mac"], loop.emulator.meter_mac)
+            self.assertEqual(identity["serial"],
+                             loop.emulator.meter.serial.decode("ascii").strip(" \x00") or None)
+            self.assertEqual(identity["maker"], "000016")
