@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """
 Backfill benchmark: what it costs the service to fill N days of 30-minute
-slots from the meter's own record (L{smartmeter_tx.backfill.Backfill} driven
-by L{smartmeter_tx.service.MeterPoller}), against the built-in emulator at its
+slots from the meter's own record (L{smartmeter_tx.service.backfill.Backfill} driven
+by L{smartmeter_tx.service.poller.MeterPoller}), against the built-in emulator at its
 calibrated latency (C{time_scale=1}: SKSENDTO to the answer 0.34-0.81 s).
 
 For each of C{--days} (default 7 and 45), each meter (C{ec}: a meter with
@@ -61,9 +61,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.logger import LogLevel, globalLogBeginner  # noqa: E402
 
-from smartmeter_tx import client as C  # noqa: E402
-from smartmeter_tx.backfill import Backfill  # noqa: E402
-from smartmeter_tx.datalog import DataLog  # noqa: E402
+from smartmeter_tx.session import client as C  # noqa: E402
+from smartmeter_tx.service.backfill import Backfill  # noqa: E402
+from smartmeter_tx.service.datalog import DataLog  # noqa: E402
 from smartmeter_tx.echonet import frame as F  # noqa: E402
 from smartmeter_tx.echonet import meter as M  # noqa: E402
 from smartmeter_tx.emulator.loopback import Loopback  # noqa: E402
@@ -71,7 +71,7 @@ from smartmeter_tx.emulator.module import (  # noqa: E402
     DEFAULT_ID, DEFAULT_PASSWORD, Emulator, EmulatorConfig,
 )
 from smartmeter_tx.emulator.radio import airtime  # noqa: E402
-from smartmeter_tx.service import MeterPoller, PollSchedule  # noqa: E402
+from smartmeter_tx.service.poller import MeterPoller, PollSchedule  # noqa: E402
 from smartmeter_tx.sk.lines import Dialect  # noqa: E402
 
 HOUR = 3600.0

@@ -60,7 +60,7 @@ from twisted.python.failure import Failure  # noqa: E402
 
 from smartmeter_tx.echonet import frame as F  # noqa: E402
 from smartmeter_tx.echonet import meter as M  # noqa: E402
-from smartmeter_tx.requester import (  # noqa: E402
+from smartmeter_tx.echonet.requester import (  # noqa: E402
     EchonetError, EchonetRequester,
 )
 from smartmeter_tx.sk import lines as L  # noqa: E402

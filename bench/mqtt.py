@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-MQTT benchmark: what the service's publisher (L{smartmeter_tx.mqtt.MqttPublisher})
+MQTT benchmark: what the service's publisher (L{smartmeter_tx.outputs.mqtt.MqttPublisher})
 costs per reading, and how long a reading takes from C{publish_record} to a
 subscriber, against a real broker (Debian's C{mosquitto}, started on a free
 port of 127.0.0.1 in a temporary directory and killed at the end).
@@ -500,9 +500,9 @@ def timed_phase(reactor, name, publisher, acks, child, records, expected, pace):
 
 @defer.inlineCallbacks
 def run(reactor, args, directory):
-    from smartmeter_tx.linkstate import LinkState
-    from smartmeter_tx.mqtt import MqttConfig, MqttPublisher
-    from smartmeter_tx.store import LatestStore
+    from smartmeter_tx.session.linkstate import LinkState
+    from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
+    from smartmeter_tx.service.store import LatestStore
 
     rng = random.Random(args.seed)
     broker = Broker(directory)

@@ -43,7 +43,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = sys.executable
-PLUGIN = [PY, "-c", "import sys; from smartmeter_tx.plugin import main; sys.exit(main())"]
+PLUGIN = [PY, "-c", "import sys; from smartmeter_tx.cli.plugin import main; sys.exit(main())"]
 EMULATOR = [PY, "-m", "smartmeter_tx.emulator.cli"]
 SERVICE = [PY, "-m", "twisted", "smartmeter"]
 DEFAULT_ID = "00112233445566778899AABBCCDDEEFF"
@@ -52,10 +52,10 @@ DEFAULT_PASSWORD = "0123456789AB"
 _children: list = []
 #: Where the children keep compiled bytecode (see --pycache); None: as inherited.
 PYCACHE = None
-WARM_IMPORTS = ("import smartmeter_tx.plugin, smartmeter_tx.client, smartmeter_tx.state, "
-                "smartmeter_tx.mackerel, smartmeter_tx.sk.protocol, smartmeter_tx.requester, "
-                "smartmeter_tx.emulator.cli, smartmeter_tx.emulator.device, smartmeter_tx.tap, "
-                "smartmeter_tx.service, smartmeter_tx.web, twisted.internet.serialport, "
+WARM_IMPORTS = ("import smartmeter_tx.cli.plugin, smartmeter_tx.session.client, smartmeter_tx.session.state, "
+                "smartmeter_tx.outputs.mackerel, smartmeter_tx.sk.protocol, smartmeter_tx.echonet.requester, "
+                "smartmeter_tx.emulator.cli, smartmeter_tx.emulator.device, smartmeter_tx.cli.tap, "
+                "smartmeter_tx.service.poller, smartmeter_tx.outputs.web, twisted.internet.serialport, "
                 "twisted.web.client, twisted.application.twist._twist, twisted.plugins.smartmeter_plugin")
 
 
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
 
         if args.baseline:
             base = [run_child([PY, "-c", "pass"], 30) for _ in range(args.baseline)]
-            imp = [run_child([PY, "-c", "import smartmeter_tx.plugin, smartmeter_tx.client, "
+            imp = [run_child([PY, "-c", "import smartmeter_tx.cli.plugin, smartmeter_tx.session.client, "
                               "twisted.internet.reactor, twisted.internet.serialport"], 30)
                    for _ in range(args.baseline)]
             print(f"baseline 'python -c pass': cpu s {stats([r.cpu for r in base])}")

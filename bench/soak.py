@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Soak benchmark: the service's poller (L{smartmeter_tx.service.MeterPoller})
+Soak benchmark: the service's poller (L{smartmeter_tx.service.poller.MeterPoller})
 against the built-in emulator for a day or more of simulated time, with the
 faults a real installation sees:
 
@@ -22,7 +22,7 @@ Default mode: the poller and the emulator's module are wired through an
 in-memory loopback on a L{twisted.internet.task.Clock} (the harness of
 tests/emuloop.py, copied here so the bench does not import the tests), so
 simulated time jumps from timer to timer: 24 h take well under a minute.
-The real L{smartmeter_tx.datalog.DataLog} writes to a temporary directory.
+The real L{smartmeter_tx.service.datalog.DataLog} writes to a temporary directory.
 
 Every reading is checked against the emulator's ground truth: the poller's
 answer frame is matched by its TID to the truth record of that frame (the
@@ -58,15 +58,15 @@ sys.path.insert(0, os.path.dirname(HERE))
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.logger import LogLevel, formatEvent, globalLogBeginner  # noqa: E402
 
-from smartmeter_tx import client as C  # noqa: E402
-from smartmeter_tx.datalog import DataLog  # noqa: E402
+from smartmeter_tx.session import client as C  # noqa: E402
+from smartmeter_tx.service.datalog import DataLog  # noqa: E402
 from smartmeter_tx.echonet import frame as F  # noqa: E402
 from smartmeter_tx.echonet import meter as M  # noqa: E402
 from smartmeter_tx.emulator.loopback import Loopback  # noqa: E402
 from smartmeter_tx.emulator.module import (  # noqa: E402
     DEFAULT_ID, DEFAULT_PASSWORD, Emulator, EmulatorConfig,
 )
-from smartmeter_tx.service import MeterPoller, PollSchedule  # noqa: E402
+from smartmeter_tx.service.poller import MeterPoller, PollSchedule  # noqa: E402
 from smartmeter_tx.sk.lines import Dialect  # noqa: E402
 
 HOUR = 3600.0

@@ -46,7 +46,7 @@ from twisted.logger import (  # noqa: E402
 )
 from twisted.python.failure import Failure  # noqa: E402
 
-from smartmeter_tx import client as C  # noqa: E402
+from smartmeter_tx.session import client as C  # noqa: E402
 from smartmeter_tx.echonet import meter as M  # noqa: E402
 from smartmeter_tx.emulator.module import (  # noqa: E402
     DEFAULT_ID, DEFAULT_PASSWORD, Emulator, EmulatorConfig, ModuleProtocol,
@@ -351,9 +351,9 @@ def main(argv=None) -> int:
 GROUPS = (
     ("client stack (smartmeter_tx/sk, echonet, requester, client, steps, discovery, "
      "linkstate, redact)",
-     ("smartmeter_tx/sk/", "smartmeter_tx/echonet/", "smartmeter_tx/requester.py",
-      "smartmeter_tx/client.py", "smartmeter_tx/steps.py", "smartmeter_tx/discovery.py",
-      "smartmeter_tx/linkstate.py", "smartmeter_tx/redact.py")),
+     ("smartmeter_tx/sk/", "smartmeter_tx/echonet/", "smartmeter_tx/echonet/requester.py",
+      "smartmeter_tx/session/client.py", "smartmeter_tx/session/steps.py", "smartmeter_tx/session/discovery.py",
+      "smartmeter_tx/session/linkstate.py", "smartmeter_tx/redact.py")),
     ("emulator (smartmeter_tx/emulator)", ("smartmeter_tx/emulator/",)),
     ("twisted", ("/twisted/",)),
 )

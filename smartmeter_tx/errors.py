@@ -67,7 +67,7 @@ class SendsHeld(ReadFailed):
     The module must not send now: EVENT 29 (it re-authenticates by itself) or
     EVENT 32 (its transmit-time budget is spent).
 
-    @ivar reason: the hold, as L{smartmeter_tx.linkstate.LinkState.held} names it.
+    @ivar reason: the hold, as L{smartmeter_tx.session.linkstate.LinkState.held} names it.
     """
 
     def __init__(self, reason: str, message: str = "") -> None:

@@ -54,7 +54,7 @@ def expected_slot_starts(now, days):
     The test oracle for a backfill window: the starts (ISO, +09:00) of the
     complete 30-minute slots from midnight C{days} days before the meter's
     C{now} up to its last boundary.  Written apart from the product's own
-    L{smartmeter_tx.backfill.Backfill.due}, on purpose.
+    L{smartmeter_tx.service.backfill.Backfill.due}, on purpose.
     """
     import datetime
 

@@ -156,7 +156,7 @@ def serve(testcase, root) -> str:
     """
     from twisted.internet import defer, reactor
 
-    from smartmeter_tx.web import QuietSite
+    from smartmeter_tx.outputs.web import QuietSite
 
     site = QuietSite(root)
     connections = []

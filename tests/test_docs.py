@@ -15,8 +15,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from smartmeter_tx.web import make_root
-from tests.test_web import PollerView, fill_view
+from smartmeter_tx.outputs.web import make_root
+from tests.outputs.test_web import PollerView, fill_view
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -119,7 +119,7 @@ class HelpersTests(SynchronousTestCase):
     def test_namesFound(self):
         """Names are found in code spans, tables and with labels; the package name is not one."""
         text = ("`smartmeter_power_watts`, | `smartmeter_energy_kwh{direction}` |\n"
-                "smartmeter_tx/web.py and smartmeter.power.value\n")
+                "smartmeter_tx/outputs/web.py and smartmeter.power.value\n")
         self.assertEqual(documented_names(text),
                          {"smartmeter_power_watts", "smartmeter_energy_kwh"})
 

@@ -161,7 +161,7 @@ class MackerelConfTests(SynchronousTestCase):
 
     def test_serviceBlock(self):
         """The active block reads the service over loopback: flags the plugin takes."""
-        from smartmeter_tx.plugin import parse_args
+        from smartmeter_tx.cli.plugin import parse_args
         command = self.plugin(self.text)["command"]
         self.assertEqual(os.path.basename(command[0]), "mackerel-plugin-smartmeter")
         args = parse_args(command[1:])
@@ -174,8 +174,8 @@ class MackerelConfTests(SynchronousTestCase):
         keeps the secrets off the command line and stays under the agent's
         timeout.
         """
-        from smartmeter_tx.options import ENV_ID
-        from smartmeter_tx.plugin import parse_args
+        from smartmeter_tx.cli.options import ENV_ID
+        from smartmeter_tx.cli.plugin import parse_args
         block = "\n".join(line[2:] for line in self.text.splitlines()
                           if line.startswith("# ") and ("=" in line or line.startswith("# [")))
         plugin = self.plugin(block)
@@ -193,7 +193,7 @@ class MackerelConfTests(SynchronousTestCase):
         its parser takes, against the service's loopback endpoint, within the
         agent's check timeout, every minute.
         """
-        from smartmeter_tx import check
+        from smartmeter_tx.cli import check
         block = tomllib.loads(self.text)["plugin"]["checks"]["smartmeter"]
         command = block["command"]
         self.assertTrue(os.path.isabs(command[0]), command[0])
@@ -206,7 +206,7 @@ class MackerelConfTests(SynchronousTestCase):
 
     def test_checkCurrentExample(self):
         """The current thresholds the check block's comment suggests parse, warning below critical."""
-        from smartmeter_tx import check
+        from smartmeter_tx.cli import check
         suggested = re.search(r'add ("--warning-current".*?)\.?$', self.text, re.M).group(1)
         flags = [flag.strip().strip('"') for flag in suggested.split(",")]
         args = check.parse_args(flags)

@@ -175,25 +175,25 @@ class PluginLayoutTests(SynchronousTestCase):
     def test_discovered(self):
         """getPlugins(IServiceMaker) finds exactly one 'smartmeter' plugin in the checkout."""
         result = python(
-            "import json, smartmeter_tx.tap\n"
+            "import json, smartmeter_tx.cli.tap\n"
             "from twisted.plugin import getPlugins\n"
             "from twisted.application.service import IServiceMaker\n"
             "found = [p for p in getPlugins(IServiceMaker) if p.tapname == 'smartmeter']\n"
             "print(json.dumps([[p.tapname, p.module, p.options.__module__] for p in found]))\n"
-            "print(smartmeter_tx.tap.__file__)\n",
+            "print(smartmeter_tx.cli.tap.__file__)\n",
             cwd=self.source, pythonpath=self.path, isolated=True)
         self.assertEqual(result.returncode, 0, result.stderr)
         found, where = result.stdout.splitlines()
         self.assertEqual(json.loads(found),
-                         [["smartmeter", "smartmeter_tx.tap", "smartmeter_tx.tap"]])
+                         [["smartmeter", "smartmeter_tx.cli.tap", "smartmeter_tx.cli.tap"]])
         self.assertTrue(where.startswith(self.source + os.sep), (where, self.source))
 
     def test_importLight(self):
-        """Importing the plugin module imports neither the reactor nor smartmeter_tx.tap."""
+        """Importing the plugin module imports neither the reactor nor smartmeter_tx.cli.tap."""
         result = python(
             "import twisted.plugins.smartmeter_plugin as p, sys\n"
             "print('twisted.internet.reactor' in sys.modules)\n"
-            "print('smartmeter_tx.tap' in sys.modules)\n"
+            "print('smartmeter_tx.cli.tap' in sys.modules)\n"
             "print(p.__file__)\n",
             cwd=self.source, pythonpath=self.path, isolated=True)
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -259,7 +259,7 @@ class WheelTests(SynchronousTestCase):
             requires = email.parser.Parser().parsestr(
                 z.read(metadata).decode("utf-8")).get_all("Requires-Dist")
         self.assertIn("twisted/plugins/smartmeter_plugin.py", names)
-        self.assertIn("smartmeter_tx/tap.py", names)
+        self.assertIn("smartmeter_tx/cli/tap.py", names)
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
         # Installing a cache would overwrite Twisted's own dropin.cache.
@@ -278,7 +278,7 @@ class WheelTests(SynchronousTestCase):
         # installed next to Twisted.
         path = os.pathsep.join([target, dependency_tree(self, requires)])
         where = python("import smartmeter_tx, twisted.plugins.smartmeter_plugin as p\n"
-                       "import smartmeter_tx.tap as t\n"
+                       "import smartmeter_tx.cli.tap as t\n"
                        "print(smartmeter_tx.__file__)\nprint(p.__file__)\nprint(t.__file__)\n",
                        cwd=target, pythonpath=path, isolated=True)
         self.assertEqual(where.returncode, 0, where.stderr)

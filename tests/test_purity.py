@@ -19,11 +19,11 @@ PURE_MODULES = [
     "smartmeter_tx.sk.framing",
     "smartmeter_tx.echonet.frame",
     "smartmeter_tx.echonet.meter",
-    "smartmeter_tx.mackerel",
+    "smartmeter_tx.outputs.mackerel",
     "smartmeter_tx.redact",
-    "smartmeter_tx.linkstate",
-    "smartmeter_tx.store",
-    "smartmeter_tx.backoff",
+    "smartmeter_tx.session.linkstate",
+    "smartmeter_tx.service.store",
+    "smartmeter_tx.service.backoff",
 ]
 
 
@@ -73,8 +73,8 @@ class PurityTests(SynchronousTestCase):
         The pure owners of link state, latest readings, backoff, secrets and
         Mackerel output each load without Twisted.
         """
-        for module in ("smartmeter_tx.mackerel", "smartmeter_tx.redact",
-                       "smartmeter_tx.linkstate", "smartmeter_tx.store", "smartmeter_tx.backoff"):
+        for module in ("smartmeter_tx.outputs.mackerel", "smartmeter_tx.redact",
+                       "smartmeter_tx.session.linkstate", "smartmeter_tx.service.store", "smartmeter_tx.service.backoff"):
             self.assertEqual(_imports_twisted(module), "False", module)
 
     def test_all_together(self):
@@ -93,10 +93,11 @@ class LayeringTests(SynchronousTestCase):
     """
 
     def test_serviceImportsNoSK(self):
-        """smartmeter_tx/service.py, store.py and web.py import nothing from smartmeter_tx.sk."""
+        """smartmeter_tx/service/poller.py, store.py and web.py import nothing from smartmeter_tx.sk."""
         import ast
-        for name in ("service.py", "store.py", "web.py", "linkstate.py"):
-            path = os.path.join(ROOT, "smartmeter_tx", name)
+        for name in ("service/poller.py", "service/store.py", "outputs/web.py",
+                     "session/linkstate.py"):
+            path = os.path.join(ROOT, "smartmeter_tx", *name.split("/"))
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read(), path)
             imported = set()

@@ -1,0 +1,204 @@
+"""
+C{smartmeter-history}: the meter's own 30-minute record, for people without
+the service: one row per slot, oldest first, as CSV (with a header row) or
+JSON lines, with the field names of the data log's C{kind: history} records.
+
+It reads the meter directly (the plugin's device and credential flags) or a
+running C{twist smartmeter} (C{--service URL}), which serves what it logged.
+Exit codes are the plugin's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import sys
+
+from smartmeter_tx.cli import options as O
+from smartmeter_tx.cli import plugin as P
+from smartmeter_tx.errors import ArgumentError
+
+__all__ = ["main", "run", "parse_args", "COLUMNS"]
+
+PROGRAM = "smartmeter-history"
+#: The CSV columns: the slot's start, its energies and counters, the source.
+COLUMNS = ("slot", "energy_normal_kwh", "energy_reverse_kwh", "cumulative_normal_kwh",
+           "cumulative_reverse_kwh", "source")
+MAX_DAYS = 45
+
+
+def _days(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not 1 <= value <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"--days must be 1 to {MAX_DAYS} (meters keep about "
+                                         "45 days)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = P._Parser(
+        prog=PROGRAM, allow_abbrev=False,
+        description="Print the smart meter's own 30-minute record of energy bought and sold, "
+                    "oldest slot first.",
+        epilog=f"The B-route ID and password can come from ${O.ENV_ID} / ${O.ENV_PASSWORD} "
+               "or --password-file instead of the command line.")
+    opt = P.add_meter_flags(p, "total time budget (default 30 s plus 5 s a day)")
+    opt("days", type=_days, default=1, metavar="N",
+        help="days before today to include (1-45; default 1: yesterday and today up to "
+             "the last complete slot)")
+    opt("format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
+    opt("service", metavar="URL", help="read what a running 'twist smartmeter' logged "
+        "instead of the serial port")
+    return p
+
+
+def parse_args(argv):
+    """@raise UsageError: a bad command line."""
+    args = build_parser().parse_args(argv)
+    if args.timeout is None:
+        args.timeout = 30.0 + 5.0 * args.days
+    if args.debug:
+        args.verbosity = 3
+    if args.timeout <= 0:
+        raise P.UsageError("--timeout must be positive")
+    return args
+
+
+def write_rows(records: list, fmt: str, stdout) -> None:
+    """The slots, oldest first, as CSV with a header row or as JSON lines."""
+    records = sorted(records, key=lambda r: r["slot"])
+    if fmt == "jsonl":
+        stdout.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for r in records:
+            writer.writerow(["" if r.get(c) is None else r.get(c) for c in COLUMNS])
+        stdout.write(out.getvalue())
+    stdout.flush()
+
+
+class _Progress:
+    """A progress line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.shown = bool(getattr(stream, "isatty", lambda: False)())
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.shown and total:
+            self.stream.write(f"\r{PROGRAM}: {done} of {total} slots read")
+            self.stream.flush()
+
+    def end(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> int:
+    """
+    The whole command.
+
+    @return: the exit code.
+    """
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        args = parse_args(argv)
+        if args.service:
+            return await _from_service(reactor, args, stdout, stderr)
+        if not args.device:
+            raise P.UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
+                               "--device emulator: to try the built-in emulator), or --service")
+        rbid, password = O.read_secrets(args.id, args.password, args.password_file, environ)
+    except ArgumentError as e:
+        P._stderr(stderr, str(e), PROGRAM)
+        return P.EXIT_USAGE
+    return await _from_meter(reactor, args, rbid, password, environ, stdout, stderr)
+
+
+async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) -> int:
+    from smartmeter_tx.service.backfill import Backfill
+
+    records: list = []
+    progress = _Progress(stderr)
+
+    async def work(client, budget, credentials, state_path):
+        await client.ensure_scale(budget)
+        meter_now = await client.meter_clock(budget)
+        # The service's backfill, with nothing logged yet and no pacing: the
+        # user asked for it now (a day costs two frames, 45 days about 100).
+        backfill = Backfill(args.days, reactor, lambda record, when: records.append(record),
+                            reactor.seconds)
+        total = len(backfill.due(meter_now))
+        while True:
+            budget.left("reading the meter's history")
+            more = await backfill.step(client)
+            progress(len(records), total)
+            if not more:
+                break
+        progress.end()
+        write_rows(records, args.format, stdout)
+        return P.EXIT_OK
+
+    return await P.with_meter(reactor, args, rbid, password, environ, stderr, work,
+                              program=PROGRAM)
+
+
+async def _from_service(reactor, args, stdout, stderr) -> int:
+    from urllib.parse import quote
+
+    from twisted.internet import threads
+
+    from smartmeter_tx.echonet.meter import JST
+
+    try:
+        base = P.service_base(args.service)
+    except P.UsageError as e:
+        P._stderr(stderr, str(e), PROGRAM)
+        return P.EXIT_USAGE
+    today = datetime.datetime.now(JST).date()
+    since = datetime.datetime.combine(today - datetime.timedelta(days=args.days),
+                                      datetime.time(), JST)
+    url = f"{base}/history?since={quote(since.isoformat())}"
+    try:
+        status, body = await threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), P.fetch_service, url, args.timeout)
+    except TimeoutError:
+        P._stderr(stderr, f"timed out while asking the service at {url}", PROGRAM)
+        return P.EXIT_TIMEOUT
+    except OSError as e:
+        P._stderr(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}", PROGRAM)
+        return P.EXIT_DEVICE
+    try:
+        slots = json.loads(body)["slots"] if status == 200 else None
+        if not isinstance(slots, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("slot"), str) for r in slots):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        P._stderr(stderr, f"the service did not answer with its history ({status}; {url})",
+                  PROGRAM)
+        return P.EXIT_NO_READING
+    write_rows(slots, args.format, stdout)
+    return P.EXIT_OK
+
+
+def main(argv=None) -> None:
+    """Console-script entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+    except ArgumentError as e:
+        P._stderr(sys.stderr, str(e), PROGRAM)
+        raise SystemExit(P.EXIT_USAGE)
+    P._start_logging(args.verbosity, sys.stderr)
+    P.react(lambda reactor: run(reactor, argv))

@@ -1,0 +1,276 @@
+"""
+What the two front ends (C{mackerel-plugin-smartmeter} and C{twist
+smartmeter}) take from the user, in one place: environment names, secrets,
+value checks, the link overrides, the dialect flags and opening the device
+(including the built-in C{emulator:}).
+
+Each check raises L{ArgumentError} with a one-line message that never holds
+a secret; each front end turns it into its own usage error.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from smartmeter_tx.errors import ArgumentError, SmartMeterError
+from smartmeter_tx.redact import Redactor
+
+__all__ = [
+    "ENV_ID", "ENV_PASSWORD", "DeviceError", "parse_bool", "parse_channel", "parse_panid",
+    "parse_ipaddr", "read_secrets", "read_password_file", "make_credentials", "dialect_for", "session_config",
+    "Device", "start_device", "open_serial", "DeviceBusy",
+]
+
+ENV_ID = "SMARTMETER_ID"
+ENV_PASSWORD = "SMARTMETER_PASSWORD"
+EMULATOR_PREFIX = "emulator:"
+
+
+class DeviceError(SmartMeterError):
+    """The serial device cannot be used."""
+
+
+class DeviceBusy(DeviceError):
+    """Another program holds the serial device (our lock, or TIOCEXCL)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} is in use by another program")
+        self.path = path
+
+
+# -- values ---------------------------------------------------------------------
+
+
+def parse_bool(text: Optional[str]) -> bool:
+    """A Go-style boolean flag value; C{None} (the bare flag) is true."""
+    if text is None:
+        return True
+    value = text.lower()
+    if value in ("1", "t", "true", "yes", "on"):
+        return True
+    if value in ("0", "f", "false", "no", "off"):
+        return False
+    raise ArgumentError(f"not a boolean: {text!r}")
+
+
+def parse_channel(text: str) -> int:
+    """
+    The channel in hex, exactly as EPANDESC prints it (C{3B}), as the Go
+    plugin takes it; a C{0x} prefix is accepted.
+    """
+    t = text.strip().lower()
+    try:
+        value = int(t[2:] if t.startswith("0x") else t, 16)
+    except ValueError:
+        raise ArgumentError(f"not a channel: {text!r}") from None
+    if not 0x21 <= value <= 0x3C:
+        raise ArgumentError(f"channel {text!r} is outside 21-3C (hex)")
+    return value
+
+
+def parse_panid(text: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise ArgumentError(f"PAN ID must be 4 hex digits, got {text!r}") from None
+    if not 0 <= value <= 0xFFFF:
+        raise ArgumentError("PAN ID must be 4 hex digits")
+    return value
+
+
+def parse_ipaddr(text: str) -> str:
+    """The meter's link-local address in full form, upper case."""
+    from smartmeter_tx.sk.lines import IPV6_RE
+    value = text.strip().upper()
+    if not IPV6_RE.match(value.encode("ascii", "replace")):
+        raise ArgumentError("--ipaddr must be a full IPv6 address, "
+                            "e.g. FE80:0000:0000:0000:021D:1290:1234:5678")
+    return value
+
+
+# -- secrets ----------------------------------------------------------------------
+
+
+def read_secrets(rbid: Optional[str], password: Optional[str], password_file: Optional[str],
+                 environ=None) -> tuple:
+    """
+    The B-route ID and password from the command line, the environment or
+    C{--password-file} (which wins, being the safest), each possibly C{None}.
+
+    @raise ArgumentError: the password file cannot be read.
+    """
+    environ = os.environ if environ is None else environ
+    rbid = rbid or environ.get(ENV_ID) or None
+    password = password or environ.get(ENV_PASSWORD) or None
+    if password_file:
+        password = read_password_file(password_file, "--password-file")
+    return rbid, password
+
+
+def read_password_file(path: str, flag: str) -> str:
+    """
+    A password file's first line, stripped.
+
+    @raise ArgumentError: it cannot be read (the message names C{flag} and the
+        path, never a content).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip()
+    except OSError as e:
+        raise ArgumentError(f"cannot read {flag} {path}: {e.strerror}") from None
+
+
+def make_credentials(rbid: Optional[str], password: Optional[str]):
+    """
+    @return: L{Credentials}, or C{None} when neither was given.
+    @raise ArgumentError: only one was given, or one is malformed (the message
+        never holds the values).
+    """
+    from smartmeter_tx.session.client import Credentials
+    if not rbid and not password:
+        return None
+    if not (rbid and password):
+        raise ArgumentError("give both the B-route ID and the password "
+                            f"(--id/--password, ${ENV_ID}/${ENV_PASSWORD}, --password-file)")
+    return Credentials(rbid, password)
+
+
+def redactor_for(*secrets: Optional[str]) -> Redactor:
+    return Redactor(s for s in secrets if s)
+
+
+# -- the session ------------------------------------------------------------------
+
+
+def dialect_for(dse: Optional[bool]):
+    """C{--dse}: C{True} forces DSE, C{False} the standard dialect, C{None} detects."""
+    from smartmeter_tx.sk.lines import Dialect
+    if dse is None:
+        return None
+    return Dialect.DSE if dse else Dialect.STANDARD
+
+
+def session_config(device: str, state_file: Optional[str], credentials, dialect,
+                   channel: Optional[int] = None, pan_id: Optional[int] = None,
+                   ipaddr: Optional[str] = None, environ=None) -> tuple:
+    """
+    The saved link with the command line's overrides over it.
+
+    @return: C{(SessionConfig, state path)}.
+    """
+    from smartmeter_tx.session.client import SessionConfig
+    from smartmeter_tx.session import state as S
+    environ = os.environ if environ is None else environ
+    state_path = state_file or S.default_state_path(device, environ)
+    link = S.load_state(state_path).with_overrides(channel, pan_id, ipaddr)
+    config = SessionConfig(credentials=credentials, link=link, dialect=dialect, device=device)
+    return config, state_path
+
+
+# -- the device -------------------------------------------------------------------
+
+
+class Device:
+    """
+    Where the module is: a serial device path, or an emulator started in this
+    process on a pty.
+
+    @ivar path: the tty to open.
+    @ivar default_credentials: C{(id, password)} that the emulator accepts,
+        or C{None} for real hardware.
+    """
+
+    def __init__(self, path: str, handle=None) -> None:
+        self.path = path
+        self._handle = handle
+        self.default_credentials = (handle.id, handle.password) if handle is not None else None
+
+    def stop(self) -> None:
+        """Stop the emulator, if any.  Idempotent."""
+        if self._handle is not None:
+            self._handle.stop()
+            self._handle = None
+
+
+def start_device(spec: str, reactor, link: Optional[str] = None) -> Device:
+    """
+    @param link: for C{emulator:}, a fixed path for its pty (so that an
+        emulated replug comes back at the same path, as /dev/serial/by-id does).
+    @raise ArgumentError: a bad C{emulator:} spec.
+    """
+    if not spec.startswith(EMULATOR_PREFIX):
+        return Device(spec)
+    from smartmeter_tx.emulator.device import start_emulator
+    handle = start_emulator(spec, reactor, link=link)
+    return Device(handle.path, handle)
+
+
+def _open_exclusive(*args, **kwargs):
+    """
+    pyserial's Serial, locked against every other program that opens the
+    port: C{exclusive=True} takes an advisory flock (honoured by both of our
+    front ends and by pyserial-based tools; the kernel drops it when the
+    process ends, even on a crash), and TIOCEXCL makes the kernel refuse any
+    further open() of the tty, by any program, except for root.
+    """
+    import fcntl
+    import serial
+    import termios
+
+    port = serial.Serial(*args, exclusive=True, **kwargs)
+    try:
+        fcntl.ioctl(port.fd, termios.TIOCEXCL)
+    except OSError:
+        pass  # not a tty that supports it: the flock still guards us
+    return port
+
+
+def _serial_port_class():
+    from twisted.internet.serialport import SerialPort
+
+    class ExclusiveSerialPort(SerialPort):
+        _serialFactory = staticmethod(_open_exclusive)
+
+        def connectionLost(self, reason):
+            # TIOCEXCL lasts until the tty's last close; another holder of the
+            # tty (the emulator keeps its pty open) would keep it: clear it.
+            import fcntl
+            import termios
+            try:
+                fcntl.ioctl(self._serial.fd, termios.TIOCNXCL)
+            except (OSError, TypeError, ValueError):
+                pass
+            super().connectionLost(reason)
+
+    return ExclusiveSerialPort
+
+
+def open_serial(protocol, path: str, reactor) -> None:
+    """
+    Connect C{protocol} to the serial device at C{path} (115200 baud), locked
+    for this process alone.
+
+    @raise DeviceBusy: another program holds the port.
+    @raise DeviceError: with a one-line message naming the path and the fix.
+    """
+    import errno as E
+
+    import serial
+
+    try:
+        _serial_port_class()(protocol, path, reactor, baudrate=115200)
+    except (serial.SerialException, OSError) as e:
+        cause = e.__cause__ or e.__context__
+        errno = getattr(e, "errno", None) or getattr(cause, "errno", None)
+        text = str(e)
+        if errno in (E.EAGAIN, E.EWOULDBLOCK, E.EBUSY) or "exclusively lock" in text:
+            raise DeviceBusy(path) from None
+        if errno == E.EACCES or "Permission denied" in text:
+            raise DeviceError(f"permission denied opening {path}: add your user to the "
+                              "'dialout' group (then log in again)") from None
+        if errno == E.ENOENT or "No such file" in text:
+            raise DeviceError(f"no such device {path}: is the Wi-SUN module plugged in? "
+                              "(ls /dev/serial/by-id/)") from None
+        raise DeviceError(f"cannot open {path}: {text.splitlines()[0] if text else e}") from None

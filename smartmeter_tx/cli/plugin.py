@@ -1,0 +1,581 @@
+"""
+C{mackerel-plugin-smartmeter}: the one-shot Mackerel agent plugin.
+
+Flag-compatible with the original Go plugin (each flag also in Go's single-dash
+spelling, e.g. C{-device}).  Prints metric lines on stdout and nothing else;
+diagnostics go to stderr, one line per problem, never with a secret in them.
+
+Exit codes::
+
+    0  metrics printed (or meta / scan output)
+    2  bad command line or configuration
+    3  the serial device cannot be opened (missing, permission) or vanished
+    4  the meter refused authentication (EVENT 24: wrong ID or password)
+    5  no meter found by the scan
+    6  a step timed out (the message names it)
+    7  the meter or module did not deliver a reading (lost frames, rate limit)
+    1  anything else (a bug: please report it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from smartmeter_tx.outputs import mackerel
+from smartmeter_tx.cli import options as O
+from smartmeter_tx.errors import ArgumentError, SmartMeterError
+from smartmeter_tx.cli.options import DeviceError, ENV_ID, ENV_PASSWORD
+
+# Twisted is imported inside the functions that need it: the --service path
+# reads one JSON document and should not pay for the reactor's imports.
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_DEVICE = 3
+EXIT_AUTH = 4
+EXIT_NOT_FOUND = 5
+EXIT_TIMEOUT = 6
+EXIT_NO_READING = 7
+
+#: Where the service listens by default (tap.py's --http default): a plugin
+#: that finds the serial port held reads from it instead.
+DEFAULT_SERVICE = "http://127.0.0.1:9580"
+
+#: Seconds of a normal run (mackerel-agent kills plugins at 30 s) and of --scan.
+DEFAULT_TIMEOUT = 25.0
+SCAN_TIMEOUT = 120.0
+
+__all__ = ["main", "run", "parse_args", "build_parser", "service_output",
+           "from_service_blocking", "DeviceError", "UsageError"]
+
+
+class UsageError(ArgumentError):
+    """A command-line mistake; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _flag_type(parse):
+    """An argparse type from an L{O} value check (its message, not argparse's)."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ArgumentError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+_bool = _flag_type(O.parse_bool)
+
+
+def add_meter_flags(parser: argparse.ArgumentParser, timeout_help: str):
+    """
+    The flags every one-shot command takes to reach the meter: device,
+    credentials, link, dialect, state file, verbosity and time budget, each
+    also in Go's single-dash spelling.
+
+    @return: C{opt(name, **kw)}, to add more flags the same way.
+    """
+    def opt(name, **kw):
+        parser.add_argument("--" + name, "-" + name, **kw)
+
+    opt("device", metavar="PATH", help="serial device of the Wi-SUN module, e.g. "
+        "/dev/ttyUSB0, or 'emulator:' for the built-in emulator")
+    opt("id", metavar="ID", help=f"B-route ID (32 characters; prefer ${ENV_ID})")
+    opt("password", metavar="PW", help=f"B-route password (prefer ${ENV_PASSWORD} or "
+        "--password-file)")
+    opt("password-file", metavar="FILE", dest="password_file",
+        help="file holding the B-route password (first line)")
+    opt("channel", type=_flag_type(O.parse_channel), metavar="CH",
+        help="the meter's channel in hex (21-3C), as EPANDESC prints it; narrows the scan")
+    opt("panid", type=_flag_type(O.parse_panid), metavar="PANID",
+        help="the meter's PAN ID (4 hex digits)")
+    opt("ipaddr", type=_flag_type(O.parse_ipaddr), metavar="IPV6",
+        help="the meter's link-local IPv6 address (full form)")
+    opt("dse", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
+        help="force the dual-stack-edition SK dialect (default: detected)")
+    opt("tempfile", metavar="PATH", help="accepted for compatibility; used as the state "
+        "file when --state-file is not given")
+    opt("state-file", dest="state_file", metavar="PATH", help="where to remember the "
+        "meter's channel, PAN ID and address (default under $MACKEREL_PLUGIN_WORKDIR or "
+        "~/.local/state/smartmeter_tx)")
+    opt("verbosity", type=int, default=1, choices=range(0, 4), metavar="N",
+        help="0 quiet, 1 warnings (default), 2 info, 3 full SK transcript (secrets redacted)")
+    opt("debug", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+        help="same as --verbosity 3 (compatibility)")
+    opt("timeout", type=float, default=None, metavar="SECONDS", help=timeout_help)
+    return opt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="mackerel-plugin-smartmeter", allow_abbrev=False,
+        description="Read instantaneous power and current from a Japanese smart meter over "
+                    "the Wi-SUN B-route and print them for mackerel-agent.",
+        epilog=f"The B-route ID and password can come from ${ENV_ID} / ${ENV_PASSWORD} or "
+               "--password-file instead of the command line.")
+    opt = add_meter_flags(p, "total time budget of the run (default 25, below "
+                             "mackerel-agent's 30; 120 with --scan, which may need long scans)")
+    opt("scan", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+        help="find the meter, print what was found and the mackerel-agent.conf block")
+    opt("metric-key-prefix", dest="prefix", default="smartmeter", metavar="PREFIX",
+        help="metric key prefix (default: smartmeter)")
+    opt("energy", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+        help="also print cumulative energy (kWh) bought and sold")
+    opt("service", metavar="URL", help="read the latest reading from a running "
+        "'twist smartmeter' service instead of the serial port")
+    opt("max-age", dest="max_age", type=float, default=120.0, metavar="SECONDS",
+        help="with --service: print nothing if the reading is older than this")
+    return p
+
+
+def parse_args(argv):
+    """
+    Parse the command line and fill in defaults that depend on other flags.
+
+    @raise UsageError: a bad command line.
+    """
+    args = build_parser().parse_args(argv)
+    if args.timeout is None:
+        args.timeout = SCAN_TIMEOUT if args.scan else DEFAULT_TIMEOUT
+    if args.debug:
+        args.verbosity = 3
+    return args
+
+
+def _stderr(stream, message: str, program: str = "mackerel-plugin-smartmeter") -> None:
+    stream.write(f"{program}: {message}\n")
+    stream.flush()
+
+
+def _start_logging(verbosity: int, stream) -> None:
+    from twisted.logger import (
+        FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent, globalLogBeginner,
+    )
+    level = {0: LogLevel.critical, 1: LogLevel.warn, 2: LogLevel.info, 3: LogLevel.debug}
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level[verbosity])
+
+    def observer(event):
+        text = formatEvent(event)
+        if "log_failure" in event and verbosity >= 3:
+            text += "\n" + event["log_failure"].getTraceback()
+        stream.write(f"[{event.get('log_level').name}] {text}\n")
+
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
+                                     redirectStandardIO=False, discardBuffer=True)
+
+
+def _exit_code(error: BaseException) -> int:
+    from smartmeter_tx import errors as E
+    from smartmeter_tx.sk.protocol import SKDisconnected
+    if isinstance(error, ArgumentError):
+        return EXIT_USAGE
+    if isinstance(error, (DeviceError, SKDisconnected)):
+        return EXIT_DEVICE
+    if isinstance(error, E.AuthenticationFailed):
+        return EXIT_AUTH
+    if isinstance(error, E.MeterNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(error, E.StepTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(error, SmartMeterError):  # ReadFailed, RateLimited, SK errors
+        return EXIT_NO_READING
+    return EXIT_BUG
+
+
+async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> int:
+    """
+    The whole one-shot run.
+
+    @return: the exit code.
+    """
+    stderr = stderr or sys.stderr
+    try:
+        args = parse_args(argv)
+    except ArgumentError as e:
+        _stderr(stderr, str(e))
+        return EXIT_USAGE
+    return await run_parsed(reactor, args, environ, stdout, stderr)
+
+
+async def run_parsed(reactor, args, environ=os.environ, stdout=None, stderr=None) -> int:
+    """
+    L{run} for a command line already parsed by L{parse_args}.
+
+    @return: the exit code.
+    """
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        prefix = mackerel.check_prefix(args.prefix)
+        if environ.get("MACKEREL_AGENT_PLUGIN_META"):
+            stdout.write(mackerel.format_meta(prefix, args.energy))
+            return EXIT_OK
+        if args.service:
+            from twisted.internet import threads
+            # The one --service client, on a thread: the reactor may be the
+            # one serving the answer (tests run the service in-process).
+            return await threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), from_service_blocking, args, prefix, stdout,
+                stderr)
+        if not args.device:
+            raise UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
+                             "--device emulator: to try the built-in emulator)")
+        if args.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        rbid, password = O.read_secrets(args.id, args.password, args.password_file, environ)
+    except ArgumentError as e:
+        _stderr(stderr, str(e))
+        return EXIT_USAGE
+    return await _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr)
+
+
+async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=None,
+                     program: str = "mackerel-plugin-smartmeter") -> int:
+    """
+    Open the module named by C{args} (device, credentials, state file, link
+    flags), run C{await work(client, budget, credentials, state_path)} within
+    C{args.timeout}, save what the session learnt, close the port, and turn
+    a failure into one stderr line and an exit code.  Shared by the one-shot
+    commands.
+
+    @param busy: C{await busy(error)} answers instead when another program
+        holds the port (L{O.DeviceBusy}); without it that is exit 3.
+    @return: the exit code (C{work}'s own on success).
+    """
+    from twisted.internet import defer
+
+    from smartmeter_tx.sk.protocol import SKStackProtocol
+    from smartmeter_tx.session.steps import Budget
+
+    budget = Budget(reactor, args.timeout)
+    proto = SKStackProtocol(clock=reactor)
+    redactor = O.redactor_for(rbid, password)
+    if args.verbosity >= 3:
+        proto.transcript = lambda direction, text: stderr.write(f"{direction} {text}\n")
+    device = None
+    client = None
+    state_path = None
+    try:
+        device = O.start_device(args.device, reactor)
+        if device.default_credentials:
+            rbid = rbid or device.default_credentials[0]
+            password = password or device.default_credentials[1]
+        credentials = O.make_credentials(rbid, password)
+        config, state_path = O.session_config(
+            args.device, args.state_file or args.tempfile, credentials, O.dialect_for(args.dse),
+            args.channel, args.panid, args.ipaddr, environ)
+        try:
+            O.open_serial(proto, device.path, reactor)
+        except O.DeviceBusy as e:
+            if busy is None:
+                raise
+            return await busy(e)
+        client = config.client(proto, reactor)
+        code = await work(client, budget, credentials, state_path)
+        _save(state_path, client.link, stderr, program)
+        return code
+    except SmartMeterError as e:
+        if client is not None:
+            _save(state_path, client.link, stderr, program)
+        _stderr(stderr, redactor.scrub(str(e)), program)
+        return _exit_code(e)
+    finally:
+        if client is not None:
+            client.close()
+        if proto.transport is not None and proto.connected_now:
+            lost = proto.when_disconnected()
+            proto.transport.loseConnection()
+            # Let the port close (and the module see it) before we exit.
+            lost.addTimeout(2, reactor)
+            try:
+                await lost
+            except defer.TimeoutError:
+                pass
+        if device is not None:
+            device.stop()
+
+
+async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr) -> int:
+    async def work(client, budget, credentials, state_path):
+        if args.scan:
+            if credentials is None:
+                raise UsageError("--scan needs the B-route ID and password")
+            return await _scan(client, budget, args, state_path, stdout, stderr)
+        reading = await client.read_values(energy=args.energy, budget=budget)
+        lines = mackerel.format_metrics(prefix, reading, int(reactor.seconds()), args.energy)
+        # All or nothing: the lines are written in one go after the reading.
+        stdout.write("".join(line + "\n" for line in lines))
+        stdout.flush()
+        return EXIT_OK
+
+    def busy(error):
+        return _port_in_use(reactor, error, args, prefix, stdout, stderr)
+
+    return await with_meter(reactor, args, rbid, password, environ, stderr, work, busy)
+
+
+def service_base(text: str) -> str:
+    """
+    A C{--service} URL without its trailing slash.
+
+    @raise UsageError: not an http(s) URL with a host and a valid port.
+    """
+    import urllib.parse
+
+    url = text.strip().rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--service must be an http:// URL such as http://127.0.0.1:9580, "
+                         f"got {text!r}")
+    return url
+
+
+def _service_url(args) -> str:
+    url = service_base(args.service)
+    return url if url.endswith("/latest") else url + "/latest"
+
+
+def service_output(status: int, body: bytes, now: float, args, prefix: str) -> tuple:
+    """
+    Turn the service's C{/latest} answer into metric lines.  Pure.
+
+    @return: C{(exit code, lines, message)}; C{message} is for stderr or C{None}.
+    """
+    import json
+    import math
+
+    from smartmeter_tx.echonet.meter import Reading
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return EXIT_NO_READING, [], "the service did not answer with JSON"
+    if status != 200 or not isinstance(data, dict) or "time" not in data:
+        why = data.get("error", status) if isinstance(data, dict) else status
+        return EXIT_NO_READING, [], f"the service has no reading yet ({why})"
+    try:
+        when = float(data["time"])
+        energy_time = None if data.get("energy_time") is None else float(data["energy_time"])
+        if not math.isfinite(when) or energy_time is not None and not math.isfinite(energy_time):
+            raise ValueError("not a finite time")
+    except (TypeError, ValueError):
+        return EXIT_NO_READING, [], "the service's answer has no valid time"
+    age = now - when
+    if age > args.max_age:
+        return (EXIT_NO_READING, [],
+                f"the service's latest reading is {age:.0f} s old (--max-age {args.max_age:g})")
+    reading = Reading.from_record(data, Reading.INSTANT_FIELDS)
+    lines = mackerel.format_metrics(prefix, reading, int(when))
+    if args.energy and energy_time is not None:
+        energy = Reading.from_record(data, Reading.ENERGY_FIELDS)
+        lines += mackerel.format_metrics(prefix, energy, int(energy_time), energy=True)
+    return EXIT_OK, lines, None
+
+
+def _print_service(code, lines, message, url, stdout, stderr) -> int:
+    if message:
+        _stderr(stderr, f"{message} ({url})")
+    stdout.write("".join(line + "\n" for line in lines))
+    stdout.flush()
+    return code
+
+
+def fetch_service(url: str, timeout: float) -> tuple:
+    """
+    The one client of the service's HTTP endpoints (C{/latest}, C{/history}):
+    a blocking GET with the standard library (no reactor: half the CPU time
+    of the Twisted path).
+
+    @return: C{(HTTP status, body bytes)}.
+    @raise TimeoutError: no answer in C{timeout} seconds.
+    @raise OSError: the service cannot be reached (C{http.client} errors too).
+    """
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path or "/latest")
+        response = conn.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as e:
+        raise OSError(f"bad HTTP answer: {e.__class__.__name__}") from None
+    finally:
+        conn.close()
+
+
+def from_service_blocking(args, prefix, stdout, stderr) -> int:
+    """
+    The --service path: print the running service's latest reading.
+
+    @return: the exit code.
+    """
+    import time
+
+    try:
+        url = _service_url(args)
+    except UsageError as e:
+        _stderr(stderr, str(e))
+        return EXIT_USAGE
+    try:
+        status, body = fetch_service(url, args.timeout)
+    except TimeoutError:
+        _stderr(stderr, f"timed out while asking the service at {url}")
+        return EXIT_TIMEOUT
+    except OSError as e:
+        _stderr(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}")
+        return EXIT_DEVICE
+    return _print_service(*service_output(status, body, time.time(), args, prefix),
+                          url, stdout, stderr)
+
+
+def _same_device(body: bytes, device: str) -> bool:
+    """Whether the service's /latest says it reads C{device} (symlinks resolved)."""
+    import json
+
+    try:
+        theirs = json.loads(body).get("device")
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(theirs, str):
+        return False
+    return theirs == device or os.path.realpath(theirs) == os.path.realpath(device)
+
+
+def _port_in_use(reactor, error, args, prefix, stdout, stderr):
+    """
+    The serial port is held by another program: if it is the service,
+    answering at its default local endpoint and reading this very device,
+    print its reading exactly as C{--service} would; else say so in one line.
+
+    @return: a Deferred firing with the exit code.
+    """
+    import time
+
+    from twisted.internet import threads
+
+    url = DEFAULT_SERVICE.rstrip("/") + "/latest"
+
+    def ask():
+        try:
+            return fetch_service(url, min(args.timeout, 3.0))
+        except OSError:  # TimeoutError included
+            return None
+
+    def answered(result):
+        if result is None or not _same_device(result[1], args.device):
+            _stderr(stderr, f"{error} (is twist smartmeter running? use --service URL)")
+            return EXIT_DEVICE
+        status, body = result
+        return _print_service(*service_output(status, body, time.time(), args, prefix),
+                              url, stdout, stderr)
+
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), ask).addCallback(answered)
+
+
+def _save(path: str, link, stderr, program: str = "mackerel-plugin-smartmeter") -> None:
+    from smartmeter_tx.session import state as S
+    try:
+        S.save_state(path, link)
+    except OSError as e:
+        _stderr(stderr, f"warning: cannot write the state file {path}: {e.strerror}", program)
+
+
+def _command_path() -> str:
+    """
+    The absolute path of this command, for the mackerel-agent.conf block:
+    mackerel-agent runs plugins with its own PATH, which rarely holds a venv's
+    bin/.
+    """
+    import shutil
+
+    name = "mackerel-plugin-smartmeter"
+    beside = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), name)
+    if os.access(beside, os.X_OK):
+        return beside  # the venv (or prefix) of the interpreter running us
+    found = shutil.which(name)
+    return os.path.abspath(found) if found else name
+
+
+async def _scan(client, budget, args, state_path, stdout, stderr) -> int:
+    desc = await client.locate(budget)
+    _save(state_path, client.link, stderr)
+    link = client.link
+    out = [
+        "Found the smart meter:",
+        f"  channel   {link.channel:02X} (decimal {link.channel})",
+        f"  PAN ID    {link.pan_id:04X}",
+        f"  MAC       {link.mac}",
+        f"  IPv6      {link.ipaddr}",
+        f"  LQI       {desc.lqi:02X} ({desc.rssi_dbm:.1f} dBm)",
+        f"  dialect   {link.dialect}",
+        f"Saved to {state_path}; the next runs skip the scan.",
+        "",
+        "Add this to /etc/mackerel-agent/mackerel-agent.conf (secrets stay out of the file):",
+        "",
+        "[plugin.metrics.smartmeter]",
+        f'command = ["{_command_path()}", "--device", "{args.device}", '
+        f'"--channel", "{link.channel:02X}", "--ipaddr", "{link.ipaddr}", '
+        f'"--password-file", "/etc/smartmeter/password", "--timeout", "55"]',
+        f'env = {{ "{ENV_ID}" = "<your 32-character B-route ID>" }}',
+        "# A join (first run, or after the meter dropped the session) can take longer",
+        "# than mackerel-agent's default 30 s: give the plugin a minute.",
+        "timeout_seconds = 60",
+        "",
+    ]
+    stdout.write("\n".join(out))
+    stdout.flush()
+    return EXIT_OK
+
+
+def main(argv=None) -> None:
+    """
+    Console-script entry point.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+    except ArgumentError as e:
+        _stderr(sys.stderr, str(e))
+        raise SystemExit(EXIT_USAGE)
+    if args.service and not os.environ.get("MACKEREL_AGENT_PLUGIN_META"):
+        # No reactor at all on this path: one loopback GET.
+        try:
+            prefix = mackerel.check_prefix(args.prefix)
+        except ArgumentError as e:
+            _stderr(sys.stderr, str(e))
+            raise SystemExit(EXIT_USAGE)
+        raise SystemExit(from_service_blocking(args, prefix, sys.stdout, sys.stderr))
+    _start_logging(args.verbosity, sys.stderr)
+    react(lambda reactor: run_parsed(reactor, args))
+
+
+def react(main) -> None:
+    """
+    Run the coroutine C{main(reactor)} under C{task.react} and exit with the
+    code it returns (the one-shot commands' entry points).
+    """
+    from twisted.internet import defer, task
+
+    def _main(reactor):
+        return defer.Deferred.fromCoroutine(main(reactor)).addCallback(_exit)
+
+    def _exit(code):
+        if code:
+            raise SystemExit(code)
+
+    task.react(_main)

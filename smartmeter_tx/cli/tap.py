@@ -1,0 +1,320 @@
+"""
+C{twist smartmeter}: Options and makeService for the continuous-logging
+service.
+
+The default poll interval (30 s) is 120 Get frames an hour.  Each request and
+answer takes tens of milliseconds of air time, so polling uses a few seconds of
+the 360 s per rolling hour that ARIB STD-T108 allows a module; PANA, retries and
+the neighbour discovery share the rest.  Going below 10 s is not recommended.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from typing import Optional
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.error import CannotListenError
+from twisted.python import usage
+
+from smartmeter_tx.cli import options as O
+from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
+
+ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
+
+
+#: Exit statuses of C{twist smartmeter} (sysexits.h, as twist itself uses).
+EXIT_USAGE = 64        # a bad option (twist prints the usage)
+EXIT_UNAVAILABLE = 69  # the --http endpoint cannot be bound
+EXIT_CONFIG = 78       # no credentials, and the module has no session
+
+
+def _die(status: int, message: str):
+    """
+    End C{twist} before the reactor runs: one line on stderr, no traceback.
+
+    @raise SystemExit: always.
+    """
+    sys.stderr.write(f"twist smartmeter: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
+class Options(usage.Options):
+    """
+    Options of C{twist smartmeter}; the meter-related ones mirror
+    C{mackerel-plugin-smartmeter} and are checked by the same functions
+    (L{smartmeter_tx.cli.options}).
+    """
+
+    synopsis = "[options]"
+    longdesc = ("Keep one B-route session with the smart meter, poll it, log every reading "
+                "as JSON lines and serve the latest one over HTTP (/latest, /metrics). "
+                f"Credentials may come from ${ENV_ID} and ${ENV_PASSWORD}.")
+
+    optFlags = [
+        ["dse", None, "force the dual-stack-edition SK dialect (default: detected)"],
+        ["standard", None, "force the standard SK dialect (default: detected)"],
+    ]
+    optParameters = [
+        ["device", None, None, "serial device of the Wi-SUN module, or emulator:[...]"],
+        ["id", None, None, f"B-route ID (prefer ${ENV_ID})"],
+        ["password", None, None, f"B-route password (prefer ${ENV_PASSWORD} or --password-file)"],
+        ["password-file", None, None, "file holding the B-route password"],
+        ["channel", None, None, "the meter's channel in hex (21-3C)"],
+        ["panid", None, None, "the meter's PAN ID (4 hex digits)"],
+        ["ipaddr", None, None, "the meter's link-local IPv6 address (full form)"],
+        ["state-file", None, None, "where to remember the meter (default as the plugin's)"],
+        ["interval", None, 30.0, "seconds between power/current polls", float],
+        ["energy-interval", None, 300.0, "seconds between cumulative-energy reads", float],
+        ["data-log", None, None, "directory for the daily JSON-lines data log"],
+        ["backfill-days", None, 7, "with --data-log: keep the log's 30-minute slots complete "
+         "this many days back from the meter's own record (0-45; 0 disables)", int],
+        ["http", None, "tcp:9580:interface=127.0.0.1",
+         "endpoint for the dashboard, /latest, /history and /metrics ('none' disables it)"],
+        ["mqtt", None, None, "publish to an MQTT broker: mqtt://[user@]host[:port] or "
+         "mqtts://... (needs the [mqtt] extra)"],
+        ["mqtt-password-file", None, None, "file holding the MQTT password (or "
+         f"${ENV_MQTT_PASSWORD})"],
+        ["mqtt-topic", None, "smartmeter", "MQTT topic prefix"],
+        ["ha-discovery", None, "homeassistant", "Home Assistant discovery prefix ('none' "
+         "disables discovery)"],
+        ["mqtt-ca", None, None, "CA certificate file for mqtts:// (default: the system's)"],
+    ]
+
+    def __repr__(self) -> str:
+        # usage.Options is a dict: its repr would show the credentials.
+        return repr({k: ("<redacted>" if k in ("id", "password", "mqtt-config") and v else v)
+                     for k, v in self.items()})
+
+    def postOptions(self) -> None:
+        try:
+            self._check()
+        except ArgumentError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _check(self) -> None:
+        if not self["device"]:
+            raise ArgumentError("--device is required (e.g. /dev/ttyUSB0 or emulator:)")
+        if self["device"].startswith(O.EMULATOR_PREFIX):
+            from smartmeter_tx.emulator.device import parse_spec
+            try:
+                parse_spec(self["device"])
+            except ArgumentError as e:
+                raise ArgumentError(f"--device {self['device']}: {e}") from None
+        if self["dse"] and self["standard"]:
+            raise ArgumentError("--dse and --standard exclude each other")
+        if self["interval"] < 1 or self["energy-interval"] < self["interval"]:
+            raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
+        if not 0 <= self["backfill-days"] <= 45:
+            raise ArgumentError("--backfill-days must be 0 to 45 (meters keep about 45 days)")
+        self["mqtt-config"] = self._mqtt() if self["mqtt"] else None
+        for key, parse in (("channel", O.parse_channel), ("panid", O.parse_panid),
+                           ("ipaddr", O.parse_ipaddr)):
+            if self[key] is not None:
+                try:
+                    self[key] = parse(self[key])
+                except ArgumentError as e:
+                    message = str(e)
+                    raise ArgumentError(message if message.startswith("--")
+                                        else f"--{key}: {message}") from None
+        self["id"], self["password"] = O.read_secrets(self["id"], self["password"],
+                                                      self["password-file"])
+        # Checked here so that twist reports a usage error, not a traceback;
+        # the message never includes the values.  (With emulator: a missing
+        # pair is filled in by the emulator's own credentials.)
+        if self["id"] and self["password"] or not self["device"].startswith(O.EMULATOR_PREFIX):
+            self["credentials"] = O.make_credentials(self["id"], self["password"])
+
+    def _mqtt(self):
+        """The MQTT settings; the password from its file or the environment."""
+        import importlib.util
+
+        from smartmeter_tx.outputs.mqtt import PAHO_MISSING, MqttConfig
+        if importlib.util.find_spec("paho") is None:
+            raise ArgumentError(f"--mqtt: {PAHO_MISSING}")
+        password = os.environ.get(ENV_MQTT_PASSWORD) or None
+        if self["mqtt-password-file"]:
+            password = O.read_password_file(self["mqtt-password-file"], "--mqtt-password-file")
+        discovery = self["ha-discovery"]
+        return MqttConfig.from_options(
+            self["mqtt"], password, topic_prefix=self["mqtt-topic"],
+            discovery_prefix=None if discovery.lower() == "none" else discovery,
+            ca_file=self["mqtt-ca"])
+
+    @property
+    def dialect(self):
+        return O.dialect_for(True if self["dse"] else False if self["standard"] else None)
+
+
+def makeService(options, reactor=None, open_port=None, wall_clock=None) -> service.IService:
+    """
+    Build the service tree: the poller, the data log and the HTTP site.
+
+    @param open_port: for tests, replaces opening the serial device.
+    @param wall_clock: for tests, replaces C{time.time} (data-log dates).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from smartmeter_tx.service.datalog import DataLog
+    from smartmeter_tx.service.poller import MeterPoller, PollSchedule
+
+    top = service.MultiService()
+    http = _http_service(options["http"], reactor)
+    if http is not None:
+        # First in the tree: a port that cannot be bound ends the start
+        # before the serial port is opened (an emulator: device is already
+        # running; it goes with the process).
+        http.setServiceParent(top)
+    spec = options["device"]
+    credentials = options.get("credentials")
+    if spec.startswith(O.EMULATOR_PREFIX) and open_port is None:
+        # A fixed link path, so that an emulated unplug/replug comes back at
+        # the same path, as /dev/serial/by-id does for a real dongle.
+        directory = tempfile.mkdtemp(prefix="smartmeter-emu-")
+        # Also when twist ends before the tree stops (e.g. --http cannot bind).
+        atexit.register(shutil.rmtree, directory, True)
+        device = O.start_device(spec, reactor, link=os.path.join(directory, "wisun"))
+
+        def stop_emulator():
+            device.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+        top.addService(_Stopper(stop_emulator))
+        if credentials is None:
+            rbid, password = device.default_credentials
+            credentials = O.make_credentials(options["id"] or rbid,
+                                             options["password"] or password)
+    else:
+        device = O.Device(spec)
+    if open_port is None:
+        def open_port(proto):
+            O.open_serial(proto, device.path, reactor)
+    config, state_path = O.session_config(spec, options["state-file"], credentials,
+                                          options.dialect, options["channel"],
+                                          options["panid"], options["ipaddr"])
+    datalog = DataLog(options["data-log"]) if options["data-log"] else None
+
+    publisher = None
+
+    def on_reading(record, when):
+        if publisher is not None:
+            publisher.publish_record(record, when)
+        if datalog is None:
+            return
+        try:
+            datalog.write(record, when)
+        except OSError as e:
+            poller.log.warn("cannot write the data log: {error}", error=e)
+
+    def on_fatal(message):
+        poller.log.critical("{why}; stopping", why=message)
+        _stop_with(reactor, EXIT_CONFIG)
+
+    extra = {} if wall_clock is None else {"wall_clock": wall_clock}
+    backfill = None
+    if datalog is not None and options["backfill-days"] > 0:
+        from smartmeter_tx.service.backfill import Backfill
+        days = options["backfill-days"]
+        now = (wall_clock or time.time)()
+        today = datetime.date.fromtimestamp(now)
+        # The window, and the whole month for the dashboard's "this month".
+        since = min(today - datetime.timedelta(days=days + 1), today.replace(day=1))
+        # The slot's own writer: a slot that could not be written must stay
+        # missing, so the error reaches the backfill (which pauses).
+        backfill = Backfill(days, reactor, datalog.write, wall_clock or time.time,
+                            known=datalog.history_records(since))
+        extra["backfill"] = backfill
+    poller = MeterPoller(open_port, config, reactor,
+                         PollSchedule(interval=options["interval"],
+                                      energy_interval=options["energy-interval"]),
+                         on_reading=on_reading, state_path=state_path, on_fatal=on_fatal,
+                         identify=options.get("mqtt-config") is not None, **extra)
+    poller.setServiceParent(top)
+    if options.get("mqtt-config") is not None:
+        from smartmeter_tx.outputs.mqtt import MqttPublisher
+        publisher = MqttPublisher(options["mqtt-config"], poller, reactor)
+        publisher.setServiceParent(top)
+    if datalog is not None:
+        top.addService(_Stopper(datalog.close))
+    if http is not None:
+        from smartmeter_tx.outputs.web import QuietSite, make_root
+        http.factory = QuietSite(make_root(poller, poller.wall_clock))
+    top.poller = poller
+    return top
+
+
+def _http_service(description: Optional[str], reactor):
+    """
+    @return: the (not yet started) service for C{--http}, its site still to
+        be set, or C{None} for C{none}.
+    @raise SystemExit: the endpoint description is malformed (one line).
+    """
+    from twisted.internet import endpoints
+
+    if not description or description.lower() == "none":
+        return None
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        _die(EXIT_USAGE, f"--http {description}: not a server endpoint ({e}); e.g. "
+                         "tcp:9580:interface=127.0.0.1, or none")
+    return _HTTPService(endpoint, None, description)
+
+
+class _HTTPService(StreamServerEndpointService):
+    """
+    The HTTP endpoint, failing the start in one line when its port is taken
+    (strports' service would end twist with a traceback).
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint, factory, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            why = e.socketError.strerror if getattr(e.socketError, "strerror", None) else e
+            _die(EXIT_UNAVAILABLE, f"cannot listen on --http {self.description}: {why} "
+                                   "(is another twist smartmeter running?)")
+
+
+def _stop_with(reactor, status: int) -> None:
+    """
+    Stop the reactor and make the process exit with C{status}: twist itself
+    always exits 0 once its reactor has run, and a unit that reads nothing
+    must show as failed to systemd.  (The reason is in the log already:
+    twist's log holds stderr by now.)
+    """
+    def exit_now():
+        # After the shutdown triggers: the services have stopped, the state
+        # file and the data log are closed; only the exit status is left.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exit_now)
+    reactor.stop()
+
+
+class _Stopper(service.Service):
+    """Calls a function when the service tree stops."""
+
+    def __init__(self, stop) -> None:
+        self._stop = stop
+
+    def stopService(self):
+        self._stop()
+        return super().stopService()

@@ -1,0 +1,247 @@
+"""
+Filling the log from the meter's own record: every 30-minute slot of the
+last N days that the data log does not hold yet is read from the meter (E2/E4
+by day, or EC by time on meters that have it), oldest first, and written once.
+
+A new slot becomes due every half hour, so this is also how the service logs
+slots in normal operation; after an outage (service down, port lost, radio
+trouble) the same loop fills the hole.  It is paced: one exchange at a time,
+only while no poll runs (a poll's command queues behind at most one SK command
+of ours), at most L{Backfill.FRAMES_PER_HOUR} frames an hour, and never while
+a hold (EVENT 29/32) is on.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import deque
+from typing import Callable, Iterable, Optional
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.errors import SmartMeterError
+from smartmeter_tx.session.steps import Budget
+
+__all__ = ["Backfill"]
+
+
+def _boundary(t: datetime.datetime) -> datetime.datetime:
+    """The last :00 or :30 at or before C{t}."""
+    return t.replace(minute=t.minute - t.minute % 30, second=0, microsecond=0)
+
+
+def _run_length(starts: list) -> int:
+    """How many slots from the first of C{starts} follow each other."""
+    n = 1
+    while n < len(starts) and starts[n] - starts[n - 1] == M.SLOT:
+        n += 1
+    return n
+
+
+class Backfill:
+    """
+    @param days: how many days back to keep complete (0 disables).
+    @param on_slot: called with C{(record, when)} for each slot to log; it
+        raises L{OSError} when the slot could not be written (the slot then
+        stays missing, and the backfill pauses).
+    @param known: the history records the data log already holds.
+
+    @ivar slots: slot start (aware, JST) -> L{M.HistorySlot}, the slots logged
+        within the window (for C{/history}).
+    @ivar written: slots logged by this process.
+    @ivar frames: frames spent on history (the client's history_frames).
+    @ivar missing: slots still missing at the last look.
+    """
+
+    log = Logger()
+
+    #: Frames an hour at most: each is well under 0.1 s of air time, so this
+    #: stays within about 3 % of the 360 s an hour ARIB STD-T108 allows.
+    FRAMES_PER_HOUR = 120
+    #: Seconds between two steps, so that the radio is never hogged.
+    GAP = 2.0
+    #: The budget of one step (a SetC and a Get or two, with their resends).
+    STEP_BUDGET = 20.0
+    #: E5 takes 0-99 days; meters keep about 45.
+    MAX_DAYS = 45
+    #: Seconds after which the meter's clock is read again.
+    CLOCK_AGE = 3600.0
+
+    def __init__(self, days: int, clock, on_slot: Callable[[dict, float], None],
+                 wall_clock: Callable[[], float], known: Iterable[dict] = ()) -> None:
+        self.days = min(days, self.MAX_DAYS)
+        self.clock = clock
+        self.on_slot = on_slot
+        self.wall_clock = wall_clock
+        self.slots: dict = {}
+        for record in known:
+            try:
+                slot = M.HistorySlot.from_record(record)
+            except SmartMeterError:
+                continue
+            self.slots[slot.start] = slot
+        self._readings: dict = {}  # naive boundary -> (normal raw, reverse raw)
+        self._sent: deque = deque()  # (time, frames) of recent steps
+        self.written = 0
+        self.frames = 0
+        self.missing = 0
+        self._running: Optional[defer.Deferred] = None
+        self._clock_read_at: Optional[float] = None
+
+    # -- what is missing -------------------------------------------------------------
+
+    def due(self, meter_now: datetime.datetime) -> list:
+        """
+        @return: the starts (naive, meter time) of the complete slots in the
+            window that the log does not hold, oldest first.
+        """
+        if self.days <= 0:
+            return []
+        last_end = _boundary(meter_now)
+        first = datetime.datetime.combine(meter_now.date() - datetime.timedelta(days=self.days),
+                                          datetime.time())
+        starts = []
+        start = first
+        while start + M.SLOT <= last_end:
+            if start.replace(tzinfo=M.JST) not in self.slots:
+                starts.append(start)
+            start += M.SLOT
+        return starts
+
+    def _spent_last_hour(self) -> int:
+        now = self.clock.seconds()
+        while self._sent and self._sent[0][0] < now - 3600:
+            self._sent.popleft()
+        return sum(frames for _, frames in self._sent)
+
+    # -- running -------------------------------------------------------------------
+
+    def kick(self, client, busy: Callable[[], Optional[defer.Deferred]]) -> None:
+        """
+        Start filling, unless already running.
+
+        @param busy: returns a Deferred that fires when the poll now running
+            is over, or C{None} when none runs.
+        """
+        if self.days <= 0 or self._running is not None:
+            return
+        self._running = defer.Deferred.fromCoroutine(self._run(client, busy))
+        self._running.addErrback(self._failed)
+        self._running.addBoth(self._done)
+
+    def _failed(self, failure) -> None:
+        if not failure.check(defer.CancelledError):  # stop() while running
+            self.log.failure("backfill stopped", failure)
+
+    def _done(self, _) -> None:
+        self._running = None
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.cancel()
+
+    async def _run(self, client, busy) -> None:
+        while True:
+            waiting = busy()
+            if waiting is not None:
+                await waiting  # a poll first: it never waits behind us
+            if client.scale is None:
+                return  # slot energies need E1/D3/D7: the poller learns them first
+            if self._spent_last_hour() >= self.FRAMES_PER_HOUR:
+                return  # the next poll kicks us again
+            try:
+                more = await self.step(client)
+            except SmartMeterError as e:  # holds, no session, lost frames
+                self.log.info("backfill paused: {error}", error=e)
+                return
+            except OSError as e:
+                self.log.warn("backfill paused: cannot write the data log: {error}", error=e)
+                return
+            if not more:
+                return
+            await task.deferLater(self.clock, self.GAP, lambda: None)
+
+    async def step(self, client) -> bool:
+        """
+        Read what the oldest missing slot needs, and log every slot that
+        became complete.
+
+        @return: whether slots are still missing.
+        @raise SmartMeterError: the read failed (the caller pauses).
+        """
+        budget = Budget(self.clock, self.STEP_BUDGET)
+        before = client.history_frames
+        try:
+            meter_now = client.meter_now()
+            if (meter_now is None or self._clock_read_at is None
+                    or self.clock.seconds() - self._clock_read_at > self.CLOCK_AGE):
+                # The host's clock may jump (a Pi without RTC at boot): ask the
+                # meter's own now and then; slots are dated by the meter anyway.
+                meter_now = await client.meter_clock(budget)
+                self._clock_read_at = self.clock.seconds()
+            due = self.due(meter_now)
+            self.missing = len(due)
+            if not due:
+                return False
+            start = due[0]
+            need = start if start not in self._readings else start + M.SLOT
+            source = await client.history_source(budget)
+            until = _boundary(meter_now)
+            if source == "EC" and _run_length(due) >= M.HISTORY2_MAX:
+                # A day of E2/E4 (48 readings, two frames) beats EC's twelve
+                # readings a read for a long hole; EC is cheaper for a few slots.
+                source = "E2"
+            if source == "EC":
+                # EC counts back from ED: cover `need` and what follows it.
+                end = min(until, need + (M.HISTORY2_MAX - 1) * M.SLOT)
+                count = int((end - need) / M.SLOT) + 1
+                readings = await client.read_history_at(end, count, budget)
+            else:
+                readings, meter_now = await client.read_history_of(need.date(), budget)
+                until = _boundary(meter_now)
+        finally:
+            spent = client.history_frames - before
+            self.frames += spent
+            self._sent.append((self.clock.seconds(), spent))
+        self._readings.update((t, v) for t, v in readings.items() if t <= until)
+        if need not in self._readings:
+            if need.date() not in {t.date() for t in readings}:
+                # The read answered for another day (its midnight passed):
+                # nothing is known of `need` yet; the next step asks again.
+                return True
+            # The meter has no reading for it at all (before its memory):
+            # log the slot as "no data" rather than asking for ever.
+            self._readings[need] = (M.NO_DATA, M.NO_DATA)
+        self._emit(set(due), client.scale, source, until)
+        self._forget_before(due[0])
+        self.missing = len(self.due(meter_now))
+        return self.missing > 0
+
+    def _emit(self, due: set, scale, source: str, until: datetime.datetime) -> None:
+        wanted = {t: v for t, v in self._readings.items()}
+        for slot in M.history_slots(wanted, scale, source, until):
+            naive = slot.start.replace(tzinfo=None)
+            if naive not in due or slot.start in self.slots:
+                continue
+            self.on_slot(slot.to_record(), self.wall_clock())  # OSError: stays missing
+            self.slots[slot.start] = slot
+            self.written += 1
+
+    def _forget_before(self, oldest: datetime.datetime) -> None:
+        # Bounded memory: readings before the oldest missing slot are done with.
+        for t in [t for t in self._readings if t < oldest]:
+            del self._readings[t]
+        # Slots are kept for the window and the current month (the dashboard's
+        # "this month"): at most about 45 days of 48, small.
+        window = oldest - datetime.timedelta(days=self.days + 1)
+        horizon = min(window, oldest.replace(day=1, hour=0, minute=0)).replace(tzinfo=M.JST)
+        for start in [s for s in self.slots if s < horizon]:
+            del self.slots[start]
+
+    # -- serving -------------------------------------------------------------------
+
+    def between(self, since: datetime.datetime, until: datetime.datetime) -> list:
+        """@return: the logged slots starting in [since, until), oldest first."""
+        return [self.slots[s] for s in sorted(self.slots) if since <= s < until]

@@ -1,0 +1,369 @@
+"""
+The long-running service behind C{twist smartmeter}: it polls the meter on a
+schedule, joins when the session is gone, logs every reading and keeps the
+latest one for the HTTP endpoints.
+
+Who does what:
+  - L{smartmeter_tx.service.port.PortKeeper} keeps the serial port open and reopens
+    it with backoff (an unplugged dongle);
+  - L{smartmeter_tx.session.client.BRouteClient} is the only thing that talks to the
+    meter, with the one read policy of the product;
+  - L{smartmeter_tx.session.linkstate.LinkState} owns the session and the holds
+    (EVENT 29/25, 24/26/27/28, 32/33, SFB);
+  - L{smartmeter_tx.service.store.LatestStore} keeps the newest readings and counters;
+  - L{MeterPoller}, here, decides when to poll and when to join.
+
+Nothing a module or meter does ends the service: a lost session is rejoined
+with exponential backoff and jitter (rescanning only after repeated failures),
+and the holds are respected until they are released.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from smartmeter_tx.service.backfill import Backfill
+from smartmeter_tx.service.backoff import Backoff
+from smartmeter_tx.session.client import BRouteClient, Budget, SessionConfig
+from smartmeter_tx.echonet import frame as F
+from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.errors import NoSession, SendsHeld, SmartMeterError
+from smartmeter_tx.session.linkstate import LinkState, Session
+from smartmeter_tx.service.port import PortKeeper
+from smartmeter_tx.session.state import save_state
+from smartmeter_tx.service.store import LatestStore
+
+__all__ = ["MeterPoller", "PollSchedule"]
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """
+    @ivar interval: seconds between power/current polls.
+    @ivar energy_interval: seconds between reads of the energy counters.
+    @ivar poll_timeout: the budget of one poll (its Gets and their resends).
+    @ivar join_timeout: the budget of one join (scan included).
+    """
+
+    interval: float = 30.0
+    energy_interval: float = 300.0
+    poll_timeout: float = 10.0
+    join_timeout: float = 120.0
+
+
+class MeterPoller(service.Service):
+    """
+    The service that reads the meter.
+
+    @param open_port: see L{PortKeeper}.
+    @param config: the credentials, the link and the dialect (L{SessionConfig}).
+    @param on_reading: called with C{(record, when)} for each reading: its
+        record form (L{M.Reading.to_record}, or L{M.FixedReading.to_record} for
+        the meter's half-hourly EA/EB) and the epoch seconds it was taken.
+    @param state_path: where to save the link when it changes, or C{None}.
+    @param backfill: fills the log's 30-minute slots from the meter's own
+        record (L{Backfill}); its slots are logged through C{on_reading}.
+    @param identify: ask the meter who it is (maker, serial) once a session,
+        into C{store.identity}: the MQTT publisher names its topics by it.
+        One frame, spent only when something needs it.
+    @param on_fatal: called with a one-line message when the service cannot
+        do its job at all and should end (no credentials, and the module has
+        no session to read through).
+
+    @ivar state: the L{LinkState}, kept across connections.
+    @ivar store: the L{LatestStore}.
+    """
+
+    log = Logger()
+
+    #: Unanswered polls in a row, with a session believed up, before rejoining.
+    REJOIN_AFTER_SILENT = 3
+
+    def __init__(self, open_port: Callable, config: SessionConfig, clock,
+                 schedule: PollSchedule = PollSchedule(),
+                 on_reading: Optional[Callable] = None, state_path: Optional[str] = None,
+                 rng: Optional[random.Random] = None,
+                 wall_clock: Callable[[], float] = time.time,
+                 on_fatal: Optional[Callable[[str], None]] = None,
+                 backfill: Optional[Backfill] = None, identify: bool = False) -> None:
+        self.config = config
+        self.on_fatal = on_fatal or (lambda message: self.log.critical("{why}", why=message))
+        self.clock = clock
+        self.schedule = schedule
+        self.on_reading = on_reading or (lambda record, when: None)
+        self.state_path = state_path
+        self.wall_clock = wall_clock
+        rng = rng or random.Random()
+        self.join_backoff = Backoff(10.0, 600.0, rng)
+        self.state = LinkState()
+        self.store = LatestStore()
+        self.backfill = backfill
+        self.identify = identify
+        # Opening a device path costs no air time, so retry often: a replugged
+        # dongle should be read again within two poll intervals.
+        self.port = PortKeeper(open_port, clock, self._make_client, self._connected,
+                               Backoff(1.0, 10.0, rng))
+        self._next_join = 0.0
+        self._next_energy = 0.0
+        self._polling = False
+        self._had_session = False
+        self._fatal = False  # on_fatal was called (once is enough)
+        self._silent_polls = 0
+        self._loop: Optional[task.LoopingCall] = None
+        self._poll_now = None
+        self._poll_over: list = []  # Deferreds waiting for the running poll
+
+    @property
+    def link(self):
+        return self.config.link
+
+    @property
+    def stats(self):
+        return self.store.stats
+
+    @property
+    def client(self) -> Optional[BRouteClient]:
+        return self.port.client
+
+    # -- service -----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.port.start()
+        self._loop = task.LoopingCall(self.poll)
+        self._loop.clock = self.clock
+        self._loop.start(self.schedule.interval, now=True).addErrback(
+            lambda f: self.log.failure("poll loop stopped", f))
+
+    def stopService(self):
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self.backfill is not None:
+            self.backfill.stop()
+        if self._poll_now is not None and self._poll_now.active():
+            self._poll_now.cancel()
+        self.port.stop()
+        self._save()
+        return super().stopService()
+
+    # -- connections --------------------------------------------------------------
+
+    def _make_client(self, proto) -> BRouteClient:
+        return self.config.client(proto, self.clock, state=self.state, rssi=True)
+
+    def _connected(self, client: BRouteClient) -> None:
+        # Whether the module still holds a session is unknown: the next poll
+        # tries a Get first and joins only on EVENT 21 02 or silence.
+        self.state.new_connection()
+        self._silent_polls = 0
+        client.add_frame_listener(self._on_frame)
+        self.stats.reopens = self.port.reopens
+        if self._loop is not None and self._loop.running:
+            # A reopened port: do not wait for the next tick, the readings
+            # have a gap already.
+            self._poll_now = self.clock.callLater(0, self.poll)
+
+    def _on_frame(self, frame: F.Frame, rx) -> None:
+        if frame.seoj != F.METER or frame.esv not in (F.INF, F.INFC):
+            return
+        try:
+            fixed = M.decode_fixed_reading(frame.properties, self.client.scale)
+        except SmartMeterError as e:
+            self.log.warn("dropping a malformed EA/EB value: {error}", error=e)
+            return
+        if fixed is not None:
+            when = self.wall_clock()
+            self.store.add_fixed(fixed, when)
+            self.on_reading(fixed.to_record(), when)
+
+    # -- polling ------------------------------------------------------------------
+
+    @property
+    def held(self) -> Optional[str]:
+        """Why sends are held now, or C{None}."""
+        return self.state.held
+
+    def poll(self) -> defer.Deferred:
+        """
+        One poll; never fails (errors are counted and logged).
+
+        @return: a Deferred that fires with C{None} when the poll is over.
+        """
+        if self._polling:
+            self.stats.polls_skipped += 1
+            return defer.succeed(None)
+        self._polling = True
+        d = defer.Deferred.fromCoroutine(self._poll())
+
+        def failed(failure):
+            self.stats.polls_failed += 1
+            self.log.failure("unexpected error in a poll", failure)
+
+        def done(result):
+            self._polling = False
+            waiting, self._poll_over = self._poll_over, []
+            for w in waiting:
+                w.callback(None)
+            stats = self.stats
+            stats.frames_sent = self.port.total("frames")
+            stats.busy_retries = self.port.total("busy_retries")
+            stats.junk_dropped = self.port.total("junk_dropped")
+
+        return d.addErrback(failed).addBoth(done)
+
+    async def _poll(self) -> None:
+        client = self.client
+        if client is None:
+            self.stats.polls_failed += 1
+            return
+        await self._review_holds(client)
+        if self.held:
+            self.stats.polls_skipped += 1
+            self.log.debug("poll held: {why}", why=self.held)
+            return
+        now = self.clock.seconds()
+        energy = now >= self._next_energy
+        had_scale = client.scale is not None
+        try:
+            reading = await self._read(client, energy)
+        except SendsHeld as e:
+            # EVENT 29/32 came during the poll: not the meter's silence.
+            self.stats.polls_failed += 1
+            self.log.info("poll stopped: {error}", error=e)
+            return
+        except SmartMeterError as e:  # no answer, step timeouts, SK errors
+            self.stats.polls_failed += 1
+            self.log.info("poll failed: {error}", error=e)
+            if not self.held:  # a hold that came during the poll is not silence
+                self._count_silence()
+            return
+        if reading is None:  # no session, and no join yet
+            self.stats.polls_failed += 1
+            return
+        self._silent_polls = 0
+        self._had_session = True
+        if not had_scale and client.scale is not None:
+            self._save()
+        if energy:
+            # Half an interval of slack keeps energy on every n-th poll even
+            # when polls drift by a few seconds.
+            self._next_energy = now + self.schedule.energy_interval - self.schedule.interval / 2
+        self.stats.polls_answered += 1
+        when = self.wall_clock()
+        self.store.add(reading, when)
+        self.on_reading(reading.to_record(), when)
+        if self.identify and (self.store.identity is None
+                              or self.store.identity.get("mac") != client.link.mac):
+            try:
+                # Once a session: one frame, for the MQTT topics and HA's device.
+                self.store.identity = await client.identity(
+                    Budget(self.clock, self.schedule.poll_timeout))
+            except SmartMeterError as e:
+                self.log.info("the meter did not tell who it is: {error}", error=e)
+        if self.backfill is not None:
+            self.backfill.kick(client, self._running_poll)
+
+    def _running_poll(self) -> Optional[defer.Deferred]:
+        """A Deferred that fires when the running poll is over, or C{None}."""
+        if not self._polling:
+            return None
+        d = defer.Deferred()
+        self._poll_over.append(d)
+        return d
+
+    async def _read(self, client: BRouteClient, energy: bool) -> Optional[M.Reading]:
+        """
+        One reading through the client's read policy; a join first when the
+        module has no session and the join backoff allows one.
+
+        @return: the reading, or C{None} when a join was needed but not made.
+        """
+        try:
+            return await client.read_values(energy, Budget(self.clock, self.schedule.poll_timeout),
+                                            may_join=False)
+        except NoSession:
+            if not await self._join(client):
+                return None
+        return await client.read_values(energy, Budget(self.clock, self.schedule.poll_timeout),
+                                        may_join=False)
+
+    def _count_silence(self) -> None:
+        self._silent_polls += 1
+        if self.state.session is Session.UP and self._silent_polls >= self.REJOIN_AFTER_SILENT:
+            # The module believes in its session but the meter no longer
+            # answers (e.g. the meter dropped it): start a new one.
+            self.log.warn("{n} polls unanswered; joining the meter again", n=self._silent_polls)
+            self.state.down()
+
+    async def _review_holds(self, client: BRouteClient) -> None:
+        """
+        End holds whose releasing event may never come: the module's own
+        re-authentication after EVENT 29 is given a bounded time, and the EVENT
+        32 hold is checked against the module's SFB flag now and then.
+        """
+        now = self.clock.seconds()
+        ended = self.state.review(now)
+        if ended is not None:
+            self.log.warn("{why}; joining", why=ended)
+        if self.state.rate_check_due(now):
+            try:
+                limited = await client.check_send_restricted(
+                    Budget(self.clock, self.schedule.poll_timeout))
+            except SmartMeterError:
+                return
+            if not limited:
+                self.log.info("transmit-time limit over (SFB 0) though no EVENT 33 was seen")
+
+    async def _join(self, client: BRouteClient) -> bool:
+        """
+        Join, once the backoff delay has passed.
+
+        @return: whether a session is up.
+        """
+        now = self.clock.seconds()
+        if now < self._next_join:
+            return False
+        if self.config.credentials is None:
+            # Idling for ever would look healthy to systemd while reading nothing.
+            self._next_join = now + self.join_backoff.next_delay()
+            if self._fatal:
+                return False
+            self._fatal = True
+            self.on_fatal("the module has no session with the meter and no B-route ID and "
+                          "password were given (--id/--password-file, $SMARTMETER_ID/"
+                          "$SMARTMETER_PASSWORD)")
+            return False
+        # After repeated failures the client itself scans for the meter anew
+        # (it counts failed joins in the state file).
+        if self._had_session:
+            # Joins before the first session are not rejoins.
+            self.store.rejoined(self.clock.seconds())
+        try:
+            await client.authenticate(Budget(self.clock, self.schedule.join_timeout))
+        except (SmartMeterError, defer.CancelledError) as e:
+            delay = self.join_backoff.next_delay()
+            self._next_join = self.clock.seconds() + delay
+            self.log.warn("joining the meter failed ({error}); next try in {delay:.0f} s",
+                          error=e, delay=delay)
+            self._save()
+            return False
+        self.join_backoff.reset()
+        self._had_session = True
+        self._save()
+        self.log.info("session with the meter is up")
+        return True
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        try:
+            save_state(self.state_path, self.link)
+        except OSError as e:
+            self.log.warn("cannot write the state file: {error}", error=e)

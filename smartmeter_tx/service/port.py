@@ -1,0 +1,122 @@
+"""
+Keeping the serial port to the module open for as long as the service runs:
+open it, notice when it is lost (an unplugged dongle), reopen it with backoff
+at the same path, and hand a fresh L{BRouteClient} to the owner each time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.logger import Logger
+
+from smartmeter_tx.service.backoff import Backoff
+from smartmeter_tx.session.client import BRouteClient
+from smartmeter_tx.sk.protocol import SKStackProtocol
+
+__all__ = ["PortKeeper"]
+
+
+class PortKeeper:
+    """
+    @param open_port: C{open_port(protocol)} connects C{protocol} to the module
+        (SerialPort in production, a pty or a loopback in tests); it raises
+        when the device is missing.
+    @param make_client: C{make_client(protocol)} builds the client for one
+        connection.
+    @param on_open: called with the new client after every successful open.
+
+    @ivar client: the client of the open connection, or C{None}.
+    @ivar reopens: how many times a lost port was opened again.
+    """
+
+    log = Logger()
+
+    def __init__(self, open_port: Callable, clock, make_client: Callable[..., BRouteClient],
+                 on_open: Callable[[BRouteClient], None], backoff: Backoff) -> None:
+        self.open_port = open_port
+        self.clock = clock
+        self.make_client = make_client
+        self.on_open = on_open
+        self.backoff = backoff
+        self.client: Optional[BRouteClient] = None
+        self.reopens = 0
+        self._before = dict.fromkeys(self.COUNTERS, 0)
+        self._opened = False
+        self._call = None
+        self._stopping = False
+
+    #: Client counters summed over every connection.
+    COUNTERS = ("frames", "busy_retries", "junk_dropped")
+
+    def total(self, counter: str) -> int:
+        """
+        @param counter: one of L{COUNTERS}.
+        @return: its sum over every connection so far.
+        """
+        current = getattr(self.client, counter) if self.client is not None else 0
+        return self._before[counter] + current
+
+    @property
+    def frames(self) -> int:
+        """SKSENDTO frames sent over every connection so far."""
+        return self.total("frames")
+
+    def start(self) -> None:
+        """Open the port now; on failure, keep trying with backoff."""
+        self._stopping = False
+        self._open()
+
+    def stop(self) -> None:
+        """Stop reopening and close the port."""
+        self._stopping = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self.client is not None and self.client.sk.connected_now:
+            self.client.sk.transport.loseConnection()
+
+    def _open(self) -> bool:
+        self._call = None
+        proto = SKStackProtocol(clock=self.clock)
+        try:
+            self.open_port(proto)
+        except Exception as e:
+            self._retry(f"cannot open the module ({_first_line(e)})")
+            return False
+        self._close_client()
+        if self._opened:
+            self.reopens += 1
+            self.log.info("serial port reopened")
+        self._opened = True
+        self.backoff.reset()
+        self.client = self.make_client(proto)
+        proto.when_disconnected().addCallback(self._lost, proto)
+        self.on_open(self.client)
+        return True
+
+    def _lost(self, reason, proto) -> None:
+        if self.client is None or self.client.sk is not proto:
+            return
+        self._close_client()
+        if not self._stopping:
+            self._retry(f"serial link lost ({_first_line(reason)})")
+
+    def _close_client(self) -> None:
+        if self.client is not None:
+            for counter in self.COUNTERS:
+                self._before[counter] += getattr(self.client, counter)
+            self.client.close()
+        self.client = None
+
+    def _retry(self, why: str) -> None:
+        if self._stopping:
+            return
+        delay = self.backoff.next_delay()
+        self.log.warn("{why}; retrying in {delay:.1f} s", why=why, delay=delay)
+        self._call = self.clock.callLater(delay, self._open)
+
+
+def _first_line(error) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__

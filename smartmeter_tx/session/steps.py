@@ -1,0 +1,176 @@
+"""
+Bounded SK steps: one command at a time within a L{Budget}, the module's
+dialect (learnt from SKINFO, corrected by the module's ER05) and its echo.
+
+This is the layer the session (L{smartmeter_tx.session.client}) and meter discovery
+(L{smartmeter_tx.session.discovery}) send their commands through, so that "how long
+may this take", "which dialect" and "what did we send" are answered once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Optional
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from smartmeter_tx.errors import ArgumentError, StepTimeout
+from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk.protocol import SKCommandError, SKStackProtocol, SKTimeoutError
+
+__all__ = ["Budget", "ModuleSteps"]
+
+#: FAIL ER05: the command has the other dialect's argument count.
+_WRONG_DIALECT = 5
+
+
+class Budget:
+    """
+    The time a caller allows for a whole operation, on an injected clock.
+
+    @ivar deadline: the clock time at which the operation must be over.
+    """
+
+    def __init__(self, clock, seconds: float) -> None:
+        self.clock = clock
+        self.deadline = clock.seconds() + seconds
+
+    def __repr__(self) -> str:
+        return f"<Budget {self.remaining():.1f} s left>"
+
+    def remaining(self) -> float:
+        """Seconds left, possibly negative."""
+        return self.deadline - self.clock.seconds()
+
+    def left(self, step: str) -> float:
+        """
+        @return: the seconds left for C{step}.
+        @raise StepTimeout: none are left.
+        """
+        left = self.remaining()
+        if left <= 0:
+            raise StepTimeout(step)
+        return left
+
+    async def pause(self, seconds: float, step: str) -> None:
+        """
+        Wait C{seconds}, or what is left of the budget if that is less.
+
+        @raise StepTimeout: nothing is left.
+        """
+        await task.deferLater(self.clock, min(seconds, self.left(step)), lambda: None)
+
+
+class ModuleSteps:
+    """
+    @ivar dialect: the module's dialect, or C{None} until L{prepare} learnt it.
+    @ivar fixed_dialect: a dialect the user forced (C{--dse}); never switched.
+    @ivar info: the module's SKINFO answer, once asked.
+    @ivar steps: names of the last SK commands sent (for tests and benchmarks).
+    @ivar on_dialect: called with the new L{L.Dialect} whenever it changes.
+    """
+
+    log = Logger()
+
+    def __init__(self, sk: SKStackProtocol, clock, dialect: Optional[L.Dialect] = None,
+                 fixed_dialect: Optional[L.Dialect] = None,
+                 on_dialect: Optional[Callable[[L.Dialect], None]] = None) -> None:
+        self.sk = sk
+        self.clock = clock
+        self.fixed_dialect = fixed_dialect
+        self.dialect = fixed_dialect or dialect
+        self.on_dialect = on_dialect or (lambda dialect: None)
+        self.info: Optional[L.Info] = None
+        self.prepared = False
+        self.steps: deque = deque(maxlen=64)  # bounded: a service runs for years
+
+    async def run(self, command: L.Command, step: str, budget: Budget):
+        """
+        Send one SK command, bounded by what is left of C{budget}.
+
+        @return: the command's L{smartmeter_tx.sk.protocol.Reply}.
+        @raise StepTimeout: the budget ran out, or the module did not answer.
+        @raise SKCommandError: FAIL ERxx.
+        """
+        left = budget.left(step)
+        self.steps.append(command.name)
+        d = self.sk.command(command)
+        if left < command.timeout:
+            d.addTimeout(left, self.clock)
+        try:
+            return await d
+        except (defer.TimeoutError, SKTimeoutError):
+            raise StepTimeout(step) from None
+
+    async def run_in_dialect(self, build: Callable[[L.Dialect], L.Command], step: str,
+                             budget: Budget):
+        """
+        L{run} a command whose syntax depends on the dialect; when the module
+        rejects it with ER05 (the other dialect's argument count), switch
+        dialect once and send it again.
+        """
+        return await self.in_dialect(lambda: self.run(build(self.dialect), step, budget))
+
+    async def in_dialect(self, attempt):
+        """
+        Await C{attempt()}; on ER05 switch the dialect and await it once more.
+        """
+        try:
+            return await attempt()
+        except SKCommandError as e:
+            if e.code != _WRONG_DIALECT:
+                raise
+        self.switch_dialect()
+        return await attempt()
+
+    def switch_dialect(self) -> None:
+        """
+        @raise ArgumentError: the dialect was forced, so the module and the
+            user disagree.
+        """
+        if self.fixed_dialect is not None:
+            raise ArgumentError("the module rejected the command syntax of the dialect "
+                                f"given ({self.fixed_dialect.value}); try without --dse "
+                                "or with it")
+        self.dialect = L.Dialect.STANDARD if self.dialect is L.Dialect.DSE else L.Dialect.DSE
+        self.log.info("module rejected the syntax; switching to the {d} dialect",
+                      d=self.dialect.value)
+        self.on_dialect(self.dialect)
+
+    async def ask_info(self, budget: Budget) -> Optional[L.Info]:
+        """SKINFO, once per connection.  No radio."""
+        if self.info is None:
+            reply = await self.run(L.sk_info(), "asking the module for its info (SKINFO)", budget)
+            self.info = reply.first(L.Info)
+        return self.info
+
+    async def prepare(self, budget: Budget, rssi: bool = False) -> None:
+        """
+        Learn the dialect (SKINFO's fifth field) unless known, and turn echo
+        off.  No radio; done once per connection.
+
+        @param rssi: on a DSE module, ask for the RSSI of every ERXUDP (SA2=1).
+        """
+        if self.prepared:
+            return
+        if self.dialect is None:
+            info = await self.ask_info(budget)
+            self.dialect = (info.dialect_hint if info else None) or L.Dialect.STANDARD
+            self.log.info("module speaks the {dialect} SK dialect", dialect=self.dialect.value)
+        self.on_dialect(self.dialect)
+        await self.echo_off(budget)
+        if rssi and self.dialect is L.Dialect.DSE:
+            # Free link-quality data for /metrics; the parser reads ERXUDP
+            # with and without the field.
+            try:
+                await self.run(L.sk_sreg("SA2", "1"), "asking for RSSI (SA2)", budget)
+            except SKCommandError as e:
+                self.log.info("module does not take SA2 (no RSSI): {e}", e=e)
+        self.prepared = True
+
+    async def echo_off(self, budget: Budget) -> None:
+        # Echo is the power-on default; turning it off saves serial time.  It
+        # is recognised either way, so this is an optimisation only.
+        if self.sk.echo:
+            await self.run(L.sk_sreg("SFE", "0"), "turning command echo off", budget)

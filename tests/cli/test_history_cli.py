@@ -1,0 +1,135 @@
+"""
+Tests for C{smartmeter-history} (L{smartmeter_tx.cli.history}): the real command
+logic against the emulator on a pty (compressed time) and against a running
+service's C{/history}.
+"""
+
+import csv
+import datetime
+import io
+import json
+import os
+from decimal import Decimal
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from smartmeter_tx.cli import history
+from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD, start_emulator
+from tests.emuloop import START, expected_slot_starts, pinned
+
+
+class _Base:
+    timeout = 60  # only catches a hang
+
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.env = {"SMARTMETER_ID": DEFAULT_ID, "SMARTMETER_PASSWORD": DEFAULT_PASSWORD,
+                    "MACKEREL_PLUGIN_WORKDIR": os.path.abspath(self.dir)}
+
+    def emulator(self, options="time-scale=0.01"):
+        handle = start_emulator(pinned(f"emulator:?{options}"), reactor,
+                                link=os.path.join(self.dir, "wisun"))
+        self.addCleanup(handle.stop)
+        return handle
+
+    async def _invoke(self, argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = await history.run(reactor, argv, environ=self.env, stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    def run_history(self, *argv):
+        return defer.Deferred.fromCoroutine(self._invoke(list(argv)))
+
+
+class MeterTests(_Base, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_csvDefault(self):
+        """
+        The default: yesterday and today up to the last complete slot, as CSV
+        with a header row, oldest first, each energy exactly what the meter
+        counted in the slot.
+        """
+        handle = self.emulator()
+        code, out, err = yield self.run_history("--device", handle.path, "--state-file",
+                                                os.path.join(self.dir, "state.json"))
+        self.assertEqual((code, err), (0, ""))
+        rows = list(csv.DictReader(io.StringIO(out)))
+        self.assertEqual(tuple(rows[0].keys()), history.COLUMNS)
+        self.assertEqual([r["slot"] for r in rows], expected_slot_starts(START, 1))
+        meter = handle.emulator.meter
+        unit = M.UNITS[handle.emulator.config.unit]
+        for r in rows:
+            start = datetime.datetime.fromisoformat(r["slot"]).replace(tzinfo=None)
+            (n0, v0), (n1, v1) = meter.slot_truth(start), meter.slot_truth(start + M.SLOT)
+            modulus = 10 ** meter.digits
+            self.assertEqual(Decimal(r["energy_normal_kwh"]), (n1 - n0) % modulus * unit, r)
+            self.assertEqual(Decimal(r["energy_reverse_kwh"]), (v1 - v0) % modulus * unit, r)
+            self.assertEqual(Decimal(r["cumulative_normal_kwh"]), n0 * unit, r)
+
+    @defer.inlineCallbacks
+    def test_jsonlSeveralDays(self):
+        """--days 3 --format jsonl: the data log's history records, one a line, oldest first."""
+        handle = self.emulator()
+        code, out, err = yield self.run_history("--device", handle.path, "--days", "3",
+                                                "--format", "jsonl")
+        self.assertEqual((code, err), (0, ""))
+        records = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual([r["slot"] for r in records], expected_slot_starts(START, 3))
+        self.assertEqual({r["kind"] for r in records}, {"history"})
+        self.assertEqual(set(records[0]), {"kind", "slot", "source"} | set(history.COLUMNS))
+
+    @defer.inlineCallbacks
+    def test_progressOnATerminal(self):
+        """On a terminal, a multi-day read shows its progress on stderr, then a newline."""
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+        handle = self.emulator()
+        out, err = io.StringIO(), Terminal()
+        code = yield defer.Deferred.fromCoroutine(history.run(
+            reactor, ["--device", handle.path, "--days", "2"], environ=self.env, stdout=out,
+            stderr=err))
+        self.assertEqual(code, 0)
+        total = len(expected_slot_starts(START, 2))
+        self.assertIn(f"\rsmartmeter-history: {total} of {total} slots read", err.getvalue())
+        self.assertTrue(err.getvalue().endswith("\n"))
+        self.assertEqual(len(out.getvalue().splitlines()), total + 1)
+
+    @defer.inlineCallbacks
+    def test_badFlags(self):
+        """--days outside 1-45 or an unknown format: one line, exit 2, nothing on stdout."""
+        for argv in (["--days", "0"], ["--days", "46"], ["--days", "x"], ["--format", "xml"],
+                     []):
+            code, out, err = yield self.run_history(*argv)
+            self.assertEqual((code, out), (2, ""), argv)
+            self.assertEqual(len(err.splitlines()), 1, (argv, err))
+            self.assertTrue(err.startswith("smartmeter-history: "), err)
+
+
+class ServiceTests(_Base, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_fromService(self):
+        """--service prints the slots the service logged, in the same format."""
+        from twisted.internet.task import Clock
+
+        from smartmeter_tx.service.backfill import Backfill
+        from smartmeter_tx.outputs.web import QuietSite, make_root
+        from tests.outputs.test_web import PollerView
+
+        now = datetime.datetime.now(M.JST).replace(second=0, microsecond=0)
+        start = (now - datetime.timedelta(hours=2)).replace(minute=0)
+        records = [M.HistorySlot(start + k * M.SLOT, Decimal("0.25"), Decimal(0),
+                                 Decimal("100") + k, Decimal(0), "EC").to_record()
+                   for k in range(3)]
+        view = PollerView(Clock(), Backfill(7, Clock(), lambda r, w: None, lambda: 0,
+                                            known=records))
+        port = reactor.listenTCP(0, QuietSite(make_root(view, reactor.seconds)),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        code, out, err = yield self.run_history("--service", url, "--format", "jsonl")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual([json.loads(line) for line in out.splitlines()], records)

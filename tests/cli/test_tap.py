@@ -1,0 +1,334 @@
+"""
+Tests for L{smartmeter_tx.cli.tap}: the Options and makeService of
+C{twist smartmeter}, built against the emulator on a MemoryReactorClock.
+"""
+
+import datetime
+import json
+import os
+from decimal import Decimal
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import getChildForRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
+from smartmeter_tx.service.poller import MeterPoller
+from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.cli.tap import Options, makeService
+from tests.emuloop import Loop
+
+IPADDR = "fe80:0000:0000:0000:021d:1290:1234:5678"
+#: The wall clock of the made services: 2026-06-01 12:00 in Japan.
+WALL = datetime.datetime(2026, 6, 1, 3, 0, tzinfo=datetime.timezone.utc).timestamp()
+
+
+def clean_environ(test, **extra):
+    """Replace os.environ for the test with one free of SMARTMETER_* plus C{extra}."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTMETER_")}
+    env.update(extra)
+    test.patch(os, "environ", env)
+
+
+def parse(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def setUp(self):
+        clean_environ(self)
+
+    def test_everyOption(self):
+        """Options parses every service option, the channel and PAN ID as hex."""
+        data = self.mktemp()
+        state = self.mktemp()
+        options = parse("--device", "/dev/ttyUSB0", "--interval", "10", "--energy-interval", "60",
+                        "--data-log", data, "--http", "tcp:9581:interface=127.0.0.1",
+                        "--channel", "3B", "--panid", "8a2f", "--ipaddr", IPADDR,
+                        "--state-file", state, "--dse")
+        self.assertEqual(options["device"], "/dev/ttyUSB0")
+        self.assertEqual(options["interval"], 10.0)
+        self.assertEqual(options["energy-interval"], 60.0)
+        self.assertEqual(options["data-log"], data)
+        self.assertEqual(options["http"], "tcp:9581:interface=127.0.0.1")
+        self.assertEqual(options["channel"], 0x3B)
+        self.assertEqual(options["panid"], 0x8A2F)
+        self.assertEqual(options["ipaddr"], IPADDR.upper())
+        self.assertEqual(options["state-file"], state)
+        self.assertTrue(options["dse"])
+        self.assertFalse(options["standard"])
+        self.assertIsNone(options["id"])
+        self.assertIsNone(options["password"])
+
+    def test_defaults(self):
+        """Options defaults to 30 s polls, 300 s energy reads, no data log and HTTP on loopback."""
+        options = parse("--device", "/dev/ttyUSB0")
+        self.assertEqual(options["interval"], 30.0)
+        self.assertEqual(options["energy-interval"], 300.0)
+        self.assertIsNone(options["data-log"])
+        self.assertEqual(options["http"], "tcp:9580:interface=127.0.0.1")
+        self.assertFalse(options["dse"])
+        self.assertFalse(options["standard"])
+
+    def test_dseAndStandardExclusive(self):
+        """Options rejects --dse together with --standard."""
+        self.assertRaises(usage.UsageError, parse, "--device", "x", "--dse", "--standard")
+        self.assertTrue(parse("--device", "x", "--standard")["standard"])
+
+    def test_deviceRequired(self):
+        """Options without --device is a usage error."""
+        e = self.assertRaises(usage.UsageError, parse, "--interval", "10")
+        self.assertIn("--device", str(e))
+
+    def test_badChannel(self):
+        """Options rejects a channel outside 21-3C (hex) and a PAN ID that is not hex."""
+        self.assertRaises(usage.UsageError, parse, "--device", "x", "--channel", "3D")
+        self.assertRaises(usage.UsageError, parse, "--device", "x", "--panid", "zz")
+
+    def test_intervals(self):
+        """Options rejects an interval below 1 s or an energy interval shorter than it."""
+        self.assertRaises(usage.UsageError, parse, "--device", "x", "--interval", "0.5")
+        self.assertRaises(usage.UsageError, parse, "--device", "x", "--interval", "60",
+                          "--energy-interval", "30")
+
+    def test_environment(self):
+        """Options takes the ID and password from SMARTMETER_ID and SMARTMETER_PASSWORD."""
+        clean_environ(self, SMARTMETER_ID=DEFAULT_ID, SMARTMETER_PASSWORD=DEFAULT_PASSWORD)
+        options = parse("--device", "x")
+        self.assertEqual((options["id"], options["password"]), (DEFAULT_ID, DEFAULT_PASSWORD))
+
+    def test_commandLineBeatsEnvironment(self):
+        """Options prefers --id and --password over the environment."""
+        clean_environ(self, SMARTMETER_ID="E" * 32, SMARTMETER_PASSWORD="ENVPASSWORD1")
+        options = parse("--device", "x", "--id", DEFAULT_ID, "--password", DEFAULT_PASSWORD)
+        self.assertEqual((options["id"], options["password"]), (DEFAULT_ID, DEFAULT_PASSWORD))
+
+    def test_passwordFile(self):
+        """Options reads the password from the first line of --password-file, stripped."""
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(DEFAULT_PASSWORD + "\n# second line ignored\n")
+        clean_environ(self, SMARTMETER_ID=DEFAULT_ID, SMARTMETER_PASSWORD="ENVPASSWORD1")
+        options = parse("--device", "x", "--password-file", path)
+        self.assertEqual(options["password"], DEFAULT_PASSWORD)
+
+    def test_passwordFileMissing(self):
+        """Options turns an unreadable --password-file into a usage error without a traceback."""
+        path = self.mktemp()
+        e = self.assertRaises(usage.UsageError, parse, "--device", "x", "--password-file", path)
+        self.assertIn("--password-file", str(e))
+
+    def test_reprHidesSecrets(self):
+        """repr() of parsed Options shows neither the B-route ID nor the password."""
+        options = parse("--device", "x", "--id", DEFAULT_ID, "--password", DEFAULT_PASSWORD)
+        text = repr(options)
+        self.assertNotIn(DEFAULT_ID, text)
+        self.assertNotIn(DEFAULT_PASSWORD, text)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def setUp(self):
+        clean_environ(self)
+        self.reactor = MemoryReactorClock()
+        self.loop = Loop(clock=self.reactor)
+        self.addCleanup(self.loop.stop)
+        self.data = self.mktemp()
+        self.state = self.mktemp()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def make(self, *extra, credentials=True):
+        argv = ["--device", "/dev/ttyUSB-test", "--state-file", self.state,
+                "--interval", "10", "--energy-interval", "60"]
+        if credentials:
+            argv += ["--id", DEFAULT_ID, "--password", DEFAULT_PASSWORD]
+        self.options = parse(*argv, *extra)
+        top = makeService(self.options, reactor=self.reactor, open_port=self.loop.connect,
+                          wall_clock=lambda: WALL + self.reactor.seconds())
+        return top
+
+    def start(self, top):
+        top.startService()
+        self.addCleanup(lambda: top.running and top.stopService())
+
+    def test_tree(self):
+        """makeService returns a MultiService holding the poller and the HTTP service."""
+        top = self.make("--data-log", self.data, "--standard")
+        self.assertIsInstance(top, MultiService)
+        children = list(top)
+        self.assertIsInstance(top.poller, MeterPoller)
+        self.assertIn(top.poller, children)
+        self.assertEqual(len([s for s in children
+                              if isinstance(s, StreamServerEndpointService)]), 1)
+        self.assertIs(top.poller.clock, self.reactor)
+        schedule = top.poller.schedule
+        self.assertEqual((schedule.interval, schedule.energy_interval), (10.0, 60.0))
+        self.assertEqual(top.poller.config.dialect, Dialect.STANDARD)
+        self.assertEqual(top.poller.state_path, self.state)
+
+    def test_linkOptions(self):
+        """makeService gives the poller the channel, PAN ID and address from the options."""
+        top = self.make("--channel", "3B", "--panid", "8A2F", "--ipaddr", IPADDR, "--dse")
+        link = top.poller.link
+        self.assertEqual((link.channel, link.pan_id, link.ipaddr), (0x3B, 0x8A2F, IPADDR.upper()))
+        self.assertEqual(top.poller.config.dialect, Dialect.DSE)
+
+    def test_pollsLogsAndServes(self):
+        """The made service polls the meter, appends readings to the data log and serves /latest."""
+        top = self.make("--data-log", self.data)
+        self.start(top)
+        [(port, site, backlog, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, interface), (9580, "127.0.0.1"))
+        self.loop.advance(25)
+        truth = [r.value for r in self.loop.emulator.truth if r.epc == M.POWER]
+        self.assertEqual(len(truth), 2)
+        [name] = os.listdir(self.data)
+        # Named by the injected wall clock: midday in Japan, the same date
+        # in every time zone from UTC-3 to UTC+20.
+        self.assertEqual(name, "smartmeter-2026-06-01.jsonl")
+        with open(os.path.join(self.data, name), encoding="utf-8") as f:
+            records = [json.loads(line, parse_float=Decimal) for line in f]
+        # The meter's own 30-minute record is logged too (kind: history).
+        lines = [r for r in records if "kind" not in r]
+        self.assertTrue([r for r in records if r.get("kind") == "history"])
+        self.assertEqual([line["power_w"] for line in lines], truth)
+        self.assertIn("energy_normal_kwh", lines[0])
+        self.assertNotIn("energy_normal_kwh", lines[1])
+        self.assertEqual(lines[0]["energy_normal_kwh"],
+                         [r.kwh for r in self.loop.emulator.truth if r.epc == M.ENERGY_NORMAL][-1])
+
+        request = DummyRequest([b"latest"])
+        body = getChildForRequest(site.resource, request).render(request)
+        self.assertEqual(json.loads(body)["power_w"], truth[-1])
+        self.assertEqual(json.loads(body)["device"], "/dev/ttyUSB-test")
+
+        top.stopService()
+        self.assertEqual([child.running for child in top], [False] * len(list(top)))
+        sends = self.loop.sent.count("SKSENDTO")
+        self.loop.advance(60)
+        self.assertEqual(self.loop.sent.count("SKSENDTO"), sends)
+
+    def test_noCredentialsStopsWithStatus78(self):
+        """
+        No credentials and a module without a session: the service stops the
+        reactor and arranges exit status 78 instead of idling for ever.
+        """
+        top = self.make("--http", "none", credentials=False)
+        self.start(top)
+        self.loop.advance(25)
+        self.assertTrue(self.reactor.hasStopped)
+        after = self.reactor.triggers.get("after", {}).get("shutdown", [])
+        self.assertEqual(len(after), 1)
+        critical = [e for e in self.events if e.get("log_level") is not None
+                    and e["log_level"].name == "critical"]
+        self.assertEqual(len(critical), 1)
+        self.assertIn("no B-route ID and password", formatEvent(critical[0]))
+
+    def test_httpNone(self):
+        """makeService with --http none listens nowhere and still polls."""
+        top = self.make("--http", "none")
+        self.assertEqual([s for s in top if isinstance(s, StreamServerEndpointService)], [])
+        self.start(top)
+        self.loop.advance(25)
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.assertEqual(top.poller.stats.polls_answered, 2)
+
+    def test_dataLogUnwritable(self):
+        """A data log that cannot be written is logged as a warning and polling goes on."""
+        blocker = self.mktemp()
+        with open(blocker, "w") as f:
+            f.write("not a directory")
+        top = self.make("--http", "none", "--data-log", os.path.join(blocker, "data"))
+        self.start(top)
+        self.loop.advance(25)
+        self.assertEqual(top.poller.stats.polls_answered, 2)
+        self.assertIsNotNone(top.poller.store.latest)
+        warnings = [e for e in self.events
+                    if e.get("log_format") == "cannot write the data log: {error}"]
+        self.assertEqual(len(warnings), 2)
+        self.assertIsInstance(warnings[0]["error"], OSError)
+
+    def test_secretsNeverLogged(self):
+        """No log event of the service, nor the poller's repr, carries the ID or the password."""
+        top = self.make("--data-log", self.data)
+        self.start(top)
+        self.loop.advance(30)
+        self.loop.emulator.terminate_by_peer()  # a rejoin sends the credentials again
+        self.loop.advance(200)
+        top.stopService()
+        self.assertGreater(self.loop.sent.count("SKSETPWD"), 1)
+        ours = [e for e in self.events
+                if not e.get("log_namespace", "").startswith("smartmeter_tx.emulator")]
+        # The SK transcript (debug level) is among them, so the commands carrying
+        # the secrets were logged, redacted.
+        self.assertTrue([e for e in ours if "SKSETPWD" in formatEvent(e)])
+        for event in ours:
+            text = formatEvent(event) + repr(event)
+            self.assertNotIn(DEFAULT_ID, text)
+            self.assertNotIn(DEFAULT_PASSWORD, text)
+        text = repr(top.poller) + repr(top.poller.config) + repr(top) + repr(self.options)
+        self.assertNotIn(DEFAULT_ID, text)
+        self.assertNotIn(DEFAULT_PASSWORD, text)
+
+
+class OptionValidationTests(SynchronousTestCase):
+    def test_badCredentialsAreUsageErrors(self):
+        """A malformed ID or password is a usage error that does not repeat the value."""
+        with self.assertRaises(usage.UsageError) as cm:
+            parse("--device", "/dev/x", "--id", "SHORTID", "--password", "pw")
+        self.assertNotIn("SHORTID", str(cm.exception))
+        with self.assertRaises(usage.UsageError):
+            parse("--device", "/dev/x", "--id", "0" * 32, "--password", "has space")
+
+    def test_shortIpv6Rejected(self):
+        """--ipaddr in the short IPv6 form is rejected before it reaches the state file."""
+        self.assertRaises(usage.UsageError, parse, "--device", "/dev/x", "--ipaddr", "fe80::1")
+        options = parse("--device", "/dev/x", "--ipaddr",
+                        "fe80:0000:0000:0000:021d:1290:1234:5678")
+        self.assertEqual(options["ipaddr"], "FE80:0000:0000:0000:021D:1290:1234:5678")
+
+
+class MqttOptionTests(SynchronousTestCase):
+    def setUp(self):
+        clean_environ(self)
+
+    def test_mqttOptions(self):
+        """--mqtt with its password file, topic and discovery prefix builds the MQTT config."""
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("brokerpw\n")
+        options = parse("--device", "/dev/x", "--mqtt", "mqtt://me@127.0.0.1:1884",
+                        "--mqtt-password-file", path, "--mqtt-topic", "home",
+                        "--ha-discovery", "none")
+        config = options["mqtt-config"]
+        self.assertEqual((config.host, config.port, config.username, config.password),
+                         ("127.0.0.1", 1884, "me", "brokerpw"))
+        self.assertEqual(config.topic_prefix, "home")
+        self.assertIsNone(config.discovery_prefix)
+        self.assertNotIn("brokerpw", repr(options))
+
+    def test_mqttPasswordFromEnvironment(self):
+        """SMARTMETER_MQTT_PASSWORD gives the broker password when no file is named."""
+        clean_environ(self, SMARTMETER_MQTT_PASSWORD="envpw")
+        options = parse("--device", "/dev/x", "--mqtt", "mqtt://me@broker")
+        self.assertEqual(options["mqtt-config"].password, "envpw")
+
+    def test_badMqttURL(self):
+        """A bad --mqtt URL is a usage error that names the flag, without the password."""
+        clean_environ(self, SMARTMETER_MQTT_PASSWORD="envpw")
+        for url in ("http://broker", "mqtt://", "mqtt://broker:99999"):
+            e = self.assertRaises(usage.UsageError, parse, "--device", "/dev/x", "--mqtt", url)
+            self.assertNotIn("envpw", str(e))
+
+    def test_noMqttByDefault(self):
+        """Without --mqtt there is no publisher."""
+        self.assertIsNone(parse("--device", "/dev/x")["mqtt-config"])

@@ -1,0 +1,31 @@
+"""
+A publisher in its own process, for the Last Will test: it connects to the
+broker on 127.0.0.1:PORT as meter SN-CHILD and runs until it is killed.
+
+    python tests/outputs/mqtt_child.py PORT
+"""
+
+import sys
+from types import SimpleNamespace
+
+from twisted.internet import reactor
+
+from smartmeter_tx.session.linkstate import LinkState
+from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
+from smartmeter_tx.service.store import LatestStore
+
+
+def main(port: int) -> None:
+    store = LatestStore()
+    store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": "SN-CHILD"}
+    poller = SimpleNamespace(store=store, state=LinkState(),
+                             schedule=SimpleNamespace(interval=30.0))
+    config = MqttConfig.from_options(f"mqtt://127.0.0.1:{port}", None, discovery_prefix=None)
+    publisher = MqttPublisher(config, poller, reactor)
+    publisher.startService()
+    publisher.publish_record({"power_w": 123}, 1700000000.0)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,476 @@
+"""
+The MQTT publisher against a real broker: Debian's mosquitto on a free
+loopback port, started and killed by the tests (skipped when it is absent).
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from types import SimpleNamespace
+
+from twisted.internet import defer, reactor, task
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
+
+from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.session.linkstate import LinkState
+from smartmeter_tx.service.store import LatestStore
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+MOSQUITTO = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd",
+                                path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+SERIAL = "SN12345"
+PASSWORD = "s3cr3t-Pw-7781"
+WAIT = 10.0
+
+try:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+except ImportError:  # pragma: no cover
+    paho = None
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Broker:
+    """A mosquitto subprocess on 127.0.0.1."""
+
+    def __init__(self, directory: str, extra: str = "", persistence: bool = False) -> None:
+        self.directory = directory
+        self.extra = extra
+        self.persistence = persistence
+        self.port = None
+        self.process = None
+
+    @defer.inlineCallbacks
+    def start(self, port=None):
+        """Start it (on C{port}, or a free one); fire once it accepts connections."""
+        for attempt in range(5):
+            self.port = port or free_port()
+            conf = os.path.join(self.directory, "mosquitto.conf")
+            lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true" if "password_file"
+                     not in self.extra else "allow_anonymous false"]
+            if os.geteuid() == 0:
+                lines.append("user root")
+            if self.persistence:
+                lines += ["persistence true", f"persistence_location {self.directory}/",
+                          "autosave_interval 0"]
+            else:
+                lines.append("persistence false")
+            lines.append(self.extra)
+            with open(conf, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            log = open(os.path.join(self.directory, "mosquitto.log"), "ab")
+            self.process = subprocess.Popen([MOSQUITTO, "-c", conf], stdout=log, stderr=log)
+            log.close()
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    break
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                    return
+                except OSError:
+                    # Wait on the reactor, never by blocking it.
+                    yield task.deferLater(reactor, 0.05, lambda: None)
+            self.kill()
+            if port is not None and attempt >= 2:
+                break
+        raise RuntimeError(f"mosquitto did not start on port {self.port}")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class Subscriber:
+    """A paho client in its own thread (test side only), recording what arrives."""
+
+    def __init__(self, port: int, topics, username=None, password=None, client_id="",
+                 clean=True) -> None:
+        self.messages = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=clean, protocol=paho.MQTTv311)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.topics = topics
+
+        def on_connect(client, userdata, flags, rc, props):
+            client.subscribe([(t, 1) for t in self.topics])
+
+        def on_subscribe(client, userdata, mid, rcs, props):
+            self.subscribed.set()
+
+        def on_message(client, userdata, message):
+            with self.lock:
+                self.messages.append((message.topic, message.payload, message.retain))
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
+        self.client.on_message = on_message
+        self.client.connect("127.0.0.1", port, 30)
+        self.client.loop_start()
+        if not self.subscribed.wait(WAIT):
+            self.close()
+            raise RuntimeError("the test subscriber could not subscribe")
+
+    def got(self, topic=None):
+        with self.lock:
+            return [m for m in self.messages if topic is None or m[0] == topic]
+
+    def clear(self) -> None:
+        with self.lock:
+            del self.messages[:]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, what: str, timeout: float = WAIT):
+    """Poll C{predicate} on the reactor; fail (never hang) after C{timeout}."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+def fake_poller(serial=SERIAL):
+    store = LatestStore()
+    store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": serial}
+    return SimpleNamespace(store=store, state=LinkState(),
+                           schedule=SimpleNamespace(interval=30.0))
+
+
+class ConfigTests(unittest.TestCase):
+    """C{MqttConfig.from_options} needs no broker."""
+
+    def test_url(self):
+        from smartmeter_tx.outputs.mqtt import MqttConfig
+        c = MqttConfig.from_options("mqtt://bob@broker.lan", PASSWORD)
+        self.assertEqual((c.host, c.port, c.tls, c.username), ("broker.lan", 1883, False, "bob"))
+        self.assertEqual(c.display_url, "mqtt://bob@broker.lan:1883")
+        self.assertNotIn(PASSWORD, repr(c))
+        c = MqttConfig.from_options("mqtts://h:9999", None, discovery_prefix="none")
+        self.assertEqual((c.port, c.tls, c.discovery_prefix), (9999, True, None))
+
+    def test_bad_urls(self):
+        from smartmeter_tx.outputs.mqtt import MqttConfig
+        for url in ("http://h", f"mqtt://bob:{PASSWORD}@h", "mqtt://h:99999", "mqtt://",
+                    "mqtt://h/topic", "h:1883"):
+            e = self.assertRaises(ArgumentError, MqttConfig.from_options, url, PASSWORD)
+            self.assertNotIn(PASSWORD, str(e))
+            self.assertNotIn("\n", str(e))
+        self.assertRaises(ArgumentError, MqttConfig.from_options, "mqtt://h", None,
+                          topic_prefix="a/#")
+
+    def test_no_paho(self):
+        """Without paho, the import works and construction says how to install it."""
+        import smartmeter_tx.outputs.mqtt as M
+        saved = {k: v for k, v in sys.modules.items() if k == "paho" or k.startswith("paho.")}
+        for k in saved:
+            del sys.modules[k]
+        sys.modules["paho"] = None
+        try:
+            e = self.assertRaises(ArgumentError, M.MqttPublisher,
+                                  M.MqttConfig.from_options("mqtt://h", None), fake_poller(),
+                                  reactor)
+        finally:
+            del sys.modules["paho"]
+            sys.modules.update(saved)
+        self.assertEqual(str(e), "MQTT needs paho-mqtt: pip install 'smartmeter_tx[mqtt]'")
+
+
+class QueueTests(unittest.TestCase):
+    def setUp(self):
+        if paho is None:
+            raise unittest.SkipTest("paho-mqtt not installed")
+
+    def test_queue_limit(self):
+        """Past the limit the oldest records go, and are counted."""
+        from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
+        poller = fake_poller()
+        poller.store.identity = None
+        p = MqttPublisher(MqttConfig.from_options("mqtt://h", None, queue_limit=3), poller,
+                          reactor)
+        for i in range(5):
+            p.publish_record({"power_w": i}, 1000.0 + i)
+        p.publish_record({"kind": "history", "slot": "2024-01-01T00:00:00"}, 1006.0)
+        self.assertEqual((p.queued, p.dropped, p.backlog, p.published), (5, 2, 3, 0))
+        self.assertEqual([r["power_w"] for r, _ in p._queue], [2, 3, 4])
+
+
+class BrokerTestCase(unittest.TestCase):
+    extra = ""
+    persistence = False
+
+    def setUp(self):
+        if MOSQUITTO is None:
+            raise unittest.SkipTest("mosquitto not installed: apt-get install mosquitto")
+        if paho is None:
+            raise unittest.SkipTest("paho-mqtt not installed: pip install 'paho-mqtt>=2,<3'")
+        self.dir = tempfile.mkdtemp(prefix="mqtt-test-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.broker = Broker(self.dir, self.broker_extra(), self.persistence)
+        self.addCleanup(self.broker.kill)
+        return self.broker.start()
+
+    def broker_extra(self) -> str:
+        return ""
+
+    def subscriber(self, topics, **kw):
+        sub = Subscriber(self.broker.port, topics, **kw)
+        self.addCleanup(sub.close)
+        return sub
+
+    def publisher(self, poller=None, url=None, password=None, **kw):
+        from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
+        config = MqttConfig.from_options(url or f"mqtt://127.0.0.1:{self.broker.port}",
+                                         password, **kw)
+        p = MqttPublisher(config, poller or fake_poller(), reactor, rng=random.Random(7),
+                          wall_clock=lambda: 1700000100.0)
+        p.startService()
+        self.addCleanup(p.stopService)
+        return p
+
+
+class DiscoveryTests(BrokerTestCase):
+
+    @defer.inlineCallbacks
+    def test_discovery_payloads(self):
+        sub = self.subscriber(["homeassistant/#"])
+        p = self.publisher()
+        got = yield wait_for(lambda: len(sub.got()) >= 14 and sub.got(), "14 discovery configs")
+        configs = {t: json.loads(m) for t, m, _ in got}
+        self.assertEqual(len(configs), 14)
+        by_key = {}
+        for topic, c in configs.items():
+            component, unique = topic.split("/")[1:3]
+            self.assertEqual(topic, f"homeassistant/{component}/{unique}/config")
+            self.assertEqual(c["unique_id"], unique)
+            self.assertTrue(unique.startswith(f"smartmeter_tx_{SERIAL}_"))
+            self.assertEqual(c["availability_topic"], f"smartmeter/{SERIAL}/availability")
+            self.assertEqual(c["device"]["identifiers"], [f"smartmeter_tx_{SERIAL}"])
+            self.assertEqual(c["device"]["manufacturer"], "maker 000016")
+            self.assertEqual(c["device"]["model"], "Low-voltage smart electric energy meter")
+            self.assertEqual(c["origin"]["name"], "smartmeter_tx")
+            self.assertTrue(c["state_topic"].startswith(f"smartmeter/{SERIAL}/"))
+            by_key[unique[len(f"smartmeter_tx_{SERIAL}_"):]] = (component, c)
+        expect = {
+            "power": ("sensor", "power", "measurement", "W", 90, "state"),
+            "current_r": ("sensor", "current", "measurement", "A", 90, "state"),
+            "current_t": ("sensor", "current", "measurement", "A", 90, "state"),
+            "energy_normal": ("sensor", "energy", "total_increasing", "kWh", None, "energy"),
+            "energy_reverse": ("sensor", "energy", "total_increasing", "kWh", None, "energy"),
+            "fixed_energy_normal": ("sensor", "energy", "total_increasing", "kWh", None, "fixed"),
+            "fixed_energy_reverse": ("sensor", "energy", "total_increasing", "kWh", None, "fixed"),
+            "fixed_time": ("sensor", "timestamp", None, None, None, "fixed"),
+            "rssi": ("sensor", "signal_strength", "measurement", "dBm", None, "link"),
+            "lqi": ("sensor", None, "measurement", None, None, "link"),
+            "session": ("binary_sensor", "connectivity", None, None, None, "link"),
+            "rate_limited": ("binary_sensor", "problem", None, None, None, "link"),
+            "reading_age": ("sensor", "duration", "measurement", "s", None, "link"),
+            "polls_failed": ("sensor", None, "total_increasing", None, None, "link"),
+        }
+        self.assertEqual(set(by_key), set(expect))
+        for key, (component, dc, sc, unit, expire, suffix) in expect.items():
+            got_component, c = by_key[key]
+            self.assertEqual((got_component, c.get("device_class"), c.get("state_class"),
+                              c.get("unit_of_measurement"), c.get("expire_after"),
+                              c["state_topic"]),
+                             (component, dc, sc, unit, expire, f"smartmeter/{SERIAL}/{suffix}"),
+                             key)
+            diagnostic = suffix == "link"
+            self.assertEqual(c.get("entity_category") == "diagnostic", diagnostic, key)
+        self.assertEqual(by_key["power"][1]["value_template"], "{{ value_json.power_w }}")
+        # discovery and availability (online) are retained
+        late = self.subscriber(["homeassistant/#", f"smartmeter/{SERIAL}/availability"])
+        yield wait_for(lambda: len(late.got()) >= 15, "retained configs and availability")
+        self.assertTrue(all(retain for _, _, retain in late.got()))
+        self.assertEqual(late.got(f"smartmeter/{SERIAL}/availability")[0][1], b"online")
+        self.assertEqual(p.dropped, 0)
+
+    @defer.inlineCallbacks
+    def test_birth_message_rediscovery(self):
+        sub = self.subscriber(["homeassistant/sensor/+/config", "homeassistant/binary_sensor/+/config"])
+        p = self.publisher()
+        yield wait_for(lambda: len(sub.got()) >= 14, "discovery")
+        sub.clear()
+        ha = self.subscriber(["nothing/here"])
+        ha.client.publish("homeassistant/status", b"online", qos=1)
+        yield wait_for(lambda: len(sub.got()) >= 14, "discovery again after HA's birth", 12)
+        self.assertTrue(all(not retain for _, _, retain in sub.got()),
+                        "re-sent configs arrive live, not as retained copies")
+        self.assertGreater(p.published, 28)
+
+    @defer.inlineCallbacks
+    def test_retained_states(self):
+        p = self.publisher()
+        yield wait_for(lambda: p.connected, "the publisher to connect")
+        p.publish_record({"power_w": 412, "current_r_a": 3.5, "current_t_a": 1.0,
+                          "energy_normal_kwh": 12345.6, "energy_reverse_kwh": 7.1}, 1700000000.0)
+        p.publish_record({"kind": "fixed", "meter_time": "2024-05-01T12:30:00",
+                          "energy_normal_kwh": 12345.5, "energy_reverse_kwh": 7.0},
+                         1700000001.0)
+        p.publish_record({"kind": "history", "slot": "2024-05-01T12:00:00+09:00"}, 1700000002.0)
+        first = self.subscriber([f"smartmeter/{SERIAL}/fixed"])
+        yield wait_for(lambda: first.got(), "the states to reach the broker")
+        sub = self.subscriber([f"smartmeter/{SERIAL}/+"])
+        yield wait_for(lambda: len(sub.got()) >= 5, "retained states")
+        states = {t.rsplit("/", 1)[1]: (json.loads(m) if t[-12:] != "availability" else m, r)
+                  for t, m, r in sub.got()}
+        self.assertEqual(set(states), {"availability", "state", "energy", "fixed", "link"})
+        self.assertTrue(all(r for _, r in states.values()))
+        self.assertEqual(states["state"][0], {"power_w": 412, "current_r_a": 3.5,
+                                              "current_t_a": 1.0, "time": 1700000000.0})
+        self.assertEqual(states["energy"][0], {"energy_normal_kwh": 12345.6,
+                                               "energy_reverse_kwh": 7.1, "time": 1700000000.0})
+        self.assertEqual(states["fixed"][0]["meter_time"], "2024-05-01T12:30:00+09:00")
+        link = states["link"][0]
+        self.assertEqual((link["session"], link["session_up"], link["rate_limited"],
+                          link["polls_failed"]), ("unknown", False, False, 0))
+        self.assertNotIn("history", [t.rsplit("/", 1)[1] for t, _, _ in sub.got()])
+
+    @defer.inlineCallbacks
+    def test_link_on_change(self):
+        poller = fake_poller()
+        p = self.publisher(poller)
+        sub = self.subscriber([f"smartmeter/{SERIAL}/link"])
+        yield wait_for(lambda: sub.got(), "the first link state")
+        poller.state.up(1.0)
+        poller.state.rssi(-71.0)
+        got = yield wait_for(lambda: [json.loads(m) for _, m, _ in sub.got()
+                                      if json.loads(m)["session_up"]], "the changed link state")
+        self.assertEqual((got[-1]["session"], got[-1]["rssi_dbm"]), ("up", -71.0))
+        self.assertTrue(p.connected)
+
+    @defer.inlineCallbacks
+    def test_hold_until_identity(self):
+        """No topic under a temporary id: records wait until the meter is known."""
+        poller = fake_poller()
+        poller.store.identity = None
+        sub = self.subscriber(["#"])
+        p = self.publisher(poller)
+        p.publish_record({"power_w": 1}, 1.0)
+        yield task.deferLater(reactor, 1.5, lambda: None)
+        self.assertEqual((sub.got(), p.backlog), ([], 1))
+        poller.store.identity = {"mac": "001D12901234ABCD", "maker": None, "serial": None}
+        yield wait_for(lambda: sub.got("smartmeter/001D12901234ABCD/state"), "the held state")
+        self.assertEqual(p.backlog, 0)
+
+
+class LastWillTests(BrokerTestCase):
+
+    @defer.inlineCallbacks
+    def test_offline_after_kill(self):
+        topic = "smartmeter/SN-CHILD/availability"
+        sub = self.subscriber([topic])
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        child = subprocess.Popen([sys.executable, os.path.join(HERE, "mqtt_child.py"),
+                                  str(self.broker.port)], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: child.poll() is None and (child.kill(), child.wait()))
+        yield wait_for(lambda: [m for _, m, _ in sub.got(topic) if m == b"online"],
+                       "the child's online")
+        child.send_signal(signal.SIGKILL)
+        child.wait(WAIT)
+        yield wait_for(lambda: [m for _, m, _ in sub.got(topic) if m == b"offline"],
+                       "the Last Will offline")
+        late = self.subscriber([topic])
+        yield wait_for(lambda: late.got(), "retained offline")
+        self.assertEqual(late.got()[-1][1:], (b"offline", True))
+
+
+class ReconnectTests(BrokerTestCase):
+    persistence = True
+
+    @defer.inlineCallbacks
+    def test_queue_across_broker_restart(self):
+        state = f"smartmeter/{SERIAL}/state"
+        # A persistent session: the broker keeps it (and queues QoS 1 for it) across its restart.
+        sub = self.subscriber([state], client_id="test-sub", clean=False)
+        p = self.publisher()
+        yield wait_for(lambda: p.connected, "the publisher to connect")
+        p.publish_record({"power_w": 100}, 1000.0)
+        yield wait_for(lambda: sub.got(state), "the first state")
+        self.broker.stop()
+        yield wait_for(lambda: not p.connected, "the publisher to see the broker gone")
+        for i in range(1, 4):
+            p.publish_record({"power_w": 100 + i}, 1000.0 + i)
+        self.assertEqual(p.backlog, 3)
+        yield self.broker.start(self.broker.port)
+        yield wait_for(lambda: p.connected, "the publisher to reconnect", 20)
+        yield wait_for(lambda: len(sub.got(state)) >= 4, "the queued states", 20)
+        # Live deliveries only (the subscriber's own resubscription brings a
+        # retained copy); the republished latest (100) comes first, then the
+        # queue, oldest first.
+        powers = [json.loads(m)["power_w"] for _, m, retain in sub.got(state) if not retain]
+        self.assertEqual(powers[:2], [100, 100])
+        queued = [w for w in powers if w != 100]
+        self.assertEqual(queued, [101, 102, 103])
+        self.assertEqual((p.reconnects, p.backlog, p.dropped, p.queued), (1, 0, 0, 3))
+
+
+class PasswordTests(BrokerTestCase):
+
+    def broker_extra(self):
+        path = os.path.join(self.dir, "passwd")
+        if MOSQUITTO_PASSWD is None:
+            raise unittest.SkipTest("mosquitto_passwd not installed")
+        subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", path, "meter", PASSWORD], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.chmod(path, 0o600)
+        return f"password_file {path}"
+
+    @defer.inlineCallbacks
+    def test_password_never_shown(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        sub = self.subscriber(["#"], username="meter", password=PASSWORD)
+        url = f"mqtt://meter@127.0.0.1:{self.broker.port}"
+        wrong = self.publisher(fake_poller("SN-WRONG"), url=url, password=PASSWORD + "-wrong")
+        p = self.publisher(url=url, password=PASSWORD)
+        yield wait_for(lambda: p.connected, "the publisher to connect with its password")
+        p.publish_record({"power_w": 5}, 1.0)
+        yield wait_for(lambda: sub.got(f"smartmeter/{SERIAL}/state"), "the state")
+        yield wait_for(lambda: any("refused" in formatEvent(e) for e in events),
+                       "the refusal of the wrong password to be logged")
+        self.assertFalse(wrong.connected)
+        for topic, payload, _ in sub.got():
+            self.assertNotIn(PASSWORD, topic)
+            self.assertNotIn(PASSWORD.encode(), payload)
+        text = "\n".join(formatEvent(e) + repr(e) for e in events)
+        self.assertIn(f"mqtt://meter@127.0.0.1:{self.broker.port}", text)
+        self.assertNotIn(PASSWORD, text)

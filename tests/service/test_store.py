@@ -1,0 +1,134 @@
+"""
+Tests for L{smartmeter_tx.service.store}: the newest readings the service serves.
+"""
+
+from decimal import Decimal
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx.echonet.meter import NO_DATA, NO_PHASE, NO_SCALE, Reading
+from smartmeter_tx.service.store import LatestStore, Stats
+
+INSTANT = Reading(power_w=668, current_r_a=Decimal("4.0"), current_t_a=Decimal("3.4"))
+ENERGY = Reading(energy_normal_kwh=Decimal("157563.1"), energy_reverse_kwh=Decimal("2.1"),
+                 energy_normal_raw=1575631, energy_reverse_raw=21)
+
+
+class StatsTests(SynchronousTestCase):
+    def test_zero(self):
+        """A new Stats has every counter at 0, and so does a new store's."""
+        self.assertEqual(Stats(), Stats(0, 0, 0, 0, 0, 0))
+        self.assertEqual(LatestStore().stats, Stats())
+
+
+class LatestRecordTests(SynchronousTestCase):
+    """
+    latest_record: the newest instantaneous values with the newest energy values.
+    """
+
+    def test_none_before_first(self):
+        """latest_record is None and age None before any reading."""
+        store = LatestStore()
+        self.assertIsNone(store.latest_record())
+        self.assertIsNone(store.age(100.0))
+
+    def test_instant_only(self):
+        """A reading without energy gives its instantaneous fields and time, no energy_time."""
+        store = LatestStore()
+        store.add(INSTANT, 1000.0)
+        self.assertEqual(store.latest_record(),
+                         {"power_w": 668, "current_r_a": 4, "current_t_a": 3.4, "time": 1000.0})
+        self.assertIsNone(store.energy)
+
+    def test_full_reading(self):
+        """A reading with both gives every field, with energy_time equal to time."""
+        store = LatestStore()
+        store.add(INSTANT.with_energy(ENERGY), 1000.0)
+        self.assertEqual(store.latest_record(), {
+            "power_w": 668, "current_r_a": 4, "current_t_a": 3.4,
+            "energy_normal_kwh": 157563.1, "energy_reverse_kwh": 2.1,
+            "time": 1000.0, "energy_time": 1000.0})
+
+    def test_energy_from_older_reading(self):
+        """A newer reading without energy keeps the older reading's energy and its own time."""
+        store = LatestStore()
+        store.add(INSTANT.with_energy(ENERGY), 1000.0)
+        store.add(Reading(power_w=1192, current_r_a=Decimal("9.8"),
+                          current_t_a=Decimal("3.4")), 1060.0)
+        record = store.latest_record()
+        self.assertEqual(record["power_w"], 1192)
+        self.assertEqual(record["current_r_a"], 9.8)
+        self.assertEqual(record["energy_normal_kwh"], 157563.1)
+        self.assertEqual(record["time"], 1060.0)
+        self.assertEqual(record["energy_time"], 1000.0)
+
+    def test_newer_energy_replaces(self):
+        """A newer reading with energy replaces the energy values and energy_time."""
+        store = LatestStore()
+        store.add(INSTANT.with_energy(ENERGY), 1000.0)
+        store.add(Reading(power_w=5, energy_normal_kwh=Decimal("157563.5")), 1800.0)
+        record = store.latest_record()
+        self.assertEqual(record["energy_normal_kwh"], 157563.5)
+        self.assertNotIn("energy_reverse_kwh", record)
+        self.assertEqual(record["energy_time"], 1800.0)
+
+    def test_instant_only_from_newest(self):
+        """Instantaneous fields come only from the newest reading, never from an older one."""
+        store = LatestStore()
+        store.add(INSTANT, 1000.0)
+        store.add(ENERGY, 1010.0)
+        record = store.latest_record()
+        for name in Reading.INSTANT_FIELDS:
+            self.assertNotIn(name, record)
+        self.assertEqual(record["energy_normal_kwh"], 157563.1)
+        self.assertEqual((record["time"], record["energy_time"]), (1010.0, 1010.0))
+
+    def test_raw_counts_not_served(self):
+        """The raw energy counts stay inside: the record holds only RECORD_FIELDS and times."""
+        store = LatestStore()
+        store.add(INSTANT.with_energy(ENERGY), 1.0)
+        self.assertEqual(set(store.latest_record()),
+                         set(Reading.RECORD_FIELDS) | {"time", "energy_time"})
+
+    def test_absent_values_null(self):
+        """Absent values (NO_DATA, NO_PHASE, NO_SCALE) are served as None, never 0."""
+        store = LatestStore()
+        store.add(Reading(power_w=NO_DATA, current_r_a=Decimal("4.0"), current_t_a=NO_PHASE,
+                          energy_normal_kwh=NO_SCALE, energy_normal_raw=1575631), 5.0)
+        record = store.latest_record()
+        self.assertIsNone(record["power_w"])
+        self.assertIsNone(record["current_t_a"])
+        self.assertIsNone(record["energy_normal_kwh"])
+        self.assertEqual(record["energy_time"], 5.0)
+
+    def test_times_rounded(self):
+        """time and energy_time are rounded to milliseconds."""
+        store = LatestStore()
+        store.add(ENERGY, 1000.123456)
+        store.add(INSTANT, 1001.98765)
+        record = store.latest_record()
+        self.assertEqual((record["time"], record["energy_time"]), (1001.988, 1000.123))
+
+    def test_record_is_fresh(self):
+        """Changing a returned record does not change the next one."""
+        store = LatestStore()
+        store.add(INSTANT, 1.0)
+        store.latest_record()["power_w"] = 0
+        self.assertEqual(store.latest_record()["power_w"], 668)
+
+
+class AgeTests(SynchronousTestCase):
+    def test_age(self):
+        """age is the seconds since the newest reading."""
+        store = LatestStore()
+        store.add(INSTANT, 1000.0)
+        self.assertEqual(store.age(1000.0), 0.0)
+        self.assertEqual(store.age(1042.5), 42.5)
+        store.add(INSTANT, 1040.0)
+        self.assertEqual(store.age(1042.5), 2.5)
+
+    def test_age_clock_backwards(self):
+        """age is never negative when the wall clock stepped back."""
+        store = LatestStore()
+        store.add(INSTANT, 1000.0)
+        self.assertEqual(store.age(990.0), 0.0)

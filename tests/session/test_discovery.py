@@ -1,0 +1,82 @@
+"""
+Tests for L{smartmeter_tx.session.discovery.matching_pans}: which of the PANs a scan
+heard are worth joining, best first.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx.session.discovery import matching_pans
+from smartmeter_tx.sk.lines import PanDesc
+
+RBID = "00112233445566778899AABBCCDDEEFF"
+PAIR = RBID[-8:]  # "CCDDEEFF"
+MAC = "001D129012345678"
+OTHER_MAC = "0011223344556677"
+
+
+def pan(lqi, channel=0x3B, pan_id=0x8888, addr=MAC, side=None, pair_id=PAIR):
+    return PanDesc(channel=channel, channel_page=0x09, pan_id=pan_id, addr=addr, lqi=lqi,
+                   side=side, pair_id=pair_id)
+
+
+class MatchingPansTests(SynchronousTestCase):
+    def test_empty(self):
+        """No descriptors give no PANs."""
+        self.assertEqual(matching_pans([], RBID), [])
+
+    def test_one(self):
+        """One matching descriptor (standard module: no SIDE) is returned as it is."""
+        desc = pan(0xB2)
+        self.assertEqual(matching_pans([desc], RBID), [desc])
+
+    def test_han_side_skipped(self):
+        """A DSE descriptor heard on SIDE 1 (HAN) is skipped; SIDE 0 (B-route) is kept."""
+        b_route = pan(0x50, side=0)
+        self.assertEqual(matching_pans([pan(0xF0, side=1), b_route], RBID), [b_route])
+        self.assertEqual(matching_pans([pan(0xF0, side=1)], RBID), [])
+
+    def test_pair_id_mismatch_skipped(self):
+        """A PAN whose pairing ID is not the last 8 characters of our B-route ID is skipped."""
+        ours = pan(0x40)
+        other = pan(0xF0, addr=OTHER_MAC, pan_id=0x1111, pair_id="12345678")
+        self.assertEqual(matching_pans([other, ours], RBID), [ours])
+        self.assertEqual(matching_pans([other], RBID), [])
+
+    def test_pair_id_none_accepted(self):
+        """A descriptor without a PairID line (the module did not print it) is accepted."""
+        desc = pan(0x40, pair_id=None)
+        self.assertEqual(matching_pans([desc], RBID), [desc])
+
+    def test_without_rbid(self):
+        """Without a B-route ID, the pairing ID is not checked."""
+        desc = pan(0x40, pair_id="12345678")
+        self.assertEqual(matching_pans([desc], None), [desc])
+        self.assertEqual(matching_pans([desc], ""), [desc])
+
+    def test_duplicates_merged_best_lqi(self):
+        """Several descriptors of one PAN count once, with the best LQI heard, in any order."""
+        descs = [pan(0x40), pan(0xB2), pan(0x80)]
+        for order in (descs, descs[::-1]):
+            self.assertEqual(matching_pans(order, RBID), [pan(0xB2)])
+
+    def test_distinct_pans_kept(self):
+        """Descriptors differing in channel, PAN ID or address are different PANs."""
+        descs = [pan(0x40), pan(0x41, channel=0x21), pan(0x42, pan_id=0x1234),
+                 pan(0x43, addr=OTHER_MAC)]
+        self.assertEqual(len(matching_pans(descs, RBID)), 4)
+
+    def test_sorted_best_first(self):
+        """The PANs come best LQI first."""
+        a = pan(0x30, channel=0x21)
+        b = pan(0xC0, channel=0x22)
+        c = pan(0x70, channel=0x23)
+        self.assertEqual(matching_pans([a, b, c], RBID), [b, c, a])
+
+    def test_filters_before_merging(self):
+        """A HAN-side or foreign descriptor of the same PAN never lends its better LQI."""
+        descs = [pan(0x40, side=0), pan(0xF0, side=1), pan(0xE0, side=0, pair_id="12345678")]
+        self.assertEqual(matching_pans(descs, RBID), [pan(0x40, side=0)])
+
+    def test_accepts_iterator(self):
+        """matching_pans takes any iterable (e.g. a generator)."""
+        self.assertEqual(matching_pans((pan(lqi) for lqi in (1, 2)), RBID), [pan(2)])

@@ -1,0 +1,228 @@
+"""
+Tests for L{smartmeter_tx.session.steps}: the time budget of an operation and SK
+commands sent within it, in the module's dialect (corrected by ER05).
+"""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx.errors import ArgumentError, StepTimeout
+from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk.protocol import SKCommandError
+from smartmeter_tx.session.steps import Budget, ModuleSteps
+from tests.sktesting import connect, lines
+
+MODULE_IP = b"FE80:0000:0000:0000:021D:1291:0004:E578"
+EVENT_22 = b"EVENT 22 " + MODULE_IP + b" 0"
+SCAN_STD = b"SKSCAN 2 FFFFFFFF 6\r\n"
+SCAN_DSE = b"SKSCAN 2 FFFFFFFF 6 0\r\n"
+
+
+def scan(dialect):
+    return L.sk_scan(dialect, 0xFFFFFFFF, 6)
+
+
+class BudgetTests(SynchronousTestCase):
+    """
+    Budget: seconds left on an injected clock.
+    """
+
+    def test_left(self):
+        """left() gives the seconds left and remaining() goes negative after the deadline."""
+        clock = Clock()
+        clock.advance(1000)
+        budget = Budget(clock, 10)
+        self.assertEqual(budget.deadline, 1010)
+        self.assertEqual(budget.left("reading"), 10)
+        clock.advance(7.5)
+        self.assertEqual(budget.left("reading"), 2.5)
+        clock.advance(5)
+        self.assertEqual(budget.remaining(), -2.5)
+
+    def test_left_raises_at_deadline(self):
+        """left() raises StepTimeout naming the step once the deadline is reached or passed."""
+        clock = Clock()
+        budget = Budget(clock, 10)
+        clock.advance(10)
+        error = self.assertRaises(StepTimeout, budget.left, "joining the meter")
+        self.assertEqual(error.step, "joining the meter")
+        self.assertEqual(str(error), "timed out while joining the meter")
+        clock.advance(100)
+        self.assertRaises(StepTimeout, budget.left, "joining the meter")
+
+    def test_repr(self):
+        """The repr shows the seconds left."""
+        self.assertEqual(repr(Budget(Clock(), 3)), "<Budget 3.0 s left>")
+
+    def test_pause_seconds(self):
+        """pause(3) with 10 s left waits exactly 3 s on the clock."""
+        clock = Clock()
+        budget = Budget(clock, 10)
+        d = defer.ensureDeferred(budget.pause(3, "waiting"))
+        clock.advance(2.999)
+        self.assertNoResult(d)
+        clock.advance(0.001)
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_pause_clipped(self):
+        """pause(30) with 4 s left waits only the 4 s left."""
+        clock = Clock()
+        budget = Budget(clock, 10)
+        clock.advance(6)
+        d = defer.ensureDeferred(budget.pause(30, "waiting"))
+        clock.advance(3.999)
+        self.assertNoResult(d)
+        clock.advance(0.001)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_pause_nothing_left(self):
+        """pause() with nothing left fails with StepTimeout at once, scheduling nothing."""
+        clock = Clock()
+        budget = Budget(clock, 1)
+        clock.advance(1)
+        d = defer.ensureDeferred(budget.pause(5, "scanning"))
+        self.failureResultOf(d, StepTimeout)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class RunTests(SynchronousTestCase):
+    """
+    ModuleSteps.run: one command within the budget.
+    """
+
+    def setUp(self):
+        self.sk, self.transport, self.clock, _ = connect()
+        self.steps = ModuleSteps(self.sk, self.clock, dialect=L.Dialect.STANDARD)
+
+    def test_run(self):
+        """run writes the command, records its name and gives the module's reply."""
+        d = defer.ensureDeferred(self.steps.run(L.sk_sreg("SFE", "0"), "echo off",
+                                                Budget(self.clock, 10)))
+        self.assertEqual(self.transport.value(), b"SKSREG SFE 0\r\n")
+        self.sk.dataReceived(lines(b"OK"))
+        self.assertIsNotNone(self.successResultOf(d).ok)
+        self.assertEqual(list(self.steps.steps), ["SKSREG"])
+
+    def test_run_budget_spent(self):
+        """run with nothing left raises StepTimeout without writing anything."""
+        budget = Budget(self.clock, 1)
+        self.clock.advance(1)
+        d = defer.ensureDeferred(self.steps.run(L.sk_info(), "asking", budget))
+        self.assertEqual(self.failureResultOf(d, StepTimeout).value.step, "asking")
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_run_bounded_by_budget(self):
+        """A command whose own timeout is longer than the budget fails when the budget ends."""
+        d = defer.ensureDeferred(self.steps.run(L.sk_info(), "asking for info",
+                                                Budget(self.clock, 2)))
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.assertEqual(self.failureResultOf(d, StepTimeout).value.step, "asking for info")
+
+    def test_run_module_silent(self):
+        """A module that does not answer within the command's timeout is a StepTimeout."""
+        command = L.sk_info()
+        d = defer.ensureDeferred(self.steps.run(command, "asking", Budget(self.clock, 600)))
+        self.clock.advance(command.timeout + 1)
+        self.failureResultOf(d, StepTimeout)
+
+
+class DialectTests(SynchronousTestCase):
+    """
+    ModuleSteps.run_in_dialect: ER05 switches the dialect once and resends.
+    """
+
+    def setUp(self):
+        self.sk, self.transport, self.clock, _ = connect()
+        self.seen = []
+
+    def steps(self, **kw):
+        return ModuleSteps(self.sk, self.clock, on_dialect=self.seen.append, **kw)
+
+    def start(self, steps):
+        return defer.ensureDeferred(
+            steps.run_in_dialect(scan, "scanning", Budget(self.clock, 600)))
+
+    def test_right_dialect(self):
+        """A command the module takes is sent once, in the current dialect, with no switch."""
+        steps = self.steps(dialect=L.Dialect.DSE)
+        d = self.start(steps)
+        self.assertEqual(self.transport.value(), SCAN_DSE)
+        self.sk.dataReceived(lines(b"OK", EVENT_22))
+        self.successResultOf(d)
+        self.assertIs(steps.dialect, L.Dialect.DSE)
+        self.assertEqual(self.seen, [])
+
+    def test_er05_switches(self):
+        """FAIL ER05 switches STANDARD to DSE, calls on_dialect, and resends in DSE syntax."""
+        steps = self.steps(dialect=L.Dialect.STANDARD)
+        d = self.start(steps)
+        self.assertEqual(self.transport.value(), SCAN_STD)
+        self.transport.clear()
+        self.sk.dataReceived(lines(b"FAIL ER05"))
+        self.assertEqual(self.transport.value(), SCAN_DSE)
+        self.assertIs(steps.dialect, L.Dialect.DSE)
+        self.assertEqual(self.seen, [L.Dialect.DSE])
+        self.sk.dataReceived(lines(b"OK", EVENT_22))
+        self.assertEqual(self.successResultOf(d).final.num, 0x22)
+        self.assertEqual(list(steps.steps), ["SKSCAN", "SKSCAN"])
+
+    def test_er05_switches_back(self):
+        """FAIL ER05 in DSE switches to STANDARD and resends without the SIDE argument."""
+        steps = self.steps(dialect=L.Dialect.DSE)
+        d = self.start(steps)
+        self.transport.clear()
+        self.sk.dataReceived(lines(b"FAIL ER05"))
+        self.assertEqual(self.transport.value(), SCAN_STD)
+        self.assertEqual(self.seen, [L.Dialect.STANDARD])
+        self.sk.dataReceived(lines(b"OK", EVENT_22))
+        self.successResultOf(d)
+
+    def test_second_er05_fails(self):
+        """A second FAIL ER05 is not retried: the step fails with SKCommandError, after one
+        switch only."""
+        steps = self.steps(dialect=L.Dialect.STANDARD)
+        d = self.start(steps)
+        self.sk.dataReceived(lines(b"FAIL ER05"))
+        self.transport.clear()
+        self.sk.dataReceived(lines(b"FAIL ER05"))
+        failure = self.failureResultOf(d, SKCommandError)
+        self.assertEqual(failure.value.code, 5)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.seen, [L.Dialect.DSE])
+        self.assertEqual(len(steps.steps), 2)
+
+    def test_other_failure_not_retried(self):
+        """Another FAIL code (ER04) fails the step at once, without switching dialect."""
+        steps = self.steps(dialect=L.Dialect.STANDARD)
+        d = self.start(steps)
+        self.transport.clear()
+        self.sk.dataReceived(lines(b"FAIL ER04"))
+        self.assertEqual(self.failureResultOf(d, SKCommandError).value.code, 4)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertIs(steps.dialect, L.Dialect.STANDARD)
+        self.assertEqual(self.seen, [])
+
+    def test_fixed_dialect_refuses(self):
+        """With a forced dialect, ER05 is an ArgumentError naming it; nothing is resent."""
+        steps = self.steps(fixed_dialect=L.Dialect.DSE)
+        self.assertIs(steps.dialect, L.Dialect.DSE)
+        d = self.start(steps)
+        self.assertEqual(self.transport.value(), SCAN_DSE)
+        self.transport.clear()
+        self.sk.dataReceived(lines(b"FAIL ER05"))
+        error = self.failureResultOf(d, ArgumentError).value
+        self.assertIn("dse", str(error))
+        self.assertEqual(self.transport.value(), b"")
+        self.assertIs(steps.dialect, L.Dialect.DSE)
+        self.assertEqual(self.seen, [])
+
+    def test_fixed_wins_over_dialect(self):
+        """A forced dialect wins over the given (e.g. saved) one."""
+        steps = self.steps(dialect=L.Dialect.STANDARD, fixed_dialect=L.Dialect.DSE)
+        self.assertIs(steps.dialect, L.Dialect.DSE)
+        self.start(steps)
+        self.assertEqual(self.transport.value(), SCAN_DSE)
