@@ -334,7 +334,7 @@ def make_records(rng: random.Random, n: int, base: float):
     C{n} records as the service makes them (C{Reading.to_record()}), the
     energy counters on every 10th, with the wall times C{base + 30 i}.
     """
-    from smartmeter_tx.echonet.meter import Reading
+    from smartmeter_tx.model import Reading
     out = []
     energy = Decimal(rng.randrange(1000000, 9000000)) / 10
     for i in range(n):

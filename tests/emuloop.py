@@ -58,7 +58,7 @@ def expected_slot_starts(now, days):
     """
     import datetime
 
-    from smartmeter_tx.echonet.meter import JST, SLOT
+    from smartmeter_tx.model import JST, SLOT
     last_end = now.replace(minute=now.minute - now.minute % 30, second=0, microsecond=0)
     t = datetime.datetime.combine(now.date() - datetime.timedelta(days=days), datetime.time())
     starts = []

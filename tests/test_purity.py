@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PURE_MODULES = [
     "smartmeter_tx.errors",
+    "smartmeter_tx.model",
     "smartmeter_tx.sk.lines",
     "smartmeter_tx.sk.framing",
     "smartmeter_tx.echonet.frame",

@@ -159,7 +159,7 @@ async def _from_service(reactor, args, stdout, stderr) -> int:
 
     from twisted.internet import threads
 
-    from smartmeter_tx.echonet.meter import JST
+    from smartmeter_tx.model import JST
 
     try:
         base = P.service_base(args.service)

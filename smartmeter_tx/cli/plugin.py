@@ -356,7 +356,7 @@ def service_output(status: int, body: bytes, now: float, args, prefix: str) -> t
     import json
     import math
 
-    from smartmeter_tx.echonet.meter import Reading
+    from smartmeter_tx.model import Reading
 
     try:
         data = json.loads(body)

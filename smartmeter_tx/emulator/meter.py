@@ -31,6 +31,7 @@ from fractions import Fraction
 from typing import Callable, Optional
 
 from smartmeter_tx.echonet import meter as em
+from smartmeter_tx import model
 from smartmeter_tx.echonet.frame import (
     GET, GET_RES, GET_SNA, INF, INF_REQ, INF_SNA, METER, NODE_PROFILE, SET_RES, SETC,
     SETC_SNA, SETI, SETI_SNA, Frame, Property,
@@ -176,7 +177,7 @@ class TruthRecord:
     @ivar value: the decoded value (see L{decode_value}); for E0/E3/EA/EB
         C{kwh} also carries the value in kWh.  History answers: E2/E4 give
         C{{"day", "date", "slots"}} (C{slots[k]} is the raw count at
-        C{date} 00:00 + k x 30 min, an L{em.Absent} for no data), EC gives
+        C{date} 00:00 + k x 30 min, an L{model.Absent} for no data), EC gives
         C{{"start", "normal", "reverse"}} (item k at C{start} - k x 30 min);
         compare them with L{MeterModel.slot_truth}.
     """
@@ -206,7 +207,7 @@ def _jsonable(value):
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
-    if isinstance(value, em.Absent):
+    if isinstance(value, model.Absent):
         return None
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
@@ -580,7 +581,7 @@ class MeterModel:
         C{None} where the meter has no data: in an outage, before the epoch,
         and, given C{now}, in the future or beyond the history depth.
         """
-        if start.minute % SLOT_MINUTES or start.second or start.microsecond:
+        if not model.is_slot_boundary(start):
             raise ArgumentError(f"{start} is not a :00 or :30 boundary")
         if now is not None and not self.oldest_boundary(now) <= start <= now:
             return None, None
@@ -589,17 +590,8 @@ class MeterModel:
     def to_kwh(self, raw: int) -> Decimal:
         return raw * (self.coefficient or 1) * em.UNITS[self.unit]
 
-    @staticmethod
-    def last_boundary(now: datetime.datetime) -> datetime.datetime:
-        """The last :00 or :30 at or before C{now}."""
-        return now.replace(minute=now.minute - now.minute % 30, second=0, microsecond=0)
-
-    @staticmethod
-    def next_boundary(now: datetime.datetime) -> datetime.datetime:
-        return MeterModel.last_boundary(now) + datetime.timedelta(minutes=30)
-
     def _fixed(self, now: datetime.datetime, which: int) -> bytes:
-        at = self.last_boundary(now)
+        at = model.slot_start(now)
         raw = self.reading(at)[which]
         return _stamp(at) + _u32(NO_DATA_U32 if raw is None else raw)
 

@@ -38,6 +38,7 @@ from smartmeter_tx.echonet.frame import CONTROLLER, Frame
 from smartmeter_tx.emulator.meter import MeterModel, _mix, check_outage
 from smartmeter_tx.emulator.radio import Radio, TxBudget, airtime
 from smartmeter_tx.errors import ArgumentError, SKParseError
+from smartmeter_tx.model import SLOT, slot_start
 from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Raw, Reader, SendtoHeader
 from smartmeter_tx.sk.lines import IPV6_RE, Dialect, Event, PanDesc, RxUdp, ll64, parse_command
 
@@ -883,7 +884,7 @@ class Emulator:
 
     def _schedule_fixed_inf(self) -> None:
         now = self.meter_now()
-        wait = (self.meter.next_boundary(now) - now).total_seconds()
+        wait = (slot_start(now) + SLOT - now).total_seconds()
         # Meters push EA/EB "within 5 minutes" after :00/:30 (captures §19).
         self._later(wait + self.rng.uniform(2.0, 90.0), self._push_fixed, group="meter", long=True)
 

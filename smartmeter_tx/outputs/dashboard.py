@@ -18,7 +18,7 @@ from decimal import Decimal
 from html import escape
 from typing import Optional
 
-from smartmeter_tx.echonet.meter import JST, SLOT, Absent
+from smartmeter_tx.model import JST, SLOT, Absent, slot_range, slot_start
 
 __all__ = ["Snapshot", "Slot", "snapshot", "render", "language", "period_energy",
            "REFRESH", "TEXT"]
@@ -95,10 +95,6 @@ class Snapshot:
 def _value(value):
     """A reading's value, or C{None} when not asked for or marked absent."""
     return None if value is None or isinstance(value, Absent) else value
-
-
-def _boundary(t: datetime.datetime) -> datetime.datetime:
-    return t.replace(minute=t.minute - t.minute % 30, second=0, microsecond=0)
 
 
 def _counter_at(slots: dict, t: datetime.datetime, direction: str) -> Optional[Decimal]:
@@ -185,11 +181,10 @@ def snapshot(poller, now: float) -> Snapshot:
     snap.curve = [(when, _value(reading.power_w)) for when, reading in store.recent
                   if since <= when <= now and reading.power_w is not None]
 
-    boundary = _boundary(now_jst)
+    boundary = slot_start(now_jst)
     slots = dict(backfill.slots) if backfill is not None else {}
     snap.backfill = backfill is not None
-    t = boundary - BARS_SPAN
-    while t < boundary:
+    for t in slot_range(boundary - BARS_SPAN, boundary):
         slot = slots.get(t)
         if slot is None:
             snap.slots.append(Slot(t, None, None, "missing"))
@@ -197,7 +192,6 @@ def snapshot(poller, now: float) -> Snapshot:
             normal, reverse = _value(slot.energy_normal_kwh), _value(slot.energy_reverse_kwh)
             state_ = "ok" if normal is not None and reverse is not None else "nodata"
             snap.slots.append(Slot(t, normal, reverse, state_))
-        t += SLOT
 
     energy = store.energy
     energy_at = (None if store.energy_time is None

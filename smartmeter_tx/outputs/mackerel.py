@@ -13,7 +13,7 @@ import json
 import re
 from decimal import Decimal
 
-from smartmeter_tx.echonet.meter import Reading, is_absent
+from smartmeter_tx.model import Reading, is_absent
 from smartmeter_tx.errors import ArgumentError
 
 __all__ = ["format_metrics", "graph_definitions", "format_meta", "check_prefix"]

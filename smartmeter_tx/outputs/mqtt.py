@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 import smartmeter_tx
 from smartmeter_tx.service.backoff import Backoff
-from smartmeter_tx.echonet.meter import JST
+from smartmeter_tx.model import JST
 from smartmeter_tx.errors import ArgumentError
 
 __all__ = ["MqttConfig", "MqttPublisher", "PAHO_MISSING"]

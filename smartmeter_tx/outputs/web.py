@@ -16,8 +16,8 @@ import json
 from twisted.web import resource, server
 
 from smartmeter_tx.outputs import dashboard
-from smartmeter_tx.echonet import meter as M
-from smartmeter_tx.echonet.meter import json_value
+from smartmeter_tx import model
+from smartmeter_tx.model import json_value
 
 __all__ = ["make_root", "PollerCollector", "QuietSite", "DashboardResource"]
 
@@ -104,7 +104,7 @@ class HistoryResource(_PollerResource):
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        now = datetime.datetime.fromtimestamp(self.clock_now(), M.JST)
+        now = datetime.datetime.fromtimestamp(self.clock_now(), model.JST)
         try:
             since = _when(request, b"since", now - datetime.timedelta(days=1))
             until = _when(request, b"until", now)
@@ -124,7 +124,7 @@ def _when(request, name: bytes, default: datetime.datetime) -> datetime.datetime
         return default
     text = values[0].decode("utf-8", "replace").strip()
     try:
-        return datetime.datetime.fromtimestamp(float(text), M.JST)
+        return datetime.datetime.fromtimestamp(float(text), model.JST)
     except (ValueError, OverflowError, OSError):
         pass
     try:
@@ -132,7 +132,7 @@ def _when(request, name: bytes, default: datetime.datetime) -> datetime.datetime
     except ValueError:
         raise ValueError(f"{name.decode()} must be ISO 8601 or epoch seconds, "
                          f"not {text[:40]!r}") from None
-    return when.replace(tzinfo=M.JST) if when.tzinfo is None else when
+    return when.replace(tzinfo=model.JST) if when.tzinfo is None else when
 
 
 class PollerCollector:

@@ -21,21 +21,17 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.errors import SmartMeterError
 from smartmeter_tx.session.steps import Budget
 
 __all__ = ["Backfill"]
 
 
-def _boundary(t: datetime.datetime) -> datetime.datetime:
-    """The last :00 or :30 at or before C{t}."""
-    return t.replace(minute=t.minute - t.minute % 30, second=0, microsecond=0)
-
-
 def _run_length(starts: list) -> int:
     """How many slots from the first of C{starts} follow each other."""
     n = 1
-    while n < len(starts) and starts[n] - starts[n - 1] == M.SLOT:
+    while n < len(starts) and starts[n] - starts[n - 1] == model.SLOT:
         n += 1
     return n
 
@@ -48,7 +44,7 @@ class Backfill:
         stays missing, and the backfill pauses).
     @param known: the history records the data log already holds.
 
-    @ivar slots: slot start (aware, JST) -> L{M.HistorySlot}, the slots logged
+    @ivar slots: slot start (aware, JST) -> L{model.HistorySlot}, the slots logged
         within the window (for C{/history}).
     @ivar written: slots logged by this process.
     @ivar frames: frames spent on history (the client's history_frames).
@@ -78,7 +74,7 @@ class Backfill:
         self.slots: dict = {}
         for record in known:
             try:
-                slot = M.HistorySlot.from_record(record)
+                slot = model.HistorySlot.from_record(record)
             except SmartMeterError:
                 continue
             self.slots[slot.start] = slot
@@ -99,16 +95,11 @@ class Backfill:
         """
         if self.days <= 0:
             return []
-        last_end = _boundary(meter_now)
+        last_end = model.slot_start(meter_now)
         first = datetime.datetime.combine(meter_now.date() - datetime.timedelta(days=self.days),
                                           datetime.time())
-        starts = []
-        start = first
-        while start + M.SLOT <= last_end:
-            if start.replace(tzinfo=M.JST) not in self.slots:
-                starts.append(start)
-            start += M.SLOT
-        return starts
+        return [start for start in model.slot_range(first, last_end)
+                if start.replace(tzinfo=model.JST) not in self.slots]
 
     def _spent_last_hour(self) -> int:
         now = self.clock.seconds()
@@ -186,21 +177,21 @@ class Backfill:
             if not due:
                 return False
             start = due[0]
-            need = start if start not in self._readings else start + M.SLOT
+            need = start if start not in self._readings else start + model.SLOT
             source = await client.history_source(budget)
-            until = _boundary(meter_now)
+            until = model.slot_start(meter_now)
             if source == "EC" and _run_length(due) >= M.HISTORY2_MAX:
                 # A day of E2/E4 (48 readings, two frames) beats EC's twelve
                 # readings a read for a long hole; EC is cheaper for a few slots.
                 source = "E2"
             if source == "EC":
                 # EC counts back from ED: cover `need` and what follows it.
-                end = min(until, need + (M.HISTORY2_MAX - 1) * M.SLOT)
-                count = int((end - need) / M.SLOT) + 1
+                end = min(until, need + (M.HISTORY2_MAX - 1) * model.SLOT)
+                count = int((end - need) / model.SLOT) + 1
                 readings = await client.read_history_at(end, count, budget)
             else:
                 readings, meter_now = await client.read_history_of(need.date(), budget)
-                until = _boundary(meter_now)
+                until = model.slot_start(meter_now)
         finally:
             spent = client.history_frames - before
             self.frames += spent
@@ -213,7 +204,7 @@ class Backfill:
                 return True
             # The meter has no reading for it at all (before its memory):
             # log the slot as "no data" rather than asking for ever.
-            self._readings[need] = (M.NO_DATA, M.NO_DATA)
+            self._readings[need] = (model.NO_DATA, model.NO_DATA)
         self._emit(set(due), client.scale, source, until)
         self._forget_before(due[0])
         self.missing = len(self.due(meter_now))
@@ -236,7 +227,7 @@ class Backfill:
         # Slots are kept for the window and the current month (the dashboard's
         # "this month"): at most about 45 days of 48, small.
         window = oldest - datetime.timedelta(days=self.days + 1)
-        horizon = min(window, oldest.replace(day=1, hour=0, minute=0)).replace(tzinfo=M.JST)
+        horizon = min(window, oldest.replace(day=1, hour=0, minute=0)).replace(tzinfo=model.JST)
         for start in [s for s in self.slots if s < horizon]:
             del self.slots[start]
 

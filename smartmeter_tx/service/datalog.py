@@ -15,7 +15,7 @@ import json
 import os
 from typing import Optional
 
-from smartmeter_tx.echonet.meter import json_value
+from smartmeter_tx.model import json_value
 
 __all__ = ["DataLog"]
 

@@ -34,6 +34,7 @@ from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.session.client import BRouteClient, Budget, SessionConfig
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.errors import NoSession, SendsHeld, SmartMeterError
 from smartmeter_tx.session.linkstate import LinkState, Session
 from smartmeter_tx.service.port import PortKeeper
@@ -65,7 +66,7 @@ class MeterPoller(service.Service):
     @param open_port: see L{PortKeeper}.
     @param config: the credentials, the link and the dialect (L{SessionConfig}).
     @param on_reading: called with C{(record, when)} for each reading: its
-        record form (L{M.Reading.to_record}, or L{M.FixedReading.to_record} for
+        record form (L{model.Reading.to_record}, or L{model.FixedReading.to_record} for
         the meter's half-hourly EA/EB) and the epoch seconds it was taken.
     @param state_path: where to save the link when it changes, or C{None}.
     @param backfill: fills the log's 30-minute slots from the meter's own
@@ -278,7 +279,7 @@ class MeterPoller(service.Service):
         self._poll_over.append(d)
         return d
 
-    async def _read(self, client: BRouteClient, energy: bool) -> Optional[M.Reading]:
+    async def _read(self, client: BRouteClient, energy: bool) -> Optional[model.Reading]:
         """
         One reading through the client's read policy; a join first when the
         module has no session and the join backoff allows one.

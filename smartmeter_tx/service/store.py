@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from smartmeter_tx.echonet.meter import FixedReading, Reading
+from smartmeter_tx.model import FixedReading, Reading
 
 __all__ = ["LatestStore", "Stats"]
 

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from smartmeter_tx.session.discovery import MeterDiscovery
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.errors import (
     ArgumentError, AuthenticationFailed, MeterNotFound, NoSession, RateLimited, ReadFailed,
     SendsHeld, SmartMeterError, StepTimeout,
@@ -558,13 +559,13 @@ class BRouteClient:
                 self.state.down()
 
     async def read_values(self, energy: bool = False,
-                          budget: Optional[Budget] = None, may_join: bool = True) -> M.Reading:
+                          budget: Optional[Budget] = None, may_join: bool = True) -> model.Reading:
         """
         Read power and current (and, with C{energy}, the cumulative counters)
         in one frame; the energy scale (D3/E1/D7) travels in the same frame
         until it is known.
 
-        @return: a L{M.Reading}; see L{read} for its failures.
+        @return: a L{model.Reading}; see L{read} for its failures.
         """
         epcs = list(POWER_EPCS)
         need_scale = energy and (self.link.unit is None or self.link.coefficient is None)
@@ -653,7 +654,7 @@ class BRouteClient:
         clock = M.decode_meter_clock(time_edt, date_edt)
         # The meter's clock has minutes only: keep the offset to the host's
         # clock so that later reads can tell the meter's time without a frame.
-        self._clock_offset = clock.replace(tzinfo=M.JST).timestamp() - self.clock.seconds()
+        self._clock_offset = clock.replace(tzinfo=model.JST).timestamp() - self.clock.seconds()
         return clock
 
     def _clock_of(self, frame: F.Frame) -> Optional[datetime.datetime]:
@@ -673,7 +674,7 @@ class BRouteClient:
         """
         if self._clock_offset is None:
             return None
-        when = datetime.datetime.fromtimestamp(self.clock.seconds() + self._clock_offset, M.JST)
+        when = datetime.datetime.fromtimestamp(self.clock.seconds() + self._clock_offset, model.JST)
         return when.replace(tzinfo=None)
 
     async def _setc(self, epc: int, edt: bytes, budget: Optional[Budget]) -> None:

@@ -28,8 +28,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smartmeter_tx.cli import check
 from smartmeter_tx.cli import plugin
-from smartmeter_tx.echonet import meter as M
-from smartmeter_tx.echonet.meter import NO_PHASE, Reading
+from smartmeter_tx import model
+from smartmeter_tx.model import NO_PHASE, Reading
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.store import LatestStore
@@ -440,7 +440,7 @@ class StoreServedTests(_Serving):
         default 70 min: WARNING; --warning-fixed-age 6000 makes it OK.
         """
         now = self.add(5)
-        self.view.store.add_fixed(M.FixedReading(datetime.datetime(2026, 6, 1, 11, 0), 1000,
+        self.view.store.add_fixed(model.FixedReading(datetime.datetime(2026, 6, 1, 11, 0), 1000,
                                                  Decimal(10)), now - 80 * 60)
         code, line = await self.check("--service", self.url)
         self.assertEqual(code, check.WARNING, line)

@@ -16,6 +16,7 @@ from twisted.trial import unittest
 
 from smartmeter_tx.cli import history
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD, start_emulator
 from tests.emuloop import START, expected_slot_starts, pinned
 
@@ -63,7 +64,7 @@ class MeterTests(_Base, unittest.TestCase):
         unit = M.UNITS[handle.emulator.config.unit]
         for r in rows:
             start = datetime.datetime.fromisoformat(r["slot"]).replace(tzinfo=None)
-            (n0, v0), (n1, v1) = meter.slot_truth(start), meter.slot_truth(start + M.SLOT)
+            (n0, v0), (n1, v1) = meter.slot_truth(start), meter.slot_truth(start + model.SLOT)
             modulus = 10 ** meter.digits
             self.assertEqual(Decimal(r["energy_normal_kwh"]), (n1 - n0) % modulus * unit, r)
             self.assertEqual(Decimal(r["energy_reverse_kwh"]), (v1 - v0) % modulus * unit, r)
@@ -119,9 +120,9 @@ class ServiceTests(_Base, unittest.TestCase):
         from smartmeter_tx.outputs.web import QuietSite, make_root
         from tests.outputs.test_web import PollerView
 
-        now = datetime.datetime.now(M.JST).replace(second=0, microsecond=0)
+        now = datetime.datetime.now(model.JST).replace(second=0, microsecond=0)
         start = (now - datetime.timedelta(hours=2)).replace(minute=0)
-        records = [M.HistorySlot(start + k * M.SLOT, Decimal("0.25"), Decimal(0),
+        records = [model.HistorySlot(start + k * model.SLOT, Decimal("0.25"), Decimal(0),
                                  Decimal("100") + k, Decimal(0), "EC").to_record()
                    for k in range(3)]
         view = PollerView(Clock(), Backfill(7, Clock(), lambda r, w: None, lambda: 0,

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from smartmeter_tx.cli import plugin
-from smartmeter_tx.echonet.meter import NO_PHASE, Reading
+from smartmeter_tx.model import NO_PHASE, Reading
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.outputs.web import make_root

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.errors import ArgumentError, FrameError
 from tests.fixtures import captures as cap
 
@@ -240,14 +241,14 @@ class History2Tests(SynchronousTestCase):
         history = M.decode_history2(ec_edt(b"\xff" * 6, [(None, None)]))
         self.assertIsNone(history.start)
         self.assertEqual(history.by_time(), {})
-        self.assertEqual(history.readings, ((M.NO_DATA, M.NO_DATA),))
+        self.assertEqual(history.readings, ((model.NO_DATA, model.NO_DATA),))
 
     def test_noData(self):
         """0xFFFFFFFE is NO_DATA, never 0."""
         history = M.decode_history2(ec_edt(stamp(self.START), [(None, 5), (7, None)]))
         (n0, r0), (n1, r1) = history.readings
-        self.assertIs(n0, M.NO_DATA)
-        self.assertIs(r1, M.NO_DATA)
+        self.assertIs(n0, model.NO_DATA)
+        self.assertIs(r1, model.NO_DATA)
         self.assertNotEqual(n0, 0)
         self.assertEqual((r0, n1), (5, 7))
 
@@ -287,8 +288,8 @@ class DayReadingsTests(SynchronousTestCase):
         midnight = datetime.datetime(2024, 5, 21)
         self.assertEqual(sorted(readings),
                          [midnight + k * datetime.timedelta(minutes=30) for k in range(48)])
-        self.assertEqual(readings[midnight], (0xF766, M.NO_DATA))
-        self.assertEqual(readings[midnight + M.SLOT], (0xF768, M.NO_DATA))
+        self.assertEqual(readings[midnight], (0xF766, model.NO_DATA))
+        self.assertEqual(readings[midnight + model.SLOT], (0xF768, model.NO_DATA))
         self.assertEqual(readings[datetime.datetime(2024, 5, 21, 12)], (0xF768 + 3 * 23, 0))
         self.assertEqual(readings[datetime.datetime(2024, 5, 21, 23, 30)], (0xF768 + 3 * 46, 23))
         self.assertTrue(all(t.date() == date and t.tzinfo is None for t in readings))
@@ -302,7 +303,7 @@ class DayReadingsTests(SynchronousTestCase):
         """E5 never set: day None, every slot NO_DATA."""
         day = M.decode_history(b"\x00\xff" + NO_DATA_U32 * 48)
         self.assertIsNone(day.day)
-        self.assertEqual(set(day.slots), {M.NO_DATA})
+        self.assertEqual(set(day.slots), {model.NO_DATA})
 
 
 SCALE_001 = M.EnergyScale(1, Decimal("0.01"), 6)
@@ -335,21 +336,21 @@ class SlotEnergyTests(SynchronousTestCase):
     def test_noData(self):
         """NO_DATA on either side is NO_DATA, with or without a scale."""
         for scale in (SCALE_001, None):
-            self.assertIs(M.slot_energy(M.NO_DATA, 5, scale), M.NO_DATA)
-            self.assertIs(M.slot_energy(5, M.NO_DATA, scale), M.NO_DATA)
-            self.assertIs(M.slot_energy(M.NO_DATA, M.NO_DATA, scale), M.NO_DATA)
+            self.assertIs(M.slot_energy(model.NO_DATA, 5, scale), model.NO_DATA)
+            self.assertIs(M.slot_energy(5, model.NO_DATA, scale), model.NO_DATA)
+            self.assertIs(M.slot_energy(model.NO_DATA, model.NO_DATA, scale), model.NO_DATA)
 
     def test_unitUnknown(self):
         """E1 unknown (scale None): NO_SCALE, never a guessed unit."""
         energy = M.slot_energy(1000, 1042, None)
-        self.assertIs(energy, M.NO_SCALE)
+        self.assertIs(energy, model.NO_SCALE)
         self.assertFalse(energy)
 
     def test_digitsUnknownBackwards(self):
         """D7 unknown and the counter went backwards: Absent, not negative, not a guess."""
         scale = M.EnergyScale(1, Decimal("0.01"), None)
         energy = M.slot_energy(999990, 5, scale)
-        self.assertTrue(M.is_absent(energy), energy)
+        self.assertTrue(model.is_absent(energy), energy)
         self.assertFalse(energy)
         # Forwards is fine without D7.
         self.assertEqual(M.slot_energy(5, 20, scale), Decimal("0.15"))
@@ -378,7 +379,7 @@ class HistorySlotsTests(SynchronousTestCase):
     DAY = datetime.datetime(2024, 6, 1)
 
     def at(self, k):
-        return self.DAY + k * M.SLOT
+        return self.DAY + k * model.SLOT
 
     def test_slots(self):
         readings = {self.at(3): (130, 3), self.at(0): (100, 0), self.at(2): (120, 2),
@@ -386,7 +387,7 @@ class HistorySlotsTests(SynchronousTestCase):
         slots = M.history_slots(readings, SCALE_001, "E2", until=self.at(6))
         # 3->4 lacks its end, 4 is not known, 6->7 ends after until.
         self.assertEqual([s.start for s in slots],
-                         [self.at(k).replace(tzinfo=M.JST) for k in (0, 1, 2, 5)])
+                         [self.at(k).replace(tzinfo=model.JST) for k in (0, 1, 2, 5)])
         for s in slots:
             self.assertIsNotNone(s.start.tzinfo)
             self.assertEqual(s.start.utcoffset(), datetime.timedelta(hours=9))
@@ -406,19 +407,19 @@ class HistorySlotsTests(SynchronousTestCase):
 
     def test_noData(self):
         """A missing reading makes the slots on both sides null, never 0."""
-        readings = {self.at(0): (100, 0), self.at(1): (M.NO_DATA, M.NO_DATA),
+        readings = {self.at(0): (100, 0), self.at(1): (model.NO_DATA, model.NO_DATA),
                     self.at(2): (130, 0)}
         first, second = M.history_slots(readings, SCALE_001, "E2", self.at(2))
-        self.assertIs(first.energy_normal_kwh, M.NO_DATA)
-        self.assertIs(second.energy_normal_kwh, M.NO_DATA)
-        self.assertIs(second.cumulative_normal_kwh, M.NO_DATA)
+        self.assertIs(first.energy_normal_kwh, model.NO_DATA)
+        self.assertIs(second.energy_normal_kwh, model.NO_DATA)
+        self.assertIs(second.cumulative_normal_kwh, model.NO_DATA)
         self.assertEqual(first.cumulative_normal_kwh, Decimal("1.00"))
 
     def test_noScale(self):
         readings = {self.at(0): (100, 0), self.at(1): (110, 0)}
         [slot] = M.history_slots(readings, None, "E2", self.at(1))
-        self.assertIs(slot.energy_normal_kwh, M.NO_SCALE)
-        self.assertIs(slot.cumulative_normal_kwh, M.NO_SCALE)
+        self.assertIs(slot.energy_normal_kwh, model.NO_SCALE)
+        self.assertIs(slot.cumulative_normal_kwh, model.NO_SCALE)
 
     def test_acrossMidnightAndWrap(self):
         """The 23:30 slot takes the next day's 00:00; the wrap is counted."""
@@ -432,14 +433,14 @@ class HistorySlotsTests(SynchronousTestCase):
 class HistoryRecordTests(SynchronousTestCase):
     """HistorySlot.to_record / from_record."""
 
-    START = datetime.datetime(2024, 6, 1, 23, 30, tzinfo=M.JST)
+    START = datetime.datetime(2024, 6, 1, 23, 30, tzinfo=model.JST)
 
     def slot(self, **kw):
         values = dict(energy_normal_kwh=Decimal("0.15"), energy_reverse_kwh=Decimal(0),
                       cumulative_normal_kwh=Decimal("9999.90"),
                       cumulative_reverse_kwh=Decimal("12.34"), source="EC")
         values.update(kw)
-        return M.HistorySlot(self.START, **values)
+        return model.HistorySlot(self.START, **values)
 
     def test_record(self):
         record = self.slot().to_record()
@@ -450,35 +451,35 @@ class HistoryRecordTests(SynchronousTestCase):
 
     def test_roundTrip(self):
         slot = self.slot()
-        back = M.HistorySlot.from_record(json.loads(json.dumps(slot.to_record())))
+        back = model.HistorySlot.from_record(json.loads(json.dumps(slot.to_record())))
         self.assertEqual(back, slot)
         self.assertEqual(back.start.utcoffset(), datetime.timedelta(hours=9))
 
     def test_nulls(self):
-        slot = self.slot(energy_normal_kwh=M.NO_DATA, cumulative_normal_kwh=M.NO_DATA)
+        slot = self.slot(energy_normal_kwh=model.NO_DATA, cumulative_normal_kwh=model.NO_DATA)
         record = json.loads(json.dumps(slot.to_record()))
         self.assertIsNone(record["energy_normal_kwh"])
         self.assertIsNone(record["cumulative_normal_kwh"])
-        back = M.HistorySlot.from_record(record)
+        back = model.HistorySlot.from_record(record)
         self.assertEqual(back, slot)
-        self.assertIs(back.energy_normal_kwh, M.NO_DATA)
+        self.assertIs(back.energy_normal_kwh, model.NO_DATA)
 
     def test_missingFieldsAreNoData(self):
-        back = M.HistorySlot.from_record({"slot": "2024-06-01T23:30:00+09:00"})
-        for name in M.HistorySlot.FIELDS:
-            self.assertIs(getattr(back, name), M.NO_DATA)
+        back = model.HistorySlot.from_record({"slot": "2024-06-01T23:30:00+09:00"})
+        for name in model.HistorySlot.FIELDS:
+            self.assertIs(getattr(back, name), model.NO_DATA)
 
     def test_noSlot(self):
         for record in ({"kind": "history", "energy_normal_kwh": 1}, {"slot": None},
                        {"slot": 5}, {"slot": "yesterday"}, {"slot": ""}):
-            self.assertRaises(FrameError, M.HistorySlot.from_record, record)
+            self.assertRaises(FrameError, model.HistorySlot.from_record, record)
 
     def test_naiveIsJST(self):
-        back = M.HistorySlot.from_record({"slot": "2024-06-01T23:30:00", "source": "E2"})
+        back = model.HistorySlot.from_record({"slot": "2024-06-01T23:30:00", "source": "E2"})
         self.assertEqual(back.start, self.START)
         self.assertEqual(back.slot, "2024-06-01T23:30:00+09:00")
 
     def test_otherOffset(self):
         """A slot written with another offset is the same instant, in JST."""
-        back = M.HistorySlot.from_record({"slot": "2024-06-01T14:30:00+00:00"})
+        back = model.HistorySlot.from_record({"slot": "2024-06-01T14:30:00+00:00"})
         self.assertEqual(back.slot, "2024-06-01T23:30:00+09:00")

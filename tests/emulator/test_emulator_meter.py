@@ -11,6 +11,7 @@ from decimal import Decimal
 from twisted.trial import unittest
 
 from smartmeter_tx.echonet import meter as em
+from smartmeter_tx import model
 from smartmeter_tx.echonet.frame import (
     CONTROLLER, GET, GET_RES, GET_SNA, INF, INF_REQ, METER, NODE_PROFILE, SET_RES, SETC,
     SETC_SNA, SETI, Frame, Property, get_request,
@@ -197,11 +198,11 @@ class FrameTests(unittest.TestCase):
         meter.handle(Frame(6, CONTROLLER, METER, SETC, (Property(em.HISTORY_DAY, b"\x00"),)).encode(), NOON)
         today = em.decode_history(ask(meter, [em.HISTORY_NORMAL, em.HISTORY_REVERSE]).get(em.HISTORY_NORMAL))
         self.assertEqual(today.slots[24], meter.counters(NOON)[0])
-        self.assertTrue(all(em.is_absent(s) for s in today.slots[25:]))
+        self.assertTrue(all(model.is_absent(s) for s in today.slots[25:]))
         old = Frame(7, CONTROLLER, METER, SETC, (Property(em.HISTORY_DAY, b"\x09"),))
         meter.handle(old.encode(), NOON)
         slots = em.decode_history(ask(meter, [em.HISTORY_NORMAL]).get(em.HISTORY_NORMAL)).slots
-        self.assertTrue(all(em.is_absent(s) for s in slots))
+        self.assertTrue(all(model.is_absent(s) for s in slots))
 
     def test_set_rejected(self):
         """A SetC the meter refuses is SetC_SNA with the rejected EDT echoed."""
@@ -303,7 +304,7 @@ def live(meter, at):
     assert reply.esv == GET_RES
     ea = em.decode_fixed_time(reply.get(em.FIXED_NORMAL))
     eb = em.decode_fixed_time(reply.get(em.FIXED_REVERSE))
-    assert ea.timestamp == eb.timestamp == MeterModel.last_boundary(at)
+    assert ea.timestamp == eb.timestamp == model.slot_start(at)
     return ((em.decode_energy_raw(reply.get(em.ENERGY_NORMAL)),
              em.decode_energy_raw(reply.get(em.ENERGY_REVERSE))), (ea.raw, eb.raw))
 
@@ -315,7 +316,7 @@ class HistoryTests(unittest.TestCase):
         """The per-slot shortcut integrates exactly the per-minute E7 (with and without sun)."""
         for solar in (0, 5000):
             meter = MeterModel(seed=11, solar_w=solar)
-            first = (MeterModel.last_boundary(NOON) - datetime.datetime(2000, 1, 1)) // SLOT
+            first = (model.slot_start(NOON) - datetime.datetime(2000, 1, 1)) // SLOT
             for slot in range(first - 50, first + 10):
                 minutes = [meter.power_of_minute(slot * 30 + k) for k in range(30)]
                 self.assertEqual(meter._slot_ws(slot), (sum(p * 60 for p in minutes if p > 0),
@@ -325,21 +326,21 @@ class HistoryTests(unittest.TestCase):
         """45 days by default: E5 = 45 has data at start, 46 has none."""
         meter = MeterModel(seed=1)
         self.assertEqual(meter.history_days, 45)
-        self.assertFalse(em.is_absent(read_day(meter, 45, NOON)[datetime.datetime(2024, 4, 17)][0]))
-        self.assertTrue(all(em.is_absent(n) for n, r in read_day(meter, 46, NOON).values()))
+        self.assertFalse(model.is_absent(read_day(meter, 45, NOON)[datetime.datetime(2024, 4, 17)][0]))
+        self.assertTrue(all(model.is_absent(n) for n, r in read_day(meter, 46, NOON).values()))
 
     def test_depth_is_rolling(self):
         """Three days later the oldest three days are forgotten; EC that far back has no data."""
         meter = MeterModel(seed=1, history_days=10, solar_w=2000)
         later = NOON + datetime.timedelta(days=3)
         day10 = read_day(meter, 10, later)
-        self.assertFalse(any(em.is_absent(n) for n, r in day10.values()))
-        self.assertTrue(all(em.is_absent(n) and em.is_absent(r)
+        self.assertFalse(any(model.is_absent(n) for n, r in day10.values()))
+        self.assertTrue(all(model.is_absent(n) and model.is_absent(r)
                             for n, r in read_day(meter, 11, later).values()))
         oldest = datetime.datetime(2024, 5, 25)
         pairs = read_ec(meter, oldest + SLOT, 3, later)
-        self.assertFalse(em.is_absent(pairs[oldest][0]))
-        self.assertTrue(em.is_absent(pairs[oldest - SLOT][0]))
+        self.assertFalse(model.is_absent(pairs[oldest][0]))
+        self.assertTrue(model.is_absent(pairs[oldest - SLOT][0]))
         self.assertEqual(meter.slot_truth(oldest - SLOT, later), (None, None))
         self.assertEqual(meter.slot_truth(oldest, later), meter.counters(oldest))
 
@@ -348,8 +349,8 @@ class HistoryTests(unittest.TestCase):
         meter = MeterModel(seed=2)
         now = NOON + datetime.timedelta(minutes=45)
         today = read_day(meter, 0, now)
-        self.assertFalse(em.is_absent(today[NOON + SLOT][0]))
-        self.assertTrue(all(em.is_absent(v[0]) for t, v in today.items() if t > now))
+        self.assertFalse(model.is_absent(today[NOON + SLOT][0]))
+        self.assertTrue(all(model.is_absent(v[0]) for t, v in today.items() if t > now))
         self.assertEqual(meter.slot_truth(NOON + 2 * SLOT, now), (None, None))
 
     def check_consistent(self, solar=3000, **knobs):
@@ -430,21 +431,21 @@ class HistoryTests(unittest.TestCase):
         reply = ask(meter, [em.ENERGY_NORMAL, em.ENERGY_REVERSE, em.POWER, em.CURRENT,
                             em.FIXED_NORMAL], inside)
         self.assertEqual(reply.esv, GET_RES)
-        self.assertIs(em.decode_energy_raw(reply.get(em.ENERGY_NORMAL)), em.NO_DATA)
-        self.assertIs(em.decode_energy_raw(reply.get(em.ENERGY_REVERSE)), em.NO_DATA)
-        self.assertTrue(em.is_absent(em.decode_power(reply.get(em.POWER))))
-        self.assertTrue(all(em.is_absent(v) for v in em.decode_current(reply.get(em.CURRENT))))
-        self.assertIs(em.decode_fixed_time(reply.get(em.FIXED_NORMAL)).raw, em.NO_DATA)
+        self.assertIs(em.decode_energy_raw(reply.get(em.ENERGY_NORMAL)), model.NO_DATA)
+        self.assertIs(em.decode_energy_raw(reply.get(em.ENERGY_REVERSE)), model.NO_DATA)
+        self.assertTrue(model.is_absent(em.decode_power(reply.get(em.POWER))))
+        self.assertTrue(all(model.is_absent(v) for v in em.decode_current(reply.get(em.CURRENT))))
+        self.assertIs(em.decode_fixed_time(reply.get(em.FIXED_NORMAL)).raw, model.NO_DATA)
         # 13:10: EA still has the 13:00 boundary (inside: no data); 13:40 the 13:30 one.
-        self.assertIs(live(meter, end - 20 * MINUTE)[1][0], em.NO_DATA)
+        self.assertIs(live(meter, end - 20 * MINUTE)[1][0], model.NO_DATA)
         self.assertEqual(live(meter, end + 10 * MINUTE)[1], meter.counters(end))
         self.assertEqual(live(meter, end)[0], meter.counters(end))
         self.assertEqual(live(meter, start - MINUTE)[0], meter.counters(start - MINUTE))
         day = read_day(meter, 2, NOON)
-        gap = [t for t, (n, r) in day.items() if em.is_absent(n) or em.is_absent(r)]
+        gap = [t for t, (n, r) in day.items() if model.is_absent(n) or model.is_absent(r)]
         self.assertEqual(gap, [start + k * SLOT for k in range(7)])  # 10:00 ... 13:00
         pairs = read_ec(meter, end, 12, NOON)
-        self.assertEqual([t for t, (n, r) in pairs.items() if em.is_absent(n)], gap[::-1])
+        self.assertEqual([t for t, (n, r) in pairs.items() if model.is_absent(n)], gap[::-1])
         self.assertEqual(pairs[end], day[end])
         self.assertEqual(meter.slot_truth(start), (None, None))
         self.assertEqual(meter.slot_truth(end), meter.counters(end))
@@ -499,14 +500,14 @@ class HistoryTests(unittest.TestCase):
             value = records[epc].value
             self.assertEqual((value["day"], value["date"]), (0, midnight.date()))
             expect = [meter.slot_truth(midnight + k * SLOT, now)[which] for k in range(48)]
-            self.assertEqual([None if em.is_absent(v) else v for v in value["slots"]], expect)
+            self.assertEqual([None if model.is_absent(v) else v for v in value["slots"]], expect)
         ec = records[0xEC].value
         self.assertEqual(ec["start"], NOON)
         for k in range(6):
             n, r = meter.slot_truth(NOON - k * SLOT, now)
             self.assertEqual((ec["normal"][k], ec["reverse"][k]),
-                             (em.NO_DATA if n is None else n, em.NO_DATA if r is None else r))
-        self.assertEqual(sum(em.is_absent(v) for v in ec["normal"]), 2)
+                             (model.NO_DATA if n is None else n, model.NO_DATA if r is None else r))
+        self.assertEqual(sum(model.is_absent(v) for v in ec["normal"]), 2)
         self.assertEqual(records[0xED].value, {"start": NOON, "count": 6})
         self.assertEqual(records[em.HISTORY_DAY].value, 0)
         self.assertEqual(records[0x97].value, datetime.time(12, 10))

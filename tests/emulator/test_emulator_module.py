@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from smartmeter_tx.echonet import meter as em
+from smartmeter_tx import model
 from smartmeter_tx.echonet.frame import GET, GET_RES, METER, Frame, Property, get_request
 from smartmeter_tx.emulator.module import (
     DEFAULT_ID, DEFAULT_PASSWORD, MULTICAST, Emulator, EmulatorConfig, ModuleProtocol,
@@ -820,7 +821,7 @@ class HistoryKnobTests(unittest.TestCase):
         for which, record in enumerate(truth):
             expect = [meter.slot_truth(midnight + k * datetime.timedelta(minutes=30), now)[which]
                       for k in range(48)]
-            got = [None if em.is_absent(v) else v for v in record.value["slots"]]
+            got = [None if model.is_absent(v) else v for v in record.value["slots"]]
             self.assertEqual(got, expect)
             self.assertEqual(got[18:20], [None, None])  # 09:00 and 09:30: the outage
             self.assertIsNotNone(got[24])

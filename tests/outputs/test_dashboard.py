@@ -26,7 +26,8 @@ from smartmeter_tx.session import client as C
 from smartmeter_tx.outputs import dashboard as D
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.echonet import meter as M
-from smartmeter_tx.echonet.meter import JST, NO_DATA, NO_PHASE, HistorySlot, Reading
+from smartmeter_tx import model
+from smartmeter_tx.model import JST, NO_DATA, NO_PHASE, HistorySlot, Reading
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.session.linkstate import HOLD_RATE_LIMIT
 from smartmeter_tx.service.poller import MeterPoller, PollSchedule
@@ -231,7 +232,7 @@ def gap_view():
             view.backfill.slots[t] = HistorySlot(t, Decimal(1), Decimal("0.2"), normal,
                                                  reverse, "E2")
             states[t] = "ok"
-        t += M.SLOT
+        t += model.SLOT
     # 15 minutes into the running slot: 0.3 kWh more than at 10:00.
     view.store.add(Reading(energy_normal_kwh=Decimal(1000) + k + Decimal("0.3"),
                            energy_reverse_kwh=Decimal(100) + Decimal("0.2") * k),
@@ -392,7 +393,7 @@ class LiveTests(PageChecks, SynchronousTestCase):
             self.assertEqual(slots[0].attrs["data-slot"],
                              (boundary - datetime.timedelta(hours=48)).isoformat())
             self.assertEqual(slots[-1].attrs["data-slot"],
-                             (boundary - M.SLOT).isoformat())
+                             (boundary - model.SLOT).isoformat())
             for g in slots:
                 start = datetime.datetime.fromisoformat(g.attrs["data-slot"])
                 logged = backfill.slots.get(start)
@@ -431,10 +432,10 @@ class LiveTests(PageChecks, SynchronousTestCase):
             start = datetime.datetime.fromisoformat(g.attrs["data-slot"])
             if g.attrs["data-state"] == "missing":  # the newest, not read yet: paced
                 self.assertNotIn(start, self.poller.backfill.slots)
-                self.assertGreater(start, self.slots_end() - 2 * M.SLOT)
+                self.assertGreater(start, self.slots_end() - 2 * model.SLOT)
                 continue
             start = start.replace(tzinfo=None)
-            no_truth = None in (meter.slot_truth(start)[0], meter.slot_truth(start + M.SLOT)[0])
+            no_truth = None in (meter.slot_truth(start)[0], meter.slot_truth(start + model.SLOT)[0])
             self.assertEqual(g.attrs["data-state"], "nodata" if no_truth else "ok", start)
         for g in gaps:
             self.assertEqual(g.attrs["data-normal"], "")
@@ -508,19 +509,19 @@ class GapTests(PageChecks, SynchronousTestCase):
                                          None, None), (Decimal(18), boundary))
         # A reading from before the boundary is not the running slot's.
         self.assertEqual(D.period_energy(slots, day2.replace(hour=1), boundary, "normal",
-                                         Decimal(1200), boundary - M.SLOT),
+                                         Decimal(1200), boundary - model.SLOT),
                          (Decimal(18), boundary))
         self.assertIsNone(D.period_energy(slots, day2, boundary, "normal", Decimal(1200), at))
         self.assertIsNone(D.period_energy({}, day2, boundary, "normal", Decimal(1200), at))
         # The newest slot not logged yet: the newest reading bridges it.
         newest = dict(slots)
-        del newest[boundary - M.SLOT]
+        del newest[boundary - model.SLOT]
         self.assertEqual(D.period_energy(newest, day2.replace(hour=7), boundary, "normal",
                                          Decimal("1116.3"), at), (Decimal("6.3"), at))
         self.assertEqual(D.period_energy(newest, day2.replace(hour=7), boundary, "normal",
                                          None, None), None)
         # Just after midnight: only the running slot.
-        self.assertEqual(D.period_energy({day2 - M.SLOT: slots[day2.replace(day=1, hour=22)]},
+        self.assertEqual(D.period_energy({day2 - model.SLOT: slots[day2.replace(day=1, hour=22)]},
                                          day2, day2, "normal", None, None), (Decimal(0), day2))
 
 
@@ -633,7 +634,7 @@ class BrowserTests(PageChecks, TestCase):
         expected = []
         for g in slots:
             slot = backfill.slots.get(datetime.datetime.fromisoformat(g.attrs["data-slot"]))
-            if slot is None or M.is_absent(slot.energy_normal_kwh):
+            if slot is None or model.is_absent(slot.energy_normal_kwh):
                 expected.append(g.attrs["data-slot"])
         self.assertEqual(gaps, expected)
         self.assertIn("2024-06-01T03:00:00+09:00", gaps)  # the outage

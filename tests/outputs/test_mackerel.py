@@ -10,7 +10,7 @@ from decimal import Decimal
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.outputs import mackerel
-from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.errors import ArgumentError
 
 _NAME = re.compile(r"^[-a-zA-Z0-9_.]+$")
@@ -44,7 +44,7 @@ def agent_meta(output: str) -> dict:
 class MetricLinesTests(SynchronousTestCase):
     def test_power_and_current(self):
         """format_metrics prints power as an integer and currents with one decimal."""
-        reading = M.Reading(power_w=296, current_r_a=Decimal("2.3"), current_t_a=Decimal("1.1"))
+        reading = model.Reading(power_w=296, current_r_a=Decimal("2.3"), current_t_a=Decimal("1.1"))
         lines = mackerel.format_metrics("smartmeter", reading, 1584861299)
         self.assertEqual(lines, [
             "smartmeter.power.value\t296\t1584861299",
@@ -57,21 +57,21 @@ class MetricLinesTests(SynchronousTestCase):
 
     def test_negative_power(self):
         """Reverse flow (negative E7) is printed as a negative number."""
-        lines = mackerel.format_metrics("p", M.Reading(power_w=-1962), 1)
+        lines = mackerel.format_metrics("p", model.Reading(power_w=-1962), 1)
         self.assertEqual(lines, ["p.power.value\t-1962\t1"])
 
     def test_absent_values_left_out(self):
         """No-data, overflow and a missing T phase are left out, never printed as 0."""
-        reading = M.Reading(power_w=M.NO_DATA, current_r_a=Decimal("4"),
-                            current_t_a=M.NO_PHASE)
+        reading = model.Reading(power_w=model.NO_DATA, current_r_a=Decimal("4"),
+                            current_t_a=model.NO_PHASE)
         lines = mackerel.format_metrics("smartmeter", reading, 5)
         self.assertEqual(lines, ["smartmeter.current.r\t4\t5"])
-        reading = M.Reading(power_w=M.OVERFLOW)
+        reading = model.Reading(power_w=model.OVERFLOW)
         self.assertEqual(mackerel.format_metrics("smartmeter", reading, 5), [])
 
     def test_energy(self):
         """With energy, kWh values are printed exactly, without exponent notation."""
-        reading = M.Reading(power_w=1, energy_normal_kwh=Decimal("15756.31"),
+        reading = model.Reading(power_w=1, energy_normal_kwh=Decimal("15756.31"),
                             energy_reverse_kwh=Decimal("1E+2"))
         lines = mackerel.format_metrics("s", reading, 7, energy=True)
         self.assertIn("s.energy.normal\t15756.31\t7", lines)
@@ -80,7 +80,7 @@ class MetricLinesTests(SynchronousTestCase):
 
     def test_names_valid(self):
         """Every metric name matches Mackerel's allowed characters."""
-        reading = M.Reading(1, Decimal(1), Decimal(1), Decimal(1), Decimal(1))
+        reading = model.Reading(1, Decimal(1), Decimal(1), Decimal(1), Decimal(1))
         for line in mackerel.format_metrics("my-home_1", reading, 1, energy=True):
             self.assertTrue(_NAME.match(line.split("\t")[0]))
 
@@ -104,7 +104,7 @@ class MetaTests(SynchronousTestCase):
         self.assertEqual(graph["unit"], "float")
         self.assertIn("kWh", graph["label"])
         names = {"x.energy." + m["name"] for m in graph["metrics"]}
-        reading = M.Reading(1, Decimal(1), Decimal(1), Decimal(2), Decimal(3))
+        reading = model.Reading(1, Decimal(1), Decimal(1), Decimal(2), Decimal(3))
         printed = {l.split("\t")[0] for l in mackerel.format_metrics("x", reading, 1, True)}
         self.assertTrue(names <= printed)
 

@@ -15,7 +15,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from smartmeter_tx.session import client as C
 from smartmeter_tx.echonet import meter as M
-from smartmeter_tx.echonet.meter import NO_DATA, NO_PHASE, Reading
+from smartmeter_tx import model
+from smartmeter_tx.model import NO_DATA, NO_PHASE, Reading
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.session.linkstate import HOLD_EXPIRY, LinkState
@@ -126,7 +127,7 @@ class LatestTests(SynchronousTestCase):
         import datetime
         store = self.poller.store
         store.add(Reading(power_w=100, current_r_a=Decimal(1), current_t_a=Decimal(0)), 995.0)
-        store.add_fixed(M.FixedReading(datetime.datetime(2026, 6, 1, 11, 30), 1000, Decimal(10)),
+        store.add_fixed(model.FixedReading(datetime.datetime(2026, 6, 1, 11, 30), 1000, Decimal(10)),
                         990.0)
         store.rejoined(-3000.0)  # more than an hour before the poller clock's 1000
         store.rejoined(500.0)

@@ -16,6 +16,7 @@ from smartmeter_tx.session import client as C
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.datalog import DataLog
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service.poller import MeterPoller, PollSchedule
 from smartmeter_tx.sk.lines import Dialect
@@ -38,7 +39,7 @@ class _Harness:
         self.addCleanup(self.loop.stop)
         self.logdir = self.mktemp()
         # The host's wall clock agrees with the meter's (JST) at the start.
-        self.wall0 = METER_START.replace(tzinfo=M.JST).timestamp()
+        self.wall0 = METER_START.replace(tzinfo=model.JST).timestamp()
 
     def wall(self):
         return self.wall0 + self.loop.clock.seconds()
@@ -77,7 +78,7 @@ class _Harness:
         unit = M.UNITS[self.loop.emulator.config.unit]
         for r in records:
             start = datetime.datetime.fromisoformat(r["slot"]).replace(tzinfo=None)
-            (n0, r0), (n1, r1) = meter.slot_truth(start), meter.slot_truth(start + M.SLOT)
+            (n0, r0), (n1, r1) = meter.slot_truth(start), meter.slot_truth(start + model.SLOT)
             if n0 is None or n1 is None:
                 self.assertIsNone(r["energy_normal_kwh"], r)
                 continue
@@ -213,7 +214,7 @@ class MidnightBackfillTests(_Harness, SynchronousTestCase):
 
     def setUp(self):
         super().setUp()
-        self.wall0 = datetime.datetime(2024, 6, 1, 23, 57, 30, tzinfo=M.JST).timestamp()
+        self.wall0 = datetime.datetime(2024, 6, 1, 23, 57, 30, tzinfo=model.JST).timestamp()
 
     def test_fillAcrossMidnight(self):
         """Every slot of the 45-day window is logged once, each value the meter's own."""

@@ -10,7 +10,7 @@ from decimal import Decimal
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.service.datalog import DataLog
-from smartmeter_tx.echonet.meter import NO_DATA, NO_PHASE
+from smartmeter_tx.model import NO_DATA, NO_PHASE
 
 # Noon UTC on two consecutive days: the same local date as UTC in every time
 # zone from UTC-11 to UTC+11, and the UTC-named tests do not depend on it.

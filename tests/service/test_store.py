@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.echonet.meter import NO_DATA, NO_PHASE, NO_SCALE, Reading
+from smartmeter_tx.model import NO_DATA, NO_PHASE, NO_SCALE, Reading
 from smartmeter_tx.service.store import LatestStore, Stats
 
 INSTANT = Reading(power_w=668, current_r_a=Decimal("4.0"), current_t_a=Decimal("3.4"))

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.session import client as C
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.sk import lines as L
@@ -215,7 +216,7 @@ class LossyRadioTests(SynchronousTestCase):
                     self.fail("read never finished")
                 result = []
                 d.addBoth(result.append)
-                if isinstance(result[0], M.Reading):
+                if isinstance(result[0], model.Reading):
                     answered += 1
                     self.assertEqual(result[0].power_w, truth_of(loop, M.POWER).value)
                     self.assertEqual(result[0].energy_normal_kwh,
@@ -322,9 +323,9 @@ class HardeningTests(SynchronousTestCase):
             client.close()
             moved.disconnect()
             link = client.link
-            if isinstance(results[-1], M.Reading):
+            if isinstance(results[-1], model.Reading):
                 break
-        self.assertIsInstance(results[-1], M.Reading)
+        self.assertIsInstance(results[-1], model.Reading)
         self.assertEqual(link.channel, 0x30)
         self.assertEqual(link.join_failures, 0)
         for r in results[:-1]:
@@ -356,7 +357,7 @@ class _FieldBase:
     def warm(self, loop):
         """A first run that joins; returns the link it learnt."""
         first = C.BRouteClient(loop.connect(), CREDS, loop.clock)
-        self.assertIsInstance(self.attempt(loop, first, 120), M.Reading)
+        self.assertIsInstance(self.attempt(loop, first, 120), model.Reading)
         first.close()
         loop.disconnect()
         return first.link
@@ -368,7 +369,7 @@ class _FieldBase:
         self.addCleanup(client.close)
         for _ in range(8):
             reading = self.attempt(loop, client, 55)
-            self.assertIsInstance(reading, M.Reading)
+            self.assertIsInstance(reading, model.Reading)
             self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
             loop.clock.advance(30)
         self.assertGreater(client.busy_retries, 0)
@@ -392,7 +393,7 @@ class _FieldBase:
         loop.emulator.expire_session()
         loop.flush()
         reading = self.attempt(loop, client)
-        self.assertIsInstance(reading, M.Reading)
+        self.assertIsInstance(reading, model.Reading)
         self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
         self.assertNotIn("SKJOIN", loop.sent)
         reauth = [t for num, t in events if num == 0x25]
@@ -409,7 +410,7 @@ class _FieldBase:
         self.addCleanup(client.close)
         loop.clock.callLater(0.01, loop.emulator.expire_session)
         reading = self.attempt(loop, client)
-        self.assertIsInstance(reading, M.Reading)
+        self.assertIsInstance(reading, model.Reading)
         self.assertNotIn("SKJOIN", loop.sent)
 
     def test_movedMeterSameRun(self):
@@ -429,7 +430,7 @@ class _FieldBase:
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         reading = self.attempt(loop, client, 70)
-        self.assertIsInstance(reading, M.Reading)
+        self.assertIsInstance(reading, model.Reading)
         self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
         self.assertEqual(link.where(), (loop.emulator.channel, loop.emulator.pan_id,
                                         loop.emulator.meter_ip))
@@ -457,7 +458,7 @@ class _FieldBase:
         second = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=first.link)
         self.addCleanup(second.close)
         reading = self.attempt(loop, second, 25)
-        self.assertIsInstance(reading, M.Reading)
+        self.assertIsInstance(reading, model.Reading)
         self.assertEqual(second.link.channel, loop.emulator.channel)
 
     def test_pinnedChannelIsAHint(self):
@@ -472,7 +473,7 @@ class _FieldBase:
         loop.emulator.move_meter()
         client = C.BRouteClient(loop.connect(), CREDS, loop.clock,
                                 link=link.with_overrides(channel=pinned))
-        self.assertIsInstance(self.attempt(loop, client, 120), M.Reading)
+        self.assertIsInstance(self.attempt(loop, client, 120), model.Reading)
         client.close()
         loop.disconnect()
         saved = client.link
@@ -481,7 +482,7 @@ class _FieldBase:
         again = C.BRouteClient(loop.connect(), CREDS, loop.clock,
                                link=saved.with_overrides(channel=pinned))
         self.addCleanup(again.close)
-        self.assertIsInstance(self.attempt(loop, again), M.Reading)
+        self.assertIsInstance(self.attempt(loop, again), model.Reading)
         self.assertEqual(loop.sent.count("SKSCAN"), 0)
         self.assertEqual(loop.sent.count("SKSENDTO"), 1)
 
@@ -520,11 +521,11 @@ class ReplacedMeterTests(SynchronousTestCase):
             client.close()
             new.disconnect()
             link = client.link
-            if isinstance(result[0], M.Reading):
+            if isinstance(result[0], model.Reading):
                 break
             new.clock.advance(60)
         reading = result[0]
-        self.assertIsInstance(reading, M.Reading)
+        self.assertIsInstance(reading, model.Reading)
         self.assertEqual(link.unit, "0.01")
         self.assertEqual(reading.energy_normal_kwh, truth_of(new, M.ENERGY_NORMAL).kwh)
 

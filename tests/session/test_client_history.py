@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from smartmeter_tx.session import client as C
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.errors import RateLimited, ReadFailed
 from smartmeter_tx.sk import lines as L
@@ -32,12 +33,12 @@ def echonet_of(data: bytes) -> F.Frame:
 
 def boundaries(date: datetime.date) -> list:
     midnight = datetime.datetime.combine(date, datetime.time())
-    return [midnight + k * M.SLOT for k in range(48)]
+    return [midnight + k * model.SLOT for k in range(48)]
 
 
 def as_raw(value):
     """A decoded reading as slot_truth gives it: NO_DATA is None."""
-    return None if value is M.NO_DATA else value
+    return None if value is model.NO_DATA else value
 
 
 class _Harness:
@@ -161,7 +162,7 @@ class _HistoryTests(_Harness):
             readings, clock = self.result(client.read_history(day))
             self.assertEqual(clock.date(), METER_START.date())
             self.assertReadings(readings, METER_START.date() - datetime.timedelta(days=day))
-            self.assertFalse(any(M.is_absent(v) for pair in readings.values() for v in pair))
+            self.assertFalse(any(model.is_absent(v) for pair in readings.values() for v in pair))
 
     def test_todayFutureIsNoData(self):
         """Day 0: boundaries up to the meter's time have data, later ones are NO_DATA."""
@@ -172,11 +173,11 @@ class _HistoryTests(_Harness):
         for boundary, pair in readings.items():
             if boundary <= now:
                 self.assertEqual(tuple(map(as_raw, pair)), self.meter.slot_truth(boundary))
-                self.assertNotIn(M.NO_DATA, pair)
+                self.assertNotIn(model.NO_DATA, pair)
             else:
-                self.assertEqual(pair, (M.NO_DATA, M.NO_DATA), boundary)
+                self.assertEqual(pair, (model.NO_DATA, model.NO_DATA), boundary)
         self.assertEqual(readings[METER_START][0], self.meter.slot_truth(METER_START)[0])
-        self.assertEqual(readings[METER_START + M.SLOT], (M.NO_DATA, M.NO_DATA))
+        self.assertEqual(readings[METER_START + model.SLOT], (model.NO_DATA, model.NO_DATA))
 
     def test_readHistoryLearnsTheClock(self):
         """A fresh client reads the meter's clock first, then SetC and Get."""
@@ -192,9 +193,9 @@ class _HistoryTests(_Harness):
         client = self.joined()
         readings, _ = self.result(client.read_history(45))
         self.assertReadings(readings, METER_START.date() - datetime.timedelta(days=45))
-        self.assertNotIn(M.NO_DATA, readings[min(readings)])
+        self.assertNotIn(model.NO_DATA, readings[min(readings)])
         readings, _ = self.result(client.read_history(46))
-        self.assertEqual(set(readings.values()), {(M.NO_DATA, M.NO_DATA)})
+        self.assertEqual(set(readings.values()), {(model.NO_DATA, model.NO_DATA)})
 
     def test_wrongDayEcho(self):
         """A meter that echoes another day than the one set: ReadFailed."""
@@ -304,10 +305,10 @@ class _HistoryTests(_Harness):
             ("send", F.GET, [M.HISTORY2]), ("recv", F.GET_RES, [M.HISTORY2])])
         self.assertEqual(self.sends(mark)[0].properties[0].edt,
                          M.encode_history2_time(end, 12))
-        self.assertEqual(sorted(readings), [end - k * M.SLOT for k in range(11, -1, -1)])
+        self.assertEqual(sorted(readings), [end - k * model.SLOT for k in range(11, -1, -1)])
         for boundary, pair in readings.items():
             self.assertEqual(tuple(map(as_raw, pair)), self.meter.slot_truth(boundary))
-            self.assertNotIn(M.NO_DATA, pair)
+            self.assertNotIn(model.NO_DATA, pair)
 
     def test_readHistoryAtOne(self):
         client = self.joined()
@@ -387,7 +388,7 @@ class _MidnightTests(_Harness):
         self.assertEqual(sorted(readings), boundaries(datetime.date(2024, 6, 2)))
         midnight = datetime.datetime(2024, 6, 2)
         self.assertEqual(tuple(map(as_raw, readings[midnight])), self.meter.slot_truth(midnight))
-        self.assertEqual(readings[midnight + M.SLOT], (M.NO_DATA, M.NO_DATA))
+        self.assertEqual(readings[midnight + model.SLOT], (model.NO_DATA, model.NO_DATA))
 
     def test_noMidnightNoReread(self):
         """A read wholly before midnight is done once, dated by the old date."""
@@ -449,7 +450,7 @@ class _ScaleTests(_Harness):
         modulus = 10 ** 7
         for slot in slots:
             start = slot.start.replace(tzinfo=None)
-            (n0, _), (n1, _) = self.meter.slot_truth(start), self.meter.slot_truth(start + M.SLOT)
+            (n0, _), (n1, _) = self.meter.slot_truth(start), self.meter.slot_truth(start + model.SLOT)
             self.assertEqual(slot.energy_normal_kwh, (n1 - n0) % modulus * 10 * Decimal("0.001"))
             self.assertEqual(slot.cumulative_normal_kwh, n0 * 10 * Decimal("0.001"))
 
