@@ -20,6 +20,7 @@ PURE_MODULES = [
     "smartmeter_tx.sk.framing",
     "smartmeter_tx.echonet.frame",
     "smartmeter_tx.echonet.meter",
+    "smartmeter_tx.echonet.history",
     "smartmeter_tx.outputs.mackerel",
     "smartmeter_tx.redact",
     "smartmeter_tx.session.linkstate",

@@ -10,14 +10,14 @@ a missing one.  Quantities are L{Decimal} so 0.1 A and 0.01 kWh stay exact.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Optional
 
-from smartmeter_tx.errors import ArgumentError, FrameError
+from smartmeter_tx.errors import FrameError
 from smartmeter_tx.model import (
-    JST, NO_DATA, NO_PHASE, NO_SCALE, OVERFLOW, SLOT, UNDERFLOW, Absent, FixedReading,
-    HistorySlot, Reading, Value, is_absent, is_slot_boundary,
+    NO_DATA, NO_PHASE, NO_SCALE, OVERFLOW, UNDERFLOW, Absent, FixedReading,
+    Reading, Value, is_absent,
 )
 
 # EPCs of class 0x028801.
@@ -37,6 +37,11 @@ POWER = 0xE7
 CURRENT = 0xE8
 FIXED_NORMAL = 0xEA
 FIXED_REVERSE = 0xEB
+HISTORY2 = 0xEC
+HISTORY2_TIME = 0xED
+METER_TIME = 0x97
+METER_DATE = 0x98
+GET_MAP = 0x9F
 # Node profile 0x0EF001.
 INSTANCE_LIST = 0xD5
 SELF_INSTANCE_LIST = 0xD6
@@ -50,7 +55,11 @@ UNITS = {
 }
 
 
-def _need(edt: Optional[bytes], size: int, name: str) -> bytes:
+def sized(edt: Optional[bytes], size: int, name: str) -> bytes:
+    """
+    @return: C{edt}, checked to be C{size} bytes long.
+    @raise FrameError: it is missing or of another size (C{name} says which).
+    """
     if edt is None or len(edt) != size:
         raise FrameError(f"{name} must be {size} bytes, got {0 if edt is None else len(edt)}")
     return edt
@@ -60,7 +69,7 @@ def decode_power(edt: bytes) -> Value:
     """
     E7 instantaneous power: signed 32-bit watts (negative = reverse flow).
     """
-    raw = int.from_bytes(_need(edt, 4, "E7"), "big", signed=True)
+    raw = int.from_bytes(sized(edt, 4, "E7"), "big", signed=True)
     if raw == 0x7FFFFFFE:
         return NO_DATA
     if raw == 0x7FFFFFFF:
@@ -87,7 +96,7 @@ def decode_current(edt: bytes) -> tuple:
     @return: C{(r, t)} as L{Decimal} amperes or L{Absent}; on single-phase
         two-wire service T is L{NO_PHASE}.
     """
-    edt = _need(edt, 4, "E8")
+    edt = sized(edt, 4, "E8")
     r = int.from_bytes(edt[:2], "big", signed=True)
     t = int.from_bytes(edt[2:], "big", signed=True)
     return _phase(r, NO_DATA), _phase(t, NO_PHASE)
@@ -99,7 +108,7 @@ def decode_coefficient(edt: Optional[bytes]) -> int:
     """
     if not edt:
         return 1
-    value = int.from_bytes(_need(edt, 4, "D3"), "big")
+    value = int.from_bytes(sized(edt, 4, "D3"), "big")
     if not 0 <= value <= 999999:
         raise FrameError(f"D3 coefficient {value} out of range")
     return value
@@ -109,7 +118,7 @@ def decode_unit(edt: bytes) -> Decimal:
     """
     E1 unit of the cumulative energy counters, as kWh per count.
     """
-    code = _need(edt, 1, "E1")[0]
+    code = sized(edt, 1, "E1")[0]
     if code not in UNITS:
         raise FrameError(f"E1 unit code {code:#04x} is not defined")
     return UNITS[code]
@@ -119,7 +128,7 @@ def decode_digits(edt: bytes) -> int:
     """
     D7 number of effective digits of the cumulative counters (1-8).
     """
-    value = _need(edt, 1, "D7")[0]
+    value = sized(edt, 1, "D7")[0]
     if not 1 <= value <= 8:
         raise FrameError(f"D7 digits {value} out of range")
     return value
@@ -156,7 +165,7 @@ def decode_energy_raw(edt: bytes) -> Value:
     """
     E0/E3 cumulative energy counter (unsigned 32-bit counts; 0xFFFFFFFE = no data).
     """
-    raw = int.from_bytes(_need(edt, 4, "cumulative energy"), "big")
+    raw = int.from_bytes(sized(edt, 4, "cumulative energy"), "big")
     if raw == 0xFFFFFFFE:
         return NO_DATA
     if raw > 99999999:
@@ -175,7 +184,7 @@ class FixedTimeEnergy:
 
 
 def decode_fixed_time(edt: bytes) -> FixedTimeEnergy:
-    edt = _need(edt, 11, "EA/EB")
+    edt = sized(edt, 11, "EA/EB")
     year = int.from_bytes(edt[0:2], "big")
     month, day, hour, minute, second = edt[2:7]
     try:
@@ -185,28 +194,9 @@ def decode_fixed_time(edt: bytes) -> FixedTimeEnergy:
     return FixedTimeEnergy(ts, decode_energy_raw(edt[7:11]))
 
 
-@dataclass(frozen=True)
-class HistoryDay:
-    """
-    E2/E4: 48 half-hourly cumulative values of one day (slot 0 = 00:00).
-
-    @ivar day: days before today (0-99), or C{None} when E5 was never set.
-    """
-
-    day: Optional[int]
-    slots: tuple = field(default_factory=tuple)
-
-
-def decode_history(edt: bytes) -> HistoryDay:
-    edt = _need(edt, 194, "E2/E4")
-    day = int.from_bytes(edt[:2], "big")
-    slots = tuple(decode_energy_raw(edt[2 + 4 * i:6 + 4 * i]) for i in range(48))
-    return HistoryDay(None if day == 0x00FF else day, slots)
-
-
 def decode_operation_status(edt: bytes) -> bool:
     """80: C{True} when on (0x30), C{False} when off (0x31)."""
-    code = _need(edt, 1, "80")[0]
+    code = sized(edt, 1, "80")[0]
     if code not in (0x30, 0x31):
         raise FrameError(f"operation status {code:#04x} is not defined")
     return code == 0x30
@@ -214,7 +204,7 @@ def decode_operation_status(edt: bytes) -> bool:
 
 def decode_fault(edt: bytes) -> bool:
     """88: C{True} when the meter reports a fault (0x41), C{False} (0x42) when not."""
-    code = _need(edt, 1, "88")[0]
+    code = sized(edt, 1, "88")[0]
     if code not in (0x41, 0x42):
         raise FrameError(f"fault status {code:#04x} is not defined")
     return code == 0x41
@@ -222,7 +212,7 @@ def decode_fault(edt: bytes) -> bool:
 
 def decode_maker_code(edt: bytes) -> str:
     """8A: the 3-byte maker code as 6 hex digits."""
-    return _need(edt, 3, "8A").hex().upper()
+    return sized(edt, 3, "8A").hex().upper()
 
 
 def decode_serial_number(edt: bytes) -> Optional[str]:
@@ -230,7 +220,7 @@ def decode_serial_number(edt: bytes) -> Optional[str]:
     8D: the 12-byte ASCII serial number, trimmed; C{None} when it is blank
     (spaces, NULs) or not printable ASCII.
     """
-    text = _need(edt, 12, "8D").decode("ascii", "replace").strip(" \x00")
+    text = sized(edt, 12, "8D").decode("ascii", "replace").strip(" \x00")
     if not text or not all(0x21 <= ord(c) <= 0x7E for c in text):
         return None
     return text
@@ -291,25 +281,6 @@ def decode_fixed_reading(properties, scale: Optional[EnergyScale]) -> Optional[F
     return FixedReading(**values) if values else None
 
 
-# -- history: the meter's own 30-minute record (E2/E4 with E5; EC with ED) ----------
-
-METER_TIME = 0x97
-METER_DATE = 0x98
-GET_MAP = 0x9F
-HISTORY2 = 0xEC
-HISTORY2_TIME = 0xED
-
-#: EC carries at most this many (normal, reverse) pairs.
-HISTORY2_MAX = 12
-
-
-def encode_history_day(day: int) -> bytes:
-    """E5: the day E2/E4 report, 0 = today, n = n days ago (0-99)."""
-    if not 0 <= day <= 99:
-        raise ArgumentError(f"history day {day} is outside 0-99")
-    return bytes([day])
-
-
 def decode_meter_clock(time_edt: bytes, date_edt: bytes) -> datetime.datetime:
     """
     0x97 (hh mm) and 0x98 (YYYY MM DD): the meter's own clock, naive, in its
@@ -317,8 +288,8 @@ def decode_meter_clock(time_edt: bytes, date_edt: bytes) -> datetime.datetime:
 
     @raise FrameError: malformed, or not a real date and time.
     """
-    t = _need(time_edt, 2, "97")
-    d = _need(date_edt, 4, "98")
+    t = sized(time_edt, 2, "97")
+    d = sized(date_edt, 4, "98")
     try:
         return datetime.datetime(int.from_bytes(d[:2], "big"), d[2], d[3], t[0], t[1])
     except ValueError:
@@ -344,105 +315,3 @@ def decode_property_map(edt: bytes) -> frozenset:
     if len(epcs) != count:
         raise FrameError(f"property map says {count} EPCs but its bitmap has {len(epcs)}")
     return epcs
-
-
-def encode_history2_time(start: datetime.datetime, count: int) -> bytes:
-    """
-    ED: the newest boundary EC reports (minute 00 or 30) and how many pairs
-    (1-12), stepping back 30 minutes each.
-    """
-    if not is_slot_boundary(start):
-        raise ArgumentError("the history time must be on a :00 or :30 boundary")
-    if not 1 <= count <= HISTORY2_MAX:
-        raise ArgumentError(f"EC carries 1 to {HISTORY2_MAX} readings, not {count}")
-    return (start.year.to_bytes(2, "big")
-            + bytes((start.month, start.day, start.hour, start.minute, count)))
-
-
-@dataclass(frozen=True)
-class History2:
-    """
-    EC: C{readings[k]} is the (normal, reverse) counter pair at C{start - k x
-    30 min}; C{start} is C{None} when ED was never set.
-    """
-
-    start: Optional[datetime.datetime]
-    readings: tuple = ()
-
-    def by_time(self) -> dict:
-        """@return: C{{boundary: (normal raw, reverse raw)}}."""
-        if self.start is None:
-            return {}
-        return {self.start - k * SLOT: pair for k, pair in enumerate(self.readings)}
-
-
-def decode_history2(edt: bytes) -> History2:
-    """EC: YYYY MM DD hh mm, n, then n x (normal u32, reverse u32)."""
-    if len(edt) < 6:
-        raise FrameError(f"EC of {len(edt)} bytes is too short")
-    count = edt[6] if len(edt) > 6 else 0
-    if not 1 <= count <= HISTORY2_MAX or len(edt) != 7 + 8 * count:
-        raise FrameError(f"EC says {count} readings in {len(edt)} bytes")
-    try:
-        start = datetime.datetime(int.from_bytes(edt[:2], "big"), edt[2], edt[3], edt[4], edt[5])
-    except ValueError:
-        start = None  # ED never set (FFFF...)
-    pairs = tuple((decode_energy_raw(edt[7 + 8 * k:11 + 8 * k]),
-                   decode_energy_raw(edt[11 + 8 * k:15 + 8 * k])) for k in range(count))
-    return History2(start, pairs)
-
-
-def day_readings(normal: HistoryDay, reverse: HistoryDay, date: datetime.date) -> dict:
-    """
-    E2 and E4 of one day as C{{boundary: (normal raw, reverse raw)}}, the
-    boundaries of C{date} (the meter's date minus the day E2/E4 echo).
-
-    @raise FrameError: E2 and E4 are not of the same day.
-    """
-    if normal.day != reverse.day:
-        raise FrameError(f"E2 is of day {normal.day} but E4 of day {reverse.day}")
-    midnight = datetime.datetime.combine(date, datetime.time())
-    return {midnight + k * SLOT: (normal.slots[k], reverse.slots[k]) for k in range(48)}
-
-
-def slot_energy(earlier: Value, later: Value, scale: Optional[EnergyScale]) -> Value:
-    """
-    The energy of one slot: the difference of neighbouring cumulative
-    readings, modulo 10^D7 (the counter wraps), in kWh with E1 and D3.
-
-    @return: a L{Decimal} kWh, or an L{Absent} when either reading is
-        missing, the scale is unknown, or the counter went backwards with D7
-        unknown (never a guess).
-    """
-    if is_absent(earlier) or is_absent(later):
-        return NO_DATA
-    if scale is None:
-        return NO_SCALE
-    try:
-        counts = scale.delta(earlier, later)
-    except ValueError:
-        return Absent("counter went backwards")
-    return scale.to_kwh(counts)
-
-
-def history_slots(readings: dict, scale: Optional[EnergyScale], source: str,
-                  until: datetime.datetime) -> list:
-    """
-    The slots whose two boundaries are both in C{readings} (naive meter-local
-    boundary -> (normal raw, reverse raw)) and end at or before C{until}.
-
-    @return: L{HistorySlot}s, oldest first.
-    """
-    slots = []
-    for start in sorted(readings):
-        end = start + SLOT
-        if end > until or end not in readings:
-            continue
-        (n0, r0), (n1, r1) = readings[start], readings[end]
-        slots.append(HistorySlot(
-            start.replace(tzinfo=JST),
-            slot_energy(n0, n1, scale), slot_energy(r0, r1, scale),
-            n0 if is_absent(n0) else (scale.to_kwh(n0) if scale else NO_SCALE),
-            r0 if is_absent(r0) else (scale.to_kwh(r0) if scale else NO_SCALE),
-            source))
-    return slots

@@ -31,6 +31,7 @@ from fractions import Fraction
 from typing import Callable, Optional
 
 from smartmeter_tx.echonet import meter as em
+from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.echonet.frame import (
     GET, GET_RES, GET_SNA, INF, INF_REQ, INF_SNA, METER, NODE_PROFILE, SET_RES, SETC,
@@ -237,7 +238,7 @@ def decode_value(epc: int, edt: bytes, seoj: int = METER):
         fixed = em.decode_fixed_time(edt)
         return {"time": fixed.timestamp, "raw": fixed.raw}
     if epc in (em.HISTORY_NORMAL, em.HISTORY_REVERSE):
-        day = em.decode_history(edt)
+        day = H.decode_history(edt)
         return {"day": day.day, "slots": list(day.slots)}
     if epc == em.HISTORY_DAY:
         return None if edt[0] == 0xFF else edt[0]

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.errors import SmartMeterError
 from smartmeter_tx.session.steps import Budget
@@ -180,13 +180,13 @@ class Backfill:
             need = start if start not in self._readings else start + model.SLOT
             source = await client.history_source(budget)
             until = model.slot_start(meter_now)
-            if source == "EC" and _run_length(due) >= M.HISTORY2_MAX:
+            if source == "EC" and _run_length(due) >= H.HISTORY2_MAX:
                 # A day of E2/E4 (48 readings, two frames) beats EC's twelve
                 # readings a read for a long hole; EC is cheaper for a few slots.
                 source = "E2"
             if source == "EC":
                 # EC counts back from ED: cover `need` and what follows it.
-                end = min(until, need + (M.HISTORY2_MAX - 1) * model.SLOT)
+                end = min(until, need + (H.HISTORY2_MAX - 1) * model.SLOT)
                 count = int((end - need) / model.SLOT) + 1
                 readings = await client.read_history_at(end, count, budget)
             else:
@@ -212,7 +212,7 @@ class Backfill:
 
     def _emit(self, due: set, scale, source: str, until: datetime.datetime) -> None:
         wanted = {t: v for t, v in self._readings.items()}
-        for slot in M.history_slots(wanted, scale, source, until):
+        for slot in H.history_slots(wanted, scale, source, until):
             naive = slot.start.replace(tzinfo=None)
             if naive not in due or slot.start in self.slots:
                 continue

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from smartmeter_tx.session.discovery import MeterDiscovery
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.errors import (
     ArgumentError, AuthenticationFailed, MeterNotFound, NoSession, RateLimited, ReadFailed,
@@ -712,7 +713,7 @@ class BRouteClient:
                 await self.meter_clock(budget)
             before = self.meter_now()
             day = day_of(before.date())
-            await self._setc(M.HISTORY_DAY, M.encode_history_day(day), budget)
+            await self._setc(M.HISTORY_DAY, H.encode_history_day(day), budget)
             frame = await self.read((M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
                                      M.METER_DATE), budget)
             normal, reverse = frame.get(M.HISTORY_NORMAL), frame.get(M.HISTORY_REVERSE)
@@ -730,11 +731,11 @@ class BRouteClient:
             if any(c.date() != before.date() for c in clocks):
                 self.log.info("the meter's midnight passed during a history read; reading again")
                 continue
-            normal_day, reverse_day = M.decode_history(normal), M.decode_history(reverse)
+            normal_day, reverse_day = H.decode_history(normal), H.decode_history(reverse)
             if normal_day.day != day:
                 raise ReadFailed(f"the meter gave the history of day {normal_day.day}, not {day}")
             date = clock.date() - datetime.timedelta(days=day)
-            return M.day_readings(normal_day, reverse_day, date), clock
+            return H.day_readings(normal_day, reverse_day, date), clock
         raise ReadFailed("the meter's midnight passed during two history reads")
 
     async def read_history_at(self, end: datetime.datetime, count: int,
@@ -746,12 +747,12 @@ class BRouteClient:
         @return: C{{boundary: (normal raw, reverse raw)}}.
         @raise ReadFailed: the meter refused or answered for another time.
         """
-        await self._setc(M.HISTORY2_TIME, M.encode_history2_time(end, count), budget)
+        await self._setc(M.HISTORY2_TIME, H.encode_history2_time(end, count), budget)
         frame = await self.read((M.HISTORY2,), budget)
         edt = frame.get(M.HISTORY2)
         if edt is None:
             raise ReadFailed("the meter did not give its history (EC)")
-        history = M.decode_history2(edt)
+        history = H.decode_history2(edt)
         if history.start != end:
             raise ReadFailed(f"the meter gave EC from {history.start}, not {end}")
         return history.by_time()

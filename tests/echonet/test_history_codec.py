@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.errors import ArgumentError, FrameError
 from tests.fixtures import captures as cap
@@ -73,16 +74,16 @@ class HistoryDayTests(SynchronousTestCase):
     def test_range(self):
         """0 to 99 encode as one byte; the value itself."""
         for day in (0, 1, 45, 99):
-            self.assertEqual(M.encode_history_day(day), bytes([day]))
+            self.assertEqual(H.encode_history_day(day), bytes([day]))
 
     @given(st.integers(0, 99))
     def test_everyDay(self, day):
-        self.assertEqual(M.encode_history_day(day), bytes([day]))
+        self.assertEqual(H.encode_history_day(day), bytes([day]))
 
     def test_outOfRange(self):
         """100 and -1 are ArgumentErrors, never a wrapped byte."""
         for day in (100, -1, 255, 256):
-            self.assertRaises(ArgumentError, M.encode_history_day, day)
+            self.assertRaises(ArgumentError, H.encode_history_day, day)
 
 
 class MeterClockTests(SynchronousTestCase):
@@ -184,9 +185,9 @@ class History2TimeTests(SynchronousTestCase):
     """ED: YYYY MM DD hh mm(00|30) n(1-12)."""
 
     def test_encode(self):
-        self.assertEqual(M.encode_history2_time(datetime.datetime(2024, 6, 1, 12, 30), 12),
+        self.assertEqual(H.encode_history2_time(datetime.datetime(2024, 6, 1, 12, 30), 12),
                          bytes.fromhex("07E806010C1E0C"))
-        self.assertEqual(M.encode_history2_time(datetime.datetime(2024, 12, 31, 0, 0), 1),
+        self.assertEqual(H.encode_history2_time(datetime.datetime(2024, 12, 31, 0, 0), 1),
                          bytes.fromhex("07E80C1F000001"))
 
     def test_boundaryOnly(self):
@@ -194,23 +195,23 @@ class History2TimeTests(SynchronousTestCase):
         for t in (datetime.datetime(2024, 6, 1, 12, 15), datetime.datetime(2024, 6, 1, 12, 1),
                   datetime.datetime(2024, 6, 1, 12, 0, 1),
                   datetime.datetime(2024, 6, 1, 12, 30, 0, 1)):
-            self.assertRaises(ArgumentError, M.encode_history2_time, t, 1)
+            self.assertRaises(ArgumentError, H.encode_history2_time, t, 1)
 
     def test_count(self):
         """1 to 12 readings; 0 and 13 are ArgumentErrors."""
         t = datetime.datetime(2024, 6, 1, 12, 0)
         for count in range(1, 13):
-            self.assertEqual(M.encode_history2_time(t, count)[-1], count)
+            self.assertEqual(H.encode_history2_time(t, count)[-1], count)
         for count in (0, 13, -1):
-            self.assertRaises(ArgumentError, M.encode_history2_time, t, count)
+            self.assertRaises(ArgumentError, H.encode_history2_time, t, count)
 
     @given(st.datetimes(datetime.datetime(2000, 1, 1), datetime.datetime(2099, 12, 31)),
            st.booleans(), st.integers(1, 12))
     def test_roundTripThroughEC(self, t, half, count):
         """The start ED sets is the start EC echoes (EDTs built by hand)."""
         t = t.replace(minute=30 if half else 0, second=0, microsecond=0)
-        ed = M.encode_history2_time(t, count)
-        history = M.decode_history2(ed + (u32(1) + u32(2)) * count)
+        ed = H.encode_history2_time(t, count)
+        history = H.decode_history2(ed + (u32(1) + u32(2)) * count)
         self.assertEqual(history.start, t)
         self.assertEqual(len(history.readings), count)
 
@@ -221,14 +222,14 @@ class History2Tests(SynchronousTestCase):
     START = datetime.datetime(2024, 6, 1, 12, 30)
 
     def test_one(self):
-        history = M.decode_history2(ec_edt(stamp(self.START), [(123456, 789)]))
+        history = H.decode_history2(ec_edt(stamp(self.START), [(123456, 789)]))
         self.assertEqual(history.start, self.START)
         self.assertEqual(history.readings, ((123456, 789),))
         self.assertEqual(history.by_time(), {self.START: (123456, 789)})
 
     def test_twelve(self):
         pairs = [(1000 - 10 * k, 50 - k) for k in range(12)]
-        history = M.decode_history2(ec_edt(stamp(self.START), pairs))
+        history = H.decode_history2(ec_edt(stamp(self.START), pairs))
         self.assertEqual(history.readings, tuple(pairs))
         by_time = history.by_time()
         self.assertEqual(len(by_time), 12)
@@ -238,14 +239,14 @@ class History2Tests(SynchronousTestCase):
 
     def test_startUnset(self):
         """ED never set (FFFF FF FF FF FF): start None, by_time() empty."""
-        history = M.decode_history2(ec_edt(b"\xff" * 6, [(None, None)]))
+        history = H.decode_history2(ec_edt(b"\xff" * 6, [(None, None)]))
         self.assertIsNone(history.start)
         self.assertEqual(history.by_time(), {})
         self.assertEqual(history.readings, ((model.NO_DATA, model.NO_DATA),))
 
     def test_noData(self):
         """0xFFFFFFFE is NO_DATA, never 0."""
-        history = M.decode_history2(ec_edt(stamp(self.START), [(None, 5), (7, None)]))
+        history = H.decode_history2(ec_edt(stamp(self.START), [(None, 5), (7, None)]))
         (n0, r0), (n1, r1) = history.readings
         self.assertIs(n0, model.NO_DATA)
         self.assertIs(r1, model.NO_DATA)
@@ -256,17 +257,17 @@ class History2Tests(SynchronousTestCase):
         good = ec_edt(stamp(self.START), [(1, 2), (3, 4)])
         for bad in (good[:-1], good + b"\x00", good[:7], good[:6], good[:3], b"",
                     good[:6] + b"\x03" + good[7:]):
-            self.assertRaises(FrameError, M.decode_history2, bad)
+            self.assertRaises(FrameError, H.decode_history2, bad)
 
     def test_countOutOfRange(self):
         """Counts 0 and 13 are FrameErrors even when the length fits."""
-        self.assertRaises(FrameError, M.decode_history2, stamp(self.START) + b"\x00")
-        self.assertRaises(FrameError, M.decode_history2,
+        self.assertRaises(FrameError, H.decode_history2, stamp(self.START) + b"\x00")
+        self.assertRaises(FrameError, H.decode_history2,
                           ec_edt(stamp(self.START), [(1, 2)] * 13))
 
     def test_counterOutOfRange(self):
         """A count above 99999999 that is not FFFFFFFE is a FrameError."""
-        self.assertRaises(FrameError, M.decode_history2,
+        self.assertRaises(FrameError, H.decode_history2,
                           stamp(self.START) + b"\x01" + u32(100000000) + u32(0))
 
 
@@ -280,10 +281,10 @@ class DayReadingsTests(SynchronousTestCase):
         return head + rest
 
     def test_day(self):
-        normal = M.decode_history(self.capture_e2())
-        reverse = M.decode_history(history_edt(11, [None] * 24 + list(range(24))))
+        normal = H.decode_history(self.capture_e2())
+        reverse = H.decode_history(history_edt(11, [None] * 24 + list(range(24))))
         date = datetime.date(2024, 5, 21)
-        readings = M.day_readings(normal, reverse, date)
+        readings = H.day_readings(normal, reverse, date)
         self.assertEqual(len(readings), 48)
         midnight = datetime.datetime(2024, 5, 21)
         self.assertEqual(sorted(readings),
@@ -295,13 +296,13 @@ class DayReadingsTests(SynchronousTestCase):
         self.assertTrue(all(t.date() == date and t.tzinfo is None for t in readings))
 
     def test_mismatchedDays(self):
-        normal = M.decode_history(history_edt(3, [1] * 48))
-        reverse = M.decode_history(history_edt(4, [1] * 48))
-        self.assertRaises(FrameError, M.day_readings, normal, reverse, datetime.date(2024, 6, 1))
+        normal = H.decode_history(history_edt(3, [1] * 48))
+        reverse = H.decode_history(history_edt(4, [1] * 48))
+        self.assertRaises(FrameError, H.day_readings, normal, reverse, datetime.date(2024, 6, 1))
 
     def test_unsetDay(self):
         """E5 never set: day None, every slot NO_DATA."""
-        day = M.decode_history(b"\x00\xff" + NO_DATA_U32 * 48)
+        day = H.decode_history(b"\x00\xff" + NO_DATA_U32 * 48)
         self.assertIsNone(day.day)
         self.assertEqual(set(day.slots), {model.NO_DATA})
 
@@ -313,16 +314,16 @@ class SlotEnergyTests(SynchronousTestCase):
     """The difference of neighbouring readings, mod 10^D7, with E1 and D3, exact."""
 
     def test_plain(self):
-        energy = M.slot_energy(1000, 1042, SCALE_001)
+        energy = H.slot_energy(1000, 1042, SCALE_001)
         self.assertIsInstance(energy, Decimal)
         self.assertEqual(energy, Decimal("0.42"))
-        self.assertEqual(M.slot_energy(1000, 1000, SCALE_001), Decimal(0))
+        self.assertEqual(H.slot_energy(1000, 1000, SCALE_001), Decimal(0))
 
     def test_wrap(self):
         """Digits 6: 999990 -> 5 is 15 counts."""
-        self.assertEqual(M.slot_energy(999990, 5, SCALE_001), Decimal("0.15"))
-        self.assertEqual(M.slot_energy(999999, 0, M.EnergyScale(1, Decimal(1), 6)), 1)
-        self.assertEqual(M.slot_energy(99999999, 1, M.EnergyScale(1, Decimal(1), 8)), 2)
+        self.assertEqual(H.slot_energy(999990, 5, SCALE_001), Decimal("0.15"))
+        self.assertEqual(H.slot_energy(999999, 0, M.EnergyScale(1, Decimal(1), 6)), 1)
+        self.assertEqual(H.slot_energy(99999999, 1, M.EnergyScale(1, Decimal(1), 8)), 2)
 
     @given(st.integers(1, 8), st.data())
     def test_wrapAny(self, digits, data):
@@ -331,46 +332,46 @@ class SlotEnergyTests(SynchronousTestCase):
         counts = data.draw(st.integers(0, modulus - 1))
         later = (earlier + counts) % modulus
         scale = M.EnergyScale(1, Decimal("0.001"), digits)
-        self.assertEqual(M.slot_energy(earlier, later, scale), counts * Decimal("0.001"))
+        self.assertEqual(H.slot_energy(earlier, later, scale), counts * Decimal("0.001"))
 
     def test_noData(self):
         """NO_DATA on either side is NO_DATA, with or without a scale."""
         for scale in (SCALE_001, None):
-            self.assertIs(M.slot_energy(model.NO_DATA, 5, scale), model.NO_DATA)
-            self.assertIs(M.slot_energy(5, model.NO_DATA, scale), model.NO_DATA)
-            self.assertIs(M.slot_energy(model.NO_DATA, model.NO_DATA, scale), model.NO_DATA)
+            self.assertIs(H.slot_energy(model.NO_DATA, 5, scale), model.NO_DATA)
+            self.assertIs(H.slot_energy(5, model.NO_DATA, scale), model.NO_DATA)
+            self.assertIs(H.slot_energy(model.NO_DATA, model.NO_DATA, scale), model.NO_DATA)
 
     def test_unitUnknown(self):
         """E1 unknown (scale None): NO_SCALE, never a guessed unit."""
-        energy = M.slot_energy(1000, 1042, None)
+        energy = H.slot_energy(1000, 1042, None)
         self.assertIs(energy, model.NO_SCALE)
         self.assertFalse(energy)
 
     def test_digitsUnknownBackwards(self):
         """D7 unknown and the counter went backwards: Absent, not negative, not a guess."""
         scale = M.EnergyScale(1, Decimal("0.01"), None)
-        energy = M.slot_energy(999990, 5, scale)
+        energy = H.slot_energy(999990, 5, scale)
         self.assertTrue(model.is_absent(energy), energy)
         self.assertFalse(energy)
         # Forwards is fine without D7.
-        self.assertEqual(M.slot_energy(5, 20, scale), Decimal("0.15"))
+        self.assertEqual(H.slot_energy(5, 20, scale), Decimal("0.15"))
 
     def test_coefficientAndUnit(self):
         """Unit 0.001 with coefficient 10: 15 counts are exactly 0.150 kWh."""
         scale = M.EnergyScale(10, M.decode_unit(b"\x03"), 6)
-        energy = M.slot_energy(999990, 5, scale)
+        energy = H.slot_energy(999990, 5, scale)
         self.assertIsInstance(energy, Decimal)
         self.assertEqual(energy, Decimal("0.15"))
-        self.assertEqual(M.slot_energy(0, 1, M.EnergyScale(3, Decimal("0.1"), 6)),
+        self.assertEqual(H.slot_energy(0, 1, M.EnergyScale(3, Decimal("0.1"), 6)),
                          Decimal("0.3"))  # not 0.30000000000000004
-        self.assertEqual(M.slot_energy(1, 2, M.EnergyScale(999999, Decimal("10000"), 8)),
+        self.assertEqual(H.slot_energy(1, 2, M.EnergyScale(999999, Decimal("10000"), 8)),
                          Decimal(9999990000))
 
     def test_coefficientMissing(self):
         """A meter without D3 (Get_SNA, no EDT) has coefficient 1."""
         for edt in (None, b""):
             scale = M.EnergyScale(M.decode_coefficient(edt), M.decode_unit(b"\x01"), 6)
-            self.assertEqual(M.slot_energy(10, 25, scale), Decimal("1.5"))
+            self.assertEqual(H.slot_energy(10, 25, scale), Decimal("1.5"))
 
 
 class HistorySlotsTests(SynchronousTestCase):
@@ -384,7 +385,7 @@ class HistorySlotsTests(SynchronousTestCase):
     def test_slots(self):
         readings = {self.at(3): (130, 3), self.at(0): (100, 0), self.at(2): (120, 2),
                     self.at(1): (110, 1), self.at(5): (150, 5), self.at(6): (160, 6)}
-        slots = M.history_slots(readings, SCALE_001, "E2", until=self.at(6))
+        slots = H.history_slots(readings, SCALE_001, "E2", until=self.at(6))
         # 3->4 lacks its end, 4 is not known, 6->7 ends after until.
         self.assertEqual([s.start for s in slots],
                          [self.at(k).replace(tzinfo=model.JST) for k in (0, 1, 2, 5)])
@@ -401,15 +402,15 @@ class HistorySlotsTests(SynchronousTestCase):
     def test_until(self):
         """A slot ending exactly at until is in, one ending later is not."""
         readings = {self.at(k): (100 + k, 0) for k in range(4)}
-        self.assertEqual(len(M.history_slots(readings, SCALE_001, "EC", self.at(3))), 3)
-        self.assertEqual(len(M.history_slots(readings, SCALE_001, "EC", self.at(2))), 2)
-        self.assertEqual(M.history_slots(readings, SCALE_001, "EC", self.at(0)), [])
+        self.assertEqual(len(H.history_slots(readings, SCALE_001, "EC", self.at(3))), 3)
+        self.assertEqual(len(H.history_slots(readings, SCALE_001, "EC", self.at(2))), 2)
+        self.assertEqual(H.history_slots(readings, SCALE_001, "EC", self.at(0)), [])
 
     def test_noData(self):
         """A missing reading makes the slots on both sides null, never 0."""
         readings = {self.at(0): (100, 0), self.at(1): (model.NO_DATA, model.NO_DATA),
                     self.at(2): (130, 0)}
-        first, second = M.history_slots(readings, SCALE_001, "E2", self.at(2))
+        first, second = H.history_slots(readings, SCALE_001, "E2", self.at(2))
         self.assertIs(first.energy_normal_kwh, model.NO_DATA)
         self.assertIs(second.energy_normal_kwh, model.NO_DATA)
         self.assertIs(second.cumulative_normal_kwh, model.NO_DATA)
@@ -417,14 +418,14 @@ class HistorySlotsTests(SynchronousTestCase):
 
     def test_noScale(self):
         readings = {self.at(0): (100, 0), self.at(1): (110, 0)}
-        [slot] = M.history_slots(readings, None, "E2", self.at(1))
+        [slot] = H.history_slots(readings, None, "E2", self.at(1))
         self.assertIs(slot.energy_normal_kwh, model.NO_SCALE)
         self.assertIs(slot.cumulative_normal_kwh, model.NO_SCALE)
 
     def test_acrossMidnightAndWrap(self):
         """The 23:30 slot takes the next day's 00:00; the wrap is counted."""
         readings = {self.at(47): (999990, 0), self.at(48): (5, 0)}
-        [slot] = M.history_slots(readings, SCALE_001, "E2", self.at(48))
+        [slot] = H.history_slots(readings, SCALE_001, "E2", self.at(48))
         self.assertEqual(slot.slot, "2024-06-01T23:30:00+09:00")
         self.assertEqual(slot.energy_normal_kwh, Decimal("0.15"))
         self.assertEqual(slot.cumulative_normal_kwh, Decimal("9999.90"))

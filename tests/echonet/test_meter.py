@@ -11,10 +11,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from smartmeter_tx.echonet.frame import CONTROLLER, GET_RES, GET_SNA, METER, Frame, Property
 from smartmeter_tx.echonet.meter import (
     UNITS, EnergyScale, FixedTimeEnergy, decode_coefficient, decode_current, decode_digits,
-    decode_energy_raw, decode_fault, decode_fixed_reading, decode_fixed_time, decode_history,
-    decode_instance_list, decode_maker_code, decode_operation_status, decode_power, decode_reading,
-    decode_unit,
+    decode_energy_raw, decode_fault, decode_fixed_reading, decode_fixed_time, decode_instance_list,
+    decode_maker_code, decode_operation_status, decode_power, decode_reading, decode_unit,
 )
+from smartmeter_tx.echonet.history import decode_history
 from smartmeter_tx.model import (
     NO_DATA, NO_PHASE, NO_SCALE, OVERFLOW, UNDERFLOW, Absent, FixedReading, Reading, is_absent,
     json_value,

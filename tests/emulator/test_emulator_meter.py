@@ -11,6 +11,7 @@ from decimal import Decimal
 from twisted.trial import unittest
 
 from smartmeter_tx.echonet import meter as em
+from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.echonet.frame import (
     CONTROLLER, GET, GET_RES, GET_SNA, INF, INF_REQ, METER, NODE_PROFILE, SET_RES, SETC,
@@ -186,22 +187,22 @@ class FrameTests(unittest.TestCase):
     def test_history(self):
         """SetC E5 then Get E2 gives that day's 48 half-hour counters; future slots have no data."""
         meter = MeterModel(seed=3, history_days=5)
-        never = em.decode_history(ask(meter, [em.HISTORY_NORMAL]).get(em.HISTORY_NORMAL))
+        never = H.decode_history(ask(meter, [em.HISTORY_NORMAL]).get(em.HISTORY_NORMAL))
         self.assertIsNone(never.day)
         setc = Frame(5, CONTROLLER, METER, SETC, (Property(em.HISTORY_DAY, b"\x01"),))
         reply = meter.handle(setc.encode(), NOON)
         self.assertEqual((reply.esv, reply.properties), (SET_RES, (Property(em.HISTORY_DAY),)))
-        day = em.decode_history(ask(meter, [em.HISTORY_NORMAL]).get(em.HISTORY_NORMAL))
+        day = H.decode_history(ask(meter, [em.HISTORY_NORMAL]).get(em.HISTORY_NORMAL))
         self.assertEqual(day.day, 1)
         self.assertEqual(day.slots[0], meter.counters(datetime.datetime(2024, 5, 31))[0])
         self.assertEqual(list(day.slots), sorted(day.slots))
         meter.handle(Frame(6, CONTROLLER, METER, SETC, (Property(em.HISTORY_DAY, b"\x00"),)).encode(), NOON)
-        today = em.decode_history(ask(meter, [em.HISTORY_NORMAL, em.HISTORY_REVERSE]).get(em.HISTORY_NORMAL))
+        today = H.decode_history(ask(meter, [em.HISTORY_NORMAL, em.HISTORY_REVERSE]).get(em.HISTORY_NORMAL))
         self.assertEqual(today.slots[24], meter.counters(NOON)[0])
         self.assertTrue(all(model.is_absent(s) for s in today.slots[25:]))
         old = Frame(7, CONTROLLER, METER, SETC, (Property(em.HISTORY_DAY, b"\x09"),))
         meter.handle(old.encode(), NOON)
-        slots = em.decode_history(ask(meter, [em.HISTORY_NORMAL]).get(em.HISTORY_NORMAL)).slots
+        slots = H.decode_history(ask(meter, [em.HISTORY_NORMAL]).get(em.HISTORY_NORMAL)).slots
         self.assertTrue(all(model.is_absent(s) for s in slots))
 
     def test_set_rejected(self):
@@ -280,8 +281,8 @@ def read_day(meter, day, now):
     assert (reply.esv, reply.properties) == (SET_RES, (Property(em.HISTORY_DAY),)), reply
     reply = ask(meter, [em.HISTORY_NORMAL, em.HISTORY_REVERSE], now)
     assert reply.esv == GET_RES and reply.epcs == (0xE2, 0xE4), reply
-    normal = em.decode_history(reply.get(em.HISTORY_NORMAL))
-    reverse = em.decode_history(reply.get(em.HISTORY_REVERSE))
+    normal = H.decode_history(reply.get(em.HISTORY_NORMAL))
+    reverse = H.decode_history(reply.get(em.HISTORY_REVERSE))
     assert normal.day == reverse.day == day
     midnight = datetime.datetime.combine(now.date() - datetime.timedelta(days=day), datetime.time())
     return {midnight + k * SLOT: (normal.slots[k], reverse.slots[k]) for k in range(48)}
@@ -410,7 +411,7 @@ class HistoryTests(unittest.TestCase):
         self.assertEqual(reply.esv, GET_RES)
         self.assertEqual(reply.get(em.HISTORY_DAY), b"\x02")
         self.assertEqual(reply.get(0xED), ed(NOON - SLOT, 2))
-        self.assertEqual(em.decode_history(reply.get(em.HISTORY_REVERSE)).day, 2)
+        self.assertEqual(H.decode_history(reply.get(em.HISTORY_REVERSE)).day, 2)
         self.assertEqual(int.from_bytes(reply.get(0xEC)[7:11], "big"),
                          meter.counters(NOON - SLOT)[0])
         # ED in the future or off the :00/:30 grid is refused, echoing the EDT.

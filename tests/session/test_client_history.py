@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from smartmeter_tx.session import client as C
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.errors import RateLimited, ReadFailed
@@ -304,7 +305,7 @@ class _HistoryTests(_Harness):
             ("send", F.SETC, [M.HISTORY2_TIME]), ("recv", F.SET_RES, [M.HISTORY2_TIME]),
             ("send", F.GET, [M.HISTORY2]), ("recv", F.GET_RES, [M.HISTORY2])])
         self.assertEqual(self.sends(mark)[0].properties[0].edt,
-                         M.encode_history2_time(end, 12))
+                         H.encode_history2_time(end, 12))
         self.assertEqual(sorted(readings), [end - k * model.SLOT for k in range(11, -1, -1)])
         for boundary, pair in readings.items():
             self.assertEqual(tuple(map(as_raw, pair)), self.meter.slot_truth(boundary))
@@ -445,7 +446,7 @@ class _ScaleTests(_Harness):
         client = self.joined()
         scale = self.result(client.ensure_scale())
         readings, clock = self.result(client.read_history(1))
-        slots = M.history_slots(readings, scale, "E2", until=clock)
+        slots = H.history_slots(readings, scale, "E2", until=clock)
         self.assertEqual(len(slots), 47)  # 23:30 needs the next day's 00:00
         modulus = 10 ** 7
         for slot in slots:
