@@ -72,7 +72,7 @@ from smartmeter_tx.emulator.module import (  # noqa: E402
 )
 from smartmeter_tx.emulator.radio import airtime  # noqa: E402
 from smartmeter_tx.service.poller import MeterPoller, PollSchedule  # noqa: E402
-from smartmeter_tx.sk.lines import Dialect  # noqa: E402
+from smartmeter_tx.sk.values import Dialect  # noqa: E402
 
 HOUR = 3600.0
 #: The meter's clock at the start: away from the :00/:30 INF and boundaries.

@@ -63,7 +63,8 @@ from smartmeter_tx.echonet import meter as M  # noqa: E402
 from smartmeter_tx.echonet.requester import (  # noqa: E402
     EchonetError, EchonetRequester,
 )
-from smartmeter_tx.sk import lines as L  # noqa: E402
+from smartmeter_tx.sk import values as V  # noqa: E402
+from smartmeter_tx.sk import commands  # noqa: E402
 from smartmeter_tx.sk.protocol import (  # noqa: E402
     SKCommandError, SKDisconnected, SKEventError, SKStackProtocol, SKTimeoutError,
 )
@@ -258,7 +259,7 @@ class Session:
         self.payload_mode = rng.choice((None, None, "binary", "hex"))
         self.binary = (self.payload_mode == "binary"
                        or (self.payload_mode is None and rng.random() < 0.5))
-        self.dialect = rng.choice((L.Dialect.STANDARD, L.Dialect.DSE))
+        self.dialect = rng.choice((V.Dialect.STANDARD, V.Dialect.DSE))
         self.sk = SKStackProtocol(clock=clock, payload_mode=self.payload_mode)
         self.transport = StringTransport()
         self.sk.makeConnection(self.transport)
@@ -388,21 +389,21 @@ class Fuzzer:
         for _ in range(rng.choice((0, 0, 1, 1, 2))):
             r = rng.randrange(9)
             if r == 0:
-                d, what = s.sk.command(L.sk_ver()), "SKVER"
+                d, what = s.sk.command(commands.sk_ver()), "SKVER"
             elif r == 1:
-                d, what = s.sk.command(L.sk_info()), "SKINFO"
+                d, what = s.sk.command(commands.sk_info()), "SKINFO"
             elif r == 2:
-                d, what = s.sk.command(L.sk_sreg("S2", "31")), "SKSREG"
+                d, what = s.sk.command(commands.sk_sreg("S2", "31")), "SKSREG"
             elif r == 3:
-                d, what = s.sk.command(L.sk_ll64(LLA)), "SKLL64"
+                d, what = s.sk.command(commands.sk_ll64(LLA)), "SKLL64"
             elif r == 4:
-                d, what = s.sk.command(L.sk_table("2")), "SKTABLE"
+                d, what = s.sk.command(commands.sk_table("2")), "SKTABLE"
             elif r == 5:
-                d, what = s.sk.command(L.ropt()), "ROPT"
+                d, what = s.sk.command(commands.ropt()), "ROPT"
             elif r == 6:
-                d, what = s.sk.command(L.sk_scan(s.dialect, 0xFFFFFFFF, 4)), "SKSCAN"
+                d, what = s.sk.command(commands.sk_scan(s.dialect, 0xFFFFFFFF, 4)), "SKSCAN"
             elif r == 7:
-                d, what = s.sk.command(L.sk_join(METER)), "SKJOIN"
+                d, what = s.sk.command(commands.sk_join(METER)), "SKJOIN"
             else:
                 d, what = s.requester.get((M.POWER, M.CURRENT), timeout=5.0), "Get"
             self.track(d, what)
@@ -424,7 +425,7 @@ class Fuzzer:
         s.transport.clear()
         # SKVER -> EVER / OK.  A resync may come first: SKINFO (never ours) or
         # an SKVER that leaves ours unanswered; answer each write in turn.
-        box = self.track(s.sk.command(L.sk_ver()), "exchange SKVER")
+        box = self.track(s.sk.command(commands.sk_ver()), "exchange SKVER")
         for _ in range(3):
             written = self.written()
             if written not in RESYNC_ANSWERS:
@@ -436,8 +437,8 @@ class Fuzzer:
             if box:
                 break
             self.resyncs[written.strip().decode()] += 1
-        if not box or isinstance(box[0], Failure) or box[0].first(L.Ver) is None \
-                or box[0].first(L.Ver).version != "1.2.10":
+        if not box or isinstance(box[0], Failure) or box[0].first(V.Ver) is None \
+                or box[0].first(V.Ver).version != "1.2.10":
             self.settle()
             return False
         # Get E7+E8 -> EVENT 21 00, OK, ERXUDP Get_Res (after a resync, if one
@@ -451,7 +452,7 @@ class Fuzzer:
         if not written.startswith(b"SKSENDTO "):
             self.settle()
             return False
-        n = 7 if s.dialect is L.Dialect.DSE else 6  # SKSENDTO and its arguments up to LEN
+        n = 7 if s.dialect is V.Dialect.DSE else 6  # SKSENDTO and its arguments up to LEN
         tokens = written.split(b" ", n)
         header, payload = b" ".join(tokens[:n]) + b" ", tokens[n]
         if len(payload) != int(tokens[n - 1], 16):
@@ -462,14 +463,14 @@ class Fuzzer:
         edt7 = power.to_bytes(4, "big", signed=True)
         reply = F.Frame(request.tid, F.METER, F.CONTROLLER, F.GET_RES,
                         (F.Property(M.POWER, edt7), F.Property(M.CURRENT, currents))).encode()
-        side = b" 0" if s.dialect is L.Dialect.DSE else b""
+        side = b" 0" if s.dialect is V.Dialect.DSE else b""
         out = (header if s.echo else b"") + b"\r\n"
         out += b"EVENT 21 " + METER.encode() + side + b" 00\r\nOK\r\n"
         # If junk answered an in-flight ROPT ("OK 00"/"OK 01"), the protocol
         # took it for the module's mode: the module adopts it, as if genuine.
         binary = s.binary if s.sk.payload_mode is None else s.sk.payload_mode == "binary"
-        rx = L.RxUdp(METER, MODULE, 0x0E1A, 0x0E1A, LLA, True, reply,
-                     0 if s.dialect is L.Dialect.DSE else None, None, binary)
+        rx = V.RxUdp(METER, MODULE, 0x0E1A, 0x0E1A, LLA, True, reply,
+                     0 if s.dialect is V.Dialect.DSE else None, None, binary)
         out += rx.to_line() + b"\r\n"
         self.feed(out)
         if not box or isinstance(box[0], Failure):

@@ -67,7 +67,7 @@ from smartmeter_tx.emulator.module import (  # noqa: E402
     DEFAULT_ID, DEFAULT_PASSWORD, Emulator, EmulatorConfig,
 )
 from smartmeter_tx.service.poller import MeterPoller, PollSchedule  # noqa: E402
-from smartmeter_tx.sk.lines import Dialect  # noqa: E402
+from smartmeter_tx.sk.values import Dialect  # noqa: E402
 
 HOUR = 3600.0
 PAGE = os.sysconf("SC_PAGE_SIZE")

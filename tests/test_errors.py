@@ -7,7 +7,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx import errors as E
 from smartmeter_tx.echonet.frame import Frame
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import parse
+from smartmeter_tx.sk import commands
 
 
 class HierarchyTests(SynchronousTestCase):
@@ -23,5 +24,5 @@ class HierarchyTests(SynchronousTestCase):
     def test_raisedByCodecs(self):
         """Device garbage raises RemoteDataError; a bad argument raises ArgumentError."""
         self.assertRaises(E.RemoteDataError, Frame.decode, b"\x10\x81\x00")
-        self.assertRaises(E.RemoteDataError, L.parse_line, b"EVENT ZZ")
-        self.assertRaises(E.ArgumentError, L.sk_setrbid, "short")
+        self.assertRaises(E.RemoteDataError, parse.parse_line, b"EVENT ZZ")
+        self.assertRaises(E.ArgumentError, commands.sk_setrbid, "short")

@@ -16,7 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PURE_MODULES = [
     "smartmeter_tx.errors",
     "smartmeter_tx.model",
-    "smartmeter_tx.sk.lines",
+    "smartmeter_tx.sk.events",
+    "smartmeter_tx.sk.values",
+    "smartmeter_tx.sk.parse",
+    "smartmeter_tx.sk.commands",
     "smartmeter_tx.sk.framing",
     "smartmeter_tx.echonet.frame",
     "smartmeter_tx.echonet.meter",
@@ -55,8 +58,10 @@ class PurityTests(SynchronousTestCase):
         self.assertEqual(_imports_twisted("smartmeter_tx.errors"), "False")
 
     def test_lines(self):
-        """Importing smartmeter_tx.sk.lines loads no Twisted module."""
-        self.assertEqual(_imports_twisted("smartmeter_tx.sk.lines"), "False")
+        """Importing the SK line codec (values, parse, commands, events) loads no Twisted module."""
+        self.assertEqual(_imports_twisted("smartmeter_tx.sk.values, smartmeter_tx.sk.parse, "
+                                          "smartmeter_tx.sk.commands, smartmeter_tx.sk.events"),
+                         "False")
 
     def test_framing(self):
         """Importing smartmeter_tx.sk.framing loads no Twisted module."""

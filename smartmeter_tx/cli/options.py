@@ -81,7 +81,7 @@ def parse_panid(text: str) -> int:
 
 def parse_ipaddr(text: str) -> str:
     """The meter's link-local address in full form, upper case."""
-    from smartmeter_tx.sk.lines import IPV6_RE
+    from smartmeter_tx.sk.values import IPV6_RE
     value = text.strip().upper()
     if not IPV6_RE.match(value.encode("ascii", "replace")):
         raise ArgumentError("--ipaddr must be a full IPv6 address, "
@@ -146,7 +146,7 @@ def redactor_for(*secrets: Optional[str]) -> Redactor:
 
 def dialect_for(dse: Optional[bool]):
     """C{--dse}: C{True} forces DSE, C{False} the standard dialect, C{None} detects."""
-    from smartmeter_tx.sk.lines import Dialect
+    from smartmeter_tx.sk.values import Dialect
     if dse is None:
         return None
     return Dialect.DSE if dse else Dialect.STANDARD

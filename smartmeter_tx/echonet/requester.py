@@ -17,7 +17,8 @@ from twisted.logger import Logger
 
 from smartmeter_tx.errors import FrameError, SmartMeterError
 from smartmeter_tx.echonet import frame as F
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk import commands
 
 ECHONET_PORT = 0x0E1A
 
@@ -70,7 +71,7 @@ class EchonetRequester:
 
     log = Logger()
 
-    def __init__(self, sk, dialect: L.Dialect, meter_addr: Optional[str] = None,
+    def __init__(self, sk, dialect: V.Dialect, meter_addr: Optional[str] = None,
                  clock=None, first_tid: Optional[int] = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -104,7 +105,7 @@ class EchonetRequester:
         """
         self.sk.remove_listener(self._received)
 
-    def add_unsolicited_listener(self, listener: Callable[[F.Frame, L.RxUdp], None]) -> None:
+    def add_unsolicited_listener(self, listener: Callable[[F.Frame, V.RxUdp], None]) -> None:
         """
         Call C{listener(frame, rxudp)} for every valid ECHONET frame from the meter
         that answers no pending request (INF, INFC, a late answer).  Any number
@@ -113,7 +114,7 @@ class EchonetRequester:
         """
         self._listeners.append(listener)
 
-    def remove_unsolicited_listener(self, listener: Callable[[F.Frame, L.RxUdp], None]) -> None:
+    def remove_unsolicited_listener(self, listener: Callable[[F.Frame, V.RxUdp], None]) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
@@ -153,7 +154,7 @@ class EchonetRequester:
         if frame.tid in self._pending:
             return defer.fail(EchonetError(f"TID {frame.tid:04X} is already pending"))
         try:
-            command = L.sk_sendto(self.dialect, self.meter_addr, frame.encode())
+            command = commands.sk_sendto(self.dialect, self.meter_addr, frame.encode())
         except Exception as e:
             return defer.fail(e)
         answer = defer.Deferred(lambda _: self._forget(frame.tid))
@@ -199,7 +200,7 @@ class EchonetRequester:
             entry[1].errback(EchonetTimeout(tid, seconds))
 
     def _received(self, value) -> None:
-        if not isinstance(value, L.RxUdp):
+        if not isinstance(value, V.RxUdp):
             return
         if value.rport != ECHONET_PORT or value.lport != ECHONET_PORT:
             return  # PANA (02CC) and anything else that is not ECHONET Lite
@@ -235,7 +236,7 @@ class EchonetRequester:
                                  listener=listener)
 
     def _answer_infc(self, frame: F.Frame) -> None:
-        command = L.sk_sendto(self.dialect, self.meter_addr, F.infc_response(frame).encode())
+        command = commands.sk_sendto(self.dialect, self.meter_addr, F.infc_response(frame).encode())
 
         def sent(reply):
             self.frames_sent += 1

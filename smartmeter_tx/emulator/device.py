@@ -26,7 +26,7 @@ from smartmeter_tx.emulator.module import (
 )
 from smartmeter_tx.emulator.pty import PtyDevice
 from smartmeter_tx.errors import ArgumentError
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk.values import Dialect
 
 __all__ = ["OPTIONS", "EmulatorHandle", "start_emulator", "parse_spec", "config_from_options",
            "DEFAULT_ID", "DEFAULT_PASSWORD"]

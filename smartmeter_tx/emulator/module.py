@@ -40,7 +40,8 @@ from smartmeter_tx.emulator.radio import Radio, TxBudget, airtime
 from smartmeter_tx.errors import ArgumentError, SKParseError
 from smartmeter_tx.model import SLOT, slot_start
 from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Raw, Reader, SendtoHeader
-from smartmeter_tx.sk.lines import IPV6_RE, Dialect, Event, PanDesc, RxUdp, ll64, parse_command
+from smartmeter_tx.sk.values import IPV6_RE, Dialect, Event, PanDesc, RxUdp
+from smartmeter_tx.sk.commands import ll64, parse_command
 
 __all__ = [
     "EmulatorConfig", "Emulator", "ModuleProtocol", "DEFAULT_ID", "DEFAULT_PASSWORD",

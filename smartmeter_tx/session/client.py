@@ -30,7 +30,8 @@ from smartmeter_tx.errors import (
 )
 from smartmeter_tx.session.linkstate import HOLD_EXPIRY, HOLD_RATE_LIMIT, LinkState, Session
 from smartmeter_tx.echonet.requester import EchonetRequester, EchonetTimeout, NotSent, SendFailed
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import commands
+from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.protocol import SKCommandError, SKEventError, SKStackProtocol
 from smartmeter_tx.session.state import MeterLink
 from smartmeter_tx.session.steps import Budget, ModuleSteps
@@ -62,8 +63,8 @@ class Credentials:
     """
 
     def __init__(self, rbid: str, password: str) -> None:
-        L.sk_setrbid(rbid)  # validate now, with a clear error
-        L.sk_setpwd(password)
+        commands.sk_setrbid(rbid)  # validate now, with a clear error
+        commands.sk_setpwd(password)
         self.rbid = rbid
         self.password = password
 
@@ -82,7 +83,7 @@ class SessionConfig:
 
     credentials: Optional[Credentials] = None
     link: MeterLink = field(default_factory=MeterLink)
-    dialect: Optional[L.Dialect] = None
+    dialect: Optional[V.Dialect] = None
     #: the --device it reads through, as given (for /latest and the logs)
     device: Optional[str] = None
 
@@ -139,7 +140,7 @@ class BRouteClient:
     SILENT_BEFORE_JOIN = 2
 
     def __init__(self, sk: SKStackProtocol, credentials: Optional[Credentials], clock,
-                 link: Optional[MeterLink] = None, dialect: Optional[L.Dialect] = None,
+                 link: Optional[MeterLink] = None, dialect: Optional[V.Dialect] = None,
                  state: Optional[LinkState] = None, rssi: bool = False) -> None:
         """
         @param link: the saved link, with the user's overrides already applied
@@ -155,13 +156,13 @@ class BRouteClient:
         self.link = link or MeterLink()
         self.state = state or LinkState()
         self.rssi = rssi
-        saved = L.Dialect(self.link.dialect) if self.link.dialect else None
+        saved = V.Dialect(self.link.dialect) if self.link.dialect else None
         self.module = ModuleSteps(sk, clock, dialect=saved, fixed_dialect=dialect,
                                   on_dialect=self._dialect_changed)
         self.steps = self.module.steps
         self.discovery = MeterDiscovery(self.module, self.link,
                                         credentials.rbid if credentials else None)
-        self.requester = EchonetRequester(sk, self.module.dialect or L.Dialect.STANDARD,
+        self.requester = EchonetRequester(sk, self.module.dialect or V.Dialect.STANDARD,
                                           self.link.ipaddr, clock=clock)
         self.requester.add_unsolicited_listener(self._on_frame)
         self.busy_retries = 0
@@ -173,7 +174,7 @@ class BRouteClient:
         sk.add_listener(self._on_line)
 
     @property
-    def dialect(self) -> Optional[L.Dialect]:
+    def dialect(self) -> Optional[V.Dialect]:
         return self.module.dialect
 
     @property
@@ -208,26 +209,26 @@ class BRouteClient:
 
     def _on_line(self, value) -> None:
         now = self.clock.seconds()
-        if isinstance(value, L.Event):
+        if isinstance(value, V.Event):
             change = self.state.event(value.num, now)
             if change is not None:
                 level = self.log.warn if value.num in (0x24, 0x26, 0x27, 0x28, 0x32) else \
                     self.log.info
                 level("{change} (EVENT {num:02X}: {name})", change=change, num=value.num,
                       name=value.name)
-        elif isinstance(value, L.RxUdp):
+        elif isinstance(value, V.RxUdp):
             if value.rssi is not None:
-                self.state.rssi(L.lqi_to_dbm(value.rssi))
-        elif isinstance(value, L.PanDesc):
+                self.state.rssi(V.lqi_to_dbm(value.rssi))
+        elif isinstance(value, V.PanDesc):
             self.state.scanned(value.lqi, value.rssi_dbm)
 
-    def _on_frame(self, frame: F.Frame, rx: L.RxUdp) -> None:
+    def _on_frame(self, frame: F.Frame, rx: V.RxUdp) -> None:
         if (frame.seoj == F.NODE_PROFILE and M.INSTANCE_LIST in frame.epcs
                 and self._instance_list is not None and not self._instance_list.called):
             self._instance_list.callback(frame)
         self.log.info("unsolicited frame from the meter: {frame}", frame=frame.describe())
 
-    def _dialect_changed(self, dialect: L.Dialect) -> None:
+    def _dialect_changed(self, dialect: V.Dialect) -> None:
         self.link.dialect = dialect.value
         self.requester.dialect = dialect
 
@@ -253,13 +254,13 @@ class BRouteClient:
         if self.credentials is None:
             raise ArgumentError("no B-route ID and password given, and the module has no session")
         await self.prepare(budget)
-        await self.module.run(L.sk_setrbid(self.credentials.rbid), "setting the B-route ID",
+        await self.module.run(commands.sk_setrbid(self.credentials.rbid), "setting the B-route ID",
                               budget)
-        await self.module.run(L.sk_setpwd(self.credentials.password),
+        await self.module.run(commands.sk_setpwd(self.credentials.password),
                               "setting the B-route password", budget)
         self._credentials_set = True
 
-    async def locate(self, budget: Optional[Budget] = None) -> L.PanDesc:
+    async def locate(self, budget: Optional[Budget] = None) -> V.PanDesc:
         """
         Scan for the meter (C{--scan}); updates L{link}.
 
@@ -338,12 +339,12 @@ class BRouteClient:
     async def _join(self, budget: Budget) -> None:
         """SKSREG S2/S3 then SKJOIN; waits for EVENT 25 and the meter's D5 INF."""
         link = self.link
-        await self.module.run(L.sk_sreg("S2", "%02X" % link.channel), "setting the channel", budget)
-        await self.module.run(L.sk_sreg("S3", "%04X" % link.pan_id), "setting the PAN ID", budget)
+        await self.module.run(commands.sk_sreg("S2", "%02X" % link.channel), "setting the channel", budget)
+        await self.module.run(commands.sk_sreg("S3", "%04X" % link.pan_id), "setting the PAN ID", budget)
         self._aim()  # listening before EVENT 25, for the D5 INF
         self._instance_list = waiting = defer.Deferred()
         try:
-            await self.module.run(L.sk_join(link.ipaddr),
+            await self.module.run(commands.sk_join(link.ipaddr),
                                   "authenticating with the meter (SKJOIN; a wrong B-route ID or "
                                   "password, or a meter that moved to another channel, takes "
                                   "about 40 s to be refused: raise --timeout to see EVENT 24; "
@@ -374,11 +375,11 @@ class BRouteClient:
         @return: whether every send is being cancelled under the ARIB limit.
         """
         try:
-            reply = await self.module.run(L.sk_sreg("SFB"),
+            reply = await self.module.run(commands.sk_sreg("SFB"),
                                           "reading the module's send-restricted flag", budget)
         except SKCommandError:
             return False  # a module without SFB: nothing to learn
-        value = reply.first(L.SReg)
+        value = reply.first(V.SReg)
         return value is not None and self.state.sfb(value.value, self.clock.seconds())
 
     # -- reading ------------------------------------------------------------------

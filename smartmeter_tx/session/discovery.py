@@ -11,14 +11,15 @@ from typing import Iterable, Optional
 from twisted.logger import Logger
 
 from smartmeter_tx.errors import MeterNotFound
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk import commands
 from smartmeter_tx.session.state import MeterLink
 from smartmeter_tx.session.steps import Budget, ModuleSteps
 
 __all__ = ["MeterDiscovery", "matching_pans"]
 
 
-def matching_pans(descs: Iterable[L.PanDesc], rbid: Optional[str]) -> list:
+def matching_pans(descs: Iterable[V.PanDesc], rbid: Optional[str]) -> list:
     """
     The PANs worth joining among the descriptors a scan heard.  Pure.
 
@@ -27,7 +28,7 @@ def matching_pans(descs: Iterable[L.PanDesc], rbid: Optional[str]) -> list:
     prints it), and several descriptors of one PAN (heard with different LQI)
     count once, with their best LQI.
 
-    @return: L{L.PanDesc}s, best LQI first.
+    @return: L{V.PanDesc}s, best LQI first.
     """
     found: dict = {}
     for desc in descs:
@@ -70,9 +71,9 @@ class MeterDiscovery:
 
         @return: whether the meter's address is now known.
         """
-        reply = await self.steps.run(L.sk_table("2"), "reading the module's neighbour table",
+        reply = await self.steps.run(commands.sk_table("2"), "reading the module's neighbour table",
                                      budget)
-        rows = [n for n in reply.lines if isinstance(n, L.Neighbor)]
+        rows = [n for n in reply.lines if isinstance(n, V.Neighbor)]
         if len(rows) != 1:
             return False  # none, or several we cannot tell apart
         info = await self.steps.ask_info(budget)
@@ -83,7 +84,7 @@ class MeterDiscovery:
         self.log.info("the module knows a neighbour: trying it as the meter")
         return True
 
-    async def locate(self, budget: Budget) -> L.PanDesc:
+    async def locate(self, budget: Budget) -> V.PanDesc:
         """
         Scan for the meter: the known channel first (saved, or given with
         C{--channel}: a hint, not a cage), then all channels.  Fills in the
@@ -106,7 +107,7 @@ class MeterDiscovery:
                                 "and move the module closer to the meter")
         best = found[0]
         link = self.link
-        reply = await self.steps.run(L.sk_ll64(best.addr), "converting the meter's MAC (SKLL64)",
+        reply = await self.steps.run(commands.sk_ll64(best.addr), "converting the meter's MAC (SKLL64)",
                                      budget)
         if hinted is not None and best.channel != hinted:
             # The channel given (saved, or --channel) no longer holds it.
@@ -122,18 +123,18 @@ class MeterDiscovery:
 
         @return: the matching PAN descriptors, best first (possibly none).
         """
-        mask = L.channel_mask(channels) if channels else 0xFFFFFFFF
+        mask = commands.channel_mask(channels) if channels else 0xFFFFFFFF
         late: list = []
 
         def catch(value):
-            if isinstance(value, L.PanDesc):
+            if isinstance(value, V.PanDesc):
                 late.append(value)
         self.steps.sk.add_listener(catch)
         try:
             for duration in durations or self.DURATIONS:
                 step = f"scanning for the meter (duration {duration})"
                 reply = await self.steps.run_in_dialect(
-                    lambda dialect: L.sk_scan(dialect, mask, duration), step, budget)
+                    lambda dialect: commands.sk_scan(dialect, mask, duration), step, budget)
                 if not reply.pandescs:
                     # The last channel's descriptor can follow EVENT 22 (captures §13).
                     await budget.pause(self.SCAN_GRACE, "scanning")

@@ -16,7 +16,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from smartmeter_tx.errors import ArgumentError, StepTimeout
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk import commands
 from smartmeter_tx.sk.protocol import SKCommandError, SKStackProtocol, SKTimeoutError
 
 __all__ = ["Budget", "ModuleSteps"]
@@ -68,24 +69,24 @@ class ModuleSteps:
     @ivar fixed_dialect: a dialect the user forced (C{--dse}); never switched.
     @ivar info: the module's SKINFO answer, once asked.
     @ivar steps: names of the last SK commands sent (for tests and benchmarks).
-    @ivar on_dialect: called with the new L{L.Dialect} whenever it changes.
+    @ivar on_dialect: called with the new L{V.Dialect} whenever it changes.
     """
 
     log = Logger()
 
-    def __init__(self, sk: SKStackProtocol, clock, dialect: Optional[L.Dialect] = None,
-                 fixed_dialect: Optional[L.Dialect] = None,
-                 on_dialect: Optional[Callable[[L.Dialect], None]] = None) -> None:
+    def __init__(self, sk: SKStackProtocol, clock, dialect: Optional[V.Dialect] = None,
+                 fixed_dialect: Optional[V.Dialect] = None,
+                 on_dialect: Optional[Callable[[V.Dialect], None]] = None) -> None:
         self.sk = sk
         self.clock = clock
         self.fixed_dialect = fixed_dialect
         self.dialect = fixed_dialect or dialect
         self.on_dialect = on_dialect or (lambda dialect: None)
-        self.info: Optional[L.Info] = None
+        self.info: Optional[V.Info] = None
         self.prepared = False
         self.steps: deque = deque(maxlen=64)  # bounded: a service runs for years
 
-    async def run(self, command: L.Command, step: str, budget: Budget):
+    async def run(self, command: commands.Command, step: str, budget: Budget):
         """
         Send one SK command, bounded by what is left of C{budget}.
 
@@ -103,7 +104,7 @@ class ModuleSteps:
         except (defer.TimeoutError, SKTimeoutError):
             raise StepTimeout(step) from None
 
-    async def run_in_dialect(self, build: Callable[[L.Dialect], L.Command], step: str,
+    async def run_in_dialect(self, build: Callable[[V.Dialect], commands.Command], step: str,
                              budget: Budget):
         """
         L{run} a command whose syntax depends on the dialect; when the module
@@ -133,16 +134,16 @@ class ModuleSteps:
             raise ArgumentError("the module rejected the command syntax of the dialect "
                                 f"given ({self.fixed_dialect.value}); try without --dse "
                                 "or with it")
-        self.dialect = L.Dialect.STANDARD if self.dialect is L.Dialect.DSE else L.Dialect.DSE
+        self.dialect = V.Dialect.STANDARD if self.dialect is V.Dialect.DSE else V.Dialect.DSE
         self.log.info("module rejected the syntax; switching to the {d} dialect",
                       d=self.dialect.value)
         self.on_dialect(self.dialect)
 
-    async def ask_info(self, budget: Budget) -> Optional[L.Info]:
+    async def ask_info(self, budget: Budget) -> Optional[V.Info]:
         """SKINFO, once per connection.  No radio."""
         if self.info is None:
-            reply = await self.run(L.sk_info(), "asking the module for its info (SKINFO)", budget)
-            self.info = reply.first(L.Info)
+            reply = await self.run(commands.sk_info(), "asking the module for its info (SKINFO)", budget)
+            self.info = reply.first(V.Info)
         return self.info
 
     async def prepare(self, budget: Budget, rssi: bool = False) -> None:
@@ -156,15 +157,15 @@ class ModuleSteps:
             return
         if self.dialect is None:
             info = await self.ask_info(budget)
-            self.dialect = (info.dialect_hint if info else None) or L.Dialect.STANDARD
+            self.dialect = (info.dialect_hint if info else None) or V.Dialect.STANDARD
             self.log.info("module speaks the {dialect} SK dialect", dialect=self.dialect.value)
         self.on_dialect(self.dialect)
         await self.echo_off(budget)
-        if rssi and self.dialect is L.Dialect.DSE:
+        if rssi and self.dialect is V.Dialect.DSE:
             # Free link-quality data for /metrics; the parser reads ERXUDP
             # with and without the field.
             try:
-                await self.run(L.sk_sreg("SA2", "1"), "asking for RSSI (SA2)", budget)
+                await self.run(commands.sk_sreg("SA2", "1"), "asking for RSSI (SA2)", budget)
             except SKCommandError as e:
                 self.log.info("module does not take SA2 (no RSSI): {e}", e=e)
         self.prepared = True
@@ -173,4 +174,4 @@ class ModuleSteps:
         # Echo is the power-on default; turning it off saves serial time.  It
         # is recognised either way, so this is an optimisation only.
         if self.sk.echo:
-            await self.run(L.sk_sreg("SFE", "0"), "turning command echo off", budget)
+            await self.run(commands.sk_sreg("SFE", "0"), "turning command echo off", budget)

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk.values import Dialect
 
 __all__ = [
     "Reader", "Line", "Raw", "Dropped", "SendtoHeader", "NEED_DATA", "Item",

@@ -3,7 +3,7 @@ SKStackProtocol: SKSTACK IP over any byte transport (a SerialPort in
 production, a StringTransport in tests, a pty to the emulator in between).
 
 One command is on the wire at a time; each returns a Deferred.  What completes a
-command is data (L{smartmeter_tx.sk.lines.Completion}), so SKLL64 (no OK), SKSCAN
+command is data (L{smartmeter_tx.sk.commands.Completion}), so SKLL64 (no OK), SKSCAN
 (EVENT 22) and SKJOIN (EVENT 25/24) need no special cases here.  EVENT, ERXUDP
 and EPANDESC reach listeners at any time, including between a command and its OK.
 
@@ -34,7 +34,9 @@ from twisted.python.failure import Failure
 
 from smartmeter_tx.errors import SKParseError, SmartMeterError
 from smartmeter_tx.redact import Redactor
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk import commands
+from smartmeter_tx.sk import parse
 from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Line, Raw, Reader
 
 __all__ = [
@@ -61,7 +63,7 @@ class SKCommandError(SKError):
     The module answered C{FAIL ERxx}.
     """
 
-    def __init__(self, command: str, fail: L.Fail) -> None:
+    def __init__(self, command: str, fail: V.Fail) -> None:
         super().__init__(command, f"{command} failed: {fail}")
         self.code = fail.code
         self.meaning = fail.meaning
@@ -73,7 +75,7 @@ class SKEventError(SKError):
     SKJOIN: PANA authentication failed).
     """
 
-    def __init__(self, command: str, event: L.Event) -> None:
+    def __init__(self, command: str, event: V.Event) -> None:
         super().__init__(command, f"{command} failed: EVENT {event.num:02X} ({event.name})")
         self.event = event
 
@@ -114,20 +116,20 @@ class Reply:
     """
     What a completed command produced.
 
-    @ivar lines: result lines before the end (L{L.Ver}, L{L.Info}, L{L.SReg},
-        L{L.Neighbor}, ...), in order.
+    @ivar lines: result lines before the end (L{V.Ver}, L{V.Info}, L{V.SReg},
+        L{V.Neighbor}, ...), in order.
     @ivar events: events the command collects (EVENT 21 for SKSENDTO).
     @ivar pandescs: PAN descriptors received during the command (SKSCAN).
-    @ivar ok: the L{L.Ok} line, or C{None} for commands that end without one.
-    @ivar final: the value that completed the command: the L{L.Ok}, SKLL64's
-        L{L.Address}, or the EVENT that ended SKSCAN/SKJOIN/SKTERM.
+    @ivar ok: the L{V.Ok} line, or C{None} for commands that end without one.
+    @ivar final: the value that completed the command: the L{V.Ok}, SKLL64's
+        L{V.Address}, or the EVENT that ended SKSCAN/SKJOIN/SKTERM.
     """
 
-    command: L.Command
+    command: commands.Command
     lines: list = field(default_factory=list)
     events: list = field(default_factory=list)
     pandescs: list = field(default_factory=list)
-    ok: Optional[L.Ok] = None
+    ok: Optional[V.Ok] = None
     final: object = None
 
     def first(self, kind: type):
@@ -149,7 +151,7 @@ class _Pending:
 
     __slots__ = ("command", "deferred", "reply", "echo_seen", "timer", "sync", "result_seen")
 
-    def __init__(self, command: L.Command, deferred: Optional[defer.Deferred],
+    def __init__(self, command: commands.Command, deferred: Optional[defer.Deferred],
                  sync: Optional[type] = None) -> None:
         self.command = command
         self.deferred = deferred
@@ -164,7 +166,7 @@ class _Pending:
 #: only (no radio), on every module and in both dialects.  The second serves
 #: when the first is itself among the abandoned commands, whose late result
 #: line would otherwise pass for the resync's.
-SYNC_COMMANDS = ((L.sk_ver, L.Ver), (L.sk_info, L.Info))
+SYNC_COMMANDS = ((commands.sk_ver, V.Ver), (commands.sk_info, V.Info))
 
 
 _SECRET_ECHO = re.compile(r"^(SKSETPWD|SKSETRBID)\b.*$")
@@ -206,10 +208,10 @@ class SKStackProtocol(Protocol):
         self._listeners: list = []
         self._waiters: list = []
         self._lost_waiters: list = []
-        self._assembler = L.BlockAssembler()
+        self._assembler = parse.BlockAssembler()
         self._reader = Reader(self.MAX_LENGTH)
         self._receiving = False
-        self._partial: Optional[L.RxUdpPartial] = None
+        self._partial: Optional[V.RxUdpPartial] = None
         self._unechoed_timeouts = 0
         self._raw_timer = None
         self._handlers: dict = {}
@@ -227,7 +229,7 @@ class SKStackProtocol(Protocol):
 
     # -- public API ---------------------------------------------------------
 
-    def command(self, command: L.Command) -> defer.Deferred:
+    def command(self, command: commands.Command) -> defer.Deferred:
         """
         Queue C{command}; it is written once every earlier command completed.
 
@@ -251,7 +253,7 @@ class SKStackProtocol(Protocol):
 
     def add_listener(self, listener: Callable[[object], None]) -> None:
         """
-        Call C{listener(value)} for every L{L.Event}, L{L.RxUdp} and L{L.PanDesc}
+        Call C{listener(value)} for every L{V.Event}, L{V.RxUdp} and L{V.PanDesc}
         the module prints, whenever it prints it.  Exceptions it raises are
         logged and otherwise ignored.
         """
@@ -263,7 +265,7 @@ class SKStackProtocol(Protocol):
 
     def when_event(self, *nums: int) -> defer.Deferred:
         """
-        @return: a fresh Deferred that fires with the next L{L.Event} whose
+        @return: a fresh Deferred that fires with the next L{V.Event} whose
             number is in C{nums}, or fails with L{SKDisconnected}.
         """
         if self._lost is not None:
@@ -356,17 +358,17 @@ class SKStackProtocol(Protocol):
 
     def _line(self, line: bytes) -> None:
         try:
-            value = L.parse_line(line, self.payload_mode)
+            value = parse.parse_line(line, self.payload_mode)
         except SKParseError as e:
             self._junk("dropping malformed line from the module: {error}: {line}",
                        error=self.redactor.scrub_fragments(str(e)),
                        line=self.redactor.scrub_fragments(repr(line))[:100])
             return
-        if isinstance(value, L.Resynced):
+        if isinstance(value, V.Resynced):
             self._junk("dropping {junk} glued before a line",
                        junk=self.redactor.scrub_fragments(repr(value.junk))[:100])
             value = value.value
-        if isinstance(value, L.RxUdpPartial):
+        if isinstance(value, V.RxUdpPartial):
             # A binary payload held CR LF: the rest of it comes as raw bytes.
             self._partial = value
             self._reader.read_raw(value.remaining)
@@ -544,7 +546,7 @@ class SKStackProtocol(Protocol):
                 self.log.failure("listener {listener!r} failed on {kind}",
                                  listener=listener, kind=type(value).__name__)
 
-    def _line_Event(self, event: L.Event) -> None:
+    def _line_Event(self, event: V.Event) -> None:
         p = self._current
         if p is not None:
             c = p.command.completion
@@ -564,16 +566,16 @@ class SKStackProtocol(Protocol):
             elif event.num in c.failure_events:
                 self._fail(p, SKEventError(p.command.name, event))
 
-    def _line_RxUdp(self, rx: L.RxUdp) -> None:
+    def _line_RxUdp(self, rx: V.RxUdp) -> None:
         self._notify(rx)
 
-    def _line_PanDesc(self, desc: L.PanDesc) -> None:
+    def _line_PanDesc(self, desc: V.PanDesc) -> None:
         p = self._current
         if p is not None and p.command.completion.collect_pandesc:
             p.reply.pandescs.append(desc)
         self._notify(desc)
 
-    def _line_Echo(self, echo: L.Echo) -> None:
+    def _line_Echo(self, echo: V.Echo) -> None:
         p = self._current
         if p is not None and not p.echo_seen and p.command.is_echo(echo):
             p.echo_seen = True
@@ -587,7 +589,7 @@ class SKStackProtocol(Protocol):
     def _line_Blank(self, _blank) -> None:
         pass  # SKSENDTO's answer with echo off, or the CRLF after a binary payload
 
-    def _line_Unknown(self, unknown: L.Unknown) -> None:
+    def _line_Unknown(self, unknown: V.Unknown) -> None:
         self._junk("dropping unrecognised line from the module: {line}",
                    line=self.redactor.scrub_fragments(repr(unknown.raw))[:100])
 
@@ -618,7 +620,7 @@ class SKStackProtocol(Protocol):
             self.echo = False
         return p
 
-    def _line_Ok(self, ok: L.Ok) -> None:
+    def _line_Ok(self, ok: V.Ok) -> None:
         p = self._end_ok(ok)
         if p is None:
             return
@@ -626,7 +628,7 @@ class SKStackProtocol(Protocol):
         if not p.command.completion.success_events:
             self._succeed(p, ok)
 
-    def _line_Fail(self, fail: L.Fail) -> None:
+    def _line_Fail(self, fail: V.Fail) -> None:
         p = self._end_ok(fail)
         if p is None:
             return
@@ -665,15 +667,15 @@ class SKStackProtocol(Protocol):
     def _record_line(self, value, raw: bytes) -> None:
         if self.transcript is None:
             return
-        if isinstance(value, L.RxUdp):
+        if isinstance(value, V.RxUdp):
             if value.rport == 0x02CC or value.lport == 0x02CC:
                 # PANA payloads carry the B-route ID: show only their size.
                 text = f"ERXUDP {value.sender} PANA <{len(value.data)} bytes>"
             else:
                 text = f"ERXUDP {value.sender} {value.rport:04X} {value.data.hex().upper()}"
-        elif isinstance(value, L.Echo) and _SECRET_ECHO.match(value.text):
+        elif isinstance(value, V.Echo) and _SECRET_ECHO.match(value.text):
             text = value.name + " <redacted>"
-        elif isinstance(value, L.PanDescField) and value.key == "PairID":
+        elif isinstance(value, V.PanDescField) and value.key == "PairID":
             text = "  PairID:<redacted>"  # the last 8 characters of the B-route ID
         else:
             text = raw.decode("ascii", "replace")

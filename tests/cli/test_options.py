@@ -11,7 +11,7 @@ from smartmeter_tx.cli import options as O
 from smartmeter_tx.session import state as S
 from smartmeter_tx.session.client import Credentials, SessionConfig
 from smartmeter_tx.errors import ArgumentError
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk.values import Dialect
 
 RBID = "00112233445566778899AABBCCDDEEFF"
 PASSWORD = "0123456789AB"

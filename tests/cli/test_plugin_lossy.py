@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from smartmeter_tx.cli import plugin
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk.values import Dialect
 from tests.emuloop import START, Loop
 from tests.outputs.test_mackerel import agent_parse
 

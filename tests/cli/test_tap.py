@@ -20,7 +20,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service.poller import MeterPoller
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk.values import Dialect
 from smartmeter_tx.cli.tap import Options, makeService
 from tests.emuloop import Loop
 

@@ -13,7 +13,7 @@ from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet.requester import (
     EchonetError, EchonetRequester, EchonetTimeout, NotSent, SendFailed,
 )
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.protocol import SKCommandError, SKDisconnected
 from tests.fixtures import captures as C
 from tests.sktesting import ModeMixin, connect, feed, lines, modes, send
@@ -27,7 +27,7 @@ class RequesterTestsMixin(ModeMixin):
     Tests run for each dialect; subclasses say how that dialect's module talks.
     """
 
-    dialect: L.Dialect
+    dialect: V.Dialect
     meter: str
     module: str
     lla: str
@@ -53,7 +53,7 @@ class RequesterTestsMixin(ModeMixin):
 
     def head(self, payload: bytes) -> bytes:
         """The SKSENDTO text part, up to and including the space after LEN."""
-        side = b" 0" if self.dialect is L.Dialect.DSE else b""
+        side = b" 0" if self.dialect is V.Dialect.DSE else b""
         return (b"SKSENDTO 1 " + self.meter.encode() + b" 0E1A 1" + side +
                 b" %04X " % len(payload))
 
@@ -62,7 +62,7 @@ class RequesterTestsMixin(ModeMixin):
         return self.head(payload) + payload
 
     def event21(self, param: int) -> bytes:
-        side = b" 0" if self.dialect is L.Dialect.DSE else b""
+        side = b" 0" if self.dialect is V.Dialect.DSE else b""
         return b"EVENT 21 " + self.meter.encode() + side + b" %02X" % param
 
     def echo(self, payload: bytes) -> bytes:
@@ -79,14 +79,14 @@ class RequesterTestsMixin(ModeMixin):
         secured = "1" if port == "0E1A" else "0"
         fields = ["ERXUDP", sender or self.meter, dest or self.module, port, port, self.lla,
                   secured]
-        if self.dialect is L.Dialect.DSE:
+        if self.dialect is V.Dialect.DSE:
             fields.append(side)
         fields += ["%04X" % (len(payload_hex) // 2), payload_hex]
         return " ".join(fields).encode() + b"\r\n"
 
     def written_frames(self) -> list:
         """The ECHONET frames of every SKSENDTO written so far."""
-        fields = 6 if self.dialect is L.Dialect.DSE else 5
+        fields = 6 if self.dialect is V.Dialect.DSE else 5
         out = []
         for chunk in self.transport.value().split(b"SKSENDTO ")[1:]:
             tokens = chunk.split(b" ", fields)
@@ -501,7 +501,7 @@ class StandardRequesterTests(RequesterTestsMixin, SynchronousTestCase):
     Standard edition (§1, BP35A1): echo off, SKSENDTO answered by a bare CR LF.
     """
 
-    dialect = L.Dialect.STANDARD
+    dialect = V.Dialect.STANDARD
     meter = "0000:0000:0000:0000:0000:0000:0000:0000"
     module = "0000:0000:0000:0000:0000:0000:0000:0000"
     lla = "0000000000000000"
@@ -523,7 +523,7 @@ class DSERequesterTests(RequesterTestsMixin, SynchronousTestCase):
     Dual stack edition (§4, RS-WSUHA-P): echo on, SIDE fields.
     """
 
-    dialect = L.Dialect.DSE
+    dialect = V.Dialect.DSE
     meter = C.S4_METER_IP
     module = C.S4_MODULE_IP
     lla = C.S4_METER_MAC
@@ -574,7 +574,7 @@ class RequesterHardeningTests(SynchronousTestCase):
         starts = set()
         for _ in range(8):
             proto, transport, clock, heard = connect()
-            starts.add(EchonetRequester(proto, L.Dialect.STANDARD, clock=clock).allocate_tid())
+            starts.add(EchonetRequester(proto, V.Dialect.STANDARD, clock=clock).allocate_tid())
         self.assertGreater(len(starts), 1)
         self.assertTrue(all(1 <= t <= 0xFFFF for t in starts))
 
@@ -582,16 +582,16 @@ class RequesterHardeningTests(SynchronousTestCase):
         """A Get_Res with SECURED 0 (not under the PANA key) is never taken as the answer."""
         meter = "FE80:0000:0000:0000:021D:1290:1234:5678"
         proto, transport, clock, heard = connect()
-        requester = EchonetRequester(proto, L.Dialect.STANDARD, meter_addr=meter, clock=clock,
+        requester = EchonetRequester(proto, V.Dialect.STANDARD, meter_addr=meter, clock=clock,
                                      first_tid=7)
         d = requester.get([0xE7])
         proto.dataReceived(b"EVENT 21 " + meter.encode() + b" 00\r\nOK\r\n")
         answer = F.Frame(7, F.METER, F.CONTROLLER, F.GET_RES,
                          (F.Property(0xE7, b"\x00\x00\x01\xf8"),)).encode()
-        rx = L.RxUdp(meter, "FE80:0000:0000:0000:021D:1291:0004:E578", 0x0E1A, 0x0E1A,
+        rx = V.RxUdp(meter, "FE80:0000:0000:0000:021D:1291:0004:E578", 0x0E1A, 0x0E1A,
                      "001D129012345678", False, answer)
         proto.dataReceived(rx.to_line() + b"\r\n")
         self.assertNoResult(d)
-        secured = L.RxUdp(rx.sender, rx.dest, rx.rport, rx.lport, rx.sender_lla, True, answer)
+        secured = V.RxUdp(rx.sender, rx.dest, rx.rport, rx.lport, rx.sender_lla, True, answer)
         proto.dataReceived(secured.to_line() + b"\r\n")
         self.assertEqual(self.successResultOf(d).get(0xE7), b"\x00\x00\x01\xf8")

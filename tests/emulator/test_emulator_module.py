@@ -19,10 +19,11 @@ from smartmeter_tx.emulator.module import (
 )
 from smartmeter_tx.emulator.radio import TxBudget
 from smartmeter_tx.errors import ArgumentError
-from smartmeter_tx.sk.lines import (
-    Address, BlockAssembler, Blank, Dialect, Echo, Event, Info, Ok, PanDesc, RxUdp,
-    RxUdpPartial, Unknown, Ver, parse_line, sk_sendto,
+from smartmeter_tx.sk.values import (
+    Address, Blank, Dialect, Echo, Event, Info, Ok, PanDesc, RxUdp, RxUdpPartial, Unknown, Ver,
 )
+from smartmeter_tx.sk.parse import BlockAssembler, parse_line
+from smartmeter_tx.sk.commands import sk_sendto
 
 START = datetime.datetime(2024, 6, 1, 12, 0)
 STD, DSE = Dialect.STANDARD, Dialect.DSE

@@ -28,7 +28,9 @@ from twisted.trial import unittest
 from smartmeter_tx.emulator import cli
 from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD, parse_spec, start_emulator
 from smartmeter_tx.errors import ArgumentError
-from smartmeter_tx.sk.lines import Dialect, RxUdp, parse_line, sk_sendto
+from smartmeter_tx.sk.values import Dialect, RxUdp
+from smartmeter_tx.sk.parse import parse_line
+from smartmeter_tx.sk.commands import sk_sendto
 from smartmeter_tx.echonet.frame import Frame, get_request
 from tests.emuloop import START, pinned
 

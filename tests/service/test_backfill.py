@@ -19,7 +19,7 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service.poller import MeterPoller, PollSchedule
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk.values import Dialect
 from tests.emuloop import Loop, expected_slot_starts
 
 CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)

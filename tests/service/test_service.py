@@ -16,7 +16,7 @@ from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.session.linkstate import HOLD_EXPIRY, LinkState
 from smartmeter_tx.session.client import BRouteClient
 from smartmeter_tx.service.poller import MeterPoller, PollSchedule
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk.values import Dialect
 from tests.emuloop import Loop
 
 CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)

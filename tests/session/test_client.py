@@ -13,8 +13,8 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.errors import ArgumentError
-from smartmeter_tx.sk import lines as L
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk.values import Dialect
 from smartmeter_tx.session.state import MeterLink
 from tests.emuloop import Loop
 
@@ -386,7 +386,7 @@ class _FieldBase:
         self.addCleanup(client.close)
         events = []
         client.sk.add_listener(
-            lambda v: isinstance(v, L.Event) and events.append((v.num, loop.clock.seconds())))
+            lambda v: isinstance(v, V.Event) and events.append((v.num, loop.clock.seconds())))
         sends = []
         loop.write_observers.append(
             lambda data: data.startswith(b"SKSENDTO") and sends.append(loop.clock.seconds()))

@@ -18,8 +18,8 @@ from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.errors import RateLimited, ReadFailed
-from smartmeter_tx.sk import lines as L
-from smartmeter_tx.sk.lines import Dialect
+from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk.values import Dialect
 from tests.emuloop import Loop
 
 CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
@@ -59,7 +59,7 @@ class _Harness:
             self.events.append(("send", echonet_of(data)))
 
     def _received(self, value) -> None:
-        if isinstance(value, L.RxUdp) and value.rport == 0x0E1A:
+        if isinstance(value, V.RxUdp) and value.rport == 0x0E1A:
             try:
                 self.events.append(("recv", F.Frame.decode(value.data)))
             except Exception:

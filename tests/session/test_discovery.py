@@ -6,7 +6,7 @@ heard are worth joining, best first.
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.session.discovery import matching_pans
-from smartmeter_tx.sk.lines import PanDesc
+from smartmeter_tx.sk.values import PanDesc
 
 RBID = "00112233445566778899AABBCCDDEEFF"
 PAIR = RBID[-8:]  # "CCDDEEFF"

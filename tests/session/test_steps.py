@@ -8,7 +8,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.errors import ArgumentError, StepTimeout
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import commands
+from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.protocol import SKCommandError
 from smartmeter_tx.session.steps import Budget, ModuleSteps
 from tests.sktesting import connect, lines
@@ -20,7 +21,7 @@ SCAN_DSE = b"SKSCAN 2 FFFFFFFF 6 0\r\n"
 
 
 def scan(dialect):
-    return L.sk_scan(dialect, 0xFFFFFFFF, 6)
+    return commands.sk_scan(dialect, 0xFFFFFFFF, 6)
 
 
 class BudgetTests(SynchronousTestCase):
@@ -94,11 +95,11 @@ class RunTests(SynchronousTestCase):
 
     def setUp(self):
         self.sk, self.transport, self.clock, _ = connect()
-        self.steps = ModuleSteps(self.sk, self.clock, dialect=L.Dialect.STANDARD)
+        self.steps = ModuleSteps(self.sk, self.clock, dialect=V.Dialect.STANDARD)
 
     def test_run(self):
         """run writes the command, records its name and gives the module's reply."""
-        d = defer.ensureDeferred(self.steps.run(L.sk_sreg("SFE", "0"), "echo off",
+        d = defer.ensureDeferred(self.steps.run(commands.sk_sreg("SFE", "0"), "echo off",
                                                 Budget(self.clock, 10)))
         self.assertEqual(self.transport.value(), b"SKSREG SFE 0\r\n")
         self.sk.dataReceived(lines(b"OK"))
@@ -109,13 +110,13 @@ class RunTests(SynchronousTestCase):
         """run with nothing left raises StepTimeout without writing anything."""
         budget = Budget(self.clock, 1)
         self.clock.advance(1)
-        d = defer.ensureDeferred(self.steps.run(L.sk_info(), "asking", budget))
+        d = defer.ensureDeferred(self.steps.run(commands.sk_info(), "asking", budget))
         self.assertEqual(self.failureResultOf(d, StepTimeout).value.step, "asking")
         self.assertEqual(self.transport.value(), b"")
 
     def test_run_bounded_by_budget(self):
         """A command whose own timeout is longer than the budget fails when the budget ends."""
-        d = defer.ensureDeferred(self.steps.run(L.sk_info(), "asking for info",
+        d = defer.ensureDeferred(self.steps.run(commands.sk_info(), "asking for info",
                                                 Budget(self.clock, 2)))
         self.clock.advance(1.9)
         self.assertNoResult(d)
@@ -124,7 +125,7 @@ class RunTests(SynchronousTestCase):
 
     def test_run_module_silent(self):
         """A module that does not answer within the command's timeout is a StepTimeout."""
-        command = L.sk_info()
+        command = commands.sk_info()
         d = defer.ensureDeferred(self.steps.run(command, "asking", Budget(self.clock, 600)))
         self.clock.advance(command.timeout + 1)
         self.failureResultOf(d, StepTimeout)
@@ -148,43 +149,43 @@ class DialectTests(SynchronousTestCase):
 
     def test_right_dialect(self):
         """A command the module takes is sent once, in the current dialect, with no switch."""
-        steps = self.steps(dialect=L.Dialect.DSE)
+        steps = self.steps(dialect=V.Dialect.DSE)
         d = self.start(steps)
         self.assertEqual(self.transport.value(), SCAN_DSE)
         self.sk.dataReceived(lines(b"OK", EVENT_22))
         self.successResultOf(d)
-        self.assertIs(steps.dialect, L.Dialect.DSE)
+        self.assertIs(steps.dialect, V.Dialect.DSE)
         self.assertEqual(self.seen, [])
 
     def test_er05_switches(self):
         """FAIL ER05 switches STANDARD to DSE, calls on_dialect, and resends in DSE syntax."""
-        steps = self.steps(dialect=L.Dialect.STANDARD)
+        steps = self.steps(dialect=V.Dialect.STANDARD)
         d = self.start(steps)
         self.assertEqual(self.transport.value(), SCAN_STD)
         self.transport.clear()
         self.sk.dataReceived(lines(b"FAIL ER05"))
         self.assertEqual(self.transport.value(), SCAN_DSE)
-        self.assertIs(steps.dialect, L.Dialect.DSE)
-        self.assertEqual(self.seen, [L.Dialect.DSE])
+        self.assertIs(steps.dialect, V.Dialect.DSE)
+        self.assertEqual(self.seen, [V.Dialect.DSE])
         self.sk.dataReceived(lines(b"OK", EVENT_22))
         self.assertEqual(self.successResultOf(d).final.num, 0x22)
         self.assertEqual(list(steps.steps), ["SKSCAN", "SKSCAN"])
 
     def test_er05_switches_back(self):
         """FAIL ER05 in DSE switches to STANDARD and resends without the SIDE argument."""
-        steps = self.steps(dialect=L.Dialect.DSE)
+        steps = self.steps(dialect=V.Dialect.DSE)
         d = self.start(steps)
         self.transport.clear()
         self.sk.dataReceived(lines(b"FAIL ER05"))
         self.assertEqual(self.transport.value(), SCAN_STD)
-        self.assertEqual(self.seen, [L.Dialect.STANDARD])
+        self.assertEqual(self.seen, [V.Dialect.STANDARD])
         self.sk.dataReceived(lines(b"OK", EVENT_22))
         self.successResultOf(d)
 
     def test_second_er05_fails(self):
         """A second FAIL ER05 is not retried: the step fails with SKCommandError, after one
         switch only."""
-        steps = self.steps(dialect=L.Dialect.STANDARD)
+        steps = self.steps(dialect=V.Dialect.STANDARD)
         d = self.start(steps)
         self.sk.dataReceived(lines(b"FAIL ER05"))
         self.transport.clear()
@@ -192,24 +193,24 @@ class DialectTests(SynchronousTestCase):
         failure = self.failureResultOf(d, SKCommandError)
         self.assertEqual(failure.value.code, 5)
         self.assertEqual(self.transport.value(), b"")
-        self.assertEqual(self.seen, [L.Dialect.DSE])
+        self.assertEqual(self.seen, [V.Dialect.DSE])
         self.assertEqual(len(steps.steps), 2)
 
     def test_other_failure_not_retried(self):
         """Another FAIL code (ER04) fails the step at once, without switching dialect."""
-        steps = self.steps(dialect=L.Dialect.STANDARD)
+        steps = self.steps(dialect=V.Dialect.STANDARD)
         d = self.start(steps)
         self.transport.clear()
         self.sk.dataReceived(lines(b"FAIL ER04"))
         self.assertEqual(self.failureResultOf(d, SKCommandError).value.code, 4)
         self.assertEqual(self.transport.value(), b"")
-        self.assertIs(steps.dialect, L.Dialect.STANDARD)
+        self.assertIs(steps.dialect, V.Dialect.STANDARD)
         self.assertEqual(self.seen, [])
 
     def test_fixed_dialect_refuses(self):
         """With a forced dialect, ER05 is an ArgumentError naming it; nothing is resent."""
-        steps = self.steps(fixed_dialect=L.Dialect.DSE)
-        self.assertIs(steps.dialect, L.Dialect.DSE)
+        steps = self.steps(fixed_dialect=V.Dialect.DSE)
+        self.assertIs(steps.dialect, V.Dialect.DSE)
         d = self.start(steps)
         self.assertEqual(self.transport.value(), SCAN_DSE)
         self.transport.clear()
@@ -217,12 +218,12 @@ class DialectTests(SynchronousTestCase):
         error = self.failureResultOf(d, ArgumentError).value
         self.assertIn("dse", str(error))
         self.assertEqual(self.transport.value(), b"")
-        self.assertIs(steps.dialect, L.Dialect.DSE)
+        self.assertIs(steps.dialect, V.Dialect.DSE)
         self.assertEqual(self.seen, [])
 
     def test_fixed_wins_over_dialect(self):
         """A forced dialect wins over the given (e.g. saved) one."""
-        steps = self.steps(dialect=L.Dialect.STANDARD, fixed_dialect=L.Dialect.DSE)
-        self.assertIs(steps.dialect, L.Dialect.DSE)
+        steps = self.steps(dialect=V.Dialect.STANDARD, fixed_dialect=V.Dialect.DSE)
+        self.assertIs(steps.dialect, V.Dialect.DSE)
         self.start(steps)
         self.assertEqual(self.transport.value(), SCAN_DSE)

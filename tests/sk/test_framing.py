@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk import parse
+from smartmeter_tx.sk import commands
 from smartmeter_tx.sk.framing import (
     INCOMPLETE, NEED_DATA, Dropped, Line, Raw, Reader, SendtoHeader, parse_sendto_header,
 )
@@ -252,13 +254,13 @@ class RawTests(ReaderTestMixin, SynchronousTestCase):
         is completed by C{read_raw(partial.remaining)}.
         """
         payload = bytes.fromhex("10810D0A02880105FF017201E70400000D0A")
-        rx = L.RxUdp(METER, METER, 0x0E1A, 0x0E1A, C.S4_METER_MAC, True, payload, 0, None, True)
+        rx = V.RxUdp(METER, METER, 0x0E1A, 0x0E1A, C.S4_METER_MAC, True, payload, 0, None, True)
         data = rx.to_line() + b"\r\n" + b"OK\r\n"
         got = []
 
         def respond(reader, item):
-            value = L.parse_line(item.data) if isinstance(item, Line) else item
-            if isinstance(value, L.RxUdpPartial):
+            value = parse.parse_line(item.data) if isinstance(item, Line) else item
+            if isinstance(value, V.RxUdpPartial):
                 got.append(value)
                 reader.read_raw(value.remaining)
             elif isinstance(value, Raw):
@@ -319,8 +321,8 @@ class ModuleSideTests(ReaderTestMixin, SynchronousTestCase):
         dialect, arguments and LEN, then its payload (CR LF inside) as L{Raw}.
         """
         payload = b"\x10\x81\r\n\x00\x01\x05\xff\x01\x02\x88\x01\x62\x01\xe7\x00\r"
-        for dialect, n in ((L.Dialect.STANDARD, 5), (L.Dialect.DSE, 6)):
-            wire = L.sk_sendto(dialect, METER, payload).to_bytes()
+        for dialect, n in ((V.Dialect.STANDARD, 5), (V.Dialect.DSE, 6)):
+            wire = commands.sk_sendto(dialect, METER, payload).to_bytes()
             head = wire[:-len(payload)]
             args = tuple(head.decode().split(" ")[1:-1])
             self.assertEqual(len(args), n)
@@ -363,7 +365,7 @@ class ParseSendtoHeaderTests(SynchronousTestCase):
         """The 5th argument tells the form: four hex digits standard, one character DSE."""
         std = parse_sendto_header(b"SKSENDTO 1 FE80 0E1A 1 000E payload")
         self.assertEqual((std.form, std.length, std.data),
-                         (L.Dialect.STANDARD, 14, b"SKSENDTO 1 FE80 0E1A 1 000E "))
+                         (V.Dialect.STANDARD, 14, b"SKSENDTO 1 FE80 0E1A 1 000E "))
         dse = parse_sendto_header(b"SKSENDTO 1 FE80 0E1A 1 0 00A ")
         self.assertEqual((dse.form, dse.length, dse.args),
-                         (L.Dialect.DSE, 10, ("1", "FE80", "0E1A", "1", "0", "00A")))
+                         (V.Dialect.DSE, 10, ("1", "FE80", "0E1A", "1", "0", "00A")))

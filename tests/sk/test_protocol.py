@@ -15,14 +15,15 @@ from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.sk import lines as L
+from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk import commands
 from smartmeter_tx.sk.protocol import (
     Reply, SKCommandError, SKDisconnected, SKEventError, SKStackProtocol, SKTimeoutError,
 )
 from tests.fixtures import captures as C
 from tests.sktesting import ModeMixin, connect, feed, lines, modes, send
 
-STD, DSE = L.Dialect.STANDARD, L.Dialect.DSE
+STD, DSE = V.Dialect.STANDARD, V.Dialect.DSE
 
 METER = C.S4_METER_IP
 MODULE = C.S4_MODULE_IP
@@ -69,8 +70,8 @@ def erxudp(payload: bytes, layout: str = "std", binary: bool = False, sender: st
     return " ".join(head).encode() + b" " + data
 
 
-def expected_rx(payload: bytes, layout: str = "std", binary: bool = False) -> L.RxUdp:
-    return L.RxUdp(
+def expected_rx(payload: bytes, layout: str = "std", binary: bool = False) -> V.RxUdp:
+    return V.RxUdp(
         sender=METER, dest=MODULE, rport=0x0E1A, lport=0x0E1A, sender_lla=LLA, secured=True,
         data=payload, side=None if layout == "std" else 0,
         rssi=0xA5 if layout == "rssi" else None, binary=binary,
@@ -90,28 +91,28 @@ class CommandWritingTests(SynchronousTestCase):
         """
         payload = C.S4_SENDTO_PAYLOAD
         cases = [
-            (L.sk_ver(), b"SKVER\r\n"),
-            (L.sk_appver(), b"SKAPPVER\r\n"),
-            (L.sk_info(), b"SKINFO\r\n"),
-            (L.sk_sreg("SFE", "0"), b"SKSREG SFE 0\r\n"),
-            (L.sk_sreg("S2"), b"SKSREG S2\r\n"),
-            (L.sk_sreg("S3", "B5FB"), b"SKSREG S3 B5FB\r\n"),
-            (L.sk_setpwd(PASSWORD), b"SKSETPWD C 0123456789AB\r\n"),
-            (L.sk_setrbid(RBID), b"SKSETRBID 00112233445566778899AABBCCDDEEFF\r\n"),
-            (L.sk_scan(STD), b"SKSCAN 2 FFFFFFFF 6\r\n"),
-            (L.sk_scan(DSE), b"SKSCAN 2 FFFFFFFF 6 0\r\n"),
-            (L.sk_ll64(LLA), b"SKLL64 0011223344556677\r\n"),
-            (L.sk_join(METER), b"SKJOIN " + METER.encode() + b"\r\n"),
-            (L.sk_sendto(STD, METER, payload),
+            (commands.sk_ver(), b"SKVER\r\n"),
+            (commands.sk_appver(), b"SKAPPVER\r\n"),
+            (commands.sk_info(), b"SKINFO\r\n"),
+            (commands.sk_sreg("SFE", "0"), b"SKSREG SFE 0\r\n"),
+            (commands.sk_sreg("S2"), b"SKSREG S2\r\n"),
+            (commands.sk_sreg("S3", "B5FB"), b"SKSREG S3 B5FB\r\n"),
+            (commands.sk_setpwd(PASSWORD), b"SKSETPWD C 0123456789AB\r\n"),
+            (commands.sk_setrbid(RBID), b"SKSETRBID 00112233445566778899AABBCCDDEEFF\r\n"),
+            (commands.sk_scan(STD), b"SKSCAN 2 FFFFFFFF 6\r\n"),
+            (commands.sk_scan(DSE), b"SKSCAN 2 FFFFFFFF 6 0\r\n"),
+            (commands.sk_ll64(LLA), b"SKLL64 0011223344556677\r\n"),
+            (commands.sk_join(METER), b"SKJOIN " + METER.encode() + b"\r\n"),
+            (commands.sk_sendto(STD, METER, payload),
              b"SKSENDTO 1 " + METER.encode() + b" 0E1A 1 000E " + payload),
-            (L.sk_sendto(DSE, METER, payload), C.S4_SENDTO_ECHO + payload),
-            (L.sk_term(), b"SKTERM\r\n"),
-            (L.sk_reset(), b"SKRESET\r\n"),
-            (L.sk_table("2"), b"SKTABLE 2\r\n"),
-            (L.sk_addnbr(METER, LLA), b"SKADDNBR " + METER.encode() + b" 0011223344556677\r\n"),
-            (L.ropt(), b"ROPT\r"),
-            (L.wopt(1), b"WOPT 01\r"),
-            (L.wopt(0), b"WOPT 00\r"),
+            (commands.sk_sendto(DSE, METER, payload), C.S4_SENDTO_ECHO + payload),
+            (commands.sk_term(), b"SKTERM\r\n"),
+            (commands.sk_reset(), b"SKRESET\r\n"),
+            (commands.sk_table("2"), b"SKTABLE 2\r\n"),
+            (commands.sk_addnbr(METER, LLA), b"SKADDNBR " + METER.encode() + b" 0011223344556677\r\n"),
+            (commands.ropt(), b"ROPT\r"),
+            (commands.wopt(1), b"WOPT 01\r"),
+            (commands.wopt(0), b"WOPT 00\r"),
         ]
         for command, expected in cases:
             proto, transport, clock, heard = connect()
@@ -125,7 +126,7 @@ class CommandWritingTests(SynchronousTestCase):
         """
         payload = bytes.fromhex("1081000105FF01028801620102") + b"\r\n"
         proto, transport, clock, heard = connect()
-        proto.command(L.sk_sendto(STD, ZERO, payload))
+        proto.command(commands.sk_sendto(STD, ZERO, payload))
         self.assertEqual(
             transport.value(),
             b"SKSENDTO 1 0000:0000:0000:0000:0000:0000:0000:0000 0E1A 1 000F " + payload)
@@ -135,8 +136,8 @@ class CommandWritingTests(SynchronousTestCase):
         C{command()} does not write a second command until the first one's OK.
         """
         proto, transport, clock, heard = connect()
-        d1 = proto.command(L.sk_sreg("SFE", "0"))
-        d2 = proto.command(L.sk_ver())
+        d1 = proto.command(commands.sk_sreg("SFE", "0"))
+        d2 = proto.command(commands.sk_ver())
         self.assertEqual(transport.value(), b"SKSREG SFE 0\r\n")
         send(proto, b"SKSREG SFE 0\r\n")
         self.assertEqual(transport.value(), b"SKSREG SFE 0\r\n")
@@ -153,8 +154,8 @@ class CommandWritingTests(SynchronousTestCase):
         after the previous one completed.
         """
         proto, transport, clock, heard = connect()
-        ds = [proto.command(L.sk_sreg("S2", "31")), proto.command(L.sk_sreg("S3", "B5FB")),
-              proto.command(L.sk_ll64(LLA))]
+        ds = [proto.command(commands.sk_sreg("S2", "31")), proto.command(commands.sk_sreg("S3", "B5FB")),
+              proto.command(commands.sk_ll64(LLA))]
         written = []
         answers = [lines(C.S4_SREG_S2_ECHO, C.S4_OK), lines(C.S4_SREG_S3_ECHO, C.S4_OK),
                    lines(C.S4_LL64_ECHO, C.S4_LL64_ANSWER)]
@@ -184,12 +185,12 @@ class EchoTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_ver())
+                d = proto.command(commands.sk_ver())
                 feed(proto, answer, mode)
                 reply = self.successResultOf(d)
-                self.assertEqual(reply.lines, [L.Ver("1.5.2")])
-                self.assertEqual(reply.final, L.Ok())
-                self.assertEqual(reply.ok, L.Ok())
+                self.assertEqual(reply.lines, [V.Ver("1.5.2")])
+                self.assertEqual(reply.final, V.Ok())
+                self.assertEqual(reply.ok, V.Ok())
                 self.assertIs(proto.echo, True)
                 self.assertEqual(heard, [])
 
@@ -202,10 +203,10 @@ class EchoTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_ver())
+                d = proto.command(commands.sk_ver())
                 feed(proto, answer, mode)
                 reply = self.successResultOf(d)
-                self.assertEqual(reply.lines, [L.Ver("1.2.10")])
+                self.assertEqual(reply.lines, [V.Ver("1.2.10")])
                 self.assertIs(proto.echo, False)
 
     def test_sregSfe0TurnsEchoOff(self):
@@ -216,12 +217,12 @@ class EchoTests(ModeMixin, SynchronousTestCase):
         for mode in modes(echo, ok):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_sreg("SFE", "0"))
+                d = proto.command(commands.sk_sreg("SFE", "0"))
                 feed(proto, echo, mode)
                 self.assertNoResult(d)
                 self.assertIs(proto.echo, True)
                 feed(proto, ok, mode)
-                self.assertEqual(self.successResultOf(d).final, L.Ok())
+                self.assertEqual(self.successResultOf(d).final, V.Ok())
                 self.assertIs(proto.echo, False)
 
     def test_sendtoEchoDse(self):
@@ -233,13 +234,13 @@ class EchoTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                d = proto.command(commands.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
                 self.assertEqual(transport.value(), C.S4_SENDTO_ECHO + C.S4_SENDTO_PAYLOAD)
                 feed(proto, answer, mode)
                 reply = self.successResultOf(d)
-                event = L.Event(0x21, METER, 0, 0)
+                event = V.Event(0x21, METER, 0, 0)
                 self.assertEqual(reply.events, [event])
-                self.assertEqual(reply.final, L.Ok())
+                self.assertEqual(reply.final, V.Ok())
                 self.assertEqual(heard, [event])
                 self.assertIs(proto.echo, True)
 
@@ -253,11 +254,11 @@ class EchoTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_sendto(STD, ZERO, payload))
+                d = proto.command(commands.sk_sendto(STD, ZERO, payload))
                 self.assertEqual(transport.value(), C.S1_SEND_SENDTO_HEAD + payload)
                 feed(proto, answer, mode)
                 reply = self.successResultOf(d)
-                self.assertEqual(reply.events, [L.Event(0x21, ZERO, None, 0)])
+                self.assertEqual(reply.events, [V.Event(0x21, ZERO, None, 0)])
                 self.assertIs(proto.echo, False)
 
     def test_ll64EchoOn(self):
@@ -269,12 +270,12 @@ class EchoTests(ModeMixin, SynchronousTestCase):
         for mode in modes(echo, answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_ll64(LLA))
+                d = proto.command(commands.sk_ll64(LLA))
                 feed(proto, echo, mode)
                 self.assertNoResult(d)
                 feed(proto, answer, mode)
                 reply = self.successResultOf(d)
-                self.assertEqual(reply.final, L.Address(METER))
+                self.assertEqual(reply.final, V.Address(METER))
                 self.assertIsNone(reply.ok)
                 self.assertEqual(clock.getDelayedCalls(), [])
                 self.assertFalse(proto.busy)
@@ -287,10 +288,10 @@ class EchoTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_ll64("0000000000000000"))
+                d = proto.command(commands.sk_ll64("0000000000000000"))
                 self.assertEqual(transport.value(), C.S1_SEND_LL64 + b"\r\n")
                 feed(proto, answer, mode)
-                self.assertEqual(self.successResultOf(d).final, L.Address(ZERO))
+                self.assertEqual(self.successResultOf(d).final, V.Address(ZERO))
 
     def test_okBeforeEchoIgnoredWhenEchoOn(self):
         """
@@ -302,14 +303,14 @@ class EchoTests(ModeMixin, SynchronousTestCase):
         for mode in modes(stray, answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                self.successResultOf(_done(proto, L.sk_ver(),
+                self.successResultOf(_done(proto, commands.sk_ver(),
                                            lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)))
                 self.assertIs(proto.echo, True)
-                d = proto.command(L.sk_sreg("S2", "31"))
+                d = proto.command(commands.sk_sreg("S2", "31"))
                 feed(proto, stray, mode)
                 self.assertNoResult(d)
                 feed(proto, answer, mode)
-                self.assertEqual(self.successResultOf(d).final, L.Ok())
+                self.assertEqual(self.successResultOf(d).final, V.Ok())
 
 
 def _done(proto, command, answer):
@@ -332,12 +333,12 @@ class AsynchronousLineTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_ver())
+                d = proto.command(commands.sk_ver())
                 feed(proto, answer, mode)
                 reply = self.successResultOf(d)
-                self.assertEqual(reply.lines, [L.Ver("1.5.2")])
+                self.assertEqual(reply.lines, [V.Ver("1.5.2")])
                 self.assertEqual(reply.events, [])
-                self.assertEqual(heard, [L.Event(0x21, METER, 0, 0)])
+                self.assertEqual(heard, [V.Event(0x21, METER, 0, 0)])
 
     def test_rxBetweenEchoAndOk(self):
         """
@@ -350,11 +351,11 @@ class AsynchronousLineTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                d = proto.command(commands.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
                 feed(proto, answer, mode)
                 reply = self.successResultOf(d)
-                self.assertEqual(reply.events, [L.Event(0x21, METER, 0, 0)])
-                self.assertEqual(heard, [inf, inf, L.Event(0x21, METER, 0, 0)])
+                self.assertEqual(reply.events, [V.Event(0x21, METER, 0, 0)])
+                self.assertEqual(heard, [inf, inf, V.Event(0x21, METER, 0, 0)])
 
     def test_rxWithNoCommand(self):
         """
@@ -382,10 +383,10 @@ class AsynchronousLineTests(ModeMixin, SynchronousTestCase):
                 proto.remove_listener(heard.append)
                 proto.add_listener(lambda value: 1 / 0)
                 proto.add_listener(heard.append)
-                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                d = proto.command(commands.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
                 feed(proto, answer, mode)
-                self.assertEqual(self.successResultOf(d).final, L.Ok())
-                self.assertEqual([type(v) for v in heard], [L.Event, L.RxUdp])
+                self.assertEqual(self.successResultOf(d).final, V.Ok())
+                self.assertEqual([type(v) for v in heard], [V.Event, V.RxUdp])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2 * len(runs))
 
     def test_removeListener(self):
@@ -411,8 +412,8 @@ class AsynchronousLineTests(ModeMixin, SynchronousTestCase):
                 d2 = proto.when_event(0x25)
                 d3 = proto.when_event(0x29)
                 feed(proto, data, mode)
-                self.assertEqual(self.successResultOf(d1), L.Event(0x25, METER, 0, None))
-                self.assertEqual(self.successResultOf(d2), L.Event(0x25, METER, 0, None))
+                self.assertEqual(self.successResultOf(d1), V.Event(0x25, METER, 0, None))
+                self.assertEqual(self.successResultOf(d2), V.Event(0x25, METER, 0, None))
                 self.assertNoResult(d3)
                 d3.cancel()
                 self.failureResultOf(d3, CancelledError)
@@ -431,18 +432,18 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
         ok = lines(C.S1_OK)
         rest = lines(b"EVENT 20 " + ZERO.encode(), b"EPANDESC", *C.S1_PANDESC_FIELDS,
                      b"EVENT 22 " + ZERO.encode())
-        desc = L.PanDesc(0x3B, 0x09, 0x0000, "0000000000000000", 0xB2, None, "00000000")
+        desc = V.PanDesc(0x3B, 0x09, 0x0000, "0000000000000000", 0xB2, None, "00000000")
         for mode in modes(ok, rest):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_scan(STD))
+                d = proto.command(commands.sk_scan(STD))
                 feed(proto, ok, mode)
                 self.assertNoResult(d)
                 feed(proto, rest, mode)
                 reply = self.successResultOf(d)
                 self.assertEqual(reply.pandescs, [desc])
-                self.assertEqual(reply.final, L.Event(0x22, ZERO))
-                self.assertEqual(heard, [L.Event(0x20, ZERO), desc, L.Event(0x22, ZERO)])
+                self.assertEqual(reply.final, V.Event(0x22, ZERO))
+                self.assertEqual(heard, [V.Event(0x20, ZERO), desc, V.Event(0x22, ZERO)])
                 self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_scanDseRealTranscript(self):
@@ -456,20 +457,20 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
                   b" 20 FE80:0000:0000:0000:021D:1291:0004:E578 0\r\n" +
                   lines(*C.S4_PANDESC_BLOCK))
         end = lines(C.S4_EVENT_22)
-        desc = L.PanDesc(0x31, 0x09, 0xB5FB, LLA, 0xDD, 0, "XXXXXXXX")
+        desc = V.PanDesc(0x31, 0x09, 0xB5FB, LLA, 0xDD, 0, "XXXXXXXX")
         for mode in modes(answer, end):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                self.successResultOf(_done(proto, L.sk_setrbid(RBID),
+                self.successResultOf(_done(proto, commands.sk_setrbid(RBID),
                                            lines(C.S4_SETRBID_ECHO, C.S4_OK)))
-                d = proto.command(L.sk_scan(DSE))
+                d = proto.command(commands.sk_scan(DSE))
                 feed(proto, answer, mode)
                 self.assertNoResult(d)
                 feed(proto, end, mode)
                 reply = self.successResultOf(d)
                 self.assertEqual(reply.pandescs, [desc])
-                self.assertEqual(reply.final, L.Event(0x22, MODULE, 0))
-                self.assertEqual(heard, [desc, L.Event(0x22, MODULE, 0)])
+                self.assertEqual(reply.final, V.Event(0x22, MODULE, 0))
+                self.assertEqual(heard, [desc, V.Event(0x22, MODULE, 0)])
 
     def test_scanMode3NoPairId(self):
         """
@@ -478,11 +479,11 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
         """
         answer = lines(C.S1_OK, b"EVENT 20 " + ZERO.encode(), b"EPANDESC",
                        *C.S1_PANDESC_FIELDS[:-1], b"EVENT 22 " + ZERO.encode())
-        desc = L.PanDesc(0x3B, 0x09, 0x0000, "0000000000000000", 0xB2)
+        desc = V.PanDesc(0x3B, 0x09, 0x0000, "0000000000000000", 0xB2)
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_scan(STD, mode=3))
+                d = proto.command(commands.sk_scan(STD, mode=3))
                 self.assertEqual(transport.value(), b"SKSCAN 3 FFFFFFFF 6\r\n")
                 feed(proto, answer, mode)
                 self.assertEqual(self.successResultOf(d).pandescs, [desc])
@@ -495,7 +496,7 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_scan(DSE))
+                d = proto.command(commands.sk_scan(DSE))
                 feed(proto, answer, mode)
                 self.assertEqual(self.successResultOf(d).pandescs, [])
 
@@ -510,20 +511,20 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
         for mode in modes(ok, transcript):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_join(METER))
+                d = proto.command(commands.sk_join(METER))
                 feed(proto, ok, mode)
                 self.assertNoResult(d)
                 feed(proto, transcript, mode)
                 reply = self.successResultOf(d)
-                self.assertEqual(reply.final, L.Event(0x25, METER, 0, None))
-                kinds = [(v.num, v.param) if isinstance(v, L.Event) else (v.rport, len(v.data))
+                self.assertEqual(reply.final, V.Event(0x25, METER, 0, None))
+                kinds = [(v.num, v.param) if isinstance(v, V.Event) else (v.rport, len(v.data))
                          for v in heard]
                 self.assertEqual(kinds, [
                     (0x21, 2), (0x02, None),
                     (0x02CC, 0x28), (0x21, 0), (0x02CC, 0x68), (0x21, 0), (0x02CC, 0x54),
                     (0x21, 0), (0x02CC, 0x58), (0x21, 0), (0x25, None), (0x0E1A, 0x12),
                 ])
-                pana = [v for v in heard if isinstance(v, L.RxUdp) and v.rport == 0x02CC]
+                pana = [v for v in heard if isinstance(v, V.RxUdp) and v.rport == 0x02CC]
                 self.assertEqual({(v.secured, v.side, v.lport) for v in pana},
                                  {(False, 0, 0x02CC)})
                 self.assertEqual(heard[-1].dest, FF02)
@@ -541,11 +542,11 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
             with self.inMode(mode):
                 del logged[:]
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_join(METER))
+                d = proto.command(commands.sk_join(METER))
                 feed(proto, ok, mode)
                 feed(proto, transcript, mode)
                 self.assertEqual(self.successResultOf(d).final.num, 0x25)
-                self.assertEqual(len([v for v in heard if isinstance(v, L.RxUdp)]), 4)
+                self.assertEqual(len([v for v in heard if isinstance(v, V.RxUdp)]), 4)
                 self.assertGreater(proto.junk_dropped, 0)
                 self.assertTrue(self.dropped(logged))
                 self.assertEqual(self.warnings(logged), [])  # junk: info level only
@@ -561,11 +562,11 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_join(METER))
+                d = proto.command(commands.sk_join(METER))
                 feed(proto, answer, mode)
                 error = self.failureResultOf(d, SKEventError).value
                 self.assertEqual(error.command, "SKJOIN")
-                self.assertEqual(error.event, L.Event(0x24, METER, 0, None))
+                self.assertEqual(error.event, V.Event(0x24, METER, 0, None))
                 self.assertIn("SKJOIN", str(error))
                 self.assertEqual(clock.getDelayedCalls(), [])
                 self.assertEqual([v.num for v in heard], [0x21, 0x02, 0x24])
@@ -580,7 +581,7 @@ class ScanJoinTests(ModeMixin, SynchronousTestCase):
         for mode in modes(before, after):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_join(METER))
+                d = proto.command(commands.sk_join(METER))
                 feed(proto, before, mode)
                 self.assertNoResult(d)
                 feed(proto, after, mode)
@@ -601,11 +602,11 @@ class OtherCompletionTests(ModeMixin, SynchronousTestCase):
         for mode in modes(ok, end):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_term())
+                d = proto.command(commands.sk_term())
                 feed(proto, ok, mode)
                 self.assertNoResult(d)
                 feed(proto, end, mode)
-                self.assertEqual(self.successResultOf(d).final, L.Event(0x27, METER, 0))
+                self.assertEqual(self.successResultOf(d).final, V.Event(0x27, METER, 0))
                 self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_resetForgetsEcho(self):
@@ -616,12 +617,12 @@ class OtherCompletionTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                self.successResultOf(_done(proto, L.sk_sreg("SFE", "0"),
+                self.successResultOf(_done(proto, commands.sk_sreg("SFE", "0"),
                                            lines(C.S1_SEND_SREG_SFE, C.S1_OK)))
                 self.assertIs(proto.echo, False)
-                d = proto.command(L.sk_reset())
+                d = proto.command(commands.sk_reset())
                 feed(proto, answer, mode)
-                self.assertEqual(self.successResultOf(d).final, L.Ok())
+                self.assertEqual(self.successResultOf(d).final, V.Ok())
                 self.assertIsNone(proto.echo)
 
 
@@ -636,17 +637,17 @@ class OptionTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer + after, skver):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.ropt())
-                d2 = proto.command(L.sk_ver())
+                d = proto.command(commands.ropt())
+                d2 = proto.command(commands.sk_ver())
                 self.assertEqual(transport.value(), b"ROPT\r")
                 feed(proto, answer + after, mode)
                 reply = self.successResultOf(d)
-                self.assertEqual(reply.final, L.Ok(expected_mode[0]))
+                self.assertEqual(reply.final, V.Ok(expected_mode[0]))
                 self.assertEqual(proto.payload_mode, expected_mode[1])
-                self.assertEqual(heard, [L.Event(0x21, METER, 0, 0)])
+                self.assertEqual(heard, [V.Event(0x21, METER, 0, 0)])
                 self.assertEqual(transport.value(), b"ROPT\rSKVER\r\n")
                 feed(proto, skver, mode)
-                self.assertEqual(self.successResultOf(d2).lines, [L.Ver("1.5.2")])
+                self.assertEqual(self.successResultOf(d2).lines, [V.Ver("1.5.2")])
 
     def test_roptHex(self):
         """
@@ -677,13 +678,13 @@ class OptionTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer, skver):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.ropt())
-                d2 = proto.command(L.sk_ver())
+                d = proto.command(commands.ropt())
+                d2 = proto.command(commands.sk_ver())
                 feed(proto, answer, mode)
                 self.assertEqual(self.failureResultOf(d, SKCommandError).value.code, 4)
                 self.assertIsNone(proto.payload_mode)
                 feed(proto, skver, mode)
-                self.assertEqual(self.successResultOf(d2).lines, [L.Ver("1.5.2")])
+                self.assertEqual(self.successResultOf(d2).lines, [V.Ver("1.5.2")])
 
     def test_wopt(self):
         """
@@ -695,11 +696,11 @@ class OptionTests(ModeMixin, SynchronousTestCase):
             for mode in modes(answer):
                 with self.inMode(mode):
                     proto, transport, clock, heard = connect()
-                    d = proto.command(L.wopt(arg))
+                    d = proto.command(commands.wopt(arg))
                     feed(proto, answer, mode)
-                    self.assertEqual(self.successResultOf(d).final, L.Ok())
+                    self.assertEqual(self.successResultOf(d).final, V.Ok())
                     self.assertEqual(proto.payload_mode, expected)
-                    self.assertEqual(heard, [L.Event(0x25, METER, 0)])
+                    self.assertEqual(heard, [V.Event(0x25, METER, 0)])
 
 
 class RxUdpTests(ModeMixin, SynchronousTestCase):
@@ -711,7 +712,7 @@ class RxUdpTests(ModeMixin, SynchronousTestCase):
 
     def _check(self, payload, layout, binary, payload_mode):
         data = lines(erxudp(payload, layout, binary), C.S4_EVENT_25)
-        expected = [expected_rx(payload, layout, binary), L.Event(0x25, METER, 0)]
+        expected = [expected_rx(payload, layout, binary), V.Event(0x25, METER, 0)]
         for mode in modes(data):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect(payload_mode=payload_mode)
@@ -786,9 +787,9 @@ class RxUdpTests(ModeMixin, SynchronousTestCase):
         for mode in modes(answer):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect(payload_mode="binary")
-                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                d = proto.command(commands.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
                 feed(proto, answer, mode)
-                self.assertEqual(self.successResultOf(d).final, L.Ok())
+                self.assertEqual(self.successResultOf(d).final, V.Ok())
                 self.assertEqual(heard[1], expected_rx(payload, "dse", True))
 
 
@@ -817,8 +818,8 @@ class FailTests(ModeMixin, SynchronousTestCase):
                 for mode in modes(answer, skver):
                     with self.inMode(mode):
                         proto, transport, clock, heard = connect()
-                        d = proto.command(L.sk_term())
-                        d2 = proto.command(L.sk_ver())
+                        d = proto.command(commands.sk_term())
+                        d2 = proto.command(commands.sk_ver())
                         feed(proto, answer, mode)
                         error = self.failureResultOf(d, SKCommandError).value
                         self.assertEqual((error.code, error.meaning, error.command),
@@ -827,7 +828,7 @@ class FailTests(ModeMixin, SynchronousTestCase):
                         self.assertIn("ER%02d" % code, str(error))
                         self.assertEqual(transport.value(), b"SKTERM\r\nSKVER\r\n")
                         feed(proto, skver, mode)
-                        self.assertEqual(self.successResultOf(d2).lines, [L.Ver("1.5.2")])
+                        self.assertEqual(self.successResultOf(d2).lines, [V.Ver("1.5.2")])
                         self.assertEqual(clock.getDelayedCalls(), [])
 
 
@@ -843,9 +844,9 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
         works.
         """
         proto, transport, clock, heard = connect()
-        d = proto.command(L.sk_sreg("S3", "B5FB"))
-        d2 = proto.command(L.sk_sreg("S2", "31"))
-        clock.advance(L.sk_sreg("S3", "B5FB").timeout - 0.01)
+        d = proto.command(commands.sk_sreg("S3", "B5FB"))
+        d2 = proto.command(commands.sk_sreg("S2", "31"))
+        clock.advance(commands.sk_sreg("S3", "B5FB").timeout - 0.01)
         self.assertNoResult(d)
         self.assertEqual(transport.value(), b"SKSREG S3 B5FB\r\n")
         clock.advance(0.01)
@@ -858,7 +859,7 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
         send(proto, lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK))
         self.assertEqual(transport.value(), b"SKSREG S3 B5FB\r\nSKVER\r\nSKSREG S2 31\r\n")
         send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
-        self.assertEqual(self.successResultOf(d2).final, L.Ok())
+        self.assertEqual(self.successResultOf(d2).final, V.Ok())
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_joinTimeout(self):
@@ -866,9 +867,9 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
         SKJOIN's timeout runs until its completing EVENT, not just its OK.
         """
         proto, transport, clock, heard = connect()
-        d = proto.command(L.sk_join(METER))
+        d = proto.command(commands.sk_join(METER))
         send(proto, lines(b"SKJOIN " + METER.encode(), C.S4_OK))
-        clock.advance(L.sk_join(METER).timeout)
+        clock.advance(commands.sk_join(METER).timeout)
         error = self.failureResultOf(d, SKTimeoutError).value
         self.assertEqual(error.command, "SKJOIN")
 
@@ -877,7 +878,7 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
         A completed command leaves no delayed call on the clock.
         """
         proto, transport, clock, heard = connect()
-        d = proto.command(L.sk_ver())
+        d = proto.command(commands.sk_ver())
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         send(proto, lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK))
         self.successResultOf(d)
@@ -895,10 +896,10 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
         for mode in modes(late, own):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                self.successResultOf(_done(proto, L.sk_ver(), late))
-                d1 = proto.command(L.sk_ver())
-                d2 = proto.command(L.sk_sreg("S2", "31"))
-                clock.advance(L.sk_ver().timeout)
+                self.successResultOf(_done(proto, commands.sk_ver(), late))
+                d1 = proto.command(commands.sk_ver())
+                d2 = proto.command(commands.sk_sreg("S2", "31"))
+                clock.advance(commands.sk_ver().timeout)
                 self.failureResultOf(d1, SKTimeoutError)
                 feed(proto, late, mode)
                 self.assertNoResult(d2)
@@ -907,7 +908,7 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
                 feed(proto, own, mode)
                 reply = self.successResultOf(d2)
                 self.assertEqual(reply.lines, [])
-                self.assertEqual(reply.final, L.Ok())
+                self.assertEqual(reply.final, V.Ok())
 
     def test_timeoutKeepsEcho(self):
         """
@@ -915,9 +916,9 @@ class TimeoutTests(ModeMixin, SynchronousTestCase):
         so a late answer of the timed-out command is still recognised as stale.
         """
         proto, transport, clock, heard = connect()
-        self.successResultOf(_done(proto, L.sk_ver(), lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)))
+        self.successResultOf(_done(proto, commands.sk_ver(), lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)))
         self.assertIs(proto.echo, True)
-        d = proto.command(L.sk_ver())
+        d = proto.command(commands.sk_ver())
         clock.advance(5)
         self.failureResultOf(d, SKTimeoutError)
         self.assertIs(proto.echo, True)
@@ -952,9 +953,9 @@ class DisconnectTests(SynchronousTestCase):
         """
         proto, transport, clock, heard = connect()
         lost = proto.when_disconnected()
-        d1 = proto.command(L.sk_scan(DSE))
-        d2 = proto.command(L.sk_ll64(LLA))
-        d3 = proto.command(L.sk_join(METER))
+        d1 = proto.command(commands.sk_scan(DSE))
+        d2 = proto.command(commands.sk_ll64(LLA))
+        d3 = proto.command(commands.sk_join(METER))
         waiter = proto.when_event(0x25)
         send(proto, lines(C.S4_SCAN_ECHO, C.S4_OK))
         self.assertNoResult(lost)
@@ -977,7 +978,7 @@ class DisconnectTests(SynchronousTestCase):
         """
         proto, transport, clock, heard = connect()
         transport.loseConnection()
-        error = self.failureResultOf(proto.command(L.sk_ver()), SKDisconnected).value
+        error = self.failureResultOf(proto.command(commands.sk_ver()), SKDisconnected).value
         self.assertEqual(error.command, "SKVER")
         self.assertIn("SKVER", str(error))
         self.failureResultOf(proto.when_event(0x25), SKDisconnected)
@@ -998,9 +999,9 @@ class GarbageTests(ModeMixin, SynchronousTestCase):
             with self.inMode(mode):
                 del logged[:]
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_ver())
+                d = proto.command(commands.sk_ver())
                 feed(proto, answer, mode)
-                self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.5.2")])
+                self.assertEqual(self.successResultOf(d).lines, [V.Ver("1.5.2")])
                 self.assertFalse(transport.disconnecting)
                 self.assertTrue(transport.connected)
                 self.assertGreater(proto.junk_dropped, 0)
@@ -1028,7 +1029,7 @@ class GarbageTests(ModeMixin, SynchronousTestCase):
                 del logged[:]
                 proto, transport, clock, heard = connect()
                 feed(proto, data, mode)
-                self.assertEqual(heard, [L.Event(0x25, METER, 0)])
+                self.assertEqual(heard, [V.Event(0x25, METER, 0)])
                 self.assertGreater(proto.junk_dropped, 0)
                 self.assertTrue(self.dropped(logged))
                 self.assertEqual(self.warnings(logged), [])  # junk: info level only
@@ -1083,11 +1084,11 @@ class GarbageTests(ModeMixin, SynchronousTestCase):
         for mode in modes(data):
             with self.inMode(mode):
                 proto, transport, clock, heard = connect()
-                d = proto.command(L.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
+                d = proto.command(commands.sk_sendto(DSE, METER, C.S4_SENDTO_PAYLOAD))
                 feed(proto, data, mode)
-                self.assertEqual(self.successResultOf(d).events, [L.Event(0x21, METER, 0, 0)])
+                self.assertEqual(self.successResultOf(d).events, [V.Event(0x21, METER, 0, 0)])
                 self.assertEqual(heard, [expected_rx(bytes.fromhex(C.S20_INF_EA_EB), "dse"),
-                                         L.Event(0x21, METER, 0, 0),
+                                         V.Event(0x21, METER, 0, 0),
                                          expected_rx(GET_RES_E7, "dse")])
 
 
@@ -1116,13 +1117,13 @@ class SecretTests(ModeMixin, SynchronousTestCase):
                 proto, transport, clock, heard = connect()
                 transcript = []
                 proto.transcript = lambda direction, text: transcript.append((direction, text))
-                d1 = proto.command(L.sk_setpwd(PASSWORD))
+                d1 = proto.command(commands.sk_setpwd(PASSWORD))
                 feed(proto, lines(C.S4_SETPWD_ECHO, C.S4_OK), mode)
-                d2 = proto.command(L.sk_setrbid(RBID))
+                d2 = proto.command(commands.sk_setrbid(RBID))
                 feed(proto, lines(C.S4_SETRBID_ECHO, C.S4_OK), mode)
-                d3 = proto.command(L.sk_scan(DSE))
+                d3 = proto.command(commands.sk_scan(DSE))
                 feed(proto, scan, mode)
-                d4 = proto.command(L.sk_join(METER))
+                d4 = proto.command(commands.sk_join(METER))
                 feed(proto, join, mode)
                 # Serial noise in front of an echo makes it an unknown line.
                 feed(proto, b"\xff" + lines(C.S4_SETPWD_ECHO, b"\x00" + C.S4_SETRBID_ECHO), mode)
@@ -1150,7 +1151,7 @@ class SecretTests(ModeMixin, SynchronousTestCase):
         proto.add_secret(PASSWORD)
         proto.redactor.add("B5FB")
         self.assertEqual(proto.redactor.scrub(PASSWORD + " " + RBID), "<redacted> " + RBID)
-        d = proto.command(L.sk_sreg("S3", "B5FB"))
+        d = proto.command(commands.sk_sreg("S3", "B5FB"))
         send(proto, lines(C.S4_SREG_S3_ECHO, C.S4_OK))
         self.successResultOf(d)
         self.assertEqual(transcript, [(">", "SKSREG S3 <redacted>"),
@@ -1167,9 +1168,9 @@ class CancelTests(SynchronousTestCase):
         Cancelling a queued command removes it: it is never written.
         """
         proto, transport, clock, heard = connect()
-        d1 = proto.command(L.sk_sreg("S2", "31"))
-        d2 = proto.command(L.sk_ver())
-        d3 = proto.command(L.sk_sreg("S3", "B5FB"))
+        d1 = proto.command(commands.sk_sreg("S2", "31"))
+        d2 = proto.command(commands.sk_ver())
+        d3 = proto.command(commands.sk_sreg("S3", "B5FB"))
         d2.cancel()
         self.failureResultOf(d2, CancelledError)
         send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
@@ -1185,8 +1186,8 @@ class CancelTests(SynchronousTestCase):
         after a resync.
         """
         proto, transport, clock, heard = connect()
-        d1 = proto.command(L.sk_scan(DSE))
-        d2 = proto.command(L.sk_sreg("S2", "31"))
+        d1 = proto.command(commands.sk_scan(DSE))
+        d2 = proto.command(commands.sk_sreg("S2", "31"))
         d1.cancel()
         self.failureResultOf(d1, CancelledError)
         self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\nSKVER\r\n")
@@ -1194,7 +1195,7 @@ class CancelTests(SynchronousTestCase):
         send(proto, lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK))
         self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\nSKVER\r\nSKSREG S2 31\r\n")
         send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
-        self.assertEqual(self.successResultOf(d2).final, L.Ok())
+        self.assertEqual(self.successResultOf(d2).final, V.Ok())
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_cancelAfterOk(self):
@@ -1203,14 +1204,14 @@ class CancelTests(SynchronousTestCase):
         the next command goes at once.
         """
         proto, transport, clock, heard = connect()
-        d1 = proto.command(L.sk_scan(DSE))
+        d1 = proto.command(commands.sk_scan(DSE))
         send(proto, lines(C.S4_SCAN_ECHO, C.S4_OK))
-        d2 = proto.command(L.sk_sreg("S2", "31"))
+        d2 = proto.command(commands.sk_sreg("S2", "31"))
         d1.cancel()
         self.failureResultOf(d1, CancelledError)
         self.assertEqual(transport.value(), b"SKSCAN 2 FFFFFFFF 6 0\r\nSKSREG S2 31\r\n")
         send(proto, lines(C.S4_SREG_S2_ECHO, C.S4_OK))
-        self.assertEqual(self.successResultOf(d2).final, L.Ok())
+        self.assertEqual(self.successResultOf(d2).final, V.Ok())
 
 
 class RecoveryTests(SynchronousTestCase):
@@ -1227,59 +1228,59 @@ class RecoveryTests(SynchronousTestCase):
         """A binary ERXUDP that stops short is dropped after RAW_TIMEOUT; lines parse again."""
         proto, transport, clock, heard = connect()
         proto.dataReceived(self.HEAD)
-        d = proto.command(L.sk_ver())
+        d = proto.command(commands.sk_ver())
         proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
         self.assertNoResult(d)  # swallowed as payload bytes for now
         clock.advance(proto.RAW_TIMEOUT)
         reply = self.successResultOf(d)
-        self.assertEqual(reply.lines, [L.Ver("1.2.10")])
-        self.assertFalse([v for v in heard if isinstance(v, L.RxUdp)])
+        self.assertEqual(reply.lines, [V.Ver("1.2.10")])
+        self.assertFalse([v for v in heard if isinstance(v, V.RxUdp)])
         self.flushLoggedErrors()
 
     def test_timeoutLeavesRawMode(self):
         """A command timing out while a payload is incomplete also leaves raw mode."""
         proto, transport, clock, heard = connect()
-        d = proto.command(L.sk_info())
+        d = proto.command(commands.sk_info())
         proto.dataReceived(self.HEAD)
-        clock.advance(L.sk_info().timeout)
+        clock.advance(commands.sk_info().timeout)
         self.failureResultOf(d, SKTimeoutError)
-        d = proto.command(L.sk_ver())
+        d = proto.command(commands.sk_ver())
         proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")  # the resync's answer
         self.assertNoResult(d)
         proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
-        self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.2.10")])
+        self.assertEqual(self.successResultOf(d).lines, [V.Ver("1.2.10")])
 
     def test_hugeDatalenRejected(self):
         """An ERXUDP whose DATALEN exceeds any datagram is dropped at once, not waited for."""
         proto, transport, clock, heard = connect()
         head = self.HEAD.replace(b" 0040 ", b" FFFF ")
         proto.dataReceived(head)
-        d = proto.command(L.sk_ver())
+        d = proto.command(commands.sk_ver())
         proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
-        self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.2.10")])
+        self.assertEqual(self.successResultOf(d).lines, [V.Ver("1.2.10")])
 
     def test_strayEchoDoesNotWedge(self):
         """A stray line that looks like an echo does not make an echo-off module's OK ignored."""
         proto, transport, clock, heard = connect()
         proto.dataReceived(b"SKVER\r\n")  # nothing in flight: not proof of echo
         self.assertIsNot(proto.echo, True)
-        d = proto.command(L.sk_ver())
+        d = proto.command(commands.sk_ver())
         proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
-        self.assertEqual(self.successResultOf(d).lines, [L.Ver("1.2.10")])
+        self.assertEqual(self.successResultOf(d).lines, [V.Ver("1.2.10")])
 
     def test_echoForgottenAfterTwoSilentTimeouts(self):
         """After two timeouts without the command's echo, echo is unknown again."""
         proto, transport, clock, heard = connect()
-        d = proto.command(L.sk_ver())
+        d = proto.command(commands.sk_ver())
         proto.dataReceived(b"SKVER\r\nEVER 1.2.10\r\nOK\r\n")
         self.successResultOf(d)
         self.assertIs(proto.echo, True)
         for _ in range(2):  # SKVER, then the resync (SKINFO) before the next one
-            d = proto.command(L.sk_ver())
-            clock.advance(L.sk_ver().timeout)
+            d = proto.command(commands.sk_ver())
+            clock.advance(commands.sk_ver().timeout)
             self.failureResultOf(d, SKTimeoutError)
         self.assertIsNone(proto.echo)
-        d = proto.command(L.sk_ver())
+        d = proto.command(commands.sk_ver())
         # The module lost its echo setting: the resync, then SKVER, unechoed.
         proto.dataReceived(b"EVER 1.2.10\r\nOK\r\n")
         self.assertNoResult(d)
@@ -1289,13 +1290,13 @@ class RecoveryTests(SynchronousTestCase):
 
 def _echo_off(case, proto):
     """Turn echo off as the client does (C{SKSREG SFE 0}, itself echoed)."""
-    case.successResultOf(_done(proto, L.sk_sreg("SFE", "0"), lines(C.S1_SEND_SREG_SFE, C.S1_OK)))
+    case.successResultOf(_done(proto, commands.sk_sreg("SFE", "0"), lines(C.S1_SEND_SREG_SFE, C.S1_OK)))
     case.assertIs(proto.echo, False)
 
 
 def _echo_on(case, proto):
     """Let the protocol see that the module echoes (an echoed SKVER)."""
-    case.successResultOf(_done(proto, L.sk_ver(), lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)))
+    case.successResultOf(_done(proto, commands.sk_ver(), lines(C.S4_VER_ECHO, C.S4_EVER, C.S4_OK)))
     case.assertIs(proto.echo, True)
 
 
@@ -1306,7 +1307,7 @@ class ResyncTests(ModeMixin, SynchronousTestCase):
     answer never completes it.
     """
 
-    S2, S3 = L.sk_sreg("S2", "31"), L.sk_sreg("S3", "B5FB")
+    S2, S3 = commands.sk_sreg("S2", "31"), commands.sk_sreg("S3", "B5FB")
     #: Late answers of an abandoned SKSREG with echo off: OK, FAIL, or a
     #: result line then OK.
     LATE_ECHO_OFF = [lines(C.S1_OK), lines(b"FAIL ER10"), lines(b"ESREG 31", C.S1_OK)]
@@ -1350,7 +1351,7 @@ class ResyncTests(ModeMixin, SynchronousTestCase):
                                          b"SKSREG S2 31\r\nSKVER\r\nSKSREG S3 B5FB\r\n", how)
                         feed(proto, lines(C.S1_OK), mode)
                         reply = self.successResultOf(d2)
-                        self.assertEqual((reply.lines, reply.final), ([], L.Ok()))
+                        self.assertEqual((reply.lines, reply.final), ([], V.Ok()))
                         self.assertIs(proto.echo, False)
                         self.assertFalse(proto.busy)
                         self.assertEqual(clock.getDelayedCalls(), [])
@@ -1380,7 +1381,7 @@ class ResyncTests(ModeMixin, SynchronousTestCase):
                     self.assertNoResult(d2)
                     feed(proto, own, mode)
                     reply = self.successResultOf(d2)
-                    self.assertEqual((reply.lines, reply.final), ([], L.Ok()))
+                    self.assertEqual((reply.lines, reply.final), ([], V.Ok()))
                     self.assertIs(proto.echo, True)
 
     def test_resyncAfterAbandonedSkver(self):
@@ -1395,9 +1396,9 @@ class ResyncTests(ModeMixin, SynchronousTestCase):
                 proto, transport, clock, heard = connect()
                 _echo_off(self, proto)
                 transport.clear()
-                d1 = proto.command(L.sk_ver())
+                d1 = proto.command(commands.sk_ver())
                 d2 = proto.command(self.S3)
-                clock.advance(L.sk_ver().timeout)
+                clock.advance(commands.sk_ver().timeout)
                 self.failureResultOf(d1, SKTimeoutError)
                 self.assertEqual(transport.value(), b"SKVER\r\nSKINFO\r\n")
                 feed(proto, late, mode)
@@ -1430,13 +1431,13 @@ class ResyncTests(ModeMixin, SynchronousTestCase):
         """
         proto, transport, clock, heard = connect()
         _echo_off(self, proto)
-        d1 = proto.command(L.sk_term())
-        d2 = proto.command(L.sk_join(METER))
+        d1 = proto.command(commands.sk_term())
+        d2 = proto.command(commands.sk_join(METER))
         d3 = proto.command(self.S2)
         send(proto, lines(b"FAIL ER10"))
         self.failureResultOf(d1, SKCommandError)
         send(proto, lines(C.S1_OK))  # SKJOIN's OK; its EVENT 25 never comes
-        clock.advance(L.sk_join(METER).timeout)
+        clock.advance(commands.sk_join(METER).timeout)
         self.failureResultOf(d2, SKTimeoutError)
         send(proto, lines(C.S1_OK))
         self.successResultOf(d3)
@@ -1468,8 +1469,8 @@ class ResyncTests(ModeMixin, SynchronousTestCase):
         nothing is left on the clock and the queued commands are never written.
         """
         proto, transport, clock, heard = connect()
-        ds = [proto.command(self.S2), proto.command(self.S3), proto.command(L.sk_info()),
-              proto.command(L.sk_ver())]
+        ds = [proto.command(self.S2), proto.command(self.S3), proto.command(commands.sk_info()),
+              proto.command(commands.sk_ver())]
         for _ in range(len(ds)):
             clock.advance(5.0)
         errors = [self.failureResultOf(d, SKTimeoutError).value for d in ds]
@@ -1498,7 +1499,7 @@ class ResyncTests(ModeMixin, SynchronousTestCase):
                 d2 = self._abandon(proto, clock, "timeout")
                 waiter = proto.when_event(0x25)
                 feed(proto, data, mode)
-                self.assertEqual([type(v) for v in heard], [L.Event, L.RxUdp, L.Event])
+                self.assertEqual([type(v) for v in heard], [V.Event, V.RxUdp, V.Event])
                 self.assertEqual(self.successResultOf(waiter).num, 0x25)
                 self.assertTrue(transport.value().endswith(b"SKVER\r\nSKSREG S3 B5FB\r\n"))
                 self.assertNoResult(d2)
