@@ -102,8 +102,7 @@ class LayeringTests(SynchronousTestCase):
     def test_serviceImportsNoSK(self):
         """smartmeter_tx/service/poller.py, store.py and web.py import nothing from smartmeter_tx.sk."""
         import ast
-        for name in ("service/poller.py", "service/store.py", "outputs/web.py",
-                     "session/linkstate.py"):
+        for name in ("service/poller.py", "service/store.py", "outputs/web.py"):
             path = os.path.join(ROOT, "smartmeter_tx", *name.split("/"))
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read(), path)

@@ -19,6 +19,7 @@ from smartmeter_tx.errors import FrameError, SmartMeterError
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk import commands
+from smartmeter_tx.sk.events import EventNum, SendResult
 
 ECHONET_PORT = 0x0E1A
 
@@ -164,11 +165,11 @@ class EchonetRequester:
 
         def judged(reply):
             self.frames_sent += 1  # the module took it (a FAIL puts nothing on the air)
-            events = [e for e in reply.events if e.num == 0x21]
+            events = [e for e in reply.events if e.num == EventNum.UDP_SENT]
             param = events[-1].param if events else None
-            if param == 1:
+            if param == SendResult.FAILED:
                 raise SendFailed()
-            if param == 2:
+            if param == SendResult.NEIGHBOUR_SOLICITATION:
                 raise NotSent()
             if frame.tid in self._pending:
                 timer = self._clock.callLater(timeout, self._timed_out, frame.tid, timeout)

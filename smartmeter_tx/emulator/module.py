@@ -39,6 +39,7 @@ from smartmeter_tx.emulator.meter import MeterModel, _mix, check_outage
 from smartmeter_tx.emulator.radio import Radio, TxBudget, airtime
 from smartmeter_tx.errors import ArgumentError, SKParseError
 from smartmeter_tx.model import SLOT, slot_start
+from smartmeter_tx.sk.events import EventNum, SendResult
 from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Raw, Reader, SendtoHeader
 from smartmeter_tx.sk.values import IPV6_RE, Dialect, Event, PanDesc, RxUdp
 from smartmeter_tx.sk.commands import ll64, parse_command
@@ -387,7 +388,7 @@ class Emulator:
         if self.budget.spend(now, airtime(payload_len)):
             self.log.info("ARIB transmit-time budget spent: EVENT 32")
             self.registers[0xFB] = 1
-            self._event(0x32, self.module_ip)
+            self._event(EventNum.TX_LIMITED, self.module_ip)
             self._later(self.budget.release_at(now) - now + 0.001, self._budget_check,
                         group="budget", long=True)
         self.registers[0xFD] = min(self.budget.total_ms, 0xFFFFFFFF)
@@ -396,7 +397,7 @@ class Emulator:
         now = self.device_time()
         if self.budget.try_release(now):
             self.registers[0xFB] = 0
-            self._event(0x33, self.module_ip)
+            self._event(EventNum.TX_RELEASED, self.module_ip)
         elif self.budget.limited:
             self._later(max(self.budget.release_at(now) - now, 0.001) + 0.001, self._budget_check,
                         group="budget", long=True)
@@ -534,7 +535,7 @@ class Emulator:
                 # when EVENT 22 comes too, and some modules print the block
                 # after it (captures §13): the late-pandesc knob.
                 late = ch == channels[-1] and self.rng.random() < self.config.late_pandesc
-                self._later(t - dwell, self._event, 0x20, self.module_ip, group="scan")
+                self._later(t - dwell, self._event, EventNum.BEACON, self.module_ip, group="scan")
                 self._later(t + (0.001 if late else 0.0), self._pandesc, mode, group="scan")
         self._later(t, self._scan_done, mode, channels, group="scan")
 
@@ -546,14 +547,14 @@ class Emulator:
 
     def _scan_done(self, mode: int, channels: list) -> None:
         if mode == 0:
-            self._event(0x1F, self.module_ip)
+            self._event(EventNum.ED_SCAN_DONE, self.module_ip)
             pairs = []
             for ch in channels:
                 lqi = self.radio.lqi(self.lqi) if ch == self.channel else self.rng.randint(0x10, 0x30)
                 pairs.append(b"%02X %02X" % (ch, lqi))
             self._write(b"EEDSCAN\r\n" + b" ".join(pairs) + CRLF)
         else:
-            self._event(0x22, self.module_ip)
+            self._event(EventNum.SCAN_DONE, self.module_ip)
 
     def _cmd_SKLL64(self, args):
         if len(args) != 1:
@@ -629,9 +630,9 @@ class Emulator:
         self._ok()
         self._transmit(40)
         if self.radio.lost():
-            self._later(10.0, self._event, 0x28, peer, group="term")
+            self._later(10.0, self._event, EventNum.TERMINATE_TIMED_OUT, peer, group="term")
         else:
-            self._later(0.3, self._event, 0x27, peer, group="term")
+            self._later(0.3, self._event, EventNum.TERMINATED, peer, group="term")
 
     # -- PANA ----------------------------------------------------------------
 
@@ -668,7 +669,7 @@ class Emulator:
         if reason in ("address", "channel (S02)", "PAN ID (S03)"):
             self._later(self.rng.uniform(36.0, 40.0), self._join_failed, target, group="join")
             return None
-        self._later(0.30, self._event, 0x02, target, group="join")
+        self._later(0.30, self._event, EventNum.NA_RECEIVED, target, group="join")
         rounds = 4 if reason is None else 2
         for i in range(rounds):
             self._later(0.80 + 0.70 * i, self._join_step, i, target, group="join")
@@ -682,22 +683,22 @@ class Emulator:
     def _join_step(self, step, target: str) -> None:
         if step == "ns":
             self._transmit(40)
-            self._event(0x21, target, 0x02)
+            self._event(EventNum.UDP_SENT, target, SendResult.NEIGHBOUR_SOLICITATION)
         elif step == "sent":
             self._transmit(60)
-            self._event(0x21, target, 0x00)
+            self._event(EventNum.UDP_SENT, target, SendResult.SENT)
         else:
             self._rxudp(target, self.module_ip, PORT_PANA, False, self._pana_message(step))
 
     def _join_done(self, target: str) -> None:
         self._joining = False
         self._open_session(target)
-        self._event(0x25, target)
+        self._event(EventNum.PANA_OK, target)
         self._later(0.05, self._announce, group="session")
 
     def _join_failed(self, target: str) -> None:
         self._joining = False
-        self._event(0x24, target)
+        self._event(EventNum.PANA_FAILED, target)
 
     def _announce(self) -> None:
         frame = self.meter.instance_list_inf()
@@ -722,7 +723,7 @@ class Emulator:
         self._cancel("session")
         self.session.usable = False
         peer = self.session.peer
-        self._event(0x29, peer)
+        self._event(EventNum.SESSION_EXPIRED, peer)
         ok = not (self.config.reauth_fail and self.rng.random() < self.config.reauth_fail)
         # The four PANA rounds spread over the re-authentication (3 s by default).
         pace = self.config.reauth_delay / 3.0
@@ -736,11 +737,11 @@ class Emulator:
 
     def _reauth_done(self, peer: str) -> None:
         self._open_session(peer)
-        self._event(0x25, peer)
+        self._event(EventNum.PANA_OK, peer)
 
     def _reauth_failed(self, peer: str) -> None:
         self._drop_session()
-        self._event(0x24, peer)
+        self._event(EventNum.PANA_FAILED, peer)
 
     def move_meter(self, channel: Optional[int] = None, pan_id: Optional[int] = None) -> None:
         """
@@ -760,7 +761,7 @@ class Emulator:
             return
         peer = self.session.peer
         self._drop_session()
-        self._event(0x26, peer)
+        self._event(EventNum.TERMINATE_REQUESTED, peer)
 
     def _pana_message(self, index: int) -> bytes:
         """
@@ -828,15 +829,16 @@ class Emulator:
         answer = None
         if self.budget.limited:
             # ARIB limit engaged: the send is silently cancelled (protocol.md §2.1).
-            param = 0x00
+            param = SendResult.SENT
         elif not multicast and dest not in (self.meter_ip,) and dest not in self.neighbours:
-            param = 0x02
+            param = SendResult.NEIGHBOUR_SOLICITATION
         elif not multicast and sec == "1" and not usable:
-            param = 0x02  # no PANA session: neighbour solicitation instead of the frame
+            # No PANA session: neighbour solicitation instead of the frame.
+            param = SendResult.NEIGHBOUR_SOLICITATION
         elif self.radio.send_fails():
-            param = 0x01
+            param = SendResult.FAILED
         else:
-            param = 0x00
+            param = SendResult.SENT
             self._transmit(len(payload))
             lost = self.radio.lost()
             if (usable and not self.session.peer_gone and port == PORT_ECHONET and sec != "0"
@@ -860,7 +862,7 @@ class Emulator:
     def _send_finished(self, dest: str, param: int, previous: list, done: Deferred) -> None:
         self._junk()
         # EVENT 21 always comes before OK (captures §1).
-        self._event(0x21, dest, param)
+        self._event(EventNum.UDP_SENT, dest, param)
         self._ok()
         for item in previous:
             if item.call is not None and item.call.active():

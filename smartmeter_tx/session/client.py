@@ -28,10 +28,13 @@ from smartmeter_tx.errors import (
     ArgumentError, AuthenticationFailed, MeterNotFound, NoSession, RateLimited, ReadFailed,
     SendsHeld, SmartMeterError, StepTimeout,
 )
-from smartmeter_tx.session.linkstate import HOLD_EXPIRY, HOLD_RATE_LIMIT, LinkState, Session
+from smartmeter_tx.session.linkstate import (
+    HOLD_EXPIRY, HOLD_RATE_LIMIT, WARNING_EVENTS, LinkState, Session,
+)
 from smartmeter_tx.echonet.requester import EchonetRequester, EchonetTimeout, NotSent, SendFailed
 from smartmeter_tx.sk import commands
 from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk.events import EventNum
 from smartmeter_tx.sk.protocol import SKCommandError, SKEventError, SKStackProtocol
 from smartmeter_tx.session.state import MeterLink
 from smartmeter_tx.session.steps import Budget, ModuleSteps
@@ -212,8 +215,7 @@ class BRouteClient:
         if isinstance(value, V.Event):
             change = self.state.event(value.num, now)
             if change is not None:
-                level = self.log.warn if value.num in (0x24, 0x26, 0x27, 0x28, 0x32) else \
-                    self.log.info
+                level = self.log.warn if value.num in WARNING_EVENTS else self.log.info
                 level("{change} (EVENT {num:02X}: {name})", change=change, num=value.num,
                       name=value.name)
         elif isinstance(value, V.RxUdp):
@@ -403,7 +405,7 @@ class BRouteClient:
         step = "waiting for the module's own re-authentication (EVENT 29)"
         wait = state.EXPIRY_HOLD_MAX - (self.clock.seconds() - state.expired_at)
         left = budget.left(step)  # before waiting: a spent budget leaves no waiter behind
-        d = self.sk.when_event(0x25, 0x24)
+        d = self.sk.when_event(EventNum.PANA_OK, EventNum.PANA_FAILED)
         d.addTimeout(max(0.0, min(wait, left)) + 0.001, self.clock)
         try:
             await d

@@ -13,17 +13,19 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-__all__ = ["Session", "LinkState", "sfb_set", "HOLD_EXPIRY", "HOLD_RATE_LIMIT"]
+from smartmeter_tx.sk.events import EventNum
+
+__all__ = ["Session", "LinkState", "sfb_set", "HOLD_EXPIRY", "HOLD_RATE_LIMIT", "LOST_EVENTS",
+           "WARNING_EVENTS"]
 
 HOLD_EXPIRY = "session re-authentication (EVENT 29)"
 HOLD_RATE_LIMIT = "transmit-time limit (EVENT 32)"
 
-# EVENT numbers (protocol.md §3).
-_JOINED = 0x25
-_EXPIRED = 0x29
-_LOST = frozenset((0x24, 0x26, 0x27, 0x28))  # failed, ended by peer, ended, timed out
-_LIMITED = 0x32
-_RELEASED = 0x33
+#: The events that end a session: failed, ended by the peer, ended, timed out.
+LOST_EVENTS = frozenset((EventNum.PANA_FAILED, EventNum.TERMINATE_REQUESTED,
+                         EventNum.TERMINATED, EventNum.TERMINATE_TIMED_OUT))
+#: The events worth a warning in the log: a session lost, the ARIB limit engaged.
+WARNING_EVENTS = LOST_EVENTS | {EventNum.TX_LIMITED}
 
 
 class Session(enum.Enum):
@@ -103,24 +105,24 @@ class LinkState:
             C{None} when it changed nothing that matters.
         """
         self.last_event = num
-        if num == _JOINED:
+        if num == EventNum.PANA_OK:
             self.up(now)
             return None
-        if num == _EXPIRED:
+        if num == EventNum.SESSION_EXPIRED:
             # The module re-authenticates by itself: hold sends until 25 or 24.
             self.expired_at = now
             return "PANA session lifetime expired; waiting for re-authentication"
-        if num in _LOST:
+        if num in LOST_EVENTS:
             was_up = self.session is Session.UP
             self.down()
             return "session lost" if was_up else None
-        if num == _LIMITED:
+        if num == EventNum.TX_LIMITED:
             if not self.rate_limited:
                 self.rate_limited_count += 1
             self.rate_limited = True
             self._next_rate_check = now + self.RATE_CHECK_INTERVAL
             return "transmit-time limit reached (EVENT 32); holding sends"
-        if num == _RELEASED:
+        if num == EventNum.TX_RELEASED:
             was = self.rate_limited
             self.rate_limited = False
             return "transmit-time limit released (EVENT 33)" if was else None
