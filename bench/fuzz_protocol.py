@@ -65,8 +65,9 @@ from smartmeter_tx.echonet.requester import (  # noqa: E402
 )
 from smartmeter_tx.sk import values as V  # noqa: E402
 from smartmeter_tx.sk import commands  # noqa: E402
-from smartmeter_tx.sk.protocol import (  # noqa: E402
-    SKCommandError, SKDisconnected, SKEventError, SKStackProtocol, SKTimeoutError,
+from smartmeter_tx.sk.protocol import SKStackProtocol  # noqa: E402
+from smartmeter_tx.sk.errors import (  # noqa: E402
+    SKCommandError, SKDisconnected, SKEventError, SKTimeoutError,
 )
 
 # -- real lines (copied from tests/fixtures/captures.py, captures.md §1, §4, §17) --
@@ -497,7 +498,7 @@ class Fuzzer:
             pieces.append((kind, data))
         self.feed(b"".join(data for _, data in pieces) + b"\r\n")
         self.settle()
-        reader = self.session.sk._reader
+        reader = self.session.sk.reader
         raw_left = (reader.raw_pending - len(reader.buffered)
                     if reader.raw_pending is not None else 0)
         for attempt in range(1, self.args.attempts + 1):
@@ -512,10 +513,10 @@ class Fuzzer:
             why.append(f"raw mode waiting for {raw_left} bytes after junk")
         if sk.echo and not self.session.echo:
             why.append("believes the module echoes (it does not)")
-        reader = sk._reader
+        reader = sk.reader
         state = (f"echo={sk.echo} module_echo={self.session.echo} payload_mode={sk.payload_mode} "
                  f"raw_pending={reader.raw_pending} buffered={reader.buffered[-80:]!r} "
-                 f"current={sk._current and sk._current.command.name}")
+                 f"current={sk.in_flight}")
         self.stuck.append((self.iteration, ", ".join(why) or "unexplained",
                            sorted({k for k, _ in pieces}), state))
         self.attempts["stuck"] += 1

@@ -174,7 +174,7 @@ def _start_logging(verbosity: int, stream) -> None:
 
 def _exit_code(error: BaseException) -> int:
     from smartmeter_tx import errors as E
-    from smartmeter_tx.sk.protocol import SKDisconnected
+    from smartmeter_tx.sk.errors import SKDisconnected
     if isinstance(error, ArgumentError):
         return EXIT_USAGE
     if isinstance(error, (DeviceError, SKDisconnected)):

@@ -91,7 +91,7 @@ class EchonetRequester:
         sk.when_disconnected().addCallback(self._lost)
 
     def _lost(self, reason) -> None:
-        from smartmeter_tx.sk.protocol import SKDisconnected
+        from smartmeter_tx.sk.errors import SKDisconnected
         from twisted.python.failure import Failure
         pending, self._pending = self._pending, {}
         for tid, (frame, d, timer) in pending.items():

@@ -35,7 +35,8 @@ from smartmeter_tx.echonet.requester import EchonetRequester, EchonetTimeout, No
 from smartmeter_tx.sk import commands
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.events import EventNum
-from smartmeter_tx.sk.protocol import SKCommandError, SKEventError, SKStackProtocol
+from smartmeter_tx.sk.protocol import SKStackProtocol
+from smartmeter_tx.sk.errors import SKCommandError, SKEventError
 from smartmeter_tx.session.state import MeterLink
 from smartmeter_tx.session.steps import Budget, ModuleSteps
 

@@ -18,7 +18,8 @@ from twisted.logger import Logger
 from smartmeter_tx.errors import ArgumentError, StepTimeout
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk import commands
-from smartmeter_tx.sk.protocol import SKCommandError, SKStackProtocol, SKTimeoutError
+from smartmeter_tx.sk.protocol import SKStackProtocol
+from smartmeter_tx.sk.errors import SKCommandError, SKTimeoutError
 
 __all__ = ["Budget", "ModuleSteps"]
 
@@ -90,7 +91,7 @@ class ModuleSteps:
         """
         Send one SK command, bounded by what is left of C{budget}.
 
-        @return: the command's L{smartmeter_tx.sk.protocol.Reply}.
+        @return: the command's L{smartmeter_tx.sk.exchange.Reply}.
         @raise StepTimeout: the budget ran out, or the module did not answer.
         @raise SKCommandError: FAIL ERxx.
         """

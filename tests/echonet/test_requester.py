@@ -14,7 +14,7 @@ from smartmeter_tx.echonet.requester import (
     EchonetError, EchonetRequester, EchonetTimeout, NotSent, SendFailed,
 )
 from smartmeter_tx.sk import values as V
-from smartmeter_tx.sk.protocol import SKCommandError, SKDisconnected
+from smartmeter_tx.sk.errors import SKCommandError, SKDisconnected
 from tests.fixtures import captures as C
 from tests.sktesting import ModeMixin, connect, feed, lines, modes, send
 

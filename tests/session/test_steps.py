@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from smartmeter_tx.errors import ArgumentError, StepTimeout
 from smartmeter_tx.sk import commands
 from smartmeter_tx.sk import values as V
-from smartmeter_tx.sk.protocol import SKCommandError
+from smartmeter_tx.sk.errors import SKCommandError
 from smartmeter_tx.session.steps import Budget, ModuleSteps
 from tests.sktesting import connect, lines
 

@@ -17,9 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk import commands
-from smartmeter_tx.sk.protocol import (
-    Reply, SKCommandError, SKDisconnected, SKEventError, SKStackProtocol, SKTimeoutError,
-)
+from smartmeter_tx.sk.protocol import SKStackProtocol
+from smartmeter_tx.sk.exchange import Reply
+from smartmeter_tx.sk.errors import SKCommandError, SKDisconnected, SKEventError, SKTimeoutError
 from tests.fixtures import captures as C
 from tests.sktesting import ModeMixin, connect, feed, lines, modes, send
 
