@@ -37,6 +37,8 @@ __all__ = ["SKStackProtocol"]
 
 
 _SECRET_ECHO = re.compile(r"^(SKSETPWD|SKSETRBID)\b.*$")
+#: PANA's UDP port: its payloads carry the B-route ID.
+PANA_PORT = 0x02CC
 
 
 class SKStackProtocol(Protocol):
@@ -71,9 +73,7 @@ class SKStackProtocol(Protocol):
         self._clock = clock
         self._commands = CommandQueue(clock, self._send, self._idle, self._stop_raw,
                                       self._drain, self._learned_mode)
-        self._listeners: list = []
-        self._waiters: list = []
-        self._lost_waiters: list = []
+        self._audience = _Audience()
         self._assembler = parse.BlockAssembler()
         self.reader = Reader(self.MAX_LENGTH)
         self._receiving = False
@@ -119,35 +119,25 @@ class SKStackProtocol(Protocol):
         the module prints, whenever it prints it.  Exceptions it raises are
         logged and otherwise ignored.
         """
-        self._listeners.append(listener)
+        self._audience.listeners.append(listener)
 
     def remove_listener(self, listener: Callable[[object], None]) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        if listener in self._audience.listeners:
+            self._audience.listeners.remove(listener)
 
     def when_event(self, *nums: int) -> defer.Deferred:
         """
         @return: a fresh Deferred that fires with the next L{V.Event} whose
             number is in C{nums}, or fails with L{SKDisconnected}.
         """
-        if self._lost is not None:
-            return defer.fail(SKDisconnected(None, self._lost))
-        entry = [frozenset(nums), None]
-        d = defer.Deferred(lambda _: self._waiters.remove(entry) if entry in self._waiters else None)
-        entry[1] = d
-        self._waiters.append(entry)
-        return d
+        return self._audience.when_event(frozenset(nums))
 
     def when_disconnected(self) -> defer.Deferred:
         """
         @return: a fresh Deferred that fires with the exception that ended the
             link (e.g. L{ConnectionDone}) when it is lost.
         """
-        if self._lost is not None:
-            return defer.succeed(self._lost.value)
-        d = defer.Deferred()
-        self._lost_waiters.append(d)
-        return d
+        return self._audience.when_lost()
 
     @property
     def busy(self) -> bool:
@@ -190,12 +180,7 @@ class SKStackProtocol(Protocol):
         if self._raw_timer is not None and self._raw_timer.active():
             self._raw_timer.cancel()
         self._commands.lost(reason)
-        waiters, self._waiters = self._waiters, []
-        for _, d in waiters:
-            d.errback(SKDisconnected(None, reason))
-        lost, self._lost_waiters = self._lost_waiters, []
-        for d in lost:
-            d.callback(reason.value)
+        self._audience.lost(reason)
 
     def dataReceived(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -310,30 +295,18 @@ class SKStackProtocol(Protocol):
             self._handlers[kind] = handler
         handler(value)
 
-    def _notify(self, value) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(value)
-            except Exception:
-                self.log.failure("listener {listener!r} failed on {kind}",
-                                 listener=listener, kind=type(value).__name__)
-
     def _line_Event(self, event: V.Event) -> None:
         self._commands.collect_event(event)
-        self._notify(event)
-        for entry in list(self._waiters):
-            nums, d = entry
-            if event.num in nums and entry in self._waiters:
-                self._waiters.remove(entry)
-                d.callback(event)
+        self._audience.notify(event)
+        self._audience.event(event)
         self._commands.end_on_event(event)
 
     def _line_RxUdp(self, rx: V.RxUdp) -> None:
-        self._notify(rx)
+        self._audience.notify(rx)
 
     def _line_PanDesc(self, desc: V.PanDesc) -> None:
         self._commands.collect_pandesc(desc)
-        self._notify(desc)
+        self._audience.notify(desc)
 
     def _line_Echo(self, echo: V.Echo) -> None:
         self._commands.echo_line(echo)
@@ -362,21 +335,79 @@ class SKStackProtocol(Protocol):
         self.junk_dropped += 1
         self.log.info(format, **fields)
 
-    # -- transcript ------------------------------------------------------------
-
     def _record_line(self, value, raw: bytes) -> None:
-        if self.transcript is None:
-            return
-        if isinstance(value, V.RxUdp):
-            if value.rport == 0x02CC or value.lport == 0x02CC:
-                # PANA payloads carry the B-route ID: show only their size.
-                text = f"ERXUDP {value.sender} PANA <{len(value.data)} bytes>"
-            else:
-                text = f"ERXUDP {value.sender} {value.rport:04X} {value.data.hex().upper()}"
-        elif isinstance(value, V.Echo) and _SECRET_ECHO.match(value.text):
-            text = value.name + " <redacted>"
-        elif isinstance(value, V.PanDescField) and value.key == "PairID":
-            text = "  PairID:<redacted>"  # the last 8 characters of the B-route ID
-        else:
-            text = raw.decode("ascii", "replace")
-        self.transcript("<", self.redactor.scrub(text))
+        if self.transcript is not None:
+            self.transcript("<", self.redactor.scrub(transcript_text(value, raw)))
+
+
+def transcript_text(value, raw: bytes) -> str:
+    """
+    How a received line shows in a transcript, before the redactor's pass:
+    as it came, but for what carries a secret in another form (PANA payloads
+    hold the B-route ID, the PairID its last 8 characters, an echoed
+    SKSETPWD/SKSETRBID the secret itself).  Pure.
+    """
+    if isinstance(value, V.RxUdp):
+        if value.rport == PANA_PORT or value.lport == PANA_PORT:
+            return f"ERXUDP {value.sender} PANA <{len(value.data)} bytes>"
+        return f"ERXUDP {value.sender} {value.rport:04X} {value.data.hex().upper()}"
+    if isinstance(value, V.Echo) and _SECRET_ECHO.match(value.text):
+        return value.name + " <redacted>"
+    if isinstance(value, V.PanDescField) and value.key == "PairID":
+        return "  PairID:<redacted>"
+    return raw.decode("ascii", "replace")
+
+
+class _Audience:
+    """
+    Who hears the module's asynchronous lines: the listeners, the one-shot
+    waiters for an EVENT, and the waiters for the end of the link.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self.listeners: list = []
+        self._events: list = []  # [nums, Deferred] entries
+        self._lost_waiters: list = []
+        self._lost: Optional[Failure] = None
+
+    def notify(self, value) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(value)
+            except Exception:
+                self.log.failure("listener {listener!r} failed on {kind}",
+                                 listener=listener, kind=type(value).__name__)
+
+    def when_event(self, nums: frozenset) -> defer.Deferred:
+        if self._lost is not None:
+            return defer.fail(SKDisconnected(None, self._lost))
+        entry: list = [nums, None]
+        d = defer.Deferred(lambda _: self._events.remove(entry) if entry in self._events else None)
+        entry[1] = d
+        self._events.append(entry)
+        return d
+
+    def event(self, event: V.Event) -> None:
+        for entry in list(self._events):
+            nums, d = entry
+            if event.num in nums and entry in self._events:
+                self._events.remove(entry)
+                d.callback(event)
+
+    def when_lost(self) -> defer.Deferred:
+        if self._lost is not None:
+            return defer.succeed(self._lost.value)
+        d: defer.Deferred = defer.Deferred()
+        self._lost_waiters.append(d)
+        return d
+
+    def lost(self, reason: Failure) -> None:
+        self._lost = reason
+        waiters, self._events = self._events, []
+        for _, d in waiters:
+            d.errback(SKDisconnected(None, reason))
+        lost, self._lost_waiters = self._lost_waiters, []
+        for d in lost:
+            d.callback(reason.value)
