@@ -61,11 +61,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.logger import LogLevel, globalLogBeginner  # noqa: E402
 
-from smartmeter_tx.session import client as C  # noqa: E402
+from smartmeter_tx.session import join  # noqa: E402
+from smartmeter_tx.session.config import SessionConfig  # noqa: E402
 from smartmeter_tx.service.backfill import Backfill  # noqa: E402
 from smartmeter_tx.service.datalog import DataLog  # noqa: E402
 from smartmeter_tx.echonet import frame as F  # noqa: E402
 from smartmeter_tx.echonet import meter as M  # noqa: E402
+from smartmeter_tx import model  # noqa: E402
 from smartmeter_tx.emulator.loopback import Loopback  # noqa: E402
 from smartmeter_tx.emulator.module import (  # noqa: E402
     DEFAULT_ID, DEFAULT_PASSWORD, Emulator, EmulatorConfig,
@@ -161,7 +163,7 @@ def check_slots(records: list, meter, unit: Decimal) -> tuple:
 
     for r in records:
         start = datetime.datetime.fromisoformat(r["slot"]).replace(tzinfo=None)
-        (n0, r0), (n1, r1) = meter.slot_truth(start), meter.slot_truth(start + M.SLOT)
+        (n0, r0), (n1, r1) = meter.slot_truth(start), meter.slot_truth(start + model.SLOT)
         if n0 is None or n1 is None:
             want = {"energy_normal_kwh": None, "energy_reverse_kwh": None}
             nulls += 1
@@ -186,9 +188,9 @@ def expected_slots(meter_now: datetime.datetime, days: int) -> list:
     t = datetime.datetime.combine(meter_now.date() - datetime.timedelta(days=days),
                                   datetime.time())
     out = []
-    while t + M.SLOT <= last_end:
-        out.append(t.replace(tzinfo=M.JST).isoformat())
-        t += M.SLOT
+    while t + model.SLOT <= last_end:
+        out.append(t.replace(tzinfo=model.JST).isoformat())
+        t += model.SLOT
     return out
 
 
@@ -200,14 +202,14 @@ def run_one(days: int, ec: bool, dialect: Dialect, seed: int, limit_hours: float
     loop = Loopback(Emulator(config, clock), clock)
     wire = Wire(loop, dialect)
     logdir = tempfile.mkdtemp(prefix="bench-backfill-")
-    wall0 = start.replace(tzinfo=M.JST).timestamp()
+    wall0 = start.replace(tzinfo=model.JST).timestamp()
 
     def wall():
         return wall0 + clock.seconds()
 
     datalog = DataLog(logdir)
     backfill = Backfill(days, clock, datalog.write, wall, known=())
-    poller = MeterPoller(loop.connect, C.SessionConfig(C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
+    poller = MeterPoller(loop.connect, SessionConfig(join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
                          clock, PollSchedule(interval=30, energy_interval=300),
                          on_reading=datalog.write, rng=random.Random(seed),
                          wall_clock=wall, backfill=backfill)

@@ -59,9 +59,12 @@ from twisted.internet.task import Clock  # noqa: E402
 from twisted.logger import LogLevel, formatEvent, globalLogBeginner  # noqa: E402
 
 from smartmeter_tx.session import client as C  # noqa: E402
+from smartmeter_tx.session import join  # noqa: E402
+from smartmeter_tx.session.config import SessionConfig  # noqa: E402
 from smartmeter_tx.service.datalog import DataLog  # noqa: E402
 from smartmeter_tx.echonet import frame as F  # noqa: E402
 from smartmeter_tx.echonet import meter as M  # noqa: E402
+from smartmeter_tx import model  # noqa: E402
 from smartmeter_tx.emulator.loopback import Loopback  # noqa: E402
 from smartmeter_tx.emulator.module import (  # noqa: E402
     DEFAULT_ID, DEFAULT_PASSWORD, Emulator, EmulatorConfig,
@@ -225,7 +228,7 @@ class Truth:
             entry[1][record.epc] = record
         elif record.epc in (M.FIXED_NORMAL, M.FIXED_REVERSE):
             # Keyed as the data-log record gives the meter's time (ISO 8601).
-            self.fixed[(record.epc, M.json_value(record.value["time"]))] = record
+            self.fixed[(record.epc, model.json_value(record.value["time"]))] = record
             if len(self.fixed) > 64:
                 oldest = min(self.fixed, key=lambda k: self.fixed[k].at)
                 del self.fixed[oldest]
@@ -234,8 +237,8 @@ class Truth:
 class Checker:
     """
     Compares every reading the poller hands to on_reading with the truth: the
-    decoded L{M.Reading} the poller just stored (exact Decimals) and the
-    JSON-ready record it logs (numbers as L{M.json_value} gives them).
+    decoded L{model.Reading} the poller just stored (exact Decimals) and the
+    JSON-ready record it logs (numbers as L{model.json_value} gives them).
     """
 
     def __init__(self, poller: MeterPoller, frames: FrameRecorder, loop: Loop,
@@ -289,7 +292,7 @@ class Checker:
             elif getattr(reading, name) != want(t):
                 self._bad("TID %04X: %s %r != meter %r"
                           % (tid, name, getattr(reading, name), want(t)))
-            elif record.get(name) != M.json_value(want(t)):
+            elif record.get(name) != model.json_value(want(t)):
                 self._bad("TID %04X: logged %s %r != meter %r"
                           % (tid, name, record.get(name), want(t)))
 
@@ -309,7 +312,7 @@ class Checker:
                 self._bad("E%X raw %r != meter %r" % (epc & 0xF, record[f"energy_{name}_raw"],
                                                       t.value["raw"]))
             kwh = record.get(f"energy_{name}_kwh")
-            if kwh is not None and kwh != M.json_value(t.kwh):
+            if kwh is not None and kwh != model.json_value(t.kwh):
                 self._bad("E%X kWh %r != meter %r" % (epc & 0xF, kwh, t.kwh))
 
 
@@ -414,7 +417,7 @@ def _run(args, frames: FrameRecorder) -> dict:
         datalog.write(record, when)
 
     poller = MeterPoller(loop.connect,
-                         C.SessionConfig(C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)), clock,
+                         SessionConfig(join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)), clock,
                          PollSchedule(interval=args.interval, energy_interval=args.energy_interval),
                          on_reading=on_reading, rng=random.Random(args.seed),
                          wall_clock=clock.seconds)

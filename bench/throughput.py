@@ -47,6 +47,7 @@ from twisted.logger import (  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
 from smartmeter_tx.session import client as C  # noqa: E402
+from smartmeter_tx.session import join  # noqa: E402
 from smartmeter_tx.echonet import meter as M  # noqa: E402
 from smartmeter_tx.emulator.module import (  # noqa: E402
     DEFAULT_ID, DEFAULT_PASSWORD, Emulator, EmulatorConfig, ModuleProtocol,
@@ -121,7 +122,7 @@ class Harness:
         self.to_host = Pipe()     # the module's transport: bytes for the host
         self.sk.makeConnection(self.to_module)
         self.module.makeConnection(self.to_host)
-        creds = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
+        creds = join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
         self.client = C.BRouteClient(self.sk, creds, self.clock)
         # The client keeps no list of unsolicited frames: count them here.
         self.unsolicited = 0

@@ -134,7 +134,7 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
 
     async def work(client, budget, credentials, state_path):
         await client.ensure_scale(budget)
-        meter_now = await client.meter_clock(budget)
+        meter_now = await client.history.meter_clock(budget)
         # The service's backfill, with nothing logged yet and no pacing: the
         # user asked for it now (a day costs two frames, 45 days about 100).
         backfill = Backfill(args.days, reactor, lambda record, when: records.append(record),

@@ -128,7 +128,7 @@ def make_credentials(rbid: Optional[str], password: Optional[str]):
     @raise ArgumentError: only one was given, or one is malformed (the message
         never holds the values).
     """
-    from smartmeter_tx.session.client import Credentials
+    from smartmeter_tx.session.join import Credentials
     if not rbid and not password:
         return None
     if not (rbid and password):
@@ -160,7 +160,7 @@ def session_config(device: str, state_file: Optional[str], credentials, dialect,
 
     @return: C{(SessionConfig, state path)}.
     """
-    from smartmeter_tx.session.client import SessionConfig
+    from smartmeter_tx.session.config import SessionConfig
     from smartmeter_tx.session import state as S
     environ = os.environ if environ is None else environ
     state_path = state_file or S.default_state_path(device, environ)

@@ -512,7 +512,7 @@ def _command_path() -> str:
 
 
 async def _scan(client, budget, args, state_path, stdout, stderr) -> int:
-    desc = await client.locate(budget)
+    desc = await client.joiner.locate(budget)
     _save(state_path, client.link, stderr)
     link = client.link
     out = [

@@ -165,12 +165,12 @@ class Backfill:
         budget = Budget(self.clock, self.STEP_BUDGET)
         before = client.history_frames
         try:
-            meter_now = client.meter_now()
+            meter_now = client.history.meter_now()
             if (meter_now is None or self._clock_read_at is None
                     or self.clock.seconds() - self._clock_read_at > self.CLOCK_AGE):
                 # The host's clock may jump (a Pi without RTC at boot): ask the
                 # meter's own now and then; slots are dated by the meter anyway.
-                meter_now = await client.meter_clock(budget)
+                meter_now = await client.history.meter_clock(budget)
                 self._clock_read_at = self.clock.seconds()
             due = self.due(meter_now)
             self.missing = len(due)
@@ -178,7 +178,7 @@ class Backfill:
                 return False
             start = due[0]
             need = start if start not in self._readings else start + model.SLOT
-            source = await client.history_source(budget)
+            source = await client.history.history_source(budget)
             until = model.slot_start(meter_now)
             if source == "EC" and _run_length(due) >= H.HISTORY2_MAX:
                 # A day of E2/E4 (48 readings, two frames) beats EC's twelve
@@ -188,9 +188,9 @@ class Backfill:
                 # EC counts back from ED: cover `need` and what follows it.
                 end = min(until, need + (H.HISTORY2_MAX - 1) * model.SLOT)
                 count = int((end - need) / model.SLOT) + 1
-                readings = await client.read_history_at(end, count, budget)
+                readings = await client.history.read_history_at(end, count, budget)
             else:
-                readings, meter_now = await client.read_history_of(need.date(), budget)
+                readings, meter_now = await client.history.read_history_of(need.date(), budget)
                 until = model.slot_start(meter_now)
         finally:
             spent = client.history_frames - before

@@ -31,12 +31,14 @@ from twisted.logger import Logger
 
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.backoff import Backoff
-from smartmeter_tx.session.client import BRouteClient, Budget, SessionConfig
+from smartmeter_tx.session.client import BRouteClient
+from smartmeter_tx.session.steps import Budget
+from smartmeter_tx.session.config import SessionConfig
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
 from smartmeter_tx.errors import NoSession, SendsHeld, SmartMeterError
-from smartmeter_tx.session.linkstate import LinkState, Session
+from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.port import PortKeeper
 from smartmeter_tx.session.state import save_state
 from smartmeter_tx.service.store import LatestStore
@@ -84,9 +86,6 @@ class MeterPoller(service.Service):
 
     log = Logger()
 
-    #: Unanswered polls in a row, with a session believed up, before rejoining.
-    REJOIN_AFTER_SILENT = 3
-
     def __init__(self, open_port: Callable, config: SessionConfig, clock,
                  schedule: PollSchedule = PollSchedule(),
                  on_reading: Optional[Callable] = None, state_path: Optional[str] = None,
@@ -116,7 +115,6 @@ class MeterPoller(service.Service):
         self._polling = False
         self._had_session = False
         self._fatal = False  # on_fatal was called (once is enough)
-        self._silent_polls = 0
         self._loop: Optional[task.LoopingCall] = None
         self._poll_now = None
         self._poll_over: list = []  # Deferreds waiting for the running poll
@@ -163,7 +161,6 @@ class MeterPoller(service.Service):
         # Whether the module still holds a session is unknown: the next poll
         # tries a Get first and joins only on EVENT 21 02 or silence.
         self.state.new_connection()
-        self._silent_polls = 0
         client.add_frame_listener(self._on_frame)
         self.stats.reopens = self.port.reopens
         if self._loop is not None and self._loop.running:
@@ -243,12 +240,14 @@ class MeterPoller(service.Service):
             self.stats.polls_failed += 1
             self.log.info("poll failed: {error}", error=e)
             if not self.held:  # a hold that came during the poll is not silence
-                self._count_silence()
+                gone = self.state.poll_unanswered()
+                if gone is not None:
+                    self.log.warn("{why}; joining the meter again", why=gone)
             return
         if reading is None:  # no session, and no join yet
             self.stats.polls_failed += 1
             return
-        self._silent_polls = 0
+        self.state.poll_answered()
         self._had_session = True
         if not had_scale and client.scale is not None:
             self._save()
@@ -295,14 +294,6 @@ class MeterPoller(service.Service):
         return await client.read_values(energy, Budget(self.clock, self.schedule.poll_timeout),
                                         may_join=False)
 
-    def _count_silence(self) -> None:
-        self._silent_polls += 1
-        if self.state.session is Session.UP and self._silent_polls >= self.REJOIN_AFTER_SILENT:
-            # The module believes in its session but the meter no longer
-            # answers (e.g. the meter dropped it): start a new one.
-            self.log.warn("{n} polls unanswered; joining the meter again", n=self._silent_polls)
-            self.state.down()
-
     async def _review_holds(self, client: BRouteClient) -> None:
         """
         End holds whose releasing event may never come: the module's own
@@ -315,7 +306,7 @@ class MeterPoller(service.Service):
             self.log.warn("{why}; joining", why=ended)
         if self.state.rate_check_due(now):
             try:
-                limited = await client.check_send_restricted(
+                limited = await client.requests.check_send_restricted(
                     Budget(self.clock, self.schedule.poll_timeout))
             except SmartMeterError:
                 return
@@ -347,7 +338,7 @@ class MeterPoller(service.Service):
             # Joins before the first session are not rejoins.
             self.store.rejoined(self.clock.seconds())
         try:
-            await client.authenticate(Budget(self.clock, self.schedule.join_timeout))
+            await client.joiner.authenticate(Budget(self.clock, self.schedule.join_timeout))
         except (SmartMeterError, defer.CancelledError) as e:
             delay = self.join_backoff.next_delay()
             self._next_join = self.clock.seconds() + delay

@@ -4,7 +4,8 @@ session is up, and the holds that forbid sending (EVENT 29 until the module
 has re-authenticated by itself, EVENT 32 until the ARIB transmit-time budget is
 released).  Pure: no Twisted, no I/O; time is passed in.
 
-The client feeds it every EVENT and every SFB reading; the service, the HTTP
+The client feeds it every EVENT and every SFB reading, and asks it what
+silence means (unanswered Gets, unanswered polls); the service, the HTTP
 endpoints and the logs only read it.
 """
 
@@ -59,6 +60,7 @@ class LinkState:
     @ivar last_event: the number of the last EVENT, or C{None}.
     @ivar last_rssi: the last received signal strength (dBm), or C{None}.
     @ivar last_lqi: the last LQI from a scan, or C{None}.
+    @ivar silent_polls: polls in a row that got no answer.
     """
 
     #: Longest wait for the module's own re-authentication after EVENT 29 (it
@@ -67,6 +69,13 @@ class LinkState:
     #: While EVENT 32 holds sends, read SFB this often in case EVENT 33 was
     #: missed (e.g. printed while the port was closed).
     RATE_CHECK_INTERVAL = 300.0
+    #: Unanswered Gets in a row, with the session unknown, that mean the
+    #: module has no session (once SFB says sends are not being cancelled).
+    SILENT_GETS = 2
+    #: Unanswered polls in a row, with a session believed up, that mean the
+    #: meter dropped it: the module still believes in it, the meter no longer
+    #: answers.
+    SILENT_POLLS = 3
 
     def __init__(self) -> None:
         self.session = Session.UNKNOWN
@@ -78,6 +87,7 @@ class LinkState:
         self.last_event: Optional[int] = None
         self.last_rssi: Optional[float] = None
         self.last_lqi: Optional[int] = None
+        self.silent_polls = 0
 
     def __repr__(self) -> str:
         return f"<LinkState session={self.session.value} held={self.held!r}>"
@@ -174,6 +184,7 @@ class LinkState:
         self.expired_at = None
         self.rate_limited = False
         self._next_rate_check = 0.0
+        self.silent_polls = 0
 
     def review(self, now: float) -> Optional[str]:
         """
@@ -187,6 +198,32 @@ class LinkState:
             self.down()
             return f"no re-authentication {waited:.0f} s after EVENT 29"
         return None
+
+    # -- silence -------------------------------------------------------------------
+
+    def silence_means_no_session(self, silent_gets: int) -> bool:
+        """
+        Whether C{silent_gets} unanswered Gets in a row, in one exchange,
+        mean the module has no session (with the session unknown only: a
+        session known to be up is judged by L{poll_unanswered}).
+        """
+        return self.session is Session.UNKNOWN and silent_gets >= self.SILENT_GETS
+
+    def poll_unanswered(self) -> Optional[str]:
+        """
+        Count a poll that got no answer; after L{SILENT_POLLS} in a row with
+        the session up, it counts as gone.
+
+        @return: a description for the log when the session was taken down.
+        """
+        self.silent_polls += 1
+        if self.session is Session.UP and self.silent_polls >= self.SILENT_POLLS:
+            self.down()
+            return f"{self.silent_polls} polls unanswered"
+        return None
+
+    def poll_answered(self) -> None:
+        self.silent_polls = 0
 
     def rate_check_due(self, now: float) -> bool:
         """Whether the EVENT 32 hold should be checked against SFB now."""

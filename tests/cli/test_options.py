@@ -9,7 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.session import state as S
-from smartmeter_tx.session.client import Credentials, SessionConfig
+from smartmeter_tx.session.join import Credentials
+from smartmeter_tx.session.config import SessionConfig
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.sk.values import Dialect
 

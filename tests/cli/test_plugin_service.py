@@ -318,7 +318,7 @@ class PortInUseTests(_ServiceHarness):
         The plugin that finds the port held by the service reading that very
         device prints the service's reading, as --service does.
         """
-        from smartmeter_tx.session.client import SessionConfig
+        from smartmeter_tx.session.config import SessionConfig
         self.poller.config = SessionConfig(device=self.handle.path)
         self.patch(plugin, "DEFAULT_SERVICE", self.url)
         stamp, _ = self.fresh(age=5)
@@ -333,7 +333,7 @@ class PortInUseTests(_ServiceHarness):
         A service that reads another device is no stand-in: the plugin says
         the port is in use (two dongles, two services, never the wrong meter).
         """
-        from smartmeter_tx.session.client import SessionConfig
+        from smartmeter_tx.session.config import SessionConfig
         self.poller.config = SessionConfig(device="/dev/ttyUSB-other")
         self.patch(plugin, "DEFAULT_SERVICE", self.url)
         self.fresh(age=5)

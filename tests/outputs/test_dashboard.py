@@ -22,7 +22,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from smartmeter_tx.session import client as C
+from smartmeter_tx.session import config
+from smartmeter_tx.session import join
 from smartmeter_tx.outputs import dashboard as D
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.echonet import meter as M
@@ -180,7 +181,7 @@ def live_poller(testcase, hours=8.0, **knobs):
         return wall0 + loop.clock.seconds()
 
     backfill = Backfill(2, loop.clock, lambda record, when: None, wall)
-    poller = MeterPoller(loop.connect, C.SessionConfig(C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
+    poller = MeterPoller(loop.connect, config.SessionConfig(join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
                          loop.clock, PollSchedule(interval=30, energy_interval=300),
                          rng=random.Random(0), wall_clock=wall, backfill=backfill)
     poller.startService()

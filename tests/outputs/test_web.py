@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from smartmeter_tx.session import client as C
+from smartmeter_tx.session import config
+from smartmeter_tx.session import join
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
 from smartmeter_tx.model import NO_DATA, NO_PHASE, Reading
@@ -242,7 +243,7 @@ class RealPollerTests(SynchronousTestCase):
         self.loop = Loop()
         self.addCleanup(self.loop.stop)
         self.poller = MeterPoller(self.loop.connect,
-                                  C.SessionConfig(C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
+                                  config.SessionConfig(join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
                                   self.loop.clock, rng=random.Random(0),
                                   wall_clock=self.loop.clock.seconds)
         self.root = make_root(self.poller, self.loop.clock.seconds)

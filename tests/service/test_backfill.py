@@ -12,7 +12,8 @@ from decimal import Decimal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.session import client as C
+from smartmeter_tx.session import join
+from smartmeter_tx.session import config
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.datalog import DataLog
 from smartmeter_tx.echonet import meter as M
@@ -22,7 +23,7 @@ from smartmeter_tx.service.poller import MeterPoller, PollSchedule
 from smartmeter_tx.sk.values import Dialect
 from tests.emuloop import Loop, expected_slot_starts
 
-CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
+CREDS = join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
 #: The emulated meter's clock at the start: 2024-06-01 12:00 (Loop's default).
 METER_START = datetime.datetime(2024, 6, 1, 12, 0)
 HOUR = 3600.0
@@ -51,7 +52,7 @@ class _Harness:
         since = datetime.date.fromtimestamp(self.wall()) - datetime.timedelta(days=days + 1)
         backfill = Backfill(days, self.loop.clock, datalog.write, self.wall,
                             known=datalog.history_records(since))
-        poller = MeterPoller(self.loop.connect, C.SessionConfig(CREDS), self.loop.clock,
+        poller = MeterPoller(self.loop.connect, config.SessionConfig(CREDS), self.loop.clock,
                              PollSchedule(interval=30, energy_interval=300),
                              on_reading=datalog.write, rng=random.Random(0),
                              wall_clock=self.wall, backfill=backfill)

@@ -8,13 +8,14 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.session import client as C
+from smartmeter_tx.session import config
+from smartmeter_tx.session import join
 from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service.port import PortKeeper
 from tests.emuloop import Loop
 
-CONFIG = C.SessionConfig(C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD))
+CONFIG = config.SessionConfig(join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD))
 
 
 class PortKeeperTests(SynchronousTestCase):

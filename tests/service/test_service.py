@@ -8,23 +8,24 @@ from decimal import Decimal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.session import client as C
+from smartmeter_tx.session import join
+from smartmeter_tx.session import config
 from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.session.linkstate import HOLD_EXPIRY, LinkState
-from smartmeter_tx.session.client import BRouteClient
+from smartmeter_tx.session.join import Joiner
 from smartmeter_tx.service.poller import MeterPoller, PollSchedule
 from smartmeter_tx.sk.values import Dialect
 from tests.emuloop import Loop
 
-CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
+CREDS = join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
 
 
 def make_poller(loop, interval=30, seed=0, **kw):
     """A MeterPoller on C{loop} with the emulator's credentials."""
-    return MeterPoller(loop.connect, C.SessionConfig(CREDS), loop.clock,
+    return MeterPoller(loop.connect, config.SessionConfig(CREDS), loop.clock,
                        PollSchedule(interval=interval, energy_interval=300),
                        rng=random.Random(seed), wall_clock=loop.clock.seconds, **kw)
 
@@ -395,7 +396,7 @@ class FirstGetAfterJoinTests(SynchronousTestCase):
             times["get"] = min(t for t in sends if t >= times["25"])
             self.assertGreaterEqual(times["get"], times["d5"])
             self.assertLessEqual(times["get"] - times["d5"], 0.1, (dialect, times))
-            self.assertLess(times["get"] - times["25"], BRouteClient.INSTANCE_LIST_WAIT,
+            self.assertLess(times["get"] - times["25"], Joiner.INSTANCE_LIST_WAIT,
                             (dialect, times))
 
 

@@ -9,6 +9,9 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.session import client as C
+from smartmeter_tx.session import join
+from smartmeter_tx import errors
+from smartmeter_tx.session import steps
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
@@ -18,7 +21,7 @@ from smartmeter_tx.sk.values import Dialect
 from smartmeter_tx.session.state import MeterLink
 from tests.emuloop import Loop
 
-CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
+CREDS = join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
 
 
 def truth_of(loop, epc):
@@ -123,15 +126,15 @@ class _Base:
 
     def test_wrongPassword(self):
         """EVENT 24 after SKJOIN fails the read with AuthenticationFailed."""
-        client = self.client(credentials=C.Credentials(DEFAULT_ID, "WRONGPASSWOR"))
-        failure = self.failureResultOf(self.drive(client.read_values()), C.AuthenticationFailed)
+        client = self.client(credentials=join.Credentials(DEFAULT_ID, "WRONGPASSWOR"))
+        failure = self.failureResultOf(self.drive(client.read_values()), errors.AuthenticationFailed)
         self.assertIn("EVENT 24", str(failure.value))
         self.assertNotIn("WRONGPASSWOR", str(failure.value))
 
     def test_wrongIdNotFound(self):
         """With an ID whose pairing ID matches no meter, the scan finds nothing."""
-        client = self.client(credentials=C.Credentials("F" * 32, DEFAULT_PASSWORD))
-        self.failureResultOf(self.drive(client.read_values()), C.MeterNotFound)
+        client = self.client(credentials=join.Credentials("F" * 32, DEFAULT_PASSWORD))
+        self.failureResultOf(self.drive(client.read_values()), errors.MeterNotFound)
 
     def test_energy(self):
         """Energy is read with D3/E1/D7 in the same frame and converted exactly to kWh."""
@@ -149,9 +152,9 @@ class _Base:
     def test_budget(self):
         """A budget too short for the scan fails with StepTimeout naming the step."""
         client = self.client()
-        budget = C.Budget(self.loop.clock, 3)
+        budget = steps.Budget(self.loop.clock, 3)
         failure = self.failureResultOf(self.drive(client.read_values(budget=budget)),
-                                       C.StepTimeout)
+                                       errors.StepTimeout)
         self.assertIn("scanning", str(failure.value))
         self.assertLessEqual(self.loop.clock.seconds(), budget.deadline + 0.01)
 
@@ -222,7 +225,7 @@ class LossyRadioTests(SynchronousTestCase):
                     self.assertEqual(result[0].energy_normal_kwh,
                                      truth_of(loop, M.ENERGY_NORMAL).kwh)
                 else:
-                    result[0].trap(C.ReadFailed)
+                    result[0].trap(errors.ReadFailed)
                 loop.clock.advance(30)
             self.assertGreaterEqual(answered, 18)
             self.assertGreater(client.frames, 20)  # some frames were lost and resent
@@ -253,7 +256,7 @@ class HardeningTests(SynchronousTestCase):
         client = C.BRouteClient(proto, CREDS, clock, dialect=Dialect.STANDARD)
         self.addCleanup(client.close)
         d = defer.Deferred.fromCoroutine(
-            client.discovery.scan([0x3B], C.Budget(clock, 60), durations=(6,)))
+            client.discovery.scan([0x3B], steps.Budget(clock, 60), durations=(6,)))
         self.assertIn(b"SKSCAN 2 04000000 6", transport.value())
         me = b"FE80:0000:0000:0000:021D:1290:1234:5678"
         proto.dataReceived(b"OK\r\nEVENT 22 " + me + b"\r\n")
@@ -299,7 +302,7 @@ class HardeningTests(SynchronousTestCase):
         second = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=first.link)
         self.addCleanup(second.close)
         d = loop.run(defer.Deferred.fromCoroutine(second.read_values()))
-        self.failureResultOf(d, C.RateLimited)
+        self.failureResultOf(d, errors.RateLimited)
         self.assertNotIn("SKJOIN", loop.sent)
         self.assertLessEqual(loop.sent.count("SKSENDTO"), 2)
 
@@ -318,7 +321,7 @@ class HardeningTests(SynchronousTestCase):
         for run in range(4):
             client = C.BRouteClient(moved.connect(), CREDS, moved.clock, link=link)
             d = moved.run(defer.Deferred.fromCoroutine(
-                client.read_values(budget=C.Budget(moved.clock, 60))))
+                client.read_values(budget=steps.Budget(moved.clock, 60))))
             d.addBoth(results.append)
             client.close()
             moved.disconnect()
@@ -329,7 +332,7 @@ class HardeningTests(SynchronousTestCase):
         self.assertEqual(link.channel, 0x30)
         self.assertEqual(link.join_failures, 0)
         for r in results[:-1]:
-            self.assertIsInstance(r.value, (C.AuthenticationFailed, C.StepTimeout))
+            self.assertIsInstance(r.value, (errors.AuthenticationFailed, errors.StepTimeout))
 
 
 class _FieldBase:
@@ -348,7 +351,7 @@ class _FieldBase:
     def attempt(self, loop, client, seconds=25.0, energy=False):
         """One run of C{seconds} budget; its result or failure."""
         d = loop.run(defer.Deferred.fromCoroutine(
-            client.read_values(energy=energy, budget=C.Budget(loop.clock, seconds))))
+            client.read_values(energy=energy, budget=steps.Budget(loop.clock, seconds))))
         self.assertTrue(d.called, "the run never ended")
         result = []
         d.addBoth(result.append)
@@ -452,7 +455,7 @@ class _FieldBase:
         failure = self.attempt(loop, first, 25)
         first.close()
         loop.disconnect()
-        failure.trap(C.StepTimeout, C.AuthenticationFailed)
+        failure.trap(errors.StepTimeout, errors.AuthenticationFailed)
         self.assertIn("moved", str(failure.value))
         loop.advance(35)  # mackerel-agent runs the plugin once a minute
         second = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=first.link)
@@ -515,7 +518,7 @@ class ReplacedMeterTests(SynchronousTestCase):
         for _ in range(3):
             client = C.BRouteClient(new.connect(), CREDS, new.clock, link=link)
             d = new.run(defer.Deferred.fromCoroutine(client.read_values(
-                energy=True, budget=C.Budget(new.clock, 120))))
+                energy=True, budget=steps.Budget(new.clock, 120))))
             result = []
             d.addBoth(result.append)
             client.close()
@@ -549,8 +552,8 @@ class BusyForGoodTests(SynchronousTestCase):
             client = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=first.link)
             self.addCleanup(client.close)
             d = loop.run(defer.Deferred.fromCoroutine(
-                client.read_values(budget=C.Budget(loop.clock, 60))))
-            failure = self.failureResultOf(d, C.ReadFailed, C.StepTimeout)
+                client.read_values(budget=steps.Budget(loop.clock, 60))))
+            failure = self.failureResultOf(d, errors.ReadFailed, errors.StepTimeout)
             self.assertIn("ER10", str(failure.value))
             self.assertIn("SKSREG", loop.sent)  # the send-restricted flag was read
             self.assertLess(loop.sent.count("SKSENDTO"), 25)

@@ -12,6 +12,7 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.session import client as C
+from smartmeter_tx.session import join
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.echonet import history as H
@@ -22,7 +23,7 @@ from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.values import Dialect
 from tests.emuloop import Loop
 
-CREDS = C.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
+CREDS = join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)
 #: The emulated meter's clock at the start (the emulator's default).
 METER_START = datetime.datetime(2024, 6, 1, 12, 0)
 
@@ -88,7 +89,7 @@ class _Harness:
     def joined(self):
         """A client that has a session and knows the meter's clock."""
         client = self.client()
-        self.result(client.meter_clock())
+        self.result(client.history.meter_clock())
         return client
 
     def assertReadings(self, readings, date, now=None):
@@ -111,7 +112,7 @@ class _HistoryTests(_Harness):
         """
         client = self.joined()
         mark = len(self.events)
-        self.result(client.read_history(1))
+        self.result(client.history.read_history(1))
         events = [(kind, f.esv, [p.epc for p in f.properties]) for kind, f in self.events[mark:]]
         self.assertEqual(events, [
             ("send", F.SETC, [M.HISTORY_DAY]),
@@ -130,7 +131,7 @@ class _HistoryTests(_Harness):
         self.loop.write_observers.append(
             lambda data: data.startswith(b"SKSENDTO")
             and esvs.append(data[data.index(b"\x10\x81") + 10]))
-        self.result(client.read_history(2))
+        self.result(client.history.read_history(2))
         self.assertEqual(esvs, [0x61, 0x62])
 
     def test_getWaitsForSetRes(self):
@@ -151,7 +152,7 @@ class _HistoryTests(_Harness):
             return reply
         meter.handle = handle
         mark = len(self.events)
-        readings, clock = self.result(client.read_history(1))
+        readings, clock = self.result(client.history.read_history(1))
         self.assertEqual(len(dropped), 1)
         self.assertEqual([f.esv for f in self.sends(mark)], [F.SETC, F.SETC, F.GET])
         self.assertReadings(readings, clock.date() - datetime.timedelta(days=1))
@@ -160,7 +161,7 @@ class _HistoryTests(_Harness):
         """Every boundary of day 1 and day 3 is what the meter stored."""
         client = self.joined()
         for day in (1, 3):
-            readings, clock = self.result(client.read_history(day))
+            readings, clock = self.result(client.history.read_history(day))
             self.assertEqual(clock.date(), METER_START.date())
             self.assertReadings(readings, METER_START.date() - datetime.timedelta(days=day))
             self.assertFalse(any(model.is_absent(v) for pair in readings.values() for v in pair))
@@ -168,7 +169,7 @@ class _HistoryTests(_Harness):
     def test_todayFutureIsNoData(self):
         """Day 0: boundaries up to the meter's time have data, later ones are NO_DATA."""
         client = self.joined()
-        readings, clock = self.result(client.read_history(0))
+        readings, clock = self.result(client.history.read_history(0))
         self.assertEqual(sorted(readings), boundaries(METER_START.date()))
         now = self.loop.emulator.meter_now()
         for boundary, pair in readings.items():
@@ -183,7 +184,7 @@ class _HistoryTests(_Harness):
     def test_readHistoryLearnsTheClock(self):
         """A fresh client reads the meter's clock first, then SetC and Get."""
         client = self.client()
-        readings, clock = self.result(client.read_history(1))
+        readings, clock = self.result(client.history.read_history(1))
         self.assertEqual([f.esv for f in self.sends()], [F.GET, F.SETC, F.GET])
         self.assertEqual([p.epc for p in self.sends()[0].properties],
                          [M.METER_TIME, M.METER_DATE])
@@ -192,10 +193,10 @@ class _HistoryTests(_Harness):
     def test_oldestDay(self):
         """Day 45 (the meter's depth) has data; day 46 is all NO_DATA."""
         client = self.joined()
-        readings, _ = self.result(client.read_history(45))
+        readings, _ = self.result(client.history.read_history(45))
         self.assertReadings(readings, METER_START.date() - datetime.timedelta(days=45))
         self.assertNotIn(model.NO_DATA, readings[min(readings)])
-        readings, _ = self.result(client.read_history(46))
+        readings, _ = self.result(client.history.read_history(46))
         self.assertEqual(set(readings.values()), {(model.NO_DATA, model.NO_DATA)})
 
     def test_wrongDayEcho(self):
@@ -209,7 +210,7 @@ class _HistoryTests(_Harness):
                 edt = bytes([edt[0] + 1])
             return original(epc, edt, now)
         meter._set = set_
-        self.failureResultOf(self.drive(client.read_history(1)), ReadFailed)
+        self.failureResultOf(self.drive(client.history.read_history(1)), ReadFailed)
 
 
 
@@ -224,9 +225,9 @@ class _HistoryTests(_Harness):
         client = self.joined()
         self.rate_limit()
         mark = len(self.events)
-        self.failureResultOf(self.drive(client.read_history(1)), RateLimited)
+        self.failureResultOf(self.drive(client.history.read_history(1)), RateLimited)
         self.assertEqual(self.sends(mark), [])
-        self.failureResultOf(self.drive(client.read_history_at(METER_START, 4)), RateLimited)
+        self.failureResultOf(self.drive(client.history.read_history_at(METER_START, 4)), RateLimited)
         self.assertEqual(self.sends(mark), [])
 
     def test_rateLimitBetweenSetAndGet(self):
@@ -242,7 +243,7 @@ class _HistoryTests(_Harness):
             return await original(epcs, budget, may_join)
         client.read = read
         mark = len(self.events)
-        self.failureResultOf(self.drive(client.read_history(1)), RateLimited)
+        self.failureResultOf(self.drive(client.history.read_history(1)), RateLimited)
         self.assertEqual([f.esv for f in self.sends(mark)], [F.SETC])
 
     # -- one history per frame -----------------------------------------------------
@@ -255,7 +256,7 @@ class _HistoryTests(_Harness):
         client = self.joined()
         one_history_per_frame(self.meter)
         mark = len(self.events)
-        readings, clock = self.result(client.read_history(2))
+        readings, clock = self.result(client.history.read_history(2))
         gets = [[p.epc for p in f.properties] for f in self.sends(mark) if f.esv == F.GET]
         self.assertEqual(gets, [[M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
                                  M.METER_DATE],
@@ -281,7 +282,7 @@ class _HistoryTests(_Harness):
                 reply = F.Frame(reply.tid, reply.seoj, reply.deoj, F.GET_SNA, props)
             return reply
         meter.handle = handle
-        self.failureResultOf(self.drive(client.read_history(1)), ReadFailed)
+        self.failureResultOf(self.drive(client.history.read_history(1)), ReadFailed)
 
     # -- EC / ED ---------------------------------------------------------------------
 
@@ -289,8 +290,8 @@ class _HistoryTests(_Harness):
         """A meter whose 0x9F lists EC and ED: "EC", asked once."""
         client = self.joined()
         mark = len(self.events)
-        self.assertEqual(self.result(client.history_source()), "EC")
-        self.assertEqual(self.result(client.history_source()), "EC")
+        self.assertEqual(self.result(client.history.history_source()), "EC")
+        self.assertEqual(self.result(client.history.history_source()), "EC")
         gets = self.sends(mark)
         self.assertEqual([[p.epc for p in f.properties] for f in gets], [[M.GET_MAP]])
 
@@ -299,7 +300,7 @@ class _HistoryTests(_Harness):
         client = self.joined()
         end = datetime.datetime(2024, 6, 1, 12, 0)
         mark = len(self.events)
-        readings = self.result(client.read_history_at(end, 12))
+        readings = self.result(client.history.read_history_at(end, 12))
         events = [(kind, f.esv, [p.epc for p in f.properties]) for kind, f in self.events[mark:]]
         self.assertEqual(events, [
             ("send", F.SETC, [M.HISTORY2_TIME]), ("recv", F.SET_RES, [M.HISTORY2_TIME]),
@@ -314,16 +315,16 @@ class _HistoryTests(_Harness):
     def test_readHistoryAtOne(self):
         client = self.joined()
         end = datetime.datetime(2024, 5, 20, 7, 30)
-        readings = self.result(client.read_history_at(end, 1))
+        readings = self.result(client.history.read_history_at(end, 1))
         self.assertEqual(list(readings), [end])
         self.assertEqual(tuple(map(as_raw, readings[end])), self.meter.slot_truth(end))
 
     def test_historyAtAgreesWithDay(self):
         """EC and E2/E4 give the same readings for the same boundaries."""
         client = self.joined()
-        day, _ = self.result(client.read_history(1))
+        day, _ = self.result(client.history.read_history(1))
         end = datetime.datetime(2024, 5, 31, 18, 0)
-        at = self.result(client.read_history_at(end, 12))
+        at = self.result(client.history.read_history_at(end, 12))
         for boundary, pair in at.items():
             self.assertEqual(pair, day[boundary])
 
@@ -367,7 +368,7 @@ class _MidnightTests(_Harness):
         client = self.midnight_client()
         delayed = self.delay_first_history_get(client, 10)
         mark = len(self.events)
-        readings, clock = self.result(client.read_history(1))
+        readings, clock = self.result(client.history.read_history(1))
         self.assertEqual(len(delayed), 1)
         self.assertEqual(delayed[0].date(), datetime.date(2024, 6, 1))  # Set_Res before 00:00
         sends = self.sends(mark)
@@ -384,7 +385,7 @@ class _MidnightTests(_Harness):
         """Day 0 across midnight is the new day: all but 00:00 in the future."""
         client = self.midnight_client()
         self.delay_first_history_get(client, 10)
-        readings, clock = self.result(client.read_history(0))
+        readings, clock = self.result(client.history.read_history(0))
         self.assertEqual(clock.date(), datetime.date(2024, 6, 2))
         self.assertEqual(sorted(readings), boundaries(datetime.date(2024, 6, 2)))
         midnight = datetime.datetime(2024, 6, 2)
@@ -395,7 +396,7 @@ class _MidnightTests(_Harness):
         """A read wholly before midnight is done once, dated by the old date."""
         client = self.midnight_client()
         mark = len(self.events)
-        readings, clock = self.result(client.read_history(1))
+        readings, clock = self.result(client.history.read_history(1))
         self.assertEqual(clock.date(), datetime.date(2024, 6, 1))
         self.assertEqual([f.esv for f in self.sends(mark)], [F.SETC, F.GET])
         self.assertReadings(readings, datetime.date(2024, 5, 31))
@@ -408,14 +409,14 @@ class _E2OnlyTests(_Harness):
     def test_historySourceE2(self):
         """A meter without EC/ED in 0x9F: "E2"."""
         client = self.joined()
-        self.assertEqual(self.result(client.history_source()), "E2")
+        self.assertEqual(self.result(client.history.history_source()), "E2")
 
     def test_readHistoryAtRefused(self):
         """SetC ED refused (SetC_SNA): ReadFailed, and no Get of EC."""
         client = self.joined()
         mark = len(self.events)
         self.failureResultOf(
-            self.drive(client.read_history_at(datetime.datetime(2024, 6, 1, 11, 30), 4)),
+            self.drive(client.history.read_history_at(datetime.datetime(2024, 6, 1, 11, 30), 4)),
             ReadFailed)
         self.assertEqual([f.esv for f in self.sends(mark)], [F.SETC])
         self.assertEqual([f.esv for kind, f in self.events[mark:] if kind == "recv"],
@@ -423,7 +424,7 @@ class _E2OnlyTests(_Harness):
 
     def test_readHistoryStillWorks(self):
         client = self.joined()
-        readings, clock = self.result(client.read_history(1))
+        readings, clock = self.result(client.history.read_history(1))
         self.assertReadings(readings, clock.date() - datetime.timedelta(days=1))
 
 
@@ -445,7 +446,7 @@ class _ScaleTests(_Harness):
         """The day's slots in kWh: exact, D3 and E1 applied, wrap counted."""
         client = self.joined()
         scale = self.result(client.ensure_scale())
-        readings, clock = self.result(client.read_history(1))
+        readings, clock = self.result(client.history.read_history(1))
         slots = H.history_slots(readings, scale, "E2", until=clock)
         self.assertEqual(len(slots), 47)  # 23:30 needs the next day's 00:00
         modulus = 10 ** 7
@@ -541,6 +542,6 @@ class FallbackAcrossMidnightTests(_MidnightTests, SynchronousTestCase):
                 when.append(self.loop.emulator.meter_now())
             return await read(epcs, budget, may_join)
         client.read = slow
-        readings, clock = self.result(client.read_history(1))
+        readings, clock = self.result(client.history.read_history(1))
         self.assertTrue(when, "the E4 Get was not delayed past midnight")
         self.assertReadings(readings, clock.date() - datetime.timedelta(days=1))

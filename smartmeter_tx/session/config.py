@@ -1,0 +1,45 @@
+"""
+What a session needs from the user, whichever front end took it: the
+credentials, the saved link with the command line's overrides applied, and a
+forced dialect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from smartmeter_tx.session.client import BRouteClient
+from smartmeter_tx.session.join import Credentials
+from smartmeter_tx.session.linkstate import LinkState
+from smartmeter_tx.session.state import MeterLink
+from smartmeter_tx.sk.protocol import SKStackProtocol
+from smartmeter_tx.sk.values import Dialect
+
+__all__ = ["SessionConfig"]
+
+
+@dataclass
+class SessionConfig:
+    """
+    Built once by L{smartmeter_tx.cli.options} for either front end; each
+    connection gets its client from L{client}.
+    """
+
+    credentials: Optional[Credentials] = None
+    link: MeterLink = field(default_factory=MeterLink)
+    dialect: Optional[Dialect] = None
+    #: the --device it reads through, as given (for /latest and the logs)
+    device: Optional[str] = None
+
+    def client(self, sk: SKStackProtocol, clock, state: Optional[LinkState] = None,
+               rssi: bool = False) -> BRouteClient:
+        """
+        @return: a L{BRouteClient} over C{sk}, sharing this config's link; the
+            credentials are registered with C{sk} as secrets first.
+        """
+        if self.credentials is not None:
+            sk.add_secret(self.credentials.rbid)
+            sk.add_secret(self.credentials.password)
+        return BRouteClient(sk, self.credentials, clock, link=self.link, dialect=self.dialect,
+                            state=state, rssi=rssi)
