@@ -67,7 +67,6 @@ import tempfile
 import threading
 import time
 from decimal import Decimal
-from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -503,6 +502,7 @@ def run(reactor, args, directory):
     from smartmeter_tx.session.linkstate import LinkState
     from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
     from smartmeter_tx.service.store import LatestStore
+    from smartmeter_tx.service.view import ServiceView
 
     rng = random.Random(args.seed)
     broker = Broker(directory)
@@ -524,10 +524,9 @@ def run(reactor, args, directory):
 
         store = LatestStore()
         store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": SERIAL}
-        poller = SimpleNamespace(store=store, state=LinkState(),
-                                 schedule=SimpleNamespace(interval=30.0))
+        view = ServiceView(store, LinkState(), reactor)
         config = MqttConfig.from_options(f"mqtt://127.0.0.1:{broker.port}", None)
-        publisher = MqttPublisher(config, poller, reactor, rng=random.Random(args.seed))
+        publisher = MqttPublisher(config, view, reactor, rng=random.Random(args.seed))
         acks = Acks()
         publisher.client.on_publish = acks
         connacks = []

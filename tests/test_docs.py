@@ -16,7 +16,7 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from smartmeter_tx.outputs.web import make_root
-from tests.outputs.test_web import PollerView, fill_view
+from tests.outputs.test_web import service_view, fill_view
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -43,7 +43,7 @@ def populated_metrics():
     """
     clock = Clock()
     clock.advance(1000)
-    poller = PollerView(clock)
+    poller = service_view(clock)
     fill_view(poller)
     root = make_root(poller, clock.seconds)
     request = DummyRequest([b"metrics"])

@@ -241,13 +241,13 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
     poller.setServiceParent(top)
     if options.get("mqtt-config") is not None:
         from smartmeter_tx.outputs.mqtt import MqttPublisher
-        publisher = MqttPublisher(options["mqtt-config"], poller, reactor)
+        publisher = MqttPublisher(options["mqtt-config"], poller.view(), reactor)
         publisher.setServiceParent(top)
     if datalog is not None:
         top.addService(_Stopper(datalog.close))
     if http is not None:
         from smartmeter_tx.outputs.web import QuietSite, make_root
-        http.factory = QuietSite(make_root(poller, poller.wall_clock))
+        http.factory = QuietSite(make_root(poller.view(), poller.wall_clock))
     top.poller = poller
     return top
 

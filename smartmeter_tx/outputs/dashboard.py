@@ -16,9 +16,12 @@ import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 from html import escape
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from smartmeter_tx.model import JST, SLOT, Absent, slot_range, slot_start
+
+if TYPE_CHECKING:  # the view's module imports Twisted; the page is pure
+    from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["Snapshot", "Slot", "snapshot", "render", "language", "period_energy",
            "REFRESH", "TEXT"]
@@ -161,13 +164,13 @@ def period_energy(slots: dict, start: datetime.datetime, boundary: datetime.date
     return total + value - counter, at
 
 
-def snapshot(poller, now: float) -> Snapshot:
+def snapshot(view: "ServiceView", now: float) -> Snapshot:
     """
-    Copy what the page shows out of C{poller} (its C{store}, C{state},
-    C{backfill} and C{clock}) at wall-clock C{now}.
+    Copy what the page shows out of the service's C{view} (its store, link
+    state, backfill and clock) at wall-clock C{now}.
     """
-    store, state = poller.store, poller.state
-    backfill = getattr(poller, "backfill", None)
+    store, state = view.store, view.state
+    backfill = view.backfill
     snap = Snapshot(now=now)
     latest = store.latest
     if latest is not None:
@@ -203,18 +206,16 @@ def snapshot(poller, now: float) -> Snapshot:
             target[direction] = (None if backfill is None else period_energy(
                 slots, start, boundary, direction, latest_kwh, energy_at))
 
-    snap.session = ("up" if state.session_up else
-                    getattr(getattr(state, "session", None), "value", "unknown"))
-    clock = getattr(poller, "clock", None)
-    if state.session_since is not None and clock is not None:
+    snap.session = state.session.value
+    clock = view.clock
+    if state.session_since is not None:
         snap.session_since = now - (clock.seconds() - state.session_since)
     snap.held = state.held
     snap.rate_limited = state.rate_limited
     snap.last_event = state.last_event
     snap.rssi = state.last_rssi
     snap.lqi = state.last_lqi
-    if clock is not None:
-        snap.rejoins_last_hour = store.rejoins_since(clock.seconds() - 3600)
+    snap.rejoins_last_hour = store.rejoins_since(clock.seconds() - 3600)
     return snap
 
 

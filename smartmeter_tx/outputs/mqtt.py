@@ -51,6 +51,7 @@ import smartmeter_tx
 from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.model import JST
 from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["MqttConfig", "MqttPublisher", "PAHO_MISSING"]
 
@@ -221,7 +222,8 @@ class MqttPublisher(service.Service):
     #: How long stopService waits for the broker to see our goodbye.
     STOP_TIMEOUT = 2.0
 
-    def __init__(self, config: MqttConfig, poller, reactor, rng=None, wall_clock=time.time) -> None:
+    def __init__(self, config: MqttConfig, view: ServiceView, reactor, rng=None,
+                 wall_clock=time.time) -> None:
         try:
             from paho.mqtt import client as paho
             from paho.mqtt.enums import CallbackAPIVersion
@@ -229,7 +231,7 @@ class MqttPublisher(service.Service):
             raise ArgumentError(PAHO_MISSING) from None
         self._paho = paho
         self.config = config
-        self.poller = poller
+        self.view = view
         self.reactor = reactor
         self.rng = rng if rng is not None else random.Random()
         self.wall_clock = wall_clock
@@ -356,7 +358,7 @@ class MqttPublisher(service.Service):
     # -- connecting -------------------------------------------------------------------
 
     def _meter_id(self) -> Optional[str]:
-        return meter_id(getattr(self.poller.store, "identity", None))
+        return meter_id(self.view.store.identity)
 
     def _topic(self, mid: str, suffix: str) -> str:
         return f"{self.config.topic_prefix}/{mid}/{suffix}"
@@ -540,8 +542,8 @@ class MqttPublisher(service.Service):
 
     def link_payload(self) -> dict:
         """The link's health as the C{link} topic carries it."""
-        state = self.poller.state
-        store = self.poller.store
+        state = self.view.state
+        store = self.view.store
         age = store.age(self.wall_clock())
         return {
             "session": state.session.value,
@@ -573,7 +575,7 @@ class MqttPublisher(service.Service):
         @return: C{{config topic: payload dict}} of every entity of meter C{mid}.
         """
         prefix = self.config.discovery_prefix
-        identity = getattr(self.poller.store, "identity", None) or {}
+        identity = self.view.store.identity or {}
         maker = identity.get("maker")
         device = {"identifiers": [f"smartmeter_tx_{mid}"], "name": f"Smart meter {mid}",
                   "manufacturer": f"maker {maker}" if maker else "unknown maker",
@@ -581,7 +583,7 @@ class MqttPublisher(service.Service):
         if identity.get("serial"):
             device["serial_number"] = identity["serial"]
         origin = {"name": "smartmeter_tx", "sw_version": smartmeter_tx.__version__}
-        interval = float(getattr(getattr(self.poller, "schedule", None), "interval", 30.0))
+        interval = float(self.view.interval)
         expire = int(math.ceil(3 * interval))
         avail = self._topic(mid, "availability")
 

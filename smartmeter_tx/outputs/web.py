@@ -1,25 +1,28 @@
 """
-The service's HTTP face, on loopback by default: C{/latest} (the newest
-reading as JSON, with its time and age), C{/history} (the logged 30-minute
-slots) and C{/metrics} (Prometheus exposition of the readings and of link
-health).
+The service's HTTP face, on loopback by default: C{/} (the dashboard),
+C{/latest} (the newest reading as JSON, with its time and age), C{/history}
+(the logged 30-minute slots) and C{/metrics} (Prometheus exposition of the
+readings and of link health).
 
-The metrics are collected from the poller when scraped (a custom collector on
-a private registry), so nothing here runs on the poll path.
+Every resource reads the service through its L{ServiceView}.  The metrics are
+collected when scraped (a custom collector on a private registry), so nothing
+here runs on the poll path.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+from typing import Callable, Optional
 
 from twisted.web import resource, server
 
 from smartmeter_tx.outputs import dashboard
+from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx import model
 from smartmeter_tx.model import json_value
 
-__all__ = ["make_root", "PollerCollector", "QuietSite", "DashboardResource"]
+__all__ = ["make_root", "ViewCollector", "QuietSite", "DashboardResource"]
 
 
 class QuietSite(server.Site):
@@ -34,18 +37,18 @@ class QuietSite(server.Site):
         pass
 
 
-class _PollerResource(resource.Resource):
-    """A leaf resource over the poller's store and state, with the wall clock."""
+class _ViewResource(resource.Resource):
+    """A leaf resource over the service's view, with the wall clock."""
 
     isLeaf = True
 
-    def __init__(self, poller, clock_now) -> None:
+    def __init__(self, view: ServiceView, clock_now: Callable[[], float]) -> None:
         super().__init__()
-        self.poller = poller
+        self.view = view
         self.clock_now = clock_now
 
 
-class DashboardResource(_PollerResource):
+class DashboardResource(_ViewResource):
     """
     C{/}: the dashboard page (L{smartmeter_tx.outputs.dashboard}), in Japanese or
     English by C{Accept-Language} (or C{?lang=ja|en}).
@@ -59,11 +62,11 @@ class DashboardResource(_PollerResource):
         if isinstance(header, bytes):
             header = header.decode("latin-1")
         lang = dashboard.language(header, choice)
-        snap = dashboard.snapshot(self.poller, self.clock_now())
+        snap = dashboard.snapshot(self.view, self.clock_now())
         return dashboard.render(snap, lang).encode("utf-8")
 
 
-class LatestResource(_PollerResource):
+class LatestResource(_ViewResource):
     """
     C{/latest}: the newest reading's record (L{LatestStore.latest_record}) with
     its C{age}, whether the session is up and sends are held (and rate
@@ -74,7 +77,7 @@ class LatestResource(_PollerResource):
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        store, state = self.poller.store, self.poller.state
+        store, state = self.view.store, self.view.state
         body = store.latest_record()
         if body is None:
             request.setResponseCode(503)
@@ -84,16 +87,15 @@ class LatestResource(_PollerResource):
             body["session"] = state.session_up
             body["held"] = state.held
             body["rate_limited"] = state.rate_limited
-            body["rejoins_last_hour"] = store.rejoins_since(self.poller.clock.seconds() - 3600)
-        config = getattr(self.poller, "config", None)
-        if config is not None and config.device:
+            body["rejoins_last_hour"] = store.rejoins_since(self.view.clock.seconds() - 3600)
+        if self.view.device:
             # Which dongle: a plugin that finds a port held reads this service
             # instead only when it is the same one.
-            body["device"] = config.device
+            body["device"] = self.view.device
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 
-class HistoryResource(_PollerResource):
+class HistoryResource(_ViewResource):
     """
     C{/history?since=...&until=...}: the logged 30-minute slots starting in
     [since, until), oldest first, as C{{"slots": [record, ...]}}.  Times are
@@ -111,7 +113,7 @@ class HistoryResource(_PollerResource):
         except ValueError as e:
             request.setResponseCode(400)
             return (json.dumps({"error": str(e)}) + "\n").encode()
-        backfill = getattr(self.poller, "backfill", None)
+        backfill = self.view.backfill
         slots = [] if backfill is None else backfill.between(since, until)
         body = {"since": since.isoformat(), "until": until.isoformat(),
                 "slots": [slot.to_record() for slot in slots]}
@@ -135,42 +137,47 @@ def _when(request, name: bytes, default: datetime.datetime) -> datetime.datetime
     return when.replace(tzinfo=model.JST) if when.tzinfo is None else when
 
 
-class PollerCollector:
+def _gauge(name: str, doc: str, value, labels: Optional[dict] = None):
+    from prometheus_client.core import GaugeMetricFamily
+    g = GaugeMetricFamily(name, doc, labels=list(labels or {}))
+    if value is not None:
+        g.add_metric(list((labels or {}).values()), float(value))
+    return g
+
+
+def _value_of(reading, name: str):
+    return None if reading is None else json_value(getattr(reading, name))
+
+
+class ViewCollector:
     """
-    A prometheus_client collector reading the poller's store and link state at
-    scrape time.
+    A prometheus_client collector reading the service's view (its store,
+    link state and backfill) at scrape time.
     """
 
-    def __init__(self, poller, clock_now) -> None:
-        self.poller = poller
+    def __init__(self, view: ServiceView, clock_now: Callable[[], float]) -> None:
+        self.view = view
         self.clock_now = clock_now
 
     def describe(self):
         return []
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        yield from self._readings()
+        yield from self._counters()
+        yield from self._link()
 
-        p = self.poller
-        store, state, s = p.store, p.state, p.store.stats
-        backfill = getattr(p, "backfill", None)
+    def _readings(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        store = self.view.store
         latest, energy = store.latest, store.energy
-
-        def gauge(name, doc, value, labels=None):
-            g = GaugeMetricFamily(name, doc, labels=list(labels or {}))
-            if value is not None:
-                g.add_metric(list((labels or {}).values()), float(value))
-            return g
-
-        def value_of(reading, field):
-            return None if reading is None else json_value(getattr(reading, field))
-
-        yield gauge("smartmeter_power_watts", "Instantaneous power (E7); negative = selling",
-                    value_of(latest, "power_w"))
+        yield _gauge("smartmeter_power_watts", "Instantaneous power (E7); negative = selling",
+                     _value_of(latest, "power_w"))
         current = GaugeMetricFamily("smartmeter_current_amperes",
                                     "Instantaneous current per phase (E8)", labels=["phase"])
         for phase in ("r", "t"):
-            value = value_of(latest, f"current_{phase}_a")
+            value = _value_of(latest, f"current_{phase}_a")
             if value is not None:
                 current.add_metric([phase], float(value))
         yield current
@@ -178,12 +185,17 @@ class PollerCollector:
                                    "Cumulative energy (E0 normal, E3 reverse)",
                                    labels=["direction"])
         for direction in ("normal", "reverse"):
-            value = value_of(energy, f"energy_{direction}_kwh")
+            value = _value_of(energy, f"energy_{direction}_kwh")
             if value is not None:
                 family.add_metric([direction], float(value))
         yield family
-        yield gauge("smartmeter_reading_age_seconds", "Seconds since the newest reading",
-                    store.age(self.clock_now()))
+        yield _gauge("smartmeter_reading_age_seconds", "Seconds since the newest reading",
+                     store.age(self.clock_now()))
+
+    def _counters(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        s, state, backfill = self.view.store.stats, self.view.state, self.view.backfill
         for name, doc, value in (
             ("smartmeter_polls_answered", "Polls answered by the meter", s.polls_answered),
             ("smartmeter_polls_failed", "Polls without an answer", s.polls_failed),
@@ -205,20 +217,24 @@ class PollerCollector:
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)
             yield c
-        yield gauge("smartmeter_rate_limited_now", "1 while EVENT 32 holds all sends",
-                    1 if state.rate_limited else 0)
-        yield gauge("smartmeter_session_up", "1 while a PANA session is known to be up",
-                    1 if state.session_up else 0)
-        yield gauge("smartmeter_session_age_seconds", "Seconds since the session came up",
-                    None if state.session_since is None
-                    else p.clock.seconds() - state.session_since)
-        yield gauge("smartmeter_last_event", "Number of the last EVENT from the module",
-                    state.last_event)
-        yield gauge("smartmeter_rssi_dbm", "Last received signal strength (dBm)", state.last_rssi)
-        yield gauge("smartmeter_lqi", "Last link quality indicator from a scan", state.last_lqi)
-        yield gauge("smartmeter_backfill_missing_slots",
-                    "Slots of the backfill window the log does not hold yet",
-                    backfill.missing if backfill else None)
+
+    def _link(self):
+        state, backfill = self.view.state, self.view.backfill
+        yield _gauge("smartmeter_rate_limited_now", "1 while EVENT 32 holds all sends",
+                     1 if state.rate_limited else 0)
+        yield _gauge("smartmeter_session_up", "1 while a PANA session is known to be up",
+                     1 if state.session_up else 0)
+        yield _gauge("smartmeter_session_age_seconds", "Seconds since the session came up",
+                     None if state.session_since is None
+                     else self.view.clock.seconds() - state.session_since)
+        yield _gauge("smartmeter_last_event", "Number of the last EVENT from the module",
+                     state.last_event)
+        yield _gauge("smartmeter_rssi_dbm", "Last received signal strength (dBm)",
+                     state.last_rssi)
+        yield _gauge("smartmeter_lqi", "Last link quality indicator from a scan", state.last_lqi)
+        yield _gauge("smartmeter_backfill_missing_slots",
+                     "Slots of the backfill window the log does not hold yet",
+                     backfill.missing if backfill else None)
 
 
 class MetricsResource(resource.Resource):
@@ -234,17 +250,18 @@ class MetricsResource(resource.Resource):
         return generate_latest(self.registry)
 
 
-def make_root(poller, clock_now) -> resource.Resource:
+def make_root(view: ServiceView, clock_now: Callable[[], float]) -> resource.Resource:
     """
-    The site root with C{/latest} and C{/metrics}.
+    The site root: the dashboard at C{/}, C{/latest}, C{/metrics} and
+    C{/history}, over the service's C{view}, with C{clock_now} the wall clock.
     """
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PollerCollector(poller, clock_now))
+    registry.register(ViewCollector(view, clock_now))
     root = resource.Resource()
-    root.putChild(b"", DashboardResource(poller, clock_now))
-    root.putChild(b"latest", LatestResource(poller, clock_now))
+    root.putChild(b"", DashboardResource(view, clock_now))
+    root.putChild(b"latest", LatestResource(view, clock_now))
     root.putChild(b"metrics", MetricsResource(registry))
-    root.putChild(b"history", HistoryResource(poller, clock_now))
+    root.putChild(b"history", HistoryResource(view, clock_now))
     return root

@@ -42,6 +42,7 @@ from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.port import PortKeeper
 from smartmeter_tx.session.state import save_state
 from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["MeterPoller", "PollSchedule"]
 
@@ -130,6 +131,11 @@ class MeterPoller(service.Service):
     @property
     def client(self) -> Optional[BRouteClient]:
         return self.port.client
+
+    def view(self) -> ServiceView:
+        """@return: what the outputs read of this service (L{ServiceView})."""
+        return ServiceView(self.store, self.state, self.clock, self.backfill,
+                           self.config.device, self.schedule.interval)
 
     # -- service -----------------------------------------------------------------
 

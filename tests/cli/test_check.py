@@ -33,6 +33,7 @@ from smartmeter_tx.model import NO_PHASE, Reading
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.outputs.web import make_root
 from tests.sktesting import refusing_port, serve
 from tests.test_purity import ROOT, _imports_twisted
@@ -116,7 +117,7 @@ class _RealService(_Serving):
                 self._watch(obj, name)
         self._polls_running = 0
         self._watch_polls()
-        self.url = self.serve(make_root(self.poller, self.poller.wall_clock))
+        self.url = self.serve(make_root(self.poller.view(), self.poller.wall_clock))
         self.top.startService()
         self.addCleanup(self._stop)
 
@@ -357,18 +358,6 @@ class RateLimitedBeforeReadingTests(_RealService):
                                         "held: transmit-time limit (EVENT 32)"))
 
 
-class PollerView:
-    """
-    What the web resources read of a poller: a real L{LatestStore} and
-    L{LinkState}, and the reactor as its clock, without a poller behind them.
-    """
-
-    def __init__(self):
-        self.clock = reactor
-        self.store = LatestStore()
-        self.state = LinkState()
-        self.backfill = None
-        self.config = None
 
 
 class StoreServedTests(_Serving):
@@ -380,7 +369,7 @@ class StoreServedTests(_Serving):
     """
 
     def setUp(self):
-        self.view = PollerView()
+        self.view = ServiceView(LatestStore(), LinkState(), reactor)
         self.url = self.serve(make_root(self.view, reactor.seconds))
 
     def add(self, age, **values):

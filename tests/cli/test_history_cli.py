@@ -118,14 +118,14 @@ class ServiceTests(_Base, unittest.TestCase):
 
         from smartmeter_tx.service.backfill import Backfill
         from smartmeter_tx.outputs.web import QuietSite, make_root
-        from tests.outputs.test_web import PollerView
+        from tests.outputs.test_web import service_view
 
         now = datetime.datetime.now(model.JST).replace(second=0, microsecond=0)
         start = (now - datetime.timedelta(hours=2)).replace(minute=0)
         records = [model.HistorySlot(start + k * model.SLOT, Decimal("0.25"), Decimal(0),
                                  Decimal("100") + k, Decimal(0), "EC").to_record()
                    for k in range(3)]
-        view = PollerView(Clock(), Backfill(7, Clock(), lambda r, w: None, lambda: 0,
+        view = service_view(Clock(), Backfill(7, Clock(), lambda r, w: None, lambda: 0,
                                             known=records))
         port = reactor.listenTCP(0, QuietSite(make_root(view, reactor.seconds)),
                                  interface="127.0.0.1")

@@ -17,21 +17,9 @@ from smartmeter_tx.cli import plugin
 from smartmeter_tx.model import NO_PHASE, Reading
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.outputs.web import make_root
 from tests.sktesting import refusing_port, serve
-
-
-class FakePoller:
-    """
-    What the web resources read of a L{smartmeter_tx.service.poller.MeterPoller}: its
-    real store and link state, and a clock, without a poller behind them.
-    """
-
-    def __init__(self):
-        self.clock = Clock()
-        self.store = LatestStore()
-        self.state = LinkState()
-        self.config = None  # the SessionConfig: which device the service reads
 
 
 def coroutine_test(f):
@@ -43,26 +31,26 @@ def coroutine_test(f):
 
 
 class _ServiceHarness(TestCase):
-    """A real /latest on 127.0.0.1 over a fake poller's store; no tests of its own."""
+    """A real /latest on 127.0.0.1 over a real store and link state; no tests of its own."""
 
     def setUp(self):
-        self.poller = FakePoller()
-        self.url = serve(self, make_root(self.poller, reactor.seconds))
+        self.view = ServiceView(LatestStore(), LinkState(), Clock())
+        self.url = serve(self, make_root(self.view, reactor.seconds))
         # Diagnostics written straight to sys.stderr are captured here too.
         self.sys_stderr = StringIO()
         self.patch(plugin.sys, "stderr", self.sys_stderr)
 
     def fresh(self, age=3.0, current_t_a=Decimal("4.5")):
         """
-        Give the fake poller a reading taken C{age} seconds ago by the reactor's
+        Give the store a reading taken C{age} seconds ago by the reactor's
         clock, and an energy reading 200 seconds older.
 
         @return: the two times as the plugin prints them.
         """
         now = reactor.seconds()
-        self.poller.store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
+        self.view.store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
                                       energy_reverse_kwh=Decimal("7.8")), now - age - 200)
-        self.poller.store.add(Reading(power_w=1234, current_r_a=Decimal("12.3"),
+        self.view.store.add(Reading(power_w=1234, current_r_a=Decimal("12.3"),
                                       current_t_a=current_t_a), now - age)
         return int(round(now - age, 3)), int(round(now - age - 200, 3))
 
@@ -318,8 +306,7 @@ class PortInUseTests(_ServiceHarness):
         The plugin that finds the port held by the service reading that very
         device prints the service's reading, as --service does.
         """
-        from smartmeter_tx.session.config import SessionConfig
-        self.poller.config = SessionConfig(device=self.handle.path)
+        self.view.device = self.handle.path
         self.patch(plugin, "DEFAULT_SERVICE", self.url)
         stamp, _ = self.fresh(age=5)
         code, out, err = await self.invoke("--device", self.handle.path,
@@ -333,8 +320,7 @@ class PortInUseTests(_ServiceHarness):
         A service that reads another device is no stand-in: the plugin says
         the port is in use (two dongles, two services, never the wrong meter).
         """
-        from smartmeter_tx.session.config import SessionConfig
-        self.poller.config = SessionConfig(device="/dev/ttyUSB-other")
+        self.view.device = "/dev/ttyUSB-other"
         self.patch(plugin, "DEFAULT_SERVICE", self.url)
         self.fresh(age=5)
         code, out, err = await self.invoke("--device", self.handle.path,

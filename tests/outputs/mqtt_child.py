@@ -6,22 +6,22 @@ broker on 127.0.0.1:PORT as meter SN-CHILD and runs until it is killed.
 """
 
 import sys
-from types import SimpleNamespace
+
 
 from twisted.internet import reactor
 
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
 from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.service.view import ServiceView
 
 
 def main(port: int) -> None:
     store = LatestStore()
     store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": "SN-CHILD"}
-    poller = SimpleNamespace(store=store, state=LinkState(),
-                             schedule=SimpleNamespace(interval=30.0))
+    view = ServiceView(store, LinkState(), reactor)
     config = MqttConfig.from_options(f"mqtt://127.0.0.1:{port}", None, discovery_prefix=None)
-    publisher = MqttPublisher(config, poller, reactor)
+    publisher = MqttPublisher(config, view, reactor)
     publisher.startService()
     publisher.publish_record({"power_w": 123}, 1700000000.0)
     reactor.run()

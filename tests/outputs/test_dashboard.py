@@ -34,7 +34,7 @@ from smartmeter_tx.session.linkstate import HOLD_RATE_LIMIT
 from smartmeter_tx.service.poller import MeterPoller, PollSchedule
 from smartmeter_tx.outputs.web import QuietSite, make_root
 from tests.emuloop import Loop
-from tests.outputs.test_web import PollerView
+from tests.outputs.test_web import service_view
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOUR = 3600.0
@@ -204,7 +204,7 @@ def get(root, path=b"/", accept_language=None, lang=None):
 
 def gap_view():
     """
-    A L{PollerView} at 2024-06-02 10:15 JST whose backfill holds the last two
+    A L{ServiceView} at 2024-06-02 10:15 JST whose backfill holds the last two
     days, 1 kWh bought and 0.2 kWh sold per slot, except: no data (nulls, as the
     meter reports them) from 23:30 to 01:00 around midnight, and 06:00-07:00
     not logged at all.
@@ -214,7 +214,7 @@ def gap_view():
     now = datetime.datetime(2024, 6, 2, 10, 15, tzinfo=JST)
     clock = Clock()
     clock.advance(5000)
-    view = PollerView(clock)
+    view = service_view(clock)
     view.backfill = Backfill(2, clock, lambda record, when: None, clock.seconds)
     states = {}
     t = datetime.datetime(2024, 5, 31, 0, 0, tzinfo=JST)
@@ -251,7 +251,7 @@ class NoDataTests(PageChecks, SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1000)
-        self.view = PollerView(self.clock)
+        self.view = service_view(self.clock)
         self.now = wall_at(datetime.datetime(2024, 6, 1, 9, 0))
         self.root = make_root(self.view, lambda: self.now)
 
@@ -360,7 +360,7 @@ class LiveTests(PageChecks, SynchronousTestCase):
 
     def setUp(self):
         self.loop, self.poller, self.wall = live_poller(self)
-        self.root = make_root(self.poller, self.wall)
+        self.root = make_root(self.poller.view(), self.wall)
 
     def test_groundTruth(self):
         """
@@ -564,7 +564,7 @@ class BrowserTests(PageChecks, TestCase):
         os.makedirs(self.tmp)
         self.loop, self.poller, self.wall = live_poller(self)
         self.now = self.wall()
-        port = reactor.listenTCP(0, QuietSite(make_root(self.poller, lambda: self.now)),
+        port = reactor.listenTCP(0, QuietSite(make_root(self.poller.view(), lambda: self.now)),
                                  interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.url = f"http://127.0.0.1:{port.getHost().port}/"

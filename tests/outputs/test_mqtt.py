@@ -14,15 +14,16 @@ import sys
 import tempfile
 import threading
 import time
-from types import SimpleNamespace
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.service.view import ServiceView
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -169,8 +170,7 @@ def wait_for(predicate, what: str, timeout: float = WAIT):
 def fake_poller(serial=SERIAL):
     store = LatestStore()
     store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": serial}
-    return SimpleNamespace(store=store, state=LinkState(),
-                           schedule=SimpleNamespace(interval=30.0))
+    return ServiceView(store, LinkState(), Clock())
 
 
 class ConfigTests(unittest.TestCase):

@@ -23,25 +23,21 @@ from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.session.linkstate import HOLD_EXPIRY, LinkState
 from smartmeter_tx.service.poller import MeterPoller
 from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.outputs.web import make_root
 from tests.emuloop import Loop
 
 
-class PollerView:
+def service_view(clock, backfill=None) -> ServiceView:
     """
-    What the web resources read of a L{MeterPoller}: its real store, link
-    state and backfill, and its clock, without a poller behind them.
+    A L{ServiceView} of a real store and link state, on C{clock}, without a
+    poller behind them.
     """
-
-    def __init__(self, clock, backfill=None):
-        self.clock = clock
-        self.store = LatestStore()
-        self.state = LinkState()
-        self.backfill = backfill
+    return ServiceView(LatestStore(), LinkState(), clock, backfill)
 
 
 def fill_view(poller):
-    """Give C{poller} (a L{PollerView}) a value for everything /metrics reports."""
+    """Give C{poller} (a L{ServiceView}) a value for everything /metrics reports."""
     store, state, s = poller.store, poller.state, poller.store.stats
     store.add(Reading(energy_normal_kwh=Decimal("12345.6"),
                       energy_reverse_kwh=Decimal("7.8")), 900.0)
@@ -92,7 +88,7 @@ class LatestTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1000)
-        self.poller = PollerView(self.clock)
+        self.poller = service_view(self.clock)
         self.root = make_root(self.poller, self.clock.seconds)
 
     def test_noReadingYet(self):
@@ -156,7 +152,7 @@ class MetricsTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1000)
-        self.poller = PollerView(self.clock)
+        self.poller = service_view(self.clock)
         self.root = make_root(self.poller, self.clock.seconds)
 
     def fill(self):
@@ -246,7 +242,7 @@ class RealPollerTests(SynchronousTestCase):
                                   config.SessionConfig(join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
                                   self.loop.clock, rng=random.Random(0),
                                   wall_clock=self.loop.clock.seconds)
-        self.root = make_root(self.poller, self.loop.clock.seconds)
+        self.root = make_root(self.poller.view(), self.loop.clock.seconds)
 
     def test_latestIsGroundTruth(self):
         """/latest and /metrics of a real MeterPoller show exactly what the emulated meter sent."""

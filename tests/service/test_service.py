@@ -268,7 +268,7 @@ class FaultScenarioTests(SynchronousTestCase):
                         json.loads(line)
                         lines += 1
             self.assertEqual(lines, datalog.lines_written)
-            root = make_root(poller, loop.clock.seconds)
+            root = make_root(poller.view(), loop.clock.seconds)
             for path in (b"latest", b"metrics"):
                 request = DummyRequest([path])
                 body = root.getChildWithDefault(path, request).render(request)
