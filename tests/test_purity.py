@@ -25,6 +25,7 @@ PURE_MODULES = [
     "smartmeter_tx.echonet.meter",
     "smartmeter_tx.echonet.history",
     "smartmeter_tx.outputs.mackerel",
+    "smartmeter_tx.outputs.dashboard",
     "smartmeter_tx.redact",
     "smartmeter_tx.session.linkstate",
     "smartmeter_tx.service.store",

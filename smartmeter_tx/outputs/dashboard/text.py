@@ -1,0 +1,185 @@
+"""
+The dashboard's words in English and Japanese (L{TEXT}), the choice between
+them (L{language}), and how its numbers and times are written.
+
+Pure: no Twisted, no I/O.  Every formatter writes L{DASH} for a value that
+is not known, never 0.
+"""
+
+from __future__ import annotations
+
+import datetime
+from html import escape
+from typing import Optional
+
+from smartmeter_tx.model import JST
+
+__all__ = ["TEXT", "language", "DASH", "show_watts", "show_kwh", "show_amps", "show_duration",
+           "show_hhmm", "attr", "num", "power_label"]
+
+def language(accept_language: Optional[str], choice: Optional[str] = None) -> str:
+    """
+    C{"ja"} or C{"en"}: C{choice} (a C{?lang=} parameter) when it names one,
+    else the first of those two in C{accept_language} by preference (q),
+    else English.
+    """
+    if choice in TEXT:
+        return choice
+    ranked = []
+    for n, item in enumerate((accept_language or "").split(",")):
+        tag, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if q > 0 and primary in TEXT:
+            ranked.append((-q, n, primary))
+    return min(ranked)[2] if ranked else "en"
+
+
+TEXT = {
+    "en": {
+        "title": "Smart meter",
+        "power_now": "Power now",
+        "buying": "buying",
+        "selling": "selling",
+        "current": "Current",
+        "no_reading": "No reading yet",
+        "today": "Today",
+        "month": "This month",
+        "bought": "Bought",
+        "sold": "Sold",
+        "until": "until {}",
+        "curve": "Power today",
+        "curve_desc": "Power from midnight to now, {n} readings; {range}.",
+        "curve_empty": "No readings today yet.",
+        "bars": "Energy per 30 minutes, last 48 hours",
+        "bars_desc": "{n} slots of 30 minutes, {gaps} without data; bought above the line, "
+                     "sold below.",
+        "no_data": "no data",
+        "not_logged": "not logged yet",
+        "no_backfill": "The 30-minute record needs --data-log with --backfill-days.",
+        "link": "Link",
+        "session": "Session",
+        "session_up": "up",
+        "session_down": "down",
+        "session_unknown": "unknown",
+        "since": "since {}",
+        "held": "Sends held",
+        "last_event": "Last EVENT",
+        "rssi": "RSSI / LQI",
+        "rate_limit": "Transmit-time limit",
+        "limited": "active (EVENT 32)",
+        "not_limited": "no",
+        "age": "Reading age",
+        "stale": "stale",
+        "ago": "{} ago",
+        "rejoins": "Rejoins (last hour)",
+        "updated": "Updated {} JST · reloads every {} s",
+        "lang_other": "日本語",
+        "seconds": "{} s",
+        "minutes": "{} min",
+        "hours": "{} h {} min",
+        "days": "{} d {} h",
+        "w": "W",
+        "kwh": "kWh",
+    },
+    "ja": {
+        "title": "スマートメーター",
+        "power_now": "現在の電力",
+        "buying": "買電中",
+        "selling": "売電中",
+        "current": "電流",
+        "no_reading": "まだ計測値がありません",
+        "today": "今日",
+        "month": "今月",
+        "bought": "買電",
+        "sold": "売電",
+        "until": "{}まで",
+        "curve": "今日の電力",
+        "curve_desc": "0時から現在までの電力、計測{n}件、{range}。",
+        "curve_empty": "今日の計測値はまだありません。",
+        "bars": "30分ごとの電力量（過去48時間）",
+        "bars_desc": "30分枠{n}個、うちデータなし{gaps}個。線より上が買電、下が売電。",
+        "no_data": "データなし",
+        "not_logged": "未記録",
+        "no_backfill": "30分ごとの記録には --data-log と --backfill-days が必要です。",
+        "link": "通信状態",
+        "session": "セッション",
+        "session_up": "接続中",
+        "session_down": "切断",
+        "session_unknown": "不明",
+        "since": "{}から",
+        "held": "送信保留",
+        "last_event": "最後のEVENT",
+        "rssi": "RSSI / LQI",
+        "rate_limit": "送信時間制限",
+        "limited": "制限中（EVENT 32）",
+        "not_limited": "なし",
+        "age": "計測からの経過",
+        "stale": "古い",
+        "ago": "{}前",
+        "rejoins": "再接続（過去1時間）",
+        "updated": "{} JST 更新・{}秒ごとに再読込",
+        "lang_other": "English",
+        "seconds": "{}秒",
+        "minutes": "{}分",
+        "hours": "{}時間{}分",
+        "days": "{}日{}時間",
+        "w": "W",
+        "kwh": "kWh",
+    },
+}
+
+
+DASH = "—"
+
+
+def show_watts(value) -> str:
+    return DASH if value is None else f"{value:,}".replace("-", "−")
+
+
+def show_kwh(value) -> str:
+    return DASH if value is None else f"{value:,.2f}"
+
+
+def show_amps(value) -> str:
+    return DASH if value is None else f"{value:.1f} A"
+
+
+def show_duration(seconds: Optional[float], t: dict) -> str:
+    if seconds is None:
+        return DASH
+    s = int(seconds)
+    if s < 120:
+        return t["seconds"].format(s)
+    if s < 3600:
+        return t["minutes"].format(s // 60)
+    if s < 86400:
+        return t["hours"].format(s // 3600, s % 3600 // 60)
+    return t["days"].format(s // 86400, s % 86400 // 3600)
+
+
+def show_hhmm(when) -> str:
+    if isinstance(when, (int, float)):
+        when = datetime.datetime.fromtimestamp(when, JST)
+    return when.astimezone(JST).strftime("%H:%M")
+
+
+def attr(value) -> str:
+    return "" if value is None else escape(str(value), quote=True)
+
+
+def num(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def power_label(watts: float) -> str:
+    if abs(watts) >= 1000:
+        return f"{num(watts / 1000)} kW".replace("-", "−")
+    return f"{int(watts)} W".replace("-", "−")
