@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-MQTT benchmark: what the service's publisher (L{smartmeter_tx.outputs.mqtt.MqttPublisher})
+MQTT benchmark: what the service's publisher (L{smartmeter_tx.outputs.mqtt.publisher.MqttPublisher})
 costs per reading, and how long a reading takes from C{publish_record} to a
 subscriber, against a real broker (Debian's C{mosquitto}, started on a free
 port of 127.0.0.1 in a temporary directory and killed at the end).
@@ -500,7 +500,8 @@ def timed_phase(reactor, name, publisher, acks, child, records, expected, pace):
 @defer.inlineCallbacks
 def run(reactor, args, directory):
     from smartmeter_tx.session.linkstate import LinkState
-    from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
+    from smartmeter_tx.outputs.mqtt.config import MqttConfig
+    from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
     from smartmeter_tx.service.store import LatestStore
     from smartmeter_tx.service.view import ServiceView
 
@@ -528,14 +529,14 @@ def run(reactor, args, directory):
         config = MqttConfig.from_options(f"mqtt://127.0.0.1:{broker.port}", None)
         publisher = MqttPublisher(config, view, reactor, rng=random.Random(args.seed))
         acks = Acks()
-        publisher.client.on_publish = acks
+        publisher.driver.client.on_publish = acks
         connacks = []
-        original = publisher.client.on_connect
+        original = publisher.driver.client.on_connect
 
         def on_connect(*a):
             connacks.append(time.monotonic_ns())
             original(*a)
-        publisher.client.on_connect = on_connect
+        publisher.driver.client.on_connect = on_connect
         t0 = time.monotonic()
         publisher.startService()
         yield wait_for(reactor, lambda: publisher.connected, "the publisher to connect")
@@ -610,7 +611,7 @@ def run(reactor, args, directory):
             outage_ms=(last_stamp - t_stop) / 1e6 if last_stamp else None,
             oldest_first=order == sorted(order) and len(order) == len(set(order)),
             state_order_count=len(order), missing=missing, duplicates=dup, wrong=wrong,
-            backlog_after=publisher.backlog, dropped=publisher.dropped)
+            backlog_after=publisher.backlog, dropped=publisher.waiting.dropped)
         result["restart"] = restart
         yield wait_for(reactor, lambda: acks.count >= publisher.published, "the last PUBACKs")
         result["published"] = publisher.published

@@ -26,6 +26,8 @@ PURE_MODULES = [
     "smartmeter_tx.echonet.history",
     "smartmeter_tx.outputs.mackerel",
     "smartmeter_tx.outputs.dashboard",
+    "smartmeter_tx.outputs.mqtt.config",
+    "smartmeter_tx.outputs.mqtt.payloads",
     "smartmeter_tx.redact",
     "smartmeter_tx.session.linkstate",
     "smartmeter_tx.service.store",

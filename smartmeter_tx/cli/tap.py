@@ -139,7 +139,7 @@ class Options(usage.Options):
         """The MQTT settings; the password from its file or the environment."""
         import importlib.util
 
-        from smartmeter_tx.outputs.mqtt import PAHO_MISSING, MqttConfig
+        from smartmeter_tx.outputs.mqtt.config import PAHO_MISSING, MqttConfig
         if importlib.util.find_spec("paho") is None:
             raise ArgumentError(f"--mqtt: {PAHO_MISSING}")
         password = os.environ.get(ENV_MQTT_PASSWORD) or None
@@ -240,7 +240,7 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
                          identify=options.get("mqtt-config") is not None, **extra)
     poller.setServiceParent(top)
     if options.get("mqtt-config") is not None:
-        from smartmeter_tx.outputs.mqtt import MqttPublisher
+        from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
         publisher = MqttPublisher(options["mqtt-config"], poller.view(), reactor)
         publisher.setServiceParent(top)
     if datalog is not None:

@@ -11,7 +11,8 @@ import sys
 from twisted.internet import reactor
 
 from smartmeter_tx.session.linkstate import LinkState
-from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
+from smartmeter_tx.outputs.mqtt.config import MqttConfig
+from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
 from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
 

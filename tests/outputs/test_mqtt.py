@@ -167,7 +167,7 @@ def wait_for(predicate, what: str, timeout: float = WAIT):
         yield task.deferLater(reactor, 0.05, lambda: None)
 
 
-def fake_poller(serial=SERIAL):
+def meter_view(serial=SERIAL):
     store = LatestStore()
     store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": serial}
     return ServiceView(store, LinkState(), Clock())
@@ -177,7 +177,7 @@ class ConfigTests(unittest.TestCase):
     """C{MqttConfig.from_options} needs no broker."""
 
     def test_url(self):
-        from smartmeter_tx.outputs.mqtt import MqttConfig
+        from smartmeter_tx.outputs.mqtt.config import MqttConfig
         c = MqttConfig.from_options("mqtt://bob@broker.lan", PASSWORD)
         self.assertEqual((c.host, c.port, c.tls, c.username), ("broker.lan", 1883, False, "bob"))
         self.assertEqual(c.display_url, "mqtt://bob@broker.lan:1883")
@@ -186,7 +186,7 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual((c.port, c.tls, c.discovery_prefix), (9999, True, None))
 
     def test_bad_urls(self):
-        from smartmeter_tx.outputs.mqtt import MqttConfig
+        from smartmeter_tx.outputs.mqtt.config import MqttConfig
         for url in ("http://h", f"mqtt://bob:{PASSWORD}@h", "mqtt://h:99999", "mqtt://",
                     "mqtt://h/topic", "h:1883"):
             e = self.assertRaises(ArgumentError, MqttConfig.from_options, url, PASSWORD)
@@ -197,38 +197,20 @@ class ConfigTests(unittest.TestCase):
 
     def test_no_paho(self):
         """Without paho, the import works and construction says how to install it."""
-        import smartmeter_tx.outputs.mqtt as M
+        from smartmeter_tx.outputs.mqtt.config import MqttConfig
+        from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
         saved = {k: v for k, v in sys.modules.items() if k == "paho" or k.startswith("paho.")}
         for k in saved:
             del sys.modules[k]
         sys.modules["paho"] = None
         try:
-            e = self.assertRaises(ArgumentError, M.MqttPublisher,
-                                  M.MqttConfig.from_options("mqtt://h", None), fake_poller(),
+            e = self.assertRaises(ArgumentError, MqttPublisher,
+                                  MqttConfig.from_options("mqtt://h", None), meter_view(),
                                   reactor)
         finally:
             del sys.modules["paho"]
             sys.modules.update(saved)
         self.assertEqual(str(e), "MQTT needs paho-mqtt: pip install 'smartmeter_tx[mqtt]'")
-
-
-class QueueTests(unittest.TestCase):
-    def setUp(self):
-        if paho is None:
-            raise unittest.SkipTest("paho-mqtt not installed")
-
-    def test_queue_limit(self):
-        """Past the limit the oldest records go, and are counted."""
-        from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
-        poller = fake_poller()
-        poller.store.identity = None
-        p = MqttPublisher(MqttConfig.from_options("mqtt://h", None, queue_limit=3), poller,
-                          reactor)
-        for i in range(5):
-            p.publish_record({"power_w": i}, 1000.0 + i)
-        p.publish_record({"kind": "history", "slot": "2024-01-01T00:00:00"}, 1006.0)
-        self.assertEqual((p.queued, p.dropped, p.backlog, p.published), (5, 2, 3, 0))
-        self.assertEqual([r["power_w"] for r, _ in p._queue], [2, 3, 4])
 
 
 class BrokerTestCase(unittest.TestCase):
@@ -255,10 +237,11 @@ class BrokerTestCase(unittest.TestCase):
         return sub
 
     def publisher(self, poller=None, url=None, password=None, **kw):
-        from smartmeter_tx.outputs.mqtt import MqttConfig, MqttPublisher
+        from smartmeter_tx.outputs.mqtt.config import MqttConfig
+        from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
         config = MqttConfig.from_options(url or f"mqtt://127.0.0.1:{self.broker.port}",
                                          password, **kw)
-        p = MqttPublisher(config, poller or fake_poller(), reactor, rng=random.Random(7),
+        p = MqttPublisher(config, poller or meter_view(), reactor, rng=random.Random(7),
                           wall_clock=lambda: 1700000100.0)
         p.startService()
         self.addCleanup(p.stopService)
@@ -319,7 +302,7 @@ class DiscoveryTests(BrokerTestCase):
         yield wait_for(lambda: len(late.got()) >= 15, "retained configs and availability")
         self.assertTrue(all(retain for _, _, retain in late.got()))
         self.assertEqual(late.got(f"smartmeter/{SERIAL}/availability")[0][1], b"online")
-        self.assertEqual(p.dropped, 0)
+        self.assertEqual(p.waiting.dropped, 0)
 
     @defer.inlineCallbacks
     def test_birth_message_rediscovery(self):
@@ -364,7 +347,7 @@ class DiscoveryTests(BrokerTestCase):
 
     @defer.inlineCallbacks
     def test_link_on_change(self):
-        poller = fake_poller()
+        poller = meter_view()
         p = self.publisher(poller)
         sub = self.subscriber([f"smartmeter/{SERIAL}/link"])
         yield wait_for(lambda: sub.got(), "the first link state")
@@ -378,7 +361,7 @@ class DiscoveryTests(BrokerTestCase):
     @defer.inlineCallbacks
     def test_hold_until_identity(self):
         """No topic under a temporary id: records wait until the meter is known."""
-        poller = fake_poller()
+        poller = meter_view()
         poller.store.identity = None
         sub = self.subscriber(["#"])
         p = self.publisher(poller)
@@ -439,7 +422,7 @@ class ReconnectTests(BrokerTestCase):
         self.assertEqual(powers[:2], [100, 100])
         queued = [w for w in powers if w != 100]
         self.assertEqual(queued, [101, 102, 103])
-        self.assertEqual((p.reconnects, p.backlog, p.dropped, p.queued), (1, 0, 0, 3))
+        self.assertEqual((p.reconnects, p.backlog, p.waiting.dropped, p.waiting.queued), (1, 0, 0, 3))
 
 
 class PasswordTests(BrokerTestCase):
@@ -460,7 +443,7 @@ class PasswordTests(BrokerTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         sub = self.subscriber(["#"], username="meter", password=PASSWORD)
         url = f"mqtt://meter@127.0.0.1:{self.broker.port}"
-        wrong = self.publisher(fake_poller("SN-WRONG"), url=url, password=PASSWORD + "-wrong")
+        wrong = self.publisher(meter_view("SN-WRONG"), url=url, password=PASSWORD + "-wrong")
         p = self.publisher(url=url, password=PASSWORD)
         yield wait_for(lambda: p.connected, "the publisher to connect with its password")
         p.publish_record({"power_w": 5}, 1.0)

@@ -1,0 +1,192 @@
+"""
+What the MQTT publisher publishes, as data: the meter's id for its topics,
+the JSON states made from the service's records, the link's health, and the
+Home Assistant discovery configs.
+
+Pure: no Twisted, no I/O, no broker; L{smartmeter_tx.outputs.mqtt.publisher}
+decides when each is sent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from typing import Optional
+
+from smartmeter_tx.model import JST
+from smartmeter_tx.session.linkstate import LinkState
+
+__all__ = ["MODEL", "meter_id", "dumps", "state_payloads", "link_payload", "discovery_configs"]
+
+MODEL = "Low-voltage smart electric energy meter"
+
+_INSTANT = ("power_w", "current_r_a", "current_t_a")
+_ENERGY = ("energy_normal_kwh", "energy_reverse_kwh")
+
+
+def meter_id(identity: Optional[dict]) -> Optional[str]:
+    """
+    The meter's stable id for topics and unique ids: its serial number if it
+    has one, else its MAC; characters other than letters, digits, C{-} and
+    C{_} become C{_}.  C{None} while the identity is not known.
+    """
+    if not identity:
+        return None
+    raw = identity.get("serial") or identity.get("mac")
+    if not raw:
+        return None
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in str(raw))
+
+
+def dumps(payload: dict) -> bytes:
+    """A payload as compact JSON with sorted keys."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _aware_meter_time(value):
+    """The meter's naive JST wall-clock time as ISO 8601 with +09:00."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=JST)
+    return when.isoformat()
+
+
+def state_payloads(record: dict, when: float) -> list:
+    """
+    The states one service record publishes: C{fixed} for the meter's EA/EB,
+    else C{state} (power and currents) and C{energy} (the counters), each
+    only when the record carries them.
+
+    @param when: the epoch seconds the service took the record (C{time}).
+    @return: C{[(topic suffix, payload dict)]}.
+    """
+    stamp = round(when, 3)
+    out = []
+    if record.get("kind") == "fixed":
+        payload = {k: v for k, v in record.items() if k != "kind"}
+        payload["meter_time"] = _aware_meter_time(record.get("meter_time"))
+        for name in _ENERGY:
+            payload.setdefault(name, None)
+        payload["time"] = stamp
+        out.append(("fixed", payload))
+        return out
+    if any(name in record for name in _INSTANT):
+        payload = {name: record.get(name) for name in _INSTANT}
+        payload["time"] = stamp
+        out.append(("state", payload))
+    if any(name in record for name in _ENERGY):
+        payload = {name: record.get(name) for name in _ENERGY}
+        payload["time"] = stamp
+        out.append(("energy", payload))
+    return out
+
+
+def link_payload(state: LinkState, age: Optional[float], polls_failed: int) -> dict:
+    """
+    The link's health as the C{link} topic carries it (without its C{time}).
+
+    @param age: seconds since the newest reading, or C{None} before the first.
+    """
+    return {
+        "session": state.session.value,
+        "session_up": bool(state.session_up),
+        "rate_limited": bool(state.rate_limited),
+        "held": state.held,
+        "rssi_dbm": state.last_rssi,
+        "lqi": state.last_lqi,
+        "reading_age_s": None if age is None else round(age, 1),
+        "polls_failed": polls_failed,
+        "last_event": None if state.last_event is None else f"{state.last_event:02X}",
+    }
+
+
+def _value(name: str) -> str:
+    return "{{ value_json.%s }}" % name
+
+
+def _on(name: str) -> str:
+    return "{{ 'ON' if value_json.%s else 'OFF' }}" % name
+
+
+def _entities(expire: int) -> list:
+    """
+    Every Home Assistant entity: C{(key, component, name, topic suffix,
+    value template, extra config)}.
+    """
+    energy = dict(unit_of_measurement="kWh", device_class="energy",
+                  state_class="total_increasing")
+    return [
+        ("power", "sensor", "Power", "state", _value("power_w"),
+         dict(unit_of_measurement="W", device_class="power", state_class="measurement",
+              expire_after=expire)),
+        ("current_r", "sensor", "Current R", "state", _value("current_r_a"),
+         dict(unit_of_measurement="A", device_class="current", state_class="measurement",
+              expire_after=expire)),
+        ("current_t", "sensor", "Current T", "state", _value("current_t_a"),
+         dict(unit_of_measurement="A", device_class="current", state_class="measurement",
+              expire_after=expire)),
+        ("energy_normal", "sensor", "Energy normal", "energy", _value("energy_normal_kwh"),
+         energy),
+        ("energy_reverse", "sensor", "Energy reverse", "energy", _value("energy_reverse_kwh"),
+         energy),
+        ("fixed_energy_normal", "sensor", "Fixed-time energy normal", "fixed",
+         _value("energy_normal_kwh"), energy),
+        ("fixed_energy_reverse", "sensor", "Fixed-time energy reverse", "fixed",
+         _value("energy_reverse_kwh"), energy),
+        ("fixed_time", "sensor", "Fixed-time reading time", "fixed", _value("meter_time"),
+         dict(device_class="timestamp")),
+        ("rssi", "sensor", "RSSI", "link", _value("rssi_dbm"),
+         dict(unit_of_measurement="dBm", device_class="signal_strength",
+              state_class="measurement", entity_category="diagnostic")),
+        ("lqi", "sensor", "LQI", "link", _value("lqi"),
+         dict(state_class="measurement", entity_category="diagnostic")),
+        ("session", "binary_sensor", "Session", "link", _on("session_up"),
+         dict(device_class="connectivity", entity_category="diagnostic")),
+        ("rate_limited", "binary_sensor", "Rate limited", "link", _on("rate_limited"),
+         dict(device_class="problem", entity_category="diagnostic")),
+        ("reading_age", "sensor", "Reading age", "link", _value("reading_age_s"),
+         dict(unit_of_measurement="s", device_class="duration", state_class="measurement",
+              entity_category="diagnostic")),
+        ("polls_failed", "sensor", "Polls failed", "link", _value("polls_failed"),
+         dict(state_class="total_increasing", entity_category="diagnostic")),
+    ]
+
+
+def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
+                      identity: Optional[dict], interval: float, version: str) -> dict:
+    """
+    The Home Assistant discovery configs of meter C{mid}.
+
+    @param identity: who the meter is (maker, serial), or C{None}.
+    @param interval: seconds between two polls: a power state older than three
+        of them expires in Home Assistant.
+    @param version: this software's version, for HA's C{origin}.
+    @return: C{{config topic: payload dict}}.
+    """
+    identity = identity or {}
+    maker = identity.get("maker")
+    device = {"identifiers": [f"smartmeter_tx_{mid}"], "name": f"Smart meter {mid}",
+              "manufacturer": f"maker {maker}" if maker else "unknown maker",
+              "model": MODEL}
+    if identity.get("serial"):
+        device["serial_number"] = identity["serial"]
+    origin = {"name": "smartmeter_tx", "sw_version": version}
+    expire = int(math.ceil(3 * float(interval)))
+    avail = f"{topic_prefix}/{mid}/availability"
+    configs = {}
+    for key, component, name, suffix, template, extra in _entities(expire):
+        unique = f"smartmeter_tx_{mid}_{key}"
+        payload = {"name": name, "unique_id": unique, "object_id": unique,
+                   "state_topic": f"{topic_prefix}/{mid}/{suffix}", "value_template": template,
+                   "availability_topic": avail, "payload_available": "online",
+                   "payload_not_available": "offline", "qos": 1,
+                   "device": device, "origin": origin}
+        payload.update(extra)
+        configs[f"{discovery_prefix}/{component}/{unique}/config"] = payload
+    return configs
