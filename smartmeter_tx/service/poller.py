@@ -34,8 +34,6 @@ from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.session.client import BRouteClient
 from smartmeter_tx.session.steps import Budget
 from smartmeter_tx.session.config import SessionConfig
-from smartmeter_tx.echonet import frame as F
-from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
 from smartmeter_tx.errors import NoSession, SendsHeld, SmartMeterError
 from smartmeter_tx.session.linkstate import LinkState
@@ -167,25 +165,17 @@ class MeterPoller(service.Service):
         # Whether the module still holds a session is unknown: the next poll
         # tries a Get first and joins only on EVENT 21 02 or silence.
         self.state.new_connection()
-        client.add_frame_listener(self._on_frame)
+        client.add_fixed_listener(self._on_fixed)
         self.stats.reopens = self.port.reopens
         if self._loop is not None and self._loop.running:
             # A reopened port: do not wait for the next tick, the readings
             # have a gap already.
             self._poll_now = self.clock.callLater(0, self.poll)
 
-    def _on_frame(self, frame: F.Frame, rx) -> None:
-        if frame.seoj != F.METER or frame.esv not in (F.INF, F.INFC):
-            return
-        try:
-            fixed = M.decode_fixed_reading(frame.properties, self.client.scale)
-        except SmartMeterError as e:
-            self.log.warn("dropping a malformed EA/EB value: {error}", error=e)
-            return
-        if fixed is not None:
-            when = self.wall_clock()
-            self.store.add_fixed(fixed, when)
-            self.on_reading(fixed.to_record(), when)
+    def _on_fixed(self, fixed: model.FixedReading) -> None:
+        when = self.wall_clock()
+        self.store.add_fixed(fixed, when)
+        self.on_reading(fixed.to_record(), when)
 
     # -- polling ------------------------------------------------------------------
 

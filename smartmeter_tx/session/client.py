@@ -22,7 +22,7 @@ from smartmeter_tx import model
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.echonet.requester import EchonetRequester
-from smartmeter_tx.errors import ReadFailed
+from smartmeter_tx.errors import ReadFailed, SmartMeterError
 from smartmeter_tx.session.discovery import MeterDiscovery
 from smartmeter_tx.session.history import HistoryReader
 from smartmeter_tx.session.join import Credentials, Joiner
@@ -129,6 +129,24 @@ class BRouteClient:
 
     def remove_frame_listener(self, listener: Callable[[F.Frame], None]) -> None:
         self.requester.remove_unsolicited_listener(listener)
+
+    def add_fixed_listener(self, listener: Callable[[model.FixedReading], None]) -> None:
+        """
+        Call C{listener(fixed)} with the L{model.FixedReading} of every EA/EB
+        the meter pushes (INF or INFC, after each :00 and :30), in kWh once the
+        scale is known.  A malformed value is logged and dropped.
+        """
+        def heard(frame: F.Frame, rx: V.RxUdp) -> None:
+            if frame.seoj != F.METER or frame.esv not in (F.INF, F.INFC):
+                return
+            try:
+                fixed = M.decode_fixed_reading(frame.properties, self.scale)
+            except SmartMeterError as e:
+                self.log.warn("dropping a malformed EA/EB value: {error}", error=e)
+                return
+            if fixed is not None:
+                listener(fixed)
+        self.requester.add_unsolicited_listener(heard)
 
     def close(self) -> None:
         self.sk.remove_listener(self._on_line)
