@@ -3,7 +3,7 @@ C{check-smartmeter}: a Mackerel check plugin for the running C{twist
 smartmeter} service.
 
 It asks the service's C{/latest} (one loopback GET with the plugin's own
-client, L{smartmeter_tx.cli.plugin.fetch_service}) and never opens the serial
+client, L{smartmeter_tx.cli.common.fetch_service}) and never opens the serial
 port, so it is cheap and never takes the module from the service.  It prints
 exactly one line, C{SmartMeter <STATUS>: <message>} (at most 1024
 characters), and exits with the status mackerel-agent expects::
@@ -26,7 +26,7 @@ import time
 from decimal import Decimal
 from typing import Callable, Optional
 
-from smartmeter_tx.cli import plugin
+from smartmeter_tx.cli import common
 from smartmeter_tx.errors import ArgumentError
 
 __all__ = ["OK", "WARNING", "CRITICAL", "UNKNOWN", "Limits", "evaluate", "interpret",
@@ -127,13 +127,23 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
     when = float(when)
     age = _number(data, "age")
     age = float(now - when) if age is None else float(age)
-    problems: list = []  # (status, text)
+    problems = _age_problems(data, when, age, limits) + _link_problems(data, limits)
+    # Read in this order, so that the first malformed field is the one named.
+    currents = [(phase, _number(data, f"current_{phase.lower()}_a")) for phase in ("R", "T")]
+    power = _number(data, "power_w")
+    problems += _load_problems(currents, power, limits)
+    status = max((s for s, _ in problems), default=OK)
+    return status, "; ".join([text for _, text in problems]
+                             + [", ".join(_values(data, currents, power, age))])
 
+
+def _age_problems(data: dict, when: float, age: float, limits: Limits) -> list:
+    """The newest reading's age, and the age of the meter's last EA/EB push."""
+    problems = []
     if age > limits.critical_age:
         problems.append((CRITICAL, f"last reading {age:.0f} s old (> {_g(limits.critical_age)} s)"))
     elif age > limits.warning_age:
         problems.append((WARNING, f"last reading {age:.0f} s old (> {_g(limits.warning_age)} s)"))
-
     fixed_time = _number(data, "fixed_time")
     if fixed_time is not None and limits.warning_fixed_age is not None:
         fixed_age = when + age - float(fixed_time)
@@ -141,7 +151,12 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
             problems.append((WARNING, f"no fixed-time EA/EB from the meter for "
                                       f"{fixed_age / 60:.0f} min "
                                       f"(> {limits.warning_fixed_age / 60:g} min)"))
+    return problems
 
+
+def _link_problems(data: dict, limits: Limits) -> list:
+    """The transmit-time limit, a session that is down, rejoins in the last hour."""
+    problems = []
     if _flag(data, "rate_limited"):
         problems.append((WARNING, "transmit-time limit active, sends held (EVENT 32)"))
     if _flag(data, "session") is False:
@@ -151,8 +166,12 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
             and rejoins > limits.warning_rejoins:
         problems.append((WARNING, f"{rejoins} rejoin{'' if rejoins == 1 else 's'} in the "
                                   f"last hour (> {limits.warning_rejoins})"))
+    return problems
 
-    currents = [(phase, _number(data, f"current_{phase.lower()}_a")) for phase in ("R", "T")]
+
+def _load_problems(currents: list, power, limits: Limits) -> list:
+    """Either phase's current, and the power bought, against their thresholds."""
+    problems = []
     for phase, value in currents:
         if value is None:
             continue
@@ -162,13 +181,16 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
         elif limits.warning_current is not None and value > limits.warning_current:
             problems.append((WARNING, f"current {phase} {value} A "
                                       f"(> {_g(limits.warning_current)} A)"))
-    power = _number(data, "power_w")
     if power is not None:
         if limits.critical_power is not None and power > limits.critical_power:
             problems.append((CRITICAL, f"power {power} W (> {_g(limits.critical_power)} W)"))
         elif limits.warning_power is not None and power > limits.warning_power:
             problems.append((WARNING, f"power {power} W (> {_g(limits.warning_power)} W)"))
+    return problems
 
+
+def _values(data: dict, currents: list, power, age: float) -> list:
+    """The values the message ends with; absent ones left out, never shown as 0."""
     values = []
     if power is not None:
         values.append(f"{power} W")
@@ -179,9 +201,7 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
     held = data.get("held")
     if isinstance(held, str) and held and not _flag(data, "rate_limited"):
         values.append(f"held: {held}")
-
-    status = max((s for s, _ in problems), default=OK)
-    return status, "; ".join([text for _, text in problems] + [", ".join(values)])
+    return values
 
 
 def interpret(status: int, body: bytes, now: float, limits: Limits = Limits()) -> tuple:
@@ -225,11 +245,6 @@ def format_line(status: int, message: str) -> str:
     return line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise plugin.UsageError(message)
-
-
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -252,7 +267,7 @@ def _count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = Limits()
-    p = _Parser(
+    p = common.Parser(
         prog=PROGRAM, allow_abbrev=False,
         description="Mackerel check plugin: judge the running 'twist smartmeter' service "
                     "from its /latest (never opens the serial port). Prints one line "
@@ -260,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "3 UNKNOWN.",
         epilog="A check that is switched off (no threshold given) never alarms. Values "
                "the meter did not report are left out of the message.")
-    p.add_argument("--service", metavar="URL", default=plugin.DEFAULT_SERVICE,
-                   help=f"the service's HTTP endpoint (default {plugin.DEFAULT_SERVICE}, "
+    p.add_argument("--service", metavar="URL", default=common.DEFAULT_SERVICE,
+                   help=f"the service's HTTP endpoint (default {common.DEFAULT_SERVICE}, "
                         "as twist smartmeter --http listens by default)")
     p.add_argument("-w", "--warning-age", dest="warning_age", type=_non_negative,
                    default=defaults.warning_age, metavar="SECONDS",
@@ -309,7 +324,7 @@ def parse_args(argv) -> argparse.Namespace:
     Parse and cross-check the command line; C{args.url} is the C{/latest}
     URL and C{args.limits} the L{Limits}.
 
-    @raise plugin.UsageError: a bad command line.
+    @raise common.UsageError: a bad command line.
     """
     args = build_parser().parse_args(argv)
     for warning, critical in (("warning_age", "critical_age"),
@@ -317,11 +332,11 @@ def parse_args(argv) -> argparse.Namespace:
                               ("warning_power", "critical_power")):
         w, c = getattr(args, warning), getattr(args, critical)
         if w is not None and c is not None and w > c:
-            raise plugin.UsageError(f"--{warning.replace('_', '-')} ({w:g}) must not be above "
+            raise common.UsageError(f"--{warning.replace('_', '-')} ({w:g}) must not be above "
                                     f"--{critical.replace('_', '-')} ({c:g})")
     if args.timeout <= 0:
-        raise plugin.UsageError("--timeout must be above 0")
-    base = plugin.service_base(args.service)
+        raise common.UsageError("--timeout must be above 0")
+    base = common.service_base(args.service)
     args.url = base if base.endswith("/latest") else base + "/latest"
     args.limits = Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
     return args
@@ -333,7 +348,7 @@ def _usage_line() -> str:
 
 
 def check(argv, now: Callable[[], float] = time.time,
-          fetch: Callable = plugin.fetch_service) -> tuple:
+          fetch: Callable = common.fetch_service) -> tuple:
     """
     The whole check but the printing: parse, ask the service, judge.
 
@@ -357,7 +372,7 @@ def check(argv, now: Callable[[], float] = time.time,
 
 
 def run(argv, stdout=None, now: Callable[[], float] = time.time,
-        fetch: Callable = plugin.fetch_service) -> int:
+        fetch: Callable = common.fetch_service) -> int:
     """
     Run the check with C{argv}, print its one line on C{stdout}.
 

@@ -19,7 +19,8 @@ import os
 import sys
 
 from smartmeter_tx.cli import options as O
-from smartmeter_tx.cli import plugin as P
+from smartmeter_tx.cli import common as C
+from smartmeter_tx.cli.meteropts import add_oneshot_options
 from smartmeter_tx.errors import ArgumentError
 
 __all__ = ["main", "run", "parse_args", "COLUMNS"]
@@ -43,13 +44,13 @@ def _days(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = P._Parser(
+    p = C.Parser(
         prog=PROGRAM, allow_abbrev=False,
         description="Print the smart meter's own 30-minute record of energy bought and sold, "
                     "oldest slot first.",
         epilog=f"The B-route ID and password can come from ${O.ENV_ID} / ${O.ENV_PASSWORD} "
                "or --password-file instead of the command line.")
-    opt = P.add_meter_flags(p, "total time budget (default 30 s plus 5 s a day)")
+    opt = add_oneshot_options(p, "total time budget (default 30 s plus 5 s a day)")
     opt("days", type=_days, default=1, metavar="N",
         help="days before today to include (1-45; default 1: yesterday and today up to "
              "the last complete slot)")
@@ -67,7 +68,7 @@ def parse_args(argv):
     if args.debug:
         args.verbosity = 3
     if args.timeout <= 0:
-        raise P.UsageError("--timeout must be positive")
+        raise C.UsageError("--timeout must be positive")
     return args
 
 
@@ -117,12 +118,12 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
         if args.service:
             return await _from_service(reactor, args, stdout, stderr)
         if not args.device:
-            raise P.UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
+            raise C.UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
                                "--device emulator: to try the built-in emulator), or --service")
         rbid, password = O.read_secrets(args.id, args.password, args.password_file, environ)
     except ArgumentError as e:
-        P._stderr(stderr, str(e), PROGRAM)
-        return P.EXIT_USAGE
+        C.say(stderr, str(e), PROGRAM)
+        return C.EXIT_USAGE
     return await _from_meter(reactor, args, rbid, password, environ, stdout, stderr)
 
 
@@ -148,9 +149,9 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
                 break
         progress.end()
         write_rows(records, args.format, stdout)
-        return P.EXIT_OK
+        return C.EXIT_OK
 
-    return await P.with_meter(reactor, args, rbid, password, environ, stderr, work,
+    return await C.with_meter(reactor, args, rbid, password, environ, stderr, work,
                               program=PROGRAM)
 
 
@@ -162,34 +163,34 @@ async def _from_service(reactor, args, stdout, stderr) -> int:
     from smartmeter_tx.model import JST
 
     try:
-        base = P.service_base(args.service)
-    except P.UsageError as e:
-        P._stderr(stderr, str(e), PROGRAM)
-        return P.EXIT_USAGE
+        base = C.service_base(args.service)
+    except C.UsageError as e:
+        C.say(stderr, str(e), PROGRAM)
+        return C.EXIT_USAGE
     today = datetime.datetime.now(JST).date()
     since = datetime.datetime.combine(today - datetime.timedelta(days=args.days),
                                       datetime.time(), JST)
     url = f"{base}/history?since={quote(since.isoformat())}"
     try:
         status, body = await threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), P.fetch_service, url, args.timeout)
+            reactor, reactor.getThreadPool(), C.fetch_service, url, args.timeout)
     except TimeoutError:
-        P._stderr(stderr, f"timed out while asking the service at {url}", PROGRAM)
-        return P.EXIT_TIMEOUT
+        C.say(stderr, f"timed out while asking the service at {url}", PROGRAM)
+        return C.EXIT_TIMEOUT
     except OSError as e:
-        P._stderr(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}", PROGRAM)
-        return P.EXIT_DEVICE
+        C.say(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}", PROGRAM)
+        return C.EXIT_DEVICE
     try:
         slots = json.loads(body)["slots"] if status == 200 else None
         if not isinstance(slots, list) or not all(
                 isinstance(r, dict) and isinstance(r.get("slot"), str) for r in slots):
             raise ValueError
     except (ValueError, KeyError, TypeError):
-        P._stderr(stderr, f"the service did not answer with its history ({status}; {url})",
+        C.say(stderr, f"the service did not answer with its history ({status}; {url})",
                   PROGRAM)
-        return P.EXIT_NO_READING
+        return C.EXIT_NO_READING
     write_rows(slots, args.format, stdout)
-    return P.EXIT_OK
+    return C.EXIT_OK
 
 
 def main(argv=None) -> None:
@@ -198,7 +199,7 @@ def main(argv=None) -> None:
     try:
         args = parse_args(argv)
     except ArgumentError as e:
-        P._stderr(sys.stderr, str(e), PROGRAM)
-        raise SystemExit(P.EXIT_USAGE)
-    P._start_logging(args.verbosity, sys.stderr)
-    P.react(lambda reactor: run(reactor, argv))
+        C.say(sys.stderr, str(e), PROGRAM)
+        raise SystemExit(C.EXIT_USAGE)
+    C.start_logging(args.verbosity, sys.stderr)
+    C.react(lambda reactor: run(reactor, argv))

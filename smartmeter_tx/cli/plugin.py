@@ -23,111 +23,42 @@ import argparse
 import os
 import sys
 
-from smartmeter_tx.outputs import mackerel
+from smartmeter_tx.cli import common
 from smartmeter_tx.cli import options as O
-from smartmeter_tx.errors import ArgumentError, SmartMeterError
-from smartmeter_tx.cli.options import DeviceError, ENV_ID, ENV_PASSWORD
+from smartmeter_tx.cli.common import (
+    EXIT_DEVICE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, EXIT_NO_READING, Parser,
+    UsageError, fetch_service, react, save_link, say, service_base, start_logging, with_meter,
+)
+from smartmeter_tx.cli.meteropts import add_oneshot_options, bool_value
+from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
+from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.outputs import mackerel
 
 # Twisted is imported inside the functions that need it: the --service path
 # reads one JSON document and should not pay for the reactor's imports.
-
-EXIT_OK = 0
-EXIT_BUG = 1
-EXIT_USAGE = 2
-EXIT_DEVICE = 3
-EXIT_AUTH = 4
-EXIT_NOT_FOUND = 5
-EXIT_TIMEOUT = 6
-EXIT_NO_READING = 7
-
-#: Where the service listens by default (tap.py's --http default): a plugin
-#: that finds the serial port held reads from it instead.
-DEFAULT_SERVICE = "http://127.0.0.1:9580"
 
 #: Seconds of a normal run (mackerel-agent kills plugins at 30 s) and of --scan.
 DEFAULT_TIMEOUT = 25.0
 SCAN_TIMEOUT = 120.0
 
 __all__ = ["main", "run", "parse_args", "build_parser", "service_output",
-           "from_service_blocking", "DeviceError", "UsageError"]
-
-
-class UsageError(ArgumentError):
-    """A command-line mistake; printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
-def _flag_type(parse):
-    """An argparse type from an L{O} value check (its message, not argparse's)."""
-    def convert(text):
-        try:
-            return parse(text)
-        except ArgumentError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    convert.__name__ = parse.__name__
-    return convert
-
-
-_bool = _flag_type(O.parse_bool)
-
-
-def add_meter_flags(parser: argparse.ArgumentParser, timeout_help: str):
-    """
-    The flags every one-shot command takes to reach the meter: device,
-    credentials, link, dialect, state file, verbosity and time budget, each
-    also in Go's single-dash spelling.
-
-    @return: C{opt(name, **kw)}, to add more flags the same way.
-    """
-    def opt(name, **kw):
-        parser.add_argument("--" + name, "-" + name, **kw)
-
-    opt("device", metavar="PATH", help="serial device of the Wi-SUN module, e.g. "
-        "/dev/ttyUSB0, or 'emulator:' for the built-in emulator")
-    opt("id", metavar="ID", help=f"B-route ID (32 characters; prefer ${ENV_ID})")
-    opt("password", metavar="PW", help=f"B-route password (prefer ${ENV_PASSWORD} or "
-        "--password-file)")
-    opt("password-file", metavar="FILE", dest="password_file",
-        help="file holding the B-route password (first line)")
-    opt("channel", type=_flag_type(O.parse_channel), metavar="CH",
-        help="the meter's channel in hex (21-3C), as EPANDESC prints it; narrows the scan")
-    opt("panid", type=_flag_type(O.parse_panid), metavar="PANID",
-        help="the meter's PAN ID (4 hex digits)")
-    opt("ipaddr", type=_flag_type(O.parse_ipaddr), metavar="IPV6",
-        help="the meter's link-local IPv6 address (full form)")
-    opt("dse", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
-        help="force the dual-stack-edition SK dialect (default: detected)")
-    opt("tempfile", metavar="PATH", help="accepted for compatibility; used as the state "
-        "file when --state-file is not given")
-    opt("state-file", dest="state_file", metavar="PATH", help="where to remember the "
-        "meter's channel, PAN ID and address (default under $MACKEREL_PLUGIN_WORKDIR or "
-        "~/.local/state/smartmeter_tx)")
-    opt("verbosity", type=int, default=1, choices=range(0, 4), metavar="N",
-        help="0 quiet, 1 warnings (default), 2 info, 3 full SK transcript (secrets redacted)")
-    opt("debug", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
-        help="same as --verbosity 3 (compatibility)")
-    opt("timeout", type=float, default=None, metavar="SECONDS", help=timeout_help)
-    return opt
+           "from_service_blocking"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="mackerel-plugin-smartmeter", allow_abbrev=False,
         description="Read instantaneous power and current from a Japanese smart meter over "
                     "the Wi-SUN B-route and print them for mackerel-agent.",
         epilog=f"The B-route ID and password can come from ${ENV_ID} / ${ENV_PASSWORD} or "
                "--password-file instead of the command line.")
-    opt = add_meter_flags(p, "total time budget of the run (default 25, below "
+    opt = add_oneshot_options(p, "total time budget of the run (default 25, below "
                              "mackerel-agent's 30; 120 with --scan, which may need long scans)")
-    opt("scan", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+    opt("scan", type=bool_value, nargs="?", const=True, default=False, metavar="BOOL",
         help="find the meter, print what was found and the mackerel-agent.conf block")
     opt("metric-key-prefix", dest="prefix", default="smartmeter", metavar="PREFIX",
         help="metric key prefix (default: smartmeter)")
-    opt("energy", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+    opt("energy", type=bool_value, nargs="?", const=True, default=False, metavar="BOOL",
         help="also print cumulative energy (kWh) bought and sold")
     opt("service", metavar="URL", help="read the latest reading from a running "
         "'twist smartmeter' service instead of the serial port")
@@ -150,46 +81,6 @@ def parse_args(argv):
     return args
 
 
-def _stderr(stream, message: str, program: str = "mackerel-plugin-smartmeter") -> None:
-    stream.write(f"{program}: {message}\n")
-    stream.flush()
-
-
-def _start_logging(verbosity: int, stream) -> None:
-    from twisted.logger import (
-        FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent, globalLogBeginner,
-    )
-    level = {0: LogLevel.critical, 1: LogLevel.warn, 2: LogLevel.info, 3: LogLevel.debug}
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level[verbosity])
-
-    def observer(event):
-        text = formatEvent(event)
-        if "log_failure" in event and verbosity >= 3:
-            text += "\n" + event["log_failure"].getTraceback()
-        stream.write(f"[{event.get('log_level').name}] {text}\n")
-
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
-                                     redirectStandardIO=False, discardBuffer=True)
-
-
-def _exit_code(error: BaseException) -> int:
-    from smartmeter_tx import errors as E
-    from smartmeter_tx.sk.errors import SKDisconnected
-    if isinstance(error, ArgumentError):
-        return EXIT_USAGE
-    if isinstance(error, (DeviceError, SKDisconnected)):
-        return EXIT_DEVICE
-    if isinstance(error, E.AuthenticationFailed):
-        return EXIT_AUTH
-    if isinstance(error, E.MeterNotFound):
-        return EXIT_NOT_FOUND
-    if isinstance(error, E.StepTimeout):
-        return EXIT_TIMEOUT
-    if isinstance(error, SmartMeterError):  # ReadFailed, RateLimited, SK errors
-        return EXIT_NO_READING
-    return EXIT_BUG
-
-
 async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> int:
     """
     The whole one-shot run.
@@ -200,7 +91,7 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
     try:
         args = parse_args(argv)
     except ArgumentError as e:
-        _stderr(stderr, str(e))
+        say(stderr, str(e))
         return EXIT_USAGE
     return await run_parsed(reactor, args, environ, stdout, stderr)
 
@@ -232,75 +123,9 @@ async def run_parsed(reactor, args, environ=os.environ, stdout=None, stderr=None
             raise UsageError("--timeout must be positive")
         rbid, password = O.read_secrets(args.id, args.password, args.password_file, environ)
     except ArgumentError as e:
-        _stderr(stderr, str(e))
+        say(stderr, str(e))
         return EXIT_USAGE
     return await _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr)
-
-
-async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=None,
-                     program: str = "mackerel-plugin-smartmeter") -> int:
-    """
-    Open the module named by C{args} (device, credentials, state file, link
-    flags), run C{await work(client, budget, credentials, state_path)} within
-    C{args.timeout}, save what the session learnt, close the port, and turn
-    a failure into one stderr line and an exit code.  Shared by the one-shot
-    commands.
-
-    @param busy: C{await busy(error)} answers instead when another program
-        holds the port (L{O.DeviceBusy}); without it that is exit 3.
-    @return: the exit code (C{work}'s own on success).
-    """
-    from twisted.internet import defer
-
-    from smartmeter_tx.sk.protocol import SKStackProtocol
-    from smartmeter_tx.session.steps import Budget
-
-    budget = Budget(reactor, args.timeout)
-    proto = SKStackProtocol(clock=reactor)
-    redactor = O.redactor_for(rbid, password)
-    if args.verbosity >= 3:
-        proto.transcript = lambda direction, text: stderr.write(f"{direction} {text}\n")
-    device = None
-    client = None
-    state_path = None
-    try:
-        device = O.start_device(args.device, reactor)
-        if device.default_credentials:
-            rbid = rbid or device.default_credentials[0]
-            password = password or device.default_credentials[1]
-        credentials = O.make_credentials(rbid, password)
-        config, state_path = O.session_config(
-            args.device, args.state_file or args.tempfile, credentials, O.dialect_for(args.dse),
-            args.channel, args.panid, args.ipaddr, environ)
-        try:
-            O.open_serial(proto, device.path, reactor)
-        except O.DeviceBusy as e:
-            if busy is None:
-                raise
-            return await busy(e)
-        client = config.client(proto, reactor)
-        code = await work(client, budget, credentials, state_path)
-        _save(state_path, client.link, stderr, program)
-        return code
-    except SmartMeterError as e:
-        if client is not None:
-            _save(state_path, client.link, stderr, program)
-        _stderr(stderr, redactor.scrub(str(e)), program)
-        return _exit_code(e)
-    finally:
-        if client is not None:
-            client.close()
-        if proto.transport is not None and proto.connected_now:
-            lost = proto.when_disconnected()
-            proto.transport.loseConnection()
-            # Let the port close (and the module see it) before we exit.
-            lost.addTimeout(2, reactor)
-            try:
-                await lost
-            except defer.TimeoutError:
-                pass
-        if device is not None:
-            device.stop()
 
 
 async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, stderr) -> int:
@@ -320,26 +145,6 @@ async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, st
         return _port_in_use(reactor, error, args, prefix, stdout, stderr)
 
     return await with_meter(reactor, args, rbid, password, environ, stderr, work, busy)
-
-
-def service_base(text: str) -> str:
-    """
-    A C{--service} URL without its trailing slash.
-
-    @raise UsageError: not an http(s) URL with a host and a valid port.
-    """
-    import urllib.parse
-
-    url = text.strip().rstrip("/")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # raises ValueError for a port that is not a number or out of range
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--service must be an http:// URL such as http://127.0.0.1:9580, "
-                         f"got {text!r}")
-    return url
 
 
 def _service_url(args) -> str:
@@ -386,36 +191,10 @@ def service_output(status: int, body: bytes, now: float, args, prefix: str) -> t
 
 def _print_service(code, lines, message, url, stdout, stderr) -> int:
     if message:
-        _stderr(stderr, f"{message} ({url})")
+        say(stderr, f"{message} ({url})")
     stdout.write("".join(line + "\n" for line in lines))
     stdout.flush()
     return code
-
-
-def fetch_service(url: str, timeout: float) -> tuple:
-    """
-    The one client of the service's HTTP endpoints (C{/latest}, C{/history}):
-    a blocking GET with the standard library (no reactor: half the CPU time
-    of the Twisted path).
-
-    @return: C{(HTTP status, body bytes)}.
-    @raise TimeoutError: no answer in C{timeout} seconds.
-    @raise OSError: the service cannot be reached (C{http.client} errors too).
-    """
-    import http.client
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("GET", parts.path or "/latest")
-        response = conn.getresponse()
-        return response.status, response.read()
-    except http.client.HTTPException as e:
-        raise OSError(f"bad HTTP answer: {e.__class__.__name__}") from None
-    finally:
-        conn.close()
 
 
 def from_service_blocking(args, prefix, stdout, stderr) -> int:
@@ -429,15 +208,15 @@ def from_service_blocking(args, prefix, stdout, stderr) -> int:
     try:
         url = _service_url(args)
     except UsageError as e:
-        _stderr(stderr, str(e))
+        say(stderr, str(e))
         return EXIT_USAGE
     try:
         status, body = fetch_service(url, args.timeout)
     except TimeoutError:
-        _stderr(stderr, f"timed out while asking the service at {url}")
+        say(stderr, f"timed out while asking the service at {url}")
         return EXIT_TIMEOUT
     except OSError as e:
-        _stderr(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}")
+        say(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}")
         return EXIT_DEVICE
     return _print_service(*service_output(status, body, time.time(), args, prefix),
                           url, stdout, stderr)
@@ -468,7 +247,7 @@ def _port_in_use(reactor, error, args, prefix, stdout, stderr):
 
     from twisted.internet import threads
 
-    url = DEFAULT_SERVICE.rstrip("/") + "/latest"
+    url = common.DEFAULT_SERVICE.rstrip("/") + "/latest"
 
     def ask():
         try:
@@ -478,21 +257,13 @@ def _port_in_use(reactor, error, args, prefix, stdout, stderr):
 
     def answered(result):
         if result is None or not _same_device(result[1], args.device):
-            _stderr(stderr, f"{error} (is twist smartmeter running? use --service URL)")
+            say(stderr, f"{error} (is twist smartmeter running? use --service URL)")
             return EXIT_DEVICE
         status, body = result
         return _print_service(*service_output(status, body, time.time(), args, prefix),
                               url, stdout, stderr)
 
     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), ask).addCallback(answered)
-
-
-def _save(path: str, link, stderr, program: str = "mackerel-plugin-smartmeter") -> None:
-    from smartmeter_tx.session import state as S
-    try:
-        S.save_state(path, link)
-    except OSError as e:
-        _stderr(stderr, f"warning: cannot write the state file {path}: {e.strerror}", program)
 
 
 def _command_path() -> str:
@@ -513,7 +284,7 @@ def _command_path() -> str:
 
 async def _scan(client, budget, args, state_path, stdout, stderr) -> int:
     desc = await client.joiner.locate(budget)
-    _save(state_path, client.link, stderr)
+    save_link(state_path, client.link, stderr)
     link = client.link
     out = [
         "Found the smart meter:",
@@ -550,32 +321,17 @@ def main(argv=None) -> None:
     try:
         args = parse_args(argv)
     except ArgumentError as e:
-        _stderr(sys.stderr, str(e))
+        say(sys.stderr, str(e))
         raise SystemExit(EXIT_USAGE)
     if args.service and not os.environ.get("MACKEREL_AGENT_PLUGIN_META"):
         # No reactor at all on this path: one loopback GET.
         try:
             prefix = mackerel.check_prefix(args.prefix)
         except ArgumentError as e:
-            _stderr(sys.stderr, str(e))
+            say(sys.stderr, str(e))
             raise SystemExit(EXIT_USAGE)
         raise SystemExit(from_service_blocking(args, prefix, sys.stdout, sys.stderr))
-    _start_logging(args.verbosity, sys.stderr)
+    start_logging(args.verbosity, sys.stderr)
     react(lambda reactor: run_parsed(reactor, args))
 
 
-def react(main) -> None:
-    """
-    Run the coroutine C{main(reactor)} under C{task.react} and exit with the
-    code it returns (the one-shot commands' entry points).
-    """
-    from twisted.internet import defer, task
-
-    def _main(reactor):
-        return defer.Deferred.fromCoroutine(main(reactor)).addCallback(_exit)
-
-    def _exit(code):
-        if code:
-            raise SystemExit(code)
-
-    task.react(_main)

@@ -23,13 +23,17 @@ from typing import Optional
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 from twisted.python import usage
 
+from smartmeter_tx.cli import meteropts
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
 
 ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
+
+_METER_FLAGS, _METER_PARAMETERS = meteropts.usage_parameters()
 
 
 #: Exit statuses of C{twist smartmeter} (sysexits.h, as twist itself uses).
@@ -51,9 +55,9 @@ def _die(status: int, message: str):
 
 class Options(usage.Options):
     """
-    Options of C{twist smartmeter}; the meter-related ones mirror
-    C{mackerel-plugin-smartmeter} and are checked by the same functions
-    (L{smartmeter_tx.cli.options}).
+    Options of C{twist smartmeter}; the meter-related ones are the one
+    table of L{smartmeter_tx.cli.meteropts}, shared with the one-shot
+    commands.
     """
 
     synopsis = "[options]"
@@ -61,19 +65,10 @@ class Options(usage.Options):
                 "as JSON lines and serve the latest one over HTTP (/latest, /metrics). "
                 f"Credentials may come from ${ENV_ID} and ${ENV_PASSWORD}.")
 
-    optFlags = [
-        ["dse", None, "force the dual-stack-edition SK dialect (default: detected)"],
+    optFlags = _METER_FLAGS + [
         ["standard", None, "force the standard SK dialect (default: detected)"],
     ]
-    optParameters = [
-        ["device", None, None, "serial device of the Wi-SUN module, or emulator:[...]"],
-        ["id", None, None, f"B-route ID (prefer ${ENV_ID})"],
-        ["password", None, None, f"B-route password (prefer ${ENV_PASSWORD} or --password-file)"],
-        ["password-file", None, None, "file holding the B-route password"],
-        ["channel", None, None, "the meter's channel in hex (21-3C)"],
-        ["panid", None, None, "the meter's PAN ID (4 hex digits)"],
-        ["ipaddr", None, None, "the meter's link-local IPv6 address (full form)"],
-        ["state-file", None, None, "where to remember the meter (default as the plugin's)"],
+    optParameters = _METER_PARAMETERS + [
         ["interval", None, 30.0, "seconds between power/current polls", float],
         ["energy-interval", None, 300.0, "seconds between cumulative-energy reads", float],
         ["data-log", None, None, "directory for the daily JSON-lines data log"],
@@ -118,15 +113,7 @@ class Options(usage.Options):
         if not 0 <= self["backfill-days"] <= 45:
             raise ArgumentError("--backfill-days must be 0 to 45 (meters keep about 45 days)")
         self["mqtt-config"] = self._mqtt() if self["mqtt"] else None
-        for key, parse in (("channel", O.parse_channel), ("panid", O.parse_panid),
-                           ("ipaddr", O.parse_ipaddr)):
-            if self[key] is not None:
-                try:
-                    self[key] = parse(self[key])
-                except ArgumentError as e:
-                    message = str(e)
-                    raise ArgumentError(message if message.startswith("--")
-                                        else f"--{key}: {message}") from None
+        meteropts.check_values(self)
         self["id"], self["password"] = O.read_secrets(self["id"], self["password"],
                                                       self["password-file"])
         # Checked here so that twist reports a usage error, not a traceback;
@@ -158,7 +145,9 @@ class Options(usage.Options):
 
 def makeService(options, reactor=None, open_port=None, wall_clock=None) -> service.IService:
     """
-    Build the service tree: the poller, the data log and the HTTP site.
+    Build the service tree, the composition root of C{twist smartmeter}:
+    the poller, the data log and its backfill, and the outputs wired to the
+    poller's view (HTTP, MQTT).
 
     @param open_port: for tests, replaces opening the serial device.
     @param wall_clock: for tests, replaces C{time.time} (data-log dates).
@@ -175,74 +164,34 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
         # before the serial port is opened (an emulator: device is already
         # running; it goes with the process).
         http.setServiceParent(top)
-    spec = options["device"]
-    credentials = options.get("credentials")
-    if spec.startswith(O.EMULATOR_PREFIX) and open_port is None:
-        # A fixed link path, so that an emulated unplug/replug comes back at
-        # the same path, as /dev/serial/by-id does for a real dongle.
-        directory = tempfile.mkdtemp(prefix="smartmeter-emu-")
-        # Also when twist ends before the tree stops (e.g. --http cannot bind).
-        atexit.register(shutil.rmtree, directory, True)
-        device = O.start_device(spec, reactor, link=os.path.join(directory, "wisun"))
-
-        def stop_emulator():
-            device.stop()
-            shutil.rmtree(directory, ignore_errors=True)
-        top.addService(_Stopper(stop_emulator))
-        if credentials is None:
-            rbid, password = device.default_credentials
-            credentials = O.make_credentials(options["id"] or rbid,
-                                             options["password"] or password)
-    else:
-        device = O.Device(spec)
+    device, credentials = _device(options, reactor, top, emulate=open_port is None)
     if open_port is None:
         def open_port(proto):
             O.open_serial(proto, device.path, reactor)
-    config, state_path = O.session_config(spec, options["state-file"], credentials,
+    config, state_path = O.session_config(options["device"], options["state-file"], credentials,
                                           options.dialect, options["channel"],
                                           options["panid"], options["ipaddr"])
     datalog = DataLog(options["data-log"]) if options["data-log"] else None
-
-    publisher = None
-
-    def on_reading(record, when):
-        if publisher is not None:
-            publisher.publish_record(record, when)
-        if datalog is None:
-            return
-        try:
-            datalog.write(record, when)
-        except OSError as e:
-            poller.log.warn("cannot write the data log: {error}", error=e)
+    records = _Records(datalog)
+    extra = {} if wall_clock is None else {"wall_clock": wall_clock}
+    backfill = _backfill(options, datalog, reactor, wall_clock or time.time)
+    if backfill is not None:
+        extra["backfill"] = backfill
 
     def on_fatal(message):
         poller.log.critical("{why}; stopping", why=message)
         _stop_with(reactor, EXIT_CONFIG)
 
-    extra = {} if wall_clock is None else {"wall_clock": wall_clock}
-    backfill = None
-    if datalog is not None and options["backfill-days"] > 0:
-        from smartmeter_tx.service.backfill import Backfill
-        days = options["backfill-days"]
-        now = (wall_clock or time.time)()
-        today = datetime.date.fromtimestamp(now)
-        # The window, and the whole month for the dashboard's "this month".
-        since = min(today - datetime.timedelta(days=days + 1), today.replace(day=1))
-        # The slot's own writer: a slot that could not be written must stay
-        # missing, so the error reaches the backfill (which pauses).
-        backfill = Backfill(days, reactor, datalog.write, wall_clock or time.time,
-                            known=datalog.history_records(since))
-        extra["backfill"] = backfill
     poller = MeterPoller(open_port, config, reactor,
                          PollSchedule(interval=options["interval"],
                                       energy_interval=options["energy-interval"]),
-                         on_reading=on_reading, state_path=state_path, on_fatal=on_fatal,
+                         on_reading=records, state_path=state_path, on_fatal=on_fatal,
                          identify=options.get("mqtt-config") is not None, **extra)
     poller.setServiceParent(top)
     if options.get("mqtt-config") is not None:
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
-        publisher = MqttPublisher(options["mqtt-config"], poller.view(), reactor)
-        publisher.setServiceParent(top)
+        records.publisher = MqttPublisher(options["mqtt-config"], poller.view(), reactor)
+        records.publisher.setServiceParent(top)
     if datalog is not None:
         top.addService(_Stopper(datalog.close))
     if http is not None:
@@ -250,6 +199,76 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
         http.factory = QuietSite(make_root(poller.view(), poller.wall_clock))
     top.poller = poller
     return top
+
+
+def _device(options, reactor, top: service.MultiService, emulate: bool) -> tuple:
+    """
+    The device to read, and the credentials: with C{emulator:} an emulator
+    started here (stopped with the tree), whose own credentials fill in
+    those not given.
+
+    @return: C{(Device, Credentials or None)}.
+    """
+    spec = options["device"]
+    credentials = options.get("credentials")
+    if not (spec.startswith(O.EMULATOR_PREFIX) and emulate):
+        return O.Device(spec), credentials
+    # A fixed link path, so that an emulated unplug/replug comes back at
+    # the same path, as /dev/serial/by-id does for a real dongle.
+    directory = tempfile.mkdtemp(prefix="smartmeter-emu-")
+    # Also when twist ends before the tree stops (e.g. --http cannot bind).
+    atexit.register(shutil.rmtree, directory, True)
+    device = O.start_device(spec, reactor, link=os.path.join(directory, "wisun"))
+
+    def stop_emulator():
+        device.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    top.addService(_Stopper(stop_emulator))
+    if credentials is None:
+        rbid, password = device.default_credentials
+        credentials = O.make_credentials(options["id"] or rbid, options["password"] or password)
+    return device, credentials
+
+
+def _backfill(options, datalog, reactor, wall_clock):
+    """
+    @return: the L{Backfill} of the data log's 30-minute slots, knowing the
+        slots the log holds already, or C{None} without it.
+    """
+    if datalog is None or options["backfill-days"] <= 0:
+        return None
+    from smartmeter_tx.service.backfill import Backfill
+    days = options["backfill-days"]
+    today = datetime.date.fromtimestamp(wall_clock())
+    # The window, and the whole month for the dashboard's "this month".
+    since = min(today - datetime.timedelta(days=days + 1), today.replace(day=1))
+    # The slot's own writer: a slot that could not be written must stay
+    # missing, so the error reaches the backfill (which pauses).
+    return Backfill(days, reactor, datalog.write, wall_clock,
+                    known=datalog.history_records(since))
+
+
+class _Records:
+    """
+    Where each record of the poller goes: MQTT (once made), then the data
+    log, whose write errors are logged and do not stop the service.
+    """
+
+    log = Logger()
+
+    def __init__(self, datalog) -> None:
+        self.datalog = datalog
+        self.publisher = None
+
+    def __call__(self, record: dict, when: float) -> None:
+        if self.publisher is not None:
+            self.publisher.publish_record(record, when)
+        if self.datalog is None:
+            return
+        try:
+            self.datalog.write(record, when)
+        except OSError as e:
+            self.log.warn("cannot write the data log: {error}", error=e)
 
 
 def _http_service(description: Optional[str], reactor):

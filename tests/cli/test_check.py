@@ -26,8 +26,7 @@ from decimal import Decimal
 from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from smartmeter_tx.cli import check
-from smartmeter_tx.cli import plugin
+from smartmeter_tx.cli import check, common
 from smartmeter_tx import model
 from smartmeter_tx.model import NO_PHASE, Reading
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
@@ -473,7 +472,7 @@ class UnreachableTests(_Serving):
     async def test_defaultService(self):
         """Without --service the check asks the service's default endpoint."""
         number = refusing_port(self)
-        self.patch(plugin, "DEFAULT_SERVICE", f"http://127.0.0.1:{number}")
+        self.patch(common, "DEFAULT_SERVICE", f"http://127.0.0.1:{number}")
         code, line = await self.check()
         self.assertIn(f"127.0.0.1:{number}/latest", line)
 

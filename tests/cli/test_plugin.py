@@ -17,7 +17,7 @@ import re
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from smartmeter_tx.cli import plugin
+from smartmeter_tx.cli import common, plugin
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD, start_emulator
 from tests.emuloop import pinned
@@ -131,7 +131,7 @@ class RunTests(_Run, unittest.TestCase):
         handle = self.emulator(f"{self.dialect}?{SCALE}")
         env = dict(self.env, SMARTMETER_PASSWORD="WRONGPASSWOR")
         code, out, err = yield self.run_plugin("--device", handle.path, env=env)
-        self.assertEqual(code, plugin.EXIT_AUTH)
+        self.assertEqual(code, common.EXIT_AUTH)
         self.assertEqual(out, "")
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("authentication", err)
@@ -228,7 +228,7 @@ class UserErrorTests(_Run, unittest.TestCase):
         """A missing device gives one line naming the path and exit 3, no traceback."""
         path = os.path.join(self.dir, "ttyNOPE")
         code, out, err = yield self.run_plugin("--device", path)
-        self.assertEqual(code, plugin.EXIT_DEVICE)
+        self.assertEqual(code, common.EXIT_DEVICE)
         self.assertEqual(out, "")
         self.assertEqual(len(err.strip().splitlines()), 1)
         self.assertIn(path, err)
@@ -241,7 +241,7 @@ class UserErrorTests(_Run, unittest.TestCase):
                      ["--device", "x", "--timeout", "0"],
                      ["--device", "emulator:bogus?x=1"]):
             code, out, err = yield self.run_plugin(*argv)
-            self.assertEqual(code, plugin.EXIT_USAGE, (argv, err))
+            self.assertEqual(code, common.EXIT_USAGE, (argv, err))
             self.assertEqual(out, "")
             self.assertEqual(len(err.strip().splitlines()), 1, (argv, err))
 
@@ -250,7 +250,7 @@ class UserErrorTests(_Run, unittest.TestCase):
         """A B-route ID of the wrong length is a usage error that does not echo the ID."""
         env = dict(self.env, SMARTMETER_ID="SHORTID")
         code, out, err = yield self.run_plugin("--device", pinned("emulator:"), env=env)
-        self.assertEqual(code, plugin.EXIT_USAGE)
+        self.assertEqual(code, common.EXIT_USAGE)
         self.assertNotIn("SHORTID", err)
 
     @defer.inlineCallbacks

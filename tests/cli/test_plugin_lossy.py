@@ -15,7 +15,7 @@ import re
 from twisted.internet import defer, serialport
 from twisted.trial import unittest
 
-from smartmeter_tx.cli import plugin
+from smartmeter_tx.cli import common, plugin
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.sk.values import Dialect
@@ -89,7 +89,7 @@ class LossyRadioTests(PluginOnLoopback, unittest.TestCase):
             if code != 0:
                 # A run that gives up fails cleanly: nothing printed, no bug.
                 self.assertEqual(out, "")
-                self.assertNotEqual(code, plugin.EXIT_BUG, err)
+                self.assertNotEqual(code, common.EXIT_BUG, err)
                 continue
             printed += 1
             tids = re.findall(r"^> SKSENDTO .*<\d+ bytes: 1081(\w{4})", err, re.M)

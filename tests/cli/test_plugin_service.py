@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from smartmeter_tx.cli import plugin
+from smartmeter_tx.cli import common, plugin
 from smartmeter_tx.model import NO_PHASE, Reading
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.store import LatestStore
@@ -125,7 +125,7 @@ class ServiceModeTests(_ServiceHarness):
         """--service prints nothing and exits non-zero while the service has no reading (503)."""
         code, out, err = await self.invoke("--service", self.url)
         self.assertEqual(out, "")
-        self.assertEqual(code, plugin.EXIT_NO_READING)
+        self.assertEqual(code, common.EXIT_NO_READING)
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn("no reading yet", err)
 
@@ -232,18 +232,18 @@ class BlockingServiceTests(SynchronousTestCase):
         import time
         url, _ = self.serve(200, json.dumps({"time": time.time() - 500, "power_w": 1}).encode())
         code, out, err = self.invoke("--service", url, "--max-age", "120")
-        self.assertEqual((code, out), (plugin.EXIT_NO_READING, ""))
+        self.assertEqual((code, out), (common.EXIT_NO_READING, ""))
         self.assertIn("old", err)
         url, _ = self.serve(503, b'{"error": "no reading yet"}')
         code, out, err = self.invoke("--service", url)
-        self.assertEqual((code, out), (plugin.EXIT_NO_READING, ""))
+        self.assertEqual((code, out), (common.EXIT_NO_READING, ""))
         self.assertEqual(len(err.strip().splitlines()), 1)
 
     def test_unreachable(self):
         """A service that is not running gives one line and exit 3."""
         port = refusing_port(self)
         code, out, err = self.invoke("--service", f"http://127.0.0.1:{port}")
-        self.assertEqual((code, out), (plugin.EXIT_DEVICE, ""))
+        self.assertEqual((code, out), (common.EXIT_DEVICE, ""))
         self.assertNotIn("Traceback", err)
 
 
@@ -307,7 +307,7 @@ class PortInUseTests(_ServiceHarness):
         device prints the service's reading, as --service does.
         """
         self.view.device = self.handle.path
-        self.patch(plugin, "DEFAULT_SERVICE", self.url)
+        self.patch(common, "DEFAULT_SERVICE", self.url)
         stamp, _ = self.fresh(age=5)
         code, out, err = await self.invoke("--device", self.handle.path,
                                            "--state-file", self.mktemp())
@@ -321,20 +321,20 @@ class PortInUseTests(_ServiceHarness):
         the port is in use (two dongles, two services, never the wrong meter).
         """
         self.view.device = "/dev/ttyUSB-other"
-        self.patch(plugin, "DEFAULT_SERVICE", self.url)
+        self.patch(common, "DEFAULT_SERVICE", self.url)
         self.fresh(age=5)
         code, out, err = await self.invoke("--device", self.handle.path,
                                            "--state-file", self.mktemp())
-        self.assertEqual((code, out), (plugin.EXIT_DEVICE, ""))
+        self.assertEqual((code, out), (common.EXIT_DEVICE, ""))
         self.assertIn("is in use by another program", err)
 
     @coroutine_test
     async def test_pluginSaysInUse(self):
         """Without a service to read, the plugin says in one line who to blame, exit 3."""
-        self.patch(plugin, "DEFAULT_SERVICE", f"http://127.0.0.1:{refusing_port(self)}")
+        self.patch(common, "DEFAULT_SERVICE", f"http://127.0.0.1:{refusing_port(self)}")
         code, out, err = await self.invoke("--device", self.handle.path,
                                            "--state-file", self.mktemp())
-        self.assertEqual((code, out), (plugin.EXIT_DEVICE, ""))
+        self.assertEqual((code, out), (common.EXIT_DEVICE, ""))
         self.assertEqual(err, f"mackerel-plugin-smartmeter: {self.handle.path} is in use by "
                               "another program (is twist smartmeter running? use --service "
                               "URL)\n")
@@ -348,6 +348,6 @@ class ServiceURLTests(SynchronousTestCase):
             out, err = io.StringIO(), io.StringIO()
             args = plugin.parse_args(["--service", url])
             code = plugin.from_service_blocking(args, "smartmeter", out, err)
-            self.assertEqual((code, out.getvalue()), (plugin.EXIT_USAGE, ""), url)
+            self.assertEqual((code, out.getvalue()), (common.EXIT_USAGE, ""), url)
             self.assertEqual(len(err.getvalue().splitlines()), 1, url)
             self.assertIn("--service must be an http:// URL", err.getvalue())

@@ -1,0 +1,239 @@
+"""
+What the one-shot commands (C{mackerel-plugin-smartmeter},
+C{smartmeter-history}, C{check-smartmeter}) share: their exit codes, their
+usage errors and one-line diagnostics, their logging, running under
+C{task.react}, opening the module for one run (L{with_meter}), and the one
+client of the service's HTTP endpoints (L{fetch_service}).
+
+Twisted is imported inside the functions that need it: the C{--service}
+paths read one JSON document and should not pay for the reactor's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from smartmeter_tx.cli import options as O
+from smartmeter_tx.cli.options import DeviceError
+from smartmeter_tx.errors import ArgumentError, SmartMeterError
+
+__all__ = [
+    "EXIT_OK", "EXIT_BUG", "EXIT_USAGE", "EXIT_DEVICE", "EXIT_AUTH", "EXIT_NOT_FOUND",
+    "EXIT_TIMEOUT", "EXIT_NO_READING", "DEFAULT_SERVICE", "UsageError", "Parser", "say",
+    "start_logging", "exit_code", "react", "with_meter", "save_link", "service_base",
+    "fetch_service",
+]
+
+EXIT_OK = 0
+
+
+EXIT_BUG = 1
+
+
+EXIT_USAGE = 2
+
+
+EXIT_DEVICE = 3
+
+
+EXIT_AUTH = 4
+
+
+EXIT_NOT_FOUND = 5
+
+
+EXIT_TIMEOUT = 6
+
+
+EXIT_NO_READING = 7
+
+
+#: Where the service listens by default (tap.py's --http default): a plugin
+#: that finds the serial port held reads from it instead.
+DEFAULT_SERVICE = "http://127.0.0.1:9580"
+
+
+class UsageError(ArgumentError):
+    """A command-line mistake; printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def say(stream, message: str, program: str = "mackerel-plugin-smartmeter") -> None:
+    stream.write(f"{program}: {message}\n")
+    stream.flush()
+
+
+def start_logging(verbosity: int, stream) -> None:
+    from twisted.logger import (
+        FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent, globalLogBeginner,
+    )
+    level = {0: LogLevel.critical, 1: LogLevel.warn, 2: LogLevel.info, 3: LogLevel.debug}
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level[verbosity])
+
+    def observer(event):
+        text = formatEvent(event)
+        if "log_failure" in event and verbosity >= 3:
+            text += "\n" + event["log_failure"].getTraceback()
+        stream.write(f"[{event.get('log_level').name}] {text}\n")
+
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
+                                     redirectStandardIO=False, discardBuffer=True)
+
+
+def exit_code(error: BaseException) -> int:
+    from smartmeter_tx import errors as E
+    from smartmeter_tx.sk.errors import SKDisconnected
+    if isinstance(error, ArgumentError):
+        return EXIT_USAGE
+    if isinstance(error, (DeviceError, SKDisconnected)):
+        return EXIT_DEVICE
+    if isinstance(error, E.AuthenticationFailed):
+        return EXIT_AUTH
+    if isinstance(error, E.MeterNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(error, E.StepTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(error, SmartMeterError):  # ReadFailed, RateLimited, SK errors
+        return EXIT_NO_READING
+    return EXIT_BUG
+
+
+async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=None,
+                     program: str = "mackerel-plugin-smartmeter") -> int:
+    """
+    Open the module named by C{args} (device, credentials, state file, link
+    flags), run C{await work(client, budget, credentials, state_path)} within
+    C{args.timeout}, save what the session learnt, close the port, and turn
+    a failure into one stderr line and an exit code.  Shared by the one-shot
+    commands.
+
+    @param busy: C{await busy(error)} answers instead when another program
+        holds the port (L{O.DeviceBusy}); without it that is exit 3.
+    @return: the exit code (C{work}'s own on success).
+    """
+    from twisted.internet import defer
+
+    from smartmeter_tx.sk.protocol import SKStackProtocol
+    from smartmeter_tx.session.steps import Budget
+
+    budget = Budget(reactor, args.timeout)
+    proto = SKStackProtocol(clock=reactor)
+    redactor = O.redactor_for(rbid, password)
+    if args.verbosity >= 3:
+        proto.transcript = lambda direction, text: stderr.write(f"{direction} {text}\n")
+    device = None
+    client = None
+    state_path = None
+    try:
+        device = O.start_device(args.device, reactor)
+        if device.default_credentials:
+            rbid = rbid or device.default_credentials[0]
+            password = password or device.default_credentials[1]
+        credentials = O.make_credentials(rbid, password)
+        config, state_path = O.session_config(
+            args.device, args.state_file or args.tempfile, credentials, O.dialect_for(args.dse),
+            args.channel, args.panid, args.ipaddr, environ)
+        try:
+            O.open_serial(proto, device.path, reactor)
+        except O.DeviceBusy as e:
+            if busy is None:
+                raise
+            return await busy(e)
+        client = config.client(proto, reactor)
+        code = await work(client, budget, credentials, state_path)
+        save_link(state_path, client.link, stderr, program)
+        return code
+    except SmartMeterError as e:
+        if client is not None:
+            save_link(state_path, client.link, stderr, program)
+        say(stderr, redactor.scrub(str(e)), program)
+        return exit_code(e)
+    finally:
+        if client is not None:
+            client.close()
+        if proto.transport is not None and proto.connected_now:
+            lost = proto.when_disconnected()
+            proto.transport.loseConnection()
+            # Let the port close (and the module see it) before we exit.
+            lost.addTimeout(2, reactor)
+            try:
+                await lost
+            except defer.TimeoutError:
+                pass
+        if device is not None:
+            device.stop()
+
+
+def service_base(text: str) -> str:
+    """
+    A C{--service} URL without its trailing slash.
+
+    @raise UsageError: not an http(s) URL with a host and a valid port.
+    """
+    import urllib.parse
+
+    url = text.strip().rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--service must be an http:// URL such as http://127.0.0.1:9580, "
+                         f"got {text!r}")
+    return url
+
+
+def fetch_service(url: str, timeout: float) -> tuple:
+    """
+    The one client of the service's HTTP endpoints (C{/latest}, C{/history}):
+    a blocking GET with the standard library (no reactor: half the CPU time
+    of the Twisted path).
+
+    @return: C{(HTTP status, body bytes)}.
+    @raise TimeoutError: no answer in C{timeout} seconds.
+    @raise OSError: the service cannot be reached (C{http.client} errors too).
+    """
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path or "/latest")
+        response = conn.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as e:
+        raise OSError(f"bad HTTP answer: {e.__class__.__name__}") from None
+    finally:
+        conn.close()
+
+
+def save_link(path: str, link, stderr, program: str = "mackerel-plugin-smartmeter") -> None:
+    from smartmeter_tx.session import state as S
+    try:
+        S.save_state(path, link)
+    except OSError as e:
+        say(stderr, f"warning: cannot write the state file {path}: {e.strerror}", program)
+
+
+def react(main) -> None:
+    """
+    Run the coroutine C{main(reactor)} under C{task.react} and exit with the
+    code it returns (the one-shot commands' entry points).
+    """
+    from twisted.internet import defer, task
+
+    def _main(reactor):
+        return defer.Deferred.fromCoroutine(main(reactor)).addCallback(_exit)
+
+    def _exit(code):
+        if code:
+            raise SystemExit(code)
+
+    task.react(_main)
