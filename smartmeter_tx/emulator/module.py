@@ -35,7 +35,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from smartmeter_tx.echonet.frame import CONTROLLER, Frame
-from smartmeter_tx.emulator.meter import MeterModel, _mix, check_outage
+from smartmeter_tx.emulator.household import mix
+from smartmeter_tx.emulator.meter import MeterModel, check_outage
 from smartmeter_tx.emulator.radio import Radio, TxBudget, airtime
 from smartmeter_tx.errors import ArgumentError, SKParseError
 from smartmeter_tx.model import SLOT, slot_start
@@ -244,13 +245,13 @@ class Emulator:
         self.budget = TxBudget(config.tx_budget, config.tx_window)
         self.truth: list = []
         self.truth_sinks: list = []
-        self.module_mac = "001D129%09X" % (_mix(config.seed, 7) % 16 ** 9)
+        self.module_mac = "001D129%09X" % (mix(config.seed, 7) % 16 ** 9)
         self.module_ip = ll64(self.module_mac)
         self.meter_mac = self.meter.mac
         self.meter_ip = ll64(self.meter_mac)
-        self.channel = config.channel or 0x21 + _mix(config.seed, 8) % 28
-        self.pan_id = config.pan_id if config.pan_id is not None else _mix(config.seed, 9) & 0xFFFF
-        self.lqi = 0xA0 + _mix(config.seed, 10) % 0x40
+        self.channel = config.channel or 0x21 + mix(config.seed, 8) % 28
+        self.pan_id = config.pan_id if config.pan_id is not None else mix(config.seed, 9) & 0xFFFF
+        self.lqi = 0xA0 + mix(config.seed, 10) % 0x40
         self.binary = config.ropt and config.wopt == "bin"
         self.wopt_writes = 0
         self.session: Optional[Session] = None
@@ -259,8 +260,8 @@ class Emulator:
         self._calls: dict = {}
         self._protocol: Optional[Protocol] = None
         self._held: list = []
-        self._pana_session_id = _mix(config.seed, 11) & 0xFFFFFFFF
-        self._pana_seq = _mix(config.seed, 12) & 0xFFFFFFFF
+        self._pana_session_id = mix(config.seed, 11) & 0xFFFFFFFF
+        self._pana_seq = mix(config.seed, 12) & 0xFFFFFFFF
         self._power_on()
         self._schedule_fixed_inf()
         if config.move_after:

@@ -319,8 +319,8 @@ class HistoryTests(unittest.TestCase):
             meter = MeterModel(seed=11, solar_w=solar)
             first = (model.slot_start(NOON) - datetime.datetime(2000, 1, 1)) // SLOT
             for slot in range(first - 50, first + 10):
-                minutes = [meter.power_of_minute(slot * 30 + k) for k in range(30)]
-                self.assertEqual(meter._slot_ws(slot), (sum(p * 60 for p in minutes if p > 0),
+                minutes = [meter.household.power_of_minute(slot * 30 + k) for k in range(30)]
+                self.assertEqual(meter.household.slot_ws(slot), (sum(p * 60 for p in minutes if p > 0),
                                                         -sum(p * 60 for p in minutes if p < 0)))
 
     def test_default_depth(self):
@@ -453,7 +453,7 @@ class HistoryTests(unittest.TestCase):
         # The reading after the gap holds the energy of the whole outage.
         minutes = range(int((start - SLOT - datetime.datetime(2000, 1, 1)) / MINUTE),
                         int((end - datetime.datetime(2000, 1, 1)) / MINUTE))
-        powers = [meter.power_of_minute(m) for m in minutes]
+        powers = [meter.household.power_of_minute(m) for m in minutes]
         for which, wh in ((0, sum(p for p in powers if p > 0) / 60),
                           (1, -sum(p for p in powers if p < 0) / 60)):
             counts = day[end][which] - day[start - SLOT][which]
@@ -544,5 +544,4 @@ class HistoryTests(unittest.TestCase):
             ask(meter, [0xEC], now)
         per_get = (time.perf_counter() - t0) / 40
         self.assertLess(per_get, 0.010)
-        self.assertLess(len(meter._behind) + len(meter._ahead), 48 * 47)
-        self.assertLessEqual(len(meter._windows), 4097)
+        self.assertLess(meter.household.cached(), 48 * 47 + 4097)
