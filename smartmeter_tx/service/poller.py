@@ -107,7 +107,8 @@ class MeterPoller(service.Service):
         self.identify = identify
         # Opening a device path costs no air time, so retry often: a replugged
         # dongle should be read again within two poll intervals.
-        self.port = PortKeeper(open_port, clock, self._make_client, self._connected,
+        self.port = PortKeeper(open_port, clock, lambda: config.new_protocol(clock),
+                               self._make_client, self._connected,
                                Backoff(1.0, 10.0, rng))
         self._next_join = 0.0
         self._next_energy = 0.0

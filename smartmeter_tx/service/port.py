@@ -12,7 +12,6 @@ from twisted.logger import Logger
 
 from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.session.client import BRouteClient
-from smartmeter_tx.sk.protocol import SKStackProtocol
 
 __all__ = ["PortKeeper"]
 
@@ -22,6 +21,8 @@ class PortKeeper:
     @param open_port: C{open_port(protocol)} connects C{protocol} to the module
         (SerialPort in production, a pty or a loopback in tests); it raises
         when the device is missing.
+    @param new_protocol: C{new_protocol()} makes the SK protocol of one
+        connection (L{smartmeter_tx.session.config.SessionConfig.new_protocol}).
     @param make_client: C{make_client(protocol)} builds the client for one
         connection.
     @param on_open: called with the new client after every successful open.
@@ -32,9 +33,11 @@ class PortKeeper:
 
     log = Logger()
 
-    def __init__(self, open_port: Callable, clock, make_client: Callable[..., BRouteClient],
+    def __init__(self, open_port: Callable, clock, new_protocol: Callable,
+                 make_client: Callable[..., BRouteClient],
                  on_open: Callable[[BRouteClient], None], backoff: Backoff) -> None:
         self.open_port = open_port
+        self.new_protocol = new_protocol
         self.clock = clock
         self.make_client = make_client
         self.on_open = on_open
@@ -78,7 +81,7 @@ class PortKeeper:
 
     def _open(self) -> bool:
         self._call = None
-        proto = SKStackProtocol(clock=self.clock)
+        proto = self.new_protocol()
         try:
             self.open_port(proto)
         except Exception as e:

@@ -32,6 +32,13 @@ class SessionConfig:
     #: the --device it reads through, as given (for /latest and the logs)
     device: Optional[str] = None
 
+    def new_protocol(self, clock) -> SKStackProtocol:
+        """
+        @return: the SK protocol of a new connection, on C{clock}; L{client}
+            registers the credentials with it as secrets.
+        """
+        return SKStackProtocol(clock=clock)
+
     def client(self, sk: SKStackProtocol, clock, state: Optional[LinkState] = None,
                rssi: bool = False) -> BRouteClient:
         """

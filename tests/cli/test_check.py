@@ -35,7 +35,7 @@ from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.outputs.web import make_root
 from tests.sktesting import refusing_port, serve
-from tests.test_purity import ROOT, _imports_twisted
+from tests.test_layers import SOURCE_ROOT, imports_twisted
 
 #: Generous bound on waiting for a state of the real service (a hang, not timing).
 WAIT = 60
@@ -524,10 +524,10 @@ class BadFlagsTests(SynchronousTestCase):
         on stdout, nothing on stderr, and exit 3.
         """
         env = dict(os.environ)
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = SOURCE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
         result = subprocess.run(
             [sys.executable, "-c", "from smartmeter_tx.cli.check import main; main()", "-w", "x"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+            cwd=SOURCE_ROOT, env=env, capture_output=True, text=True, timeout=60)
         self.assertEqual((result.returncode, result.stderr), (3, ""))
         self.assertEqual(len(result.stdout.splitlines()), 1, result.stdout)
         self.assertTrue(result.stdout.startswith("SmartMeter UNKNOWN: argument -w/--warning-age"),
@@ -535,7 +535,7 @@ class BadFlagsTests(SynchronousTestCase):
 
     def test_noTwisted(self):
         """A check runs every minute: importing it loads no Twisted."""
-        self.assertEqual(_imports_twisted("smartmeter_tx.cli.check"), "False")
+        self.assertEqual(imports_twisted("smartmeter_tx.cli.check"), "False")
 
 
 class EvaluateTests(SynchronousTestCase):

@@ -24,6 +24,7 @@ class PortKeeperTests(SynchronousTestCase):
         self.addCleanup(self.loop.stop)
         self.opened = []
         self.keeper = PortKeeper(self.loop.connect, self.loop.clock,
+                                 lambda: CONFIG.new_protocol(self.loop.clock),
                                  lambda proto: CONFIG.client(proto, self.loop.clock),
                                  self.opened.append, Backoff(1.0, 10.0, random.Random(0)))
         self.addCleanup(self.keeper.stop)
