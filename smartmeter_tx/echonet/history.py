@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, cast
 
 from smartmeter_tx.echonet.meter import EnergyScale, decode_energy_raw, sized
 from smartmeter_tx.errors import ArgumentError, FrameError
@@ -127,7 +127,8 @@ def slot_energy(earlier: Value, later: Value, scale: Optional[EnergyScale]) -> V
     if scale is None:
         return NO_SCALE
     try:
-        counts = scale.delta(earlier, later)
+        # Raw counts are ints (decode_energy_raw); Value also covers kWh.
+        counts = scale.delta(cast(int, earlier), cast(int, later))
     except ValueError:
         return Absent("counter went backwards")
     return scale.to_kwh(counts)

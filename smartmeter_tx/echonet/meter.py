@@ -146,7 +146,7 @@ class EnergyScale:
     digits: Optional[int] = None
 
     def to_kwh(self, raw: Value) -> Value:
-        if is_absent(raw):
+        if isinstance(raw, Absent):
             return raw
         return raw * self.coefficient * self.unit
 

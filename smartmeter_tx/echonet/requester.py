@@ -158,7 +158,7 @@ class EchonetRequester:
             command = commands.sk_sendto(self.dialect, self.meter_addr, frame.encode())
         except Exception as e:
             return defer.fail(e)
-        answer = defer.Deferred(lambda _: self._forget(frame.tid))
+        answer: defer.Deferred = defer.Deferred(lambda _: self._forget(frame.tid))
         # Registered before sending: an answer may overtake the SKSENDTO's OK.
         self._pending[frame.tid] = (frame, answer, None)
         sent = self.sk.command(command)
@@ -227,7 +227,7 @@ class EchonetRequester:
             entry[1].callback(frame)
             return
         if frame.esv == F.INFC:
-            self._answer_infc(frame)
+            self._answer_infc(frame, value.sender)
         self.log.debug("unsolicited frame {frame}", frame=frame.describe())
         for listener in list(self._listeners):
             try:
@@ -236,8 +236,8 @@ class EchonetRequester:
                 self.log.failure("unsolicited-frame listener {listener!r} failed",
                                  listener=listener)
 
-    def _answer_infc(self, frame: F.Frame) -> None:
-        command = commands.sk_sendto(self.dialect, self.meter_addr, F.infc_response(frame).encode())
+    def _answer_infc(self, frame: F.Frame, meter_addr: str) -> None:
+        command = commands.sk_sendto(self.dialect, meter_addr, F.infc_response(frame).encode())
 
         def sent(reply):
             self.frames_sent += 1

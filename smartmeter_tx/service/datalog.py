@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from typing import Optional
+from typing import Optional, TextIO
 
 from smartmeter_tx.model import json_value
 
@@ -33,7 +33,7 @@ class DataLog:
         self.prefix = prefix
         self.utc = utc
         self._day: Optional[str] = None
-        self._file = None
+        self._file: Optional[TextIO] = None
         self.lines_written = 0
 
     def path_for(self, when: float) -> str:
@@ -49,18 +49,19 @@ class DataLog:
             service goes on).
         """
         path = self.path_for(when)
-        if path != self._day:
+        file = self._file
+        if path != self._day or file is None:
             self.close()
             os.makedirs(self.directory, exist_ok=True)
-            self._file = open(path, "a", encoding="utf-8")
+            file = self._file = open(path, "a", encoding="utf-8")
             self._day = path
         line = {"time": round(when, 3)}
         line.update({k: json_value(v) for k, v in record.items()})
-        self._file.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
-        self._file.flush()
+        file.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
+        file.flush()
         # One fsync per reading (every 30 s by default): a power cut on a
         # Raspberry Pi then loses at most the line being written.
-        os.fsync(self._file.fileno())
+        os.fsync(file.fileno())
         self.lines_written += 1
 
     def history_records(self, since: datetime.date) -> list:
@@ -71,7 +72,7 @@ class DataLog:
 
         @return: the records as dicts, in file order.
         """
-        records = []
+        records: list = []
         try:
             names = sorted(os.listdir(self.directory))
         except OSError:

@@ -271,7 +271,7 @@ class MeterPoller(service.Service):
         """A Deferred that fires when the running poll is over, or C{None}."""
         if not self._polling:
             return None
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         self._poll_over.append(d)
         return d
 

@@ -6,7 +6,7 @@ at the same path, and hand a fresh L{BRouteClient} to the owner each time.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from twisted.logger import Logger
 
@@ -77,7 +77,7 @@ class PortKeeper:
             self._call.cancel()
         self._call = None
         if self.client is not None and self.client.sk.connected_now:
-            self.client.sk.transport.loseConnection()
+            cast(Any, self.client.sk.transport).loseConnection()  # zope interfaces confuse mypy
 
     def _open(self) -> bool:
         self._call = None

@@ -90,13 +90,13 @@ class LatestStore:
         own time (C{energy_time}), as C{/latest} serves it; C{None} before the
         first reading.
         """
-        if self.latest is None:
+        if self.latest is None or self.latest_time is None:
             return None
         record = self.latest.to_record(Reading.INSTANT_FIELDS)
-        if self.energy is not None:
+        if self.energy is not None and self.energy_time is not None:
             record.update(self.energy.to_record(Reading.ENERGY_FIELDS))
             record["energy_time"] = round(self.energy_time, 3)
-        if self.fixed is not None:
+        if self.fixed is not None and self.fixed_time is not None:
             # When the meter's own half-hourly EA/EB last arrived: a check can
             # tell a meter that stopped pushing from one that never did.
             record["fixed_time"] = round(self.fixed_time, 3)

@@ -120,14 +120,14 @@ class BRouteClient:
         """Frames of history requests (E5/E2/E4, ED/EC, 9F) on this connection."""
         return self.requests.history_frames
 
-    def add_frame_listener(self, listener: Callable[[F.Frame], None]) -> None:
+    def add_frame_listener(self, listener: Callable[[F.Frame, V.RxUdp], None]) -> None:
         """
         Call C{listener(frame, rxudp)} for every unsolicited ECHONET frame from the
         meter (INF, INFC, late answers), with any number of other listeners.
         """
         self.requester.add_unsolicited_listener(listener)
 
-    def remove_frame_listener(self, listener: Callable[[F.Frame], None]) -> None:
+    def remove_frame_listener(self, listener: Callable[[F.Frame, V.RxUdp], None]) -> None:
         self.requester.remove_unsolicited_listener(listener)
 
     def add_fixed_listener(self, listener: Callable[[model.FixedReading], None]) -> None:
@@ -243,14 +243,16 @@ class BRouteClient:
         The energy scale, read from the meter (D3, E1, D7 in one frame) unless
         the link knows it already.
         """
-        if self.scale is None:
-            self.learn_scale(await self.read(SCALE_EPCS, budget))
-        return self.scale
+        scale = self.scale
+        if scale is None:
+            scale = self.learn_scale(await self.read(SCALE_EPCS, budget))
+        return scale
 
-    def learn_scale(self, frame: F.Frame) -> None:
+    def learn_scale(self, frame: F.Frame) -> M.EnergyScale:
         """
         Take the energy scale (E1, D3, D7) from a frame that carried it.
 
+        @return: the scale learnt.
         @raise ReadFailed: the unit is missing.
         """
         unit = frame.get(M.UNIT)
@@ -261,11 +263,12 @@ class BRouteClient:
         self.link.coefficient = M.decode_coefficient(frame.get(M.COEFFICIENT))
         digits = frame.get(M.DIGITS)
         self.link.digits = M.decode_digits(digits) if digits else None
+        return self._scale_of(self.link.unit)
 
     @property
     def scale(self) -> Optional[M.EnergyScale]:
         """The energy scale, or C{None} until the meter told it."""
-        if self.link.unit is None:
-            return None
-        return M.EnergyScale(self.link.coefficient or 1, Decimal(self.link.unit),
-                             self.link.digits)
+        return None if self.link.unit is None else self._scale_of(self.link.unit)
+
+    def _scale_of(self, unit: str) -> M.EnergyScale:
+        return M.EnergyScale(self.link.coefficient or 1, Decimal(unit), self.link.digits)

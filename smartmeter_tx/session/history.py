@@ -88,9 +88,14 @@ class HistoryReader:
         The meter's time now, from the last clock read (to the minute), or
         C{None} before the first.
         """
+        return None if self._clock_offset is None else self._now()
+
+    def _now(self) -> datetime.datetime:
+        """L{meter_now}, once a clock read has set the offset."""
         if self._clock_offset is None:
-            return None
-        when = datetime.datetime.fromtimestamp(self.client.clock.seconds() + self._clock_offset, model.JST)
+            raise ReadFailed("the meter's clock was not read")
+        when = datetime.datetime.fromtimestamp(self.client.clock.seconds() + self._clock_offset,
+                                               model.JST)
         return when.replace(tzinfo=None)
 
     async def _setc(self, epc: int, edt: bytes, budget: Optional[Budget]) -> None:
@@ -126,7 +131,7 @@ class HistoryReader:
         for _ in range(2):
             if self._clock_offset is None:
                 await self.meter_clock(budget)
-            before = self.meter_now()
+            before = self._now()
             day = day_of(before.date())
             await self._setc(M.HISTORY_DAY, H.encode_history_day(day), budget)
             frame = await self.client.read((M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
@@ -141,9 +146,9 @@ class HistoryReader:
                 clocks.append(self._clock_of(second))
             if normal is None or reverse is None:
                 raise ReadFailed("the meter did not give its history (E2/E4)")
-            clocks = [c for c in clocks if c is not None] or [self.meter_now()]
-            clock = clocks[-1]
-            if any(c.date() != before.date() for c in clocks):
+            known = [c for c in clocks if c is not None] or [self._now()]
+            clock = known[-1]
+            if any(c.date() != before.date() for c in known):
                 self.log.info("the meter's midnight passed during a history read; reading again")
                 continue
             normal_day, reverse_day = H.decode_history(normal), H.decode_history(reverse)

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.echonet.requester import EchonetRequester
-from smartmeter_tx.errors import ArgumentError, AuthenticationFailed, StepTimeout
+from smartmeter_tx.errors import ArgumentError, AuthenticationFailed, MeterNotFound, StepTimeout
 from smartmeter_tx.session.discovery import MeterDiscovery
 from smartmeter_tx.session.state import MeterLink
 from smartmeter_tx.session.steps import Budget, ModuleSteps
@@ -185,16 +185,19 @@ class Joiner:
 
     async def _join(self, budget: Budget) -> None:
         """SKSREG S2/S3 then SKJOIN; waits for EVENT 25 and the meter's D5 INF."""
-        link = self.link
-        await self.module.run(commands.sk_sreg("S2", "%02X" % link.channel),
+        channel, pan_id, ipaddr = self.link.where()
+        if channel is None or pan_id is None or ipaddr is None:
+            raise MeterNotFound("the meter's channel, PAN ID and address are not known")
+        await self.module.run(commands.sk_sreg("S2", "%02X" % channel),
                               "setting the channel", budget)
-        await self.module.run(commands.sk_sreg("S3", "%04X" % link.pan_id),
+        await self.module.run(commands.sk_sreg("S3", "%04X" % pan_id),
                               "setting the PAN ID", budget)
         # Listening before EVENT 25, for the D5 INF from the meter alone.
-        self.requester.meter_addr = link.ipaddr
-        self._instance_list = waiting = defer.Deferred()
+        self.requester.meter_addr = ipaddr
+        waiting: defer.Deferred = defer.Deferred()
+        self._instance_list = waiting
         try:
-            await self.module.run(commands.sk_join(link.ipaddr),
+            await self.module.run(commands.sk_join(ipaddr),
                                   "authenticating with the meter (SKJOIN; a wrong B-route ID or "
                                   "password, or a meter that moved to another channel, takes "
                                   "about 40 s to be refused: raise --timeout to see EVENT 24; "

@@ -108,7 +108,7 @@ class MeterRequests:
         return value is not None and self.state.sfb(value.value, self.clock.seconds())
 
     def _held_error(self) -> SendsHeld:
-        reason = self.state.held
+        reason = self.state.held or ""
         if reason == HOLD_RATE_LIMIT:
             return RateLimited(reason, "the module's transmit-time budget is spent (ARIB "
                                        "limit, EVENT 32); it recovers by itself within the hour")

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 __all__ = ["MeterLink", "load_state", "save_state", "default_state_path"]
 
@@ -134,7 +134,7 @@ def load_state(path: str) -> MeterLink:
 
 _HEX16 = set("0123456789ABCDEF")
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[[object], bool]] = {
     "channel": lambda v: isinstance(v, int) and 0x21 <= v <= 0x3C,
     "pan_id": lambda v: isinstance(v, int) and 0 <= v <= 0xFFFF,
     "mac": lambda v: isinstance(v, str) and len(v) == 16 and set(v) <= _HEX16,

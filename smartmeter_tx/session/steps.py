@@ -112,7 +112,8 @@ class ModuleSteps:
         rejects it with ER05 (the other dialect's argument count), switch
         dialect once and send it again.
         """
-        return await self.in_dialect(lambda: self.run(build(self.dialect), step, budget))
+        return await self.in_dialect(
+            lambda: self.run(build(self.dialect or V.Dialect.STANDARD), step, budget))
 
     async def in_dialect(self, attempt):
         """

@@ -214,7 +214,7 @@ def sk_scan(dialect: Dialect, mask: int = 0xFFFFFFFF, duration: int = 6, mode: i
         raise ArgumentError("scan duration must be 0 to 14")
     if side not in (0, 1):
         raise ArgumentError("SIDE must be 0 (B-route) or 1 (HAN)")
-    args = ("%d" % mode, "%08X" % mask, "%X" % duration)
+    args: tuple[str, ...] = ("%d" % mode, "%08X" % mask, "%X" % duration)
     if dialect is Dialect.DSE:
         args += ("%d" % side,)
     channels = bin(mask & 0x0FFFFFFF).count("1") or 28
@@ -258,7 +258,7 @@ def sk_sendto(dialect: Dialect, ipaddr: str, payload: bytes, port: int = 0x0E1A,
         raise ArgumentError("invalid SKSENDTO handle, security flag or port")
     if side not in (0, 1):
         raise ArgumentError("SIDE must be 0 (B-route) or 1 (HAN)")
-    args = ("%d" % handle, ipaddr.upper(), "%04X" % port, "%d" % sec)
+    args: tuple[str, ...] = ("%d" % handle, ipaddr.upper(), "%04X" % port, "%d" % sec)
     if dialect is Dialect.DSE:
         args += ("%d" % side,)
     args += ("%04X" % len(payload),)

@@ -142,7 +142,7 @@ class CommandQueue:
 
         @return: see L{smartmeter_tx.sk.protocol.SKStackProtocol.command}.
         """
-        d = defer.Deferred(self._cancel)
+        d: defer.Deferred = defer.Deferred(self._cancel)
         self._queue.append(_Pending(command, d))
         self._issue()
         return d
@@ -345,10 +345,12 @@ class CommandQueue:
             return
         self._learn(p)
         self._finish(p)
+        assert p.deferred is not None  # only a resync has no caller
         p.deferred.callback(p.reply)
 
     def _fail(self, p: _Pending, error: Exception) -> None:
         self._finish(p)
+        assert p.deferred is not None  # a resync never fails: it ends in _synced
         p.deferred.errback(error)
 
     def _synced(self, p: _Pending) -> None:

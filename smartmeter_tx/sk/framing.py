@@ -319,13 +319,14 @@ class Reader:
 
     def _drop_more(self):
         """Discard the over-long line in progress, up to its end."""
+        dropped = self._dropping or 0  # set by the caller: a line is being dropped
         end, after = self._line_end()
         if end < 0:
             n = self._unfinished_length()
-            self._dropping += n
+            self._dropping = dropped + n
             del self._buf[:n]
             return NEED_DATA
-        count = self._dropping + end
+        count = dropped + end
         self._dropping = None
         self._take_line(end, after)
         return Dropped(count)

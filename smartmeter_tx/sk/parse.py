@@ -87,7 +87,7 @@ def _parse_rxudp(line: bytes, payload_mode: Optional[str]) -> Union[RxUdp, RxUdp
     sender, dest = _ipv6(fields[0]), _ipv6(fields[1])
     rport, lport = _hexint(fields[2], 4), _hexint(fields[3], 4)
     lla = _mac(fields[4])
-    small = []
+    small: list[bytes] = []
     while True:
         end = line.find(b" ", pos)
         if end < 0:
@@ -279,7 +279,7 @@ class BlockAssembler:
         return [self._finish()]
 
     def _finish(self):
-        fields, self._fields = self._fields, None
+        fields, self._fields = self._fields or {}, None
         try:
             return PanDesc(
                 channel=_hexint(fields["Channel"].encode(), 2),

@@ -17,11 +17,10 @@ parsed lines, the listeners and the transcript.
 from __future__ import annotations
 
 import re
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -79,7 +78,7 @@ class SKStackProtocol(Protocol):
         self._receiving = False
         self._partial: Optional[V.RxUdpPartial] = None
         self._raw_timer = None
-        self._handlers: dict = {}
+        self._handlers: dict[type, Callable[[Any], None]] = {}
         self._lost: Optional[Failure] = None
         self.redactor = Redactor()
         self.payload_mode = payload_mode
@@ -173,9 +172,7 @@ class SKStackProtocol(Protocol):
     def connectionMade(self) -> None:
         self.connected_once = True
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:
-        if not isinstance(reason, Failure):
-            reason = Failure(reason())
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = reason
         if self._raw_timer is not None and self._raw_timer.active():
             self._raw_timer.cancel()
@@ -236,6 +233,8 @@ class SKStackProtocol(Protocol):
 
     def _raw_done(self, body: bytes) -> None:
         partial, self._partial = self._partial, None
+        if partial is None:  # raw bytes are asked for only after a partial line
+            return
         if self._raw_timer is not None and self._raw_timer.active():
             self._raw_timer.cancel()
         self._raw_timer = None
@@ -273,7 +272,7 @@ class SKStackProtocol(Protocol):
             self.transcript(">", text)
         else:
             self.log.debug("> {command}", command=text)
-        self.transport.write(command.to_bytes())
+        cast(Any, self.transport).write(command.to_bytes())  # zope interfaces confuse mypy
 
     def _idle(self) -> None:
         self.reader.cr_ends_line = False
@@ -384,7 +383,8 @@ class _Audience:
         if self._lost is not None:
             return defer.fail(SKDisconnected(None, self._lost))
         entry: list = [nums, None]
-        d = defer.Deferred(lambda _: self._events.remove(entry) if entry in self._events else None)
+        d: defer.Deferred = defer.Deferred(
+            lambda _: self._events.remove(entry) if entry in self._events else None)
         entry[1] = d
         self._events.append(entry)
         return d

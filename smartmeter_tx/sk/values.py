@@ -332,7 +332,7 @@ class Resynced:
     """
 
     junk: bytes
-    value: object
+    value: "Line"
 
 
 Line = Union[Ok, Fail, Event, RxUdp, RxUdpPartial, PanDescStart, PanDescField, Ver, AppVer,
