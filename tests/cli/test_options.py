@@ -35,17 +35,17 @@ class ParseTests(_OneLine, SynchronousTestCase):
     The value checks of the command line.
     """
 
-    def test_bool_true(self):
+    def test_boolTrue(self):
         """parse_bool takes the bare flag (None) and 1/t/true/yes/on in any case as true."""
         for text in (None, "1", "t", "true", "TRUE", "Yes", "on"):
             self.assertIs(O.parse_bool(text), True, text)
 
-    def test_bool_false(self):
+    def test_boolFalse(self):
         """parse_bool takes 0/f/false/no/off in any case as false."""
         for text in ("0", "f", "false", "False", "NO", "off"):
             self.assertIs(O.parse_bool(text), False, text)
 
-    def test_bool_invalid(self):
+    def test_boolInvalid(self):
         """parse_bool rejects other words, the empty string and multi-line text in one line."""
         for text in ("", "maybe", "2", "true\nfalse", " yes"):
             self.assertIn("boolean", self.assertOneLineError(O.parse_bool, text))
@@ -56,7 +56,7 @@ class ParseTests(_OneLine, SynchronousTestCase):
                             (" 21 ", 0x21), ("3C", 0x3C)):
             self.assertEqual(O.parse_channel(text), value, text)
 
-    def test_channel_invalid(self):
+    def test_channelInvalid(self):
         """parse_channel rejects non-hex text and channels outside 21-3C, in one line."""
         for text in ("", "zz", "0x", "3B\n21", "59.5"):
             self.assertIn("not a channel", self.assertOneLineError(O.parse_channel, text))
@@ -68,7 +68,7 @@ class ParseTests(_OneLine, SynchronousTestCase):
         for text, value in (("8888", 0x8888), ("0000", 0), ("ffff", 0xFFFF), ("1", 1)):
             self.assertEqual(O.parse_panid(text), value, text)
 
-    def test_panid_invalid(self):
+    def test_panidInvalid(self):
         """parse_panid rejects non-hex text and values over FFFF, in one line."""
         for text in ("", "zzzz", "10000", "-1", "88\n88"):
             self.assertIn("PAN ID", self.assertOneLineError(O.parse_panid, text))
@@ -78,7 +78,7 @@ class ParseTests(_OneLine, SynchronousTestCase):
         self.assertEqual(O.parse_ipaddr(IP), IP)
         self.assertEqual(O.parse_ipaddr(" " + IP.lower() + "\n"), IP)
 
-    def test_ipaddr_invalid(self):
+    def test_ipaddrInvalid(self):
         """parse_ipaddr rejects short forms, wrong group sizes and non-hex, in one line."""
         for text in ("", "FE80::1", IP[:-1], IP + ":0000", IP.replace("F", "G"),
                      "FE80:0000:0000:0000:021D:1290:1234:5678\nX", "fe80:０000:0000:0000:021D:1290:1234:5678"):
@@ -102,7 +102,7 @@ class SecretsTests(_OneLine, SynchronousTestCase):
         """Nothing given anywhere gives (None, None)."""
         self.assertEqual(O.read_secrets(None, None, None, environ={}), (None, None))
 
-    def test_empty_is_none(self):
+    def test_emptyIsNone(self):
         """Empty arguments and empty environment values count as not given."""
         environ = {O.ENV_ID: "", O.ENV_PASSWORD: ""}
         self.assertEqual(O.read_secrets("", "", None, environ=environ), (None, None))
@@ -114,19 +114,19 @@ class SecretsTests(_OneLine, SynchronousTestCase):
         self.assertEqual(O.read_secrets(RBID, None, None, environ=self.ENV),
                          (RBID, "envpassword"))
 
-    def test_argument_wins(self):
+    def test_argumentWins(self):
         """Command-line values win over the environment."""
         self.assertEqual(O.read_secrets(RBID, PASSWORD, None, environ=self.ENV),
                          (RBID, PASSWORD))
 
-    def test_password_file_wins(self):
+    def test_passwordFileWins(self):
         """The password file's first line, stripped, wins over the argument and environment."""
         path = self.password_file("  filepassword \r\nsecond line\n")
         self.assertEqual(O.read_secrets(RBID, PASSWORD, path, environ=self.ENV),
                          (RBID, "filepassword"))
         self.assertEqual(O.read_secrets(None, None, path, environ={}), (None, "filepassword"))
 
-    def test_password_file_unreadable(self):
+    def test_passwordFileUnreadable(self):
         """A missing or unreadable password file is an ArgumentError naming the flag, without
         the password."""
         missing = os.path.join(self.mktemp(), "nope")
@@ -151,7 +151,7 @@ class CredentialsTests(_OneLine, SynchronousTestCase):
         self.assertIsNone(O.make_credentials(None, None))
         self.assertIsNone(O.make_credentials("", ""))
 
-    def test_only_one(self):
+    def test_onlyOne(self):
         """Only one of them is an ArgumentError whose message holds neither value."""
         for rbid, password in ((RBID, None), (None, PASSWORD), (RBID, ""), ("", PASSWORD)):
             message = self.assertOneLineError(O.make_credentials, rbid, password)
@@ -179,7 +179,7 @@ class SessionTests(SynchronousTestCase):
     dialect_for, session_config and start_device.
     """
 
-    def test_dialect_for(self):
+    def test_dialectFor(self):
         """dialect_for maps --dse to DSE, --dse=false to STANDARD and no flag to None."""
         self.assertIs(O.dialect_for(True), Dialect.DSE)
         self.assertIs(O.dialect_for(False), Dialect.STANDARD)
@@ -192,7 +192,7 @@ class SessionTests(SynchronousTestCase):
         S.save_state(path, link)
         return path, link
 
-    def test_saved_state(self):
+    def test_savedState(self):
         """Without overrides the saved link is used as it is."""
         path, link = self.saved()
         credentials = O.make_credentials(RBID, PASSWORD)
@@ -212,20 +212,20 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(config.link, S.MeterLink(channel=0x21, pan_id=0x1234, dialect="dse"))
         self.assertEqual(S.load_state(path), link)
 
-    def test_same_channel(self):
+    def test_sameChannel(self):
         """The saved channel given again keeps the saved link."""
         path, link = self.saved()
         config, _ = O.session_config("/dev/ttyUSB0", path, None, None, channel=0x3B, environ={})
         self.assertEqual(config.link, link)
 
-    def test_ipaddr_override(self):
+    def test_ipaddrOverride(self):
         """An ipaddr override over the saved state is applied."""
         path, _ = self.saved()
         other = "FE80:0000:0000:0000:C2F9:4500:4058:B5FB"
         config, _ = O.session_config("/dev/ttyUSB0", path, None, None, ipaddr=other, environ={})
         self.assertEqual(config.link, S.MeterLink(channel=0x3B, ipaddr=other, dialect="dse"))
 
-    def test_default_state_path(self):
+    def test_defaultStatePath(self):
         """Without --state-file the path comes from the given environ, not the real one."""
         workdir = self.mktemp()
         environ = {"MACKEREL_PLUGIN_WORKDIR": workdir}
@@ -234,7 +234,7 @@ class SessionTests(SynchronousTestCase):
         self.assertTrue(state_path.startswith(workdir + os.sep))
         self.assertEqual(config.link, S.MeterLink())
 
-    def test_start_device_path(self):
+    def test_startDevicePath(self):
         """start_device for a plain path gives a Device at that path with no default
         credentials, whose stop() does nothing, twice."""
         device = O.start_device("/dev/ttyUSB0", reactor=None)

@@ -32,7 +32,7 @@ class AbsentTests(SynchronousTestCase):
     Absent values are distinct from every number.
     """
 
-    def test_no_data_not_zero(self):
+    def test_noDataNotZero(self):
         """NO_DATA is falsy yet never equal to 0, 0.0 or Decimal 0."""
         self.assertFalse(NO_DATA)
         self.assertNotEqual(NO_DATA, 0)
@@ -49,7 +49,7 @@ class AbsentTests(SynchronousTestCase):
             self.assertFalse(a)
             self.assertEqual([b for b in values if b == a], [a])
 
-    def test_is_absent_numbers(self):
+    def test_isAbsentNumbers(self):
         """is_absent is false for real numbers, including 0."""
         for value in (0, 1192, Decimal("0"), -524):
             self.assertFalse(is_absent(value))
@@ -60,25 +60,25 @@ class PowerTests(SynchronousTestCase):
     E7 instantaneous power, signed 32-bit watts.
     """
 
-    def test_real_values(self):
+    def test_realValues(self):
         """decode_power reads every real §21 E7 EDT, negative ones as reverse flow."""
         for edt, watts in cap.S21_EDT_E7.items():
             self.assertEqual(decode_power(_h(edt)), watts)
         self.assertEqual(decode_power(_h("000004A8")), 1192)
         self.assertEqual(decode_power(_h("FFFFFDF4")), -524)
 
-    def test_special_codes(self):
+    def test_specialCodes(self):
         """decode_power maps 7FFFFFFE, 7FFFFFFF and 80000000 to NO_DATA, OVERFLOW, UNDERFLOW."""
         self.assertIs(decode_power(_h("7FFFFFFE")), NO_DATA)
         self.assertIs(decode_power(_h("7FFFFFFF")), OVERFLOW)
         self.assertIs(decode_power(_h("80000000")), UNDERFLOW)
 
-    def test_range_edges(self):
+    def test_rangeEdges(self):
         """decode_power keeps the valid extremes 7FFFFFFD and 80000001 as numbers."""
         self.assertEqual(decode_power(_h("7FFFFFFD")), 0x7FFFFFFD)
         self.assertEqual(decode_power(_h("80000001")), -0x7FFFFFFF)
 
-    def test_wrong_size(self):
+    def test_wrongSize(self):
         """decode_power raises FrameError unless the EDT is 4 bytes."""
         for edt in (b"", b"\x00" * 3, b"\x00" * 5, None):
             self.assertRaises(FrameError, decode_power, edt)
@@ -89,26 +89,26 @@ class CurrentTests(SynchronousTestCase):
     E8 instantaneous current, R and T phases in 0.1 A.
     """
 
-    def test_real_values(self):
+    def test_realValues(self):
         """decode_current reads every real §21 E8 EDT into exact Decimal amperes."""
         for edt, (r, t) in cap.S21_EDT_E8.items():
             self.assertEqual(decode_current(_h(edt)), (Decimal(r), Decimal(t)))
 
-    def test_exact_decimal(self):
+    def test_exactDecimal(self):
         """decode_current gives 00620022 as Decimal 9.8 A and 3.4 A, not floats."""
         r, t = decode_current(_h("00620022"))
         self.assertIsInstance(r, Decimal)
         self.assertEqual((str(r), str(t)), ("9.8", "3.4"))
 
-    def test_single_phase(self):
+    def test_singlePhase(self):
         """decode_current gives T = 7FFE (single-phase two-wire) as NO_PHASE."""
         self.assertEqual(decode_current(_h("00287FFE")), (Decimal("4.0"), NO_PHASE))
 
-    def test_r_no_data(self):
+    def test_rNoData(self):
         """decode_current gives R = 7FFE as NO_DATA."""
         self.assertEqual(decode_current(_h("7FFE0028")), (NO_DATA, Decimal("4.0")))
 
-    def test_flow_codes(self):
+    def test_flowCodes(self):
         """decode_current maps 7FFF to OVERFLOW and 8000 to UNDERFLOW on either phase."""
         self.assertEqual(decode_current(_h("7FFF8000")), (OVERFLOW, UNDERFLOW))
         self.assertEqual(decode_current(_h("80007FFF")), (UNDERFLOW, OVERFLOW))
@@ -117,7 +117,7 @@ class CurrentTests(SynchronousTestCase):
         """decode_current reads signed values (FFF6 = -1.0 A)."""
         self.assertEqual(decode_current(_h("FFF60000")), (Decimal("-1.0"), Decimal(0)))
 
-    def test_wrong_size(self):
+    def test_wrongSize(self):
         """decode_current raises FrameError unless the EDT is 4 bytes."""
         for edt in (b"", b"\x00" * 2, b"\x00" * 6):
             self.assertRaises(FrameError, decode_current, edt)
@@ -134,19 +134,19 @@ class ScaleTests(SynchronousTestCase):
         self.assertEqual(decode_coefficient(_h("0000000A")), 10)
         self.assertEqual(decode_coefficient(_h("000F423F")), 999999)
 
-    def test_coefficient_absent(self):
+    def test_coefficientAbsent(self):
         """decode_coefficient gives 1 when D3 is absent (None or the Get_SNA PDC 0)."""
         self.assertEqual(decode_coefficient(None), 1)
         sna = Frame.decode(_h(cap.S1_GET_SNA_D3))
         self.assertEqual(decode_coefficient(sna.get(0xD3)), 1)
         self.assertEqual(decode_coefficient(sna.properties[0].edt), 1)
 
-    def test_coefficient_errors(self):
+    def test_coefficientErrors(self):
         """decode_coefficient raises FrameError for a wrong size or a value over 999999."""
         self.assertRaises(FrameError, decode_coefficient, b"\x01")
         self.assertRaises(FrameError, decode_coefficient, _h("000F4240"))
 
-    def test_unit_table(self):
+    def test_unitTable(self):
         """decode_unit maps every E1 code to its kWh multiplier."""
         expected = {0x00: "1", 0x01: "0.1", 0x02: "0.01", 0x03: "0.001", 0x04: "0.0001",
                     0x0A: "10", 0x0B: "100", 0x0C: "1000", 0x0D: "10000"}
@@ -155,7 +155,7 @@ class ScaleTests(SynchronousTestCase):
         self.assertEqual(set(UNITS), set(expected))
         self.assertEqual(decode_unit(_h(cap.S21_EDT_E1_001)), Decimal("0.01"))
 
-    def test_unit_invalid(self):
+    def test_unitInvalid(self):
         """decode_unit raises FrameError for an undefined code or a wrong size."""
         for edt in (b"\x05", b"\x09", b"\x0e", b"\xff", b"", b"\x01\x01"):
             self.assertRaises(FrameError, decode_unit, edt)
@@ -167,18 +167,18 @@ class ScaleTests(SynchronousTestCase):
         for edt in (b"\x00", b"\x09", b"", b"\x06\x00"):
             self.assertRaises(FrameError, decode_digits, edt)
 
-    def test_delta_wrap(self):
+    def test_deltaWrap(self):
         """EnergyScale.delta counts across a wrap at 10^D7 (D7=6: 999990 -> 5 is 15)."""
         scale = EnergyScale(digits=6)
         self.assertEqual(scale.delta(999990, 5), 15)
         self.assertEqual(scale.delta(5, 20), 15)
         self.assertEqual(scale.delta(7, 7), 0)
 
-    def test_delta_unknown_digits(self):
+    def test_deltaUnknownDigits(self):
         """EnergyScale.delta refuses a backwards counter when D7 is unknown."""
         self.assertRaises(ValueError, EnergyScale().delta, 10, 5)
 
-    def test_to_kwh_absent(self):
+    def test_toKwhAbsent(self):
         """EnergyScale.to_kwh passes an Absent value through instead of multiplying it."""
         self.assertIs(EnergyScale(10, Decimal("0.1")).to_kwh(NO_DATA), NO_DATA)
 
@@ -193,7 +193,7 @@ class EnergyTests(SynchronousTestCase):
         self.assertEqual([decode_energy_raw(_h(e)) for e in cap.S21_EDT_E0],
                          [65139, 75313, 1575631])
 
-    def test_kwh_exact(self):
+    def test_kwhExact(self):
         """EnergyScale turns E0 00180ACF with D3 1 and E1 01 into exactly 157563.1 kWh."""
         scale = EnergyScale(coefficient=decode_coefficient(_h(cap.S21_EDT_D3)),
                             unit=decode_unit(_h(cap.S21_EDT_E1_01)), digits=7)
@@ -201,20 +201,20 @@ class EnergyTests(SynchronousTestCase):
         self.assertEqual(kwh, Decimal("157563.1"))
         self.assertEqual(str(kwh), "157563.1")
 
-    def test_kwh_unit_001(self):
+    def test_kwhUnit001(self):
         """EnergyScale turns E0 0000FE73 with E1 02 into exactly 651.39 kWh."""
         kwh = EnergyScale(1, decode_unit(b"\x02")).to_kwh(decode_energy_raw(_h("0000FE73")))
         self.assertEqual(str(kwh), "651.39")
 
-    def test_kwh_coefficient(self):
+    def test_kwhCoefficient(self):
         """EnergyScale multiplies by the D3 coefficient as well as the E1 unit."""
         self.assertEqual(EnergyScale(10, Decimal("0.01")).to_kwh(12345), Decimal("1234.50"))
 
-    def test_no_data(self):
+    def test_noData(self):
         """decode_energy_raw maps FFFFFFFE to NO_DATA."""
         self.assertIs(decode_energy_raw(_h("FFFFFFFE")), NO_DATA)
 
-    def test_out_of_range(self):
+    def test_outOfRange(self):
         """decode_energy_raw raises FrameError above 99999999 and for a wrong size."""
         self.assertEqual(decode_energy_raw(_h("05F5E0FF")), 99999999)
         self.assertRaises(FrameError, decode_energy_raw, _h("05F5E100"))
@@ -232,7 +232,7 @@ class FixedTimeTests(SynchronousTestCase):
         self.assertEqual(decode_fixed_time(_h(cap.S21_EDT_EA)),
                          FixedTimeEnergy(datetime.datetime(2026, 5, 20, 14, 0, 0), 65128))
 
-    def test_ea_2022(self):
+    def test_ea2022(self):
         """decode_fixed_time reads the §1 EA as 2022-08-01 20:00:00, 76999."""
         self.assertEqual(decode_fixed_time(_h(cap.S21_EDT_EA_2022)),
                          FixedTimeEnergy(datetime.datetime(2022, 8, 1, 20, 0, 0), 76999))
@@ -242,19 +242,19 @@ class FixedTimeTests(SynchronousTestCase):
         self.assertEqual(decode_fixed_time(_h(cap.S21_EDT_EB)),
                          FixedTimeEnergy(datetime.datetime(2026, 5, 24, 22, 30, 0), 22))
 
-    def test_inf_ea_eb(self):
+    def test_infEaEb(self):
         """decode_fixed_time reads both EDTs of the §20 EA+EB INF (17806 and 21)."""
         frame = Frame.decode(_h(cap.S20_INF_EA_EB))
         when = datetime.datetime(2023, 12, 19, 0, 30, 0)
         self.assertEqual(decode_fixed_time(frame.get(0xEA)), FixedTimeEnergy(when, 17806))
         self.assertEqual(decode_fixed_time(frame.get(0xEB)), FixedTimeEnergy(when, 21))
 
-    def test_no_clock(self):
+    def test_noClock(self):
         """decode_fixed_time gives timestamp None when the date is invalid (meter clock unset)."""
         value = decode_fixed_time(_h("FFFFFFFFFFFFFF" + "FFFFFFFE"))
         self.assertEqual(value, FixedTimeEnergy(None, NO_DATA))
 
-    def test_wrong_size(self):
+    def test_wrongSize(self):
         """decode_fixed_time raises FrameError unless the EDT is 11 bytes."""
         self.assertRaises(FrameError, decode_fixed_time, _h(cap.S21_EDT_EA)[:-1])
         self.assertRaises(FrameError, decode_fixed_time, _h(cap.S21_EDT_EA) + b"\x00")
@@ -279,12 +279,12 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(history.slots[:2], (0xF766, 0xF768))
         self.assertEqual(set(history.slots[2:]), {NO_DATA})
 
-    def test_day_unset(self):
+    def test_dayUnset(self):
         """decode_history gives day None for 0x00FF (E5 never set)."""
         self.assertIsNone(decode_history(self._edt("00FF")).day)
         self.assertEqual(decode_history(self._edt("0000")).day, 0)
 
-    def test_wrong_size(self):
+    def test_wrongSize(self):
         """decode_history raises FrameError unless the EDT is 194 bytes."""
         self.assertRaises(FrameError, decode_history, self._edt()[:-1])
         self.assertRaises(FrameError, decode_history, self._edt() + b"\x00")
@@ -295,7 +295,7 @@ class MiscPropertyTests(SynchronousTestCase):
     80, 88, 8A and the node profile D5.
     """
 
-    def test_operation_status(self):
+    def test_operationStatus(self):
         """decode_operation_status reads §21 80 30 as on and 31 as off."""
         self.assertIs(decode_operation_status(_h(cap.S21_EDT_80_ON)), True)
         self.assertIs(decode_operation_status(b"\x31"), False)
@@ -308,12 +308,12 @@ class MiscPropertyTests(SynchronousTestCase):
         self.assertIs(decode_fault(b"\x41"), True)
         self.assertRaises(FrameError, decode_fault, b"\x40")
 
-    def test_maker_code(self):
+    def test_makerCode(self):
         """decode_maker_code reads §21 8A 000016 as "000016"."""
         self.assertEqual(decode_maker_code(_h(cap.S21_EDT_8A)), "000016")
         self.assertRaises(FrameError, decode_maker_code, b"\x00\x16")
 
-    def test_instance_list(self):
+    def test_instanceList(self):
         """decode_instance_list reads D5 01028801 as the single EOJ 0x028801."""
         self.assertEqual(decode_instance_list(_h("01028801")), (METER,))
         frame = Frame.decode(_h(cap.S20_INF_D5_TID_0000))
@@ -321,7 +321,7 @@ class MiscPropertyTests(SynchronousTestCase):
         self.assertEqual(decode_instance_list(_h("020288010EF001")), (METER, 0x0EF001))
         self.assertEqual(decode_instance_list(b"\x00"), ())
 
-    def test_instance_list_errors(self):
+    def test_instanceListErrors(self):
         """decode_instance_list raises FrameError when the count disagrees with the length."""
         for edt in (b"", _h("02028801"), _h("0102880100"), _h("010288")):
             self.assertRaises(FrameError, decode_instance_list, edt)
@@ -334,7 +334,7 @@ class ReadingTests(SynchronousTestCase):
 
     SCALE = EnergyScale(1, Decimal("0.1"), 7)
 
-    def test_e7_e8(self):
+    def test_e7E8(self):
         """decode_reading reads the §11 OPC 2 Get_Res (E7 0000029C, E8 00280028) as 668 W,
         4.0 A, 4.0 A."""
         frame = Frame(1, METER, CONTROLLER, GET_RES,
@@ -346,7 +346,7 @@ class ReadingTests(SynchronousTestCase):
                                           current_t_a=Decimal("4.0")))
         self.assertIsNone(reading.energy_normal_kwh)
 
-    def test_real_get_res(self):
+    def test_realGetRes(self):
         """decode_reading reads the §1 Get_Res E7 payload as 1192 W and nothing else."""
         frame = Frame.decode(_h(cap.S1_GET_RES_E7_04A8))
         self.assertEqual(decode_reading(frame.properties, self.SCALE), Reading(power_w=1192))
@@ -360,7 +360,7 @@ class ReadingTests(SynchronousTestCase):
         self.assertEqual((reading.energy_reverse_raw, reading.energy_reverse_kwh),
                          (21, Decimal("2.1")))
 
-    def test_get_sna(self):
+    def test_getSna(self):
         """decode_reading turns the PDC 0 properties of a Get_SNA into NO_DATA, never 0."""
         frame = Frame.decode(_h("1081000102880105FF015204E700E800E000E300"))
         self.assertEqual(frame.esv, GET_SNA)
@@ -371,14 +371,14 @@ class ReadingTests(SynchronousTestCase):
             self.assertIs(value, NO_DATA)
             self.assertNotEqual(value, 0)
 
-    def test_partial_sna(self):
+    def test_partialSna(self):
         """decode_reading keeps the readable EDT of a Get_SNA and marks the other NO_DATA."""
         props = (Property(0xE7, _h("000001F8")), Property(0xE8))
         reading = decode_reading(props, self.SCALE)
         self.assertEqual(reading, Reading(power_w=504, current_r_a=NO_DATA,
                                           current_t_a=NO_DATA))
 
-    def test_special_values(self):
+    def test_specialValues(self):
         """decode_reading keeps the meter's special codes as Absent values."""
         props = (Property(0xE7, _h("7FFFFFFE")), Property(0xE8, _h("00287FFE")),
                  Property(0xE0, _h("FFFFFFFE")))
@@ -388,12 +388,12 @@ class ReadingTests(SynchronousTestCase):
         self.assertIs(reading.energy_normal_kwh, NO_DATA)
         self.assertIsInstance(reading.energy_normal_raw, Absent)
 
-    def test_ignores_other_epcs(self):
+    def test_ignoresOtherEpcs(self):
         """decode_reading ignores EPCs it does not decode."""
         self.assertEqual(decode_reading((Property(0xD3, b"\x00\x00\x00\x01"),), self.SCALE),
                          Reading())
 
-    def test_wrong_sizes(self):
+    def test_wrongSizes(self):
         """decode_reading raises FrameError for an E7, E8 or E0 of the wrong size."""
         for prop in (Property(0xE7, b"\x00\x00\x01"), Property(0xE8, b"\x00\x28"),
                      Property(0xE0, b"\x00" * 5), Property(0xE3, b"\x01")):
@@ -413,7 +413,7 @@ class RecordTests(SynchronousTestCase):
         import json
         return json.loads(json.dumps(record))
 
-    def test_json_value(self):
+    def test_jsonValue(self):
         """json_value keeps ints, gives integral Decimals as int, fractional ones as float,
         Absent and None as None and a datetime as ISO 8601."""
         self.assertEqual(json_value(1192), 1192)
@@ -429,7 +429,7 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(json_value(datetime.datetime(2026, 5, 20, 14, 0, 0)),
                          "2026-05-20T14:00:00")
 
-    def test_to_record(self):
+    def test_toRecord(self):
         """to_record holds the record fields that were asked for, never the raw counts."""
         reading = Reading(power_w=668, current_r_a=Decimal("4.0"), current_t_a=NO_PHASE,
                           energy_normal_kwh=Decimal("157563.1"), energy_normal_raw=1575631)
@@ -442,7 +442,7 @@ class RecordTests(SynchronousTestCase):
                          {"energy_normal_kwh": 157563.1})
         self.assertEqual(Reading().to_record(), {})
 
-    def test_round_trip_exact(self):
+    def test_roundTripExact(self):
         """Decimals like 0.1, 12345.67 and 157563.1 come back from a JSON record exactly."""
         reading = Reading(power_w=-524, current_r_a=Decimal("0.1"), current_t_a=Decimal("9.8"),
                           energy_normal_kwh=Decimal("12345.67"),
@@ -453,7 +453,7 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(str(back.energy_normal_kwh), "12345.67")
         self.assertIsInstance(back.energy_reverse_kwh, Decimal)
 
-    def test_round_trip_any_meter_value(self):
+    def test_roundTripAnyMeterValue(self):
         """Every value a meter can give (E7, E8 and E0 with any D3 and E1) survives a
         JSON record exactly."""
         from hypothesis import given, strategies as st
@@ -473,7 +473,7 @@ class RecordTests(SynchronousTestCase):
             self.assertIsInstance(back.energy_normal_kwh, Decimal)
         check()
 
-    def test_absent_round_trip(self):
+    def test_absentRoundTrip(self):
         """An Absent value becomes null in the record and NO_DATA when read back."""
         reading = Reading(power_w=OVERFLOW, current_r_a=NO_DATA, current_t_a=NO_PHASE,
                           energy_normal_kwh=NO_SCALE, energy_reverse_kwh=UNDERFLOW)
@@ -483,14 +483,14 @@ class RecordTests(SynchronousTestCase):
         for name in Reading.RECORD_FIELDS:
             self.assertIs(getattr(back, name), NO_DATA, name)
 
-    def test_missing_field_none(self):
+    def test_missingFieldNone(self):
         """A field missing from a record stays None (not asked for), not NO_DATA."""
         back = Reading.from_record({"power_w": 504, "time": 1000.0})
         self.assertEqual(back, Reading(power_w=504))
         self.assertEqual(Reading.from_record({}), Reading())
         self.assertFalse(back.has_energy)
 
-    def test_only_fields_asked(self):
+    def test_onlyFieldsAsked(self):
         """from_record reads only the fields it is given, ignoring the others present."""
         record = {"power_w": 504, "energy_normal_kwh": 1.5}
         self.assertEqual(Reading.from_record(record, Reading.ENERGY_FIELDS),
@@ -498,7 +498,7 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(Reading.from_record(record, Reading.INSTANT_FIELDS),
                          Reading(power_w=504))
 
-    def test_non_numbers_no_data(self):
+    def test_nonNumbersNoData(self):
         """Booleans, strings, null, lists and dicts in a record are NO_DATA, never 0 or 1."""
         for bad in (True, False, "668", "", None, [1], {"v": 1}):
             for name in Reading.RECORD_FIELDS:
@@ -506,7 +506,7 @@ class RecordTests(SynchronousTestCase):
                 self.assertIs(value, NO_DATA, (name, bad))
                 self.assertNotEqual(value, 0)
 
-    def test_power_int(self):
+    def test_powerInt(self):
         """power_w reads back as an int, from 668 or 668.0; a fractional power is NO_DATA."""
         for value in (668, 668.0):
             power = Reading.from_record({"power_w": value}).power_w
@@ -514,13 +514,13 @@ class RecordTests(SynchronousTestCase):
             self.assertIs(type(power), int)
         self.assertIs(Reading.from_record({"power_w": 668.5}).power_w, NO_DATA)
 
-    def test_current_from_int(self):
+    def test_currentFromInt(self):
         """An integral current in a record (JSON 4) reads back as Decimal 4."""
         value = Reading.from_record({"current_r_a": 4}).current_r_a
         self.assertIsInstance(value, Decimal)
         self.assertEqual(value, Decimal("4.0"))
 
-    def test_with_energy(self):
+    def test_withEnergy(self):
         """with_energy takes the kWh and raw counts of another reading, keeping power and current."""
         instant = Reading(power_w=668, current_r_a=Decimal("4.0"), current_t_a=Decimal("4.0"),
                           energy_normal_kwh=Decimal("1"))
@@ -536,7 +536,7 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(instant.energy_normal_kwh, Decimal("1"))
         self.assertEqual(Reading(power_w=5).with_energy(Reading()), Reading(power_w=5))
 
-    def test_fixed_both(self):
+    def test_fixedBoth(self):
         """decode_fixed_reading reads the §20 EA+EB INF into both counters, raw and kWh."""
         frame = Frame.decode(_h(cap.S20_INF_EA_EB))
         fixed = decode_fixed_reading(frame.properties, self.SCALE)
@@ -547,7 +547,7 @@ class RecordTests(SynchronousTestCase):
             "energy_normal_raw": 17806, "energy_normal_kwh": 1780.6,
             "energy_reverse_raw": 21, "energy_reverse_kwh": 2.1})
 
-    def test_fixed_ea_only(self):
+    def test_fixedEaOnly(self):
         """decode_fixed_reading reads the §1 EA Get_Res as the normal counter only."""
         frame = Frame.decode(_h(cap.S1_GET_RES_EA))
         fixed = decode_fixed_reading(frame.properties, self.SCALE)
@@ -558,7 +558,7 @@ class RecordTests(SynchronousTestCase):
                                              "energy_normal_raw": 76999,
                                              "energy_normal_kwh": 7699.9})
 
-    def test_fixed_eb_only(self):
+    def test_fixedEbOnly(self):
         """decode_fixed_reading reads a lone §21 EB as the reverse counter only."""
         fixed = decode_fixed_reading((Property(0xEB, _h(cap.S21_EDT_EB)),), self.SCALE)
         self.assertEqual(fixed.meter_time, datetime.datetime(2026, 5, 24, 22, 30, 0))
@@ -569,13 +569,13 @@ class RecordTests(SynchronousTestCase):
         self.assertNotIn("energy_normal_raw", record)
         self.assertNotIn("energy_normal_kwh", record)
 
-    def test_fixed_none(self):
+    def test_fixedNone(self):
         """decode_fixed_reading gives None for a frame without EA or EB (§1 E7 Get_Res)."""
         frame = Frame.decode(_h(cap.S1_GET_RES_E7_04A8))
         self.assertIsNone(decode_fixed_reading(frame.properties, self.SCALE))
         self.assertIsNone(decode_fixed_reading((), self.SCALE))
 
-    def test_fixed_unknown_scale(self):
+    def test_fixedUnknownScale(self):
         """Without a known scale the kWh are NO_SCALE (null in the record); the raw count stays."""
         fixed = decode_fixed_reading((Property(0xEA, _h(cap.S21_EDT_EA)),), None)
         self.assertIs(fixed.energy_normal_kwh, NO_SCALE)
@@ -585,7 +585,7 @@ class RecordTests(SynchronousTestCase):
         self.assertIsNone(record["energy_normal_kwh"])
         self.assertEqual(record["energy_normal_raw"], 65128)
 
-    def test_fixed_no_data_no_clock(self):
+    def test_fixedNoDataNoClock(self):
         """An EA with the meter clock unset and FFFFFFFE gives meter_time and values null."""
         fixed = decode_fixed_reading((Property(0xEA, _h("FFFFFFFFFFFFFF" + "FFFFFFFE")),),
                                      self.SCALE)
@@ -593,7 +593,7 @@ class RecordTests(SynchronousTestCase):
                                              "energy_normal_raw": None,
                                              "energy_normal_kwh": None})
 
-    def test_fixed_malformed(self):
+    def test_fixedMalformed(self):
         """decode_fixed_reading raises FrameError for an EA/EB of the wrong size or range."""
         edt = _h(cap.S21_EDT_EA)
         for prop in (Property(0xEA, edt[:-1]), Property(0xEB, edt + b"\x00"),

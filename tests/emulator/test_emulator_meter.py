@@ -45,7 +45,7 @@ class HouseholdTests(unittest.TestCase):
         self.assertEqual(a, [MeterModel(seed=1).power(t) for t in times])
         self.assertNotEqual(a, [MeterModel(seed=2).power(t) for t in times])
 
-    def test_power_changes(self):
+    def test_powerChanges(self):
         """Appliances switch: power over a day ranges from a base load to kilowatts."""
         meter = MeterModel(seed=3)
         day = [meter.power(NOON + datetime.timedelta(minutes=m)) for m in range(1440)]
@@ -53,7 +53,7 @@ class HouseholdTests(unittest.TestCase):
         self.assertGreater(max(day) - min(day), 1000)
         self.assertGreater(len(set(day)), 50)
 
-    def test_currents_consistent(self):
+    def test_currentsConsistent(self):
         """On 100/200 V three-wire service P = 100 V x (R + T), up to 0.1 A rounding."""
         meter = MeterModel(seed=4, solar_w=3000)
         for m in range(0, 1440, 3):
@@ -61,7 +61,7 @@ class HouseholdTests(unittest.TestCase):
             r, tt = meter.currents(t)
             self.assertLessEqual(abs(meter.power(t) - 10 * (r + tt)), 10)
 
-    def test_energy_integrates_power(self):
+    def test_energyIntegratesPower(self):
         """E0 advances by the integral of the per-minute power."""
         meter = MeterModel(seed=5, unit=0x04, digits=8)  # 0.1 Wh resolution
         start = NOON
@@ -70,7 +70,7 @@ class HouseholdTests(unittest.TestCase):
         e1 = meter.counters(start + datetime.timedelta(minutes=120))[0]
         self.assertLessEqual(abs((e1 - e0) - ws / 360), 1)
 
-    def test_energy_monotonic_and_wraps(self):
+    def test_energyMonotonicAndWraps(self):
         """E0 never decreases except when it wraps at 10^D7."""
         midnight = datetime.datetime(2024, 6, 1)
         meter = MeterModel(seed=6, unit=0x03, digits=5, start=midnight, history_days=0,
@@ -95,12 +95,12 @@ class HouseholdTests(unittest.TestCase):
         self.assertEqual(meter.counters(night)[1], meter.counters(night + datetime.timedelta(hours=3))[1])
         self.assertTrue(all(meter.power(night + datetime.timedelta(minutes=m)) > 0 for m in range(60)))
 
-    def test_no_data_before_history(self):
+    def test_noDataBeforeHistory(self):
         """Before the meter's history begins the counters have no data."""
         meter = MeterModel(seed=1, history_days=1)
         self.assertEqual(meter.counters(NOON - datetime.timedelta(days=3)), (None, None))
 
-    def test_bad_parameters(self):
+    def test_badParameters(self):
         """Invalid E1, D7 or D3 raise ArgumentError."""
         self.assertRaises(ArgumentError, MeterModel, unit=0x05)
         self.assertRaises(ArgumentError, MeterModel, digits=9)
@@ -110,7 +110,7 @@ class HouseholdTests(unittest.TestCase):
 class FrameTests(unittest.TestCase):
     """The meter's ECHONET Lite answers."""
 
-    def test_multi_property_get(self):
+    def test_multiPropertyGet(self):
         """A Get of several properties is answered in one Get_Res with the request's TID."""
         meter = MeterModel(seed=1)
         request = get_request(0x1234, [em.POWER, em.CURRENT, em.ENERGY_NORMAL, em.UNIT, em.DIGITS])
@@ -124,7 +124,7 @@ class FrameTests(unittest.TestCase):
         self.assertEqual(em.decode_unit(reply.get(em.UNIT)), Decimal("0.01"))
         self.assertEqual(em.decode_digits(reply.get(em.DIGITS)), 6)
 
-    def test_get_sna(self):
+    def test_getSna(self):
         """Unknown EPCs turn the reply into Get_SNA: PDC 0 for them, EDT for the rest."""
         meter = MeterModel(seed=1)
         reply = ask(meter, [em.POWER, 0x83, em.COEFFICIENT])
@@ -139,7 +139,7 @@ class FrameTests(unittest.TestCase):
         reply = ask(MeterModel(coefficient=10), [em.COEFFICIENT])
         self.assertEqual(em.decode_coefficient(reply.get(em.COEFFICIENT)), 10)
 
-    def test_static_properties(self):
+    def test_staticProperties(self):
         """80, 82, 88, 8A, 8D, 97, 98 have their documented encodings."""
         reply = ask(MeterModel(seed=1), [0x80, 0x82, 0x88, 0x8A, 0x8D, 0x97, 0x98])
         self.assertEqual(reply.esv, GET_RES)
@@ -151,7 +151,7 @@ class FrameTests(unittest.TestCase):
         self.assertEqual(reply.get(0x97), bytes((12, 0)))
         self.assertEqual(reply.get(0x98), bytes.fromhex("07E80601"))
 
-    def test_property_maps(self):
+    def test_propertyMaps(self):
         """9F lists every readable property (bitmap form); 9E the settable ones."""
         meter = MeterModel(seed=1)
         reply = ask(meter, [0x9D, 0x9E, 0x9F])
@@ -164,7 +164,7 @@ class FrameTests(unittest.TestCase):
         self.assertEqual(ask(meter, sorted(readable)).esv, GET_RES)
         self.assertEqual(encode_property_map([0x81, 0x80]), b"\x02\x80\x81")
 
-    def test_fixed_time(self):
+    def test_fixedTime(self):
         """EA/EB carry the counter at the last :00/:30 and that time."""
         meter = MeterModel(seed=2, solar_w=3000)
         now = datetime.datetime(2024, 6, 1, 12, 44, 10)
@@ -175,7 +175,7 @@ class FrameTests(unittest.TestCase):
         self.assertEqual((ea.timestamp, eb.timestamp), (boundary, boundary))
         self.assertEqual((ea.raw, eb.raw), meter.counters(boundary))
 
-    def test_fixed_time_inf(self):
+    def test_fixedTimeInf(self):
         """The :00/:30 push is an INF (0x73) to the controller: EA, plus EB with solar."""
         inf = MeterModel(seed=2).fixed_time_inf(NOON, CONTROLLER)
         self.assertEqual((inf.esv, inf.seoj, inf.deoj, inf.epcs), (INF, METER, CONTROLLER, (0xEA,)))
@@ -205,7 +205,7 @@ class FrameTests(unittest.TestCase):
         slots = H.decode_history(ask(meter, [em.HISTORY_NORMAL]).get(em.HISTORY_NORMAL)).slots
         self.assertTrue(all(model.is_absent(s) for s in slots))
 
-    def test_set_rejected(self):
+    def test_setRejected(self):
         """A SetC the meter refuses is SetC_SNA with the rejected EDT echoed."""
         meter = MeterModel(seed=3)
         reply = meter.handle(Frame(5, CONTROLLER, METER, SETC,
@@ -229,7 +229,7 @@ class FrameTests(unittest.TestCase):
         second = int.from_bytes(edt[15:19], "big")
         self.assertEqual(second, meter.counters(NOON - datetime.timedelta(minutes=30))[0])
 
-    def test_node_profile(self):
+    def test_nodeProfile(self):
         """INF_REQ / Get of the node profile's D5 and D6 list the meter."""
         meter = MeterModel(seed=1)
         reply = ask(meter, [em.INSTANCE_LIST], esv=INF_REQ, deoj=NODE_PROFILE)
@@ -313,7 +313,7 @@ def live(meter, at):
 class HistoryTests(unittest.TestCase):
     """E5/E2/E4 and ED/EC agree with what the meter said live."""
 
-    def test_slot_energy_is_the_minutes(self):
+    def test_slotEnergyIsTheMinutes(self):
         """The per-slot shortcut integrates exactly the per-minute E7 (with and without sun)."""
         for solar in (0, 5000):
             meter = MeterModel(seed=11, solar_w=solar)
@@ -323,14 +323,14 @@ class HistoryTests(unittest.TestCase):
                 self.assertEqual(meter.household.slot_ws(slot), (sum(p * 60 for p in minutes if p > 0),
                                                         -sum(p * 60 for p in minutes if p < 0)))
 
-    def test_default_depth(self):
+    def test_defaultDepth(self):
         """45 days by default: E5 = 45 has data at start, 46 has none."""
         meter = MeterModel(seed=1)
         self.assertEqual(meter.history_days, 45)
         self.assertFalse(model.is_absent(read_day(meter, 45, NOON)[datetime.datetime(2024, 4, 17)][0]))
         self.assertTrue(all(model.is_absent(n) for n, r in read_day(meter, 46, NOON).values()))
 
-    def test_depth_is_rolling(self):
+    def test_depthIsRolling(self):
         """Three days later the oldest three days are forgotten; EC that far back has no data."""
         meter = MeterModel(seed=1, history_days=10, solar_w=2000)
         later = NOON + datetime.timedelta(days=3)
@@ -345,7 +345,7 @@ class HistoryTests(unittest.TestCase):
         self.assertEqual(meter.slot_truth(oldest - SLOT, later), (None, None))
         self.assertEqual(meter.slot_truth(oldest, later), meter.counters(oldest))
 
-    def test_future_slots(self):
+    def test_futureSlots(self):
         """Slots after now, in E2 and EC, have no data; E5 never set gives day 0x00FF."""
         meter = MeterModel(seed=2)
         now = NOON + datetime.timedelta(minutes=45)
@@ -385,21 +385,21 @@ class HistoryTests(unittest.TestCase):
         """The default meter with solar."""
         self.check_consistent()
 
-    def test_consistent_across_a_wrap(self):
+    def test_consistentAcrossAWrap(self):
         """D7 = 3 at 0.001 kWh wraps every kWh: history has the wrapped values, as E0 had."""
         meter, said = self.check_consistent(unit=0x03, digits=3, solar=4000)
         values = [said[b][0] for b in sorted(said)]
         self.assertTrue(any(b < a for a, b in zip(values, values[1:])), "no wrap")
         self.assertTrue(all(v < 1000 for v in values))
 
-    def test_consistent_with_coefficient_and_units(self):
+    def test_consistentWithCoefficientAndUnits(self):
         """D3 and E1 variations change the counts, not the agreement."""
         for knobs in ({"coefficient": 10, "unit": 0x01, "digits": 8},
                       {"coefficient": 3, "unit": 0x04, "digits": 7},
                       {"unit": 0x0A, "digits": 5, "seed": 3}):
             self.check_consistent(**knobs)
 
-    def test_setc_then_get(self):
+    def test_setcThenGet(self):
         """SetC E5/ED is Set_Res with PDC 0; the next Get sees it; E5 and ED in one SetC."""
         meter = MeterModel(seed=4)
         frame = Frame(3, CONTROLLER, METER, SETC, (Property(em.HISTORY_DAY, b"\x02"),
@@ -460,7 +460,7 @@ class HistoryTests(unittest.TestCase):
             self.assertLessEqual(abs(counts * 10 - wh), 10)  # counts of 0.01 kWh
         self.assertGreater(day[end][1] - day[start - SLOT][1], 0)  # exported at midday
 
-    def test_outage_validated(self):
+    def test_outageValidated(self):
         """An outage must end after it starts and be local (naive) date-times."""
         t = datetime.datetime(2024, 5, 30, 10)
         self.assertRaises(ArgumentError, MeterModel, outage=((t, t),))
@@ -469,7 +469,7 @@ class HistoryTests(unittest.TestCase):
         aware = t.replace(tzinfo=datetime.timezone.utc)
         self.assertRaises(ArgumentError, MeterModel, outage=((aware, aware + SLOT),))
 
-    def test_without_history2(self):
+    def test_withoutHistory2(self):
         """history2=False: no EC/ED in 9F/9E; Get gives Get_SNA (PDC 0), SetC gives SetC_SNA."""
         meter = MeterModel(seed=1, history2=False)
         maps = ask(meter, [0x9E, 0x9F])
@@ -487,7 +487,7 @@ class HistoryTests(unittest.TestCase):
         self.assertEqual(read_day(meter, 1, NOON)[NOON - datetime.timedelta(days=1)][0],
                          meter.counters(NOON - datetime.timedelta(days=1))[0])
 
-    def test_truth_of_history(self):
+    def test_truthOfHistory(self):
         """E2/E4/EC/ED/E5/97/98/9F decode in the truth; slots compare with slot_truth."""
         meter = MeterModel(seed=6, solar_w=3000, outage=((NOON - 4 * SLOT, NOON - 2 * SLOT),))
         now = NOON + 10 * MINUTE
@@ -520,7 +520,7 @@ class HistoryTests(unittest.TestCase):
         self.assertEqual(json.loads(json.dumps(records[em.HISTORY_NORMAL].to_json()))
                          ["value"]["date"], "2024-06-01")
 
-    def test_slot_truth_boundaries_only(self):
+    def test_slotTruthBoundariesOnly(self):
         """slot_truth takes a :00/:30 boundary."""
         self.assertRaises(ArgumentError, MeterModel().slot_truth, NOON + MINUTE)
 

@@ -129,14 +129,14 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(Harness(STD).send(b"SKVER\r\n"), b"SKVER\r\nEVER 1.2.10\r\nOK\r\n")
         self.assertEqual(Harness(DSE).send(b"SKVER\r\n"), b"SKVER\r\nEVER 1.5.2\r\nOK\r\n")
 
-    def test_echo_off(self):
+    def test_echoOff(self):
         """SKSREG SFE 0 is itself echoed; later commands are not."""
         h = Harness()
         self.assertEqual(h.send(b"SKSREG SFE 0\r\n"), b"SKSREG SFE 0\r\nOK\r\n")
         self.assertEqual(h.send(b"SKVER\r\n"), b"EVER 1.2.10\r\nOK\r\n")
         self.assertEqual(h.send(b"SKSREG SFE\r\n"), b"ESREG 0\r\nOK\r\n")
 
-    def test_echo_knob(self):
+    def test_echoKnob(self):
         """echo=False is a module with echo saved off."""
         self.assertEqual(Harness(echo=False).send(b"SKVER\r\n"), b"EVER 1.2.10\r\nOK\r\n")
 
@@ -175,14 +175,14 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(h.send(b"SKSETRBID 0011\r\n"), b"FAIL ER06\r\n")
         self.assertEqual(h.send(b"SKSREG S0A\r\n"), b"ESREG CCDDEEFF\r\nOK\r\n")
 
-    def test_unknown_command(self):
+    def test_unknownCommand(self):
         """Unknown commands and garbage answer FAIL ER04."""
         h = Harness(echo=False)
         self.assertEqual(h.send(b"SKFOO\r\n"), b"FAIL ER04\r\n")
         self.assertEqual(h.send(b"\xff\xfe\r\n"), b"FAIL ER04\r\n")
         self.assertEqual(h.send(b"skver\r\n"), b"FAIL ER04\r\n")
 
-    def test_empty_line(self):
+    def test_emptyLine(self):
         """An empty line is echoed as an empty line and answers nothing."""
         self.assertEqual(Harness().send(b"\r\n"), b"\r\n")
         self.assertEqual(Harness(echo=False).send(b"\r\n"), b"")
@@ -197,7 +197,7 @@ class CommandTests(unittest.TestCase):
                                   Address("FE80:0000:0000:0000:0211:2233:4455:6677")])
         self.assertEqual(h.send(b"SKLL64 00112233\r\n"), b"SKLL64 00112233\r\nFAIL ER06\r\n")
 
-    def test_sktable_and_skaddnbr(self):
+    def test_sktableAndSkaddnbr(self):
         """SKTABLE 1/2/E list addresses, neighbours and ports, then OK."""
         h = Harness(echo=False)
         ip = "FE80:0000:0000:0000:0211:2233:4455:6677"
@@ -210,7 +210,7 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(h.send(b"SKTABLE 9\r\n"), b"FAIL ER06\r\n")
         self.assertEqual(h.send(b"SKADDNBR 1 2\r\n"), b"FAIL ER06\r\n")
 
-    def test_ropt_wopt(self):
+    def test_roptWopt(self):
         """ROPT/WOPT end with CR only and so do their answers (captures section 4)."""
         h = Harness()
         self.assertEqual(h.send(b"ROPT\r"), b"ROPT\r\nOK 00\r")
@@ -222,7 +222,7 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(h.send(b"ROPT\r\n"), b"ROPT\r\nOK 01\r")
         self.assertEqual(Harness(wopt="hex", echo=False).send(b"ROPT\r"), b"OK 01\r")
 
-    def test_no_ropt(self):
+    def test_noRopt(self):
         """An RL7023-like module answers ROPT, WOPT and SKAPPVER with FAIL ER04."""
         h = Harness(ropt=False, echo=False)
         self.assertEqual(h.send(b"ROPT\r"), b"FAIL ER04\r\n")
@@ -231,18 +231,18 @@ class CommandTests(unittest.TestCase):
         self.assertFalse(h.emulator.binary)
         self.assertEqual(Harness(echo=False).send(b"SKAPPVER\r\n")[:8], b"EAPPVER ")
 
-    def test_skscan_other_dialect(self):
+    def test_skscanOtherDialect(self):
         """The other dialect's SKSCAN argument count is FAIL ER05 (captures section 17)."""
         self.assertEqual(Harness(STD, echo=False).send(b"SKSCAN 2 FFFFFFFF 6 0\r\n"), b"FAIL ER05\r\n")
         self.assertEqual(Harness(DSE, echo=False).send(b"SKSCAN 2 FFFFFFFF 6\r\n"), b"FAIL ER05\r\n")
         self.assertEqual(Harness(STD, echo=False).send(b"SKSCAN 2 FFFFFFFF F\r\n"), b"FAIL ER06\r\n")
         self.assertEqual(Harness(STD, echo=False).send(b"SKSCAN 7 FFFFFFFF 6\r\n"), b"FAIL ER06\r\n")
 
-    def test_skterm_without_session(self):
+    def test_sktermWithoutSession(self):
         """SKTERM without a PANA session is FAIL ER10."""
         self.assertEqual(Harness(echo=False).send(b"SKTERM\r\n"), b"FAIL ER10\r\n")
 
-    def test_byte_by_byte(self):
+    def test_byteByByte(self):
         """Input split at any point gives the same answers (serial reads split arbitrarily)."""
         whole = Harness()
         data = b"SKVER\r\nSKSREG S2 3B\r\nROPT\rSKINFO\r\n"
@@ -251,7 +251,7 @@ class CommandTests(unittest.TestCase):
         got = b"".join(split.send(data[i:i + 1]) for i in range(len(data)))
         self.assertEqual(got, expected)
 
-    def test_resync_commands(self):
+    def test_resyncCommands(self):
         """
         SKVER and SKINFO, the host's resync commands, answer their result line
         then OK in both dialects, after their echo with echo on and without
@@ -266,7 +266,7 @@ class CommandTests(unittest.TestCase):
                     self.assertEqual([type(v) for v in values], expected,
                                      (dialect, echo, command))
 
-    def test_overlong_line(self):
+    def test_overlongLine(self):
         """
         A command line longer than MAX_LINE is dropped up to its end and
         answered FAIL ER09 once, whether it comes whole or a byte at a time;
@@ -313,21 +313,21 @@ class ScanTests(unittest.TestCase):
             self.assertEqual([v.num for v in events(rest)], [0x22])
             self.assertEqual(h.clock.getDelayedCalls()[0].func.__name__, "run")  # only the :00/:30 INF
 
-    def test_dse_pandesc_lines(self):
+    def test_dsePandescLines(self):
         """The DSE block has '  Side:0' between LQI and PairID (captures section 4)."""
         h = self.scan(DSE)
         out = h.advance(20)
         self.assertIn(b"  LQI:", out)
         self.assertIn(b"\r\n  Side:0\r\n  PairID:CCDDEEFF\r\n", out)
 
-    def test_total_time(self):
+    def test_totalTime(self):
         """A full scan takes 28 x 9.6 ms x (2^DUR + 1): 17.5 s at duration 6."""
         h = self.scan()
         h.advance(17.47)
         self.assertNotIn(b"EVENT 22", h.take())
         self.assertIn(b"EVENT 22", h.advance(0.02))
 
-    def test_not_found(self):
+    def test_notFound(self):
         """Wrong ID, no ID, a short duration or a mask without the channel: only EVENT 22."""
         cases = [dict(rbid="F" * 32), dict(creds=False), dict(duration=4)]
         for kwargs in cases:
@@ -341,7 +341,7 @@ class ScanTests(unittest.TestCase):
         h.send(h.scan_cmd(mask=other))
         self.assertNotIn(b"EPANDESC", h.advance(40))
 
-    def test_mode3_without_id(self):
+    def test_mode3WithoutId(self):
         """Scan mode 3 (no IE) finds the PAN without an ID, and prints no PairID."""
         h = self.scan(mode=3, creds=False)
         values = parse_output(h.advance(40))
@@ -349,7 +349,7 @@ class ScanTests(unittest.TestCase):
         self.assertEqual(len(descs), 1)
         self.assertIsNone(descs[0].pair_id)
 
-    def test_ed_scan(self):
+    def test_edScan(self):
         """Scan mode 0 ends with EVENT 1F and an EEDSCAN line."""
         h = self.scan(mode=0, duration=2, mask="00000003")
         values = parse_output(h.advance(1))
@@ -389,7 +389,7 @@ class JoinTests(unittest.TestCase):
             self.assertEqual(d5.data[4:].hex().upper(), "0EF0010EF0017301D50401028801")
             self.assertIsNotNone(e.session)
 
-    def test_pana_never_carries_credentials(self):
+    def test_panaNeverCarriesCredentials(self):
         """The PANA payloads never contain the ID or the password."""
         h = Harness(echo=False, rbid="A" * 32, password="B" * 12)
         out = h.join(rbid="A" * 32, password="B" * 12)
@@ -397,7 +397,7 @@ class JoinTests(unittest.TestCase):
         self.assertNotIn(b"AAAAAAAA", out)
         self.assertNotIn(b"BBBBBBBB", out)
 
-    def test_wrong_password(self):
+    def test_wrongPassword(self):
         """A wrong password ends in EVENT 24 after tens of seconds, and no session."""
         h = Harness(echo=False)
         out = h.join(password="WRONGPASSWRD")
@@ -408,7 +408,7 @@ class JoinTests(unittest.TestCase):
         self.assertEqual([v.num for v in events(values)], [0x24])
         self.assertIsNone(h.emulator.session)
 
-    def test_wrong_channel_id_pan_address(self):
+    def test_wrongChannelIdPanAddress(self):
         """A wrong channel, PAN ID, ID or address also fails with EVENT 24."""
         e = Harness().emulator
         for setup in (b"SKSREG S2 %02X\r\n" % (0x21 + (e.channel - 0x20) % 28),
@@ -424,7 +424,7 @@ class JoinTests(unittest.TestCase):
         h.send(b"SKJOIN FE80:0000:0000:0000:0211:2233:4455:6677\r\n")
         self.assertIn(b"EVENT 24", h.run(45, 0.5))
 
-    def test_join_format(self):
+    def test_joinFormat(self):
         """SKJOIN with a short address is FAIL ER06."""
         self.assertEqual(Harness(echo=False).send(b"SKJOIN FE80::1\r\n"), b"FAIL ER06\r\n")
 
@@ -437,7 +437,7 @@ class SendToTests(unittest.TestCase):
         h.join()
         return h
 
-    def test_binary_payload_with_crlf(self):
+    def test_binaryPayloadWithCrlf(self):
         """A payload holding 0D 0A is read by its length; the binary answer too."""
         for dialect in (STD, DSE):
             h = self.joined(dialect)
@@ -464,7 +464,7 @@ class SendToTests(unittest.TestCase):
             self.assertEqual(reply.esv, GET_RES)
             self.assertIn(b"\r\n", rx.data)
 
-    def test_hex_output(self):
+    def test_hexOutput(self):
         """After WOPT 01 ERXUDP data is ASCII hex (9 tokens standard, 10 DSE)."""
         for dialect, tokens in ((STD, 9), (DSE, 10)):
             h = self.joined(dialect, echo=False)
@@ -477,7 +477,7 @@ class SendToTests(unittest.TestCase):
             self.assertFalse(rx.binary)
             self.assertEqual(Frame.decode(rx.data).esv, GET_RES)
 
-    def test_dse_rssi(self):
+    def test_dseRssi(self):
         """DSE with SA2=1 prints RSSI before SECURED (11 tokens)."""
         h = self.joined(DSE, echo=False, wopt="hex")
         h.send(b"SKSREG SA2 1\r\n")
@@ -488,7 +488,7 @@ class SendToTests(unittest.TestCase):
         self.assertEqual((rx.secured, rx.side), (True, 0))
         self.assertTrue(-80 < rx.rssi * 0.275 - 104.27 < -40)
 
-    def test_other_dialect_sendto(self):
+    def test_otherDialectSendto(self):
         """The other dialect's SKSENDTO is framed by its LEN, answered ER05, and the stream stays in sync."""
         for dialect, other in ((STD, DSE), (DSE, STD)):
             h = Harness(dialect, echo=False)
@@ -497,7 +497,7 @@ class SendToTests(unittest.TestCase):
             self.assertEqual(h.send(command.to_bytes()), b"\r\nFAIL ER05\r\n")
             self.assertEqual(h.send(b"SKVER\r\n")[:5], b"EVER ")
 
-    def test_payload_split_anywhere(self):
+    def test_payloadSplitAnywhere(self):
         """
         An SKSENDTO whose payload holds CR LF, followed by SKVER, gives the
         same answers fed whole, a byte at a time, or cut at any offset.
@@ -515,7 +515,7 @@ class SendToTests(unittest.TestCase):
                 got = b"".join(h.send(chunk) for chunk in chunks) + h.run(3, 0.1)
                 self.assertEqual(got, expected, [len(c) for c in chunks])
 
-    def test_bad_format(self):
+    def test_badFormat(self):
         """Bad SKSENDTO fields are FAIL ER06; a header cut by CRLF is ER05."""
         h = Harness(echo=False)
         ip = h.emulator.meter_ip.encode()
@@ -523,13 +523,13 @@ class SendToTests(unittest.TestCase):
         self.assertEqual(h.send(b"SKSENDTO 1 FE80::1 0E1A 1 0002 ab"), b"\r\nFAIL ER06\r\n")
         self.assertEqual(h.send(b"SKSENDTO 1 %s 0E1A\r\n" % ip), b"FAIL ER05\r\n")
 
-    def test_echo_off_bare_crlf(self):
+    def test_echoOffBareCrlf(self):
         """With echo off SKSENDTO answers a bare CRLF first."""
         h = self.joined(echo=False)
         out = h.sendto(get_request(1, [em.POWER]).encode())
         self.assertEqual(parse_output(out), [Blank()])
 
-    def test_no_session(self):
+    def test_noSession(self):
         """Without a session SKSENDTO gives EVENT 21 ... 02, OK, and no answer."""
         for dialect in (STD, DSE):
             h = Harness(dialect, echo=False)
@@ -539,7 +539,7 @@ class SendToTests(unittest.TestCase):
             self.assertEqual(values[-1], Ok())
             self.assertFalse(rxudps(values))
 
-    def test_commands_wait_for_ok(self):
+    def test_commandsWaitForOk(self):
         """A command sent right behind SKSENDTO is answered after its OK."""
         h = self.joined(echo=False)
         out = h.send(sk_sendto(STD, h.emulator.meter_ip, b"\x10\x81\x00\x01\x05\xff\x01\x02\x88\x01"
@@ -548,7 +548,7 @@ class SendToTests(unittest.TestCase):
         values = parse_output(h.advance(0.35))
         self.assertEqual([type(v) for v in values], [Event, Ok, Ver, Ok])
 
-    def test_session_survives_disconnect(self):
+    def test_sessionSurvivesDisconnect(self):
         """The PANA session lives in the module: a new connection's first SKSENDTO is answered."""
         h = self.joined(echo=False)
         h.disconnect()
@@ -559,7 +559,7 @@ class SendToTests(unittest.TestCase):
         self.assertEqual(events(values)[0].param, 0)
         self.assertEqual(Frame.decode(rxudps(values)[0].data).tid, 7)
 
-    def test_output_dropped_while_disconnected(self):
+    def test_outputDroppedWhileDisconnected(self):
         """Output produced while no UART is attached goes nowhere (and does not fail)."""
         h = self.joined(echo=False)
         h.sendto(get_request(7, [em.POWER]).encode())
@@ -589,7 +589,7 @@ class SendToTests(unittest.TestCase):
         h.sendto(get_request(1, [em.POWER]).encode())
         self.assertIn(b" 02\r\n", h.advance(1.0))
 
-    def test_latency_distribution(self):
+    def test_latencyDistribution(self):
         """EVENT 21 comes 115-343 ms and the answer 340-810 ms after SKSENDTO."""
         h = self.joined(echo=False)
         t21, tans = [], []
@@ -611,7 +611,7 @@ class SendToTests(unittest.TestCase):
         median = sorted(tans)[20]
         self.assertTrue(0.45 < median < 0.7, median)
 
-    def test_zero_latency(self):
+    def test_zeroLatency(self):
         """time_scale=0 answers everything at once, with no clock turn."""
         h = Harness(echo=False, time_scale=0)
         out = h.join()
@@ -619,7 +619,7 @@ class SendToTests(unittest.TestCase):
         values = parse_output(h.sendto(get_request(3, [em.POWER]).encode()))
         self.assertEqual([type(v) for v in values], [Blank, Event, Ok, RxUdp])
 
-    def test_ground_truth(self):
+    def test_groundTruth(self):
         """Every value delivered is recorded with its TID; lost answers are not."""
         h = self.joined(echo=False)
         h.sendto(get_request(0x42, [em.POWER, em.ENERGY_NORMAL]).encode())
@@ -670,7 +670,7 @@ class FaultTests(unittest.TestCase):
         self.assertEqual([(v.num, v.param) for v in events(values)], [(0x21, 1)])
         self.assertFalse(rxudps(values))
 
-    def test_stale_tid(self):
+    def test_staleTid(self):
         """stale=1: an answer arrives only after the next request's OK, with the old TID."""
         h = self.joined(stale=1.0)
         self.assertFalse(rxudps(self.exchange(h, 1, 2.0)))
@@ -693,7 +693,7 @@ class FaultTests(unittest.TestCase):
         self.assertTrue([v for v in values if isinstance(v, (Unknown, Blank))])
         self.assertEqual(len(rxudps(values)), 6)
 
-    def test_lifetime_reauth(self):
+    def test_lifetimeReauth(self):
         """At lifetime expiry: EVENT 29, PANA frames, then EVENT 25 again; sends work after."""
         h = self.joined(lifetime=600)
         out = h.advance(h.emulator.session.since + 600 - h.clock.seconds() - 0.1)
@@ -707,14 +707,14 @@ class FaultTests(unittest.TestCase):
         self.assertTrue(rxudps(values, 0x02CC))
         self.assertTrue(rxudps(self.exchange(h)))
 
-    def test_lifetime_reauth_fails(self):
+    def test_lifetimeReauthFails(self):
         """reauth_fail=1: EVENT 29 then EVENT 24 and the session is gone."""
         h = self.joined(lifetime=600, reauth_fail=1.0)
         values = parse_output(h.advance(600) + h.run(41, 0.5))
         self.assertEqual([v.num for v in events(values) if v.num != 0x21], [0x29, 0x24])
         self.assertIsNone(h.emulator.session)
 
-    def test_peer_termination(self):
+    def test_peerTermination(self):
         """peer_term: the meter ends the session with EVENT 26."""
         h = self.joined(peer_term=100)
         values = parse_output(h.advance(h.emulator.session.since + 100 - h.clock.seconds()))
@@ -722,7 +722,7 @@ class FaultTests(unittest.TestCase):
         self.assertIsNone(h.emulator.session)
         self.assertEqual(h.send(b"SKTERM\r\n"), b"FAIL ER10\r\n")
 
-    def test_arib_budget(self):
+    def test_aribBudget(self):
         """The transmit budget: EVENT 32 when spent, sends silently cancelled, EVENT 33 later."""
         h = self.joined(tx_budget=0.1, tx_window=600)  # the join spends 42 ms
         seen, tid = b"", 0
@@ -737,7 +737,7 @@ class FaultTests(unittest.TestCase):
         self.assertIn(b"EVENT 33", h.advance(600))
         self.assertTrue(rxudps(self.exchange(h, 100)))
 
-    def test_tx_budget_release_time(self):
+    def test_txBudgetReleaseTime(self):
         """TxBudget releases when the oldest transmissions leave the window."""
         budget = TxBudget(1.0, 10.0)
         self.assertFalse(budget.spend(0.0, 0.6))
@@ -746,7 +746,7 @@ class FaultTests(unittest.TestCase):
         self.assertFalse(budget.try_release(9.9))
         self.assertTrue(budget.try_release(10.0))
 
-    def test_fixed_time_inf(self):
+    def test_fixedTimeInf(self):
         """With a session, EA arrives as an INF to the controller after every :00/:30."""
         h = self.joined()
         out = h.advance(30 * 60 + 100)
@@ -757,13 +757,13 @@ class FaultTests(unittest.TestCase):
         fixed = em.decode_fixed_time(inf.get(0xEA))
         self.assertEqual(fixed.timestamp, datetime.datetime(2024, 6, 1, 12, 30))
 
-    def test_config_validation(self):
+    def test_configValidation(self):
         """Out-of-range knobs raise ArgumentError."""
         for bad in (dict(loss=2), dict(time_scale=-1), dict(rbid="short"), dict(wopt="x"),
                     dict(channel=0x50), dict(password="with space")):
             self.assertRaises(ArgumentError, EmulatorConfig(**bad).validate)
 
-    def test_get_request_echo_matches(self):
+    def test_getRequestEchoMatches(self):
         """The echo of SKSENDTO is what the host codec expects (Command.is_echo)."""
         h = self.joined()
         h.send(b"SKSREG SFE 1\r\n")
@@ -792,7 +792,7 @@ class HistoryKnobTests(unittest.TestCase):
         self.assertEqual((len(config.outage), config.history2, config.history_days), (2, True, 60))
         self.assertEqual(parse_spec("emulator:")[0].outage, ())
 
-    def test_bad_values(self):
+    def test_badValues(self):
         """Each bad value is an ArgumentError with a one-line message."""
         from smartmeter_tx.emulator.device import parse_spec
         for query in ("outage=2024-05-30T10:00", "outage=2024-05-30T13:00/2024-05-30T10:00",
@@ -805,7 +805,7 @@ class HistoryKnobTests(unittest.TestCase):
         t = datetime.datetime(2024, 5, 30, 10)
         self.assertRaises(ArgumentError, EmulatorConfig(outage=((t, t),)).validate)
 
-    def test_history_over_the_air(self):
+    def test_historyOverTheAir(self):
         """SetC E5 then Get E2+E4 in one frame through the module; the truth has the slots."""
         h = Harness(echo=False, time_scale=0, solar=2000,
                     outage=((START - datetime.timedelta(hours=3), START - datetime.timedelta(hours=2)),))

@@ -136,7 +136,7 @@ class PtyTests(unittest.TestCase):
         yield client.wait_for(b"OK")
 
     @inlineCallbacks
-    def test_dse_link_join_and_read(self):
+    def test_dseLinkJoinAndRead(self):
         """A DSE module behind a symlink: scan, join and a Get answered through the pty."""
         link = self.mktemp()
         handle = start_pty_emulator(self, "emulator:dse?time-scale=0&wopt=hex&echo=off", link)
@@ -165,7 +165,7 @@ class PtyTests(unittest.TestCase):
         self.assertEqual(e.truth[-1].tid, 0x77)
 
     @inlineCallbacks
-    def test_unplug_replug(self):
+    def test_unplugReplug(self):
         """Unplug closes the client's port and removes the link; a fresh pty appears at the same path."""
         link = self.mktemp()
         handle = start_pty_emulator(
@@ -195,7 +195,7 @@ class PtyTests(unittest.TestCase):
         yield second.wait_for(b"ERXUDP")
 
     @inlineCallbacks
-    def test_unplug_power_cycles(self):
+    def test_unplugPowerCycles(self):
         """By default an unplug is a power cycle: echo back on, session gone."""
         handle = start_pty_emulator(self, "emulator:?time-scale=0&echo=on")
         handle.emulator.registers[0xFE] = 0
@@ -237,21 +237,21 @@ class SpecTests(unittest.TestCase):
 
     timeout = 60
 
-    def test_pinned_start(self):
+    def test_pinnedStart(self):
         """Emulators started by these tests begin at START, not at the wall clock."""
         handle = start_pty_emulator(self)
         self.assertEqual(handle.emulator.meter.start, START)
         handle = start_pty_emulator(self, "emulator:?time-scale=0&start=2024-01-02T03:04:05")
         self.assertEqual(handle.emulator.meter.start.isoformat(), "2024-01-02T03:04:05")
 
-    def test_handle_repr_hides_credentials(self):
+    def test_handleReprHidesCredentials(self):
         """The handle's repr names the dialect and path, never the credentials."""
         handle = start_pty_emulator(self, "emulator:dse?password=SECRETSECRET&time-scale=0")
         self.assertNotIn("SECRET", repr(handle))
         self.assertEqual(handle.password, "SECRETSECRET")
         self.assertTrue(os.path.exists(handle.path))
 
-    def test_existing_file_not_replaced(self):
+    def test_existingFileNotReplaced(self):
         """A link path that is a regular file is refused."""
         path = self.mktemp()
         open(path, "w").close()
@@ -268,7 +268,7 @@ class CommandLineTests(unittest.TestCase):
         exc = self.assertRaises(SystemExit, cli.main, argv)
         return exc.code, err.getvalue()
 
-    def test_bad_arguments(self):
+    def test_badArguments(self):
         """A bad argument is one line on stderr and exit code 2."""
         for argv in (["--loss", "2"], ["--bogus"], ["--dialect", "x"], ["--password", "a b"]):
             code, err = self.run_main(argv)
@@ -278,7 +278,7 @@ class CommandLineTests(unittest.TestCase):
         code, err = self.run_main(["--password", "a b"])
         self.assertNotIn("a b", err)
 
-    def test_help_documents_defaults(self):
+    def test_helpDocumentsDefaults(self):
         """--help names the default credentials and every knob."""
         text = cli.build_parser().format_help()
         for word in (DEFAULT_ID, DEFAULT_PASSWORD, "--time-scale", "--loss", "--seed", "--link",

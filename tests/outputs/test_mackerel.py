@@ -42,7 +42,7 @@ def agent_meta(output: str) -> dict:
 
 
 class MetricLinesTests(SynchronousTestCase):
-    def test_power_and_current(self):
+    def test_powerAndCurrent(self):
         """format_metrics prints power as an integer and currents with one decimal."""
         reading = model.Reading(power_w=296, current_r_a=Decimal("2.3"), current_t_a=Decimal("1.1"))
         lines = mackerel.format_metrics("smartmeter", reading, 1584861299)
@@ -55,12 +55,12 @@ class MetricLinesTests(SynchronousTestCase):
             "smartmeter.power.value": 296.0, "smartmeter.current.r": 2.3,
             "smartmeter.current.t": 1.1})
 
-    def test_negative_power(self):
+    def test_negativePower(self):
         """Reverse flow (negative E7) is printed as a negative number."""
         lines = mackerel.format_metrics("p", model.Reading(power_w=-1962), 1)
         self.assertEqual(lines, ["p.power.value\t-1962\t1"])
 
-    def test_absent_values_left_out(self):
+    def test_absentValuesLeftOut(self):
         """No-data, overflow and a missing T phase are left out, never printed as 0."""
         reading = model.Reading(power_w=model.NO_DATA, current_r_a=Decimal("4"),
                             current_t_a=model.NO_PHASE)
@@ -78,7 +78,7 @@ class MetricLinesTests(SynchronousTestCase):
         self.assertIn("s.energy.reverse\t100\t7", lines)
         self.assertEqual(len(mackerel.format_metrics("s", reading, 7, energy=False)), 1)
 
-    def test_names_valid(self):
+    def test_namesValid(self):
         """Every metric name matches Mackerel's allowed characters."""
         reading = model.Reading(1, Decimal(1), Decimal(1), Decimal(1), Decimal(1))
         for line in mackerel.format_metrics("my-home_1", reading, 1, energy=True):
@@ -86,7 +86,7 @@ class MetricLinesTests(SynchronousTestCase):
 
 
 class MetaTests(SynchronousTestCase):
-    def test_meta_parses(self):
+    def test_metaParses(self):
         """format_meta has the agent's header and JSON graphs keyed by prefix."""
         meta = agent_meta(mackerel.format_meta("smartmeter"))
         self.assertEqual(sorted(meta["graphs"]), ["smartmeter.current", "smartmeter.power"])
@@ -97,7 +97,7 @@ class MetaTests(SynchronousTestCase):
         self.assertIn("[A]", current["label"])
         self.assertEqual(meta["graphs"]["smartmeter.power"]["unit"], "integer")
 
-    def test_meta_energy(self):
+    def test_metaEnergy(self):
         """With energy the meta adds a float kWh graph whose metrics match the lines."""
         meta = agent_meta(mackerel.format_meta("x", energy=True))
         graph = meta["graphs"]["x.energy"]
@@ -108,14 +108,14 @@ class MetaTests(SynchronousTestCase):
         printed = {l.split("\t")[0] for l in mackerel.format_metrics("x", reading, 1, True)}
         self.assertTrue(names <= printed)
 
-    def test_units_known(self):
+    def test_unitsKnown(self):
         """Every graph uses a unit the agent knows."""
         known = {"float", "integer", "percentage", "seconds", "milliseconds", "bytes",
                  "bytes/sec", "bits/sec", "iops"}
         for graph in mackerel.graph_definitions("s", True)["graphs"].values():
             self.assertIn(graph["unit"], known)
 
-    def test_bad_prefix(self):
+    def test_badPrefix(self):
         """check_prefix rejects characters Mackerel does not allow."""
         for bad in ("", "a b", "a/b", ".a", "a."):
             self.assertRaises(ArgumentError, mackerel.check_prefix, bad)

@@ -185,7 +185,7 @@ class ConfigTests(unittest.TestCase):
         c = MqttConfig.from_options("mqtts://h:9999", None, discovery_prefix="none")
         self.assertEqual((c.port, c.tls, c.discovery_prefix), (9999, True, None))
 
-    def test_bad_urls(self):
+    def test_badUrls(self):
         from smartmeter_tx.outputs.mqtt.config import MqttConfig
         for url in ("http://h", f"mqtt://bob:{PASSWORD}@h", "mqtt://h:99999", "mqtt://",
                     "mqtt://h/topic", "h:1883"):
@@ -195,7 +195,7 @@ class ConfigTests(unittest.TestCase):
         self.assertRaises(ArgumentError, MqttConfig.from_options, "mqtt://h", None,
                           topic_prefix="a/#")
 
-    def test_no_paho(self):
+    def test_noPaho(self):
         """Without paho, the import works and construction says how to install it."""
         from smartmeter_tx.outputs.mqtt.config import MqttConfig
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
@@ -251,7 +251,7 @@ class BrokerTestCase(unittest.TestCase):
 class DiscoveryTests(BrokerTestCase):
 
     @defer.inlineCallbacks
-    def test_discovery_payloads(self):
+    def test_discoveryPayloads(self):
         sub = self.subscriber(["homeassistant/#"])
         p = self.publisher()
         got = yield wait_for(lambda: len(sub.got()) >= 14 and sub.got(), "14 discovery configs")
@@ -305,7 +305,7 @@ class DiscoveryTests(BrokerTestCase):
         self.assertEqual(p.waiting.dropped, 0)
 
     @defer.inlineCallbacks
-    def test_birth_message_rediscovery(self):
+    def test_birthMessageRediscovery(self):
         sub = self.subscriber(["homeassistant/sensor/+/config", "homeassistant/binary_sensor/+/config"])
         p = self.publisher()
         yield wait_for(lambda: len(sub.got()) >= 14, "discovery")
@@ -318,7 +318,7 @@ class DiscoveryTests(BrokerTestCase):
         self.assertGreater(p.published, 28)
 
     @defer.inlineCallbacks
-    def test_retained_states(self):
+    def test_retainedStates(self):
         p = self.publisher()
         yield wait_for(lambda: p.connected, "the publisher to connect")
         p.publish_record({"power_w": 412, "current_r_a": 3.5, "current_t_a": 1.0,
@@ -346,7 +346,7 @@ class DiscoveryTests(BrokerTestCase):
         self.assertNotIn("history", [t.rsplit("/", 1)[1] for t, _, _ in sub.got()])
 
     @defer.inlineCallbacks
-    def test_link_on_change(self):
+    def test_linkOnChange(self):
         poller = meter_view()
         p = self.publisher(poller)
         sub = self.subscriber([f"smartmeter/{SERIAL}/link"])
@@ -359,7 +359,7 @@ class DiscoveryTests(BrokerTestCase):
         self.assertTrue(p.connected)
 
     @defer.inlineCallbacks
-    def test_hold_until_identity(self):
+    def test_holdUntilIdentity(self):
         """No topic under a temporary id: records wait until the meter is known."""
         poller = meter_view()
         poller.store.identity = None
@@ -376,7 +376,7 @@ class DiscoveryTests(BrokerTestCase):
 class LastWillTests(BrokerTestCase):
 
     @defer.inlineCallbacks
-    def test_offline_after_kill(self):
+    def test_offlineAfterKill(self):
         topic = "smartmeter/SN-CHILD/availability"
         sub = self.subscriber([topic])
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -399,7 +399,7 @@ class ReconnectTests(BrokerTestCase):
     persistence = True
 
     @defer.inlineCallbacks
-    def test_queue_across_broker_restart(self):
+    def test_queueAcrossBrokerRestart(self):
         state = f"smartmeter/{SERIAL}/state"
         # A persistent session: the broker keeps it (and queues QoS 1 for it) across its restart.
         sub = self.subscriber([state], client_id="test-sub", clean=False)
@@ -437,7 +437,7 @@ class PasswordTests(BrokerTestCase):
         return f"password_file {path}"
 
     @defer.inlineCallbacks
-    def test_password_never_shown(self):
+    def test_passwordNeverShown(self):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)

@@ -26,13 +26,13 @@ class LatestRecordTests(SynchronousTestCase):
     latest_record: the newest instantaneous values with the newest energy values.
     """
 
-    def test_none_before_first(self):
+    def test_noneBeforeFirst(self):
         """latest_record is None and age None before any reading."""
         store = LatestStore()
         self.assertIsNone(store.latest_record())
         self.assertIsNone(store.age(100.0))
 
-    def test_instant_only(self):
+    def test_instantOnly(self):
         """A reading without energy gives its instantaneous fields and time, no energy_time."""
         store = LatestStore()
         store.add(INSTANT, 1000.0)
@@ -40,7 +40,7 @@ class LatestRecordTests(SynchronousTestCase):
                          {"power_w": 668, "current_r_a": 4, "current_t_a": 3.4, "time": 1000.0})
         self.assertIsNone(store.energy)
 
-    def test_full_reading(self):
+    def test_fullReading(self):
         """A reading with both gives every field, with energy_time equal to time."""
         store = LatestStore()
         store.add(INSTANT.with_energy(ENERGY), 1000.0)
@@ -49,7 +49,7 @@ class LatestRecordTests(SynchronousTestCase):
             "energy_normal_kwh": 157563.1, "energy_reverse_kwh": 2.1,
             "time": 1000.0, "energy_time": 1000.0})
 
-    def test_energy_from_older_reading(self):
+    def test_energyFromOlderReading(self):
         """A newer reading without energy keeps the older reading's energy and its own time."""
         store = LatestStore()
         store.add(INSTANT.with_energy(ENERGY), 1000.0)
@@ -62,7 +62,7 @@ class LatestRecordTests(SynchronousTestCase):
         self.assertEqual(record["time"], 1060.0)
         self.assertEqual(record["energy_time"], 1000.0)
 
-    def test_newer_energy_replaces(self):
+    def test_newerEnergyReplaces(self):
         """A newer reading with energy replaces the energy values and energy_time."""
         store = LatestStore()
         store.add(INSTANT.with_energy(ENERGY), 1000.0)
@@ -72,7 +72,7 @@ class LatestRecordTests(SynchronousTestCase):
         self.assertNotIn("energy_reverse_kwh", record)
         self.assertEqual(record["energy_time"], 1800.0)
 
-    def test_instant_only_from_newest(self):
+    def test_instantOnlyFromNewest(self):
         """Instantaneous fields come only from the newest reading, never from an older one."""
         store = LatestStore()
         store.add(INSTANT, 1000.0)
@@ -83,14 +83,14 @@ class LatestRecordTests(SynchronousTestCase):
         self.assertEqual(record["energy_normal_kwh"], 157563.1)
         self.assertEqual((record["time"], record["energy_time"]), (1010.0, 1010.0))
 
-    def test_raw_counts_not_served(self):
+    def test_rawCountsNotServed(self):
         """The raw energy counts stay inside: the record holds only RECORD_FIELDS and times."""
         store = LatestStore()
         store.add(INSTANT.with_energy(ENERGY), 1.0)
         self.assertEqual(set(store.latest_record()),
                          set(Reading.RECORD_FIELDS) | {"time", "energy_time"})
 
-    def test_absent_values_null(self):
+    def test_absentValuesNull(self):
         """Absent values (NO_DATA, NO_PHASE, NO_SCALE) are served as None, never 0."""
         store = LatestStore()
         store.add(Reading(power_w=NO_DATA, current_r_a=Decimal("4.0"), current_t_a=NO_PHASE,
@@ -101,7 +101,7 @@ class LatestRecordTests(SynchronousTestCase):
         self.assertIsNone(record["energy_normal_kwh"])
         self.assertEqual(record["energy_time"], 5.0)
 
-    def test_times_rounded(self):
+    def test_timesRounded(self):
         """time and energy_time are rounded to milliseconds."""
         store = LatestStore()
         store.add(ENERGY, 1000.123456)
@@ -109,7 +109,7 @@ class LatestRecordTests(SynchronousTestCase):
         record = store.latest_record()
         self.assertEqual((record["time"], record["energy_time"]), (1001.988, 1000.123))
 
-    def test_record_is_fresh(self):
+    def test_recordIsFresh(self):
         """Changing a returned record does not change the next one."""
         store = LatestStore()
         store.add(INSTANT, 1.0)
@@ -127,7 +127,7 @@ class AgeTests(SynchronousTestCase):
         store.add(INSTANT, 1040.0)
         self.assertEqual(store.age(1042.5), 2.5)
 
-    def test_age_clock_backwards(self):
+    def test_ageClockBackwards(self):
         """age is never negative when the wall clock stepped back."""
         store = LatestStore()
         store.add(INSTANT, 1000.0)

@@ -29,54 +29,54 @@ class MatchingPansTests(SynchronousTestCase):
         desc = pan(0xB2)
         self.assertEqual(matching_pans([desc], RBID), [desc])
 
-    def test_han_side_skipped(self):
+    def test_hanSideSkipped(self):
         """A DSE descriptor heard on SIDE 1 (HAN) is skipped; SIDE 0 (B-route) is kept."""
         b_route = pan(0x50, side=0)
         self.assertEqual(matching_pans([pan(0xF0, side=1), b_route], RBID), [b_route])
         self.assertEqual(matching_pans([pan(0xF0, side=1)], RBID), [])
 
-    def test_pair_id_mismatch_skipped(self):
+    def test_pairIdMismatchSkipped(self):
         """A PAN whose pairing ID is not the last 8 characters of our B-route ID is skipped."""
         ours = pan(0x40)
         other = pan(0xF0, addr=OTHER_MAC, pan_id=0x1111, pair_id="12345678")
         self.assertEqual(matching_pans([other, ours], RBID), [ours])
         self.assertEqual(matching_pans([other], RBID), [])
 
-    def test_pair_id_none_accepted(self):
+    def test_pairIdNoneAccepted(self):
         """A descriptor without a PairID line (the module did not print it) is accepted."""
         desc = pan(0x40, pair_id=None)
         self.assertEqual(matching_pans([desc], RBID), [desc])
 
-    def test_without_rbid(self):
+    def test_withoutRbid(self):
         """Without a B-route ID, the pairing ID is not checked."""
         desc = pan(0x40, pair_id="12345678")
         self.assertEqual(matching_pans([desc], None), [desc])
         self.assertEqual(matching_pans([desc], ""), [desc])
 
-    def test_duplicates_merged_best_lqi(self):
+    def test_duplicatesMergedBestLqi(self):
         """Several descriptors of one PAN count once, with the best LQI heard, in any order."""
         descs = [pan(0x40), pan(0xB2), pan(0x80)]
         for order in (descs, descs[::-1]):
             self.assertEqual(matching_pans(order, RBID), [pan(0xB2)])
 
-    def test_distinct_pans_kept(self):
+    def test_distinctPansKept(self):
         """Descriptors differing in channel, PAN ID or address are different PANs."""
         descs = [pan(0x40), pan(0x41, channel=0x21), pan(0x42, pan_id=0x1234),
                  pan(0x43, addr=OTHER_MAC)]
         self.assertEqual(len(matching_pans(descs, RBID)), 4)
 
-    def test_sorted_best_first(self):
+    def test_sortedBestFirst(self):
         """The PANs come best LQI first."""
         a = pan(0x30, channel=0x21)
         b = pan(0xC0, channel=0x22)
         c = pan(0x70, channel=0x23)
         self.assertEqual(matching_pans([a, b, c], RBID), [b, c, a])
 
-    def test_filters_before_merging(self):
+    def test_filtersBeforeMerging(self):
         """A HAN-side or foreign descriptor of the same PAN never lends its better LQI."""
         descs = [pan(0x40, side=0), pan(0xF0, side=1), pan(0xE0, side=0, pair_id="12345678")]
         self.assertEqual(matching_pans(descs, RBID), [pan(0x40, side=0)])
 
-    def test_accepts_iterator(self):
+    def test_acceptsIterator(self):
         """matching_pans takes any iterable (e.g. a generator)."""
         self.assertEqual(matching_pans((pan(lqi) for lqi in (1, 2)), RBID), [pan(2)])

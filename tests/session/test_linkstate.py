@@ -55,21 +55,21 @@ class SessionEventTests(SynchronousTestCase):
         self.assertEqual(state.session_since, 12.5)
         self.assertEqual(state.last_event, JOINED)
 
-    def test_joined_again_keeps_since(self):
+    def test_joinedAgainKeepsSince(self):
         """A second EVENT 25 while UP keeps the time the session first came up."""
         state = up_at(10.0)
         state.event(JOINED, 50.0)
         self.assertEqual(state.session_since, 10.0)
         self.assertTrue(state.session_up)
 
-    def test_joined_after_down_restarts_since(self):
+    def test_joinedAfterDownRestartsSince(self):
         """EVENT 25 after the session went down records the new session's time."""
         state = up_at(10.0)
         state.event(0x27, 20.0)
         state.event(JOINED, 30.0)
         self.assertEqual(state.session_since, 30.0)
 
-    def test_lost_when_up(self):
+    def test_lostWhenUp(self):
         """Each of EVENT 24, 26, 27 and 28 takes an UP session DOWN and says "session lost"."""
         for num in LOST:
             state = up_at(10.0)
@@ -79,7 +79,7 @@ class SessionEventTests(SynchronousTestCase):
             self.assertIsNone(state.session_since, hex(num))
             self.assertEqual(state.last_event, num)
 
-    def test_lost_when_not_up(self):
+    def test_lostWhenNotUp(self):
         """EVENT 24/26/27/28 on an UNKNOWN or DOWN session sets it DOWN without "session lost"."""
         for num in LOST:
             state = LinkState()
@@ -88,7 +88,7 @@ class SessionEventTests(SynchronousTestCase):
             self.assertIsNone(state.event(num, 2.0), hex(num))
             self.assertIs(state.session, Session.DOWN)
 
-    def test_other_events(self):
+    def test_otherEvents(self):
         """An EVENT that is not about the session (21, 22, 02) changes nothing but last_event."""
         state = up_at(10.0)
         for num in (0x21, 0x22, 0x02):
@@ -98,7 +98,7 @@ class SessionEventTests(SynchronousTestCase):
         self.assertEqual(state.session_since, 10.0)
         self.assertIsNone(state.held)
 
-    def test_up_and_down_directly(self):
+    def test_upAndDownDirectly(self):
         """up() and down() (the client's own conclusions) move the session like 25 and 24 do."""
         state = LinkState()
         state.up(5.0)
@@ -112,7 +112,7 @@ class ExpiryHoldTests(SynchronousTestCase):
     EVENT 29 holds sends until EVENT 25 or 24, or until review() gives up.
     """
 
-    def test_expired_holds(self):
+    def test_expiredHolds(self):
         """EVENT 29 holds sends with HOLD_EXPIRY and says why; the session stays UP."""
         state = up_at(10.0)
         message = state.event(EXPIRED, 100.0)
@@ -122,7 +122,7 @@ class ExpiryHoldTests(SynchronousTestCase):
         self.assertTrue(state.session_up)
         self.assertEqual(state.session_since, 10.0)
 
-    def test_joined_ends_hold(self):
+    def test_joinedEndsHold(self):
         """EVENT 25 after EVENT 29 ends the hold and keeps the session UP."""
         state = up_at(10.0)
         state.event(EXPIRED, 100.0)
@@ -132,7 +132,7 @@ class ExpiryHoldTests(SynchronousTestCase):
         self.assertTrue(state.session_up)
         self.assertIsNone(state.review(1000.0))
 
-    def test_failed_ends_hold(self):
+    def test_failedEndsHold(self):
         """EVENT 24 after EVENT 29 ends the hold and takes the session DOWN ("session lost")."""
         state = up_at(10.0)
         state.event(EXPIRED, 100.0)
@@ -141,7 +141,7 @@ class ExpiryHoldTests(SynchronousTestCase):
         self.assertIs(state.session, Session.DOWN)
         self.assertIsNone(state.review(1000.0))
 
-    def test_hold_lasts_until_review_max(self):
+    def test_holdLastsUntilReviewMax(self):
         """review() keeps the EVENT 29 hold up to EXPIRY_HOLD_MAX seconds after it came."""
         state = up_at(10.0)
         state.event(EXPIRED, 100.0)
@@ -150,7 +150,7 @@ class ExpiryHoldTests(SynchronousTestCase):
             self.assertEqual(state.held, HOLD_EXPIRY)
             self.assertTrue(state.session_up)
 
-    def test_review_ends_hold(self):
+    def test_reviewEndsHold(self):
         """review() after EXPIRY_HOLD_MAX ends the hold, takes the session DOWN and says how long."""
         state = up_at(10.0)
         state.event(EXPIRED, 100.0)
@@ -162,7 +162,7 @@ class ExpiryHoldTests(SynchronousTestCase):
         self.assertIsNone(state.session_since)
         self.assertIsNone(state.review(500.0))
 
-    def test_review_without_hold(self):
+    def test_reviewWithoutHold(self):
         """review() with no EVENT 29 pending changes nothing, even long after."""
         state = up_at(10.0)
         self.assertIsNone(state.review(10_000.0))
@@ -184,7 +184,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(state.rate_limited_count, 1)
         self.assertTrue(state.session_up)
 
-    def test_repeated_limited_counts_once(self):
+    def test_repeatedLimitedCountsOnce(self):
         """A second and third EVENT 32 within one hold do not count another episode."""
         state = up_at()
         state.event(LIMITED, 200.0)
@@ -193,7 +193,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(state.rate_limited_count, 1)
         self.assertTrue(state.rate_limited)
 
-    def test_each_hold_counts(self):
+    def test_eachHoldCounts(self):
         """EVENT 32, 33, 32 counts two episodes."""
         state = up_at()
         state.event(LIMITED, 200.0)
@@ -211,7 +211,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(state.rate_limited_count, 1)
         self.assertFalse(state.rate_check_due(10_000.0))
 
-    def test_released_without_hold(self):
+    def test_releasedWithoutHold(self):
         """EVENT 33 without a hold logs nothing and changes nothing but last_event."""
         state = up_at()
         self.assertIsNone(state.event(RELEASED, 300.0))
@@ -219,7 +219,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(state.rate_limited_count, 0)
         self.assertEqual(state.last_event, RELEASED)
 
-    def test_rate_limit_has_priority(self):
+    def test_rateLimitHasPriority(self):
         """With both EVENT 29 and EVENT 32 holding, held names the rate limit, then the expiry."""
         state = up_at()
         state.event(EXPIRED, 100.0)
@@ -228,21 +228,21 @@ class RateLimitTests(SynchronousTestCase):
         state.event(RELEASED, 102.0)
         self.assertEqual(state.held, HOLD_EXPIRY)
 
-    def test_priority_either_order(self):
+    def test_priorityEitherOrder(self):
         """The rate limit wins over the expiry whichever EVENT came first."""
         state = up_at()
         state.event(LIMITED, 100.0)
         state.event(EXPIRED, 101.0)
         self.assertEqual(state.held, HOLD_RATE_LIMIT)
 
-    def test_session_loss_keeps_rate_limit(self):
+    def test_sessionLossKeepsRateLimit(self):
         """Losing the session does not end the EVENT 32 hold (the radio budget is still spent)."""
         state = up_at()
         state.event(LIMITED, 100.0)
         state.event(0x27, 101.0)
         self.assertEqual(state.held, HOLD_RATE_LIMIT)
 
-    def test_rate_check_due(self):
+    def test_rateCheckDue(self):
         """rate_check_due is false until RATE_CHECK_INTERVAL after EVENT 32, then true."""
         state = up_at()
         state.event(LIMITED, 1000.0)
@@ -252,7 +252,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertTrue(state.rate_check_due(1000.0 + interval))
         self.assertTrue(state.rate_check_due(1000.0 + 10 * interval))
 
-    def test_repeated_limited_postpones_check(self):
+    def test_repeatedLimitedPostponesCheck(self):
         """A repeated EVENT 32 postpones the SFB check to RATE_CHECK_INTERVAL after it."""
         state = up_at()
         interval = LinkState.RATE_CHECK_INTERVAL
@@ -261,7 +261,7 @@ class RateLimitTests(SynchronousTestCase):
         self.assertFalse(state.rate_check_due(1000.0 + interval))
         self.assertTrue(state.rate_check_due(1100.0 + interval))
 
-    def test_rate_check_not_due_unlimited(self):
+    def test_rateCheckNotDueUnlimited(self):
         """rate_check_due is never true without a rate-limit hold."""
         state = up_at()
         for now in (0.0, 1e6):
@@ -273,19 +273,19 @@ class SFBTests(SynchronousTestCase):
     The SFB register, as the module prints it, and what reading it does.
     """
 
-    def test_sfb_set_values(self):
+    def test_sfbSetValues(self):
         """sfb_set reads 0 and 00 as not set, 1, 01, 0001 (and padded text) as set."""
         for value in ("0", "00", "0000", " 0\r"):
             self.assertFalse(sfb_set(value), repr(value))
         for value in ("1", "01", "0001", " 01 "):
             self.assertTrue(sfb_set(value), repr(value))
 
-    def test_sfb_set_garbage(self):
+    def test_sfbSetGarbage(self):
         """sfb_set counts what is not a hex number (empty, words, OK) as not set."""
         for value in ("", "   ", "OK", "ESREG", "zz", "1 2", "FAIL ER06"):
             self.assertFalse(sfb_set(value), repr(value))
 
-    def test_sfb_limits(self):
+    def test_sfbLimits(self):
         """LinkState.sfb("01") holds sends, counts one episode and returns True."""
         state = up_at()
         self.assertTrue(state.sfb("01", 50.0))
@@ -293,7 +293,7 @@ class SFBTests(SynchronousTestCase):
         self.assertEqual(state.held, HOLD_RATE_LIMIT)
         self.assertEqual(state.rate_limited_count, 1)
 
-    def test_sfb_while_limited_does_not_recount(self):
+    def test_sfbWhileLimitedDoesNotRecount(self):
         """SFB 1 while EVENT 32 already holds counts no new episode."""
         state = up_at()
         state.event(LIMITED, 10.0)
@@ -301,7 +301,7 @@ class SFBTests(SynchronousTestCase):
         self.assertTrue(state.sfb("1", 30.0))
         self.assertEqual(state.rate_limited_count, 1)
 
-    def test_sfb_releases(self):
+    def test_sfbReleases(self):
         """SFB 0 ends an EVENT 32 hold (EVENT 33 was missed) and returns False."""
         state = up_at()
         state.event(LIMITED, 10.0)
@@ -310,14 +310,14 @@ class SFBTests(SynchronousTestCase):
         self.assertIsNone(state.held)
         self.assertEqual(state.rate_limited_count, 1)
 
-    def test_sfb_garbage_not_limited(self):
+    def test_sfbGarbageNotLimited(self):
         """A garbled SFB reading does not hold sends, nor count an episode."""
         state = up_at()
         self.assertFalse(state.sfb("garbage", 10.0))
         self.assertFalse(state.rate_limited)
         self.assertEqual(state.rate_limited_count, 0)
 
-    def test_sfb_schedules_next_check(self):
+    def test_sfbSchedulesNextCheck(self):
         """After SFB 1, the next check is due RATE_CHECK_INTERVAL after that reading."""
         state = up_at()
         interval = LinkState.RATE_CHECK_INTERVAL
@@ -333,7 +333,7 @@ class RadioTests(SynchronousTestCase):
     RSSI and LQI readings are kept as they come.
     """
 
-    def test_rssi_and_scan(self):
+    def test_rssiAndScan(self):
         """rssi() keeps the dBm; scanned() keeps the LQI and its dBm."""
         state = LinkState()
         state.rssi(-71.0)
@@ -347,7 +347,7 @@ class NewConnectionTests(SynchronousTestCase):
     A fresh serial connection forgets the session and the holds, not the history.
     """
 
-    def test_resets_session_and_holds(self):
+    def test_resetsSessionAndHolds(self):
         """new_connection makes the session UNKNOWN and drops the EVENT 29 and 32 holds."""
         state = up_at(10.0)
         state.event(EXPIRED, 100.0)
@@ -361,7 +361,7 @@ class NewConnectionTests(SynchronousTestCase):
         self.assertFalse(state.rate_check_due(1e9))
         self.assertIsNone(state.review(1e9))
 
-    def test_keeps_counters_and_readings(self):
+    def test_keepsCountersAndReadings(self):
         """new_connection keeps the episode count, the last EVENT, the RSSI and the LQI."""
         state = up_at(10.0)
         state.scanned(0x90, -60.0)
@@ -373,7 +373,7 @@ class NewConnectionTests(SynchronousTestCase):
         self.assertEqual(state.last_rssi, -70.0)
         self.assertEqual(state.last_lqi, 0x90)
 
-    def test_new_episode_after_reconnect(self):
+    def test_newEpisodeAfterReconnect(self):
         """An EVENT 32 on the new connection counts a new episode."""
         state = up_at()
         state.event(LIMITED, 1.0)

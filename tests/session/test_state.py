@@ -15,7 +15,7 @@ class StateFileTests(SynchronousTestCase):
         self.dir = self.mktemp()
         self.path = os.path.join(self.dir, "sub", "state.json")
 
-    def test_round_trip(self):
+    def test_roundTrip(self):
         """save_state then load_state gives the same MeterLink."""
         link = S.MeterLink(channel=0x3B, pan_id=0x8888, mac="001D129012345678",
                            ipaddr="FE80:0000:0000:0000:021D:1290:1234:5678", dialect="dse",
@@ -24,13 +24,13 @@ class StateFileTests(SynchronousTestCase):
         self.assertEqual(S.load_state(self.path), link)
         self.assertTrue(link.joinable)
 
-    def test_mode_0600(self):
+    def test_mode0600(self):
         """The state file is created with mode 0600 and no temporary file is left."""
         S.save_state(self.path, S.MeterLink(channel=0x21))
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
         self.assertEqual(os.listdir(os.path.dirname(self.path)), ["state.json"])
 
-    def test_missing_or_corrupt(self):
+    def test_missingOrCorrupt(self):
         """A missing, corrupt or foreign state file loads as an empty MeterLink."""
         self.assertEqual(S.load_state(self.path), S.MeterLink())
         os.makedirs(os.path.dirname(self.path))
@@ -41,12 +41,12 @@ class StateFileTests(SynchronousTestCase):
             self.assertIsNone(link.channel)
             self.assertFalse(link.joinable)
 
-    def test_no_secrets(self):
+    def test_noSecrets(self):
         """MeterLink has no field for the B-route ID or password."""
         names = {f for f in S.MeterLink.__dataclass_fields__}
         self.assertFalse(names & {"id", "rbid", "password"})
 
-    def test_default_path(self):
+    def test_defaultPath(self):
         """default_state_path uses MACKEREL_PLUGIN_WORKDIR when set, else XDG state."""
         p = S.default_state_path("/dev/ttyUSB0", {"MACKEREL_PLUGIN_WORKDIR": "/var/tmp/m"})
         self.assertTrue(p.startswith("/var/tmp/m/smartmeter-"))
@@ -70,7 +70,7 @@ class OverrideTests(SynchronousTestCase):
                            dialect="dse", coefficient=10, unit="0.01", digits=6, lqi=0xB2,
                            join_failures=2)
 
-    def test_no_overrides(self):
+    def test_noOverrides(self):
         """No overrides give an equal copy, not the same object, that does not share changes."""
         link = self.saved()
         copy = link.with_overrides()
@@ -79,12 +79,12 @@ class OverrideTests(SynchronousTestCase):
         copy.pan_id = 1
         self.assertEqual(link.pan_id, 0x8888)
 
-    def test_same_channel(self):
+    def test_sameChannel(self):
         """The saved channel given again keeps every saved field."""
         link = self.saved()
         self.assertEqual(link.with_overrides(channel=0x3B), link)
 
-    def test_other_channel(self):
+    def test_otherChannel(self):
         """Another channel drops the meter's address, MAC, PAN ID, scale and LQI but keeps
         the dialect (a property of the module)."""
         link = self.saved()
@@ -93,18 +93,18 @@ class OverrideTests(SynchronousTestCase):
         self.assertFalse(moved.joinable)
         self.assertEqual(link, self.saved())
 
-    def test_channel_over_empty(self):
+    def test_channelOverEmpty(self):
         """A channel given over a link that saved none keeps the other saved fields."""
         link = S.MeterLink(dialect="standard", unit="0.1")
         self.assertEqual(link.with_overrides(channel=0x22),
                          S.MeterLink(channel=0x22, dialect="standard", unit="0.1"))
 
-    def test_same_ipaddr(self):
+    def test_sameIpaddr(self):
         """The saved address given again keeps every saved field."""
         link = self.saved()
         self.assertEqual(link.with_overrides(ipaddr=self.IP), link)
 
-    def test_other_ipaddr(self):
+    def test_otherIpaddr(self):
         """Another address drops PAN ID, MAC and scale, keeps the channel and the dialect."""
         moved = self.saved().with_overrides(ipaddr=self.OTHER_IP)
         self.assertEqual(moved, S.MeterLink(channel=0x3B, ipaddr=self.OTHER_IP, dialect="dse"))
@@ -112,7 +112,7 @@ class OverrideTests(SynchronousTestCase):
         self.assertIsNone(moved.mac)
         self.assertEqual((moved.coefficient, moved.unit, moved.digits), (None, None, None))
 
-    def test_pan_id(self):
+    def test_panId(self):
         """A PAN ID override replaces the saved one and keeps the rest."""
         link = self.saved()
         over = link.with_overrides(pan_id=0x1234)
@@ -121,19 +121,19 @@ class OverrideTests(SynchronousTestCase):
         self.assertEqual(over.unit, link.unit)
         self.assertEqual(S.MeterLink().with_overrides(pan_id=0).pan_id, 0)
 
-    def test_all_overrides(self):
+    def test_allOverrides(self):
         """Channel, PAN ID and address all given over an empty link make it joinable."""
         link = S.MeterLink().with_overrides(0x3B, 0x8888, self.IP)
         self.assertEqual(link, S.MeterLink(channel=0x3B, pan_id=0x8888, ipaddr=self.IP))
         self.assertTrue(link.joinable)
 
-    def test_other_channel_and_address(self):
+    def test_otherChannelAndAddress(self):
         """Another channel and address with a PAN ID give just those and the dialect."""
         moved = self.saved().with_overrides(0x21, 0x1234, self.OTHER_IP)
         self.assertEqual(moved, S.MeterLink(channel=0x21, pan_id=0x1234, ipaddr=self.OTHER_IP,
                                             dialect="dse"))
 
-    def test_forget_meter(self):
+    def test_forgetMeter(self):
         """forget_meter drops PAN ID, address, MAC and channel; the module's dialect stays."""
         link = self.saved()
         link.forget_meter()
@@ -142,7 +142,7 @@ class OverrideTests(SynchronousTestCase):
         self.assertEqual(link.dialect, "dse")
         self.assertFalse(link.joinable)
 
-    def test_forget_meter_keep_channel(self):
+    def test_forgetMeterKeepChannel(self):
         """forget_meter(keep_channel=True) keeps the (pinned) channel."""
         link = self.saved()
         link.forget_meter(keep_channel=True)

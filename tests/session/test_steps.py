@@ -41,7 +41,7 @@ class BudgetTests(SynchronousTestCase):
         clock.advance(5)
         self.assertEqual(budget.remaining(), -2.5)
 
-    def test_left_raises_at_deadline(self):
+    def test_leftRaisesAtDeadline(self):
         """left() raises StepTimeout naming the step once the deadline is reached or passed."""
         clock = Clock()
         budget = Budget(clock, 10)
@@ -56,7 +56,7 @@ class BudgetTests(SynchronousTestCase):
         """The repr shows the seconds left."""
         self.assertEqual(repr(Budget(Clock(), 3)), "<Budget 3.0 s left>")
 
-    def test_pause_seconds(self):
+    def test_pauseSeconds(self):
         """pause(3) with 10 s left waits exactly 3 s on the clock."""
         clock = Clock()
         budget = Budget(clock, 10)
@@ -66,7 +66,7 @@ class BudgetTests(SynchronousTestCase):
         clock.advance(0.001)
         self.assertIsNone(self.successResultOf(d))
 
-    def test_pause_clipped(self):
+    def test_pauseClipped(self):
         """pause(30) with 4 s left waits only the 4 s left."""
         clock = Clock()
         budget = Budget(clock, 10)
@@ -78,7 +78,7 @@ class BudgetTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_pause_nothing_left(self):
+    def test_pauseNothingLeft(self):
         """pause() with nothing left fails with StepTimeout at once, scheduling nothing."""
         clock = Clock()
         budget = Budget(clock, 1)
@@ -106,7 +106,7 @@ class RunTests(SynchronousTestCase):
         self.assertIsNotNone(self.successResultOf(d).ok)
         self.assertEqual(list(self.steps.steps), ["SKSREG"])
 
-    def test_run_budget_spent(self):
+    def test_runBudgetSpent(self):
         """run with nothing left raises StepTimeout without writing anything."""
         budget = Budget(self.clock, 1)
         self.clock.advance(1)
@@ -114,7 +114,7 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, StepTimeout).value.step, "asking")
         self.assertEqual(self.transport.value(), b"")
 
-    def test_run_bounded_by_budget(self):
+    def test_runBoundedByBudget(self):
         """A command whose own timeout is longer than the budget fails when the budget ends."""
         d = defer.ensureDeferred(self.steps.run(commands.sk_info(), "asking for info",
                                                 Budget(self.clock, 2)))
@@ -123,7 +123,7 @@ class RunTests(SynchronousTestCase):
         self.clock.advance(0.1)
         self.assertEqual(self.failureResultOf(d, StepTimeout).value.step, "asking for info")
 
-    def test_run_module_silent(self):
+    def test_runModuleSilent(self):
         """A module that does not answer within the command's timeout is a StepTimeout."""
         command = commands.sk_info()
         d = defer.ensureDeferred(self.steps.run(command, "asking", Budget(self.clock, 600)))
@@ -147,7 +147,7 @@ class DialectTests(SynchronousTestCase):
         return defer.ensureDeferred(
             steps.run_in_dialect(scan, "scanning", Budget(self.clock, 600)))
 
-    def test_right_dialect(self):
+    def test_rightDialect(self):
         """A command the module takes is sent once, in the current dialect, with no switch."""
         steps = self.steps(dialect=V.Dialect.DSE)
         d = self.start(steps)
@@ -157,7 +157,7 @@ class DialectTests(SynchronousTestCase):
         self.assertIs(steps.dialect, V.Dialect.DSE)
         self.assertEqual(self.seen, [])
 
-    def test_er05_switches(self):
+    def test_er05Switches(self):
         """FAIL ER05 switches STANDARD to DSE, calls on_dialect, and resends in DSE syntax."""
         steps = self.steps(dialect=V.Dialect.STANDARD)
         d = self.start(steps)
@@ -171,7 +171,7 @@ class DialectTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d).final.num, 0x22)
         self.assertEqual(list(steps.steps), ["SKSCAN", "SKSCAN"])
 
-    def test_er05_switches_back(self):
+    def test_er05SwitchesBack(self):
         """FAIL ER05 in DSE switches to STANDARD and resends without the SIDE argument."""
         steps = self.steps(dialect=V.Dialect.DSE)
         d = self.start(steps)
@@ -182,7 +182,7 @@ class DialectTests(SynchronousTestCase):
         self.sk.dataReceived(lines(b"OK", EVENT_22))
         self.successResultOf(d)
 
-    def test_second_er05_fails(self):
+    def test_secondEr05Fails(self):
         """A second FAIL ER05 is not retried: the step fails with SKCommandError, after one
         switch only."""
         steps = self.steps(dialect=V.Dialect.STANDARD)
@@ -196,7 +196,7 @@ class DialectTests(SynchronousTestCase):
         self.assertEqual(self.seen, [V.Dialect.DSE])
         self.assertEqual(len(steps.steps), 2)
 
-    def test_other_failure_not_retried(self):
+    def test_otherFailureNotRetried(self):
         """Another FAIL code (ER04) fails the step at once, without switching dialect."""
         steps = self.steps(dialect=V.Dialect.STANDARD)
         d = self.start(steps)
@@ -207,7 +207,7 @@ class DialectTests(SynchronousTestCase):
         self.assertIs(steps.dialect, V.Dialect.STANDARD)
         self.assertEqual(self.seen, [])
 
-    def test_fixed_dialect_refuses(self):
+    def test_fixedDialectRefuses(self):
         """With a forced dialect, ER05 is an ArgumentError naming it; nothing is resent."""
         steps = self.steps(fixed_dialect=V.Dialect.DSE)
         self.assertIs(steps.dialect, V.Dialect.DSE)
@@ -221,7 +221,7 @@ class DialectTests(SynchronousTestCase):
         self.assertIs(steps.dialect, V.Dialect.DSE)
         self.assertEqual(self.seen, [])
 
-    def test_fixed_wins_over_dialect(self):
+    def test_fixedWinsOverDialect(self):
         """A forced dialect wins over the given (e.g. saved) one."""
         steps = self.steps(dialect=V.Dialect.STANDARD, fixed_dialect=V.Dialect.DSE)
         self.assertIs(steps.dialect, V.Dialect.DSE)

@@ -28,7 +28,7 @@ class CommandBuilderTests(SynchronousTestCase):
     The command builders produce the exact bytes real hosts wrote.
     """
 
-    def test_standard_join_sequence(self):
+    def test_standardJoinSequence(self):
         """The builders reproduce the §1 host lines of a standard join, with CRLF."""
         pairs = [
             (sk_sreg("SFE", "0"), cap.S1_SEND_SREG_SFE),
@@ -43,7 +43,7 @@ class CommandBuilderTests(SynchronousTestCase):
         for command, line in pairs:
             self.assertEqual(command.to_bytes(), line + CRLF)
 
-    def test_dse_join_sequence(self):
+    def test_dseJoinSequence(self):
         """The builders reproduce the §4 DSE command lines, with CRLF."""
         pairs = [
             (sk_ver(), cap.S4_VER_ECHO),
@@ -65,13 +65,13 @@ class CommandBuilderTests(SynchronousTestCase):
         self.assertEqual(sk_scan(DSE, duration=14, mode=0).to_bytes(),
                          b"SKSCAN 0 FFFFFFFF E 0\r\n")
 
-    def test_scan_completion(self):
+    def test_scanCompletion(self):
         """sk_scan completes at EVENT 22 (EVENT 1F for an ED scan) and collects EPANDESC."""
         self.assertEqual(sk_scan(STD).completion,
                          Completion(success_events=frozenset({0x22}), collect_pandesc=True))
         self.assertEqual(sk_scan(DSE, mode=0).completion.success_events, frozenset({0x1F}))
 
-    def test_scan_timeout(self):
+    def test_scanTimeout(self):
         """sk_scan's timeout covers the 18.0 s full DUR 6 scan seen in §1, and shrinks with
         the mask."""
         full = sk_scan(STD).timeout
@@ -80,7 +80,7 @@ class CommandBuilderTests(SynchronousTestCase):
         self.assertTrue(one < full, (one, full))
         self.assertTrue(one > 0.624, one)
 
-    def test_sendto_standard(self):
+    def test_sendtoStandard(self):
         """sk_sendto on a standard module writes the §1 text, a space and the raw data,
         with no CRLF."""
         payload = bytes.fromhex("1081000105FF010288016201D300")
@@ -89,35 +89,35 @@ class CommandBuilderTests(SynchronousTestCase):
         self.assertEqual(data, b"SKSENDTO 1 " + ZERO_IP.encode() + b" 0E1A 1 000E " + payload)
         self.assertFalse(data.endswith(CRLF))
 
-    def test_sendto_dse(self):
+    def test_sendtoDse(self):
         """sk_sendto on DSE adds SIDE 0 and equals the §4 echo followed by the 14 data bytes."""
         data = sk_sendto(DSE, METER, cap.S4_SENDTO_PAYLOAD).to_bytes()
         self.assertEqual(data, cap.S4_SENDTO_ECHO + cap.S4_SENDTO_PAYLOAD)
         self.assertTrue(data.endswith(b"\x62\x01\xe7\x00"))
 
-    def test_sendto_payload_with_crlf(self):
+    def test_sendtoPayloadWithCrlf(self):
         """sk_sendto writes a payload containing CR LF unchanged, counting it in LEN."""
         data = sk_sendto(STD, METER, b"\r\n\x00").to_bytes()
         self.assertEqual(data, b"SKSENDTO 1 " + METER.encode() + b" 0E1A 1 0003 \r\n\x00")
 
-    def test_sendto_lowercase_address(self):
+    def test_sendtoLowercaseAddress(self):
         """sk_sendto writes the address upper case."""
         data = sk_sendto(STD, METER.lower(), b"\x00").to_bytes()
         self.assertTrue(data.startswith(b"SKSENDTO 1 " + METER.encode() + b" "))
 
-    def test_sendto_completion(self):
+    def test_sendtoCompletion(self):
         """sk_sendto completes at OK and collects EVENT 21."""
         command = sk_sendto(DSE, METER, cap.S4_SENDTO_PAYLOAD)
         self.assertEqual(command.completion.collect_events, frozenset({0x21}))
         self.assertTrue(command.completion.ok)
 
-    def test_sendto_max(self):
+    def test_sendtoMax(self):
         """sk_sendto accepts the largest payload (0x04D0 bytes) and writes LEN 04D0."""
         data = sk_sendto(STD, METER, b"\x01" * MAX_SENDTO).to_bytes()
         self.assertIn(b" 04D0 ", data)
         self.assertEqual(len(data), len(b"SKSENDTO 1 ") + 39 + len(b" 0E1A 1 04D0 ") + 0x4D0)
 
-    def test_ropt_wopt(self):
+    def test_roptWopt(self):
         """ropt and wopt end with a bare CR, as those commands require."""
         self.assertEqual(ropt().to_bytes(), b"ROPT\r")
         self.assertEqual(wopt(1).to_bytes(), b"WOPT 01\r")
@@ -140,49 +140,49 @@ class CommandBuilderTests(SynchronousTestCase):
         self.assertEqual(sk_sreg("sa2", "1").to_bytes(), b"SKSREG SA2 1\r\n")
         self.assertEqual(sk_sreg("S3", "b5fb").to_bytes(), b"SKSREG S3 B5FB\r\n")
 
-    def test_setpwd_length(self):
+    def test_setpwdLength(self):
         """sk_setpwd writes the password length in hex (C for 12, 20 for 32, 1 for 1)."""
         self.assertEqual(sk_setpwd("0123456789AB").args, ("C", "0123456789AB"))
         self.assertEqual(sk_setpwd("p" * 32).args[0], "20")
         self.assertEqual(sk_setpwd("p").to_bytes(), b"SKSETPWD 1 p\r\n")
 
-    def test_setpwd_redacted(self):
+    def test_setpwdRedacted(self):
         """Command.redacted hides the SKSETPWD password but keeps its length."""
         command = sk_setpwd("0123456789AB")
         self.assertEqual(command.redacted(), "SKSETPWD C <redacted>")
         self.assertNotIn("0123456789AB", command.redacted())
 
-    def test_setrbid_redacted(self):
+    def test_setrbidRedacted(self):
         """Command.redacted hides the B-route ID of SKSETRBID."""
         rbid = "00112233445566778899AABBCCDDEEFF"
         command = sk_setrbid(rbid)
         self.assertEqual(command.redacted(), "SKSETRBID <redacted>")
         self.assertIn(rbid.encode(), command.to_bytes())
 
-    def test_sendto_redacted(self):
+    def test_sendtoRedacted(self):
         """Command.redacted shows SKSENDTO's data as hex instead of raw bytes."""
         self.assertEqual(sk_sendto(DSE, METER, cap.S4_SENDTO_PAYLOAD).redacted(),
                          "SKSENDTO 1 %s 0E1A 1 0 000E <14 bytes: 10815253"
                          "05FF010288016201E700>" % METER)
 
-    def test_other_redacted(self):
+    def test_otherRedacted(self):
         """Command.redacted leaves a command without secrets unchanged."""
         self.assertEqual(sk_scan(DSE).redacted(), "SKSCAN 2 FFFFFFFF 6 0")
 
-    def test_join_completion(self):
+    def test_joinCompletion(self):
         """sk_join completes at EVENT 25, fails at EVENT 24, and allows for PANA retries."""
         command = sk_join(METER)
         self.assertEqual(command.completion.success_events, frozenset({0x25}))
         self.assertEqual(command.completion.failure_events, frozenset({0x24}))
         self.assertTrue(command.timeout >= 40.0)
 
-    def test_ll64_completion(self):
+    def test_ll64Completion(self):
         """sk_ll64 completes on the bare Address line, with no OK."""
         completion = sk_ll64(MAC).completion
         self.assertFalse(completion.ok)
         self.assertIs(completion.result, Address)
 
-    def test_term_completion(self):
+    def test_termCompletion(self):
         """sk_term completes at EVENT 27 or 28."""
         self.assertEqual(sk_term().completion.success_events, frozenset({0x27, 0x28}))
 
@@ -192,12 +192,12 @@ class ValidationTests(SynchronousTestCase):
     Builders reject bad arguments with ArgumentError before anything is written.
     """
 
-    def test_argument_error_is_local(self):
+    def test_argumentErrorIsLocal(self):
         """ArgumentError is a ValueError and not a RemoteDataError."""
         self.assertTrue(issubclass(ArgumentError, ValueError))
         self.assertFalse(issubclass(ArgumentError, RemoteDataError))
 
-    def test_rbid_length(self):
+    def test_rbidLength(self):
         """sk_setrbid rejects B-route IDs that are not exactly 32 printable characters."""
         for rbid in ["0" * 31, "0" * 33, "", "0" * 31 + " ", "0" * 31 + "\u00e9", None]:
             self.assertRaises(ArgumentError, sk_setrbid, rbid)
@@ -220,7 +220,7 @@ class ValidationTests(SynchronousTestCase):
         self.assertRaises(ArgumentError, sk_sreg, "SFE0", "0")
         self.assertRaises(ArgumentError, sk_sreg, "X3", "0")
 
-    def test_ipv6_short_form(self):
+    def test_ipv6ShortForm(self):
         """sk_join, sk_sendto and sk_addnbr reject an IPv6 address in short form."""
         for address in ["FE80::C2F9:4500:4058:B5FB", "FE80:0:0:0:C2F9:4500:4058:B5FB",
                         METER + ":0000", ""]:
@@ -228,13 +228,13 @@ class ValidationTests(SynchronousTestCase):
             self.assertRaises(ArgumentError, sk_sendto, STD, address, b"\x00")
             self.assertRaises(ArgumentError, sk_addnbr, address, MAC)
 
-    def test_payload_size(self):
+    def test_payloadSize(self):
         """sk_sendto rejects an empty payload and one longer than 0x04D0 bytes."""
         self.assertRaises(ArgumentError, sk_sendto, STD, METER, b"")
         self.assertRaises(ArgumentError, sk_sendto, DSE, METER, b"\x00" * (MAX_SENDTO + 1))
         self.assertRaises(ArgumentError, sk_sendto, STD, METER, "1081")
 
-    def test_sendto_fields(self):
+    def test_sendtoFields(self):
         """sk_sendto rejects a bad handle, security flag or port."""
         self.assertRaises(ArgumentError, sk_sendto, STD, METER, b"\x00", handle=0)
         self.assertRaises(ArgumentError, sk_sendto, STD, METER, b"\x00", sec=3)
@@ -247,7 +247,7 @@ class ValidationTests(SynchronousTestCase):
             self.assertRaises(ArgumentError, ll64, mac)
             self.assertRaises(ArgumentError, sk_addnbr, METER, mac)
 
-    def test_scan_arguments(self):
+    def test_scanArguments(self):
         """sk_scan rejects mode 1, an empty or too wide mask and a duration over 14."""
         self.assertRaises(ArgumentError, sk_scan, STD, mode=1)
         self.assertRaises(ArgumentError, sk_scan, STD, mask=0)
@@ -255,7 +255,7 @@ class ValidationTests(SynchronousTestCase):
         self.assertRaises(ArgumentError, sk_scan, DSE, duration=15)
         self.assertRaises(ArgumentError, sk_scan, DSE, duration=-1)
 
-    def test_trailing_newline(self):
+    def test_trailingNewline(self):
         """The builders reject an address, MAC, register or value ending in LF, which would
         otherwise be written into the command line."""
         self.assertRaises(ArgumentError, sk_join, METER + "\n")
@@ -282,25 +282,25 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(ll64("021d129012345678"), "FE80:0000:0000:0000:001D:1290:1234:5678")
         self.assertEqual(ll64("FFFFFFFFFFFFFFFF"), "FE80:0000:0000:0000:FDFF:FFFF:FFFF:FFFF")
 
-    def test_channel_mask(self):
+    def test_channelMask(self):
         """channel_mask sets bit n for channel 0x21+n."""
         self.assertEqual(channel_mask([0x2A]), 1 << 9)
         self.assertEqual(channel_mask([0x21, 0x3C]), 1 | 1 << 27)
         self.assertEqual(channel_mask(range(0x21, 0x3D)), 0x0FFFFFFF)
         self.assertEqual(channel_mask([]), 0)
 
-    def test_lqi_to_dbm(self):
+    def test_lqiToDbm(self):
         """lqi_to_dbm applies 0.275 x LQI - 104.27."""
         self.assertEqual(lqi_to_dbm(0), -104.27)
         self.assertEqual(lqi_to_dbm(0x9C), -61.37)
 
-    def test_parse_command(self):
+    def test_parseCommand(self):
         """parse_command splits a host line into an upper-case name and its arguments."""
         self.assertEqual(parse_command(b"SKSCAN 2 FFFFFFFF 6 0 \r\n"),
                          ("SKSCAN", ["2", "FFFFFFFF", "6", "0"]))
         self.assertEqual(parse_command(b"skver"), ("SKVER", []))
 
-    def test_parse_command_errors(self):
+    def test_parseCommandErrors(self):
         """parse_command raises SKParseError for an empty or non-ASCII line."""
         self.assertRaises(SKParseError, parse_command, b"")
         self.assertRaises(SKParseError, parse_command, b"  \r\n")
