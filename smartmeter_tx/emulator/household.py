@@ -119,7 +119,11 @@ class Household:
 
     def cached(self) -> int:
         """How many per-window and per-slot values are kept (for memory checks)."""
-        return len(self._windows) + len(self._ahead) + len(self._behind)
+        return len(self._windows) + self.boundaries_known()
+
+    def boundaries_known(self) -> int:
+        """How many slot boundaries' energy has been integrated so far."""
+        return len(self._ahead) + len(self._behind)
 
     def _on(self, index: int, appliance: _Appliance, minute: int) -> bool:
         span = self._span(index, appliance, minute // appliance.period)
