@@ -70,7 +70,7 @@ from smartmeter_tx.sk.errors import (  # noqa: E402
     SKCommandError, SKDisconnected, SKEventError, SKTimeoutError,
 )
 
-# -- real lines (copied from tests/fixtures/captures.py, captures.md §1, §4, §17) --
+# -- real lines (copied from tests/fixtures/captures.py, §1, §4, §17) --
 
 METER = "FE80:0000:0000:0000:C2F9:4500:4058:B5FB"
 MODULE = "FE80:0000:0000:0000:021D:1291:0004:E578"
@@ -112,7 +112,7 @@ ECHO_LINES = [
     b"SKVER", b"SKSREG S2 31", b"SKLL64 0011223344556677", b"SKINFO",
     b"SKSENDTO 1 FE80:0000:0000:0000:C2F9:4500:4058:B5FB 0E1A 1 0 000E ",
 ]
-#: Real Get_Res / INF payloads (captures §1, §20).
+#: Real Get_Res / INF payloads (captures.py §1, §20).
 REAL_FRAMES = [bytes.fromhex(h) for h in (
     "1081000102880105FF015201D300",
     "1081000102880105FF017201E10102",

@@ -30,8 +30,8 @@ emulator records every frame the meter puts on the air that reaches the
 host); each of power, currents and energy must be equal.  EA/EB fixed-time
 INF readings are matched by their meter timestamp.
 
-    /work/venv/bin/python bench/soak.py                 # 24 h, seed 1
-    /work/venv/bin/python bench/soak.py --seed 7 --json # machine-readable too
+    venv/bin/python bench/soak.py                 # 24 h, seed 1
+    venv/bin/python bench/soak.py --seed 7 --json # machine-readable too
 """
 
 from __future__ import annotations

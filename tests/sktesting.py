@@ -3,7 +3,7 @@ Test helpers for the Twisted layer: connect an L{SKStackProtocol} to a
 L{StringTransportWithDisconnection} and a L{Clock}, and feed it module output
 whole, one byte at a time, or split in two at a given offset.
 
-A serial port hands bytes over in arbitrary chunks (captures.md section 4 shows
+A serial port hands bytes over in arbitrary chunks (captures.py §4 shows
 reads ending mid-line), so every parser-level test runs in every feeding mode.
 """
 

@@ -53,7 +53,7 @@ class ModuleCommands:
         self._ok()
 
     def _cmd_SKAPPVER(self, args):
-        if not self.config.ropt:  # RL7023 Stick-D/DSS (captures §17)
+        if not self.config.ropt:  # RL7023 Stick-D/DSS (captures.py §17)
             return self._fail(4)
         if args:
             return self._fail(5)
@@ -63,7 +63,7 @@ class ModuleCommands:
     def _cmd_SKINFO(self, args):
         if args:
             return self._fail(5)
-        fifth = b"0" if self.dialect is Dialect.DSE else b"FFFE"  # captures §0 EINFO
+        fifth = b"0" if self.dialect is Dialect.DSE else b"FFFE"  # docs/PROTOCOL.md, "Dialects"
         self._write(b"EINFO %s %s %02X %04X %s\r\n" % (
             self.module_ip.encode(), self.module_mac.encode(), self.registers[0x02],
             self.registers[0x03], fifth))
@@ -117,7 +117,7 @@ class ModuleCommands:
 
     def _cmd_SKSCAN(self, args):
         dse = self.dialect is Dialect.DSE
-        if len(args) != (4 if dse else 3):  # the other dialect's form: ER05 (captures §17)
+        if len(args) != (4 if dse else 3):  # the other dialect's form: ER05 (captures.py §17)
             return self._fail(5)
         mode, mask, duration = args[:3]
         side = args[3] if dse else "0"
@@ -139,17 +139,17 @@ class ModuleCommands:
         for ch in channels:
             t += dwell
             if found and ch == self.channel:
-                # Captures §1: EVENT 20 as the channel's dwell starts, the
+                # captures.py §1: EVENT 20 as the channel's dwell starts, the
                 # EPANDESC block one dwell later.  On the last channel that is
                 # when EVENT 22 comes too, and some modules print the block
-                # after it (captures §13): the late-pandesc knob.
+                # after it (captures.py §13): the late-pandesc knob.
                 late = ch == channels[-1] and self.rng.random() < self.config.late_pandesc
                 self._later(t - dwell, self._event, EventNum.BEACON, self.module_ip, group="scan")
                 self._later(t + (0.001 if late else 0.0), self._pandesc, mode, group="scan")
         self._later(t, self._scan_done, mode, channels, group="scan")
 
     def _pandesc(self, mode: int) -> None:
-        # EVENT 20's sender is the module's own address (captures §4).
+        # EVENT 20's sender is the module's own address (captures.py §4).
         desc = PanDesc(self.channel, 0x09, self.pan_id, self.meter_mac, self.radio.lqi(self.lqi),
                        self._side(), self.registers[0x0A] if mode == 2 else None)
         self._write(b"".join(line + CRLF for line in desc.to_lines()))
@@ -172,7 +172,7 @@ class ModuleCommands:
             address = ll64(args[0])
         except ArgumentError:
             return self._fail(6)
-        # A bare address line and no OK (captures §13).
+        # A bare address line and no OK (captures.py §13).
         self._write(address.encode() + CRLF)
 
     def _cmd_SKADDNBR(self, args):
@@ -203,7 +203,7 @@ class ModuleCommands:
     def _cmd_ROPT(self, args):
         if not self.config.ropt:
             return self._fail(4)
-        # Answers of the ROHM "product" commands end with CR only (captures §4, §17).
+        # Answers of the ROHM "product" commands end with CR only (captures.py §4, §17).
         self._write(b"OK %s\r" % (b"00" if self.binary else b"01"))
 
     def _cmd_WOPT(self, args):

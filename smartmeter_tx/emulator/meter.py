@@ -220,7 +220,7 @@ class MeterModel:
     frames and the meter's current time.
 
     @ivar coefficient: D3, or C{None} for a meter without D3 (Get_SNA, like
-        the meter of captures section 1).
+        the meter of captures.py §1).
     @ivar unit: the E1 code (0x02 = 0.01 kWh).
     @ivar digits: D7; the counters wrap at 10**digits.
     @ivar solar_w: peak solar output in W, 0 for none.
@@ -524,14 +524,14 @@ class MeterModel:
     def instance_list_inf(self) -> Frame:
         """
         The node profile's D5 announcement the meter multicasts after PANA
-        (captures section 4: C{108100000EF0010EF0017301D50401028801}).
+        (captures.py §4: C{108100000EF0010EF0017301D50401028801}).
         """
         return Frame(self.next_tid(), NODE_PROFILE, NODE_PROFILE, INF,
                      (Property(em.INSTANCE_LIST, b"\x01" + METER.to_bytes(3, "big")),))
 
     def fixed_time_inf(self, now: datetime.datetime, controller: int) -> Frame:
         """
-        The INF pushed after every :00/:30 (captures sections 1 and 4): EA,
+        The INF pushed after every :00/:30 (captures.py §1 and §4): EA,
         plus EB when the meter also counts reverse energy (solar).
         """
         props = [Property(em.FIXED_NORMAL, self._fixed(now, 0))]

@@ -12,8 +12,8 @@ Two objects:
    SKSENDTO payloads (raw bytes after the length field, no CRLF, CR/LF allowed
    inside) and feeds them to the L{Emulator} one command at a time.
 
-Behaviour follows ../shared/reference/protocol.md and every line of
-../shared/fixtures/captures.md ("captures §n" below).  Timings are in device
+Behaviour follows docs/PROTOCOL.md and the real lines of
+tests/fixtures/captures.py ("captures.py §n" below).  Timings are in device
 seconds, multiplied by C{time_scale} for latencies (0 = answer at once) and by
 C{time_scale or 1} for the long timers (session lifetime, the :00/:30 INF,
 the ARIB window), so the meter's clock also runs C{1/time_scale} times faster.
@@ -65,7 +65,7 @@ class EmulatorConfig:
     @ivar dialect: L{Dialect.STANDARD} (BP35A1-like) or L{Dialect.DSE} (BP35C2-like).
     @ivar echo: the power-on value of register SFE (restored by SKRESET).
     @ivar wopt: ERXUDP output mode stored in flash: C{"bin"} (how BP35A1/BP35C2
-        ship, captures §17) or C{"hex"}.
+        ship, captures.py §17) or C{"hex"}.
     @ivar ropt: C{False} for an RL7023-like module: ROPT/WOPT/SKAPPVER answer
         C{FAIL ER04} and ERXUDP is always hex.
     @ivar time_scale: multiplies every delay; 0 answers at once.
@@ -81,9 +81,9 @@ class EmulatorConfig:
     @ivar tx_budget, tx_window: the ARIB transmit-time budget (seconds of
         airtime per rolling window).
     @ivar late_pandesc: probability that the EPANDESC block of a PAN on the
-        last scanned channel is printed just after EVENT 22 (captures §13).
+        last scanned channel is printed just after EVENT 22 (captures.py §13).
     @ivar scan_min_duration: an active scan shorter than this finds nothing
-        (captures §1, §5: duration 4 found nothing, 5 or 6 did).
+        (docs/PROTOCOL.md, "Scanning": duration 4 found nothing, 5 or 6 did).
     @ivar unplug_after, unplug_for: unplug the pty every C{unplug_after} seconds
         for C{unplug_for} seconds (0 = never); used by the pty layer.
     @ivar unplug_keeps_session: keep registers and session over an unplug

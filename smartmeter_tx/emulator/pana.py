@@ -61,9 +61,9 @@ class PanaSide:
             reason = "transmit-time limit (the PANA messages are cancelled)"
         if reason:
             self.log.info("SKJOIN will fail: wrong {reason}", reason=reason)
-        # Captures §4/§18: OK, EVENT 21 02 (neighbour solicitation), EVENT 02,
+        # captures.py §4 (docs/PROTOCOL.md, "Joining"): OK, EVENT 21 02 (neighbour solicitation), EVENT 02,
         # then 4 x (PANA ERXUDP on 02CC, EVENT 21 00), EVENT 25, D5 INF; ~3.3 s
-        # in all (captures §1).  A failing PANA exchange retransmits for ~38 s.
+        # in all (captures.py §1).  A failing PANA exchange retransmits for ~38 s.
         self._later(0.25, self._join_step, "ns", target, group="join")
         if reason in ("address", "channel (S02)", "PAN ID (S03)"):
             self._later(self.rng.uniform(36.0, 40.0), self._join_failed, target, group="join")
@@ -164,7 +164,7 @@ class PanaSide:
 
     def _pana_message(self, index: int) -> bytes:
         """
-        A PANA-Auth message from the meter, shaped like the ones in captures §4
+        A PANA-Auth message from the meter, shaped like the ones in captures.py §4
         (header, then AVPs).  Random bytes stand in for the EAP-PSK exchange, so
         neither the ID nor the password ever appears in it.
         """

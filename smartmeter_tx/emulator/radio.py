@@ -16,7 +16,7 @@ from typing import Optional
 
 __all__ = ["Radio", "TxBudget", "airtime"]
 
-#: SKSENDTO -> EVENT 21: 115-343 ms, median 216 ms (BP35A1, captures section 1
+#: SKSENDTO -> EVENT 21: 115-343 ms, median 216 ms (BP35A1, docs/PROTOCOL.md, "Timing"
 #: and section 19, n=42).  The triangular mode is chosen so the median matches.
 SEND_DONE = (0.115, 0.343, 0.2015)
 #: SKSENDTO -> ERXUDP answer: 340-810 ms, median 569 ms (same capture).

@@ -48,7 +48,7 @@ class UdpSide:
             takes no other command before), or C{None} after a FAIL.
         """
         # The echo stops after the length field; with echo off a bare CRLF
-        # (captures §4, §17).
+        # (captures.py §4, §17).
         self._write((header if self.echo else b"") + CRLF)
         if form is not self.dialect:
             self._fail(5)
@@ -70,7 +70,7 @@ class UdpSide:
         usable = self.session is not None and self.session.usable
         answer = None
         if self.budget.limited:
-            # ARIB limit engaged: the send is silently cancelled (protocol.md §2.1).
+            # ARIB limit engaged: the send is silently cancelled (docs/PROTOCOL.md, "Holds").
             param = SendResult.SENT
         elif not multicast and dest not in (self.meter_ip,) and dest not in self.neighbours:
             param = SendResult.NEIGHBOUR_SOLICITATION
@@ -103,7 +103,7 @@ class UdpSide:
 
     def _send_finished(self, dest: str, param: int, previous: list, done: Deferred) -> None:
         self._junk()
-        # EVENT 21 always comes before OK (captures §1).
+        # EVENT 21 always comes before OK (captures.py §1).
         self._event(EventNum.UDP_SENT, dest, param)
         self._ok()
         for item in previous:
@@ -128,7 +128,7 @@ class UdpSide:
     def _schedule_fixed_inf(self) -> None:
         now = self.meter_now()
         wait = (slot_start(now) + SLOT - now).total_seconds()
-        # Meters push EA/EB "within 5 minutes" after :00/:30 (captures §19).
+        # Meters push EA/EB "within 5 minutes" after :00/:30 (docs/PROTOCOL.md, "Timing").
         self._later(wait + self.rng.uniform(2.0, 90.0), self._push_fixed, group="meter", long=True)
 
     def _push_fixed(self) -> None:

@@ -51,7 +51,7 @@ class MeterDiscovery:
     log = Logger()
 
     #: Seconds to keep listening for PAN descriptors after EVENT 22 (some
-    #: modules print the last EPANDESC after it; captures §13).
+    #: modules print the last EPANDESC after it; docs/PROTOCOL.md, "Scanning").
     SCAN_GRACE = 1.0
     #: SKSCAN durations tried in turn while nothing is found.
     DURATIONS = (5, 6, 7)
@@ -136,7 +136,7 @@ class MeterDiscovery:
                 reply = await self.steps.run_in_dialect(
                     lambda dialect: commands.sk_scan(dialect, mask, duration), step, budget)
                 if not reply.pandescs:
-                    # The last channel's descriptor can follow EVENT 22 (captures §13).
+                    # The last channel's descriptor can follow EVENT 22 (captures.py §13).
                     await budget.pause(self.SCAN_GRACE, "scanning")
                 found = matching_pans(reply.pandescs + late, self.rbid)
                 if found:

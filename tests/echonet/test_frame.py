@@ -1,6 +1,8 @@
 """
 Tests for L{smartmeter_tx.echonet.frame}: ECHONET Lite format-1 frame
 encoding, decoding and request/response matching, against real payloads.
+
+C{§n} names a section of L{tests.fixtures.captures}.
 """
 
 from hypothesis import given, settings

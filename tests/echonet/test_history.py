@@ -1,11 +1,11 @@
 """
-Tests for the history codec of L{smartmeter_tx.echonet.meter}: E5, 0x97/0x98,
+Tests for the history codec of L{smartmeter_tx.echonet.history}: E5, 0x97/0x98,
 the property map 0x9F, ED/EC, E2/E4 day readings, slot energy (no data, the
 counter's wrap, D3/E1 missing) and the history record.  Pure: no Twisted.
 
 The E2 EDTs start from the real §21 capture (day 000B and its first two
 slots, L{tests.fixtures.captures}); the captures hold no EC, E4 or full E2, so
-those EDTs are built by hand from protocol.md §5.
+those EDTs are built by hand from docs/PROTOCOL.md, "Meter properties" and "History".
 """
 
 import datetime
@@ -31,7 +31,7 @@ def u32(value: int) -> bytes:
 
 def bitmap_map(epcs) -> bytes:
     """
-    A property map in bitmap form, built here from protocol.md §5 (byte i,
+    A property map in bitmap form, built here from docs/PROTOCOL.md (byte i,
     bit b set means EPC 0x80 + 0x10 b + i), independently of the emulator.
     """
     epcs = set(epcs)
@@ -60,7 +60,7 @@ def stamp(t: datetime.datetime) -> bytes:
     return t.year.to_bytes(2, "big") + bytes((t.month, t.day, t.hour, t.minute))
 
 
-#: A realistic Get property map of a meter (the EPCs protocol.md §5 lists,
+#: A realistic Get property map of a meter (the EPCs docs/PROTOCOL.md lists,
 #: with EC/ED): more than 16, so in bitmap form.
 METER_GET_EPCS = frozenset({
     0x80, 0x81, 0x82, 0x88, 0x8A, 0x8D, 0x97, 0x98, 0x9D, 0x9E, 0x9F, 0xD3, 0xD7,

@@ -1,6 +1,8 @@
 """
 Tests for L{smartmeter_tx.echonet.meter}: property decoders of the smart meter
 class 0x028801 and the node profile, against real EDTs from the captures.
+
+C{§n} names a section of L{tests.fixtures.captures}.
 """
 
 import datetime

@@ -2,6 +2,8 @@
 Tests for L{smartmeter_tx.echonet.requester.EchonetRequester}, on a real
 L{SKStackProtocol} over a StringTransport with a Clock, in both SK dialects:
 standard (§1 BP35A1, echo off, zeroed addresses) and DSE (§4 RS-WSUHA-P, echo on).
+
+C{§n} names a section of L{tests.fixtures.captures}.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from smartmeter_tx.sk.errors import SKCommandError, SKDisconnected
 from tests.fixtures import captures as C
 from tests.sktesting import ModeMixin, connect, feed, lines, modes, send
 
-#: Get E7 with TID 0001, as the reference (§4 of protocol.md) spells it.
+#: Get E7 with TID 0001, the 14 bytes of docs/PROTOCOL.md, "Frames".
 GET_E7_TID1 = bytes.fromhex("1081000105FF010288016201E700")
 
 

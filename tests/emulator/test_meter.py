@@ -131,7 +131,7 @@ class FrameTests(unittest.TestCase):
         self.assertEqual(reply.esv, GET_SNA)
         self.assertEqual([(p.epc, len(p.edt)) for p in reply.properties],
                          [(em.POWER, 4), (0x83, 0), (em.COEFFICIENT, 0)])
-        # The real Get_SNA of captures section 10.
+        # The real Get_SNA of 83 (captures.py §20, S20_GET_SNA_83).
         self.assertEqual(ask(meter, [0x83]).encode().hex().upper(), "1081000102880105FF0152018300")
 
     def test_coefficient(self):

@@ -188,7 +188,7 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(Harness(echo=False).send(b"\r\n"), b"")
 
     def test_skll64(self):
-        """SKLL64 answers a bare address line and no OK (captures section 13)."""
+        """SKLL64 answers a bare address line and no OK (captures.py §13)."""
         h = Harness()
         self.assertEqual(h.send(b"SKLL64 001D129012345678\r\n"),
                          b"SKLL64 001D129012345678\r\nFE80:0000:0000:0000:021D:1290:1234:5678\r\n")
@@ -211,7 +211,7 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(h.send(b"SKADDNBR 1 2\r\n"), b"FAIL ER06\r\n")
 
     def test_roptWopt(self):
-        """ROPT/WOPT end with CR only and so do their answers (captures section 4)."""
+        """ROPT/WOPT end with CR only and so do their answers (captures.py §4)."""
         h = Harness()
         self.assertEqual(h.send(b"ROPT\r"), b"ROPT\r\nOK 00\r")
         self.assertEqual(h.send(b"WOPT 01\r"), b"WOPT 01\r\nOK\r")
@@ -232,7 +232,7 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(Harness(echo=False).send(b"SKAPPVER\r\n")[:8], b"EAPPVER ")
 
     def test_skscanOtherDialect(self):
-        """The other dialect's SKSCAN argument count is FAIL ER05 (captures section 17)."""
+        """The other dialect's SKSCAN argument count is FAIL ER05 (captures.py §17)."""
         self.assertEqual(Harness(STD, echo=False).send(b"SKSCAN 2 FFFFFFFF 6 0\r\n"), b"FAIL ER05\r\n")
         self.assertEqual(Harness(DSE, echo=False).send(b"SKSCAN 2 FFFFFFFF 6\r\n"), b"FAIL ER05\r\n")
         self.assertEqual(Harness(STD, echo=False).send(b"SKSCAN 2 FFFFFFFF F\r\n"), b"FAIL ER06\r\n")
@@ -292,7 +292,7 @@ class ScanTests(unittest.TestCase):
     def test_found(self):
         """
         EVENT 20 (the module's own address) as the meter's channel is scanned,
-        and its EPANDESC block one channel dwell later (captures section 1).
+        and its EPANDESC block one channel dwell later (captures.py §1).
         """
         for dialect in (STD, DSE):
             h = self.scan(dialect)
@@ -314,7 +314,7 @@ class ScanTests(unittest.TestCase):
             self.assertEqual(h.clock.getDelayedCalls()[0].func.__name__, "run")  # only the :00/:30 INF
 
     def test_dsePandescLines(self):
-        """The DSE block has '  Side:0' between LQI and PairID (captures section 4)."""
+        """The DSE block has '  Side:0' between LQI and PairID (captures.py §4)."""
         h = self.scan(DSE)
         out = h.advance(20)
         self.assertIn(b"  LQI:", out)

@@ -250,7 +250,7 @@ class HardeningTests(SynchronousTestCase):
     """Recovery paths found in review: late descriptors, rate limit, a moved meter."""
 
     def test_lateDescriptorAfterEvent22(self):
-        """A PAN descriptor printed just after EVENT 22 still counts (captures §13)."""
+        """A PAN descriptor printed just after EVENT 22 still counts (captures.py §13)."""
         from tests.sktesting import connect
         proto, transport, clock, heard = connect()
         client = C.BRouteClient(proto, CREDS, clock, dialect=Dialect.STANDARD)

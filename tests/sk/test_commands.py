@@ -2,6 +2,8 @@
 Tests for L{smartmeter_tx.sk.commands}: the command builders of both
 dialects against the real host lines of the captures, their argument checks,
 and the helpers beside them.
+
+C{§n} names a section of L{tests.fixtures.captures}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase

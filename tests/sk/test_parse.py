@@ -2,6 +2,8 @@
 Tests for L{smartmeter_tx.sk.parse} and L{smartmeter_tx.sk.values}: the
 SKSTACK IP line parser, the EPANDESC block assembler and the line values,
 against real captured lines.
+
+C{§n} names a section of L{tests.fixtures.captures}.
 """
 
 from hypothesis import given, settings
@@ -61,7 +63,7 @@ def _rx(data, binary=False, side=None, rssi=None, rport=0x0E1A, secured=True):
 
 class CapturedLineTests(SynchronousTestCase):
     """
-    Every real line of captures.md that the module prints parses to the value it
+    Every real line of captures.py that the module prints parses to the value it
     means.
     """
 

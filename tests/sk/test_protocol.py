@@ -1,7 +1,7 @@
 """
 Tests for L{smartmeter_tx.sk.protocol.SKStackProtocol}.
 
-Module output comes from the real lines of captures.md (tests/fixtures/captures.py)
+Module output comes from the real lines of tests/fixtures/captures.py (§n below)
 and is fed whole, one byte at a time, and split in two at every offset.
 """
 
