@@ -133,3 +133,71 @@ class HelpersTests(SynchronousTestCase):
         samples = {s.name for f in populated_metrics() for s in f.samples}
         self.assertNotIn("smartmeter_rejoins", samples)
         self.assertIn("smartmeter_rejoins_total", samples)
+
+
+#: The checkout: the tests sit in its tests/ folder.
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: A citation of one of the project's documents: docs/NAME.md, "Section".
+CITATION = re.compile(r'docs/([A-Z]+)\.md, "([^"]+)"')
+
+#: Texts that must not appear in the repository: documents outside it, and
+#: this machine's paths.
+FOREIGN = re.compile(r"\.\./shared|/work/|captures\.md|reference/protocol\.md|DESIGN\.md")
+
+
+def source_texts():
+    """
+    @return: C{[(relative path, text)]} of the package's, the tests', the
+        benchmarks' and the docs' source files.
+    """
+    out = []
+    for top in ("smartmeter_tx", "tests", "bench", "docs", "examples", "twisted"):
+        for directory, dirs, files in os.walk(os.path.join(CHECKOUT, top)):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "_trial_temp", "__pycache__"))]
+            for name in files:
+                if name.endswith((".py", ".md", ".conf", ".service")):
+                    path = os.path.join(directory, name)
+                    with open(path, encoding="utf-8") as f:
+                        out.append((os.path.relpath(path, CHECKOUT), f.read()))
+    for name in ("README.md", "pyproject.toml"):
+        with open(os.path.join(CHECKOUT, name), encoding="utf-8") as f:
+            out.append((name, f.read()))
+    return out
+
+
+def headings(name):
+    """The C{## } headings of docs/C{name}.md."""
+    with open(os.path.join(CHECKOUT, "docs", f"{name}.md"), encoding="utf-8") as f:
+        return {line[3:].strip() for line in f if line.startswith("## ")}
+
+
+class CitationTests(SynchronousTestCase):
+    """The repository stands alone: what it cites is in it."""
+
+    def setUp(self):
+        if not os.path.exists(os.path.join(CHECKOUT, "docs", "PROTOCOL.md")):
+            raise SkipTest("docs/ not found beside the tests (run outside a source checkout)")
+        self.texts = source_texts()
+
+    def test_citedSectionsExist(self):
+        """Every 'docs/NAME.md, "Section"' names a document of docs/ and one of its headings."""
+        cited = {(path, doc, section) for path, text in self.texts
+                 for doc, section in CITATION.findall(text)}
+        self.assertTrue(cited, "no citation found: the pattern is stale")
+        missing = sorted(f"{path}: docs/{doc}.md, {section!r}" for path, doc, section in cited
+                         if not os.path.exists(os.path.join(CHECKOUT, "docs", f"{doc}.md"))
+                         or section not in headings(doc))
+        self.assertEqual(missing, [])
+
+    def test_noForeignCitations(self):
+        """No file cites a document outside the repository or a path of this machine."""
+        found = sorted(f"{path}: {m.group(0)}" for path, text in self.texts
+                       for m in FOREIGN.finditer(text) if path != "tests/test_docs.py")
+        self.assertEqual(found, [])
+
+    def test_foreignPatternFindsThem(self):
+        """The pattern above catches the kinds of citation it is for."""
+        for text in ("see ../shared/DESIGN.md", "/work/main/x", "captures.md §4",
+                     "reference/protocol.md §3"):
+            self.assertIsNotNone(FOREIGN.search(text), text)
