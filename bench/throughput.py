@@ -350,11 +350,9 @@ def main(argv=None) -> int:
 
 
 GROUPS = (
-    ("client stack (smartmeter_tx/sk, echonet, requester, client, steps, discovery, "
-     "linkstate, redact)",
-     ("smartmeter_tx/sk/", "smartmeter_tx/echonet/", "smartmeter_tx/echonet/requester.py",
-      "smartmeter_tx/session/client.py", "smartmeter_tx/session/steps.py", "smartmeter_tx/session/discovery.py",
-      "smartmeter_tx/session/linkstate.py", "smartmeter_tx/redact.py")),
+    ("client stack (smartmeter_tx/sk, echonet, session, model, redact)",
+     ("smartmeter_tx/sk/", "smartmeter_tx/echonet/", "smartmeter_tx/session/",
+      "smartmeter_tx/model.py", "smartmeter_tx/redact.py")),
     ("emulator (smartmeter_tx/emulator)", ("smartmeter_tx/emulator/",)),
     ("twisted", ("/twisted/",)),
 )
