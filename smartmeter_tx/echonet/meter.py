@@ -17,7 +17,7 @@ from typing import Optional
 from smartmeter_tx.errors import FrameError
 from smartmeter_tx.model import (
     NO_DATA, NO_PHASE, NO_SCALE, OVERFLOW, UNDERFLOW, Absent, FixedReading,
-    Reading, Value, is_absent,
+    Reading, Value,
 )
 
 # EPCs of class 0x028801.

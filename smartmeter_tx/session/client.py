@@ -189,7 +189,8 @@ class BRouteClient:
 
         @return: the answering frame.
         """
-        return await self.exchange(lambda tid: F.get_request(tid, epcs), budget, may_join)
+        return await self.requests.exchange(lambda tid: F.get_request(tid, epcs),
+                                            budget or Budget(self.clock, _NO_BUDGET), may_join)
 
     async def exchange(self, build: Callable[[int], F.Frame], budget: Optional[Budget] = None,
                        may_join: bool = True) -> F.Frame:

@@ -78,7 +78,11 @@ class SKStackProtocol(Protocol):
         self._receiving = False
         self._partial: Optional[V.RxUdpPartial] = None
         self._raw_timer = None
-        self._handlers: dict[type, Callable[[Any], None]] = {}
+        # The lines that answer a command go straight to the command queue.
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            V.Ok: self._commands.ok, V.Fail: self._commands.fail,
+            V.Echo: self._commands.echo_line,
+        }
         self._lost: Optional[Failure] = None
         self.redactor = Redactor()
         self.payload_mode = payload_mode
@@ -290,7 +294,7 @@ class SKStackProtocol(Protocol):
         handler = self._handlers.get(kind)
         if handler is None:
             # Route by kind (memcache's cmd_ / pop3's state_ pattern), looked up once per kind.
-            handler = getattr(self, "_line_" + kind.__name__, self._line_result)
+            handler = getattr(self, "_line_" + kind.__name__, self._commands.result)
             self._handlers[kind] = handler
         handler(value)
 
@@ -306,18 +310,6 @@ class SKStackProtocol(Protocol):
     def _line_PanDesc(self, desc: V.PanDesc) -> None:
         self._commands.collect_pandesc(desc)
         self._audience.notify(desc)
-
-    def _line_Echo(self, echo: V.Echo) -> None:
-        self._commands.echo_line(echo)
-
-    def _line_Ok(self, ok: V.Ok) -> None:
-        self._commands.ok(ok)
-
-    def _line_Fail(self, fail: V.Fail) -> None:
-        self._commands.fail(fail)
-
-    def _line_result(self, value) -> None:
-        self._commands.result(value)
 
     def _line_Blank(self, _blank) -> None:
         pass  # SKSENDTO's answer with echo off, or the CRLF after a binary payload

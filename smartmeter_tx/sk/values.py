@@ -12,7 +12,6 @@ Pure: no Twisted, no I/O.  Both editions of the command set are covered:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import re
 from dataclasses import dataclass
@@ -129,7 +128,9 @@ class RxUdp:
 
     def with_data(self, data: bytes) -> "RxUdp":
         """This datagram with C{data} as its payload."""
-        return dataclasses.replace(self, data=data)
+        # Spelled out: dataclasses.replace costs a tenth of a reading's parse.
+        return RxUdp(self.sender, self.dest, self.rport, self.lport, self.sender_lla, self.secured,
+                     data, self.side, self.rssi, self.binary)
 
     def to_line(self) -> bytes:
         """
