@@ -138,7 +138,7 @@ class HelpersTests(SynchronousTestCase):
 #: The checkout: the tests sit in its tests/ folder.
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: A citation of one of the project's documents: docs/NAME.md, "Section".
+#: A citation of one of the project's documents: its path, a comma, a heading in quotes.
 CITATION = re.compile(r'docs/([A-Z]+)\.md, "([^"]+)"')
 
 #: Texts that must not appear in the repository: documents outside it, and
@@ -181,7 +181,7 @@ class CitationTests(SynchronousTestCase):
         self.texts = source_texts()
 
     def test_citedSectionsExist(self):
-        """Every 'docs/NAME.md, "Section"' names a document of docs/ and one of its headings."""
+        """Every citation of a section of docs/ names a document there and one of its headings."""
         cited = {(path, doc, section) for path, text in self.texts
                  for doc, section in CITATION.findall(text)}
         self.assertTrue(cited, "no citation found: the pattern is stale")
