@@ -17,10 +17,23 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from smartmeter_tx.sk.protocol import SKStackProtocol
+from smartmeter_tx.sk.values import Dialect
+from tests.fixtures import captures as cap
 
 WHOLE = "whole"
 BYTEWISE = "one byte at a time"
 SPLIT = "split"
+
+#: The two dialects, the line end, and the addresses the SK tests share (the
+#: meter and module of captures.py §4; §1's zeroed address; all-nodes multicast).
+STD = Dialect.STANDARD
+DSE = Dialect.DSE
+CRLF = b"\r\n"
+METER = cap.S4_METER_IP
+MODULE = cap.S4_MODULE_IP
+MAC = cap.S4_METER_MAC
+ZERO_IP = "0000:0000:0000:0000:0000:0000:0000:0000"
+MULTICAST = "FF02:0000:0000:0000:0000:0000:0000:0001"
 
 
 def send(proto, data: bytes) -> None:

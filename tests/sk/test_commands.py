@@ -14,15 +14,9 @@ from smartmeter_tx.sk.commands import (
     sk_join, sk_ll64, sk_reset, sk_scan, sk_sendto, sk_setpwd, sk_setrbid, sk_sreg, sk_table,
     sk_term, sk_ver, wopt,
 )
-from smartmeter_tx.sk.values import Address, Dialect, lqi_to_dbm
+from smartmeter_tx.sk.values import Address, lqi_to_dbm
 from tests.fixtures import captures as cap
-
-STD = Dialect.STANDARD
-DSE = Dialect.DSE
-CRLF = b"\r\n"
-METER = cap.S4_METER_IP
-MAC = cap.S4_METER_MAC
-ZERO_IP = "0000:0000:0000:0000:0000:0000:0000:0000"
+from tests.sktesting import CRLF, DSE, MAC, METER, STD, ZERO_IP
 
 
 class CommandBuilderTests(SynchronousTestCase):

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.errors import ArgumentError, RemoteDataError, SKParseError
 from smartmeter_tx.sk.values import (
-    FAIL_MEANINGS, Address, AppVer, Blank, Dialect, Echo, EdScanStart, Event, Fail, Info, Neighbor,
+    FAIL_MEANINGS, Address, AppVer, Blank, Echo, EdScanStart, Event, Fail, Info, Neighbor,
     Ok, PanDesc, PanDescField, PanDescStart, PortLine, Resynced, RxUdp, RxUdpPartial, SReg,
     TableHeader, Unknown, Ver, lqi_to_dbm,
 )
@@ -23,15 +23,7 @@ from smartmeter_tx.sk.commands import (
 )
 from smartmeter_tx.sk.parse import BlockAssembler, parse_line
 from tests.fixtures import captures as cap
-
-STD = Dialect.STANDARD
-DSE = Dialect.DSE
-CRLF = b"\r\n"
-METER = cap.S4_METER_IP
-MODULE = cap.S4_MODULE_IP
-MAC = cap.S4_METER_MAC
-ZERO_IP = "0000:0000:0000:0000:0000:0000:0000:0000"
-MULTICAST = "FF02:0000:0000:0000:0000:0000:0000:0001"
+from tests.sktesting import CRLF, DSE, MAC, METER, MODULE, MULTICAST, STD, ZERO_IP
 #: A Get_Res of E7 = 228 W (the §4 reply to TID 0x5253).
 E7_REPLY = bytes.fromhex("1081525302880105FF017201E704000000E4")
 #: A binary payload with a CR LF inside (E7 = 0x00000D0A W).
