@@ -143,7 +143,8 @@ CITATION = re.compile(r'docs/([A-Z]+)\.md, "([^"]+)"')
 
 #: Texts that must not appear in the repository: documents outside it, and
 #: this machine's paths.
-FOREIGN = re.compile(r"\.\./shared|/work/|captures\.md|reference/protocol\.md|DESIGN\.md")
+#: (Written with character classes, so that the pattern does not name itself.)
+FOREIGN = re.compile(r"\.\./s[h]ared|/w[o]rk/|c[a]ptures\.md|r[e]ference/protocol\.md|D[E]SIGN\.md")
 
 
 def source_texts():
@@ -198,6 +199,6 @@ class CitationTests(SynchronousTestCase):
 
     def test_foreignPatternFindsThem(self):
         """The pattern above catches the kinds of citation it is for."""
-        for text in ("see ../shared/DESIGN.md", "/work/main/x", "captures.md §4",
-                     "reference/protocol.md §3"):
+        for text in ("see ../" "shared/x", "/" "work/main/x", "captures" ".md §4",
+                     "reference/" "protocol.md §3", "DESIGN" ".md"):
             self.assertIsNotNone(FOREIGN.search(text), text)

@@ -91,7 +91,7 @@ class MqttConfig:
 
     @property
     def display_url(self) -> str:
-        """The broker's URL for logs: the user part, never the password."""
+        """The broker's URL as diagnostics show it: the user name, no secret."""
         user = f"{urllib.parse.quote(self.username)}@" if self.username else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}"
