@@ -91,7 +91,7 @@ class ModuleSteps:
         """
         Send one SK command, bounded by what is left of C{budget}.
 
-        @return: the command's L{smartmeter_tx.sk.exchange.Reply}.
+        @return: the command's L{smartmeter_tx.sk.protocol.queue.Reply}.
         @raise StepTimeout: the budget ran out, or the module did not answer.
         @raise SKCommandError: FAIL ERxx.
         """

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk import commands
 from smartmeter_tx.sk.protocol import SKStackProtocol
-from smartmeter_tx.sk.exchange import Reply
+from smartmeter_tx.sk.protocol.queue import Reply
 from smartmeter_tx.sk.errors import SKCommandError, SKDisconnected, SKEventError, SKTimeoutError
 from tests.fixtures import captures as C
 from tests.sktesting import ModeMixin, connect, feed, lines, modes, send

@@ -9,7 +9,7 @@ and EPANDESC reach listeners at any time, including between a command and its OK
 
 Bytes are framed by the pure L{smartmeter_tx.sk.framing.Reader} and parsed
 by L{smartmeter_tx.sk.parse}; the commands, their answers, timeouts and the
-resync after an abandoned one are L{smartmeter_tx.sk.exchange.CommandQueue}'s.
+resync after an abandoned one are L{smartmeter_tx.sk.protocol.queue.CommandQueue}'s.
 This module keeps the transport, the raw-payload watchdog, the routing of
 parsed lines, the listeners and the transcript.
 """
@@ -29,7 +29,7 @@ from smartmeter_tx.redact import Redactor
 from smartmeter_tx.sk import commands, parse
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.errors import SKDisconnected
-from smartmeter_tx.sk.exchange import CommandQueue
+from smartmeter_tx.sk.protocol.queue import CommandQueue
 from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Line, Raw, Reader
 
 __all__ = ["SKStackProtocol"]
@@ -98,11 +98,11 @@ class SKStackProtocol(Protocol):
         Queue C{command}; it is written once every earlier command completed.
 
         After a command was abandoned before its OK (timed out or cancelled),
-        a resync (L{smartmeter_tx.sk.exchange.SYNC_COMMANDS}) is written
+        a resync (L{smartmeter_tx.sk.protocol.queue.SYNC_COMMANDS}) is written
         before C{command}.
 
         @return: a Deferred that fires with a
-            L{smartmeter_tx.sk.exchange.Reply}, or fails with
+            L{smartmeter_tx.sk.protocol.queue.Reply}, or fails with
             L{smartmeter_tx.sk.errors.SKCommandError} (FAIL ERxx),
             L{smartmeter_tx.sk.errors.SKEventError} (a failure event such as
             EVENT 24), L{smartmeter_tx.sk.errors.SKTimeoutError} (also, with
