@@ -40,8 +40,10 @@ class Backfill:
     """
     @param days: how many days back to keep complete (0 disables).
     @param on_slot: called with C{(record, when)} for each slot to log; it
-        raises L{OSError} when the slot could not be written (the slot then
+        returns C{False} when the slot could not be written (the slot then
         stays missing, and the backfill pauses).
+    @param writable: whether slots can be logged now; while they cannot (a
+        full disk), the backfill reads nothing from the meter.
     @param known: the history records the data log already holds.
 
     @ivar slots: slot start (aware, JST) -> L{model.HistorySlot}, the slots logged
@@ -65,11 +67,13 @@ class Backfill:
     #: Seconds after which the meter's clock is read again.
     CLOCK_AGE = 3600.0
 
-    def __init__(self, days: int, clock, on_slot: Callable[[dict, float], None],
-                 wall_clock: Callable[[], float], known: Iterable[dict] = ()) -> None:
+    def __init__(self, days: int, clock, on_slot: Callable[[dict, float], Optional[bool]],
+                 wall_clock: Callable[[], float], known: Iterable[dict] = (),
+                 writable: Callable[[], bool] = lambda: True) -> None:
         self.days = min(days, self.MAX_DAYS)
         self.clock = clock
         self.on_slot = on_slot
+        self.writable = writable
         self.wall_clock = wall_clock
         self.slots: dict = {}
         for record in known:
@@ -142,13 +146,14 @@ class Backfill:
                 return  # slot energies need E1/D3/D7: the poller learns them first
             if self._spent_last_hour() >= self.FRAMES_PER_HOUR:
                 return  # the next poll kicks us again
+            if not self.writable():
+                # Nothing read now could be logged: no frame for it.  The
+                # data log says when it fails and when it recovers.
+                return
             try:
                 more = await self.step(client)
             except SmartMeterError as e:  # holds, no session, lost frames
                 self.log.info("backfill paused: {error}", error=e)
-                return
-            except OSError as e:
-                self.log.warn("backfill paused: cannot write the data log: {error}", error=e)
                 return
             if not more:
                 return
@@ -216,7 +221,8 @@ class Backfill:
             naive = slot.start.replace(tzinfo=None)
             if naive not in due or slot.start in self.slots:
                 continue
-            self.on_slot(slot.to_record(), self.wall_clock())  # OSError: stays missing
+            if self.on_slot(slot.to_record(), self.wall_clock()) is False:
+                return  # not written: it stays missing, and so do the later ones
             self.slots[slot.start] = slot
             self.written += 1
 

@@ -1,23 +1,37 @@
 """
 The data log: one JSON object per line, one file per day.
 
-Each line is written with a single C{write} of the whole line and flushed at
-once, so a power cut loses at most the line being written; files are opened in
-append mode and never truncated, so a restart continues the day's file.  The
-date of a line (and so its file) comes from the reading's own time, not from
-when the line was written.
+A line is written whole or not at all: one C{write} of the whole line to a
+file opened for appending, then C{fsync}; a short write or a failed sync is
+cut back off the file.  A record that cannot be written (disk full, an I/O
+error, a directory gone read-only) is dropped and counted, never kept in a
+buffer to be written later, so no line is ever written twice; the log warns
+once when writing starts failing and once when it recovers.  Before each write
+it checks that the day's file is still the one at its path (not deleted,
+replaced or moved away with its directory) and opens it again there if not.
+A file whose last line was cut short (a power cut) is continued on a new
+line, so the torn line stays the only one lost.
+
+The date of a line (and so its file) comes from the reading's own time, not
+from when the line was written.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
-from typing import Optional, TextIO
+from typing import Callable, Optional
+
+from twisted.logger import Logger
 
 from smartmeter_tx.model import json_value
 
-__all__ = ["DataLog"]
+__all__ = ["DataLog", "read_history_records"]
+
+#: Bad lines reported one by one per file before a summary.
+_BAD_LINES_SHOWN = 5
 
 
 class DataLog:
@@ -26,78 +40,207 @@ class DataLog:
 
     @ivar utc: name files by the UTC date of each record (default: local date,
         as Japanese meters keep local time).
+    @ivar lines_written: lines written since start.
+    @ivar lines_lost: records dropped because they could not be written.
+    @ivar failing: whether the last write failed (and none has succeeded since).
     """
 
-    def __init__(self, directory: str, prefix: str = "smartmeter", utc: bool = False) -> None:
+    log = Logger()
+
+    def __init__(self, directory: str, prefix: str = "smartmeter", utc: bool = False,
+                 write: Callable[[int, bytes], int] = os.write,
+                 fsync: Callable[[int], None] = os.fsync) -> None:
+        """
+        @param write: C{os.write}; tests give one that fails like a full disk.
+        @param fsync: C{os.fsync}, likewise.
+        """
         self.directory = directory
         self.prefix = prefix
         self.utc = utc
-        self._day: Optional[str] = None
-        self._file: Optional[TextIO] = None
+        self._os_write = write
+        self._os_fsync = fsync
+        self._path: Optional[str] = None
+        self._fd: Optional[int] = None
         self.lines_written = 0
+        self.lines_lost = 0
+        self.failing = False
+        self._lost_while_failing = 0
 
     def path_for(self, when: float) -> str:
         stamp = (datetime.datetime.fromtimestamp(when, datetime.timezone.utc) if self.utc
                  else datetime.datetime.fromtimestamp(when))
         return os.path.join(self.directory, f"{self.prefix}-{stamp:%Y-%m-%d}.jsonl")
 
-    def write(self, record: dict, when: float) -> None:
+    def write(self, record: dict, when: float) -> bool:
         """
-        Append C{record} (plus C{"time"}, the epoch seconds C{when}) as one line.
+        Append C{record} (plus C{"time"}, the epoch seconds C{when}) as one
+        line, whole or not at all.
 
-        @raise OSError: the file cannot be written (the caller logs it; the
-            service goes on).
+        @return: whether the line was written; when not, the record is
+            dropped and counted in L{lines_lost}.
         """
-        path = self.path_for(when)
-        file = self._file
-        if path != self._day or file is None:
-            self.close()
-            os.makedirs(self.directory, exist_ok=True)
-            file = self._file = open(path, "a", encoding="utf-8")
-            self._day = path
         line = {"time": round(when, 3)}
         line.update({k: json_value(v) for k, v in record.items()})
-        file.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
-        file.flush()
-        # One fsync per reading (every 30 s by default): a power cut on a
-        # Raspberry Pi then loses at most the line being written.
-        os.fsync(file.fileno())
+        data = (json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+        try:
+            fd = self._open(self.path_for(when))
+            self._append(fd, data)
+        except OSError as e:
+            self._lost(e)
+            return False
+        if self.failing:
+            self.failing = False
+            self.log.warn("the data log is written again; {n} records were lost while it "
+                          "could not be", n=self._lost_while_failing)
+            self._lost_while_failing = 0
         self.lines_written += 1
+        return True
+
+    def metrics(self) -> list:
+        """
+        @return: C{(name, "gauge" or "counter", help, value)} of the data
+            log's figures, for C{/metrics}.
+        """
+        return [
+            ("smartmeter_datalog_lines", "counter", "Lines written to the data log",
+             self.lines_written),
+            ("smartmeter_datalog_lost", "counter",
+             "Records the data log could not write (disk full, I/O error)", self.lines_lost),
+            ("smartmeter_datalog_failing", "gauge", "1 while the data log cannot be written",
+             1 if self.failing else 0),
+        ]
 
     def history_records(self, since: datetime.date) -> list:
-        """
-        The C{kind: history} records of the files dated C{since} or later (a
-        slot is written after its own date, so these hold every slot since
-        then).  Lines that are not JSON (a power cut mid-line) are skipped.
-
-        @return: the records as dicts, in file order.
-        """
-        records: list = []
-        try:
-            names = sorted(os.listdir(self.directory))
-        except OSError:
-            return records
-        first = f"{self.prefix}-{since:%Y-%m-%d}.jsonl"
-        for name in names:
-            if not (name.startswith(self.prefix + "-") and name.endswith(".jsonl")) or name < first:
-                continue
-            try:
-                with open(os.path.join(self.directory, name), encoding="utf-8") as f:
-                    for line in f:
-                        if '"history"' not in line:
-                            continue  # cheap: most lines are readings
-                        try:
-                            record = json.loads(line)
-                        except ValueError:
-                            continue
-                        if isinstance(record, dict) and record.get("kind") == "history":
-                            records.append(record)
-            except OSError:
-                continue
-        return records
+        """See L{read_history_records}, for this log's directory and prefix."""
+        return read_history_records(self.directory, self.prefix, since)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._file = None
-        self._day = None
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+        self._path = None
+
+    # -- writing -----------------------------------------------------------------
+
+    def _open(self, path: str) -> int:
+        """
+        The open file of C{path}: the one already open if it is still the
+        file at that path, else C{path} opened again (its directory created),
+        continuing a torn last line on a new line.
+        """
+        if self._fd is not None and path == self._path:
+            if self._still_there(self._fd, path):
+                return self._fd
+            self.log.warn("the data log {path} was deleted, replaced or moved away; "
+                          "opening it again there", path=path)
+        self.close()
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # The last line was cut short (a power cut mid-write): the
+                # next record starts on a line of its own.
+                self._append(fd, b"\n")
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._path = fd, path
+        return fd
+
+    @staticmethod
+    def _still_there(fd: int, path: str) -> bool:
+        try:
+            at_path = os.stat(path)
+        except FileNotFoundError:
+            return False
+        open_file = os.fstat(fd)
+        return (at_path.st_dev, at_path.st_ino) == (open_file.st_dev, open_file.st_ino)
+
+    def _append(self, fd: int, data: bytes) -> None:
+        """
+        Write C{data} at the end of C{fd} and sync it, or leave the file as it
+        was.
+
+        @raise OSError: nothing of C{data} stays in the file.
+        """
+        size = os.fstat(fd).st_size
+        try:
+            written = self._os_write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+            # One fsync per line (a reading every 30 s by default): a power cut
+            # on a Raspberry Pi then loses at most the line being written.
+            self._os_fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass  # nothing more can be done; the reader skips a torn line
+            raise
+
+    def _lost(self, error: OSError) -> None:
+        self.lines_lost += 1
+        self._lost_while_failing += 1
+        if not self.failing:
+            self.failing = True
+            self.log.warn("cannot write the data log in {directory}: {why}; readings are "
+                          "dropped (and counted) until it can be written again",
+                          directory=self.directory, why=error.strerror or str(error))
+        self.close()  # the next write opens the file anew
+
+
+def read_history_records(directory: str, prefix: str, since: datetime.date) -> list:
+    """
+    The C{kind: history} records of the data-log files dated C{since} or later
+    (a slot is written after its own date, so these hold every slot since
+    then).  A line that is not UTF-8 JSON (a power cut mid-line, a damaged
+    disk) is skipped with a warning naming the file and line.
+
+    @return: the records as dicts, in file order.
+    """
+    records: list = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return records
+    first = f"{prefix}-{since:%Y-%m-%d}.jsonl"
+    for name in names:
+        if not (name.startswith(prefix + "-") and name.endswith(".jsonl")) or name < first:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as f:
+                records.extend(_history_lines(f, path))
+        except OSError as e:
+            DataLog.log.warn("cannot read the data log {path}: {why}", path=path,
+                             why=e.strerror or str(e))
+    return records
+
+
+def _history_lines(lines, path: str) -> list:
+    records = []
+    bad = 0
+    for number, raw in enumerate(lines, 1):
+        raw = raw.rstrip(b"\n")
+        record = None
+        try:
+            text = raw.decode("utf-8")
+            # Every line is a compact object: a cut one does not end in "}".
+            if text.startswith("{") and text.endswith("}"):
+                record = json.loads(text) if '"history"' in text else {}
+        except ValueError:  # UnicodeDecodeError included
+            pass
+        if record is None:
+            if raw:
+                bad += 1
+                if bad <= _BAD_LINES_SHOWN:
+                    DataLog.log.warn("skipping line {number} of {path}: not a JSON record",
+                                     number=number, path=path)
+            continue
+        if isinstance(record, dict) and record.get("kind") == "history":
+            records.append(record)
+    if bad > _BAD_LINES_SHOWN:
+        DataLog.log.warn("skipped {n} more bad lines in {path}", n=bad - _BAD_LINES_SHOWN,
+                         path=path)
+    return records

@@ -5,6 +5,7 @@ emulator and a task.Clock.
 """
 
 import datetime
+import errno
 import json
 import os
 import random
@@ -45,13 +46,18 @@ class _Harness:
     def wall(self):
         return self.wall0 + self.loop.clock.seconds()
 
-    def start(self, days=7):
-        """A poller with a backfill over the data log, as makeService builds it."""
-        datalog = DataLog(self.logdir)
+    def start(self, days=7, write=os.write):
+        """
+        A poller with a backfill over the data log, as makeService builds it.
+
+        @param write: the data log's C{os.write} (a test's full disk).
+        """
+        datalog = DataLog(self.logdir, write=write)
         self.addCleanup(datalog.close)
         since = datetime.date.fromtimestamp(self.wall()) - datetime.timedelta(days=days + 1)
         backfill = Backfill(days, self.loop.clock, datalog.write, self.wall,
-                            known=datalog.history_records(since))
+                            known=datalog.history_records(since),
+                            writable=lambda: not datalog.failing)
         poller = MeterPoller(self.loop.connect, config.SessionConfig(CREDS), self.loop.clock,
                              PollSchedule(interval=30, energy_interval=300),
                              on_reading=datalog.write, rng=random.Random(0),
@@ -183,6 +189,30 @@ class _BackfillBase(_Harness):
         held = poller.backfill.frames
         self.loop.advance(120)
         self.assertEqual(poller.backfill.frames, held)
+
+    def test_diskFullReadsNothing(self):
+        """
+        While the data log cannot be written, the backfill spends no frame on
+        the meter's record, whatever the polls do; once it can, it fills the
+        window, each slot once.
+        """
+        full = [True]
+
+        def write(fd, data):
+            if full[0]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return os.write(fd, data)
+        poller, datalog = self.start(write=write)
+        self.loop.advance(HOUR)
+        self.assertGreater(poller.stats.polls_answered, 100)
+        self.assertEqual(poller.backfill.frames, 0)
+        self.assertEqual(poller.backfill.written, 0)
+        self.assertGreater(datalog.lines_lost, 100)
+        full[0] = False
+        self.loop.advance(HOUR + 600)  # not right at a boundary
+        slots = [r["slot"] for r in self.logged_slots()]
+        self.assertEqual(sorted(set(slots)), sorted(slots))
+        self.assertEqual(slots[-len(self.expected_slots(7)):], self.expected_slots(7))
 
 
 OUTAGE = [(datetime.datetime(2024, 5, 30, 10), datetime.datetime(2024, 5, 30, 13, 30))]

@@ -3,13 +3,16 @@ Tests for L{smartmeter_tx.service.datalog}: the daily JSON-lines data log.
 """
 
 import datetime
+import errno
 import json
 import os
+import shutil
 from decimal import Decimal
 
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.service.datalog import DataLog
+from smartmeter_tx.service.datalog import DataLog, read_history_records
 from smartmeter_tx.model import NO_DATA, NO_PHASE
 
 # Noon UTC on two consecutive days: the same local date as UTC in every time
@@ -117,10 +120,181 @@ class DataLogTests(SynchronousTestCase):
         self.assertEqual([line["power_w"] for line in read_lines(self.path1)], [42, 43])
 
     def test_unwritableDirectory(self):
-        """DataLog.write raises OSError when its directory cannot be created."""
+        """DataLog.write returns False and counts the record lost when its directory cannot be made."""
         blocker = self.mktemp()
         with open(blocker, "w") as f:
             f.write("a file, not a directory")
         log = DataLog(os.path.join(blocker, "data"))
         self.addCleanup(log.close)
-        self.assertRaises(OSError, log.write, {"power_w": 1}, DAY1)
+        self.assertFalse(log.write({"power_w": 1}, DAY1))
+        self.assertEqual((log.lines_written, log.lines_lost, log.failing), (0, 1, True))
+
+
+class Disk:
+    """
+    C{os.write} and C{os.fsync} for a L{DataLog}, able to fail as a full or
+    broken disk does: C{full} refuses every write (ENOSPC), C{short} writes
+    only the first C{short} bytes of the next write, C{sync_fails} makes
+    fsync fail with EIO.
+    """
+
+    def __init__(self):
+        self.full = False
+        self.short = None
+        self.sync_fails = False
+
+    def write(self, fd, data):
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if self.short is not None:
+            part, self.short = data[:self.short], None
+            return os.write(fd, part)
+        return os.write(fd, data)
+
+    def fsync(self, fd):
+        if self.sync_fails:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+
+class LogEvents:
+    """The log events of a test, formatted."""
+
+    def __init__(self, test):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def texts(self, level="warn"):
+        return [formatEvent(e) for e in self.events if e["log_level"].name == level]
+
+
+class FaultTests(SynchronousTestCase):
+    """A full disk, a broken disk, and files or folders taken away under the log."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        self.disk = Disk()
+        self.log = DataLog(self.directory, utc=True, write=self.disk.write, fsync=self.disk.fsync)
+        self.addCleanup(self.log.close)
+        self.path = os.path.join(self.directory, "smartmeter-2026-03-01.jsonl")
+        self.events = LogEvents(self)
+
+    def test_diskFullDropsAndCounts(self):
+        """
+        While the disk is full records are dropped and counted, never written
+        later; the log warns once when it starts failing and once when it
+        recovers, with the number lost.
+        """
+        self.assertTrue(self.log.write({"power_w": 1}, DAY1))
+        self.disk.full = True
+        for n in range(2, 17):
+            self.assertFalse(self.log.write({"power_w": n}, DAY1 + n))
+        self.assertTrue(self.log.failing)
+        self.disk.full = False
+        self.assertTrue(self.log.write({"power_w": 99}, DAY1 + 99))
+        self.assertEqual([line["power_w"] for line in read_lines(self.path)], [1, 99])
+        self.assertEqual((self.log.lines_written, self.log.lines_lost, self.log.failing),
+                         (2, 15, False))
+        warnings = self.events.texts()
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn("No space left on device", warnings[0])
+        self.assertIn("15 records were lost", warnings[1])
+
+    def test_shortWriteCutBack(self):
+        """A write the disk took only part of is cut back: the file never holds half a line."""
+        self.log.write({"power_w": 1}, DAY1)
+        self.disk.short = 10
+        self.assertFalse(self.log.write({"power_w": 2, "current_r_a": Decimal("1.5")}, DAY1 + 1))
+        self.log.write({"power_w": 3}, DAY1 + 2)
+        self.assertEqual([line["power_w"] for line in read_lines(self.path)], [1, 3])
+
+    def test_syncFailureCutBack(self):
+        """A line whose fsync fails (EIO) is cut back off the file and counted lost."""
+        self.log.write({"power_w": 1}, DAY1)
+        self.disk.sync_fails = True
+        self.assertFalse(self.log.write({"power_w": 2}, DAY1 + 1))
+        self.disk.sync_fails = False
+        self.log.write({"power_w": 3}, DAY1 + 2)
+        self.assertEqual([line["power_w"] for line in read_lines(self.path)], [1, 3])
+        self.assertEqual(self.log.lines_lost, 1)
+
+    def test_directoryDeleted(self):
+        """The log's folder deleted while it runs: the next record re-creates it, with a warning."""
+        self.log.write({"power_w": 1}, DAY1)
+        shutil.rmtree(self.directory)
+        self.assertTrue(self.log.write({"power_w": 2}, DAY1 + 1))
+        self.assertEqual([line["power_w"] for line in read_lines(self.path)], [2])
+        self.assertEqual(len(self.events.texts()), 1)
+        self.assertIn("deleted, replaced or moved", self.events.texts()[0])
+
+    def test_directoryReplaced(self):
+        """The folder moved away and a new one put in its place: records go to the new one."""
+        self.log.write({"power_w": 1}, DAY1)
+        moved = self.directory + ".old"
+        os.rename(self.directory, moved)
+        os.makedirs(self.directory)
+        self.log.write({"power_w": 2}, DAY1 + 1)
+        self.assertEqual([line["power_w"] for line in read_lines(self.path)], [2])
+        old = os.path.join(moved, "smartmeter-2026-03-01.jsonl")
+        self.assertEqual([line["power_w"] for line in read_lines(old)], [1])
+
+    def test_fileReplaced(self):
+        """The day's file replaced by another (a new inode): records go to the one at the path."""
+        self.log.write({"power_w": 1}, DAY1)
+        os.rename(self.path, self.path + ".rotated")
+        with open(self.path, "w") as f:
+            f.write('{"power_w":0,"time":0}\n')
+        self.log.write({"power_w": 2}, DAY1 + 1)
+        self.assertEqual([line["power_w"] for line in read_lines(self.path)], [0, 2])
+
+    def test_tornLastLine(self):
+        """
+        A day's file cut mid-line (a power cut): the next record starts on a
+        new line, so only the torn line is lost.
+        """
+        os.makedirs(self.directory)
+        with open(self.path, "w") as f:
+            f.write('{"power_w":1,"time":1}\n{"power_w":2,"ti')
+        self.log.write({"power_w": 3}, DAY1)
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines, ['{"power_w":1,"time":1}', '{"power_w":2,"ti',
+                                 json.dumps({"power_w": 3, "time": DAY1}, sort_keys=True,
+                                            separators=(",", ":"))])
+
+
+class ReaderTests(SynchronousTestCase):
+    """L{read_history_records} reads what it can of damaged files."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.events = LogEvents(self)
+
+    def write(self, name, data):
+        with open(os.path.join(self.directory, name), "wb") as f:
+            f.write(data)
+
+    def test_badLinesSkippedWithWarning(self):
+        """Lines that are not UTF-8, or not whole JSON, are skipped with file and line named."""
+        good = b'{"kind":"history","slot":"2026-03-01T00:00:00+09:00","source":"E2"}'
+        self.write("smartmeter-2026-03-01.jsonl",
+                   b'{"power_w":1}\n\xff\xfe{"kind":"history"}\n' + good + b'\n'
+                   b'{"kind":"history","slot":"2026-03-01T00:3\n' + good + b"\n")
+        records = read_history_records(self.directory, "smartmeter", datetime.date(2026, 3, 1))
+        self.assertEqual(len(records), 2)
+        warnings = self.events.texts()
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn("line 2 of ", warnings[0])
+        self.assertIn("line 4 of ", warnings[1])
+        self.assertIn("smartmeter-2026-03-01.jsonl", warnings[0])
+
+    def test_manyBadLinesSummarised(self):
+        """A file of garbage gives a few warnings and one summary, not one line each."""
+        self.write("smartmeter-2026-03-01.jsonl", b"\x80garbage\n" * 100)
+        self.assertEqual(read_history_records(self.directory, "smartmeter",
+                                              datetime.date(2026, 3, 1)), [])
+        warnings = self.events.texts()
+        self.assertEqual(len(warnings), 6)
+        self.assertIn("95 more bad lines", warnings[-1])
