@@ -141,7 +141,7 @@ class MeterPoller(service.Service):
     def startService(self) -> None:
         super().startService()
         self.port.start()
-        self._loop = task.LoopingCall(self.poll)
+        self._loop = task.LoopingCall.withCount(self._tick)
         self._loop.clock = self.clock
         self._loop.start(self.schedule.interval, now=True).addErrback(
             lambda f: self.log.failure("poll loop stopped", f))
@@ -185,14 +185,20 @@ class MeterPoller(service.Service):
         """Why sends are held now, or C{None}."""
         return self.state.held
 
+    def _tick(self, count: int) -> defer.Deferred:
+        # The loop waits for a poll to end: the count - 1 ticks due meanwhile
+        # (a join, long retries) were not polled, nor is this one while the
+        # poll after a reopen runs.
+        self.stats.polls_skipped += count - 1 + self._polling
+        return self.poll()
+
     def poll(self) -> defer.Deferred:
         """
-        One poll; never fails (errors are counted and logged).
+        One poll, unless one runs; never fails (errors are counted and logged).
 
         @return: a Deferred that fires with C{None} when the poll is over.
         """
         if self._polling:
-            self.stats.polls_skipped += 1
             return defer.succeed(None)
         self._polling = True
         d = defer.Deferred.fromCoroutine(self._poll())
@@ -322,17 +328,15 @@ class MeterPoller(service.Service):
         if self.config.credentials is None:
             # Idling for ever would look healthy to systemd while reading nothing.
             self._next_join = now + self.join_backoff.next_delay()
-            if self._fatal:
-                return False
-            self._fatal = True
-            self.on_fatal("the module has no session with the meter and no B-route ID and "
-                          "password were given (--id/--password-file, $SMARTMETER_ID/"
-                          "$SMARTMETER_PASSWORD)")
+            if not self._fatal:
+                self._fatal = True
+                self.on_fatal("the module has no session with the meter and no B-route ID "
+                              "and password were given (--id/--password-file, "
+                              "$SMARTMETER_ID/$SMARTMETER_PASSWORD)")
             return False
-        # After repeated failures the client itself scans for the meter anew
-        # (it counts failed joins in the state file).
+        # Joins before the first session are not rejoins.  (After repeated
+        # failures the client scans for the meter anew: the state file counts.)
         if self._had_session:
-            # Joins before the first session are not rejoins.
             self.store.rejoined(self.clock.seconds())
         try:
             await client.joiner.authenticate(Budget(self.clock, self.schedule.join_timeout))

@@ -487,3 +487,21 @@ class IdentityTests(SynchronousTestCase):
             self.assertEqual(identity["serial"],
                              loop.emulator.meter.serial.decode("ascii").strip(" \x00") or None)
             self.assertEqual(identity["maker"], "000016")
+
+
+class TickAccountingTests(SynchronousTestCase):
+    def test_everyTickCounted(self):
+        """
+        Every tick of the schedule is answered, failed or skipped: the ticks
+        that go by while a poll runs longer than the interval (the first
+        one joins) are counted as skipped.
+        """
+        loop = Loop()
+        self.addCleanup(loop.stop)
+        poller = start_poller(self, loop, interval=2)
+        loop.advance(121)  # the poll of the tick at 120 s has ended by 121 s
+        s = poller.stats
+        ticks = 120 // 2 + 1  # the first at start
+        self.assertGreater(s.polls_skipped, 0)
+        self.assertEqual(s.polls_answered + s.polls_failed + s.polls_skipped, ticks)
+        self.assertEqual(poller.state.rate_limited_count, 0)
