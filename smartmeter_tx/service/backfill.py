@@ -88,7 +88,6 @@ class Backfill:
         self.frames = 0
         self.missing = 0
         self._running: Optional[defer.Deferred] = None
-        self._clock_read_at: Optional[float] = None
 
     # -- what is missing -------------------------------------------------------------
 
@@ -171,12 +170,13 @@ class Backfill:
         before = client.history_frames
         try:
             meter_now = client.history.meter_now()
-            if (meter_now is None or self._clock_read_at is None
-                    or self.clock.seconds() - self._clock_read_at > self.CLOCK_AGE):
+            read_at = client.history.clock_read_at
+            stale = read_at is None or self.clock.seconds() - read_at > self.CLOCK_AGE
+            if meter_now is None or stale:
                 # The host's clock may jump (a Pi without RTC at boot): ask the
-                # meter's own now and then; slots are dated by the meter anyway.
+                # meter's own now and then (an E2/E4 read tells it too); slots
+                # are dated by the meter anyway.
                 meter_now = await client.history.meter_clock(budget)
-                self._clock_read_at = self.clock.seconds()
             due = self.due(meter_now)
             self.missing = len(due)
             if not due:

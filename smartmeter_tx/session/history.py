@@ -36,6 +36,10 @@ class HistoryReader:
         self.client = client
         self._source: Optional[str] = None
         self._clock_offset: Optional[float] = None
+        #: The day E5 was last set to on this connection, or None if unknown.
+        self._day: Optional[int] = None
+        #: When (the client's clock) a frame last told the meter's clock.
+        self.clock_read_at: Optional[float] = None
 
     async def history_source(self, budget: Optional[Budget] = None) -> str:
         """
@@ -70,7 +74,9 @@ class HistoryReader:
         clock = M.decode_meter_clock(time_edt, date_edt)
         # The meter's clock has minutes only: keep the offset to the host's
         # clock so that later reads can tell the meter's time without a frame.
-        self._clock_offset = clock.replace(tzinfo=model.JST).timestamp() - self.client.clock.seconds()
+        now = self.client.clock.seconds()
+        self._clock_offset = clock.replace(tzinfo=model.JST).timestamp() - now
+        self.clock_read_at = now
         return clock
 
     def _clock_of(self, frame: F.Frame) -> Optional[datetime.datetime]:
@@ -106,9 +112,10 @@ class HistoryReader:
     async def read_history(self, day: int, budget: Optional[Budget] = None) -> tuple:
         """
         One day of the meter's 30-minute record: SetC E5 (and wait for its
-        Set_Res: a Get right after a SetI reads the previous day), then E2,
-        E4 and the meter's clock in one Get.  A read that straddled the
-        meter's midnight is done again.
+        Set_Res: a Get right after a SetI reads the previous day) unless that
+        day is selected already, then E2, E4 and the meter's clock in one Get.
+        A read that straddled the meter's midnight is done again, and one
+        that answers for another day is done again with SetC.
 
         @param day: 0 = today, n = n days ago.
         @return: C{(readings, meter clock)}: C{{boundary: (normal raw, reverse
@@ -128,35 +135,57 @@ class HistoryReader:
 
     async def _read_day(self, day_of: Callable[[datetime.date], int],
                         budget: Optional[Budget]) -> tuple:
-        for _ in range(2):
+        midnights = 0
+        while midnights < 2:
             if self._clock_offset is None:
                 await self.meter_clock(budget)
             before = self._now()
             day = day_of(before.date())
-            await self._setc(M.HISTORY_DAY, H.encode_history_day(day), budget)
-            frame = await self.client.read((M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
-                                     M.METER_DATE), budget)
-            normal, reverse = frame.get(M.HISTORY_NORMAL), frame.get(M.HISTORY_REVERSE)
-            clocks = [self._clock_of(frame)]
-            if normal is not None and reverse is None:
-                # Some meters give one history per frame (Get_SNA for E4): the
-                # second Get carries the clock too, for the midnight check.
-                second = await self.client.read((M.HISTORY_REVERSE, M.METER_TIME, M.METER_DATE), budget)
-                reverse = second.get(M.HISTORY_REVERSE)
-                clocks.append(self._clock_of(second))
+            # E5 stays as set: a day already selected on this connection costs
+            # no SetC (one frame per new slot in continuous operation).
+            selected = self._day == day
+            if not selected:
+                self._day = None
+                await self._setc(M.HISTORY_DAY, H.encode_history_day(day), budget)
+                self._day = day
+            normal, reverse, clocks = await self._get_day(budget)
             if normal is None or reverse is None:
                 raise ReadFailed("the meter did not give its history (E2/E4)")
             known = [c for c in clocks if c is not None] or [self._now()]
             clock = known[-1]
             if any(c.date() != before.date() for c in known):
                 self.log.info("the meter's midnight passed during a history read; reading again")
+                midnights += 1
                 continue
             normal_day, reverse_day = H.decode_history(normal), H.decode_history(reverse)
             if normal_day.day != day:
+                if selected:
+                    # Another controller (a HEMS) chose another day since: choose ours again.
+                    self._day = None
+                    continue
                 raise ReadFailed(f"the meter gave the history of day {normal_day.day}, not {day}")
             date = clock.date() - datetime.timedelta(days=day)
             return H.day_readings(normal_day, reverse_day, date), clock
         raise ReadFailed("the meter's midnight passed during two history reads")
+
+    async def _get_day(self, budget: Optional[Budget]) -> tuple:
+        """
+        E2, E4 and the meter's clock of the selected day.
+
+        @return: C{(E2 EDT or None, E4 EDT or None, [clock or None, ...])}.
+        """
+        frame = await self.client.read((M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.METER_TIME,
+                                        M.METER_DATE), budget)
+        normal, reverse = frame.get(M.HISTORY_NORMAL), frame.get(M.HISTORY_REVERSE)
+        clocks = [self._clock_of(frame)]
+        if normal is not None and reverse is None:
+            # Some meters give one history per frame (Get_SNA for E4): the
+            # second Get carries the clock too, for the midnight check.
+            second = await self.client.read((M.HISTORY_REVERSE, M.METER_TIME, M.METER_DATE),
+                                            budget)
+            reverse = second.get(M.HISTORY_REVERSE)
+            clocks.append(self._clock_of(second))
+        return normal, reverse, clocks
 
     async def read_history_at(self, end: datetime.datetime, count: int,
                               budget: Optional[Budget] = None) -> dict:

@@ -224,6 +224,19 @@ class E2BackfillTests(_BackfillBase, SynchronousTestCase):
     sources = {"E2"}
     knobs = {"history2": False, "outage": OUTAGE}
 
+    def test_oneFramePerNewSlot(self):
+        """
+        Once the window is full, each new slot of the day costs one frame
+        (a Get of E2/E4: today stays selected in E5), not a SetC as well.
+        """
+        poller, datalog = self.start()
+        self.loop.advance(2 * HOUR + 600)  # 14:10 at the meter
+        self.assertEqual(poller.backfill.missing, 0)
+        frames, written = poller.backfill.frames, poller.backfill.written
+        self.loop.advance(4 * HOUR)  # until 18:10: eight new slots, the same day
+        self.assertEqual(poller.backfill.written - written, 8)
+        self.assertEqual(poller.backfill.frames - frames, 8)
+
 
 class ECBackfillTests(_BackfillBase, SynchronousTestCase):
     """A meter with EC/ED: days of holes from E2/E4, the half-hourly slot from EC."""

@@ -212,6 +212,35 @@ class _HistoryTests(_Harness):
         meter._set = set_
         self.failureResultOf(self.drive(client.history.read_history(1)), ReadFailed)
 
+    def test_daySelectedOnce(self):
+        """
+        A day already selected on this connection is read again with one Get,
+        no SetC: one frame per new slot in continuous operation.
+        """
+        client = self.joined()
+        self.result(client.history.read_history(1))
+        mark = len(self.events)
+        readings, clock = self.result(client.history.read_history(1))
+        self.assertEqual([f.esv for f in self.sends(mark)], [F.GET])
+        self.assertReadings(readings, clock.date() - datetime.timedelta(days=1))
+        # Another day is selected again.
+        mark = len(self.events)
+        self.result(client.history.read_history(2))
+        self.assertEqual([f.esv for f in self.sends(mark)], [F.SETC, F.GET])
+
+    def test_dayChangedByAnother(self):
+        """
+        Another controller (a HEMS) set another day since: the answer says
+        so, and the day is selected again before it is trusted.
+        """
+        client = self.joined()
+        self.result(client.history.read_history(1))
+        self.meter._set(M.HISTORY_DAY, b"\x03", self.loop.emulator.meter_now())
+        mark = len(self.events)
+        readings, clock = self.result(client.history.read_history(1))
+        self.assertEqual([f.esv for f in self.sends(mark)], [F.GET, F.SETC, F.GET])
+        self.assertReadings(readings, clock.date() - datetime.timedelta(days=1))
+
 
 
     # -- EVENT 32 ------------------------------------------------------------------
@@ -363,7 +392,8 @@ class _MidnightTests(_Harness):
     def test_midnightStraddled(self):
         """
         The SetC goes before the meter's midnight and the Get after it: the
-        client reads again and dates the day by the meter's new date.
+        client reads again (day 1 is still selected: no second SetC) and
+        dates the day by the meter's new date.
         """
         client = self.midnight_client()
         delayed = self.delay_first_history_get(client, 10)
@@ -374,7 +404,7 @@ class _MidnightTests(_Harness):
         sends = self.sends(mark)
         setcs = [f for f in sends if f.esv == F.SETC]
         gets = [f for f in sends if f.esv == F.GET and M.HISTORY_NORMAL in f.epcs]
-        self.assertEqual(len(setcs), 2, [f.describe() for f in sends])
+        self.assertEqual(len(setcs), 1, [f.describe() for f in sends])
         self.assertEqual(len(gets), 2)
         self.assertEqual(clock.date(), datetime.date(2024, 6, 2))
         self.assertEqual(self.loop.emulator.meter_now().date(), datetime.date(2024, 6, 2))
