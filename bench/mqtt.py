@@ -404,13 +404,14 @@ def lat_text(lat) -> str:
 
 
 class Acks:
-    """Counts PUBACKs (paho's on_publish, which the publisher leaves unset)."""
+    """The PUBACKs the publisher has counted (the messages its outbox saw delivered)."""
 
-    def __init__(self) -> None:
-        self.count = 0
+    def __init__(self, publisher) -> None:
+        self.publisher = publisher
 
-    def __call__(self, client, userdata, mid, reason_code, properties) -> None:
-        self.count += 1
+    @property
+    def count(self) -> int:
+        return self.publisher.published
 
 
 WAKEUPS = [0]  # reactor iterations (calls of doIteration), counted by count_wakeups
@@ -528,20 +529,18 @@ def run(reactor, args, directory):
         view = ServiceView(store, LinkState(), reactor)
         config = MqttConfig.from_options(f"mqtt://127.0.0.1:{broker.port}", None)
         publisher = MqttPublisher(config, view, reactor, rng=random.Random(args.seed))
-        acks = Acks()
-        publisher.driver.client.on_publish = acks
+        acks = Acks(publisher)
         connacks = []
-        original = publisher.driver.client.on_connect
+        original = publisher.connection.on_up
 
-        def on_connect(*a):
+        def on_up():
             connacks.append(time.monotonic_ns())
-            original(*a)
-        publisher.driver.client.on_connect = on_connect
+            original()
+        publisher.connection.on_up = on_up
         t0 = time.monotonic()
         publisher.startService()
         yield wait_for(reactor, lambda: publisher.connected, "the publisher to connect")
-        yield wait_for(reactor, lambda: acks.count >= publisher.published,
-                       "discovery to be acknowledged")
+        yield wait_for(reactor, lambda: publisher.backlog == 0, "discovery to be acknowledged")
         result["connect_s"] = time.monotonic() - t0
         result["discovery_messages"] = publisher.published
 
@@ -551,7 +550,7 @@ def run(reactor, args, directory):
             publisher.publish_record(record, when)
         expected = sum(len(messages_of(r)) for r, _ in warm)
         yield child.wait(reactor, expected)
-        yield wait_for(reactor, lambda: acks.count >= publisher.published, "warm-up PUBACKs")
+        yield wait_for(reactor, lambda: publisher.backlog == 0, "warm-up PUBACKs")
         yield child.dump(reactor)
 
         i0 = cpu_now()
@@ -611,9 +610,9 @@ def run(reactor, args, directory):
             outage_ms=(last_stamp - t_stop) / 1e6 if last_stamp else None,
             oldest_first=order == sorted(order) and len(order) == len(set(order)),
             state_order_count=len(order), missing=missing, duplicates=dup, wrong=wrong,
-            backlog_after=publisher.backlog, dropped=publisher.waiting.dropped)
+            backlog_after=publisher.backlog, dropped=publisher.outbox.dropped)
         result["restart"] = restart
-        yield wait_for(reactor, lambda: acks.count >= publisher.published, "the last PUBACKs")
+        yield wait_for(reactor, lambda: publisher.backlog == 0, "the last PUBACKs")
         result["published"] = publisher.published
         result["acks"] = acks.count
     finally:

@@ -21,6 +21,14 @@ class ArgumentError(SmartMeterError, ValueError):
     """
 
 
+class ConfigError(ArgumentError):
+    """
+    A setting that can never work as given (a file that cannot be read, a
+    path that is not what it must be): the service ends with exit status 78
+    rather than retry it.
+    """
+
+
 class RemoteDataError(SmartMeterError, ValueError):
     """
     Bytes received from the module or the meter could not be decoded.
@@ -81,3 +89,4 @@ class RateLimited(SendsHeld):
 
 class NoSession(ReadFailed):
     """The module has no PANA session and the caller did not allow a join."""
+

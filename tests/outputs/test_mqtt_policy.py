@@ -8,9 +8,11 @@ against mosquitto in L{tests.outputs.test_mqtt}).
 
 import json
 import random
+import ssl
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.outputs.mqtt.config import MqttConfig
@@ -25,9 +27,10 @@ IDENTITY = {"mac": "001D129012345678", "maker": "000016", "serial": "SN-1"}
 class Reason:
     """A CONNACK or DISCONNECT reason code, as paho gives it."""
 
-    def __init__(self, failure=False, text="Success"):
+    def __init__(self, failure=False, text="Success", value=0):
         self.is_failure = failure
         self.text = text
+        self.value = value
 
     def __str__(self):
         return self.text
@@ -36,18 +39,24 @@ class Reason:
 class FakeDriver:
     """
     The driver's methods, recording what the publisher asks; the test plays
-    the broker through L{connack}, L{lose} and L{message}.
+    the broker through L{connack}, L{lose}, L{message} and L{ack}.  Like
+    paho, C{publish} returns a message id and the acknowledgement comes
+    later, never from within C{publish}.
     """
 
-    def __init__(self, config, reactor, client_id, on_connect, on_disconnect, on_message):
+    def __init__(self, config, reactor, client_id, on_connect, on_disconnect, on_message,
+                 on_publish):
         self.client_id = client_id
         self.on_connect, self.on_disconnect, self.on_message = on_connect, on_disconnect, on_message
+        self.on_publish = on_publish
         self.connects = []  # (will topic, Deferred)
         self.published = []  # (topic, payload, retain)
+        self.unacked = []  # message ids
         self.subscribed = []
         self.disconnects = 0
         self.has_socket = False
         self.pending = False
+        self._mid = 0
 
     @property
     def idle(self):
@@ -69,21 +78,34 @@ class FakeDriver:
         self.pending = False
         self.connects[-1][1].errback(error)
 
-    def connack(self, failure=False):
-        self.on_connect(Reason(failure, "Not authorized" if failure else "Success"))
+    def connack(self, failure=False, value=0):
+        self.on_connect(Reason(failure, "Not authorized" if failure else "Success",
+                               value if failure else 0))
 
-    def lose(self):
+    def lose(self, value=128):
+        """The connection ends: closed by the broker (128) or given up by paho (141)."""
         self.has_socket = False
-        self.on_disconnect(Reason(True, "Unspecified error"))
+        self.unacked.clear()
+        self.on_disconnect(Reason(True, "Keep alive timeout" if value == 141
+                                  else "Unspecified error", value))
 
     def message(self, topic, payload):
         self.on_message(topic, payload)
+
+    def ack(self):
+        """PUBACK everything in flight, and what that lets through, until nothing is left."""
+        while self.unacked:
+            mid = self.unacked.pop(0)
+            self.on_publish(mid)
 
     def tick(self):
         pass
 
     def publish(self, topic, payload, retain=True):
+        self._mid += 1
         self.published.append((topic, payload, retain))
+        self.unacked.append(self._mid)
+        return self._mid
 
     def subscribe(self, topic):
         self.subscribed.append(topic)
@@ -97,6 +119,11 @@ class FakeDriver:
     def topics(self):
         return [topic for topic, _, _ in self.published]
 
+    def powers(self):
+        """The C{power_w} of each state published, in order."""
+        return [json.loads(m)["power_w"] for t, m, _ in self.published
+                if t == "smartmeter/SN-1/state"]
+
 
 class PolicyTestCase(SynchronousTestCase):
     def setUp(self):
@@ -105,21 +132,29 @@ class PolicyTestCase(SynchronousTestCase):
         self.store = LatestStore()
         self.store.identity = dict(IDENTITY)
         self.view = ServiceView(self.store, LinkState(), self.clock)
+        self.fatal = []
 
     def publisher(self, **options):
         config = MqttConfig.from_options("mqtt://broker.lan", None, **options)
         p = MqttPublisher(config, self.view, self.clock, rng=random.Random(3),
-                          wall_clock=self.clock.seconds, driver_factory=FakeDriver)
+                          wall_clock=self.clock.seconds, driver_factory=FakeDriver,
+                          on_fatal=self.fatal.append)
         p.startService()
         self.addCleanup(lambda: p.running and p.stopService())
         return p, p.driver
 
-    def up(self, p, driver):
-        """Let the publisher connect and the broker accept it."""
+    def up(self, p, driver, ack=True):
+        """Let the publisher connect, the broker accept it and acknowledge what it sent."""
         self.clock.advance(1)
         driver.sent()
         driver.connack()
         self.assertTrue(p.connected)
+        if ack:
+            driver.ack()
+
+    def retry(self, p):
+        """Let the time pass until the next try to connect."""
+        self.clock.advance(p.connection.retry_time - self.clock.seconds())
 
 
 class ConnectTests(PolicyTestCase):
@@ -144,6 +179,7 @@ class ConnectTests(PolicyTestCase):
         self.assertEqual(sum(t.startswith("homeassistant/") for t in topics), 14)
         self.assertEqual(topics[-1], "smartmeter/SN-1/link")
         self.assertEqual(p.published, len(driver.published))
+        self.assertEqual(p.backlog, 0)
 
     def test_noDiscovery(self):
         """With discovery off nothing goes under homeassistant/ and nothing is subscribed."""
@@ -153,13 +189,91 @@ class ConnectTests(PolicyTestCase):
         self.assertEqual(driver.subscribed, [])
 
     def test_refusedConnack(self):
-        """A broker that refuses us (CONNACK failure) leaves the publisher disconnected."""
+        """A broker that refuses us for a passing reason (3, unavailable) is tried again."""
         p, driver = self.publisher()
         self.clock.advance(1)
         driver.sent()
-        driver.connack(failure=True)
+        driver.connack(failure=True, value=136)
+        driver.lose()
         self.assertFalse(p.connected)
         self.assertEqual(driver.published, [])
+        self.assertEqual(self.fatal, [])
+        self.retry(p)
+        self.assertEqual(len(driver.connects), 2)
+
+
+class FatalTests(PolicyTestCase):
+    """What no retry can cure ends the start; only before the first success."""
+
+    def test_badCredentials(self):
+        """Refused user name or password (CONNACK 4) at start: one line naming --mqtt, no retry."""
+        p, driver = self.publisher()
+        self.clock.advance(1)
+        driver.sent()
+        driver.connack(failure=True, value=134)
+        driver.lose()
+        self.assertEqual(self.fatal, ["--mqtt mqtt://broker.lan:1883: the broker refuses the "
+                                      "user name or password (the user in --mqtt; "
+                                      "--mqtt-password-file or SMARTMETER_MQTT_PASSWORD)"])
+        self.assertIsNone(p.connection.retry_time)
+        self.clock.advance(300)
+        self.assertEqual(len(driver.connects), 1)
+
+    def test_notAuthorisedLater(self):
+        """After a connection has worked, a refusal is said and retried, not fatal."""
+        p, driver = self.publisher()
+        self.up(p, driver)
+        driver.lose()
+        self.retry(p)
+        driver.sent()
+        driver.connack(failure=True, value=135)
+        driver.lose()
+        self.assertEqual(self.fatal, [])
+        self.assertIsNotNone(p.connection.retry_time)
+
+    def test_untrustedCertificate(self):
+        """A broker certificate that does not verify is fatal at once, naming --mqtt-ca."""
+        p, driver = self.publisher()
+        self.clock.advance(1)
+        error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        error.verify_message = "self-signed certificate in certificate chain"
+        driver.refused(error)
+        self.assertEqual(len(self.fatal), 1)
+        self.assertIn("not trusted (self-signed certificate in certificate chain); give its CA "
+                      "with --mqtt-ca", self.fatal[0])
+
+    def test_plainAgainstTls(self):
+        """Closed before CONNACK three times in a row on mqtt:// suggests a TLS port: fatal."""
+        p, driver = self.publisher()
+        self.clock.advance(1)
+        for n in range(3):
+            self.assertEqual(self.fatal, [])
+            driver.sent()
+            driver.lose()
+            if n < 2:
+                self.retry(p)
+        self.assertEqual(self.fatal, ["--mqtt mqtt://broker.lan:1883: the broker closed the "
+                                      "connection before answering; is port 1883 a TLS port "
+                                      "(mqtts://)?"])
+
+    def test_silentBrokerIsNeverFatal(self):
+        """A broker that never answers CONNECT (hung) is no sign of the wrong port: retried."""
+        p, driver = self.publisher()
+        self.clock.advance(1)
+        for _ in range(5):
+            driver.sent()
+            driver.lose(value=141)
+            self.retry(p)
+        self.assertEqual(self.fatal, [])
+
+    def test_refusedIsNeverFatal(self):
+        """A broker that is not up (connection refused) is waited for, however long."""
+        p, driver = self.publisher()
+        self.clock.advance(1)
+        for _ in range(10):
+            driver.refused(ConnectionRefusedError(111, "Connection refused"))
+            self.retry(p)
+        self.assertEqual(self.fatal, [])
 
 
 class ReconnectTests(PolicyTestCase):
@@ -171,12 +285,11 @@ class ReconnectTests(PolicyTestCase):
         for n in range(4):
             before = self.clock.seconds()
             driver.refused(ConnectionRefusedError(111, "Connection refused"))
-            retry = p._retry
-            delays.append(retry.getTime() - before)
+            delays.append(p.connection.retry_time - before)
             self.clock.advance(delays[-1])
             self.assertEqual(len(driver.connects), n + 2)
         for n, delay in enumerate(delays):
-            base = min(p.BACKOFF_CAP, p.BACKOFF_BASE * 2 ** n)
+            base = min(p.connection.BACKOFF_CAP, p.connection.BACKOFF_BASE * 2 ** n)
             self.assertTrue(0.5 * base <= delay < 1.5 * base, (n, delay))
 
     def test_backoffResetOnConnack(self):
@@ -185,11 +298,11 @@ class ReconnectTests(PolicyTestCase):
         self.clock.advance(1)
         for _ in range(3):
             driver.refused(OSError("no route"))
-            self.clock.advance(p._retry.getTime() - self.clock.seconds())
+            self.retry(p)
         driver.sent()
         driver.connack()
         driver.lose()
-        delay = p._retry.getTime() - self.clock.seconds()
+        delay = p.connection.retry_time - self.clock.seconds()
         self.assertTrue(0.5 <= delay < 1.5, delay)
         self.assertFalse(p.connected)
 
@@ -198,10 +311,12 @@ class ReconnectTests(PolicyTestCase):
         p, driver = self.publisher()
         self.up(p, driver)
         p.publish_record({"power_w": 1}, 1001.0)
+        driver.ack()
         p.publish_record({"power_w": 2, "energy_normal_kwh": 5.0}, 1002.0)
+        driver.ack()
         driver.lose()
         driver.published.clear()
-        self.clock.advance(p._retry.getTime() - self.clock.seconds())
+        self.retry(p)
         driver.sent()
         driver.connack()
         states = [(t, json.loads(m)) for t, m, _ in driver.published
@@ -221,29 +336,74 @@ class QueueTests(PolicyTestCase):
         p, driver = self.publisher()
         for i in range(3):
             p.publish_record({"power_w": i}, 1000.0 + i)
-        self.assertEqual((p.backlog, p.waiting.queued), (3, 3))
+        self.assertEqual(p.backlog, 3)
         self.up(p, driver)
-        powers = [json.loads(m)["power_w"] for t, m, _ in driver.published
-                  if t == "smartmeter/SN-1/state"]
-        self.assertEqual(powers, [0, 1, 2])
+        self.assertEqual(driver.powers(), [0, 1, 2])
         self.assertEqual(p.backlog, 0)
 
     def test_oldestDropped(self):
-        """Past the queue limit the oldest records go, and are counted."""
+        """
+        Past the queue limit the oldest messages go, are counted, and said:
+        once when drops begin, once when the queue has caught up.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         p, driver = self.publisher(queue_limit=2)
         for i in range(5):
             p.publish_record({"power_w": i}, 1000.0 + i)
-        self.assertEqual((p.waiting.queued, p.waiting.dropped, p.backlog), (5, 3, 2))
+        self.assertEqual((p.outbox.dropped, p.backlog), (3, 2))
+        said = [formatEvent(e) for e in events if "dropp" in e.get("log_format", "")]
+        self.assertEqual(said, ["MQTT: 2 messages wait for mqtt://broker.lan:1883; "
+                                "dropping the oldest"])
         self.up(p, driver)
-        powers = [json.loads(m)["power_w"] for t, m, _ in driver.published
-                  if t == "smartmeter/SN-1/state"]
-        self.assertEqual(powers, [3, 4])
+        self.assertEqual(driver.powers(), [3, 4])
+        said = [formatEvent(e) for e in events if "dropp" in e.get("log_format", "")]
+        self.assertEqual(said[1:], ["MQTT: caught up with mqtt://broker.lan:1883; 3 messages "
+                                    "had been dropped"])
+
+    def test_stalledBrokerNeverGoesBack(self):
+        """
+        A broker that stops acknowledging holds one state per topic; the
+        newer ones wait.  After the connection is lost and made again, the
+        broker receives the states in the order they were taken, the held
+        one first, and the last retained state is the newest.
+        """
+        p, driver = self.publisher()
+        self.up(p, driver)
+        for i in range(5):
+            p.publish_record({"power_w": i}, 1000.0 + i)
+        self.assertEqual(driver.powers(), [0])  # 1-4 wait for the PUBACK of 0
+        self.assertEqual(p.backlog, 5)
+        driver.lose()  # paho's keepalive gives up on the stalled broker
+        self.retry(p)
+        driver.sent()
+        driver.connack()
+        driver.ack()
+        self.assertEqual(driver.powers(), [0, 0, 1, 2, 3, 4])
+        self.assertEqual(p.backlog, 0)
+
+    def test_metrics(self):
+        """The publisher's figures for /metrics: connected, queued, published, dropped."""
+        p, driver = self.publisher(queue_limit=2)
+        for i in range(3):
+            p.publish_record({"power_w": i}, 1000.0 + i)
+        figures = {name: value for name, kind, doc, value in p.metrics()}
+        self.assertEqual(figures, {"smartmeter_mqtt_connected": 0,
+                                   "smartmeter_mqtt_queued_messages": 2,
+                                   "smartmeter_mqtt_published": 0,
+                                   "smartmeter_mqtt_dropped": 1})
+        self.up(p, driver)
+        figures = {name: value for name, kind, doc, value in p.metrics()}
+        self.assertEqual(figures["smartmeter_mqtt_connected"], 1)
+        self.assertEqual(figures["smartmeter_mqtt_queued_messages"], 0)
+        self.assertEqual(figures["smartmeter_mqtt_published"], len(driver.published))
 
     def test_historyIgnored(self):
         """Backfilled history slots are not MQTT states: nothing is queued or published."""
         p, driver = self.publisher()
         p.publish_record({"kind": "history", "slot": "2024-06-01T00:00:00+09:00"}, 1000.0)
-        self.assertEqual((p.waiting.queued, p.backlog), (0, 0))
+        self.assertEqual(p.backlog, 0)
 
 
 class HomeAssistantTests(PolicyTestCase):
@@ -282,6 +442,7 @@ class LinkTests(PolicyTestCase):
         self.view.state.up(self.clock.seconds())
         self.clock.advance(1)
         self.assertEqual(driver.topics().count("smartmeter/SN-1/link"), 1)
+        driver.ack()
         driver.published.clear()
         self.clock.pump([1] * int(p.LINK_INTERVAL))
         self.assertEqual(driver.topics().count("smartmeter/SN-1/link"), 1)
@@ -307,7 +468,7 @@ class StopTests(PolicyTestCase):
         p, driver = self.publisher()
         self.up(p, driver)
         d = p.stopService()
-        self.clock.advance(p.STOP_TIMEOUT)
+        self.clock.advance(p.connection.STOP_TIMEOUT)
         self.successResultOf(d)
 
     def test_neverConnected(self):
@@ -327,5 +488,5 @@ class StopTests(PolicyTestCase):
         self.assertEqual(driver.published[0], ("smartmeter/SN-1/availability", b"offline", True))
         self.assertEqual(driver.disconnects, 1)
         driver.lose()
-        self.clock.advance(p._retry.getTime() - self.clock.seconds())
+        self.retry(p)
         self.assertEqual(driver.connects[-1][0], "smartmeter/SN-2/availability")

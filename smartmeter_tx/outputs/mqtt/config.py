@@ -35,7 +35,12 @@ class MqttConfig:
 
     @ivar discovery_prefix: Home Assistant's discovery prefix, or C{None} for
         no discovery.
-    @ivar queue_limit: the most records kept while the broker is away.
+    @ivar ca_file: the CA certificates (PEM) that sign the broker's
+        certificate, or C{None} for the system's.
+    @ivar cert_file: a client certificate (PEM), with its key unless
+        C{key_file} holds it.
+    @ivar queue_limit: the most messages kept for the broker while it is
+        away or slow.
     """
 
     host: str
@@ -46,13 +51,17 @@ class MqttConfig:
     topic_prefix: str = "smartmeter"
     discovery_prefix: Optional[str] = "homeassistant"
     ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
     queue_limit: int = 10000
     keepalive: int = 60
 
     @classmethod
     def from_options(cls, url: str, password: Optional[str], topic_prefix: str = "smartmeter",
                      discovery_prefix: Optional[str] = "homeassistant",
-                     ca_file: Optional[str] = None, queue_limit: int = 10000) -> "MqttConfig":
+                     ca_file: Optional[str] = None, cert_file: Optional[str] = None,
+                     key_file: Optional[str] = None,
+                     queue_limit: int = 10000) -> "MqttConfig":
         """
         Parse C{mqtt://[user@]host[:port]} or C{mqtts://[user@]host[:port]}.
 
@@ -74,20 +83,24 @@ class MqttConfig:
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ArgumentError("--mqtt: the URL must be mqtt://[user@]host[:port], nothing after it")
         tls = parts.scheme == "mqtts"
-        if ca_file is not None and not tls:
-            raise ArgumentError("--mqtt-ca needs an mqtts:// URL")
+        for flag, value in (("--mqtt-ca", ca_file), ("--mqtt-cert", cert_file),
+                            ("--mqtt-key", key_file)):
+            if value is not None and not tls:
+                raise ArgumentError(f"{flag} needs an mqtts:// URL")
+        if key_file is not None and cert_file is None:
+            raise ArgumentError("--mqtt-key needs --mqtt-cert")
         if isinstance(discovery_prefix, str) and discovery_prefix.strip().lower() == "none":
             discovery_prefix = None
         if discovery_prefix is not None:
             discovery_prefix = _check_prefix(discovery_prefix, "--ha-discovery")
-        if queue_limit < 0:
-            raise ArgumentError("the MQTT queue limit must be 0 or more")
+        if queue_limit < 1:
+            raise ArgumentError("the MQTT queue limit must be 1 or more")
         username = urllib.parse.unquote(parts.username) if parts.username else None
         return cls(host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls,
                    username=username, password=password or None,
                    topic_prefix=_check_prefix(topic_prefix, "--mqtt-topic"),
                    discovery_prefix=discovery_prefix, ca_file=ca_file,
-                   queue_limit=queue_limit)
+                   cert_file=cert_file, key_file=key_file, queue_limit=queue_limit)
 
     @property
     def display_url(self) -> str:

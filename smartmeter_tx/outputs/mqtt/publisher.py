@@ -1,13 +1,15 @@
 """
-The publisher's policy: when to connect and reconnect (L{Backoff}, with
-jitter), the Last Will under the meter's id, the records that wait while the
-broker is away, what is sent again on reconnect and on Home Assistant's birth
-message, and the link state on change or once a minute.
+The publisher's policy: the Last Will under the meter's id, what is sent on
+connect and on Home Assistant's birth message, the link state on change or
+once a minute.  When to connect and reconnect, and which failures end the
+start, is L{smartmeter_tx.outputs.mqtt.connection}'s.
 
-Nothing taken while the broker is away is lost, up to C{queue_limit} records:
-they wait, oldest first, and are published in order (QoS 1) once the broker
-is back; past the limit the oldest are dropped and counted in C{dropped}.
-The broker connection itself is L{smartmeter_tx.outputs.mqtt.driver}'s; the
+Every message goes through the L{Outbox}: in the order it was made, at most
+one per topic unacknowledged, so a broker that stalls or comes back never
+receives an older state after a newer one; up to C{queue_limit} messages
+wait while the broker is away, past that the oldest are dropped, counted and
+said (once when drops begin, once when the outbox has caught up).  The
+broker connection itself is L{smartmeter_tx.outputs.mqtt.driver}'s; the
 payloads are L{smartmeter_tx.outputs.mqtt.payloads}'.
 """
 
@@ -15,64 +17,29 @@ from __future__ import annotations
 
 import random
 import time
-from collections import deque
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.logger import Logger
 
 import smartmeter_tx
 from smartmeter_tx.outputs.mqtt import payloads
 from smartmeter_tx.outputs.mqtt.config import MqttConfig
+from smartmeter_tx.outputs.mqtt.connection import BrokerConnection
 from smartmeter_tx.outputs.mqtt.driver import PahoDriver
-from smartmeter_tx.service.backoff import Backoff
+from smartmeter_tx.outputs.mqtt.outbox import Outbox
 from smartmeter_tx.service.view import ServiceView
 
-__all__ = ["MqttPublisher", "RecordQueue"]
-
-
-class RecordQueue:
-    """
-    The records waiting for the broker, oldest first; past C{limit} the
-    oldest are dropped.
-
-    @ivar queued: records put in so far.
-    @ivar dropped: records dropped because the queue was full.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.queued = 0
-        self.dropped = 0
-        self._items: deque = deque()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, record: dict, when: float) -> None:
-        self._items.append((record, when))
-        self.queued += 1
-        while len(self._items) > self.limit:
-            self._items.popleft()
-            self.dropped += 1
-
-    def take(self) -> tuple:
-        """@return: the oldest C{(record, when)}."""
-        return self._items.popleft()
+__all__ = ["MqttPublisher"]
 
 
 class MqttPublisher(service.Service):
     """
     Publish the service's records to an MQTT broker.
 
-    @ivar published: messages handed to the broker connection (states,
-        discovery, availability).
-    @ivar waiting: the L{RecordQueue} of records that wait for the broker
-        (away, or the meter not yet known).
-    @ivar reconnects: successful connections after the first.
-    @ivar connected: whether the broker has accepted us (CONNACK) and not gone.
-    @ivar driver: the L{PahoDriver}, the broker connection.
+    @ivar outbox: the L{Outbox} of messages not yet acknowledged.
+    @ivar connection: the L{BrokerConnection}.
     """
 
     log = Logger()
@@ -81,53 +48,64 @@ class MqttPublisher(service.Service):
     LINK_INTERVAL = 60.0
     #: The longest random delay before re-sending discovery on HA's birth message.
     BIRTH_DELAY_MAX = 5.0
-    #: Reconnect backoff: base and cap, in seconds.
-    BACKOFF_BASE = 1.0
-    BACKOFF_CAP = 120.0
-    #: How long stopService waits for the broker to see our goodbye.
-    STOP_TIMEOUT = 2.0
 
     def __init__(self, config: MqttConfig, view: ServiceView, reactor, rng=None,
-                 wall_clock=time.time, driver_factory=PahoDriver) -> None:
+                 wall_clock=time.time, driver_factory=PahoDriver,
+                 on_fatal: Optional[Callable[[str], None]] = None) -> None:
         """
         @param driver_factory: makes the broker connection, called as
             L{PahoDriver} is (tests give a stand-in).
-        @raise ArgumentError: paho-mqtt is missing, or the TLS settings are
-            unusable.
+        @param on_fatal: called with one line when the broker cannot be
+            used as configured (see L{faults}); without it that is logged.
+        @raise ArgumentError: paho-mqtt is missing.
+        @raise ConfigError: the TLS files are unusable.
         """
         self.config = config
         self.view = view
         self.reactor = reactor
         self.rng = rng if rng is not None else random.Random()
         self.wall_clock = wall_clock
-        self.published = 0
-        self.reconnects = 0
-        self.connected = False
-        self.waiting = RecordQueue(config.queue_limit)
+        self.on_fatal = on_fatal
+        self.outbox = Outbox(config.queue_limit)
         #: suffix ("state", "energy", "fixed") -> the newest payload, republished on reconnect.
         self._last: dict = {}
-        self._connects = 0
-        self._retry = None
+        #: message id (paho's) -> the outbox key of the message in flight.
+        self._mids: dict = {}
+        self._dropping = 0
         self._birth_call = None
-        self._stopping = False
-        self._stopped_d: Optional[defer.Deferred] = None
         self._will_id: Optional[str] = None
         self._link_sent: Optional[dict] = None
-        self._backoff = Backoff(self.BACKOFF_BASE, self.BACKOFF_CAP, self.rng)
         self._misc = task.LoopingCall(self._tick)
         self._misc.clock = reactor
         self._link_loop = task.LoopingCall(self._publish_link, True)
         self._link_loop.clock = reactor
-        self.driver = driver_factory(
-            config, reactor, f"smartmeter_tx-{self.rng.getrandbits(48):012x}",
-            self._on_connect, self._on_disconnect, self._on_message)
+        self.connection = BrokerConnection(
+            config, reactor, self.rng, driver_factory,
+            f"smartmeter_tx-{self.rng.getrandbits(48):012x}", will=self._will,
+            on_up=self._on_up, on_down=self._on_down, on_message=self._on_message,
+            on_publish=self._on_publish, on_fatal=self._fatal)
+        self.driver = self.connection.driver
 
     # -- what the service calls ---------------------------------------------------
 
     @property
+    def connected(self) -> bool:
+        """Whether the broker has accepted us and not gone."""
+        return self.connection.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self.connection.reconnects
+
+    @property
     def backlog(self) -> int:
-        """Records waiting to be published now."""
-        return len(self.waiting)
+        """Messages not yet acknowledged by the broker."""
+        return len(self.outbox)
+
+    @property
+    def published(self) -> int:
+        """Messages the broker acknowledged."""
+        return self.outbox.delivered
 
     def publish_record(self, record: dict, when: float) -> None:
         """
@@ -143,20 +121,35 @@ class MqttPublisher(service.Service):
         Past slots belong to the data log and its export.  Other kinds are
         ignored likewise.
         """
-        kind = record.get("kind")
-        if kind not in (None, "fixed"):
+        if record.get("kind") not in (None, "fixed"):
             return
-        if self.connected and self._meter_id() is not None:
-            self._flush()
-            self._publish_states(record, when)
-            return
-        self.waiting.put(record, when)
+        for suffix, payload in payloads.state_payloads(record, when):
+            data = payloads.dumps(payload)
+            self._last[suffix] = data
+            self._put(suffix, data)
+
+    def metrics(self) -> list:
+        """
+        @return: C{(name, "gauge" or "counter", help, value)} of the
+            publisher's figures, for C{/metrics}.
+        """
+        return [
+            ("smartmeter_mqtt_connected", "gauge", "1 while the MQTT broker has accepted us",
+             1 if self.connected else 0),
+            ("smartmeter_mqtt_queued_messages", "gauge",
+             "MQTT messages not yet acknowledged by the broker", len(self.outbox)),
+            ("smartmeter_mqtt_published", "counter", "MQTT messages the broker acknowledged",
+             self.outbox.delivered),
+            ("smartmeter_mqtt_dropped", "counter",
+             "MQTT messages dropped, oldest first, because the queue was full",
+             self.outbox.dropped),
+        ]
 
     # -- the service ----------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
-        self._stopping = False
+        self.connection.resume()
         self._misc.start(1.0, now=True).addErrback(self._loop_failed, "loop")
         self._link_loop.start(self.LINK_INTERVAL, now=False).addErrback(self._loop_failed, "link")
 
@@ -165,41 +158,32 @@ class MqttPublisher(service.Service):
         Say C{offline} under the meter's id and disconnect.
 
         @return: a Deferred that fires when the broker saw the goodbye, or
-            after L{STOP_TIMEOUT}; C{None} when no connection was open.
+            after L{BrokerConnection.STOP_TIMEOUT}; C{None} when no
+            connection was open.
         """
         super().stopService()
-        self._stopping = True
+        self._halt()
+        return self.connection.stop()
+
+    def _halt(self) -> None:
         for loop in (self._misc, self._link_loop):
             if loop.running:
                 loop.stop()
-        for call in (self._retry, self._birth_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._retry = self._birth_call = None
-        if not self.driver.has_socket:
-            return None
-        self._stopped_d = defer.Deferred()
-        if self.connected and self._will_id is not None:
-            self._publish(self._topic(self._will_id, "availability"), b"offline")
-        self.driver.disconnect()
-        timeout = self.reactor.callLater(self.STOP_TIMEOUT, self._force_close)
+        if self._birth_call is not None and self._birth_call.active():
+            self._birth_call.cancel()
+        self._birth_call = None
 
-        def done(result):
-            if timeout.active():
-                timeout.cancel()
-            return None
-        return self._stopped_d.addBoth(done)
-
-    def _force_close(self) -> None:
-        self.driver.drop_socket()
-        if self._stopped_d is not None:
-            d, self._stopped_d = self._stopped_d, None
-            d.callback(None)
+    def _fatal(self, message: str) -> None:
+        self._halt()
+        if self.on_fatal is not None:
+            self.on_fatal(message)
+        else:
+            self.log.critical("{message}", message=message)
 
     def _loop_failed(self, failure, which):
         self.log.failure("MQTT {which} loop failed", failure, which=which)
 
-    # -- connecting -------------------------------------------------------------------
+    # -- the connection's hooks -------------------------------------------------------
 
     def _meter_id(self) -> Optional[str]:
         return payloads.meter_id(self.view.store.identity)
@@ -207,85 +191,55 @@ class MqttPublisher(service.Service):
     def _topic(self, mid: str, suffix: str) -> str:
         return f"{self.config.topic_prefix}/{mid}/{suffix}"
 
+    def _will(self) -> Optional[str]:
+        """The Last Will's topic for the meter now, noted as the one published under."""
+        mid = self._meter_id()
+        if mid is None:
+            return None
+        self._will_id = mid
+        return self._topic(mid, "availability")
+
     def _tick(self) -> None:
         self.driver.tick()
         mid = self._meter_id()
         if mid is None:
             return
         if self._will_id is None:
-            self._connect()
+            self.connection.connect()
         elif mid != self._will_id and self.connected:
             # Another meter: say goodbye under the old id, and come back with a new will.
             self.log.info("MQTT: the meter is now {mid}; reconnecting", mid=mid)
-            self._publish(self._topic(self._will_id, "availability"), b"offline")
-            self.driver.disconnect()
+            self.connection.goodbye()
         if self.connected:
             self._publish_link(False)
 
-    def _connect(self) -> None:
-        if self._stopping or not self.driver.idle:
-            return
-        mid = self._meter_id()
-        if mid is None:
-            return
-        self._retry = None
-        self._will_id = mid
-        d = self.driver.connect(self._topic(mid, "availability"))
-        d.addCallbacks(self._connect_sent, self._connect_failed)
-
-    def _connect_sent(self, rc) -> None:
-        if self._stopping:
-            self.driver.disconnect()
-            self.reactor.callLater(0, self.driver.drop_socket)
-
-    def _connect_failed(self, failure) -> None:
-        error = failure.value
-        why = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        self.log.warn("MQTT: cannot connect to {url}: {why}", url=self.config.display_url, why=why)
-        self.driver.drop_socket()
-        self._schedule_reconnect()
-
-    def _schedule_reconnect(self) -> None:
-        if self._stopping or (self._retry is not None and self._retry.active()):
-            return
-        delay = self._backoff.next_delay()
-        self.log.info("MQTT: reconnecting in {delay:.1f} s", delay=delay)
-        self._retry = self.reactor.callLater(delay, self._connect)
-
-    def _on_connect(self, reason_code) -> None:
-        if reason_code.is_failure:
-            # Not authorised, bad user name or password...: the broker closes
-            # the connection and _on_disconnect schedules the next try.
-            self.log.warn("MQTT: {url} refused us: {reason}", url=self.config.display_url,
-                          reason=str(reason_code))
-            return
-        self.connected = True
-        self._backoff.reset()
-        self._connects += 1
-        if self._connects > 1:
-            self.reconnects += 1
-        mid = self._will_id
-        self.log.info("MQTT: connected to {url} as meter {mid}", url=self.config.display_url, mid=mid)
-        self._publish(self._topic(mid, "availability"), b"online")
+    def _on_up(self) -> None:
+        self.log.info("MQTT: connected to {url} as meter {mid}", url=self.config.display_url,
+                      mid=self._will_id)
+        self._mids.clear()
+        self._queue("availability", b"online", latest_only=True, urgent=True)
         if self.config.discovery_prefix is not None:
             self.driver.subscribe(f"{self.config.discovery_prefix}/status")
-            self._send_discovery()
-        self._republish()
-        self._flush()
-        self._publish_link(True)
+        self._announce()
 
-    def _on_disconnect(self, reason_code) -> None:
-        was = self.connected
-        self.connected = False
-        if self._stopping:
-            if self._stopped_d is not None:
-                d, self._stopped_d = self._stopped_d, None
-                self.reactor.callLater(0, d.callback, None)
-            return
-        if was:
-            self.log.warn("MQTT: lost the connection to {url}: {reason}",
-                          url=self.config.display_url, reason=str(reason_code))
-        self._schedule_reconnect()
+    def _on_down(self) -> None:
+        # What was in flight may not have arrived: it goes back to the front of its topic.
+        self._mids.clear()
+        self._count_drops(self.outbox.requeue())
+
+    def _announce(self) -> None:
+        """
+        Discovery, the newest states again (a broker without persistence
+        lost them) and the link; sent after what was queued to go first.
+        """
+        if self.config.discovery_prefix is not None:
+            for topic, payload in self.discovery(self._will_id).items():
+                self._queue(topic, payloads.dumps(payload), latest_only=True, urgent=True)
+        for suffix, payload in self._last.items():
+            if not self.outbox.holds(suffix):
+                self._queue(suffix, payload)
+        self._publish_link(True)
+        self._pump()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         prefix = self.config.discovery_prefix
@@ -302,30 +256,48 @@ class MqttPublisher(service.Service):
     def _birth(self) -> None:
         self._birth_call = None
         if self.connected:
-            self._send_discovery()
-            self._republish()
-            self._publish_link(True)
+            self._announce()
 
     # -- publishing -------------------------------------------------------------------
 
-    def _publish(self, topic: str, payload: bytes, retain: bool = True) -> None:
-        self.driver.publish(topic, payload, retain)
-        self.published += 1
+    def _queue(self, key: str, payload: bytes, latest_only: bool = False,
+               urgent: bool = False) -> None:
+        """
+        Queue a message in the outbox (see L{Outbox.put}).
 
-    def _republish(self) -> None:
-        """The newest state of each kind again (a broker without persistence lost them)."""
-        for suffix, payload in self._last.items():
-            self._publish(self._topic(self._will_id, suffix), payload)
+        @param key: a topic under the meter's id (C{"state"}), resolved when
+            sent, or a whole topic (it holds a C{/}).
+        """
+        self._count_drops(self.outbox.put(key, payload, latest_only, urgent))
 
-    def _flush(self) -> None:
-        while self.waiting and self.connected:
-            self._publish_states(*self.waiting.take())
+    def _put(self, key: str, payload: bytes, latest_only: bool = False) -> None:
+        """Queue a message, then hand the connection what may go now."""
+        self._queue(key, payload, latest_only)
+        self._pump()
 
-    def _publish_states(self, record: dict, when: float) -> None:
-        for suffix, payload in payloads.state_payloads(record, when):
-            data = payloads.dumps(payload)
-            self._last[suffix] = data
-            self._publish(self._topic(self._will_id, suffix), data)
+    def _pump(self) -> None:
+        if not self.connected:
+            return
+        for key, payload in self.outbox.take_ready():
+            topic = key if "/" in key else self._topic(self._will_id, key)
+            self._mids[self.driver.publish(topic, payload, True)] = key
+
+    def _on_publish(self, mid: int) -> None:
+        key = self._mids.pop(mid, None)
+        if key is None:
+            return
+        self.outbox.acknowledged(key)
+        self._pump()
+        if self._dropping and not self.outbox:
+            self.log.warn("MQTT: caught up with {url}; {n} messages had been dropped",
+                          url=self.config.display_url, n=self._dropping)
+            self._dropping = 0
+
+    def _count_drops(self, dropped: int) -> None:
+        if dropped and not self._dropping:
+            self.log.warn("MQTT: {limit} messages wait for {url}; dropping the oldest",
+                          limit=self.outbox.limit, url=self.config.display_url)
+        self._dropping += dropped
 
     def link_payload(self) -> dict:
         """The link's health as the C{link} topic carries it."""
@@ -342,7 +314,7 @@ class MqttPublisher(service.Service):
             return
         self._link_sent = changed
         payload["time"] = round(self.wall_clock(), 3)
-        self._publish(self._topic(self._will_id, "link"), payloads.dumps(payload))
+        self._put("link", payloads.dumps(payload), latest_only=True)
 
     def discovery(self, mid: str) -> dict:
         """
@@ -351,9 +323,3 @@ class MqttPublisher(service.Service):
         return payloads.discovery_configs(
             self.config.discovery_prefix, self.config.topic_prefix, mid,
             self.view.store.identity, self.view.interval, smartmeter_tx.__version__)
-
-    def _send_discovery(self) -> None:
-        if self.config.discovery_prefix is None or not self.connected:
-            return
-        for topic, payload in self.discovery(self._will_id).items():
-            self._publish(topic, payloads.dumps(payload))
