@@ -237,6 +237,33 @@ class ViewCollector:
                      backfill.missing if backfill else None)
 
 
+class SourcesCollector:
+    """
+    The figures of the parts the view does not hold (the data log, the MQTT
+    publisher): each gives C{metrics()}, a list of C{(name, "gauge" or
+    "counter", help, value)}.
+    """
+
+    def __init__(self, sources: list) -> None:
+        # The list itself, read at each scrape: a source may join it later.
+        self.sources = sources
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        for source in self.sources:
+            for name, kind, doc, value in source.metrics():
+                if kind == "counter":
+                    family = CounterMetricFamily(name, doc)
+                    family.add_metric([], value)
+                    yield family
+                else:
+                    yield _gauge(name, doc, value)
+
+
 class MetricsResource(resource.Resource):
     isLeaf = True
 
@@ -250,15 +277,20 @@ class MetricsResource(resource.Resource):
         return generate_latest(self.registry)
 
 
-def make_root(view: ServiceView, clock_now: Callable[[], float]) -> resource.Resource:
+def make_root(view: ServiceView, clock_now: Callable[[], float],
+              sources: Optional[list] = None) -> resource.Resource:
     """
     The site root: the dashboard at C{/}, C{/latest}, C{/metrics} and
     C{/history}, over the service's C{view}, with C{clock_now} the wall clock.
+
+    @param sources: more figures for C{/metrics} (see L{SourcesCollector});
+        the list is read at each scrape.
     """
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ViewCollector(view, clock_now))
+    registry.register(SourcesCollector([] if sources is None else sources))
     root = resource.Resource()
     root.putChild(b"", DashboardResource(view, clock_now))
     root.putChild(b"latest", LatestResource(view, clock_now))
