@@ -15,7 +15,11 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
+from smartmeter_tx.outputs.guard import HttpGuard
+from smartmeter_tx.outputs.mqtt.config import MqttConfig
+from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
 from smartmeter_tx.outputs.web import make_root
+from smartmeter_tx.service.datalog import DataLog
 from tests.outputs.test_web import service_view, fill_view
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
@@ -45,7 +49,13 @@ def populated_metrics():
     clock.advance(1000)
     poller = service_view(clock)
     fill_view(poller)
-    root = make_root(poller, clock.seconds)
+    # The data log, the MQTT publisher and the HTTP limits only report their
+    # counters here: no file is opened, no connection made.
+    datalog = DataLog("never-written")
+    publisher = MqttPublisher(MqttConfig.from_options("mqtt://broker.lan", None), poller,
+                              clock, driver_factory=lambda *args: None)
+    guard = HttpGuard(None, clock, 64)
+    root = make_root(poller, clock.seconds, [datalog, publisher, guard])
     request = DummyRequest([b"metrics"])
     body = getChildForRequest(root, request).render(request)
     return list(text_string_to_metric_families(body.decode("utf-8")))

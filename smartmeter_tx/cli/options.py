@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from smartmeter_tx.errors import ArgumentError, SmartMeterError
+from smartmeter_tx.errors import ArgumentError, ConfigError, SmartMeterError
 from smartmeter_tx.redact import Redactor
 
 __all__ = [
@@ -112,14 +112,14 @@ def read_password_file(path: str, flag: str) -> str:
     """
     A password file's first line, stripped.
 
-    @raise ArgumentError: it cannot be read (the message names C{flag} and the
+    @raise ConfigError: it cannot be read (the message names C{flag} and the
         path, never a content).
     """
     try:
         with open(path, encoding="utf-8") as f:
             return f.readline().strip()
     except OSError as e:
-        raise ArgumentError(f"cannot read {flag} {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {flag} {path}: {e.strerror}") from None
 
 
 def make_credentials(rbid: Optional[str], password: Optional[str]):

@@ -23,12 +23,11 @@ from typing import Optional
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
 from twisted.python import usage
 
-from smartmeter_tx.cli import meteropts
+from smartmeter_tx.cli import meteropts, preflight
 from smartmeter_tx.cli import options as O
-from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.errors import ArgumentError, ConfigError
 from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
 
 ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
@@ -39,7 +38,8 @@ _METER_FLAGS, _METER_PARAMETERS = meteropts.usage_parameters()
 #: Exit statuses of C{twist smartmeter} (sysexits.h, as twist itself uses).
 EXIT_USAGE = 64        # a bad option (twist prints the usage)
 EXIT_UNAVAILABLE = 69  # the --http endpoint cannot be bound
-EXIT_CONFIG = 78       # no credentials, and the module has no session
+EXIT_CONFIG = 78       # a setting that cannot work (see cli/preflight.py); no credentials
+                       # and the module has no session; the broker refuses us at start
 
 
 def _die(status: int, message: str):
@@ -76,6 +76,8 @@ class Options(usage.Options):
          "this many days back from the meter's own record (0-45; 0 disables)", int],
         ["http", None, "tcp:9580:interface=127.0.0.1",
          "endpoint for the dashboard, /latest, /history and /metrics ('none' disables it)"],
+        ["http-max-connections", None, None, "most HTTP connections at once; past it idle "
+         "or slow ones give way (default: 64, fewer under a low open-file limit)", int],
         ["mqtt", None, None, "publish to an MQTT broker: mqtt://[user@]host[:port] or "
          "mqtts://... (needs the [mqtt] extra)"],
         ["mqtt-password-file", None, None, "file holding the MQTT password (or "
@@ -83,7 +85,10 @@ class Options(usage.Options):
         ["mqtt-topic", None, "smartmeter", "MQTT topic prefix"],
         ["ha-discovery", None, "homeassistant", "Home Assistant discovery prefix ('none' "
          "disables discovery)"],
-        ["mqtt-ca", None, None, "CA certificate file for mqtts:// (default: the system's)"],
+        ["mqtt-ca", None, None, "CA certificates (PEM) for mqtts:// (default: the system's)"],
+        ["mqtt-cert", None, None, "client certificate (PEM) for mqtts://, with its key unless "
+         "--mqtt-key is given"],
+        ["mqtt-key", None, None, "the client certificate's key (PEM)"],
     ]
 
     def __repr__(self) -> str:
@@ -94,6 +99,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self._check()
+        except ConfigError as e:
+            _die(EXIT_CONFIG, str(e))
         except ArgumentError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -110,6 +117,8 @@ class Options(usage.Options):
             raise ArgumentError("--dse and --standard exclude each other")
         if self["interval"] < 1 or self["energy-interval"] < self["interval"]:
             raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
+        if self["http-max-connections"] is not None and self["http-max-connections"] < 1:
+            raise ArgumentError("--http-max-connections must be 1 or more")
         if not 0 <= self["backfill-days"] <= 45:
             raise ArgumentError("--backfill-days must be 0 to 45 (meters keep about 45 days)")
         self["mqtt-config"] = self._mqtt() if self["mqtt"] else None
@@ -136,7 +145,7 @@ class Options(usage.Options):
         return MqttConfig.from_options(
             self["mqtt"], password, topic_prefix=self["mqtt-topic"],
             discovery_prefix=None if discovery.lower() == "none" else discovery,
-            ca_file=self["mqtt-ca"])
+            ca_file=self["mqtt-ca"], cert_file=self["mqtt-cert"], key_file=self["mqtt-key"])
 
     @property
     def dialect(self):
@@ -151,13 +160,28 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
 
     @param open_port: for tests, replaces opening the serial device.
     @param wall_clock: for tests, replaces C{time.time} (data-log dates).
+    @raise SystemExit: a setting cannot work (exit status 78, one line).
     """
     if reactor is None:
         from twisted.internet import reactor
+    try:
+        return _build(options, reactor, open_port, wall_clock)
+    except ConfigError as e:
+        _die(EXIT_CONFIG, str(e))
+
+
+def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
     from smartmeter_tx.service.datalog import DataLog
     from smartmeter_tx.service.poller import MeterPoller, PollSchedule
 
     top = service.MultiService()
+    datalog = None
+    if options["data-log"]:
+        datalog = DataLog(options["data-log"])
+        preflight.check_data_log(datalog.directory, datalog.path_for,
+                                 None if wall_clock is None else wall_clock())
+    if open_port is None and not options["device"].startswith(O.EMULATOR_PREFIX):
+        preflight.check_device(options["device"])
     http = _http_service(options["http"], reactor)
     if http is not None:
         # First in the tree: a port that cannot be bound ends the start
@@ -171,7 +195,6 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
     config, state_path = O.session_config(options["device"], options["state-file"], credentials,
                                           options.dialect, options["channel"],
                                           options["panid"], options["ipaddr"])
-    datalog = DataLog(options["data-log"]) if options["data-log"] else None
     records = _Records(datalog)
     extra = {} if wall_clock is None else {"wall_clock": wall_clock}
     backfill = _backfill(options, datalog, reactor, wall_clock or time.time)
@@ -190,15 +213,35 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
     poller.setServiceParent(top)
     if options.get("mqtt-config") is not None:
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
-        records.publisher = MqttPublisher(options["mqtt-config"], poller.view(), reactor)
+        records.publisher = MqttPublisher(options["mqtt-config"], poller.view(), reactor,
+                                          on_fatal=on_fatal)
         records.publisher.setServiceParent(top)
     if datalog is not None:
         top.addService(_Stopper(datalog.close))
     if http is not None:
-        from smartmeter_tx.outputs.web import QuietSite, make_root
-        http.factory = QuietSite(make_root(poller.view(), poller.wall_clock))
+        http.factory = _site(options, poller, [s for s in (datalog, records.publisher)
+                                               if s is not None], reactor)
     top.poller = poller
     return top
+
+
+def _site(options, poller, sources: list, reactor):
+    """
+    The HTTP site over the poller's view, behind the connection cap and the
+    header deadline; the figures of C{sources} and of the limits on /metrics.
+    """
+    import resource
+
+    from smartmeter_tx.outputs.guard import IDLE_TIMEOUT, HttpGuard, default_max_connections
+    from smartmeter_tx.outputs.web import QuietSite, make_root
+
+    site = QuietSite(make_root(poller.view(), poller.wall_clock, sources), timeout=IDLE_TIMEOUT)
+    cap = options["http-max-connections"]
+    if cap is None:
+        cap = default_max_connections(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    guard = HttpGuard(site, reactor, cap)
+    sources.append(guard)
+    return guard
 
 
 def _device(options, reactor, top: service.MultiService, emulate: bool) -> tuple:
@@ -242,19 +285,17 @@ def _backfill(options, datalog, reactor, wall_clock):
     today = datetime.date.fromtimestamp(wall_clock())
     # The window, and the whole month for the dashboard's "this month".
     since = min(today - datetime.timedelta(days=days + 1), today.replace(day=1))
-    # The slot's own writer: a slot that could not be written must stay
-    # missing, so the error reaches the backfill (which pauses).
+    # The slot's own writer: a slot that could not be written stays missing,
+    # and nothing is read from the meter while the log cannot be written.
     return Backfill(days, reactor, datalog.write, wall_clock,
-                    known=datalog.history_records(since))
+                    known=datalog.history_records(since), writable=lambda: not datalog.failing)
 
 
 class _Records:
     """
     Where each record of the poller goes: MQTT (once made), then the data
-    log, whose write errors are logged and do not stop the service.
+    log (which counts, and says, what it cannot write).
     """
-
-    log = Logger()
 
     def __init__(self, datalog) -> None:
         self.datalog = datalog
@@ -263,12 +304,8 @@ class _Records:
     def __call__(self, record: dict, when: float) -> None:
         if self.publisher is not None:
             self.publisher.publish_record(record, when)
-        if self.datalog is None:
-            return
-        try:
+        if self.datalog is not None:
             self.datalog.write(record, when)
-        except OSError as e:
-            self.log.warn("cannot write the data log: {error}", error=e)
 
 
 def _http_service(description: Optional[str], reactor):

@@ -4,8 +4,11 @@ C{twist smartmeter}, built against the emulator on a MemoryReactorClock.
 """
 
 import datetime
+import io
 import json
 import os
+import resource
+import sys
 from decimal import Decimal
 
 from twisted.application.internet import StreamServerEndpointService
@@ -21,7 +24,8 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service.poller import MeterPoller
 from smartmeter_tx.sk.values import Dialect
-from smartmeter_tx.cli.tap import Options, makeService
+from smartmeter_tx.cli.tap import EXIT_CONFIG, Options, makeService
+from smartmeter_tx.outputs.guard import IDLE_TIMEOUT, HttpGuard, default_max_connections
 from tests.emuloop import Loop
 
 IPADDR = "fe80:0000:0000:0000:021d:1290:1234:5678"
@@ -34,6 +38,13 @@ def clean_environ(test, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTMETER_")}
     env.update(extra)
     test.patch(os, "environ", env)
+
+
+def capture_stderr(test):
+    """Replace sys.stderr for the test; @return: the StringIO."""
+    stream = io.StringIO()
+    test.patch(sys, "stderr", stream)
+    return stream
 
 
 def parse(*argv):
@@ -121,10 +132,16 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["password"], DEFAULT_PASSWORD)
 
     def test_passwordFileMissing(self):
-        """Options turns an unreadable --password-file into a usage error without a traceback."""
+        """
+        An unreadable --password-file ends twist with one line naming it and
+        exit status 78 (a setting that cannot work), without a traceback.
+        """
         path = self.mktemp()
-        e = self.assertRaises(usage.UsageError, parse, "--device", "x", "--password-file", path)
-        self.assertIn("--password-file", str(e))
+        stderr = capture_stderr(self)
+        e = self.assertRaises(SystemExit, parse, "--device", "x", "--password-file", path)
+        self.assertEqual(e.code, EXIT_CONFIG)
+        self.assertEqual(stderr.getvalue(), f"twist smartmeter: cannot read --password-file "
+                                            f"{path}: No such file or directory\n")
 
     def test_reprHidesSecrets(self):
         """repr() of parsed Options shows neither the B-route ID nor the password."""
@@ -186,8 +203,14 @@ class MakeServiceTests(SynchronousTestCase):
         """The made service polls the meter, appends readings to the data log and serves /latest."""
         top = self.make("--data-log", self.data)
         self.start(top)
-        [(port, site, backlog, interface)] = self.reactor.tcpServers
+        [(port, guard, backlog, interface)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (9580, "127.0.0.1"))
+        # The site behind the connection cap and the header deadline.
+        self.assertIsInstance(guard, HttpGuard)
+        self.assertEqual(guard.max_connections, default_max_connections(
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+        site = guard.wrappedFactory
+        self.assertEqual(site.timeOut, IDLE_TIMEOUT)
         self.loop.advance(25)
         truth = [r.value for r in self.loop.emulator.truth if r.epc == M.POWER]
         self.assertEqual(len(truth), 2)
@@ -242,20 +265,30 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(self.reactor.tcpServers, [])
         self.assertEqual(top.poller.stats.polls_answered, 2)
 
-    def test_dataLogUnwritable(self):
-        """A data log that cannot be written is logged as a warning and polling goes on."""
+    def test_dataLogNotADirectory(self):
+        """
+        A --data-log that is a file ends the start at once: one line naming
+        the option and the cause, exit status 78, no service left running.
+        """
         blocker = self.mktemp()
         with open(blocker, "w") as f:
             f.write("not a directory")
-        top = self.make("--http", "none", "--data-log", os.path.join(blocker, "data"))
-        self.start(top)
-        self.loop.advance(25)
-        self.assertEqual(top.poller.stats.polls_answered, 2)
-        self.assertIsNotNone(top.poller.store.latest)
-        warnings = [e for e in self.events
-                    if e.get("log_format") == "cannot write the data log: {error}"]
-        self.assertEqual(len(warnings), 2)
-        self.assertIsInstance(warnings[0]["error"], OSError)
+        stderr = capture_stderr(self)
+        e = self.assertRaises(SystemExit, self.make, "--http", "none", "--data-log", blocker)
+        self.assertEqual(e.code, EXIT_CONFIG)
+        self.assertEqual(stderr.getvalue(),
+                         f"twist smartmeter: --data-log {blocker}: not a directory\n")
+        self.assertEqual(self.loop.sent, [])
+
+    def test_mqttCaMissing(self):
+        """An --mqtt-ca file that is not there ends the start in one line, exit status 78."""
+        missing = os.path.abspath(self.mktemp())
+        stderr = capture_stderr(self)
+        e = self.assertRaises(SystemExit, self.make, "--http", "none", "--mqtt",
+                              "mqtts://broker.lan", "--mqtt-ca", missing)
+        self.assertEqual(e.code, EXIT_CONFIG)
+        self.assertEqual(stderr.getvalue(), f"twist smartmeter: --mqtt-ca {missing}: "
+                                            "No such file or directory\n")
 
     def test_secretsNeverLogged(self):
         """No log event of the service, nor the poller's repr, carries the ID or the password."""

@@ -1,0 +1,91 @@
+"""
+The checks C{twist smartmeter} makes before it starts: a setting that can
+never work (a data-log path that is a file, a device that is not a serial
+port, a CA file that is not PEM) ends the start at once with one line naming
+the option and the cause, exit status 78, instead of being retried for ever
+by a service that looks healthy.  (The MQTT TLS files are checked where the
+TLS context is made, in L{smartmeter_tx.outputs.mqtt.driver}.)
+
+What may come right by itself is not checked here: a device that is absent
+(unplugged; the service waits for it), a disk that is full (the data log
+counts what it cannot write and says so).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+import time
+from typing import Callable, Optional
+
+from smartmeter_tx.errors import ConfigError
+
+__all__ = ["check_data_log", "check_device"]
+
+#: Errors of a probe write that are the directory's settings, not a passing fault.
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
+
+
+def _probe(directory: str) -> None:
+    """Create and remove a file in C{directory}, as this user."""
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_data_log(directory: str, day_file: Callable[[float], str],
+                   now: Optional[float] = None, probe=_probe, access=os.access) -> None:
+    """
+    The data log's directory exists (it is made if not) and this user can
+    create files in it and append to today's file.
+
+    @param day_file: the path of the file for a time (L{DataLog.path_for}).
+    @param probe: L{_probe}; and C{access}, C{os.access}: tests, which run
+        as root too, give ones that answer as for another user.
+    @raise ConfigError: it is not a directory, cannot be made or cannot be
+        written.
+    """
+    flag = f"--data-log {directory}"
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"{flag}: not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag}: cannot create it: {e.strerror}") from None
+    try:
+        probe(directory)
+    except OSError as e:
+        if e.errno in _NOT_WRITABLE:
+            raise ConfigError(f"{flag}: cannot write in it: {e.strerror} "
+                              f"(the service runs as user id {os.getuid()})") from None
+        # ENOSPC, EIO...: a fault of the disk, which the data log reports and survives.
+    today = day_file(time.time() if now is None else now)
+    if os.path.exists(today) and not access(today, os.W_OK):
+        raise ConfigError(f"{flag}: cannot append to {os.path.basename(today)}: it belongs to "
+                          "another user (was the service once run as root?)")
+
+
+def check_device(path: str, access=os.access) -> None:
+    """
+    A serial device path that exists must be a character device this user
+    may open.  An absent one is no error here: the module may be plugged in
+    later, and the service waits for it.
+
+    @raise ConfigError: it is a regular file, a directory..., or permission
+        is denied.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"--device {path}: {e.strerror}") from None
+    if not stat.S_ISCHR(mode):
+        raise ConfigError(f"--device {path}: not a serial device (give the module's tty, "
+                          "e.g. /dev/ttyUSB0 or /dev/serial/by-id/...)")
+    if not access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"--device {path}: permission denied; add the user to the "
+                          "'dialout' group (then log in again)")
+

@@ -1,0 +1,101 @@
+"""
+Tests for L{smartmeter_tx.cli.preflight}: the settings of C{twist smartmeter}
+that can never work are refused before it starts, in one line naming the
+option; what may come right by itself (an unplugged module, a full disk) is
+let through.
+"""
+
+import errno
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx.cli import preflight
+from smartmeter_tx.errors import ConfigError
+from smartmeter_tx.service.datalog import DataLog
+
+NOON = 1780282800.0  # 2026-06-01 12:00 in Japan
+
+
+def refuse(error_number):
+    def probe(directory):
+        raise OSError(error_number, os.strerror(error_number))
+    return probe
+
+
+class DataLogTests(SynchronousTestCase):
+    def check(self, directory, **seams):
+        log = DataLog(directory)
+        preflight.check_data_log(directory, log.path_for, NOON, **seams)
+
+    def test_madeWhenMissing(self):
+        """A directory that does not exist yet is made, parents and all."""
+        directory = os.path.join(self.mktemp(), "a", "b")
+        self.check(directory)
+        self.assertTrue(os.path.isdir(directory))
+        self.assertEqual(os.listdir(directory), [])  # the probe file is gone
+
+    def test_aFile(self):
+        """A path that is a file is refused: not a directory."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("x")
+        e = self.assertRaises(ConfigError, self.check, path)
+        self.assertEqual(str(e), f"--data-log {path}: not a directory")
+
+    def test_underAFile(self):
+        """A directory that cannot be made (a file in its path) is refused with the cause."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("x")
+        e = self.assertRaises(ConfigError, self.check, os.path.join(path, "data"))
+        self.assertIn("cannot create it: Not a directory", str(e))
+
+    def test_notWritable(self):
+        """A directory this user may not write in is refused (EACCES, EROFS)."""
+        for number in (errno.EACCES, errno.EROFS):
+            directory = self.mktemp()
+            e = self.assertRaises(ConfigError, self.check, directory, probe=refuse(number))
+            self.assertIn(f"--data-log {directory}: cannot write in it: "
+                          f"{os.strerror(number)}", str(e))
+
+    def test_fullDiskIsNoConfigurationError(self):
+        """A full disk or an I/O error is a fault the data log survives: the start goes on."""
+        for number in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            self.check(self.mktemp(), probe=refuse(number))
+
+    def test_todaysFileOfAnotherUser(self):
+        """Today's file that this user may not append to (left by a run as root) is refused."""
+        directory = self.mktemp()
+        log = DataLog(directory)
+        os.makedirs(directory)
+        today = log.path_for(NOON)
+        with open(today, "w") as f:
+            f.write("{}\n")
+        e = self.assertRaises(ConfigError, self.check, directory,
+                              access=lambda path, mode: path != today)
+        self.assertIn(f"cannot append to {os.path.basename(today)}", str(e))
+        # Another day's file of another user does not matter.
+        self.check(directory, access=lambda path, mode: path == today)
+
+
+class DeviceTests(SynchronousTestCase):
+    def test_absentIsNoConfigurationError(self):
+        """A device that is not there (unplugged) passes: the service waits for it."""
+        preflight.check_device(os.path.abspath(self.mktemp()))
+
+    def test_regularFile(self):
+        """A regular file or a directory is refused, with an example of a tty."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("x")
+        for target in (path, os.path.dirname(os.path.abspath(path))):
+            e = self.assertRaises(ConfigError, preflight.check_device, target)
+            self.assertIn(f"--device {target}: not a serial device", str(e))
+
+    def test_characterDevice(self):
+        """A character device this user may open passes; one it may not is refused."""
+        preflight.check_device(os.devnull)
+        e = self.assertRaises(ConfigError, preflight.check_device, os.devnull,
+                              access=lambda path, mode: False)
+        self.assertIn("permission denied; add the user to the 'dialout' group", str(e))
