@@ -7,7 +7,7 @@ line on stderr and a documented exit status, never a traceback.
 import os
 import sys
 
-from twisted.internet import reactor, utils
+from twisted.internet import defer, reactor, utils
 from twisted.trial.unittest import TestCase
 
 from smartmeter_tx.cli import tap
@@ -79,6 +79,32 @@ class TwistCommandTests(TestCase):
             self.assertOneLine(text, f"cannot listen on --http tcp:{port}:interface=127.0.0.1:")
         return self.twist("--device", pinned("emulator:?time-scale=0.01"), "--http",
                           f"tcp:{port}:interface=127.0.0.1").addCallback(check)
+
+    async def _configError(self, flag, value, expected):
+        code, text = await self.twist("--device", pinned("emulator:?time-scale=0.01"),
+                                      "--http", "none", flag, value)
+        self.assertEqual(code, tap.EXIT_CONFIG, text)
+        self.assertOneLine(text, expected)
+
+    def test_dataLogIsAFile(self):
+        """A --data-log that is a file ends twist at once: one line, exit status 78."""
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("x")
+        return defer.Deferred.fromCoroutine(self._configError(
+            "--data-log", path, f"--data-log {path}: not a directory"))
+
+    def test_deviceIsAFile(self):
+        """A --device that is a regular file ends twist at once: one line, exit status 78."""
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("x")
+
+        def check(result):
+            code, text = result
+            self.assertEqual(code, tap.EXIT_CONFIG, text)
+            self.assertOneLine(text, f"--device {path}: not a serial device")
+        return self.twist("--device", path, "--http", "none").addCallback(check)
 
     def test_noCredentials(self):
         """
