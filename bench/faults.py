@@ -48,7 +48,7 @@ sys.path.insert(0, ROOT)
 
 from twisted.internet import defer, task  # noqa: E402
 
-from tests.mosquitto import MOSQUITTO, Broker, Subscriber, free_port, paho  # noqa: E402
+from tests.mosquitto import MOSQUITTO, Broker, Subscriber, free_port, paho, wait_for  # noqa: E402
 
 OPEN_FILES = 64
 #: The emulated meter's clock: fixed, so that runs are alike.
@@ -117,12 +117,9 @@ class Service:
         return metrics(self.port, timeout)
 
 
-async def wait(reactor, predicate, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        await sleep(reactor, 0.1)
+def wait(reactor, predicate, what, timeout=30.0):
+    """L{tests.mosquitto.wait_for} on this script's reactor, every 0.1 s."""
+    return wait_for(predicate, what, timeout, 0.1)
 
 
 def answering(service):
@@ -316,7 +313,7 @@ async def campaign(reactor, args):
                 report[name] = dict(error=f"{type(e).__name__}: {e}", ok=False)
                 try:
                     await wait(reactor, lambda: answering(service), "the service", 30)
-                except RuntimeError:
+                except AssertionError:
                     # It does not recover by itself: what systemd would do, so
                     # that the next faults are tried at all.
                     report[name]["restarted"] = True

@@ -159,6 +159,9 @@ def subscriber_main(port: int) -> int:
 from twisted.internet import defer, protocol, task  # noqa: E402
 from twisted.logger import LogLevel, globalLogBeginner  # noqa: E402
 
+from tests import mosquitto  # noqa: E402
+from tests.mosquitto import free_port  # noqa: E402
+
 _children = []  # Popen / pids to kill at exit, whatever happens
 
 
@@ -178,29 +181,13 @@ def _kill_children() -> None:
 atexit.register(_kill_children)
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def sleep(reactor, seconds: float):
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-@defer.inlineCallbacks
 def wait_for(reactor, predicate, what: str, timeout: float = WAIT, step: float = 0.005):
-    """Poll C{predicate} on the reactor; raise (never hang) after C{timeout}."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        yield sleep(reactor, step)
+    """L{tests.mosquitto.wait_for}, on this script's reactor, polling every 5 ms."""
+    return mosquitto.wait_for(predicate, what, timeout, step)
 
 
 class Broker:

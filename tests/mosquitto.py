@@ -154,8 +154,13 @@ class Subscriber:
 
 
 @defer.inlineCallbacks
-def wait_for(predicate, what: str, timeout: float = WAIT):
-    """Poll C{predicate} on the reactor; fail (never hang) after C{timeout}."""
+def wait_for(predicate, what: str, timeout: float = WAIT, step: float = 0.05):
+    """
+    Poll C{predicate} every C{step} seconds on the reactor; fail (never hang)
+    after C{timeout}.
+
+    @return: a Deferred firing with C{predicate}'s true value.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -163,7 +168,7 @@ def wait_for(predicate, what: str, timeout: float = WAIT):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        yield task.deferLater(reactor, 0.05, lambda: None)
+        yield task.deferLater(reactor, step, lambda: None)
 
 
 

@@ -21,7 +21,9 @@ from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
-from tests.mosquitto import MOSQUITTO, MOSQUITTO_PASSWD, WAIT, Broker, Subscriber, paho, wait_for
+from tests.mosquitto import (
+    MOSQUITTO, MOSQUITTO_PASSWD, WAIT, Broker, Certificates, Subscriber, paho, wait_for,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -78,6 +80,8 @@ class ConfigTests(unittest.TestCase):
 class BrokerTestCase(unittest.TestCase):
     extra = ""
     persistence = False
+    #: Whether the broker's listener speaks TLS only (with C{self.certs}).
+    tls = False
 
     def setUp(self):
         if MOSQUITTO is None:
@@ -86,7 +90,8 @@ class BrokerTestCase(unittest.TestCase):
             raise unittest.SkipTest("paho-mqtt not installed: pip install 'paho-mqtt>=2,<3'")
         self.dir = tempfile.mkdtemp(prefix="mqtt-test-")
         self.addCleanup(shutil.rmtree, self.dir, True)
-        self.broker = Broker(self.dir, self.broker_extra(), self.persistence)
+        self.certs = Certificates(self.dir) if self.tls else None
+        self.broker = Broker(self.dir, self.broker_extra(), self.persistence, tls=self.certs)
         self.addCleanup(self.broker.kill)
         return self.broker.start()
 

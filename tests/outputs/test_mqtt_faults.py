@@ -8,38 +8,28 @@ a broker that stalls (SIGSTOP) and resumes.
 import dataclasses
 import json
 import random
-import shutil
 import signal
-import tempfile
 
 from twisted.internet import defer, reactor
-from twisted.trial import unittest
 
 from smartmeter_tx.outputs.mqtt.config import MqttConfig
 from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
-from tests.mosquitto import MOSQUITTO, Broker, Certificates, Subscriber, paho, wait_for
-from tests.outputs.test_mqtt import SERIAL, meter_view
+from tests.mosquitto import Certificates, Subscriber, wait_for
+from tests.outputs.test_mqtt import SERIAL, BrokerTestCase, meter_view
 
 STATE = f"smartmeter/{SERIAL}/state"
 
 
-class FaultTestCase(unittest.TestCase):
-    #: Whether the broker's listener speaks TLS.
-    tls = False
+class FaultTestCase(BrokerTestCase):
+    persistence = True
 
     def setUp(self):
-        if MOSQUITTO is None:
-            raise unittest.SkipTest("mosquitto not installed: apt-get install mosquitto")
-        if paho is None:
-            raise unittest.SkipTest("paho-mqtt not installed: pip install 'paho-mqtt>=2,<3'")
-        self.dir = tempfile.mkdtemp(prefix="mqtt-faults-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
-        self.certs = Certificates(self.dir)
-        self.broker = Broker(self.dir, persistence=True,
-                             tls=self.certs if self.tls else None)
-        self.addCleanup(self.broker.kill)
         self.fatal = []
-        return self.broker.start()
+        d = super().setUp()
+        # The CA files exist whatever the listener speaks (mqtts against a plain port).
+        if self.certs is None:
+            self.certs = Certificates(self.dir)
+        return d
 
     def publisher(self, scheme, ca=None, keepalive=60):
         config = MqttConfig.from_options(f"{scheme}://127.0.0.1:{self.broker.port}", None,
