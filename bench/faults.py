@@ -41,13 +41,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from twisted.internet import defer, task  # noqa: E402
 
+from tests.cli.test_flood import metrics  # noqa: E402
 from tests.mosquitto import MOSQUITTO, Broker, Subscriber, free_port, paho, wait_for  # noqa: E402
 
 OPEN_FILES = 64
@@ -57,14 +57,6 @@ START = "2024-06-01T12:00:00"
 
 def sleep(reactor, seconds):
     return task.deferLater(reactor, seconds, lambda: None)
-
-
-def metrics(port, timeout=2.0):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
-        text = r.read().decode("utf-8")
-    return {name: float(value) for name, _, value in
-            (line.partition(" ") for line in text.splitlines()
-             if line and not line.startswith("#") and "{" not in line)}
 
 
 class Service:

@@ -145,6 +145,13 @@ def _gauge(name: str, doc: str, value, labels: Optional[dict] = None):
     return g
 
 
+def _counter(name: str, doc: str, value):
+    from prometheus_client.core import CounterMetricFamily
+    c = CounterMetricFamily(name, doc)
+    c.add_metric([], value)
+    return c
+
+
 def _value_of(reading, name: str):
     return None if reading is None else json_value(getattr(reading, name))
 
@@ -193,8 +200,6 @@ class ViewCollector:
                      store.age(self.clock_now()))
 
     def _counters(self):
-        from prometheus_client.core import CounterMetricFamily
-
         s, state, backfill = self.view.store.stats, self.view.state, self.view.backfill
         for name, doc, value in (
             ("smartmeter_polls_answered", "Polls answered by the meter", s.polls_answered),
@@ -214,9 +219,7 @@ class ViewCollector:
             ("smartmeter_backfill_frames", "Frames spent reading the meter's record",
              backfill.frames if backfill else 0),
         ):
-            c = CounterMetricFamily(name, doc)
-            c.add_metric([], value)
-            yield c
+            yield _counter(name, doc, value)
 
     def _link(self):
         state, backfill = self.view.state, self.view.backfill
@@ -252,16 +255,9 @@ class SourcesCollector:
         return []
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily
-
         for source in self.sources:
             for name, kind, doc, value in source.metrics():
-                if kind == "counter":
-                    family = CounterMetricFamily(name, doc)
-                    family.add_metric([], value)
-                    yield family
-                else:
-                    yield _gauge(name, doc, value)
+                yield (_counter if kind == "counter" else _gauge)(name, doc, value)
 
 
 class MetricsResource(resource.Resource):

@@ -152,6 +152,13 @@ class PolicyTestCase(SynchronousTestCase):
         if ack:
             driver.ack()
 
+    def refused(self, driver, value):
+        """Let the publisher connect and the broker refuse it with CONNACK reason C{value}."""
+        self.clock.advance(1)
+        driver.sent()
+        driver.connack(failure=True, value=value)
+        driver.lose()
+
     def retry(self, p):
         """Let the time pass until the next try to connect."""
         self.clock.advance(p.connection.retry_time - self.clock.seconds())
@@ -191,10 +198,7 @@ class ConnectTests(PolicyTestCase):
     def test_refusedConnack(self):
         """A broker that refuses us for a passing reason (3, unavailable) is tried again."""
         p, driver = self.publisher()
-        self.clock.advance(1)
-        driver.sent()
-        driver.connack(failure=True, value=136)
-        driver.lose()
+        self.refused(driver, 136)
         self.assertFalse(p.connected)
         self.assertEqual(driver.published, [])
         self.assertEqual(self.fatal, [])
@@ -208,10 +212,7 @@ class FatalTests(PolicyTestCase):
     def test_badCredentials(self):
         """Refused user name or password (CONNACK 4) at start: one line naming --mqtt, no retry."""
         p, driver = self.publisher()
-        self.clock.advance(1)
-        driver.sent()
-        driver.connack(failure=True, value=134)
-        driver.lose()
+        self.refused(driver, 134)
         self.assertEqual(self.fatal, ["--mqtt mqtt://broker.lan:1883: the broker refuses the "
                                       "user name or password (the user in --mqtt; "
                                       "--mqtt-password-file or SMARTMETER_MQTT_PASSWORD)"])
