@@ -205,7 +205,8 @@ def fetch_service(url: str, timeout: float) -> tuple:
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=timeout)
     try:
-        conn.request("GET", parts.path or "/latest")
+        target = parts.path or "/latest"
+        conn.request("GET", f"{target}?{parts.query}" if parts.query else target)
         response = conn.getresponse()
         return response.status, response.read()
     except http.client.HTTPException as e:

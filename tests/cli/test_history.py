@@ -134,3 +134,35 @@ class ServiceTests(_Base, unittest.TestCase):
         code, out, err = yield self.run_history("--service", url, "--format", "jsonl")
         self.assertEqual((code, err), (0, ""))
         self.assertEqual([json.loads(line) for line in out.splitlines()], records)
+
+    @defer.inlineCallbacks
+    def test_fromServiceDays(self):
+        """
+        --days N over --service asks for N days before today: slots logged
+        three days ago are printed with --days 3 and left out with --days 1.
+        """
+        from twisted.internet.task import Clock
+
+        from smartmeter_tx.service.backfill import Backfill
+        from smartmeter_tx.outputs.web import QuietSite, make_root
+        from tests.outputs.test_web import service_view
+
+        today = datetime.datetime.now(model.JST).replace(hour=0, minute=0, second=0,
+                                                          microsecond=0)
+        old = today - datetime.timedelta(days=3)
+        recent = today - datetime.timedelta(hours=12)
+        records = [model.HistorySlot(start, Decimal("0.25"), Decimal(0), Decimal("100"),
+                                     Decimal(0), "EC").to_record() for start in (old, recent)]
+        view = service_view(Clock(), Backfill(7, Clock(), lambda r, w: None, lambda: 0,
+                                            known=records))
+        port = reactor.listenTCP(0, QuietSite(make_root(view, reactor.seconds)),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        code, out, err = yield self.run_history("--service", url, "--format", "jsonl",
+                                                "--days", "3")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual([json.loads(line) for line in out.splitlines()], records)
+        code, out, err = yield self.run_history("--service", url, "--format", "jsonl",
+                                                "--days", "1")
+        self.assertEqual([json.loads(line) for line in out.splitlines()], records[1:])
