@@ -117,16 +117,21 @@ def read_password_file(path: str, flag: str) -> str:
     """
     try:
         with open(path, encoding="utf-8") as f:
-            return f.readline().strip()
+            line = f.readline().strip()
     except OSError as e:
         raise ConfigError(f"cannot read {flag} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag} {path} is not a text file") from None
+    if not line:
+        raise ConfigError(f"{flag} {path} is empty: the password goes on its first line")
+    return line
 
 
 def make_credentials(rbid: Optional[str], password: Optional[str]):
     """
     @return: L{Credentials}, or C{None} when neither was given.
-    @raise ArgumentError: only one was given, or one is malformed (the message
-        never holds the values).
+    @raise ArgumentError: only one was given.
+    @raise ConfigError: one is malformed (the message never holds the values).
     """
     from smartmeter_tx.session.join import Credentials
     if not rbid and not password:

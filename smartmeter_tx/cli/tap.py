@@ -31,6 +31,8 @@ from smartmeter_tx.errors import ArgumentError, ConfigError
 from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
 
 ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
+#: Days of the meter's own record kept complete in the data log by default.
+DEFAULT_BACKFILL_DAYS = 7
 
 _METER_FLAGS, _METER_PARAMETERS = meteropts.usage_parameters()
 
@@ -72,8 +74,9 @@ class Options(usage.Options):
         ["interval", None, 30.0, "seconds between power/current polls", float],
         ["energy-interval", None, 300.0, "seconds between cumulative-energy reads", float],
         ["data-log", None, None, "directory for the daily JSON-lines data log"],
-        ["backfill-days", None, 7, "with --data-log: keep the log's 30-minute slots complete "
-         "this many days back from the meter's own record (0-45; 0 disables)", int],
+        ["backfill-days", None, None, "with --data-log: keep the log's 30-minute slots "
+         "complete this many days back from the meter's own record (0-45, default 7; 0 "
+         "disables)", int],
         ["http", None, "tcp:9580:interface=127.0.0.1",
          "endpoint for the dashboard, /latest, /history and /metrics ('none' disables it)"],
         ["http-max-connections", None, None, "most HTTP connections at once; past it idle "
@@ -119,6 +122,11 @@ class Options(usage.Options):
             raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
         if self["http-max-connections"] is not None and self["http-max-connections"] < 1:
             raise ArgumentError("--http-max-connections must be 1 or more")
+        if self["backfill-days"] is None:
+            self["backfill-days"] = DEFAULT_BACKFILL_DAYS if self["data-log"] else 0
+        elif not self["data-log"]:
+            raise ConfigError("--backfill-days needs --data-log: the 30-minute record is kept "
+                              "in the data log")
         if not 0 <= self["backfill-days"] <= 45:
             raise ArgumentError("--backfill-days must be 0 to 45 (meters keep about 45 days)")
         self["mqtt-config"] = self._mqtt() if self["mqtt"] else None

@@ -254,6 +254,33 @@ class UserErrorTests(_Run, unittest.TestCase):
         self.assertNotIn("SHORTID", err)
 
     @defer.inlineCallbacks
+    def test_credentialsCheckedFirst(self):
+        """
+        An ID that is not 32 hex digits, a password that is not 12 characters
+        or an empty password file: one line saying so, exit 2, before the
+        serial port is even opened (the device here does not exist).
+        """
+        empty = os.path.join(self.dir, "empty")
+        open(empty, "w").close()
+        missing = os.path.join(self.dir, "ttyNOPE")
+        cases = [
+            ({"SMARTMETER_ID": "G" * 32, "SMARTMETER_PASSWORD": DEFAULT_PASSWORD}, [],
+             "the B-route ID must be 32 hexadecimal digits"),
+            ({"SMARTMETER_ID": DEFAULT_ID, "SMARTMETER_PASSWORD": "SHORTPASS"}, [],
+             "the B-route password must be 12 characters"),
+            ({"SMARTMETER_ID": DEFAULT_ID}, ["--password-file", empty],
+             f"--password-file {empty} is empty"),
+        ]
+        for env, extra, expected in cases:
+            code, out, err = yield self.run_plugin("--device", missing, *extra, env=env)
+            self.assertEqual((code, out), (common.EXIT_USAGE, ""), err)
+            self.assertEqual(err, f"mackerel-plugin-smartmeter: {expected}" +
+                             err.split(expected, 1)[-1], err)
+            self.assertEqual(len(err.splitlines()), 1, err)
+            self.assertNotIn("SHORTPASS", err)
+            self.assertNotIn("G" * 32, err)
+
+    @defer.inlineCallbacks
     def test_meta(self):
         """With MACKEREL_AGENT_PLUGIN_META set, the graph definitions are printed."""
         code, out, err = yield self.run_plugin("--device", "x", "--energy",

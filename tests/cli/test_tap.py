@@ -314,13 +314,51 @@ class MakeServiceTests(SynchronousTestCase):
 
 
 class OptionValidationTests(SynchronousTestCase):
-    def test_badCredentialsAreUsageErrors(self):
-        """A malformed ID or password is a usage error that does not repeat the value."""
-        with self.assertRaises(usage.UsageError) as cm:
-            parse("--device", "/dev/x", "--id", "SHORTID", "--password", "pw")
-        self.assertNotIn("SHORTID", str(cm.exception))
-        with self.assertRaises(usage.UsageError):
-            parse("--device", "/dev/x", "--id", "0" * 32, "--password", "has space")
+    def assertConfigError(self, argv, expected):
+        stderr = capture_stderr(self)
+        e = self.assertRaises(SystemExit, parse, *argv)
+        self.assertEqual(e.code, EXIT_CONFIG)
+        self.assertEqual(stderr.getvalue(), f"twist smartmeter: {expected}\n")
+
+    def test_badCredentialsAreConfigErrors(self):
+        """
+        An ID that is not 32 hex digits or a password that is not 12
+        characters ends twist with one line and exit status 78, without the
+        value.
+        """
+        self.assertConfigError(
+            ["--device", "/dev/x", "--id", "SHORTID", "--password", DEFAULT_PASSWORD],
+            "the B-route ID must be 32 hexadecimal digits, as on the power company's letter "
+            "(without spaces)")
+        self.assertConfigError(
+            ["--device", "/dev/x", "--id", "0" * 32, "--password", "has space 12"],
+            "the B-route password must be 12 characters, as on the power company's letter "
+            "(without spaces)")
+        self.assertConfigError(
+            ["--device", "/dev/x", "--id", "0" * 32, "--password", "ELEVENCHARS"],
+            "the B-route password must be 12 characters, as on the power company's letter "
+            "(without spaces)")
+
+    def test_emptyPasswordFile(self):
+        """An empty --password-file is named as such (78), not as a missing password."""
+        path = self.mktemp()
+        open(path, "w").close()
+        self.assertConfigError(["--device", "/dev/x", "--id", "0" * 32, "--password-file", path],
+                               f"--password-file {path} is empty: the password goes on its "
+                               "first line")
+
+    def test_backfillDaysNeedsDataLog(self):
+        """
+        --backfill-days without --data-log would do nothing: 78, one line.
+        With --data-log alone the backfill keeps 7 days; without it, none.
+        """
+        self.assertConfigError(["--device", "/dev/x", "--backfill-days", "3"],
+                               "--backfill-days needs --data-log: the 30-minute record is kept "
+                               "in the data log")
+        self.assertEqual(parse("--device", "/dev/x", "--data-log", "d")["backfill-days"], 7)
+        self.assertEqual(parse("--device", "/dev/x")["backfill-days"], 0)
+        self.assertEqual(parse("--device", "/dev/x", "--data-log", "d",
+                               "--backfill-days", "0")["backfill-days"], 0)
 
     def test_shortIpv6Rejected(self):
         """--ipaddr in the short IPv6 form is rejected before it reaches the state file."""
