@@ -26,6 +26,7 @@ from smartmeter_tx.emulator.module import (
 )
 from smartmeter_tx.emulator.pty import PtyDevice
 from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.model import JST
 from smartmeter_tx.sk.values import Dialect
 
 __all__ = ["OPTIONS", "EmulatorHandle", "start_emulator", "parse_spec", "config_from_options",
@@ -74,7 +75,16 @@ def _hex(text: str) -> int:
 
 
 def _start(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text)
+    # The meter keeps Japan time, without an offset; one given is honoured.
+    when = datetime.datetime.fromisoformat(text)
+    return when if when.tzinfo is None else when.astimezone(JST).replace(tzinfo=None)
+
+
+def _offset(text: str) -> float:
+    value = float(text)
+    if not abs(value) < 86400 * 45:
+        raise ValueError("expected seconds, within 45 days")
+    return value
 
 
 def _days(text: str) -> int:
@@ -161,8 +171,10 @@ OPTIONS = {
                      "and for those slots in E2/E4/EC", "START/END"),
     "history2": Option("history2", _switch, "off: a meter without EC/ED (historical data 2; "
                        "default on)", "on|off"),
-    "start": Option("start", _start, "the meter's clock at start, ISO 8601 (default: now)",
-                    "TIME"),
+    "start": Option("start", _start, "the meter's clock at start, ISO 8601, Japan time "
+                    "unless an offset is given (default: now in Japan)", "TIME"),
+    "meter-offset": Option("meter_offset", _offset, "the meter's clock runs this many seconds "
+                           "ahead of Japan time (negative: behind; default 0)", "S"),
     "unplug-after": Option("unplug_after", _seconds, "unplug the pty every S seconds "
                            "(0 = never)", "S"),
     "unplug-for": Option("unplug_for", _seconds, "how long an unplug lasts (default 5)", "S"),
@@ -329,8 +341,10 @@ def start_emulator(spec: str = "emulator:", reactor=None, link: Optional[str] = 
     parsed, spec_link = parse_spec(spec)
     config = config or parsed
     if config.start is None:
-        # The only wall-clock read: the meter's clock starts at "now".
-        config.start = datetime.datetime.now().replace(microsecond=0)
+        # The only wall-clock read: the meter's clock starts at "now" in
+        # Japan, whatever the host's time zone (a meter keeps JST).
+        now = datetime.datetime.now(JST).replace(tzinfo=None, microsecond=0)
+        config.start = now + datetime.timedelta(seconds=config.meter_offset)
     emulator = Emulator(config, reactor)
     try:
         device = PtyDevice(lambda: ModuleProtocol(emulator), reactor, link or spec_link)

@@ -102,6 +102,9 @@ class EmulatorConfig:
     @ivar outage: C{((start, end), ...)} windows (meter local time, end
         exclusive) in which the meter has no readings; see L{MeterModel}.
     @ivar history2: C{False} for a meter without EC/ED (historical data 2).
+    @ivar start: the meter's clock at start (naive, Japan time); default now.
+    @ivar meter_offset: seconds the meter's clock is ahead of Japan time
+        when C{start} is not given (negative: behind).
     """
 
     dialect: Dialect = Dialect.STANDARD
@@ -133,6 +136,7 @@ class EmulatorConfig:
     outage: tuple = ()
     history2: bool = True
     start: Optional[datetime.datetime] = None
+    meter_offset: float = 0.0
     unplug_after: float = 0.0
     unplug_for: float = 5.0
     unplug_keeps_session: bool = False

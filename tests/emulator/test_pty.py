@@ -244,6 +244,39 @@ class SpecTests(unittest.TestCase):
         handle = start_pty_emulator(self, "emulator:?time-scale=0&start=2024-01-02T03:04:05")
         self.assertEqual(handle.emulator.meter.start.isoformat(), "2024-01-02T03:04:05")
 
+    def test_meterKeepsJapanTime(self):
+        """
+        Whatever the host's time zone, the meter's clock starts at Japan's
+        time (a meter keeps JST); meter-offset skews it; a start with an
+        offset is turned into Japan time.
+        """
+        import datetime
+        import time
+
+        from smartmeter_tx.model import JST
+
+        old = os.environ.get("TZ")
+
+        def restore():
+            if old is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = old
+            time.tzset()
+        self.addCleanup(restore)
+        for zone in ("UTC", "America/New_York", "Asia/Tokyo"):
+            os.environ["TZ"] = zone
+            time.tzset()
+            for spec, offset in (("emulator:?time-scale=0", 0),
+                                 ("emulator:?time-scale=0&meter-offset=-600", -600)):
+                handle = start_emulator(spec, reactor)
+                self.addCleanup(handle.stop)
+                japan = datetime.datetime.now(JST).replace(tzinfo=None)
+                skew = (handle.emulator.meter.start - japan).total_seconds() - offset
+                self.assertLess(abs(skew), 5, (zone, spec, handle.emulator.meter.start))
+        handle = start_pty_emulator(self, "emulator:?time-scale=0&start=2024-01-02T03:04:05Z")
+        self.assertEqual(handle.emulator.meter.start.isoformat(), "2024-01-02T12:04:05")
+
     def test_handleReprHidesCredentials(self):
         """The handle's repr names the dialect and path, never the credentials."""
         handle = start_pty_emulator(self, "emulator:dse?password=SECRETSECRET&time-scale=0")
