@@ -20,8 +20,10 @@ Exit codes::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from typing import Optional
 
 from smartmeter_tx.cli import common
 from smartmeter_tx.cli import options as O
@@ -133,7 +135,12 @@ async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, st
         if args.scan:
             if credentials is None:
                 raise UsageError("--scan needs the B-route ID and password")
-            return await _scan(client, budget, args, state_path, stdout, stderr)
+            found = await _scan(client, budget, state_path, stderr)
+            stdout.write(found + "\n".join(agent_conf(
+                _command_path(), args, client.link, credentials.rbid,
+                _password_source(args, environ))) + "\n")
+            stdout.flush()
+            return EXIT_OK
         reading = await client.read_values(energy=args.energy, budget=budget)
         lines = mackerel.format_metrics(prefix, reading, int(reactor.seconds()), args.energy)
         # All or nothing: the lines are written in one go after the reading.
@@ -282,11 +289,16 @@ def _command_path() -> str:
     return os.path.abspath(found) if found else name
 
 
-async def _scan(client, budget, args, state_path, stdout, stderr) -> int:
+async def _scan(client, budget, state_path, stderr) -> str:
+    """
+    Find the meter, save where it is.
+
+    @return: the lines that say what was found.
+    """
     desc = await client.joiner.locate(budget)
     save_link(state_path, client.link, stderr)
     link = client.link
-    out = [
+    return "\n".join([
         "Found the smart meter:",
         f"  channel   {link.channel:02X} (decimal {link.channel})",
         f"  PAN ID    {link.pan_id:04X}",
@@ -295,22 +307,63 @@ async def _scan(client, budget, args, state_path, stdout, stderr) -> int:
         f"  LQI       {desc.lqi:02X} ({desc.rssi_dbm:.1f} dBm)",
         f"  dialect   {link.dialect}",
         f"Saved to {state_path}; the next runs skip the scan.",
-        "",
-        "Add this to /etc/mackerel-agent/mackerel-agent.conf (secrets stay out of the file):",
+        "", ""])
+
+
+#: Where the mackerel-agent.conf block tells the user to put the password
+#: when it was given on the command line (where it must not stay).
+PASSWORD_FILE_HINT = "/etc/smartmeter/password"
+
+
+def _password_source(args, environ) -> Optional[str]:
+    """
+    Where the password came from, as L{agent_conf} takes it: C{"file:PATH"}
+    (absolute), C{"env"}, C{"argv"}, or C{None} (the emulator's own).
+    """
+    if args.password_file:
+        return "file:" + os.path.abspath(args.password_file)
+    if args.password:
+        return "argv"
+    if environ.get(ENV_PASSWORD):
+        return "env"
+    return None
+
+
+def agent_conf(command: str, args, link, rbid: Optional[str],
+               password_source: Optional[str]) -> list:
+    """
+    The mackerel-agent.conf block for this meter, with the credentials from
+    where the user keeps them: the same password file, or the environment;
+    a placeholder only for what is not known, and never the password.  Pure.
+
+    @return: the lines.
+    """
+    argv = [command, "--device", args.device, "--channel", f"{link.channel:02X}",
+            "--ipaddr", link.ipaddr]
+    env = {ENV_ID: rbid or "<your 32-digit B-route ID>"}
+    notes = []
+    if password_source is not None and password_source.startswith("file:"):
+        argv += ["--password-file", password_source[5:]]
+    elif password_source == "env":
+        env[ENV_PASSWORD] = "<your 12-character B-route password>"
+    elif password_source == "argv":
+        argv += ["--password-file", PASSWORD_FILE_HINT]
+        notes = [f"# Put the B-route password on the first line of {PASSWORD_FILE_HINT}",
+                 "# (readable by mackerel-agent only): a command line is visible to all."]
+    argv += ["--timeout", "55"]
+    quoted = ", ".join(json.dumps(a) for a in argv)
+    pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in env.items())
+    return [
+        "Add this to /etc/mackerel-agent/mackerel-agent.conf:",
         "",
         "[plugin.metrics.smartmeter]",
-        f'command = ["{_command_path()}", "--device", "{args.device}", '
-        f'"--channel", "{link.channel:02X}", "--ipaddr", "{link.ipaddr}", '
-        f'"--password-file", "/etc/smartmeter/password", "--timeout", "55"]',
-        f'env = {{ "{ENV_ID}" = "<your 32-character B-route ID>" }}',
+        f"command = [{quoted}]",
+        f"env = {{ {pairs} }}",
+        *notes,
         "# A join (first run, or after the meter dropped the session) can take longer",
         "# than mackerel-agent's default 30 s: give the plugin a minute.",
         "timeout_seconds = 60",
-        "",
     ]
-    stdout.write("\n".join(out))
-    stdout.flush()
-    return EXIT_OK
 
 
 def main(argv=None) -> None:

@@ -11,6 +11,7 @@ on how fast this machine is.
 """
 
 import io
+import json
 import os
 import re
 
@@ -61,6 +62,13 @@ class _Run:
 
     def truth(self, handle, epc):
         return [r for r in handle.emulator.truth if r.epc == epc and r.seoj == 0x028801]
+
+
+def agent_conf_env(out):
+    """The C{env} table of the mackerel-agent.conf block in C{out}, as a dict."""
+    import tomllib
+    block = out[out.index("[plugin.metrics.smartmeter]"):]
+    return tomllib.loads(block)["plugin"]["metrics"]["smartmeter"]["env"]
 
 
 def _restore_environ(name, value):
@@ -188,11 +196,35 @@ class RunTests(_Run, unittest.TestCase):
         self.assertTrue(os.access(command, os.X_OK), command)
         self.assertEqual(os.path.basename(command), "mackerel-plugin-smartmeter")
         self.assertNotIn(DEFAULT_PASSWORD, out + err)
-        self.assertNotIn(DEFAULT_ID, out + err)
+        # The credentials where the user keeps them: both in the environment.
+        self.assertEqual(agent_conf_env(out),
+                         {"SMARTMETER_ID": DEFAULT_ID,
+                          "SMARTMETER_PASSWORD": "<your 12-character B-route password>"})
+        self.assertNotIn("--password-file", out)
         # The next run goes straight to the join: the scan's findings were saved.
         code, out, err = yield self.run_plugin("--device", handle.path, "--verbosity", "3")
         self.assertEqual(code, 0, err)
         self.assertNotIn("> SKSCAN", err)
+
+    @defer.inlineCallbacks
+    def test_scanKeepsThePasswordFile(self):
+        """
+        --scan with --password-file: the mackerel-agent.conf block names that
+        file (absolute) and the ID given, and no placeholder.
+        """
+        handle = self.emulator(f"{self.dialect}?{SCALE}")
+        secret = os.path.join(self.dir, "password")
+        with open(secret, "w") as f:
+            f.write(DEFAULT_PASSWORD + "\n")
+        code, out, err = yield self.run_plugin("--device", handle.path, "--scan",
+                                               "--password-file", os.path.relpath(secret),
+                                               env={"SMARTMETER_ID": DEFAULT_ID})
+        self.assertEqual(code, 0, err)
+        command = json.loads(re.search(r"^command = (\[.*\])$", out, re.M).group(1))
+        self.assertEqual(command[command.index("--password-file") + 1], os.path.abspath(secret))
+        self.assertEqual(agent_conf_env(out), {"SMARTMETER_ID": DEFAULT_ID})
+        self.assertNotIn("<", out)
+        self.assertNotIn(DEFAULT_PASSWORD, out + err)
 
 
 class DSERunTests(RunTests):
@@ -292,3 +324,31 @@ class UserErrorTests(_Run, unittest.TestCase):
         code, out, err = yield self.run_plugin("--device", "x", "--energy",
                                                env={"MACKEREL_AGENT_PLUGIN_META": ""})
         self.assertNotIn("mackerel-agent-plugin", out)
+
+
+class AgentConfTests(unittest.SynchronousTestCase):
+    def test_passwordOnTheCommandLine(self):
+        """
+        A password given with --password is not copied: the block points at a
+        password file to create, and says so; the ID given is kept.
+        """
+        import argparse
+        import tomllib
+
+        from smartmeter_tx.session.state import MeterLink
+
+        args = argparse.Namespace(device="/dev/ttyUSB0")
+        link = MeterLink(channel=0x3B, ipaddr="FE80:0000:0000:0000:021D:1290:1234:5678")
+        lines = plugin.agent_conf("/opt/sm/bin/mackerel-plugin-smartmeter", args, link,
+                                  DEFAULT_ID, "argv")
+        conf = tomllib.loads("\n".join(lines[2:]))["plugin"]["metrics"]["smartmeter"]
+        self.assertEqual(conf["command"], [
+            "/opt/sm/bin/mackerel-plugin-smartmeter", "--device", "/dev/ttyUSB0",
+            "--channel", "3B", "--ipaddr", link.ipaddr, "--password-file",
+            plugin.PASSWORD_FILE_HINT, "--timeout", "55"])
+        self.assertEqual(conf["env"], {"SMARTMETER_ID": DEFAULT_ID})
+        self.assertIn(f"# Put the B-route password on the first line of "
+                      f"{plugin.PASSWORD_FILE_HINT}", lines)
+        unknown = plugin.agent_conf("x", args, link, None, None)
+        self.assertEqual(tomllib.loads("\n".join(unknown[2:]))["plugin"]["metrics"][
+            "smartmeter"]["env"], {"SMARTMETER_ID": "<your 32-digit B-route ID>"})
