@@ -387,8 +387,9 @@ def run(argv, stdout=None, now: Callable[[], float] = time.time,
 
 def main(argv=None) -> None:
     """Console-script entry point."""
+    from smartmeter_tx.cli.common import run_blocking
     argv = sys.argv[1:] if argv is None else argv
-    raise SystemExit(run(argv))
+    raise SystemExit(run_blocking(lambda: run(argv), PROGRAM))
 
 
 if __name__ == "__main__":

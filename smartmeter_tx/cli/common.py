@@ -21,7 +21,7 @@ __all__ = [
     "EXIT_OK", "EXIT_BUG", "EXIT_USAGE", "EXIT_DEVICE", "EXIT_AUTH", "EXIT_NOT_FOUND",
     "EXIT_TIMEOUT", "EXIT_NO_READING", "DEFAULT_SERVICE", "UsageError", "Parser", "say",
     "start_logging", "exit_code", "react", "with_meter", "save_link", "service_base",
-    "fetch_service",
+    "fetch_service", "run_blocking", "EXIT_INTERRUPTED",
 ]
 
 EXIT_OK = 0
@@ -223,18 +223,84 @@ def save_link(path: str, link, stderr, program: str = "mackerel-plugin-smartmete
         say(stderr, f"warning: cannot write the state file {path}: {e.strerror}", program)
 
 
-def react(main) -> None:
+#: Exit statuses after SIGINT and SIGTERM (128 + the signal, as shells report).
+EXIT_INTERRUPTED = {2: 130, 15: 143}
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived in a one-shot command that runs no reactor."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupted(program: str, signum: int) -> int:
+    import sys
+    say(sys.stderr, "interrupted", program)
+    return EXIT_INTERRUPTED.get(signum, 128 + signum)
+
+
+def react(main, program: str = "mackerel-plugin-smartmeter") -> None:
     """
     Run the coroutine C{main(reactor)} under C{task.react} and exit with the
     code it returns (the one-shot commands' entry points).
+
+    SIGINT and SIGTERM cancel C{main}: its C{finally} clauses close the port
+    (and stop an in-process emulator), then one line says "interrupted" and
+    the exit status is 130 or 143.  A second signal stops the reactor.
     """
+    import signal
+
     from twisted.internet import defer, task
 
     def _main(reactor):
-        return defer.Deferred.fromCoroutine(main(reactor)).addCallback(_exit)
+        d = defer.Deferred.fromCoroutine(main(reactor))
+        caught: list = []
+
+        def handler(signum, frame):
+            if caught:
+                reactor.callFromThread(reactor.stop)
+            else:
+                caught.append(signum)
+                reactor.callFromThread(d.cancel)
+
+        def install():
+            # After the reactor's own handlers (which would stop it and close
+            # the port under the command, a "serial link closed" fault).
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, handler)
+
+        def done(result):
+            if caught:
+                raise SystemExit(_interrupted(program, caught[0]))
+            return result
+
+        reactor.callWhenRunning(install)
+        return d.addBoth(done).addCallback(_exit)
 
     def _exit(code):
         if code:
             raise SystemExit(code)
 
     task.react(_main)
+
+
+def run_blocking(function, program: str) -> int:
+    """
+    C{function()} for a one-shot path without a reactor (C{--service}, the
+    check): SIGINT and SIGTERM end it with one line and status 130 or 143.
+
+    @return: C{function}'s exit code.
+    """
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    try:
+        return function()
+    except Interrupted as e:
+        return _interrupted(program, e.signum)

@@ -156,9 +156,22 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
 
 
 async def _from_service(reactor, args, stdout, stderr) -> int:
-    from urllib.parse import quote
-
     from twisted.internet import threads
+
+    # On a thread: the reactor may be the one serving the answer (tests run
+    # the service in-process).
+    return await threads.deferToThreadPool(reactor, reactor.getThreadPool(),
+                                           from_service_blocking, args, stdout, stderr)
+
+
+def from_service_blocking(args, stdout, stderr) -> int:
+    """
+    The --service path, without a reactor: print what the service logged
+    for the days asked.
+
+    @return: the exit code.
+    """
+    from urllib.parse import quote
 
     from smartmeter_tx.model import JST
 
@@ -172,8 +185,7 @@ async def _from_service(reactor, args, stdout, stderr) -> int:
                                       datetime.time(), JST)
     url = f"{base}/history?since={quote(since.isoformat())}"
     try:
-        status, body = await threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), C.fetch_service, url, args.timeout)
+        status, body = C.fetch_service(url, args.timeout)
     except TimeoutError:
         C.say(stderr, f"timed out while asking the service at {url}", PROGRAM)
         return C.EXIT_TIMEOUT
@@ -187,7 +199,7 @@ async def _from_service(reactor, args, stdout, stderr) -> int:
             raise ValueError
     except (ValueError, KeyError, TypeError):
         C.say(stderr, f"the service did not answer with its history ({status}; {url})",
-                  PROGRAM)
+              PROGRAM)
         return C.EXIT_NO_READING
     write_rows(slots, args.format, stdout)
     return C.EXIT_OK
@@ -201,5 +213,9 @@ def main(argv=None) -> None:
     except ArgumentError as e:
         C.say(sys.stderr, str(e), PROGRAM)
         raise SystemExit(C.EXIT_USAGE)
+    if args.service:
+        # No reactor at all on this path: one GET, as in the plugin.
+        raise SystemExit(C.run_blocking(
+            lambda: from_service_blocking(args, sys.stdout, sys.stderr), PROGRAM))
     C.start_logging(args.verbosity, sys.stderr)
-    C.react(lambda reactor: run(reactor, argv))
+    C.react(lambda reactor: run(reactor, argv), PROGRAM)

@@ -39,6 +39,7 @@ from smartmeter_tx.outputs import mackerel
 # Twisted is imported inside the functions that need it: the --service path
 # reads one JSON document and should not pay for the reactor's imports.
 
+PROGRAM = "mackerel-plugin-smartmeter"
 #: Seconds of a normal run (mackerel-agent kills plugins at 30 s) and of --scan.
 DEFAULT_TIMEOUT = 25.0
 SCAN_TIMEOUT = 120.0
@@ -383,8 +384,9 @@ def main(argv=None) -> None:
         except ArgumentError as e:
             say(sys.stderr, str(e))
             raise SystemExit(EXIT_USAGE)
-        raise SystemExit(from_service_blocking(args, prefix, sys.stdout, sys.stderr))
+        raise SystemExit(common.run_blocking(
+            lambda: from_service_blocking(args, prefix, sys.stdout, sys.stderr), PROGRAM))
     start_logging(args.verbosity, sys.stderr)
-    react(lambda reactor: run_parsed(reactor, args))
+    react(lambda reactor: run_parsed(reactor, args), PROGRAM)
 
 
