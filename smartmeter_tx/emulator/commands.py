@@ -125,6 +125,10 @@ class ModuleCommands:
                 or not HEX.match(duration) or len(duration) > 2 or int(duration, 16) > 14
                 or side not in ("0", "1")):
             return self._fail(6)
+        if self._joining:
+            # Still busy with a join (perhaps one the host gave up on): the
+            # scan is refused, as real modules were seen to do.
+            return self._fail(10)
         mode, mask, duration = int(mode), int(mask, 16), int(duration, 16)
         self._ok()
         self._cancel("scan")

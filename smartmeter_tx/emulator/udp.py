@@ -60,7 +60,7 @@ class UdpSide:
                 or side not in ("0", "1") or not 1 <= len(payload) <= 0x04D0):
             self._fail(6)
             return None
-        if self.config.busy and self.rng.random() < self.config.busy:
+        if self._joining or self.config.busy and self.rng.random() < self.config.busy:
             self._fail(10)  # accepted, but the module cannot execute it now
             return None
         dest, port = ip.upper(), int(port, 16)

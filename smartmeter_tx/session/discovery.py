@@ -133,8 +133,10 @@ class MeterDiscovery:
         try:
             for duration in durations or self.DURATIONS:
                 step = f"scanning for the meter (duration {duration})"
-                reply = await self.steps.run_in_dialect(
-                    lambda dialect: commands.sk_scan(dialect, mask, duration), step, budget)
+                reply = await self.steps.when_free(
+                    lambda: self.steps.run_in_dialect(
+                        lambda dialect: commands.sk_scan(dialect, mask, duration), step, budget),
+                    step, budget)
                 if not reply.pandescs:
                     # The last channel's descriptor can follow EVENT 22 (captures.py §13).
                     await budget.pause(self.SCAN_GRACE, "scanning")

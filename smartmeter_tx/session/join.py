@@ -75,10 +75,14 @@ class Joiner:
 
     #: Seconds to wait after EVENT 25 for the meter's instance-list INF.
     INSTANCE_LIST_WAIT = 2.0
-    #: Failed joins with a saved meter before it is looked for by a new scan:
-    #: the meter may have moved to another channel.  The scan tries the saved
+    #: Refused joins with the saved meter before it is looked for by a new
+    #: scan (it may have moved to another channel).  The scan tries the saved
     #: channel first, so a wrong password costs one short scan per run.
     RESCAN_AFTER = 1
+    #: Joins with the saved meter that did not end within their runs before
+    #: a new scan.  One is no evidence (a short --timeout, a noisy hour, and
+    #: the module goes on with it after the run: the next run waits for it).
+    RESCAN_AFTER_TIMEOUTS = 2
     #: Seconds a run must have left, after a failed join with the saved meter,
     #: to scan for it again in the same run: a scan of all channels (about
     #: 9 s at duration 5), a join (3.3 s) and a Get.
@@ -154,9 +158,12 @@ class Joiner:
         link = self.link
         known = link.where() if link.joinable else None
         rescanned = False
-        if link.joinable and link.join_failures >= self.RESCAN_AFTER:
-            self.log.warn("the last join with the saved meter failed; scanning for it again "
-                          "(it may have moved to another channel)")
+        if link.joinable and (link.join_failures >= self.RESCAN_AFTER
+                              or link.join_timeouts >= self.RESCAN_AFTER_TIMEOUTS):
+            why = ("was refused" if link.join_failures else
+                   f"did not complete in {link.join_timeouts} runs")
+            self.log.warn("the last join with the saved meter {why}; scanning to see where "
+                          "the meter answers", why=why)
             link.forget_meter(keep_channel=True)
             rescanned = True
         if not link.joinable:
@@ -164,12 +171,15 @@ class Joiner:
         try:
             await self._join(budget)
         except (AuthenticationFailed, StepTimeout) as e:
-            link.join_failures += 1
+            if isinstance(e, StepTimeout):
+                link.join_timeouts += 1
+            else:
+                link.join_failures += 1
             if (known is None or rescanned or link.where() != known
                     or budget.remaining() < self.RESCAN_MIN_BUDGET):
                 raise
             await self._rescan_and_join(known, e, budget)
-        link.join_failures = 0
+        link.join_failures = link.join_timeouts = 0
         if known is not None and link.where() != known:
             self._moved(known)
         elif self.discovery.moved_from is not None:
@@ -190,8 +200,11 @@ class Joiner:
             raise failed  # the meter is where it was: the credentials are at fault
         try:
             await self._join(budget)
-        except (AuthenticationFailed, StepTimeout):
+        except AuthenticationFailed:
             self.link.join_failures += 1
+            raise
+        except StepTimeout:
+            self.link.join_timeouts += 1
             raise
 
     def _moved(self, known: tuple) -> None:
@@ -219,17 +232,16 @@ class Joiner:
         self.requester.meter_addr = ipaddr
         waiting: defer.Deferred = defer.Deferred()
         self._instance_list = waiting
+        step = ("authenticating with the meter (SKJOIN; a refusal takes about 40 s to come: "
+                "raise --timeout to see it)")
         try:
-            await self.module.run(commands.sk_join(ipaddr),
-                                  "authenticating with the meter (SKJOIN; a wrong B-route ID or "
-                                  "password, or a meter that moved to another channel, takes "
-                                  "about 40 s to be refused: raise --timeout to see EVENT 24; "
-                                  "the next run scans for the meter)", budget)
+            await self.module.when_free(
+                lambda: self.module.run(commands.sk_join(ipaddr), step, budget), step, budget)
         except SKEventError:
             raise AuthenticationFailed(
                 "the meter refused authentication (EVENT 24): check the B-route ID and "
-                "password; the meter may also have moved to another channel (the next run "
-                "scans for it)"
+                "password (the next run scans the channels first, in case the meter is "
+                "elsewhere)"
             ) from None
         # The meter announces its instances right after EVENT 25; a Get sent
         # before that is often lost (docs/PROTOCOL.md, "After the join").  Wait

@@ -33,7 +33,11 @@ class MeterLink:
     unit: Optional[str] = None  # kWh per count, as a decimal string ("0.01")
     digits: Optional[int] = None
     lqi: Optional[int] = None
+    #: joins with the saved meter refused in a row (EVENT 24).
     join_failures: int = 0
+    #: joins with the saved meter that did not end within a run, in a row:
+    #: no evidence of anything by itself (the radio, a short --timeout).
+    join_timeouts: int = 0
     #: where the meter was before it moved: a --channel/--ipaddr that still
     #: names it is stale and no longer overrides the saved link.
     moved_from_channel: Optional[int] = None
@@ -147,6 +151,7 @@ _CHECKS: dict[str, Callable[[object], bool]] = {
     "digits": lambda v: isinstance(v, int) and 1 <= v <= 8,
     "lqi": lambda v: isinstance(v, int) and 0 <= v <= 0xFF,
     "join_failures": lambda v: isinstance(v, int) and 0 <= v < 1000,
+    "join_timeouts": lambda v: isinstance(v, int) and 0 <= v < 1000,
     "moved_from_channel": lambda v: isinstance(v, int) and 0x21 <= v <= 0x3C,
     "moved_from_ipaddr": lambda v: _CHECKS["ipaddr"](v),
     "scale_mac": lambda v: _CHECKS["mac"](v),

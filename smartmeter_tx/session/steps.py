@@ -25,6 +25,8 @@ __all__ = ["Budget", "ModuleSteps"]
 
 #: FAIL ER05: the command has the other dialect's argument count.
 _WRONG_DIALECT = 5
+#: FAIL ER10: accepted, but the module cannot execute it now.
+_BUSY = 10
 
 
 class Budget:
@@ -75,6 +77,9 @@ class ModuleSteps:
 
     log = Logger()
 
+    #: Seconds between tries while the module is busy (L{when_free}).
+    BUSY_PAUSE = 2.0
+
     def __init__(self, sk: SKStackProtocol, clock, dialect: Optional[V.Dialect] = None,
                  fixed_dialect: Optional[V.Dialect] = None,
                  on_dialect: Optional[Callable[[V.Dialect], None]] = None) -> None:
@@ -104,6 +109,28 @@ class ModuleSteps:
             return await d
         except (defer.TimeoutError, SKTimeoutError):
             raise StepTimeout(step) from None
+
+    async def when_free(self, attempt, step: str, budget: Budget):
+        """
+        Await C{attempt()}; while the module refuses it with ER10, pause and
+        try again within C{budget}.  A join that an earlier run gave up on
+        goes on inside the module for up to about 40 s, and until it ends
+        SKSCAN and SKJOIN are refused: that is waited out, not a failure.
+
+        @raise StepTimeout: the budget ran out while the module was busy.
+        """
+        said = False
+        while True:
+            try:
+                return await attempt()
+            except SKCommandError as e:
+                if e.code != _BUSY:
+                    raise
+            if not said:
+                self.log.info("the module is busy (FAIL ER10), most likely still with an "
+                              "earlier join; waiting for it")
+                said = True
+            await budget.pause(self.BUSY_PAUSE, f"{step}: the module stayed busy (FAIL ER10)")
 
     async def run_in_dialect(self, build: Callable[[V.Dialect], commands.Command], step: str,
                              budget: Budget):

@@ -335,6 +335,14 @@ class HardeningTests(SynchronousTestCase):
             self.assertIsInstance(r.value, (errors.AuthenticationFailed, errors.StepTimeout))
 
 
+class _Texts:
+    def __init__(self, events, format_event):
+        self.events, self.format_event = events, format_event
+
+    def __call__(self):
+        return [self.format_event(e) for e in self.events]
+
+
 class _FieldBase:
     """
     Situations found in the field (busy module, EVENT 29 during a run, a meter
@@ -443,26 +451,68 @@ class _FieldBase:
         self.assertEqual(len(moved), 1)
         self.assertIn("%02X" % loop.emulator.channel, moved[0])
 
-    def test_movedMeterNextRun(self):
+    def logged(self):
+        """The text of every event logged from now on."""
+        from twisted.logger import formatEvent, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return _Texts(events, formatEvent)
+
+    def test_movedMeterNextRuns(self):
         """
-        With a 25 s budget the first run cannot rescan: it fails saying the
-        meter may have moved, and the very next run scans and reads.
+        With a 25 s budget no run sees the refusal (about 40 s): two joins
+        that time out say nothing of a move; the next run scans, reads, and
+        only then says that the meter moved.
         """
         loop = self.loop()
         link = self.warm(loop)
         loop.emulator.move_meter()
+        logged = self.logged()
+        results = []
+        for run in range(3):
+            client = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=link)
+            results.append(self.attempt(loop, client, 25))
+            client.close()
+            loop.disconnect()
+            link = client.link
+            if run < 2:
+                results[-1].trap(errors.StepTimeout)
+                self.assertNotIn("moved", str(results[-1].value))
+                self.assertEqual([t for t in logged() if "moved" in t], [])
+                loop.advance(35)  # mackerel-agent runs the plugin once a minute
+        self.assertIsInstance(results[-1], model.Reading)
+        self.assertEqual(link.channel, loop.emulator.channel)
+        self.assertEqual((link.join_timeouts, link.join_failures), (0, 0))
+        self.assertEqual(len([t for t in logged() if "the meter moved" in t]), 1)
+
+    def test_joinLeftInTheModuleIsWaitedOut(self):
+        """
+        A run right after one whose join timed out (the module still busy with
+        it, FAIL ER10 to SKJOIN and SKSCAN) waits for the module and reads
+        within its budget: no rescan, no word of a moved meter.
+        """
+        loop = self.loop()
+        link = self.warm(loop)
+        old = (loop.emulator.channel, loop.emulator.pan_id)
+        loop.emulator.move_meter()  # out of reach for a while: the join drags on
         first = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=link)
-        failure = self.attempt(loop, first, 25)
+        self.attempt(loop, first, 25).trap(errors.StepTimeout)
         first.close()
         loop.disconnect()
-        failure.trap(errors.StepTimeout, errors.AuthenticationFailed)
-        self.assertIn("moved", str(failure.value))
-        loop.advance(35)  # mackerel-agent runs the plugin once a minute
+        loop.emulator.move_meter(*old)  # back in reach
+        loop.advance(5)
+        self.assertTrue(loop.emulator._joining)
+        logged = self.logged()
+        del loop.sent[:]
         second = C.BRouteClient(loop.connect(), CREDS, loop.clock, link=first.link)
         self.addCleanup(second.close)
         reading = self.attempt(loop, second, 25)
         self.assertIsInstance(reading, model.Reading)
-        self.assertEqual(second.link.channel, loop.emulator.channel)
+        self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
+        self.assertNotIn("SKSCAN", loop.sent)
+        self.assertEqual([t for t in logged() if "moved" in t], [])
+        self.assertTrue([t for t in logged() if "FAIL ER10" in t])
 
     def test_pinnedChannelIsAHint(self):
         """
