@@ -292,10 +292,12 @@ def _command_path() -> str:
 
 async def _scan(client, budget, state_path, stderr) -> str:
     """
-    Find the meter, save where it is.
+    Find the meter, save where it is; the scan's progress on stderr (a scan
+    of every channel at each duration takes about a minute).
 
     @return: the lines that say what was found.
     """
+    client.joiner.discovery.progress = lambda text: say(stderr, text)
     desc = await client.joiner.locate(budget)
     save_link(state_path, client.link, stderr)
     link = client.link

@@ -6,8 +6,10 @@ one, and the choice among the PANs that answered.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterable, Optional
 
+from twisted.internet import task
 from twisted.logger import Logger
 
 from smartmeter_tx.errors import MeterNotFound
@@ -55,6 +57,8 @@ class MeterDiscovery:
     SCAN_GRACE = 1.0
     #: SKSCAN durations tried in turn while nothing is found.
     DURATIONS = (5, 6, 7)
+    #: Seconds between "still scanning" reports within one long scan step.
+    PROGRESS_EVERY = 10.0
 
     def __init__(self, steps: ModuleSteps, link: MeterLink, rbid: Optional[str]) -> None:
         self.steps = steps
@@ -62,6 +66,9 @@ class MeterDiscovery:
         self.rbid = rbid
         #: the hinted channel the last L{locate} found the meter away from.
         self.moved_from: Optional[int] = None
+        #: called with a line at each scan step and every L{PROGRESS_EVERY}
+        #: seconds within one (C{--scan} shows them; by default logged).
+        self.progress: Callable[[str], None] = lambda text: self.log.info("{text}", text=text)
 
     async def find_neighbour(self, budget: Budget) -> bool:
         """
@@ -133,10 +140,12 @@ class MeterDiscovery:
         try:
             for duration in durations or self.DURATIONS:
                 step = f"scanning for the meter (duration {duration})"
-                reply = await self.steps.when_free(
-                    lambda: self.steps.run_in_dialect(
-                        lambda dialect: commands.sk_scan(dialect, mask, duration), step, budget),
-                    step, budget)
+                with self._reporting(channels, duration):
+                    reply = await self.steps.when_free(
+                        lambda: self.steps.run_in_dialect(
+                            lambda dialect: commands.sk_scan(dialect, mask, duration), step,
+                            budget),
+                        step, budget)
                 if not reply.pandescs:
                     # The last channel's descriptor can follow EVENT 22 (captures.py §13).
                     await budget.pause(self.SCAN_GRACE, "scanning")
@@ -146,3 +155,21 @@ class MeterDiscovery:
             return []
         finally:
             self.steps.sk.remove_listener(catch)
+
+    @contextmanager
+    def _reporting(self, channels, duration: int):
+        """Say what this scan step covers and how long it takes, then every 10 s."""
+        count = len(channels) if channels else 28
+        where = (f"channel {channels[0]:02X}" if count == 1 else f"all {count} channels")
+        seconds = commands.scan_seconds(duration, count)
+        clock = self.steps.clock
+        started = clock.seconds()
+        self.progress(f"scanning {where} (duration {duration}, about {seconds:.0f} s)")
+        ticker = task.LoopingCall(lambda: self.progress(
+            f"still scanning: {clock.seconds() - started:.0f} s of about {seconds:.0f} s"))
+        ticker.clock = clock
+        ticker.start(self.PROGRESS_EVERY, now=False)
+        try:
+            yield
+        finally:
+            ticker.stop()

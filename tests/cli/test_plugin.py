@@ -190,6 +190,9 @@ class RunTests(_Run, unittest.TestCase):
         self.assertIn(emu.meter_ip, out)
         self.assertIn("dBm", out)
         self.assertIn("[plugin.metrics.smartmeter]", out)
+        # The scan's progress on stderr, one line a step.
+        self.assertRegex(err, r"^mackerel-plugin-smartmeter: scanning all 28 channels "
+                              r"\(duration 5, about 9 s\)$")
         # mackerel-agent's PATH rarely holds a venv's bin/: the command is absolute.
         command = re.search(r'^command = \["([^"]+)"', out, re.M).group(1)
         self.assertTrue(os.path.isabs(command), command)

@@ -80,3 +80,43 @@ class MatchingPansTests(SynchronousTestCase):
     def test_acceptsIterator(self):
         """matching_pans takes any iterable (e.g. a generator)."""
         self.assertEqual(matching_pans((pan(lqi) for lqi in (1, 2)), RBID), [pan(2)])
+
+
+class ProgressTests(SynchronousTestCase):
+    """What a scan says while it runs (C{--scan} prints it on stderr)."""
+
+    def test_everyStepAndEveryTenSeconds(self):
+        """
+        A meter found only at duration 7 (about a minute of scanning): each
+        step is announced with what it covers and its length, and no more
+        than 10 s pass between two lines.
+        """
+        from twisted.internet import defer
+
+        from smartmeter_tx.session import client as C
+        from smartmeter_tx.session import join, steps
+        from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
+        from tests.emuloop import Loop
+
+        loop = Loop(scan_min_duration=7)
+        self.addCleanup(loop.stop)
+        client = C.BRouteClient(loop.connect(), join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD),
+                                loop.clock)
+        self.addCleanup(client.close)
+        lines = []
+        client.joiner.discovery.progress = lambda text: lines.append((loop.clock.seconds(), text))
+        start = loop.clock.seconds()
+        d = loop.run(defer.Deferred.fromCoroutine(
+            client.joiner.locate(steps.Budget(loop.clock, 120))))
+        self.successResultOf(d)
+        end = loop.clock.seconds()
+        texts = [text for _, text in lines]
+        self.assertEqual([t for t in texts if not t.startswith("still")], [
+            "scanning all 28 channels (duration 5, about 9 s)",
+            "scanning all 28 channels (duration 6, about 17 s)",
+            "scanning all 28 channels (duration 7, about 35 s)",
+        ])
+        self.assertIn("still scanning: 30 s of about 35 s", texts)
+        times = [start] + [t for t, _ in lines] + [end]
+        self.assertGreater(end - start, 55)
+        self.assertLessEqual(max(b - a for a, b in zip(times, times[1:])), 10.0 + 1.1)
