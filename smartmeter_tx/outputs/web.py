@@ -81,10 +81,11 @@ class LatestResource(_ViewResource):
         body = store.latest_record()
         if body is None:
             request.setResponseCode(503)
-            body = {"error": "no reading yet", "held": state.held}
+            body = {"error": "no reading yet", "held": state.held, "link": state.session.value}
         else:
             body["age"] = round(store.age(self.clock_now()), 3)
             body["session"] = state.session_up
+            body["link"] = state.session.value
             body["held"] = state.held
             body["rate_limited"] = state.rate_limited
             body["rejoins_last_hour"] = store.rejoins_since(self.view.clock.seconds() - 3600)

@@ -109,7 +109,7 @@ class MeterPoller(service.Service):
         # dongle should be read again within two poll intervals.
         self.port = PortKeeper(open_port, clock, lambda: config.new_protocol(clock),
                                self._make_client, self._connected,
-                               Backoff(1.0, 10.0, rng))
+                               Backoff(1.0, 10.0, rng), on_lost=self.state.port_lost)
         self._next_join = 0.0
         self._next_energy = 0.0
         self._polling = False

@@ -26,6 +26,7 @@ class PortKeeper:
     @param make_client: C{make_client(protocol)} builds the client for one
         connection.
     @param on_open: called with the new client after every successful open.
+    @param on_lost: called when the port is lost or cannot be opened.
 
     @ivar client: the client of the open connection, or C{None}.
     @ivar reopens: how many times a lost port was opened again.
@@ -35,12 +36,14 @@ class PortKeeper:
 
     def __init__(self, open_port: Callable, clock, new_protocol: Callable,
                  make_client: Callable[..., BRouteClient],
-                 on_open: Callable[[BRouteClient], None], backoff: Backoff) -> None:
+                 on_open: Callable[[BRouteClient], None], backoff: Backoff,
+                 on_lost: Callable[[], None] = lambda: None) -> None:
         self.open_port = open_port
         self.new_protocol = new_protocol
         self.clock = clock
         self.make_client = make_client
         self.on_open = on_open
+        self.on_lost = on_lost
         self.backoff = backoff
         self.client: Optional[BRouteClient] = None
         self.reopens = 0
@@ -85,6 +88,7 @@ class PortKeeper:
         try:
             self.open_port(proto)
         except Exception as e:
+            self.on_lost()
             self._retry(f"cannot open the module ({_first_line(e)})")
             return False
         self._close_client()
@@ -103,6 +107,7 @@ class PortKeeper:
             return
         self._close_client()
         if not self._stopping:
+            self.on_lost()
             self._retry(f"serial link lost ({_first_line(reason)})")
 
     def _close_client(self) -> None:

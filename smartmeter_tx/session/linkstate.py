@@ -35,6 +35,7 @@ class Session(enum.Enum):
     UNKNOWN = "unknown"  # a fresh connection: the module may still hold one
     UP = "up"
     DOWN = "down"
+    NO_MODULE = "no_module"  # the serial port is closed (an unplugged dongle)
 
 
 def sfb_set(value: str) -> bool:
@@ -185,6 +186,14 @@ class LinkState:
         self.rate_limited = False
         self._next_rate_check = 0.0
         self.silent_polls = 0
+
+    def port_lost(self) -> None:
+        """
+        The serial port to the module is closed or cannot be opened (an
+        unplugged dongle): nothing can be read until it is open again.
+        """
+        self.new_connection()
+        self.session = Session.NO_MODULE
 
     def review(self, now: float) -> Optional[str]:
         """

@@ -98,7 +98,8 @@ class LatestTests(SynchronousTestCase):
         self.assertEqual(code, 503)
         self.assertEqual(ctype, b"application/json")
         self.assertEqual(json.loads(body), {"error": "no reading yet",
-                                            "held": "transmit-time limit (EVENT 32)"})
+                                            "held": "transmit-time limit (EVENT 32)",
+                                            "link": "unknown"})
 
     def test_newestReadingWithTimeAndAge(self):
         """/latest returns the newest reading with its time, its clock-based age, session and held."""
@@ -110,7 +111,8 @@ class LatestTests(SynchronousTestCase):
         self.assertEqual(ctype, b"application/json")
         self.assertEqual(json.loads(body, parse_float=Decimal), {
             "power_w": 1234, "current_r_a": Decimal("12.3"), "current_t_a": Decimal("4.5"),
-            "time": Decimal("990.25"), "age": Decimal("9.75"), "session": True, "held": None,
+            "time": Decimal("990.25"), "age": Decimal("9.75"), "session": True, "link": "up",
+            "held": None,
             "rate_limited": False, "rejoins_last_hour": 0,
         })
         self.clock.advance(20)
@@ -243,6 +245,30 @@ class RealPollerTests(SynchronousTestCase):
                                   self.loop.clock, rng=random.Random(0),
                                   wall_clock=self.loop.clock.seconds)
         self.root = make_root(self.poller.view(), self.loop.clock.seconds)
+
+    def test_unpluggedIsDown(self):
+        """
+        While the dongle is unplugged, /latest, /metrics and the page say the
+        link is down (no module); once it is back, up again.
+        """
+        self.poller.startService()
+        self.addCleanup(self.poller.stopService)
+        self.loop.advance(20)
+        self.assertEqual(json.loads(get(self.root, b"/latest")[2])["link"], "up")
+        self.loop.unplugged = True
+        self.loop.disconnect()
+        self.loop.emulator.power_cycle()
+        self.loop.advance(20)
+        latest = json.loads(get(self.root, b"/latest")[2])
+        self.assertEqual((latest["session"], latest["link"]), (False, "no_module"))
+        self.assertEqual(samples(families(get(self.root, b"/metrics")[2])[
+            "smartmeter_session_up"]), {("smartmeter_session_up", ()): 0.0})
+        page = get(self.root, b"")[2].decode()
+        self.assertIn("the Wi-SUN module is not there", page)
+        self.loop.unplugged = False
+        self.loop.advance(120)
+        latest = json.loads(get(self.root, b"/latest")[2])
+        self.assertEqual((latest["session"], latest["link"]), (True, "up"))
 
     def test_latestIsGroundTruth(self):
         """/latest and /metrics of a real MeterPoller show exactly what the emulated meter sent."""
