@@ -21,6 +21,7 @@ from typing import Iterator, Optional, Union
 from smartmeter_tx.errors import FrameError
 
 __all__ = [
+    "amps_text",
     "Absent", "NO_DATA", "UNDERFLOW", "OVERFLOW", "NO_PHASE", "NO_SCALE", "Value", "is_absent",
     "json_value", "JST", "SLOT", "slot_start", "is_slot_boundary", "slot_range", "Reading",
     "FixedReading", "HistorySlot",
@@ -61,6 +62,14 @@ Value = Union[int, Decimal, Absent]
 
 def is_absent(value) -> bool:
     return isinstance(value, Absent)
+
+
+def amps_text(value) -> str:
+    """
+    A current as people read it, everywhere (the page, the check): the
+    meter's resolution, 0.1 A, so C{1} and C{1.0} both show as C{"1.0 A"}.
+    """
+    return f"{Decimal(str(value)):.1f} A"
 
 
 def json_value(value):

@@ -28,6 +28,7 @@ from typing import Callable, Optional
 
 from smartmeter_tx.cli import common
 from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.model import amps_text
 
 __all__ = ["OK", "WARNING", "CRITICAL", "UNKNOWN", "Limits", "evaluate", "interpret",
            "format_line", "build_parser", "parse_args", "run", "main"]
@@ -194,7 +195,7 @@ def _values(data: dict, currents: list, power, age: float) -> list:
     values = []
     if power is not None:
         values.append(f"{power} W")
-    shown = [f"{phase} {value} A" for phase, value in currents if value is not None]
+    shown = [f"{phase} {amps_text(value)}" for phase, value in currents if value is not None]
     if shown:
         values.append(" / ".join(shown))
     values.append(f"age {age:.0f} s")

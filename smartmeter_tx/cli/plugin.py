@@ -176,8 +176,15 @@ def service_output(status: int, body: bytes, now: float, args, prefix: str) -> t
     except ValueError:
         return EXIT_NO_READING, [], "the service did not answer with JSON"
     if status != 200 or not isinstance(data, dict) or "time" not in data:
-        why = data.get("error", status) if isinstance(data, dict) else status
-        return EXIT_NO_READING, [], f"the service has no reading yet ({why})"
+        if status == 503 and isinstance(data, dict):
+            # The service is up without a reading: say what holds it up.
+            detail = [f"{key} {data[key]}" for key in ("link", "held")
+                      if isinstance(data.get(key), str)]
+            return EXIT_NO_READING, [], "the service has no reading yet" + (
+                f" ({'; '.join(detail)})" if detail else "")
+        why = data.get("error") if isinstance(data, dict) else None
+        return EXIT_NO_READING, [], f"the service answered HTTP {status} without a reading" + (
+            f" ({why})" if isinstance(why, str) else "")
     try:
         when = float(data["time"])
         energy_time = None if data.get("energy_time") is None else float(data["energy_time"])

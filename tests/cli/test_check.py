@@ -191,7 +191,7 @@ class RealServiceTests(_RealService):
         self.assertEqual(code, check.OK, line)
         latest = self.poller.store.latest
         self.assertRegex(line, rf"^SmartMeter OK: {latest.power_w} W, "
-                               rf"R {latest.current_r_a} A / T {latest.current_t_a} A, "
+                               rf"R {latest.current_r_a:.1f} A / T {latest.current_t_a:.1f} A, "
                                r"age \d+ s$")
 
     @coroutine_test
@@ -552,6 +552,17 @@ class EvaluateTests(SynchronousTestCase):
         """A fresh complete record: OK with the values."""
         self.assertEqual(check.evaluate(self.record(), 1042.0),
                          (check.OK, "412 W, R 3.1 A / T 1.2 A, age 42 s"))
+
+    def test_currentsAsOnThePage(self):
+        """
+        A whole-ampere current (JSON C{10}) shows as the page shows it,
+        C{10.0 A}, not C{10 A}.
+        """
+        from smartmeter_tx.outputs.dashboard.text import show_amps
+
+        status, message = check.evaluate(self.record(current_r_a=10, current_t_a=0), 1042.0)
+        self.assertEqual(message, "412 W, R 10.0 A / T 0.0 A, age 42 s")
+        self.assertEqual((show_amps(10), show_amps(Decimal("0"))), ("10.0 A", "0.0 A"))
 
     def test_nullsLeftOut(self):
         """Null values are left out of the message, never shown as 0."""

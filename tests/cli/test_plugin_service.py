@@ -126,8 +126,12 @@ class ServiceModeTests(_ServiceHarness):
         code, out, err = await self.invoke("--service", self.url)
         self.assertEqual(out, "")
         self.assertEqual(code, common.EXIT_NO_READING)
-        self.assertEqual(len(err.splitlines()), 1, err)
-        self.assertIn("no reading yet", err)
+        self.assertEqual(err, f"mackerel-plugin-smartmeter: the service has no reading yet "
+                              f"(link unknown) ({self.url}/latest)\n")
+        self.view.state.port_lost()
+        code, out, err = await self.invoke("--service", self.url)
+        self.assertEqual(err, f"mackerel-plugin-smartmeter: the service has no reading yet "
+                              f"(link no_module) ({self.url}/latest)\n")
 
     @coroutine_test
     async def test_serviceDown(self):

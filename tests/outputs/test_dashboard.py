@@ -355,6 +355,68 @@ class NoDataTests(PageChecks, SynchronousTestCase):
         self.assertEqual((out.returncode, out.stdout.strip()), (0, "False"), out.stderr)
 
 
+class ChartTests(SynchronousTestCase):
+    """The two charts' scales and marks, whatever the data."""
+
+    NOW = wall_at(datetime.datetime(2024, 6, 1, 9, 0))
+
+    def svg(self, markup):
+        page = Page(markup)
+        self.assertEqual(page.errors, [])
+        return page
+
+    def labels(self, page):
+        return [n.text() for n in page.find_all("text", "ylab")]
+
+    def bars(self, values):
+        from smartmeter_tx.outputs.dashboard.snapshot import Slot, Snapshot
+        start = datetime.datetime(2024, 5, 31, 9, 0, tzinfo=JST)
+        slots = [Slot(start + k * model.SLOT, v, None if v is None else Decimal(0),
+                      "ok" if v is not None else "missing") for k, v in enumerate(values)]
+        return self.svg(D.svg.bars_svg(Snapshot(self.NOW, slots=slots), D.TEXT["en"]))
+
+    def test_emptyChartsHaveNoScale(self):
+        """Without data neither chart has numbers on its axis; each says why it is empty."""
+        from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
+        bars = self.bars([None] * 96)
+        self.assertEqual(self.labels(bars), [])
+        self.assertEqual([n.text() for n in bars.find_all("text", "empty")],
+                         ["No 30-minute record yet."])
+        curve = self.svg(D.svg.curve_svg(Snapshot(self.NOW), D.TEXT["en"]))
+        self.assertEqual(self.labels(curve), [])
+        self.assertEqual([n.text() for n in curve.find_all("text", "empty")],
+                         ["No readings today yet."])
+
+    def test_ticksDistinct(self):
+        """
+        Whatever the largest slot, from 0.01 to 30 kWh, the energy axis has
+        at least two ticks, all different and in ascending order from 0.
+        """
+        for top in ("0", "0.01", "0.03", "0.05", "0.07", "0.1", "0.12", "0.25", "0.5", "0.9",
+                    "1", "1.3", "2.5", "7", "30"):
+            labels = self.labels(self.bars([Decimal(top), None, Decimal("0.01")]))
+            self.assertGreaterEqual(len(labels), 2, (top, labels))
+            self.assertEqual(len(set(labels)), len(labels), (top, labels))
+            numbers = [Decimal(x) for x in labels]
+            self.assertEqual(numbers, sorted(numbers), (top, labels))
+            self.assertEqual(numbers[0], 0, (top, labels))
+            self.assertGreaterEqual(numbers[-1], Decimal(top), (top, labels))
+
+    def test_singleReadingIsAPoint(self):
+        """One reading today (or one between two gaps) is drawn as a dot."""
+        from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
+        curve = self.svg(D.svg.curve_svg(Snapshot(self.NOW, curve=[(self.NOW - 60, 420)]),
+                                         D.TEXT["en"]))
+        self.assertEqual(curve.find_all("polyline"), [])
+        self.assertEqual(len(curve.find_all("circle", "point")), 1)
+        self.assertEqual(curve["power-curve"].attrs["data-points"], "1")
+        two = self.svg(D.svg.curve_svg(Snapshot(self.NOW, curve=[
+            (self.NOW - 3600, 300), (self.NOW - 60, 420), (self.NOW - 30, 430)]),
+            D.TEXT["en"]))
+        self.assertEqual(len(two.find_all("circle", "point")), 1)  # the one before the gap
+        self.assertEqual(len(two.find_all("polyline")), 1)
+
+
 class LiveTests(PageChecks, SynchronousTestCase):
     """The page of a real poller that ran 8 simulated hours on the emulator."""
 

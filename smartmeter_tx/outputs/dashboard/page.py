@@ -65,7 +65,7 @@ svg .grid,svg .tick{stroke:var(--line);stroke-width:.6}
 svg .day{stroke:var(--muted);stroke-width:.8;stroke-dasharray:2 2}
 svg .zero{stroke:var(--muted);stroke-width:.8}
 svg .line{fill:none;stroke:var(--curve);stroke-width:1.4;stroke-linejoin:round}
-svg .area{fill:var(--curve);opacity:.15}
+svg .area{fill:var(--curve);opacity:.15}svg .point{fill:var(--curve)}
 svg .now{stroke:var(--buy);stroke-width:.8;stroke-dasharray:3 2}
 svg rect.normal{fill:var(--buy)}svg rect.reverse{fill:var(--sell)}
 svg rect.gap{fill:url(#gap-hatch)}svg g[data-state=missing] rect.gap{opacity:.45}

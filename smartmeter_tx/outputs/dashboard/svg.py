@@ -12,7 +12,7 @@ from decimal import Decimal
 from html import escape
 
 from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
-from smartmeter_tx.outputs.dashboard.text import attr, num, power_label, show_kwh
+from smartmeter_tx.outputs.dashboard.text import attr, power_label, show_kwh
 
 __all__ = ["curve_svg", "bars_svg"]
 
@@ -34,6 +34,11 @@ def _nice_step(span: float, lines: int = 4) -> float:
     return 10 * base
 
 
+def _decimals(step: float) -> int:
+    """Decimal places that tell the ticks of a C{step} grid apart (0.05 -> 2)."""
+    return max(0, -Decimal(str(step)).normalize().as_tuple().exponent)
+
+
 def curve_svg(snap: Snapshot, t: dict) -> str:
     """Today's power, midnight to midnight (JST), as an inline SVG."""
     midnight = snap.now_jst.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
@@ -52,7 +57,8 @@ def curve_svg(snap: Snapshot, t: dict) -> str:
         return TOP + ph * (high - watts) / (high - low)
 
     parts = []
-    grid = low
+    # No scale for a chart without data: its numbers would mean nothing.
+    grid = low if values else high + step
     while grid <= high + step / 2:
         gy = y(grid)
         cls = "zero" if grid == 0 else "grid"
@@ -80,6 +86,12 @@ def curve_svg(snap: Snapshot, t: dict) -> str:
         segments.append(current)
     zero = y(0)
     for seg in segments:
+        if len(seg) == 1:
+            # A lone reading (the first one, or one between two gaps): a dot,
+            # since a line needs two points to be seen.
+            parts.append(f'<circle class="point" cx="{seg[0][0]:.1f}" cy="{seg[0][1]:.1f}" '
+                         f'r="2.2"/>')
+            continue
         line = " ".join(f"{px:.1f},{py:.1f}" for px, py in seg)
         area = (f"{seg[0][0]:.1f},{zero:.1f} " + line + f" {seg[-1][0]:.1f},{zero:.1f}")
         parts.append(f'<polygon class="area" points="{area}"/>')
@@ -123,15 +135,20 @@ def bars_svg(snap: Snapshot, t: dict) -> str:
     parts = ['<defs><pattern id="gap-hatch" width="4" height="4" patternUnits="userSpaceOnUse" '
              'patternTransform="rotate(45)"><rect class="hatch-bg" width="4" height="4"/>'
              '<line class="hatch" x1="0" y1="0" x2="0" y2="4"/></pattern></defs>']
-    grid = -bottom
-    while grid <= top + step / 2:
+    # No scale for a chart without data; ticks told apart by their step.
+    decimals = _decimals(step)
+    lines = round((top + bottom) / step) + 1 if normals or reverses else 0
+    for k in range(lines):
+        grid = -bottom + k * step
         gy = zero - grid * scale
         cls = "zero" if abs(grid) < step / 1000 else "grid"
         parts.append(f'<line class="{cls}" x1="{LEFT}" x2="{W - RIGHT}" y1="{gy:.1f}" '
                      f'y2="{gy:.1f}"/>')
         parts.append(f'<text class="ylab" x="{LEFT - 4}" y="{gy + 3.5:.1f}">'
-                     f'{num(abs(grid))}</text>')
-        grid += step
+                     f'{abs(grid):.{decimals}f}</text>')
+    if not (normals or reverses):
+        parts.append(f'<text class="empty" x="{LEFT + pw / 2:.1f}" y="{TOP + ph / 2:.1f}">'
+                     f'{escape(t["bars_empty"])}</text>')
     gaps = sum(1 for slot in slots if slot.state != "ok")
     parts += [_slot_bar(slot, LEFT + i * bw, bw, zero, scale, t) for i, slot in enumerate(slots)]
     parts += _day_ticks(slots, bw)

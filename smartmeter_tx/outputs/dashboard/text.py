@@ -12,7 +12,7 @@ import datetime
 from html import escape
 from typing import Optional
 
-from smartmeter_tx.model import JST
+from smartmeter_tx.model import JST, amps_text
 
 __all__ = ["TEXT", "language", "DASH", "show_watts", "show_kwh", "show_amps", "show_duration",
            "show_hhmm", "attr", "num", "power_label"]
@@ -61,6 +61,7 @@ TEXT = {
         "bars": "Energy per 30 minutes, last 48 hours",
         "bars_desc": "{n} slots of 30 minutes, {gaps} without data; bought above the line, "
                      "sold below.",
+        "bars_empty": "No 30-minute record yet.",
         "no_data": "no data",
         "not_logged": "not logged yet",
         "no_backfill": "The 30-minute record needs --data-log with --backfill-days.",
@@ -107,6 +108,7 @@ TEXT = {
         "curve_empty": "今日の計測値はまだありません。",
         "bars": "30分ごとの電力量（過去48時間）",
         "bars_desc": "30分枠{n}個、うちデータなし{gaps}個。線より上が買電、下が売電。",
+        "bars_empty": "30 分ごとの記録はまだありません。",
         "no_data": "データなし",
         "not_logged": "未記録",
         "no_backfill": "30分ごとの記録には --data-log と --backfill-days が必要です。",
@@ -151,7 +153,7 @@ def show_kwh(value) -> str:
 
 
 def show_amps(value) -> str:
-    return DASH if value is None else f"{value:.1f} A"
+    return DASH if value is None else amps_text(value)
 
 
 def show_duration(seconds: Optional[float], t: dict) -> str:
