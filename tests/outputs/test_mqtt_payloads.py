@@ -52,7 +52,23 @@ class StatePayloadTests(SynchronousTestCase):
                               "energy_normal_kwh": 5.5, "energy_normal_raw": 550}, 20.0)
         self.assertEqual(out, [("fixed", {"meter_time": "2024-06-01T12:30:00+09:00",
                                           "energy_normal_kwh": 5.5, "energy_normal_raw": 550,
-                                          "energy_reverse_kwh": None, "time": 20.0})])
+                                          "energy_reverse_kwh": None, "energy_reverse_raw": None,
+                                          "time": 20.0})])
+
+    def test_fieldsAsTabled(self):
+        """
+        Every payload has exactly the fields of its topic in FIELDS (the table
+        the README is checked against), whatever the record carries.
+        """
+        from smartmeter_tx.outputs.mqtt.payloads import FIELDS, link_payload
+        records = [{"power_w": 1, "energy_normal_kwh": 2, "stray": 3},
+                   {"kind": "fixed", "meter_time": "2024-06-01T12:30:00", "stray": 3}]
+        seen = {}
+        for record in records:
+            seen.update(state_payloads(record, 1.0))
+        seen["link"] = dict(link_payload(LinkState(), None, 0), time=1.0)
+        self.assertEqual({topic: list(p) for topic, p in seen.items()},
+                         {topic: list(fields) for topic, fields in FIELDS.items()})
 
     def test_fixedWithoutClock(self):
         """A meter time that is not a time is null, not a guess."""

@@ -17,12 +17,23 @@ from typing import Optional
 from smartmeter_tx.model import JST
 from smartmeter_tx.session.linkstate import LinkState
 
-__all__ = ["MODEL", "meter_id", "dumps", "state_payloads", "link_payload", "discovery_configs"]
+__all__ = ["MODEL", "FIELDS", "meter_id", "dumps", "state_payloads", "link_payload", "discovery_configs"]
 
 MODEL = "Low-voltage smart electric energy meter"
 
 _INSTANT = ("power_w", "current_r_a", "current_t_a")
 _ENERGY = ("energy_normal_kwh", "energy_reverse_kwh")
+_LINK = ("session", "session_up", "rate_limited", "held", "rssi_dbm", "lqi", "reading_age_s",
+         "polls_failed", "last_event")
+
+#: Every field of each topic's JSON payload, in order: what the payloads are
+#: built from, and what the README lists (tests/test_docs.py holds it to this).
+FIELDS = {
+    "state": _INSTANT + ("time",),
+    "energy": _ENERGY + ("time",),
+    "fixed": ("meter_time",) + _ENERGY + ("energy_normal_raw", "energy_reverse_raw", "time"),
+    "link": _LINK + ("time",),
+}
 
 
 def meter_id(identity: Optional[dict]) -> Optional[str]:
@@ -69,10 +80,8 @@ def state_payloads(record: dict, when: float) -> list:
     stamp = round(when, 3)
     out = []
     if record.get("kind") == "fixed":
-        payload = {k: v for k, v in record.items() if k != "kind"}
+        payload = {name: record.get(name) for name in FIELDS["fixed"]}
         payload["meter_time"] = _aware_meter_time(record.get("meter_time"))
-        for name in _ENERGY:
-            payload.setdefault(name, None)
         payload["time"] = stamp
         out.append(("fixed", payload))
         return out
@@ -93,17 +102,10 @@ def link_payload(state: LinkState, age: Optional[float], polls_failed: int) -> d
 
     @param age: seconds since the newest reading, or C{None} before the first.
     """
-    return {
-        "session": state.session.value,
-        "session_up": bool(state.session_up),
-        "rate_limited": bool(state.rate_limited),
-        "held": state.held,
-        "rssi_dbm": state.last_rssi,
-        "lqi": state.last_lqi,
-        "reading_age_s": None if age is None else round(age, 1),
-        "polls_failed": polls_failed,
-        "last_event": None if state.last_event is None else f"{state.last_event:02X}",
-    }
+    values = (state.session.value, bool(state.session_up), bool(state.rate_limited), state.held,
+              state.last_rssi, state.last_lqi, None if age is None else round(age, 1),
+              polls_failed, None if state.last_event is None else f"{state.last_event:02X}")
+    return dict(zip(_LINK, values, strict=True))
 
 
 def _value(name: str) -> str:
