@@ -210,6 +210,42 @@ def decode_fault(edt: bytes) -> bool:
     return code == 0x41
 
 
+#: Makers that put their ECHONET manufacturer code (8A) in Japan's
+#: low-voltage smart meters, and the grid companies some meters name instead,
+#: as the ECHONET Consortium's code list has them.
+METER_MAKERS = {
+    "000001": "Hitachi",
+    "000006": "Mitsubishi Electric",
+    "00000B": "Panasonic",
+    "000016": "Toshiba",
+    "00002E": "Shikoku Instrumentation",
+    "000035": "Toshiba Toko Meter Systems",
+    "000041": "Enegate",
+    "000052": "Osaki Electric",
+    "000085": "Takaoka Toko",
+    "000099": "TEPCO",
+    "00009A": "Kansai Electric Power Transmission and Distribution",
+    "0000A3": "Chubu Electric Power Grid",
+    "0000AE": "Shikoku Electric Power Transmission and Distribution",
+    "0000B5": "Chugoku Electric Power",
+    "0000B8": "Hokkaido Electric Power Network",
+    "0000BB": "Hokuriku Electric Power Transmission and Distribution",
+    "0000BC": "Tohoku Electric Power Network",
+    "0000BF": "Kyushu Electric Power Transmission and Distribution",
+    "0000C2": "Tohoku Keiki Kogyo",
+    "0000CB": "Fuji Electric",
+    "000140": "Landis+Gyr",
+}
+
+
+def maker_name(code: Optional[str]) -> Optional[str]:
+    """
+    The maker's name for an 8A code (6 hex digits), or C{None} when the
+    code is not one of L{METER_MAKERS}.
+    """
+    return METER_MAKERS.get(code.upper()) if code else None
+
+
 def decode_maker_code(edt: bytes) -> str:
     """8A: the 3-byte maker code as 6 hex digits."""
     return sized(edt, 3, "8A").hex().upper()

@@ -230,13 +230,14 @@ class BRouteClient:
         Who the meter is: its maker code (0x8A) and serial number (0x8D, when
         it has one) in one Get, with the MAC the session knows.
 
-        @return: C{{"mac": ..., "maker": ..., "serial": ...}} (C{None} where unknown).
+        @return: C{{"mac": ..., "maker": ..., "maker_name": ..., "serial": ...}}
+            (C{None} where unknown; C{maker} is the raw code).
         """
         frame = await self.read((M.MAKER_CODE, M.SERIAL_NUMBER), budget)
         maker = frame.get(M.MAKER_CODE)
         serial = frame.get(M.SERIAL_NUMBER)
-        return {"mac": self.link.mac,
-                "maker": M.decode_maker_code(maker) if maker else None,
+        code = M.decode_maker_code(maker) if maker else None
+        return {"mac": self.link.mac, "maker": code, "maker_name": M.maker_name(code),
                 "serial": M.decode_serial_number(serial) if serial else None}
 
     async def ensure_scale(self, budget: Optional[Budget] = None) -> M.EnergyScale:

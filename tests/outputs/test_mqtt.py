@@ -33,7 +33,7 @@ PASSWORD = "s3cr3t-Pw-7781"
 
 def meter_view(serial=SERIAL):
     store = LatestStore()
-    store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": serial}
+    store.identity = {"mac": "001D129012345678", "maker": "000016", "maker_name": "Toshiba", "serial": serial}
     return ServiceView(store, LinkState(), Clock())
 
 
@@ -132,7 +132,7 @@ class DiscoveryTests(BrokerTestCase):
             self.assertTrue(unique.startswith(f"smartmeter_tx_{SERIAL}_"))
             self.assertEqual(c["availability_topic"], f"smartmeter/{SERIAL}/availability")
             self.assertEqual(c["device"]["identifiers"], [f"smartmeter_tx_{SERIAL}"])
-            self.assertEqual(c["device"]["manufacturer"], "maker 000016")
+            self.assertEqual(c["device"]["manufacturer"], "Toshiba")
             self.assertEqual(c["device"]["model"], "Low-voltage smart electric energy meter")
             self.assertEqual(c["origin"]["name"], "smartmeter_tx")
             self.assertTrue(c["state_topic"].startswith(f"smartmeter/{SERIAL}/"))

@@ -12,7 +12,7 @@ from smartmeter_tx.outputs.mqtt.payloads import (
 )
 from smartmeter_tx.session.linkstate import HOLD_RATE_LIMIT, LinkState
 
-IDENTITY = {"mac": "001D129012345678", "maker": "000016", "serial": "SN-1"}
+IDENTITY = {"mac": "001D129012345678", "maker": "000016", "maker_name": "Toshiba", "serial": "SN-1"}
 
 
 class MeterIdTests(SynchronousTestCase):
@@ -123,12 +123,34 @@ class DiscoveryTests(SynchronousTestCase):
             json.dumps(config)  # every value is JSON
 
     def test_device(self):
-        """The device names the maker code, the model, the serial and our version."""
+        """The device names the maker, the model, the serial and our version."""
         config = self.configs["homeassistant/sensor/smartmeter_tx_SN-1_power/config"]
         self.assertEqual(config["device"], {
             "identifiers": ["smartmeter_tx_SN-1"], "name": "Smart meter SN-1",
-            "manufacturer": "maker 000016", "model": MODEL, "serial_number": "SN-1"})
+            "manufacturer": "Toshiba", "model": MODEL, "serial_number": "SN-1"})
         self.assertEqual(config["origin"], {"name": "smartmeter_tx", "sw_version": "9.9"})
+
+    def test_makerCodeKept(self):
+        """
+        The raw 8A code stays an attribute of the session entity; a code not
+        in the list is named as a code, never as a bare number.
+        """
+        session = self.configs["homeassistant/binary_sensor/smartmeter_tx_SN-1_session/config"]
+        self.assertEqual(session["json_attributes_topic"], session["state_topic"])
+        self.assertEqual(json.loads(session["json_attributes_template"]),
+                         {"maker_code": "000016"})
+        other = discovery_configs("ha", "sm", "X", dict(IDENTITY, maker="0000FF", maker_name=None),
+                                  30.0, "1")
+        self.assertEqual(other["ha/sensor/smartmeter_tx_X_power/config"]["device"][
+            "manufacturer"], "ECHONET maker code 0000FF")
+
+    def test_makerNames(self):
+        """The meter makers' 8A codes are named, in either case; others are not."""
+        from smartmeter_tx.echonet.meter import maker_name
+        self.assertEqual([maker_name(c) for c in ("000035", "000052", "00000b", "000016",
+                                                  "0000FF", None)],
+                         ["Toshiba Toko Meter Systems", "Osaki Electric", "Panasonic", "Toshiba",
+                          None, None])
 
     def test_powerExpires(self):
         """Power and currents expire after three poll intervals; energy never does."""

@@ -21,7 +21,7 @@ from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.session.linkstate import LinkState
 
-IDENTITY = {"mac": "001D129012345678", "maker": "000016", "serial": "SN-1"}
+IDENTITY = {"mac": "001D129012345678", "maker": "000016", "maker_name": "Toshiba", "serial": "SN-1"}
 
 
 class Reason:

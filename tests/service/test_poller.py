@@ -487,6 +487,7 @@ class IdentityTests(SynchronousTestCase):
             self.assertEqual(identity["serial"],
                              loop.emulator.meter.serial.decode("ascii").strip(" \x00") or None)
             self.assertEqual(identity["maker"], "000016")
+            self.assertEqual(identity["maker_name"], "Toshiba")
 
 
 class TickAccountingTests(SynchronousTestCase):

@@ -56,22 +56,9 @@ def curve_svg(snap: Snapshot, t: dict) -> str:
     def y(watts):
         return TOP + ph * (high - watts) / (high - low)
 
-    parts = []
     # No scale for a chart without data: its numbers would mean nothing.
-    grid = low if values else high + step
-    while grid <= high + step / 2:
-        gy = y(grid)
-        cls = "zero" if grid == 0 else "grid"
-        parts.append(f'<line class="{cls}" x1="{LEFT}" x2="{W - RIGHT}" y1="{gy:.1f}" '
-                     f'y2="{gy:.1f}"/>')
-        parts.append(f'<text class="ylab" x="{LEFT - 4}" y="{gy + 3.5:.1f}">'
-                     f'{escape(power_label(grid))}</text>')
-        grid += step
-    for hour in range(0, 25, 6):
-        gx = LEFT + pw * hour / 24
-        parts.append(f'<line class="tick" x1="{gx:.1f}" x2="{gx:.1f}" y1="{TOP}" '
-                     f'y2="{H - BOTTOM}"/>')
-        parts.append(f'<text class="xlab" x="{gx:.1f}" y="{H - BOTTOM + 14}">{hour}:00</text>')
+    parts = _curve_axes([low + k * step for k in range(round((high - low) / step) + 1)]
+                        if values else [], y, pw)
     # The curve: one path, broken where a reading is absent or readings paused.
     segments, current, last = [], [], None
     for when, watts in snap.curve:
@@ -113,6 +100,24 @@ def curve_svg(snap: Snapshot, t: dict) -> str:
             f'<title id="power-curve-title">{escape(t["curve"])}</title>'
             f'<desc id="power-curve-desc">{escape(desc)}</desc>'
             + "".join(parts) + "</svg>")
+
+
+def _curve_axes(grid: list, y, pw: float) -> list:
+    """The power chart's horizontal lines at C{grid} watts, and its 6-hour ticks."""
+    parts = []
+    for watts in grid:
+        gy = y(watts)
+        cls = "zero" if watts == 0 else "grid"
+        parts.append(f'<line class="{cls}" x1="{LEFT}" x2="{W - RIGHT}" y1="{gy:.1f}" '
+                     f'y2="{gy:.1f}"/>')
+        parts.append(f'<text class="ylab" x="{LEFT - 4}" y="{gy + 3.5:.1f}">'
+                     f'{escape(power_label(watts))}</text>')
+    for hour in range(0, 25, 6):
+        gx = LEFT + pw * hour / 24
+        parts.append(f'<line class="tick" x1="{gx:.1f}" x2="{gx:.1f}" y1="{TOP}" '
+                     f'y2="{H - BOTTOM}"/>')
+        parts.append(f'<text class="xlab" x="{gx:.1f}" y="{H - BOTTOM + 14}">{hour}:00</text>')
+    return parts
 
 
 def bars_svg(snap: Snapshot, t: dict) -> str:

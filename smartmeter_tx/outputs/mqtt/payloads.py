@@ -165,7 +165,8 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
     """
     The Home Assistant discovery configs of meter C{mid}.
 
-    @param identity: who the meter is (maker, serial), or C{None}.
+    @param identity: who the meter is (L{BRouteClient.identity}: maker code
+        and name, serial), or C{None}.
     @param interval: seconds between two polls: a power state older than three
         of them expires in Home Assistant.
     @param version: this software's version, for HA's C{origin}.
@@ -173,9 +174,10 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
     """
     identity = identity or {}
     maker = identity.get("maker")
+    manufacturer = identity.get("maker_name") or (f"ECHONET maker code {maker}" if maker
+                                                   else "unknown maker")
     device = {"identifiers": [f"smartmeter_tx_{mid}"], "name": f"Smart meter {mid}",
-              "manufacturer": f"maker {maker}" if maker else "unknown maker",
-              "model": MODEL}
+              "manufacturer": manufacturer, "model": MODEL}
     if identity.get("serial"):
         device["serial_number"] = identity["serial"]
     origin = {"name": "smartmeter_tx", "sw_version": version}
@@ -190,5 +192,10 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
                    "payload_not_available": "offline", "qos": 1,
                    "device": device, "origin": origin}
         payload.update(extra)
+        if key == "session" and maker:
+            # The raw 8A code stays visible, as an attribute of the link's
+            # session entity (the device registry has no field for it).
+            payload["json_attributes_topic"] = payload["state_topic"]
+            payload["json_attributes_template"] = json.dumps({"maker_code": maker})
         configs[f"{discovery_prefix}/{component}/{unique}/config"] = payload
     return configs
