@@ -21,7 +21,8 @@ __all__ = [
     "EXIT_OK", "EXIT_BUG", "EXIT_USAGE", "EXIT_DEVICE", "EXIT_AUTH", "EXIT_NOT_FOUND",
     "EXIT_TIMEOUT", "EXIT_NO_READING", "DEFAULT_SERVICE", "UsageError", "Parser", "say",
     "start_logging", "exit_code", "react", "with_meter", "save_link", "service_base",
-    "fetch_service", "run_blocking", "EXIT_INTERRUPTED",
+    "fetch_service", "run_blocking", "EXIT_INTERRUPTED", "ask_local_service", "same_device",
+    "busy_hint",
 ]
 
 EXIT_OK = 0
@@ -213,6 +214,44 @@ def fetch_service(url: str, timeout: float) -> tuple:
         raise OSError(f"bad HTTP answer: {e.__class__.__name__}") from None
     finally:
         conn.close()
+
+
+def ask_local_service(timeout: float):
+    """
+    The local service's C{/latest} at L{DEFAULT_SERVICE}, blocking (call it on
+    a thread): who holds a busy port?
+
+    @return: C{(HTTP status, body bytes)}, or C{None} when nothing answers.
+    """
+    try:
+        return fetch_service(DEFAULT_SERVICE.rstrip("/") + "/latest", timeout)
+    except OSError:  # TimeoutError included
+        return None
+
+
+def same_device(body: bytes, device: str) -> bool:
+    """Whether the service's /latest says it reads C{device} (symlinks resolved)."""
+    import json
+    import os
+
+    try:
+        theirs = json.loads(body).get("device")
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(theirs, str):
+        return False
+    return theirs == device or os.path.realpath(theirs) == os.path.realpath(device)
+
+
+def busy_hint(error, answer, device: str) -> str:
+    """
+    The one line for a port another program holds, given what the local
+    service answered (L{ask_local_service}).
+    """
+    if answer is not None and same_device(answer[1], device):
+        return (f"{error}: twist smartmeter reads it; ask it instead with "
+                f"--service {DEFAULT_SERVICE}")
+    return f"{error} (is twist smartmeter running? use --service URL)"
 
 
 def save_link(path: str, link, stderr, program: str = "mackerel-plugin-smartmeter") -> None:

@@ -151,7 +151,15 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
         write_rows(records, args.format, stdout)
         return C.EXIT_OK
 
-    return await C.with_meter(reactor, args, rbid, password, environ, stderr, work,
+    async def busy(error):
+        # The service reads this dongle: its data log has the history.
+        from twisted.internet import threads
+        answer = await threads.deferToThreadPool(reactor, reactor.getThreadPool(),
+                                                 C.ask_local_service, min(args.timeout, 3.0))
+        C.say(stderr, C.busy_hint(error, answer, args.device), PROGRAM)
+        return C.EXIT_DEVICE
+
+    return await C.with_meter(reactor, args, rbid, password, environ, stderr, work, busy,
                               program=PROGRAM)
 
 

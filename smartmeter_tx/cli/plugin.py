@@ -237,19 +237,6 @@ def from_service_blocking(args, prefix, stdout, stderr) -> int:
                           url, stdout, stderr)
 
 
-def _same_device(body: bytes, device: str) -> bool:
-    """Whether the service's /latest says it reads C{device} (symlinks resolved)."""
-    import json
-
-    try:
-        theirs = json.loads(body).get("device")
-    except (ValueError, AttributeError):
-        return False
-    if not isinstance(theirs, str):
-        return False
-    return theirs == device or os.path.realpath(theirs) == os.path.realpath(device)
-
-
 def _port_in_use(reactor, error, args, prefix, stdout, stderr):
     """
     The serial port is held by another program: if it is the service,
@@ -264,21 +251,16 @@ def _port_in_use(reactor, error, args, prefix, stdout, stderr):
 
     url = common.DEFAULT_SERVICE.rstrip("/") + "/latest"
 
-    def ask():
-        try:
-            return fetch_service(url, min(args.timeout, 3.0))
-        except OSError:  # TimeoutError included
-            return None
-
     def answered(result):
-        if result is None or not _same_device(result[1], args.device):
-            say(stderr, f"{error} (is twist smartmeter running? use --service URL)")
+        if result is None or not common.same_device(result[1], args.device):
+            say(stderr, common.busy_hint(error, result, args.device))
             return EXIT_DEVICE
         status, body = result
         return _print_service(*service_output(status, body, time.time(), args, prefix),
                               url, stdout, stderr)
 
-    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), ask).addCallback(answered)
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), common.ask_local_service,
+                                     min(args.timeout, 3.0)).addCallback(answered)
 
 
 def _command_path() -> str:

@@ -344,6 +344,37 @@ class PortInUseTests(_ServiceHarness):
                               "URL)\n")
 
 
+    async def history(self, *argv):
+        from smartmeter_tx.cli import history
+        from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD
+        out, err = io.StringIO(), io.StringIO()
+        code = await history.run(reactor, list(argv), environ={
+            "SMARTMETER_ID": DEFAULT_ID, "SMARTMETER_PASSWORD": DEFAULT_PASSWORD},
+            stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    @coroutine_test
+    async def test_historySuggestsTheService(self):
+        """
+        smartmeter-history on a port that the local service reads says, in
+        one line, to ask the service with --service and its URL; without
+        such a service, the general hint.
+        """
+        self.view.device = self.handle.path
+        self.patch(common, "DEFAULT_SERVICE", self.url)
+        code, out, err = await self.history("--device", self.handle.path,
+                                            "--state-file", self.mktemp())
+        self.assertEqual((code, out), (common.EXIT_DEVICE, ""))
+        self.assertEqual(err, f"smartmeter-history: {self.handle.path} is in use by another "
+                              f"program: twist smartmeter reads it; ask it instead with "
+                              f"--service {self.url}\n")
+        self.patch(common, "DEFAULT_SERVICE", f"http://127.0.0.1:{refusing_port(self)}")
+        code, out, err = await self.history("--device", self.handle.path,
+                                            "--state-file", self.mktemp())
+        self.assertEqual(err, f"smartmeter-history: {self.handle.path} is in use by another "
+                              "program (is twist smartmeter running? use --service URL)\n")
+
+
 class ServiceURLTests(SynchronousTestCase):
     def test_malformedURLs(self):
         """A malformed --service URL is a one-line usage error, not a traceback."""
