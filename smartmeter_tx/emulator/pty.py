@@ -105,6 +105,7 @@ class PtyDevice:
         self.link = os.path.abspath(link) if link else None
         if self.link and os.path.lexists(self.link) and not os.path.islink(self.link):
             raise ArgumentError(f"{self.link} exists and is not a symlink; not replacing it")
+        self._lock = _lock_link(self.link) if self.link else None
         self._pty: Optional[PtyMaster] = None
         self._replug = None
         self._waiting: list = []
@@ -164,6 +165,36 @@ class PtyDevice:
             os.unlink(self.link)
 
     def stop(self) -> None:
-        """Close for good."""
+        """Close for good, and give the link up."""
         self._close()
         self._waiting = []
+        if self._lock is not None:
+            # Unlinked while still held: a newcomer that opened it meanwhile
+            # fails its lock and retries nothing; one after this makes a new one.
+            try:
+                os.unlink(self._lock.name)
+            except OSError:
+                pass
+            self._lock.close()
+            self._lock = None
+
+
+def _lock_link(link: str):
+    """
+    Hold C{link}.lock for as long as this emulator publishes C{link}: a second
+    emulator on the same link would take it over and, when it stops, remove
+    the first one's link.  The kernel drops the lock if the process dies.
+
+    @return: the open lock file.
+    @raise ArgumentError: another emulator holds the link.
+    """
+    import fcntl
+
+    lock = open(link + ".lock", "a+")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ArgumentError(f"{link} is in use by another emulator; stop that one or choose "
+                            "another --link") from None
+    return lock

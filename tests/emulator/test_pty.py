@@ -284,6 +284,23 @@ class SpecTests(unittest.TestCase):
         self.assertEqual(handle.password, "SECRETSECRET")
         self.assertTrue(os.path.exists(handle.path))
 
+    def test_secondEmulatorOnALinkRefused(self):
+        """
+        A second emulator on a link in use is refused with a clear message;
+        the first keeps its link; once it stops, the link is free again.
+        """
+        link = os.path.abspath(self.mktemp())
+        first = start_pty_emulator(self, link=link)
+        error = self.assertRaises(ArgumentError, start_emulator,
+                                  pinned("emulator:?time-scale=0"), reactor, link)
+        self.assertEqual(str(error), f"{link} is in use by another emulator; stop that one or "
+                                     "choose another --link")
+        self.assertEqual(os.readlink(link), first.device.slave_path)
+        first.stop()
+        self.assertFalse(os.path.lexists(link))
+        again = start_pty_emulator(self, link=link)
+        self.assertEqual(os.readlink(link), again.device.slave_path)
+
     def test_existingFileNotReplaced(self):
         """A link path that is a regular file is refused."""
         path = self.mktemp()
