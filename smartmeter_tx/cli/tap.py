@@ -218,6 +218,8 @@ def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
                                       energy_interval=options["energy-interval"]),
                          on_reading=records, state_path=state_path, on_fatal=on_fatal,
                          identify=options.get("mqtt-config") is not None, **extra)
+    if datalog is not None:
+        poller.last_logged = datalog.last_reading_time()
     poller.setServiceParent(top)
     if options.get("mqtt-config") is not None:
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher

@@ -37,10 +37,44 @@ class QuietSite(server.Site):
         pass
 
 
-class _ViewResource(resource.Resource):
-    """A leaf resource over the service's view, with the wall clock."""
+class _Plain(resource.Resource):
+    """
+    A leaf that answers GET, HEAD (the GET's headers, no body) and nothing
+    else, in plain words: Twisted's own pages for the rest tell jokes, and
+    its HEAD on a GET resource logs one.
+    """
 
     isLeaf = True
+
+    def render(self, request):
+        if request.method == b"HEAD":
+            body = self.render_GET(request)
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        if request.method != b"GET":
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"method not allowed: GET or HEAD only\n"
+        return self.render_GET(request)
+
+
+class _NotFound(_Plain):
+    def render_GET(self, request):
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"not found: the service serves /, /latest, /history and /metrics\n"
+
+
+class _Root(resource.Resource):
+    """The site root: its children, and a plain 404 for any other path."""
+
+    def getChild(self, path, request):
+        return _NotFound()
+
+
+class _ViewResource(_Plain):
+    """A leaf resource over the service's view, with the wall clock."""
 
     def __init__(self, view: ServiceView, clock_now: Callable[[], float]) -> None:
         super().__init__()
@@ -261,7 +295,7 @@ class SourcesCollector:
                 yield (_counter if kind == "counter" else _gauge)(name, doc, value)
 
 
-class MetricsResource(resource.Resource):
+class MetricsResource(_Plain):
     isLeaf = True
 
     def __init__(self, registry) -> None:
@@ -288,7 +322,7 @@ def make_root(view: ServiceView, clock_now: Callable[[], float],
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ViewCollector(view, clock_now))
     registry.register(SourcesCollector([] if sources is None else sources))
-    root = resource.Resource()
+    root = _Root()
     root.putChild(b"", DashboardResource(view, clock_now))
     root.putChild(b"latest", LatestResource(view, clock_now))
     root.putChild(b"metrics", MetricsResource(registry))

@@ -114,6 +114,33 @@ class DataLog:
         """See L{read_history_records}, for this log's directory and prefix."""
         return read_history_records(self.directory, self.prefix, since)
 
+    def last_reading_time(self) -> Optional[float]:
+        """
+        When the newest reading in the log was taken (its C{time}), from the
+        tail of the newest file; C{None} when there is none.
+        """
+        try:
+            names = sorted(n for n in os.listdir(self.directory)
+                           if n.startswith(self.prefix + "-") and n.endswith(".jsonl"))
+        except OSError:
+            return None
+        for name in reversed(names):
+            try:
+                with open(os.path.join(self.directory, name), "rb") as f:
+                    f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL))
+                    lines = f.read().split(b"\n")
+            except OSError:
+                continue
+            for raw in reversed(lines):
+                try:
+                    record = json.loads(raw)
+                except ValueError:  # a cut or damaged line
+                    continue
+                if isinstance(record, dict) and "kind" not in record and isinstance(
+                        record.get("time"), (int, float)):
+                    return float(record["time"])
+        return None
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -188,6 +215,10 @@ class DataLog:
                           "dropped (and counted) until it can be written again",
                           directory=self.directory, why=error.strerror or str(error))
         self.close()  # the next write opens the file anew
+
+
+#: Bytes read from the end of a file for its newest reading: many lines.
+_TAIL = 65536
 
 
 def read_history_records(directory: str, prefix: str, since: datetime.date) -> list:

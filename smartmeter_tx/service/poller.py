@@ -20,6 +20,7 @@ and the holds are respected until they are released.
 
 from __future__ import annotations
 
+import datetime
 import random
 import time
 from dataclasses import dataclass
@@ -114,6 +115,9 @@ class MeterPoller(service.Service):
         self._next_energy = 0.0
         self._polling = False
         self._had_session = False
+        self._joined = False  # this service has joined at least once
+        #: when the data log's newest reading was taken (said at start), or C{None}.
+        self.last_logged: Optional[float] = None
         self._fatal = False  # on_fatal was called (once is enough)
         self._loop: Optional[task.LoopingCall] = None
         self._poll_now = None
@@ -140,6 +144,8 @@ class MeterPoller(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        self.log.info("{line}", line=starting_line(self.config.device, self.link,
+                                                   self.last_logged))
         self.port.start()
         self._loop = task.LoopingCall.withCount(self._tick)
         self._loop.clock = self.clock
@@ -224,7 +230,7 @@ class MeterPoller(service.Service):
         if client is None:
             self.stats.polls_failed += 1
             return
-        await self._review_holds(client)
+        await review_holds(self.state, client, self.clock, self.schedule.poll_timeout, self.log)
         if self.held:
             self.stats.polls_skipped += 1
             self.log.debug("poll held: {why}", why=self.held)
@@ -259,6 +265,8 @@ class MeterPoller(service.Service):
             # when polls drift by a few seconds.
             self._next_energy = now + self.schedule.energy_interval - self.schedule.interval / 2
         self.stats.polls_answered += 1
+        if self.stats.polls_answered == 1:
+            self.log.info("{line}", line=first_reading_line(reading, self._joined, client.link))
         when = self.wall_clock()
         self.store.add(reading, when)
         self.on_reading(reading.to_record(), when)
@@ -297,25 +305,6 @@ class MeterPoller(service.Service):
         return await client.read_values(energy, Budget(self.clock, self.schedule.poll_timeout),
                                         may_join=False)
 
-    async def _review_holds(self, client: BRouteClient) -> None:
-        """
-        End holds whose releasing event may never come: the module's own
-        re-authentication after EVENT 29 is given a bounded time, and the EVENT
-        32 hold is checked against the module's SFB flag now and then.
-        """
-        now = self.clock.seconds()
-        ended = self.state.review(now)
-        if ended is not None:
-            self.log.warn("{why}; joining", why=ended)
-        if self.state.rate_check_due(now):
-            try:
-                limited = await client.requests.check_send_restricted(
-                    Budget(self.clock, self.schedule.poll_timeout))
-            except SmartMeterError:
-                return
-            if not limited:
-                self.log.info("transmit-time limit over (SFB 0) though no EVENT 33 was seen")
-
     async def _join(self, client: BRouteClient) -> bool:
         """
         Join, once the backoff delay has passed.
@@ -348,7 +337,7 @@ class MeterPoller(service.Service):
             self._save()
             return False
         self.join_backoff.reset()
-        self._had_session = True
+        self._had_session = self._joined = True
         self._save()
         self.log.info("session with the meter is up")
         return True
@@ -360,3 +349,47 @@ class MeterPoller(service.Service):
             save_state(self.state_path, self.link)
         except OSError as e:
             self.log.warn("cannot write the state file: {error}", error=e)
+
+
+async def review_holds(state: LinkState, client: BRouteClient, clock, timeout: float,
+                       log: Logger) -> None:
+    """
+    End holds whose releasing event may never come: the module's own
+    re-authentication after EVENT 29 is given a bounded time, and the EVENT
+    32 hold is checked against the module's SFB flag now and then.
+    """
+    now = clock.seconds()
+    ended = state.review(now)
+    if ended is not None:
+        log.warn("{why}; joining", why=ended)
+    if state.rate_check_due(now):
+        try:
+            limited = await client.requests.check_send_restricted(Budget(clock, timeout))
+        except SmartMeterError:
+            return
+        if not limited:
+            log.info("transmit-time limit over (SFB 0) though no EVENT 33 was seen")
+
+
+def starting_line(device: Optional[str], link, last_reading: Optional[float]) -> str:
+    """What the service starts from, in one line for the log.  Pure."""
+    if link.joinable:
+        meter = (f"the saved meter on channel {link.channel:02X}, PAN ID {link.pan_id:04X}"
+                 + (f" ({link.mac})" if link.mac else ""))
+    else:
+        meter = "no saved meter (the first poll looks for it)"
+    text = f"reading {device or 'the module'}: {meter}"
+    if last_reading is not None:
+        stamp = datetime.datetime.fromtimestamp(last_reading, model.JST)
+        text += f"; the data log's last reading is from {stamp:%Y-%m-%d %H:%M:%S} JST"
+    return text
+
+
+def first_reading_line(reading: model.Reading, joined: bool, link) -> str:
+    """The service's first reading, in one line for the log.  Pure."""
+    power = "no power value" if reading.power_w is None or model.is_absent(reading.power_w) \
+        else f"{reading.power_w} W"
+    how = ("after joining the meter" if joined
+           else "through the session the module still held (no join)")
+    channel = f" on channel {link.channel:02X}" if link.channel is not None else ""
+    return f"first reading: {power}, {how}{channel}"

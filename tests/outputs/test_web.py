@@ -8,8 +8,11 @@ import random
 from decimal import Decimal
 
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor, threads
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -298,3 +301,59 @@ class RealPollerTests(SynchronousTestCase):
                          {("smartmeter_polls_answered_total", ()): 1.0})
         self.assertEqual(samples(fam["smartmeter_session_up"]),
                          {("smartmeter_session_up", ()): 1.0})
+
+
+class PlainAnswersTests(TestCase):
+    """HEAD, other methods and unknown paths, over a real loopback site."""
+
+    timeout = 30  # only catches a hang
+
+    def setUp(self):
+        from tests.sktesting import serve
+        self.view = service_view(Clock())
+        self.url = serve(self, make_root(self.view, reactor.seconds))
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    def ask(self, method, path):
+        import http.client
+        import urllib.parse
+
+        def blocking():
+            parts = urllib.parse.urlsplit(self.url)
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            try:
+                conn.request(method, path)
+                response = conn.getresponse()
+                return response.status, dict(response.getheaders()), response.read()
+            finally:
+                conn.close()
+        return threads.deferToThread(blocking)
+
+    @inlineCallbacks
+    def test_headIsTheGetsHeaders(self):
+        """HEAD on every page: the GET's status and length, no body, nothing logged."""
+        for path in ("/", "/latest", "/metrics", "/history"):
+            got = yield self.ask("GET", path)
+            head = yield self.ask("HEAD", path)
+            self.assertEqual(head[0], got[0], path)
+            self.assertEqual(head[2], b"", path)
+            self.assertEqual(int(head[1]["Content-Length"]), len(got[2]), path)
+        texts = [formatEvent(e) for e in self.logged]
+        self.assertEqual([t for t in texts if "HEAD" in t or "eat it" in t], [])
+
+    @inlineCallbacks
+    def test_unknownPathAndMethod(self):
+        """An unknown path is a plain 404, another method a plain 405 with Allow."""
+        status, headers, body = yield self.ask("GET", "/nope")
+        self.assertEqual((status, headers["Content-Type"]), (404, "text/plain; charset=utf-8"))
+        self.assertEqual(body, b"not found: the service serves /, /latest, /history and "
+                               b"/metrics\n")
+        status, headers, body = yield self.ask("POST", "/latest")
+        self.assertEqual((status, headers["Allow"]), (405, "GET, HEAD"))
+        self.assertEqual(body, b"method not allowed: GET or HEAD only\n")
+        status, headers, body = yield self.ask("HEAD", "/nope")
+        self.assertEqual((status, body), (404, b""))
+        for text in (b"Sorry", b"No luck", b"Huh", b"browser approached"):
+            self.assertNotIn(text, body)

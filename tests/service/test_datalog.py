@@ -298,3 +298,24 @@ class ReaderTests(SynchronousTestCase):
         warnings = self.events.texts()
         self.assertEqual(len(warnings), 6)
         self.assertIn("95 more bad lines", warnings[-1])
+
+
+class LastReadingTests(SynchronousTestCase):
+    def test_newestReading(self):
+        """
+        The time of the newest reading, from the newest file: not a history
+        or fixed record after it, not a torn last line; None without any.
+        """
+        directory = self.mktemp()
+        log = DataLog(directory, utc=True)
+        self.assertIsNone(log.last_reading_time())
+        day = datetime.datetime(2026, 12, 3, 12, tzinfo=datetime.timezone.utc).timestamp()
+        log.write({"power_w": 400}, day)
+        log.write({"power_w": 410}, day + 86400)
+        log.write({"power_w": 420}, day + 86430)
+        log.write({"kind": "history", "slot": "2026-12-04T20:00:00"}, day + 86440)
+        log.write({"kind": "fixed", "meter_time": "2026-12-04T21:00:00"}, day + 86450)
+        log.close()
+        with open(log.path_for(day + 86400), "ab") as f:
+            f.write(b'{"power_w":43')  # a power cut mid-line
+        self.assertEqual(log.last_reading_time(), day + 86430)

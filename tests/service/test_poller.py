@@ -506,3 +506,63 @@ class TickAccountingTests(SynchronousTestCase):
         self.assertGreater(s.polls_skipped, 0)
         self.assertEqual(s.polls_answered + s.polls_failed + s.polls_skipped, ticks)
         self.assertEqual(poller.state.rate_limited_count, 0)
+
+
+class StartLogTests(SynchronousTestCase):
+    """What the service says when it starts and when it first reads."""
+
+    def logged(self):
+        from twisted.logger import formatEvent, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return lambda: [formatEvent(e) for e in events
+                        if e.get("log_namespace", "").endswith("MeterPoller")]
+
+    def test_freshStart(self):
+        """No saved meter: the start says so; the first reading says it joined."""
+        loop = Loop()
+        self.addCleanup(loop.stop)
+        lines = self.logged()
+        poller = start_poller(self, loop)
+        self.assertEqual(lines()[0], "reading the module: no saved meter (the first poll looks "
+                                     "for it)")
+        loop.advance(20)
+        power = [r.value for r in loop.emulator.truth if r.epc == M.POWER][0]
+        first = [t for t in lines() if t.startswith("first reading")]
+        self.assertEqual(first, [f"first reading: {power} W, after joining the meter on "
+                                 f"channel {loop.emulator.channel:02X}"])
+        loop.advance(120)
+        self.assertEqual(len([t for t in lines() if t.startswith("first reading")]), 1)
+        self.assertTrue(poller.running)
+
+    def test_resumedSession(self):
+        """
+        A restart on a module that still holds its session: the start names
+        the saved meter and the data log's last reading; the first reading
+        says no join was needed.
+        """
+        import datetime
+
+        loop = Loop()
+        self.addCleanup(loop.stop)
+        first = start_poller(self, loop)
+        loop.advance(20)
+        link = first.link
+        first.stopService()
+        loop.disconnect()
+        lines = self.logged()
+        second = MeterPoller(loop.connect, config.SessionConfig(CREDS, link=link, device="/dev/x"),
+                             loop.clock, PollSchedule(interval=30, energy_interval=300),
+                             rng=random.Random(1), wall_clock=loop.clock.seconds)
+        second.last_logged = datetime.datetime(2026, 12, 4, 7, 10, 5,
+                                                tzinfo=datetime.timezone.utc).timestamp()
+        second.startService()
+        self.addCleanup(second.stopService)
+        self.assertEqual(lines()[0], f"reading /dev/x: the saved meter on channel "
+                                     f"{link.channel:02X}, PAN ID {link.pan_id:04X} ({link.mac}); "
+                                     "the data log's last reading is from 2026-12-04 16:10:05 JST")
+        loop.advance(20)
+        self.assertEqual([t for t in lines() if t.startswith("first reading")][0].split(", ", 1)[1],
+                         f"through the session the module still held (no join) on channel "
+                         f"{link.channel:02X}")
