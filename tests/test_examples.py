@@ -211,3 +211,25 @@ class MackerelConfTests(SynchronousTestCase):
         flags = [flag.strip().strip('"') for flag in suggested.split(",")]
         args = check.parse_args(flags)
         self.assertLess(args.warning_current, args.critical_current)
+
+
+class BrokerOnTheLanTests(SynchronousTestCase):
+    def test_unitSaysHowToAllowABroker(self):
+        """
+        The unit blocks every host but this one, so next to its address
+        filter it shows how to allow a broker (an IPAddressAllow= line and
+        the MQTT flags with the password as a credential), and the README's
+        MQTT example says so in English and Japanese.
+        """
+        text = unit_text()
+        self.assertEqual(settings(text, "IPAddressDeny"), ["any"])
+        comments = [line.strip() for line in text.splitlines() if line.strip().startswith("#")]
+        self.assertIn("#IPAddressAllow=192.168.1.10", comments)
+        self.assertIn("#LoadCredential=mqtt-password:/etc/smartmeter/mqtt.pw", comments)
+        self.assertTrue([c for c in comments if "--mqtt-password-file %d/mqtt-password" in c])
+        readme = os.path.join(os.path.dirname(EXAMPLES), "README.md")
+        with open(readme, encoding="utf-8") as f:
+            english, japanese = f.read().split("## 日本語", 1)
+        for part in (english, japanese):
+            mqtt = part[part.index("--mqtt mqtt"):]
+            self.assertIn("IPAddressAllow=192.168.1.10", mqtt[:1500])
