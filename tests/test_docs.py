@@ -28,7 +28,7 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 JAPANESE_HEADING = "## 日本語"
 
 #: Names matching the metric pattern that are not metrics.
-NOT_METRICS = {"smartmeter_tx"}  # the package
+NOT_METRICS = {"smartmeter_tx", "smartmeter_tx_"}  # the package; the HA device id prefix
 
 #: A Prometheus-style name of ours, as written in the README.
 METRIC_NAME = re.compile(r"\bsmartmeter_[a-z_]+")

@@ -296,3 +296,21 @@ class WheelTests(SynchronousTestCase):
         listed = python(["-m", "twisted", "--help"], cwd=target, pythonpath=path, isolated=True)
         self.assertEqual(listed.returncode, 0, listed.stdout + listed.stderr)
         self.assertRegex(listed.stdout, r"(?m)^\s+smartmeter\s")
+
+
+class InstalledTwistTests(SynchronousTestCase):
+    def test_twistFindsThePluginAnywhere(self):
+        """
+        The installed project (normal or editable, as the README installs it)
+        gives twist its 'smartmeter' command from any directory, with no
+        PYTHONPATH: an editable install that maps only the package would
+        leave twist/plugins out, and 'twist smartmeter' unknown.
+        """
+        elsewhere = os.path.abspath(self.mktemp())
+        os.makedirs(elsewhere)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        result = subprocess.run([sys.executable, "-m", "twisted", "smartmeter", "--help"],
+                                cwd=elsewhere, env=env, capture_output=True, text=True,
+                                timeout=120)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("--data-log", result.stdout)

@@ -164,7 +164,8 @@ class MeterDiscovery:
         seconds = commands.scan_seconds(duration, count)
         clock = self.steps.clock
         started = clock.seconds()
-        self.progress(f"scanning {where} (duration {duration}, about {seconds:.0f} s)")
+        length = f"about {seconds:.0f} s" if seconds >= 1 else "under a second"
+        self.progress(f"scanning {where} (duration {duration}, {length})")
         ticker = task.LoopingCall(lambda: self.progress(
             f"still scanning: {clock.seconds() - started:.0f} s of about {seconds:.0f} s"))
         ticker.clock = clock
