@@ -378,7 +378,7 @@ def starting_line(device: Optional[str], link, last_reading: Optional[float]) ->
                  + (f" ({link.mac})" if link.mac else ""))
     else:
         meter = "no saved meter (the first poll looks for it)"
-    text = f"reading {device or 'the module'}: {meter}"
+    text = f"reading {device or 'the module'} - {meter}"
     if last_reading is not None:
         stamp = datetime.datetime.fromtimestamp(last_reading, model.JST)
         text += f"; the data log's last reading is from {stamp:%Y-%m-%d %H:%M:%S} JST"

@@ -525,7 +525,7 @@ class StartLogTests(SynchronousTestCase):
         self.addCleanup(loop.stop)
         lines = self.logged()
         poller = start_poller(self, loop)
-        self.assertEqual(lines()[0], "reading the module: no saved meter (the first poll looks "
+        self.assertEqual(lines()[0], "reading the module - no saved meter (the first poll looks "
                                      "for it)")
         loop.advance(20)
         power = [r.value for r in loop.emulator.truth if r.epc == M.POWER][0]
@@ -559,7 +559,7 @@ class StartLogTests(SynchronousTestCase):
                                                 tzinfo=datetime.timezone.utc).timestamp()
         second.startService()
         self.addCleanup(second.stopService)
-        self.assertEqual(lines()[0], f"reading /dev/x: the saved meter on channel "
+        self.assertEqual(lines()[0], f"reading /dev/x - the saved meter on channel "
                                      f"{link.channel:02X}, PAN ID {link.pan_id:04X} ({link.mac}); "
                                      "the data log's last reading is from 2026-12-04 16:10:05 JST")
         loop.advance(20)
