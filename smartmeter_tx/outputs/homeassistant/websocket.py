@@ -1,0 +1,201 @@
+"""
+Home Assistant's websocket API on Twisted, with autobahn's websocket client
+(the C{[homeassistant]} extra): HA speaks nothing but websocket JSON for the
+recorder's statistics, and autobahn is the websocket implementation that runs
+on Twisted's reactor itself (no thread, no second event loop).
+
+One L{HaSession} is one authenticated connection: C{auth_required}, our
+C{auth} with a long-lived access token, C{auth_ok}; then commands with
+increasing ids, each answered by a C{result} carrying the same id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.parse
+from typing import Optional
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+
+from smartmeter_tx.errors import ConfigError, SmartMeterError
+
+__all__ = ["HaError", "HaAuthError", "HaUnreachable", "HaSession", "connect", "websocket_url"]
+
+
+class HaUnreachable(SmartMeterError):
+    """HA could not be reached, or the connection ended before an answer."""
+
+
+class HaAuthError(ConfigError):
+    """HA refused the access token (C{auth_invalid})."""
+
+
+class HaError(SmartMeterError):
+    """A C{result} with C{success: false}: HA's error code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"Home Assistant answered {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def websocket_url(text: str) -> str:
+    """
+    The websocket endpoint for C{--ha-url} (C{http://host:8123} as the
+    browser shows it, or the C{ws://.../api/websocket} URL itself).
+
+    @raise ConfigError: not an http(s) or ws(s) URL with a host.
+    """
+    parts = urllib.parse.urlsplit(text.strip())
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    try:
+        parts.port
+    except ValueError:
+        scheme = None
+    if scheme is None or not parts.hostname:
+        raise ConfigError(f"--ha-url must be Home Assistant's address, such as "
+                          f"http://homeassistant.local:8123, not {text!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/api/websocket"):
+        path += "/api/websocket"
+    return urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class _Protocol(WebSocketClientProtocol):
+    def onOpen(self):
+        self.factory.session._opened(self)
+
+    def onMessage(self, payload, isBinary):
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            message = None
+        self.factory.session._received(message)
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.session._closed(reason or f"closed ({code})")
+
+
+class HaSession:
+    """
+    One connection to HA.
+
+    @ivar version: HA's version, from its C{auth_required}.
+    """
+
+    log = Logger()
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+        self._protocol: Optional[_Protocol] = None
+        self._ids = itertools.count(1)
+        self._waiting: dict = {}
+        self.ready: defer.Deferred = defer.Deferred()
+        self.lost: defer.Deferred = defer.Deferred()
+        self.version: Optional[str] = None
+        self.closed = False
+
+    def __repr__(self) -> str:  # never the token
+        return f"<HaSession version={self.version}>"
+
+    def call(self, kind: str, **fields) -> defer.Deferred:
+        """
+        Send the command C{kind} with C{fields}.
+
+        @return: a Deferred firing with its C{result}; failing with L{HaError}
+            (HA's code and message) or L{HaUnreachable} (the connection ended).
+        """
+        if self.closed or self._protocol is None:
+            return defer.fail(HaUnreachable("not connected to Home Assistant"))
+        ident = next(self._ids)
+        d: defer.Deferred = defer.Deferred()
+        self._waiting[ident] = d
+        self._send(dict(fields, id=ident, type=kind))
+        return d
+
+    def close(self) -> None:
+        if self._protocol is not None and not self.closed:
+            self._protocol.sendClose()
+
+    def _send(self, message: dict) -> None:
+        assert self._protocol is not None
+        self._protocol.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
+
+    def _opened(self, protocol: _Protocol) -> None:
+        self._protocol = protocol
+
+    def _received(self, message) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "auth_required":
+            self.version = message.get("ha_version")
+            self._send({"type": "auth", "access_token": self._token})
+        elif kind == "auth_ok":
+            if not self.ready.called:
+                self.ready.callback(self)
+        elif kind == "auth_invalid":
+            if not self.ready.called:
+                self.ready.errback(HaAuthError(
+                    "Home Assistant refused the access token (auth_invalid): make a new "
+                    "long-lived access token in your user profile"))
+        elif kind == "result":
+            d = self._waiting.pop(message.get("id"), None)
+            if d is None:
+                return
+            if message.get("success"):
+                d.callback(message.get("result"))
+            else:
+                error = message.get("error") or {}
+                d.errback(HaError(str(error.get("code", "unknown_error")),
+                                  str(error.get("message", ""))))
+
+    def _closed(self, reason) -> None:
+        self.closed = True
+        failure = HaUnreachable(f"the connection to Home Assistant ended: {reason}")
+        if not self.ready.called:
+            self.ready.errback(failure)
+        waiting, self._waiting = self._waiting, {}
+        for d in waiting.values():
+            d.errback(failure)
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+def connect(reactor, url: str, token: str, timeout: float = 10.0) -> defer.Deferred:
+    """
+    Connect to HA at C{url} and authenticate with C{token}.
+
+    @return: a Deferred firing with the L{HaSession} once HA said C{auth_ok};
+        failing with L{HaAuthError} (the token is refused), L{HaUnreachable}
+        (no connection, no answer within C{timeout}) or L{ConfigError} (a bad URL).
+    """
+    try:
+        ws_url = websocket_url(url)
+    except ConfigError as e:
+        return defer.fail(e)
+    parts = urllib.parse.urlsplit(ws_url)
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    endpoint = endpoints.HostnameEndpoint(reactor, parts.hostname, port, timeout=timeout)
+    if secure:
+        from twisted.internet import ssl  # needs twisted[tls], as the extra installs
+        endpoint = endpoints.wrapClientTLS(ssl.optionsForClientTLS(parts.hostname), endpoint)
+    session = HaSession(token)
+    factory = WebSocketClientFactory(ws_url)
+    factory.protocol = _Protocol
+    factory.session = session
+    connecting = endpoint.connect(factory)
+
+    def unreachable(failure):
+        if not session.ready.called:
+            session.ready.errback(HaUnreachable(
+                f"cannot reach Home Assistant at {url}: {failure.getErrorMessage()}"))
+    connecting.addErrback(unreachable)
+
+    def timed_out(failure):
+        failure.trap(defer.TimeoutError)
+        session.close()
+        raise HaUnreachable(f"Home Assistant at {url} did not answer within {timeout:g} s")
+    return session.ready.addTimeout(timeout, reactor).addErrback(timed_out)

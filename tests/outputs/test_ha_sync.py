@@ -1,0 +1,171 @@
+"""
+HA's websocket API as our client speaks it (L{websocket}, L{sync}), against
+the strict fake of HA 2024.x (L{tests.hafake}) on loopback: the handshake,
+refused tokens, imports that HA takes, idempotence, and the fake's own
+strictness (it refuses what HA refuses).
+"""
+
+import datetime
+from decimal import Decimal
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from smartmeter_tx.model import JST
+from smartmeter_tx.outputs.homeassistant import statistics as S
+from smartmeter_tx.outputs.homeassistant import sync, websocket as W
+from tests.hafake import FakeHomeAssistant
+from tests.outputs.test_ha_statistics import slots, T0
+
+TOKEN = "admin-token-0123456789"
+NOW = T0 + datetime.timedelta(days=2)
+SLUG = "00c094f3daa462bf"
+SID = S.statistic_id(SLUG, "import")
+
+
+class _HaBase:
+    timeout = 30  # only catches a hang
+
+    def setUp(self):
+        self.ha = FakeHomeAssistant({TOKEN: True, "user-token": False})
+        port = self.ha.listen(reactor)
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}"
+
+    async def session(self, token=TOKEN):
+        session = await W.connect(reactor, self.url, token)
+        self.addCleanup(self.close, session)
+        return session
+
+    def close(self, session):
+        session.close()
+        return session.lost
+
+
+def coroutine(f):
+    def wrapper(self):
+        return defer.Deferred.fromCoroutine(f(self))
+    wrapper.__name__, wrapper.__doc__ = f.__name__, f.__doc__
+    return wrapper
+
+
+class HandshakeTests(_HaBase, TestCase):
+    @coroutine
+    async def test_authOk(self):
+        """auth_required, our auth with the token, auth_ok; then ids increase from 1."""
+        session = await self.session()
+        self.assertEqual(session.version, "2024.3.3")
+        await session.call("recorder/list_statistic_ids")
+        await session.call("recorder/list_statistic_ids")
+        self.assertEqual(self.ha.received[0], {"type": "auth", "access_token": TOKEN})
+        self.assertEqual([m["id"] for m in self.ha.received[1:]], [1, 2])
+        self.assertNotIn(TOKEN, repr(session))
+
+    @coroutine
+    async def test_badToken(self):
+        """A refused token fails with HaAuthError (a configuration error), without the token."""
+        with self.assertRaises(W.HaAuthError) as cm:
+            await W.connect(reactor, self.url, "wrong-token")
+        self.assertNotIn("wrong-token", str(cm.exception))
+
+    @coroutine
+    async def test_unreachable(self):
+        """Nothing listening: HaUnreachable naming the URL."""
+        from tests.sktesting import refusing_port
+        url = f"http://127.0.0.1:{refusing_port(self)}"
+        with self.assertRaises(W.HaUnreachable) as cm:
+            await W.connect(reactor, url, TOKEN)
+        self.assertIn(url, str(cm.exception))
+
+    def test_urls(self):
+        """--ha-url as the browser shows it, or the websocket URL itself."""
+        self.assertEqual(W.websocket_url("http://ha.local:8123"), "ws://ha.local:8123/api/websocket")
+        self.assertEqual(W.websocket_url("https://ha.example/"), "wss://ha.example/api/websocket")
+        self.assertEqual(W.websocket_url("ws://h:1/api/websocket"), "ws://h:1/api/websocket")
+        for bad in ("ha.local:8123", "ftp://x", "http://", "http://h:x"):
+            self.assertRaises(W.ConfigError, W.websocket_url, bad)
+
+
+class FakeIsStrictTests(_HaBase, TestCase):
+    """The fake refuses what HA 2024.x refuses, so passing it means something."""
+
+    async def refused(self, session, metadata=None, stats=None, extra=None):
+        message = dict(metadata=metadata or S.metadata(SLUG, "import"),
+                       stats=stats if stats is not None else
+                       [{"start": "2026-12-01T00:00:00+09:00", "sum": 1.0}], **(extra or {}))
+        with self.assertRaises(W.HaError) as cm:
+            await session.call("recorder/import_statistics", **message)
+        return cm.exception.code
+
+    @coroutine
+    async def test_refusals(self):
+        session = await self.session()
+        meta = S.metadata(SLUG, "import")
+        cases = [
+            (dict(stats=[{"start": "2026-12-01T00:00:00", "sum": 1}]), "home_assistant_error"),
+            (dict(stats=[{"start": "2026-12-01T00:30:00+09:00", "sum": 1}]),
+             "home_assistant_error"),
+            (dict(stats=[{"start": "2026-12-01T00:00:00+09:00", "sum": 1, "kwh": 1}]),
+             "invalid_format"),
+            (dict(stats=[{"start": "2026-12-01T00:00:00+09:00", "sum": "1"}]), "invalid_format"),
+            (dict(metadata=dict(meta, source="other")), "home_assistant_error"),
+            (dict(metadata=dict(meta, statistic_id="smartmeter_tx:Bad")), "home_assistant_error"),
+            (dict(metadata=dict(meta, statistic_id="sensor.energy")), "home_assistant_error"),
+            (dict(metadata=dict(meta, extra=1)), "invalid_format"),
+            (dict(extra={"hint": 1}), "invalid_format"),
+        ]
+        for kwargs, code in cases:
+            self.assertEqual(await self.refused(session, **kwargs), code, kwargs)
+        self.assertEqual(self.ha.rows, {})
+
+    @coroutine
+    async def test_nonAdmin(self):
+        """A non-admin user's token may not import: 'unauthorized'."""
+        session = await self.session("user-token")
+        self.assertEqual(await self.refused(session), "unauthorized")
+
+
+class SynchronizeTests(_HaBase, TestCase):
+    @coroutine
+    async def test_importAndIdempotence(self):
+        """
+        The hours go in once; the same range imported again, or a shorter
+        one, changes nothing in HA.
+        """
+        session = await self.session()
+        record = slots([Decimal("0.25")] * 96)
+        done = await sync.synchronize(session, record, SLUG, NOW, rewrite=True)
+        self.assertEqual(done.hours[SID], 48)
+        self.assertEqual((done.first, done.last), (T0, T0 + datetime.timedelta(hours=47)))
+        before = dict(self.ha.rows)
+        first = [r for r in before[SID].values()]
+        self.assertEqual(first[0]["sum"], 0.5)
+        self.assertEqual(first[-1]["sum"], 24.0)
+        await sync.synchronize(session, record, SLUG, NOW, rewrite=True)
+        await sync.synchronize(session, record[48:], SLUG, NOW, rewrite=True)
+        self.assertEqual(self.ha.rows, before)
+
+    @coroutine
+    async def test_refillFromTheLastHour(self):
+        """
+        The service's way: only the hours after HA's last one, continuing its
+        sum, so the hours HA has are untouched.
+        """
+        session = await self.session()
+        record = slots([Decimal("0.5")] * 48)
+        await sync.synchronize(session, record[:20], SLUG, NOW, rewrite=False)
+        self.assertEqual(len(self.ha.rows[SID]), 10)
+        done = await sync.synchronize(session, record, SLUG, NOW, rewrite=False)
+        self.assertEqual(done.hours[SID], 14)
+        sums = [total for _, total in self.ha.sums(SID)]
+        self.assertEqual(sums, [float(k) for k in range(1, 25)])
+
+    @coroutine
+    async def test_continueFromAnOldRow(self):
+        """A row older than the lookback is continued from (a monthly query finds it)."""
+        session = await self.session()
+        old = slots([Decimal(1)] * 2, start=T0 - datetime.timedelta(days=90))
+        await sync.synchronize(session, old, SLUG, NOW - datetime.timedelta(days=90),
+                               rewrite=True)
+        await sync.synchronize(session, slots([Decimal(1)] * 2), SLUG, NOW, rewrite=False)
+        self.assertEqual([total for _, total in self.ha.sums(SID)], [2.0, 4.0])
