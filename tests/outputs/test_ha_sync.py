@@ -11,7 +11,6 @@ from decimal import Decimal
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.homeassistant import statistics as S
 from smartmeter_tx.outputs.homeassistant import sync, websocket as W
 from tests.hafake import FakeHomeAssistant
