@@ -17,10 +17,12 @@ import io
 import json
 import os
 import sys
+from typing import Optional
 
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.cli import common as C
-from smartmeter_tx.cli.meteropts import add_oneshot_options
+from smartmeter_tx.cli import ha
+from smartmeter_tx.cli.meteropts import HA_OPTIONS, add_oneshot_options, add_to_parser
 from smartmeter_tx.errors import ArgumentError
 
 __all__ = ["main", "run", "parse_args", "COLUMNS"]
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
     opt("service", metavar="URL", help="read what a running 'twist smartmeter' logged "
         "instead of the serial port")
+    add_to_parser(p, HA_OPTIONS)
     return p
 
 
@@ -115,6 +118,10 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
     stderr = stderr or sys.stderr
     try:
         args = parse_args(argv)
+        args.ha_token = None
+        if args.ha_url:
+            args.ha_token = O.read_ha_token(args.ha_token_file, environ)
+            ha.check_ready(args.ha_url, args.ha_token)
         if args.service:
             return await _from_service(reactor, args, stdout, stderr)
         if not args.device:
@@ -148,6 +155,9 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
             if not more:
                 break
         progress.end()
+        if args.ha_url:
+            return await ha.import_records(reactor, args.ha_url, args.ha_token, records,
+                                           client.link.mac, stdout, stderr, PROGRAM)
         write_rows(records, args.format, stdout)
         return C.EXIT_OK
 
@@ -168,14 +178,34 @@ async def _from_service(reactor, args, stdout, stderr) -> int:
 
     # On a thread: the reactor may be the one serving the answer (tests run
     # the service in-process).
-    return await threads.deferToThreadPool(reactor, reactor.getThreadPool(),
-                                           from_service_blocking, args, stdout, stderr)
+    if not args.ha_url:
+        return await threads.deferToThreadPool(reactor, reactor.getThreadPool(),
+                                               from_service_blocking, args, stdout, stderr)
+    got: list = []
+    code = await threads.deferToThreadPool(reactor, reactor.getThreadPool(),
+                                           from_service_blocking, args, stdout, stderr, got)
+    if code != C.EXIT_OK:
+        return code
+    slots, mac = got
+    return await ha.import_records(reactor, args.ha_url, args.ha_token, slots, mac, stdout,
+                                   stderr, PROGRAM)
 
 
-def from_service_blocking(args, stdout, stderr) -> int:
+def _service_mac(base: str, timeout: float) -> Optional[str]:
+    """The MAC of the meter the service reads (its /latest), or C{None}."""
+    try:
+        status, body = C.fetch_service(base + "/latest", timeout)
+        mac = json.loads(body).get("meter_mac")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return mac if isinstance(mac, str) else None
+
+
+def from_service_blocking(args, stdout, stderr, got: Optional[list] = None) -> int:
     """
     The --service path, without a reactor: print what the service logged
-    for the days asked.
+    for the days asked (or, given C{got}, put the slots and the meter's MAC
+    there instead).
 
     @return: the exit code.
     """
@@ -209,6 +239,9 @@ def from_service_blocking(args, stdout, stderr) -> int:
         C.say(stderr, f"the service did not answer with its history ({status}; {url})",
               PROGRAM)
         return C.EXIT_NO_READING
+    if got is not None:
+        got.extend([slots, _service_mac(base, args.timeout)])
+        return C.EXIT_OK
     write_rows(slots, args.format, stdout)
     return C.EXIT_OK
 
@@ -221,7 +254,7 @@ def main(argv=None) -> None:
     except ArgumentError as e:
         C.say(sys.stderr, str(e), PROGRAM)
         raise SystemExit(C.EXIT_USAGE)
-    if args.service:
+    if args.service and not args.ha_url:
         # No reactor at all on this path: one GET, as in the plugin.
         raise SystemExit(C.run_blocking(
             lambda: from_service_blocking(args, sys.stdout, sys.stderr), PROGRAM))

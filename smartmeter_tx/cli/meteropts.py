@@ -18,7 +18,7 @@ from smartmeter_tx.cli import options as O
 from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
 from smartmeter_tx.errors import ArgumentError
 
-__all__ = ["MeterOption", "METER_OPTIONS", "add_to_parser", "add_oneshot_options",
+__all__ = ["MeterOption", "METER_OPTIONS", "HA_OPTIONS", "add_to_parser", "add_oneshot_options",
            "usage_parameters", "check_values", "bool_value"]
 
 
@@ -60,6 +60,16 @@ METER_OPTIONS = (
     MeterOption("state-file", "PATH", "where to remember the meter's channel, PAN ID and "
                 "address (default under $MACKEREL_PLUGIN_WORKDIR or "
                 "~/.local/state/smartmeter_tx)"),
+)
+
+
+#: Home Assistant's statistics (C{smartmeter-history} and C{twist smartmeter}).
+HA_OPTIONS = (
+    MeterOption("ha-url", "URL", "import the meter's 30-minute record into Home Assistant's "
+                "long-term statistics at this address, e.g. http://homeassistant.local:8123 "
+                "(needs the [homeassistant] extra)"),
+    MeterOption("ha-token-file", "FILE", f"file holding a long-lived access token of an "
+                f"admin user (first line; or ${O.ENV_HA_TOKEN})"),
 )
 
 

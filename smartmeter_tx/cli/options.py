@@ -17,13 +17,14 @@ from smartmeter_tx.errors import ArgumentError, ConfigError, SmartMeterError
 from smartmeter_tx.redact import Redactor
 
 __all__ = [
-    "ENV_ID", "ENV_PASSWORD", "DeviceError", "parse_bool", "parse_channel", "parse_panid",
+    "ENV_ID", "ENV_PASSWORD", "ENV_HA_TOKEN", "read_ha_token", "DeviceError", "parse_bool", "parse_channel", "parse_panid",
     "parse_ipaddr", "read_secrets", "read_password_file", "make_credentials", "dialect_for", "session_config",
     "Device", "start_device", "open_serial", "DeviceBusy",
 ]
 
 ENV_ID = "SMARTMETER_ID"
 ENV_PASSWORD = "SMARTMETER_PASSWORD"
+ENV_HA_TOKEN = "SMARTMETER_HA_TOKEN"
 EMULATOR_PREFIX = "emulator:"
 
 
@@ -123,8 +124,22 @@ def read_password_file(path: str, flag: str) -> str:
     except UnicodeDecodeError:
         raise ConfigError(f"{flag} {path} is not a text file") from None
     if not line:
-        raise ConfigError(f"{flag} {path} is empty: the password goes on its first line")
+        what = "token" if "token" in flag else "password"
+        raise ConfigError(f"{flag} {path} is empty: the {what} goes on its first line")
     return line
+
+
+def read_ha_token(token_file: Optional[str], environ=None) -> Optional[str]:
+    """
+    HA's access token from C{--ha-token-file} (which wins) or
+    C{$SMARTMETER_HA_TOKEN}; C{None} when neither gives one.
+
+    @raise ConfigError: the file cannot be read or is empty.
+    """
+    environ = os.environ if environ is None else environ
+    if token_file:
+        return read_password_file(token_file, "--ha-token-file")
+    return environ.get(ENV_HA_TOKEN) or None
 
 
 def make_credentials(rbid: Optional[str], password: Optional[str]):

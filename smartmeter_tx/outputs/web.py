@@ -127,6 +127,8 @@ class LatestResource(_ViewResource):
             # Which dongle: a plugin that finds a port held reads this service
             # instead only when it is the same one.
             body["device"] = self.view.device
+        if self.view.link is not None and self.view.link.mac:
+            body["meter_mac"] = self.view.link.mac  # names its HA statistics
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 

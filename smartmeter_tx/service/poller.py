@@ -138,7 +138,7 @@ class MeterPoller(service.Service):
     def view(self) -> ServiceView:
         """@return: what the outputs read of this service (L{ServiceView})."""
         return ServiceView(self.store, self.state, self.clock, self.backfill,
-                           self.config.device, self.schedule.interval)
+                           self.config.device, self.schedule.interval, self.link)
 
     # -- service -----------------------------------------------------------------
 

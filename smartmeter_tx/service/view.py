@@ -12,13 +12,14 @@ outputs only read them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.session.linkstate import LinkState
+from smartmeter_tx.session.state import MeterLink
 
 __all__ = ["ServiceView"]
 
@@ -34,6 +35,9 @@ class ServiceView:
         C{None} without a data log.
     @ivar device: the C{--device} the service reads, as given.
     @ivar interval: seconds between two polls.
+    @ivar link: where the meter is (its MAC names it), or C{None}.
+    @ivar ha: the Home Assistant importer's figures (C{last_hour},
+        C{connected}), or C{None} without one.
     """
 
     store: LatestStore
@@ -42,3 +46,5 @@ class ServiceView:
     backfill: Optional[Backfill] = None
     device: Optional[str] = None
     interval: float = 30.0
+    link: Optional[MeterLink] = None
+    ha: Optional[Any] = None

@@ -166,3 +166,119 @@ class ServiceTests(_Base, unittest.TestCase):
         code, out, err = yield self.run_history("--service", url, "--format", "jsonl",
                                                 "--days", "1")
         self.assertEqual([json.loads(line) for line in out.splitlines()], records[1:])
+
+
+class HomeAssistantTests(_Base, unittest.TestCase):
+    """smartmeter-history --ha-url against the strict fake of HA, on loopback."""
+
+    TOKEN = "ha-admin-token-abcdef"
+
+    def setUp(self):
+        super().setUp()
+        from tests.hafake import FakeHomeAssistant
+        self.ha = FakeHomeAssistant({self.TOKEN: True})
+        port = self.ha.listen(reactor)
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}"
+        self.token_file = os.path.join(self.dir, "ha-token")
+        with open(self.token_file, "w") as f:
+            f.write(self.TOKEN + "\n")
+
+    def truth(self, handle, start):
+        """The meter's own energy in the hour from C{start} (naive JST), in kWh."""
+        meter = handle.emulator.meter
+        unit = M.UNITS[handle.emulator.config.unit]
+        (n0, _), (n1, _) = meter.slot_truth(start), meter.slot_truth(
+            start + datetime.timedelta(hours=1))
+        return (n1 - n0) % 10 ** meter.digits * unit
+
+    @defer.inlineCallbacks
+    def test_importFromTheMeter(self):
+        """
+        One line on stdout; HA's hours are the meter's truth hour by hour
+        (each row's change its hour's energy); a second run changes nothing;
+        the token appears nowhere.
+        """
+        from tests.hafake import TIME_ZONE
+        handle = self.emulator()
+        state = os.path.join(self.dir, "state.json")
+        argv = ("--device", handle.path, "--state-file", state, "--days", "2", "--ha-url",
+                self.url, "--ha-token-file", self.token_file)
+        code, out, err = yield self.run_history(*argv)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(len(out.splitlines()), 1, out)
+        mac = handle.emulator.meter_mac.lower()
+        sid = f"smartmeter_tx:{mac}_energy_import"
+        self.assertTrue(out.startswith(f"imported "), out)
+        rows = self.ha.sums(sid)
+        self.assertIn(f"imported {len(rows)} hours into {sid}", out)
+        starts = [s for s in expected_slot_starts(START, 2) if s.endswith(":00:00+09:00")]
+        complete = [s for s in starts if s.replace(":00:00+", ":30:00+") in
+                    expected_slot_starts(START, 2)]
+        self.assertEqual([s.isoformat() for s, _ in rows], complete)
+        previous = 0.0
+        for start, total in rows:
+            expected = self.truth(handle, start.astimezone(TIME_ZONE).replace(tzinfo=None))
+            self.assertAlmostEqual(total - previous, float(expected), places=6)
+            previous = total
+        before = {k: dict(v) for k, v in self.ha.rows.items()}
+        code, out2, err = yield self.run_history(*argv)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(self.ha.rows, before)
+        commands = [m for m in self.ha.received if m.get("type") != "auth"]
+        for text in (out, out2, err, repr(commands)):
+            self.assertNotIn(self.TOKEN, text)
+
+    @defer.inlineCallbacks
+    def test_outageHoursAbsent(self):
+        """
+        Hours the meter has no record for are absent, never zero, and the
+        hour after the gap changes the sum by its own energy only.
+        """
+        from tests.hafake import TIME_ZONE
+        handle = self.emulator("time-scale=0.01&outage=2024-05-31T10:00/2024-05-31T13:30")
+        code, out, err = yield self.run_history(
+            "--device", handle.path, "--days", "1", "--ha-url", self.url, "--ha-token-file",
+            self.token_file)
+        self.assertEqual((code, err), (0, ""))
+        sid = f"smartmeter_tx:{handle.emulator.meter_mac.lower()}_energy_import"
+        rows = [(s.astimezone(TIME_ZONE).replace(tzinfo=None), total)
+                for s, total in self.ha.sums(sid)]
+        hours = [s.hour for s, _ in rows if s.day == 31]
+        self.assertEqual(hours, [h for h in range(24) if not 9 <= h <= 13])
+        previous = 0.0
+        for start, total in rows:
+            self.assertAlmostEqual(total - previous, float(self.truth(handle, start)), places=6)
+            previous = total
+
+    @defer.inlineCallbacks
+    def test_badToken(self):
+        """A refused token: one line, exit 78, without the token; nothing imported."""
+        handle = self.emulator()
+        self.env["SMARTMETER_HA_TOKEN"] = "not-the-token"
+        code, out, err = yield self.run_history("--device", handle.path, "--ha-url", self.url)
+        self.assertEqual((code, out), (78, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("refused the access token", err)
+        self.assertNotIn("not-the-token", err)
+        self.assertEqual(self.ha.rows, {})
+
+    @defer.inlineCallbacks
+    def test_unreachable(self):
+        """HA not there: one line naming it, exit 69."""
+        from tests.sktesting import refusing_port
+        handle = self.emulator()
+        url = f"http://127.0.0.1:{refusing_port(self)}"
+        code, out, err = yield self.run_history("--device", handle.path, "--ha-url", url,
+                                                "--ha-token-file", self.token_file)
+        self.assertEqual((code, out), (69, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(url, err)
+
+    @defer.inlineCallbacks
+    def test_needsAToken(self):
+        """--ha-url without a token is a usage error before any radio work."""
+        code, out, err = yield self.run_history("--device", "/nonexistent/tty", "--ha-url",
+                                                self.url)
+        self.assertEqual((code, out), (2, ""))
+        self.assertIn("--ha-token-file FILE or $SMARTMETER_HA_TOKEN", err)
