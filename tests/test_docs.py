@@ -6,6 +6,7 @@ in which every family has a sample, so a metric added later fails here until
 README.md documents it (in English and in Japanese).
 """
 
+import datetime
 import os
 import re
 
@@ -16,6 +17,7 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from smartmeter_tx.outputs.guard import HttpGuard
+from smartmeter_tx.outputs.homeassistant.importer import HaImporter
 from smartmeter_tx.outputs.mqtt.config import MqttConfig
 from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
 from smartmeter_tx.outputs.web import make_root
@@ -55,7 +57,9 @@ def populated_metrics():
     publisher = MqttPublisher(MqttConfig.from_options("mqtt://broker.lan", None), poller,
                               clock, driver_factory=lambda *args: None)
     guard = HttpGuard(None, clock, 64)
-    root = make_root(poller, clock.seconds, [datalog, publisher, guard])
+    importer = HaImporter("http://ha.lan:8123", "token", poller, clock, lambda why: None)
+    importer.last_hour = datetime.datetime(2026, 6, 1, 11, tzinfo=datetime.timezone.utc)
+    root = make_root(poller, clock.seconds, [datalog, publisher, guard, importer])
     request = DummyRequest([b"metrics"])
     body = getChildForRequest(root, request).render(request)
     return list(text_string_to_metric_families(body.decode("utf-8")))

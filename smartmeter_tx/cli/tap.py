@@ -35,6 +35,7 @@ ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
 DEFAULT_BACKFILL_DAYS = 7
 
 _METER_FLAGS, _METER_PARAMETERS = meteropts.usage_parameters()
+_HA_FLAGS, _HA_PARAMETERS = meteropts.usage_parameters(meteropts.HA_OPTIONS)
 
 
 #: Exit statuses of C{twist smartmeter} (sysexits.h, as twist itself uses).
@@ -92,12 +93,12 @@ class Options(usage.Options):
         ["mqtt-cert", None, None, "client certificate (PEM) for mqtts://, with its key unless "
          "--mqtt-key is given"],
         ["mqtt-key", None, None, "the client certificate's key (PEM)"],
-    ]
+    ] + _HA_PARAMETERS
 
     def __repr__(self) -> str:
         # usage.Options is a dict: its repr would show the credentials.
-        return repr({k: ("<redacted>" if k in ("id", "password", "mqtt-config") and v else v)
-                     for k, v in self.items()})
+        return repr({k: ("<redacted>" if k in ("id", "password", "mqtt-config", "ha-token")
+                         and v else v) for k, v in self.items()})
 
     def postOptions(self) -> None:
         try:
@@ -130,6 +131,7 @@ class Options(usage.Options):
         if not 0 <= self["backfill-days"] <= 45:
             raise ArgumentError("--backfill-days must be 0 to 45 (meters keep about 45 days)")
         self["mqtt-config"] = self._mqtt() if self["mqtt"] else None
+        self["ha-token"] = self._ha() if self["ha-url"] else None
         meteropts.check_values(self)
         self["id"], self["password"] = O.read_secrets(self["id"], self["password"],
                                                       self["password-file"])
@@ -154,6 +156,29 @@ class Options(usage.Options):
             self["mqtt"], password, topic_prefix=self["mqtt-topic"],
             discovery_prefix=None if discovery.lower() == "none" else discovery,
             ca_file=self["mqtt-ca"], cert_file=self["mqtt-cert"], key_file=self["mqtt-key"])
+
+    def _ha(self) -> str:
+        """
+        Home Assistant's settings: the extra, the URL, the data log the
+        record comes from, the token (from its file or the environment).
+
+        @return: the token.
+        """
+        import importlib.util
+
+        if importlib.util.find_spec("autobahn") is None:
+            raise ArgumentError("--ha-url needs the [homeassistant] extra: pip install "
+                                "'smartmeter_tx[homeassistant]'")
+        from smartmeter_tx.outputs.homeassistant.websocket import websocket_url
+        websocket_url(self["ha-url"])  # ConfigError: 78
+        if not self["data-log"] or self["backfill-days"] == 0:
+            raise ConfigError("--ha-url needs --data-log (with --backfill-days above 0): "
+                              "the meter's 30-minute record is kept there")
+        token = O.read_ha_token(self["ha-token-file"])
+        if not token:
+            raise ConfigError(f"--ha-url needs an access token: --ha-token-file FILE or "
+                              f"${O.ENV_HA_TOKEN}")
+        return token
 
     @property
     def dialect(self):
@@ -221,23 +246,48 @@ def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
     if datalog is not None:
         poller.last_logged = datalog.last_reading_time()
     poller.setServiceParent(top)
+    view = poller.view()
     if options.get("mqtt-config") is not None:
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
-        records.publisher = MqttPublisher(options["mqtt-config"], poller.view(), reactor,
+        records.publisher = MqttPublisher(options["mqtt-config"], view, reactor,
                                           on_fatal=on_fatal)
         records.publisher.setServiceParent(top)
+    if options.get("ha-token") and backfill is not None:
+        view.ha = _importer(options, view, backfill, reactor, on_fatal, wall_clock)
+        view.ha.setServiceParent(top)
     if datalog is not None:
         top.addService(_Stopper(datalog.close))
     if http is not None:
-        http.factory = _site(options, poller, [s for s in (datalog, records.publisher)
-                                               if s is not None], reactor)
+        http.factory = _site(options, view, poller.wall_clock,
+                             [s for s in (datalog, records.publisher, view.ha) if s is not None],
+                             reactor)
     top.poller = poller
     return top
 
 
-def _site(options, poller, sources: list, reactor):
+def _importer(options, view, backfill, reactor, on_fatal, wall_clock):
     """
-    The HTTP site over the poller's view, behind the connection cap and the
+    The Home Assistant importer, told of every slot the backfill logs (once
+    the backfill holds it: the next turn of the reactor).
+    """
+    from smartmeter_tx.outputs.homeassistant.importer import HaImporter
+
+    importer = HaImporter(options["ha-url"], options["ha-token"], view, reactor, on_fatal,
+                          wall_clock=wall_clock)
+    write = backfill.on_slot
+
+    def on_slot(record, when):
+        written = write(record, when)
+        if written is not False:
+            reactor.callLater(0, importer.kick)
+        return written
+    backfill.on_slot = on_slot
+    return importer
+
+
+def _site(options, view, wall_clock, sources: list, reactor):
+    """
+    The HTTP site over the service's view, behind the connection cap and the
     header deadline; the figures of C{sources} and of the limits on /metrics.
     """
     import resource
@@ -245,7 +295,7 @@ def _site(options, poller, sources: list, reactor):
     from smartmeter_tx.outputs.guard import IDLE_TIMEOUT, HttpGuard, default_max_connections
     from smartmeter_tx.outputs.web import QuietSite, make_root
 
-    site = QuietSite(make_root(poller.view(), poller.wall_clock, sources), timeout=IDLE_TIMEOUT)
+    site = QuietSite(make_root(view, wall_clock, sources), timeout=IDLE_TIMEOUT)
     cap = options["http-max-connections"]
     if cap is None:
         cap = default_max_connections(resource.getrlimit(resource.RLIMIT_NOFILE)[0])

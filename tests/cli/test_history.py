@@ -209,7 +209,7 @@ class HomeAssistantTests(_Base, unittest.TestCase):
         self.assertEqual(len(out.splitlines()), 1, out)
         mac = handle.emulator.meter_mac.lower()
         sid = f"smartmeter_tx:{mac}_energy_import"
-        self.assertTrue(out.startswith(f"imported "), out)
+        self.assertTrue(out.startswith("imported "), out)
         rows = self.ha.sums(sid)
         self.assertIn(f"imported {len(rows)} hours into {sid}", out)
         starts = [s for s in expected_slot_starts(START, 2) if s.endswith(":00:00+09:00")]

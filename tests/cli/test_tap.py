@@ -403,3 +403,77 @@ class MqttOptionTests(SynchronousTestCase):
     def test_noMqttByDefault(self):
         """Without --mqtt there is no publisher."""
         self.assertIsNone(parse("--device", "/dev/x")["mqtt-config"])
+
+
+class HomeAssistantOptionTests(SynchronousTestCase):
+    """--ha-url/--ha-token-file of the service."""
+
+    def setUp(self):
+        clean_environ(self)
+        self.token = self.mktemp()
+        with open(self.token, "w") as f:
+            f.write("service-ha-token\n")
+
+    def assertConfigError(self, argv, expected):
+        stderr = capture_stderr(self)
+        e = self.assertRaises(SystemExit, parse, *argv)
+        self.assertEqual(e.code, EXIT_CONFIG)
+        self.assertEqual(stderr.getvalue(), f"twist smartmeter: {expected}\n")
+
+    def test_settings(self):
+        """
+        The token from its file (or the environment), never in the options'
+        repr; --ha-url needs the data log and a token, and a real URL (78).
+        """
+        options = parse("--device", "x", "--data-log", "d", "--ha-url", "http://ha.lan:8123",
+                        "--ha-token-file", self.token)
+        self.assertEqual(options["ha-token"], "service-ha-token")
+        self.assertNotIn("service-ha-token", repr(options))
+        clean_environ(self, SMARTMETER_HA_TOKEN="env-token")
+        self.assertEqual(parse("--device", "x", "--data-log", "d", "--ha-url",
+                               "http://ha.lan:8123")["ha-token"], "env-token")
+        clean_environ(self)
+        self.assertConfigError(["--device", "x", "--ha-url", "http://ha.lan:8123",
+                                "--ha-token-file", self.token],
+                               "--ha-url needs --data-log (with --backfill-days above 0): the "
+                               "meter's 30-minute record is kept there")
+        self.assertConfigError(["--device", "x", "--data-log", "d", "--ha-url",
+                                "http://ha.lan:8123"],
+                               "--ha-url needs an access token: --ha-token-file FILE or "
+                               "$SMARTMETER_HA_TOKEN")
+        self.assertConfigError(["--device", "x", "--data-log", "d", "--ha-url", "ha.lan",
+                                "--ha-token-file", self.token],
+                               "--ha-url must be Home Assistant's address, such as "
+                               "http://homeassistant.local:8123, not 'ha.lan'")
+
+    def test_wiring(self):
+        """
+        The importer is in the tree, on /metrics and on the page, and each
+        slot the backfill logs kicks it (once the slot is held).
+        """
+        from smartmeter_tx.outputs.homeassistant.importer import HaImporter
+        reactor = MemoryReactorClock()
+        loop = Loop(clock=reactor)
+        self.addCleanup(loop.stop)
+        options = parse("--device", "/dev/ttyUSB-test", "--state-file", self.mktemp(),
+                        "--id", DEFAULT_ID, "--password", DEFAULT_PASSWORD, "--data-log",
+                        self.mktemp(), "--ha-url", "http://ha.lan:8123", "--ha-token-file",
+                        self.token)
+        top = makeService(options, reactor=reactor, open_port=loop.connect,
+                          wall_clock=lambda: WALL + reactor.seconds())
+        [importer] = [s for s in top if isinstance(s, HaImporter)]
+        kicks = []
+        importer.kick = lambda: kicks.append(1)
+        backfill = top.poller.backfill
+        slot = {"kind": "history", "slot": "2026-06-01T10:00:00+09:00", "source": "E2"}
+        backfill.on_slot(slot, WALL)
+        reactor.advance(0)
+        self.assertEqual(kicks, [1])
+        [http] = [s for s in top if isinstance(s, StreamServerEndpointService)]
+        guard = http.factory
+        request = DummyRequest([b"metrics"])
+        body = getChildForRequest(guard.wrappedFactory.resource, request).render(request)
+        self.assertIn(b"smartmeter_ha_connected 0.0", body)
+        request = DummyRequest([b""])
+        page = getChildForRequest(guard.wrappedFactory.resource, request).render(request)
+        self.assertIn(b'id="link-ha"', page)

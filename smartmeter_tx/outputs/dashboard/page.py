@@ -184,6 +184,15 @@ def _totals_html(snap: Snapshot, t: dict) -> str:
     return totals
 
 
+def _ha_row(ha: tuple, t: dict) -> tuple:
+    """Home Assistant's statistics: the newest hour it has, and whether it is reachable."""
+    last, connected = ha
+    text = DASH if last is None else last.strftime("%Y-%m-%d %H:%M")
+    html = escape(text) + ("" if connected else
+                           f' <span class="bad">({escape(t["ha_away"])})</span>')
+    return ("ha", t["ha_last"], html, "" if last is None else last.isoformat())
+
+
 def _link_html(snap: Snapshot, t: dict) -> str:
     """The link's health as a definition list, each value also in C{data-value}."""
     session_cls = "good" if snap.session == "up" else "bad"
@@ -214,6 +223,8 @@ def _link_html(snap: Snapshot, t: dict) -> str:
     if snap.held:
         link.insert(1, ("held", t["held"], f'<span class="bad">{escape(snap.held)}</span>',
                         snap.held))
+    if snap.ha is not None:
+        link.append(_ha_row(snap.ha, t))
     return "<dl>" + "".join(
         f'<dt>{escape(label)}</dt><dd id="link-{key}" data-value="{attr(value)}">{html}</dd>'
         for key, label, html, value in link) + "</dl>"

@@ -70,6 +70,9 @@ class Snapshot:
     lqi: Optional[int] = None
     rejoins_last_hour: Optional[int] = None
     backfill: bool = False
+    #: Home Assistant's statistics: (the newest hour it has, connected), or
+    #: C{None} without an importer.
+    ha: Optional[tuple] = None
 
     @property
     def age(self) -> Optional[float]:
@@ -201,4 +204,6 @@ def snapshot(view: "ServiceView", now: float) -> Snapshot:
     snap.rssi = state.last_rssi
     snap.lqi = state.last_lqi
     snap.rejoins_last_hour = store.rejoins_since(clock.seconds() - 3600)
+    if view.ha is not None:
+        snap.ha = (view.ha.last_hour, bool(view.ha.connected))
     return snap

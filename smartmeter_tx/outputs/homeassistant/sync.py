@@ -33,6 +33,8 @@ class Imported:
     hours: dict = field(default_factory=dict)
     first: Optional[datetime.datetime] = None
     last: Optional[datetime.datetime] = None
+    #: the newest hour HA has of the import statistic after this, or C{None}.
+    newest: Optional[datetime.datetime] = None
 
     def add(self, sid: str, rows: list) -> None:
         self.hours[sid] = len(rows)
@@ -100,4 +102,7 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
             await session.call("recorder/import_statistics", metadata=S.metadata(slug, direction),
                                stats=[row.to_json() for row in rows])
         done.add(sid, rows)
+        if direction == "import":
+            newest = [start for start, _ in known[-1:]] + [row.start for row in rows[-1:]]
+            done.newest = max(newest, default=None)
     return done

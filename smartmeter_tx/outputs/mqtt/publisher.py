@@ -178,7 +178,7 @@ class MqttPublisher(service.Service):
         if self.on_fatal is not None:
             self.on_fatal(message)
         else:
-            self.log.critical("{message}", message=message)
+            self.log.critical("{why}", why=message)
 
     def _loop_failed(self, failure, which):
         self.log.failure("MQTT {which} loop failed", failure, which=which)
