@@ -128,6 +128,9 @@ class FakeHomeAssistant:
     def listen(self, reactor):
         """@return: the listening port (on 127.0.0.1, a free port)."""
         factory = WebSocketServerFactory()
+        # No timers of autobahn's own on the test's reactor: a test ends
+        # with nothing scheduled, whoever closed the connection.
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
         factory.protocol = _Server
         factory.ha = self
         return reactor.listenTCP(0, factory, interface="127.0.0.1")

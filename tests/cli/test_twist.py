@@ -127,3 +127,37 @@ class TwistCommandTests(TestCase):
             self.assertIn("the module has no session with the meter and no B-route ID and "
                           "password were given", lines[0])
         return self.twist("--device", handle.path, "--http", "none").addCallback(check)
+
+
+class HomeAssistantTokenTests(TestCase):
+    timeout = 60  # only catches a hang
+
+    def test_refusedTokenEndsWith78(self):
+        """
+        twist smartmeter whose Home Assistant token is refused ends with exit
+        status 78 and one critical line, never showing the token.
+        """
+        from tests.hafake import FakeHomeAssistant
+        ha = FakeHomeAssistant({"the-right-token": True})
+        port = ha.listen(reactor)
+        self.addCleanup(port.stopListening)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        env = dict(twist_env(), SMARTMETER_HA_TOKEN="a-refused-token")
+        args = ["-m", "twisted", "--log-format", "text", "smartmeter", "--device",
+                pinned("emulator:?time-scale=0.01"), "--http", "none", "--state-file",
+                os.path.join(directory, "state.json"), "--data-log",
+                os.path.join(directory, "log"), "--ha-url",
+                f"http://127.0.0.1:{port.getHost().port}"]
+
+        def check(result):
+            out, err, code = result
+            text = err.decode() + out.decode()
+            self.assertEqual(code, tap.EXIT_CONFIG, text)
+            self.assertNotIn("Traceback", text)
+            critical = [line for line in text.splitlines() if "#critical]" in line]
+            self.assertEqual(len(critical), 1, text)
+            self.assertIn("Home Assistant refused the access token", critical[0])
+            self.assertNotIn("a-refused-token", text)
+        return utils.getProcessOutputAndValue(sys.executable, args, env=env,
+                                              path=directory).addCallback(check)

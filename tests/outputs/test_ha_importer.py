@@ -113,6 +113,8 @@ class ImporterTests(TestCase):
         self.assertEqual([total for _, total in self.ha.sums(SID)],
                          [float(k) for k in range(1, 25)])
         self.assertEqual(len(self.texts("is back")), 1)
+        self.assertEqual(self.texts(TOKEN), [])
+        self.assertNotIn(TOKEN, repr(importer) + repr(importer.session))
 
     @coroutine
     async def test_lostMidwayRefills(self):

@@ -114,3 +114,39 @@ class IdentityTests(SynchronousTestCase):
         self.assertIsNone(S.slug_for(None))
         for bad in ("sensor.x", "smartmeter_tx:_x", "a__b:c", "Smartmeter:x", "a:b:c"):
             self.assertFalse(S.valid_statistic_id(bad), bad)
+
+
+class TimeZoneTests(SynchronousTestCase):
+    def test_hostZoneChangesNothing(self):
+        """
+        On a host whose zone has daylight saving time (New York, across its
+        spring change) or is UTC, the meter's hours are the same: 24 a day,
+        each on the hour in UTC, none twice.
+        """
+        import os
+        import time
+
+        old = os.environ.get("TZ")
+
+        def restore():
+            if old is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = old
+            time.tzset()
+        self.addCleanup(restore)
+        start = datetime.datetime(2026, 3, 8, 0, 0, tzinfo=JST)  # the US change is that night
+        results = []
+        for zone in ("UTC", "America/New_York", "Asia/Tokyo"):
+            os.environ["TZ"] = zone
+            time.tzset()
+            rows = S.rows(S.hours(slots([D("0.5")] * 96, start=start)))
+            starts = [datetime.datetime.fromisoformat(r.to_json()["start"]) for r in rows]
+            self.assertEqual(len(starts), 48, zone)
+            self.assertEqual(len(set(s.timestamp() for s in starts)), 48, zone)
+            self.assertEqual({s.astimezone(datetime.timezone.utc).minute for s in starts}, {0})
+            self.assertEqual([b.timestamp() - a.timestamp() for a, b in zip(starts, starts[1:])],
+                             [3600.0] * 47)
+            results.append([r.to_json() for r in rows])
+        self.assertEqual(results[0], results[1])
+        self.assertEqual(results[0], results[2])
