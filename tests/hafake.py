@@ -195,10 +195,16 @@ class FakeHomeAssistant:
         return sorted((k.astimezone(datetime.timezone.utc), v) for k, v in months.items())
 
     def list_statistic_ids(self, msg: dict):
+        if not set(msg) <= {"id", "type", "statistic_type"}:
+            raise Invalid(f"extra keys not allowed: {sorted(msg)}")
+        kind = msg.get("statistic_type")
+        if kind not in (None, "sum", "mean"):
+            raise Invalid("statistic_type must be sum or mean")
         return [dict(statistic_id=sid, source=meta["source"], name=meta["name"],
                      has_sum=meta["has_sum"], has_mean=meta["has_mean"],
                      statistics_unit_of_measurement=meta["unit_of_measurement"])
-                for sid, meta in sorted(self.metadata.items())]
+                for sid, meta in sorted(self.metadata.items())
+                if kind is None or meta["has_" + kind]]
 
 
 class _Server(WebSocketServerProtocol):

@@ -86,11 +86,21 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
     @raise HaError: HA refused a command (its code and message).
     """
     done = Imported()
+    listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
+    existing = {item.get("statistic_id") for item in listed or ()}
     for direction in ("import", "export"):
         found = S.hours(slots, direction)
         if not found:
             continue  # no sold energy on this meter, or nothing complete yet
         sid = S.statistic_id(slug, direction)
+        if sid not in existing:
+            # A new statistic: nothing to continue from, nothing to ask.
+            rows = S.rows(found)
+            await _import(session, slug, direction, rows)
+            done.add(sid, rows)
+            if direction == "import":
+                done.newest = rows[-1].start
+            continue
         known = await ha_rows(session, sid, min(found[0].start, now - LOOKBACK),
                               now + S.HOUR)
         if rewrite or not known:
@@ -98,11 +108,15 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
         else:
             last, total = known[-1]
             rows = S.rows(found, total, after=last)
-        if rows:
-            await session.call("recorder/import_statistics", metadata=S.metadata(slug, direction),
-                               stats=[row.to_json() for row in rows])
+        await _import(session, slug, direction, rows)
         done.add(sid, rows)
         if direction == "import":
             newest = [start for start, _ in known[-1:]] + [row.start for row in rows[-1:]]
             done.newest = max(newest, default=None)
     return done
+
+
+async def _import(session, slug: str, direction: str, rows: list) -> None:
+    if rows:
+        await session.call("recorder/import_statistics", metadata=S.metadata(slug, direction),
+                           stats=[row.to_json() for row in rows])
