@@ -193,3 +193,23 @@ def serve(testcase, root) -> str:
     testcase.addCleanup(lambda: defer.gatherResults(connections))
     testcase.addCleanup(port.stopListening)
     return f"http://127.0.0.1:{port.getHost().port}"
+
+
+def host_zone(testcase, zone: str) -> None:
+    """Run the rest of C{testcase} as on a host in time zone C{zone} (restored after)."""
+    import os
+    import time
+
+    if not hasattr(testcase, "_zone_restored"):
+        old = os.environ.get("TZ")
+
+        def restore():
+            if old is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = old
+            time.tzset()
+        testcase.addCleanup(restore)
+        testcase._zone_restored = True
+    os.environ["TZ"] = zone
+    time.tzset()

@@ -111,26 +111,30 @@ class MeterTests(_Base, unittest.TestCase):
 
 
 class ServiceTests(_Base, unittest.TestCase):
-    @defer.inlineCallbacks
-    def test_fromService(self):
-        """--service prints the slots the service logged, in the same format."""
+    def serve(self, records):
+        """A service on loopback whose data log holds C{records}; @return: its URL."""
         from twisted.internet.task import Clock
 
         from smartmeter_tx.service.backfill import Backfill
         from smartmeter_tx.outputs.web import QuietSite, make_root
         from tests.outputs.test_web import service_view
 
-        now = datetime.datetime.now(model.JST).replace(second=0, microsecond=0)
-        start = (now - datetime.timedelta(hours=2)).replace(minute=0)
-        records = [model.HistorySlot(start + k * model.SLOT, Decimal("0.25"), Decimal(0),
-                                 Decimal("100") + k, Decimal(0), "EC").to_record()
-                   for k in range(3)]
         view = service_view(Clock(), Backfill(7, Clock(), lambda r, w: None, lambda: 0,
                                             known=records))
         port = reactor.listenTCP(0, QuietSite(make_root(view, reactor.seconds)),
                                  interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        url = f"http://127.0.0.1:{port.getHost().port}"
+        return f"http://127.0.0.1:{port.getHost().port}"
+
+    @defer.inlineCallbacks
+    def test_fromService(self):
+        """--service prints the slots the service logged, in the same format."""
+        now = datetime.datetime.now(model.JST).replace(second=0, microsecond=0)
+        start = (now - datetime.timedelta(hours=2)).replace(minute=0)
+        records = [model.HistorySlot(start + k * model.SLOT, Decimal("0.25"), Decimal(0),
+                                     Decimal("100") + k, Decimal(0), "EC").to_record()
+                   for k in range(3)]
+        url = self.serve(records)
         code, out, err = yield self.run_history("--service", url, "--format", "jsonl")
         self.assertEqual((code, err), (0, ""))
         self.assertEqual([json.loads(line) for line in out.splitlines()], records)
@@ -141,24 +145,13 @@ class ServiceTests(_Base, unittest.TestCase):
         --days N over --service asks for N days before today: slots logged
         three days ago are printed with --days 3 and left out with --days 1.
         """
-        from twisted.internet.task import Clock
-
-        from smartmeter_tx.service.backfill import Backfill
-        from smartmeter_tx.outputs.web import QuietSite, make_root
-        from tests.outputs.test_web import service_view
-
         today = datetime.datetime.now(model.JST).replace(hour=0, minute=0, second=0,
                                                           microsecond=0)
         old = today - datetime.timedelta(days=3)
         recent = today - datetime.timedelta(hours=12)
         records = [model.HistorySlot(start, Decimal("0.25"), Decimal(0), Decimal("100"),
                                      Decimal(0), "EC").to_record() for start in (old, recent)]
-        view = service_view(Clock(), Backfill(7, Clock(), lambda r, w: None, lambda: 0,
-                                            known=records))
-        port = reactor.listenTCP(0, QuietSite(make_root(view, reactor.seconds)),
-                                 interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        url = f"http://127.0.0.1:{port.getHost().port}"
+        url = self.serve(records)
         code, out, err = yield self.run_history("--service", url, "--format", "jsonl",
                                                 "--days", "3")
         self.assertEqual((code, err), (0, ""))

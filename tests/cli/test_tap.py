@@ -313,12 +313,16 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertNotIn(DEFAULT_PASSWORD, text)
 
 
-class OptionValidationTests(SynchronousTestCase):
+class _ConfigErrors:
     def assertConfigError(self, argv, expected):
+        """Parsing C{argv} ends twist with exit status 78 and exactly one line."""
         stderr = capture_stderr(self)
         e = self.assertRaises(SystemExit, parse, *argv)
         self.assertEqual(e.code, EXIT_CONFIG)
         self.assertEqual(stderr.getvalue(), f"twist smartmeter: {expected}\n")
+
+
+class OptionValidationTests(_ConfigErrors, SynchronousTestCase):
 
     def test_badCredentialsAreConfigErrors(self):
         """
@@ -405,7 +409,7 @@ class MqttOptionTests(SynchronousTestCase):
         self.assertIsNone(parse("--device", "/dev/x")["mqtt-config"])
 
 
-class HomeAssistantOptionTests(SynchronousTestCase):
+class HomeAssistantOptionTests(_ConfigErrors, SynchronousTestCase):
     """--ha-url/--ha-token-file of the service."""
 
     def setUp(self):
@@ -413,12 +417,6 @@ class HomeAssistantOptionTests(SynchronousTestCase):
         self.token = self.mktemp()
         with open(self.token, "w") as f:
             f.write("service-ha-token\n")
-
-    def assertConfigError(self, argv, expected):
-        stderr = capture_stderr(self)
-        e = self.assertRaises(SystemExit, parse, *argv)
-        self.assertEqual(e.code, EXIT_CONFIG)
-        self.assertEqual(stderr.getvalue(), f"twist smartmeter: {expected}\n")
 
     def test_settings(self):
         """

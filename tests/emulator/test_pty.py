@@ -251,22 +251,12 @@ class SpecTests(unittest.TestCase):
         offset is turned into Japan time.
         """
         import datetime
-        import time
 
         from smartmeter_tx.model import JST
+        from tests.sktesting import host_zone
 
-        old = os.environ.get("TZ")
-
-        def restore():
-            if old is None:
-                os.environ.pop("TZ", None)
-            else:
-                os.environ["TZ"] = old
-            time.tzset()
-        self.addCleanup(restore)
         for zone in ("UTC", "America/New_York", "Asia/Tokyo"):
-            os.environ["TZ"] = zone
-            time.tzset()
+            host_zone(self, zone)
             for spec, offset in (("emulator:?time-scale=0", 0),
                                  ("emulator:?time-scale=0&meter-offset=-600", -600)):
                 handle = start_emulator(spec, reactor)

@@ -123,23 +123,12 @@ class TimeZoneTests(SynchronousTestCase):
         spring change) or is UTC, the meter's hours are the same: 24 a day,
         each on the hour in UTC, none twice.
         """
-        import os
-        import time
+        from tests.sktesting import host_zone
 
-        old = os.environ.get("TZ")
-
-        def restore():
-            if old is None:
-                os.environ.pop("TZ", None)
-            else:
-                os.environ["TZ"] = old
-            time.tzset()
-        self.addCleanup(restore)
         start = datetime.datetime(2026, 3, 8, 0, 0, tzinfo=JST)  # the US change is that night
         results = []
         for zone in ("UTC", "America/New_York", "Asia/Tokyo"):
-            os.environ["TZ"] = zone
-            time.tzset()
+            host_zone(self, zone)
             rows = S.rows(S.hours(slots([D("0.5")] * 96, start=start)))
             starts = [datetime.datetime.fromisoformat(r.to_json()["start"]) for r in rows]
             self.assertEqual(len(starts), 48, zone)
