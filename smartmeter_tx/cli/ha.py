@@ -46,18 +46,6 @@ def check_ready(url: str, token: Optional[str]) -> None:
                            "$SMARTMETER_HA_TOKEN")
 
 
-async def _closed(reactor, session) -> None:
-    """Close the websocket and wait (2 s at most) for HA to see it closed."""
-    from twisted.internet import defer
-    session.close()
-    lost = session.lost
-    lost.addTimeout(2, reactor)
-    try:
-        await lost
-    except defer.TimeoutError:
-        pass
-
-
 def summary(done, slug: str) -> str:
     """The one line on stdout: hours written, first and last hour (JST)."""
     from smartmeter_tx.outputs.homeassistant import statistics as S
@@ -113,7 +101,7 @@ async def import_records(reactor, url: str, token: str, records: list, mac: Opti
         C.say(stderr, str(e), program)
         return EXIT_HA_UNREACHABLE
     finally:
-        await _closed(reactor, session)
+        await session.close_and_wait(reactor)
     stdout.write(summary(done, slug) + "\n")
     stdout.flush()
     return C.EXIT_OK

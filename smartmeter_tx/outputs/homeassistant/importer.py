@@ -86,10 +86,7 @@ class HaImporter(service.Service):
             self._retry.cancel()
         self._retry = None
         if self.session is not None:
-            self.session.close()
-            lost = self.session.lost
-            lost.addTimeout(2, self.reactor)
-            return lost.addErrback(lambda f: None)
+            return self.session.close_and_wait(self.reactor)
         return None
 
     def kick(self) -> None:

@@ -120,6 +120,29 @@ class HaSession:
         if self._protocol is not None and not self.closed:
             self._protocol.sendClose()
 
+    def close_and_wait(self, clock, seconds: float = 2.0) -> defer.Deferred:
+        """
+        Close, and wait for the connection to end, C{seconds} at most.
+
+        @return: a Deferred firing with C{None} either way (L{lost} itself
+            is left untouched for its other listeners).
+        """
+        self.close()
+        done: defer.Deferred = defer.Deferred()
+
+        def fire():
+            if not done.called:
+                done.callback(None)
+        call = clock.callLater(seconds, fire)
+
+        def ended(result):
+            if call.active():
+                call.cancel()
+            fire()
+            return result
+        self.lost.addBoth(ended)
+        return done
+
     def _send(self, message: dict) -> None:
         assert self._protocol is not None
         self._protocol.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
