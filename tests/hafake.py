@@ -9,8 +9,13 @@ in C{recorder/import_statistics} what HA 2024.3's recorder rejects: a
 message that does not match the schema exactly (unknown keys included), a
 non-admin user, an external statistic id that is malformed or whose source
 is not its domain, an entity id whose source is not C{recorder}, a start
-that is naive or not on the hour.  The same start imported again replaces
-the row.
+that is naive or not on the hour.  An accepted import is written after the
+answer, as HA's recorder queue does; the same start imported again
+replaces the row.  Month rows are HA's: whole months of its time zone,
+each with the sum of its last hour, also past C{end_time}.
+
+The fake is held to the real HA by L{tests.ha_scenario}, which runs against
+both (L{tests.outputs.test_ha_real}).
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ _META_KEYS = {"has_mean": bool, "has_sum": bool, "name": (str, type(None)), "sou
 _STAT_KEYS = {"start", "mean", "min", "max", "last_reset", "state", "sum"}
 _PERIODS = {"5minute", "hour", "day", "week", "month"}
 _TYPES = {"last_reset", "max", "mean", "min", "state", "sum"}
+
+
+HOUR = datetime.timedelta(hours=1)
+
+
+def _month(when: datetime.datetime) -> datetime.datetime:
+    """The start of the month holding C{when}, in HA's time zone, as UTC."""
+    local = when.astimezone(TIME_ZONE)
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0).astimezone(
+        datetime.timezone.utc)
 
 
 class Invalid(Exception):
@@ -124,6 +139,10 @@ class FakeHomeAssistant:
         self.imports: list = []
         self.protocols: list = []
         self.refuse = False  # close every new connection at once (HA "down")
+        #: Seconds before an accepted import is written (HA's recorder
+        #: queues it: the answer comes first); C{None}: never written.
+        self.recorder_lag: "float | None" = 0.0
+        self.reactor = None
 
     def listen(self, reactor):
         """@return: the listening port (on 127.0.0.1, a free port)."""
@@ -133,6 +152,7 @@ class FakeHomeAssistant:
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
         factory.protocol = _Server
         factory.ha = self
+        self.reactor = reactor
         return reactor.listenTCP(0, factory, interface="127.0.0.1")
 
     def sums(self, sid: str) -> list:
@@ -146,12 +166,17 @@ class FakeHomeAssistant:
         if not admin:
             return "unauthorized", "Unauthorized"
         meta, rows = check_import(msg)
+        self.imports.append(msg["stats"])
+        if self.recorder_lag is not None:
+            self.reactor.callLater(self.recorder_lag, self._record, meta, rows)
+        return None
+
+    def _record(self, meta: dict, rows: list) -> None:
+        """The recorder's task: the metadata, then each row (the same start replaces)."""
         table = self.rows.setdefault(meta["statistic_id"], {})
         self.metadata[meta["statistic_id"]] = meta
         for start, stat in rows:
             table[start] = {k: v for k, v in stat.items() if k != "start"}
-        self.imports.append(msg["stats"])
-        return None
 
     def statistics_during_period(self, msg: dict):
         allowed = {"id", "type", "start_time", "end_time", "statistic_ids", "period", "units",
@@ -169,30 +194,33 @@ class FakeHomeAssistant:
             # HA reads a naive time as UTC; our client never sends one.
             raise Invalid("naive start_time or end_time")
         types = set(msg.get("types") or _TYPES)
+        if msg["period"] == "month":
+            # HA widens the range to whole months (its time zone): from the
+            # month holding start_time to the end of the one holding end_time.
+            start = _month(start)
+            end = None if end is None else _month(_month(end) + datetime.timedelta(days=32))
+        elif msg["period"] != "hour":
+            raise Invalid("this fake keeps hours and months only")
         result = {}
         for sid in ids:
-            rows = [(s, r) for s, r in sorted(self.rows.get(sid, {}).items())
+            rows = [(s, s + HOUR, r) for s, r in sorted(self.rows.get(sid, {}).items())
                     if s >= start and (end is None or s < end)]
             if msg["period"] == "month":
                 rows = self._months(rows)
-            elif msg["period"] != "hour":
-                raise Invalid("this fake keeps hours and months only")
             if rows:
-                result[sid] = [dict({k: v for k, v in r.items() if k in types},
-                                    start=s.timestamp() * 1000,
-                                    end=(s + datetime.timedelta(hours=1)).timestamp() * 1000)
-                               for s, r in rows]
+                result[sid] = [dict({k: r.get(k) for k in sorted(types)},
+                                    start=s.timestamp() * 1000, end=e.timestamp() * 1000)
+                               for s, e, r in rows]
         return result
 
     @staticmethod
     def _months(rows: list) -> list:
         """One row per month (HA's time zone): the month's last sum and state."""
         months: dict = {}
-        for start, row in rows:
-            local = start.astimezone(TIME_ZONE)
-            key = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            months[key] = row
-        return sorted((k.astimezone(datetime.timezone.utc), v) for k, v in months.items())
+        for start, _, row in rows:
+            key = _month(start)
+            months[key] = (_month(key + datetime.timedelta(days=32)), row)
+        return sorted((k, end, row) for k, (end, row) in months.items())
 
     def list_statistic_ids(self, msg: dict):
         if not set(msg) <= {"id", "type", "statistic_type"}:

@@ -5,6 +5,7 @@ refused tokens, imports that HA takes, idempotence, and the fake's own
 strictness (it refuses what HA refuses).
 """
 
+import copy
 import datetime
 from decimal import Decimal
 
@@ -136,7 +137,7 @@ class SynchronizeTests(_HaBase, TestCase):
         done = await sync.synchronize(session, record, SLUG, NOW, rewrite=True)
         self.assertEqual(done.hours[SID], 48)
         self.assertEqual((done.first, done.last), (T0, T0 + datetime.timedelta(hours=47)))
-        before = dict(self.ha.rows)
+        before = copy.deepcopy(self.ha.rows)
         first = [r for r in before[SID].values()]
         self.assertEqual(first[0]["sum"], 0.5)
         self.assertEqual(first[-1]["sum"], 24.0)
@@ -168,3 +169,74 @@ class SynchronizeTests(_HaBase, TestCase):
                                rewrite=True)
         await sync.synchronize(session, slots([Decimal(1)] * 2), SLUG, NOW, rewrite=False)
         self.assertEqual([total for _, total in self.ha.sums(SID)], [2.0, 4.0])
+
+
+class RangeBaseTests(_HaBase, TestCase):
+    """
+    A range continues from HA's last hourly row before it, however old, and
+    never from a month row that holds the range itself (whose sum is the
+    month's last, the range's own hours included).
+    """
+
+    async def imported(self, session, record, now=NOW):
+        await sync.synchronize(session, record, SLUG, now, rewrite=True)
+        return copy.deepcopy(self.ha.rows)
+
+    @coroutine
+    async def test_rangeAgainInTheSameMonth(self):
+        """A second import of a range, and of a shorter one inside it, changes no row."""
+        session = await self.session()
+        record = slots([Decimal("0.25")] * 96, start=T0 + datetime.timedelta(days=3))
+        now = NOW + datetime.timedelta(days=3)
+        before = await self.imported(session, record, now)
+        self.assertEqual(await self.imported(session, record, now), before)
+        self.assertEqual(await self.imported(session, record[20:60], now), before)
+        self.assertEqual(self.ha.sums(SID)[0][1], 0.5)
+
+    @coroutine
+    async def test_rangeAcrossAMonthEnd(self):
+        """A range over the end of a month, imported again, stays as it was."""
+        session = await self.session()
+        record = slots([Decimal(1)] * 96, start=T0 - datetime.timedelta(days=1))
+        before = await self.imported(session, record)
+        self.assertEqual(await self.imported(session, record), before)
+        self.assertEqual(await self.imported(session, record[48:]), before)
+
+    @coroutine
+    async def test_rowInTheMonthBefore(self):
+        """The last row before the range is days back, in the month before: continued from."""
+        session = await self.session()
+        await self.imported(session, slots([Decimal(1)] * 4, start=T0 - datetime.timedelta(
+            days=20)))
+        await self.imported(session, slots([Decimal(1)] * 4))
+        self.assertEqual([total for _, total in self.ha.sums(SID)], [2.0, 4.0, 6.0, 8.0])
+
+    @coroutine
+    async def test_rowMonthsBefore(self):
+        """The last row is two months back: its month's row tells its sum."""
+        session = await self.session()
+        old = T0 - datetime.timedelta(days=47)  # mid-October
+        await self.imported(session, slots([Decimal(3)] * 4, start=old))
+        await self.imported(session, slots([Decimal(1)] * 2, start=old + datetime.timedelta(
+            hours=5)))
+        await self.imported(session, slots([Decimal(1)] * 2))
+        self.assertEqual([total for _, total in self.ha.sums(SID)], [6.0, 12.0, 14.0, 16.0])
+
+    @coroutine
+    async def test_waitsForTheRecorder(self):
+        """HA writes an import after answering: synchronize returns once it is written."""
+        self.ha.recorder_lag = 0.3
+        session = await self.session()
+        await sync.synchronize(session, slots([Decimal(1)] * 4), SLUG, NOW, rewrite=True)
+        self.assertEqual([total for _, total in self.ha.sums(SID)], [2.0, 4.0])
+
+    @coroutine
+    async def test_recorderNeverWrites(self):
+        """An import HA accepts but never writes: HaNotRecorded after RECORD_WITHIN."""
+        self.patch(sync, "RECORD_WITHIN", 0.2)
+        self.ha.recorder_lag = None
+        session = await self.session()
+        with self.assertRaises(sync.HaNotRecorded) as cm:
+            await sync.synchronize(session, slots([Decimal(1)] * 4), SLUG, NOW, rewrite=True)
+        self.assertIsInstance(cm.exception, W.HaUnreachable)
+        self.assertIn("had not recorded it after 0.2 s", str(cm.exception))

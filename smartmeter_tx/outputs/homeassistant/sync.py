@@ -1,9 +1,10 @@
 """
 Bringing HA's statistics up to date with the meter's record, over one
 L{smartmeter_tx.outputs.homeassistant.websocket.HaSession} (anything with its
-C{call}): what HA has (its rows, its last hour), then one
-C{recorder/import_statistics} per statistic.  Shared by C{smartmeter-history
---ha-url} and the service's importer.
+C{call} and C{clock}): what HA has (its rows, its last hour), then one
+C{recorder/import_statistics} per statistic, and a wait until HA's recorder
+has written them.  Shared by C{smartmeter-history --ha-url} and the
+service's importer.
 """
 
 from __future__ import annotations
@@ -11,19 +12,40 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Optional
+from typing import NamedTuple, Optional
+
+from twisted.internet import task
 
 from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.homeassistant import statistics as S
+from smartmeter_tx.outputs.homeassistant.websocket import HaUnreachable
 
-__all__ = ["Imported", "synchronize", "ha_rows"]
+__all__ = ["Imported", "HaRow", "HaNotRecorded", "synchronize", "ha_rows", "sum_before",
+           "recorded"]
 
 #: How far back HA's hourly rows are read: the meter keeps 45 days, so an
 #: older row is never rewritten, only continued from.
 LOOKBACK = datetime.timedelta(days=46)
-#: Where the search for the row before a range starts (monthly rows: one
-#: query finds the last row however old it is).
+#: Longer than any month: HA's hourly rows in this window before an instant,
+#: and its month rows that end before the window, hold the last row before it.
+MONTH = datetime.timedelta(days=32)
+#: Where the search for the row before a range ends (HA's month rows start
+#: at the first month it has, however old).
 EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+#: How long HA's recorder may take to write what HA accepted.
+RECORD_WITHIN = 10.0
+
+
+class HaNotRecorded(HaUnreachable):
+    """HA accepted an import but its recorder had not written it in time."""
+
+
+class HaRow(NamedTuple):
+    """One row of HA's answer: the period's start and end (JST) and its C{sum}."""
+
+    start: datetime.datetime
+    end: datetime.datetime
+    sum: Decimal
 
 
 @dataclass
@@ -53,70 +75,115 @@ def _when(value) -> datetime.datetime:
 async def ha_rows(session, sid: str, start: datetime.datetime, end: datetime.datetime,
                   period: str = "hour") -> list:
     """
-    HA's rows of C{sid} starting in [start, end), oldest first.
+    HA's rows of C{sid} for C{period}, as HA selects them: hours that start
+    in [start, end); months (in HA's time zone) from the one holding
+    C{start} to the one holding C{end}, each with the sum at the end of what
+    HA holds in it, even past C{end}.
 
-    @return: C{[(start, sum)]} with C{sum} a L{Decimal}.
+    @return: L{HaRow}s, oldest first.
     """
     result = await session.call("recorder/statistics_during_period",
                                 start_time=start.isoformat(), end_time=end.isoformat(),
                                 statistic_ids=[sid], period=period, types=["sum"])
     rows = (result or {}).get(sid) or []
-    return sorted((_when(r["start"]), Decimal(repr(r["sum"]))) for r in rows
-                  if r.get("sum") is not None)
+    return sorted(HaRow(_when(r["start"]), _when(r["end"]), Decimal(repr(r["sum"])))
+                  for r in rows if r.get("sum") is not None)
 
 
-async def _base_before(session, sid: str, first: datetime.datetime, known: list) -> Decimal:
-    """The C{sum} of HA's row just before C{first}: from C{known}, else any month."""
-    before = [total for start, total in known if start < first]
-    if before:
-        return before[-1]
-    months = await ha_rows(session, sid, EPOCH, first, "month")
-    return months[-1][1] if months else Decimal(0)
+async def sum_before(session, sid: str, first: datetime.datetime) -> Decimal:
+    """
+    The C{sum} of HA's last hourly row of C{sid} that starts before C{first},
+    however old; 0 when HA has none.
+
+    A month row's C{sum} is that of the month's last hour, so only months
+    that end by C{first} tell a sum before it; the hours of the month that
+    holds C{first} are asked for directly.  Nothing older than that month is
+    read hour by hour.
+    """
+    recent = await ha_rows(session, sid, first - MONTH, first)
+    if recent:
+        return recent[-1].sum
+    months = [row for row in await ha_rows(session, sid, EPOCH, first, "month")
+              if row.end <= first]
+    return months[-1].sum if months else Decimal(0)
+
+
+async def recorded(session, sid: str, row: S.Row, within: Optional[float] = None) -> None:
+    """
+    Wait until HA shows C{row} of C{sid}.  HA answers an import once its
+    recorder has it queued and writes it a moment later; a range read in
+    between would still show the sums before the import.
+
+    @param within: seconds (default L{RECORD_WITHIN}).
+    @raise HaNotRecorded: not written within C{within} seconds.
+    """
+    within = RECORD_WITHIN if within is None else within
+    clock = session.clock
+    deadline = clock.seconds() + within
+    delay = 0.05
+    while True:
+        rows = await ha_rows(session, sid, row.start, row.start + S.HOUR)
+        if any(r.start == row.start and float(r.sum) == float(row.sum) for r in rows):
+            return
+        if clock.seconds() >= deadline:
+            raise HaNotRecorded(f"Home Assistant accepted the import but had not recorded "
+                                f"it after {within:g} s (is its recorder busy?)")
+        await task.deferLater(clock, delay, lambda: None)
+        delay = min(delay * 2, 1.0)
 
 
 async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
                       rewrite: bool) -> Imported:
     """
-    Import the complete hours of C{slots} for meter C{slug}.
+    Import the complete hours of C{slots} for meter C{slug}, and wait until
+    HA has recorded them.
 
     @param rewrite: C{True} (a range asked for: every hour of C{slots} is
-        written again, continuing from HA's row before the first); C{False}
-        (the service: only the hours after HA's last one, continuing from it).
+        written again, continuing from HA's row before the first, so a range
+        written again is written as it was); C{False} (the service: only the
+        hours after HA's last one, continuing from it).
     @return: what was written.
     @raise HaError: HA refused a command (its code and message).
+    @raise HaUnreachable: the connection ended, or HA did not record the
+        import in time (L{HaNotRecorded}).
     """
     done = Imported()
     listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
     existing = {item.get("statistic_id") for item in listed or ()}
+    written = None
     for direction in ("import", "export"):
         found = S.hours(slots, direction)
         if not found:
             continue  # no sold energy on this meter, or nothing complete yet
         sid = S.statistic_id(slug, direction)
+        known = []
         if sid not in existing:
             # A new statistic: nothing to continue from, nothing to ask.
             rows = S.rows(found)
-            await _import(session, slug, direction, rows)
-            done.add(sid, rows)
-            if direction == "import":
-                done.newest = rows[-1].start
-            continue
-        known = await ha_rows(session, sid, min(found[0].start, now - LOOKBACK),
-                              now + S.HOUR)
-        if rewrite or not known:
-            rows = S.rows(found, await _base_before(session, sid, found[0].start, known))
         else:
-            last, total = known[-1]
-            rows = S.rows(found, total, after=last)
-        await _import(session, slug, direction, rows)
+            known = await ha_rows(session, sid, min(found[0].start, now - LOOKBACK),
+                                  now + S.HOUR)
+            if rewrite or not known:
+                rows = S.rows(found, await _base(session, sid, found[0].start, known))
+            else:
+                rows = S.rows(found, known[-1].sum, after=known[-1].start)
+        if rows:
+            await session.call("recorder/import_statistics",
+                               metadata=S.metadata(slug, direction),
+                               stats=[row.to_json() for row in rows])
+            written = (sid, rows[-1])
         done.add(sid, rows)
         if direction == "import":
-            newest = [start for start, _ in known[-1:]] + [row.start for row in rows[-1:]]
+            newest = [row.start for row in known[-1:]] + [row.start for row in rows[-1:]]
             done.newest = max(newest, default=None)
+    if written is not None:
+        # The recorder writes imports in the order HA took them: the last
+        # one written means every one is.
+        await recorded(session, *written)
     return done
 
 
-async def _import(session, slug: str, direction: str, rows: list) -> None:
-    if rows:
-        await session.call("recorder/import_statistics", metadata=S.metadata(slug, direction),
-                           stats=[row.to_json() for row in rows])
+async def _base(session, sid: str, first: datetime.datetime, known: list) -> Decimal:
+    """The sum before C{first}: from C{known} (every row up to now) if it has one, else asked."""
+    before = [row for row in known if row.start < first]
+    return before[-1].sum if before else await sum_before(session, sid, first)

@@ -84,12 +84,14 @@ class HaSession:
     One connection to HA.
 
     @ivar version: HA's version, from its C{auth_required}.
+    @ivar clock: what waits on HA use (the reactor it connected with).
     """
 
     log = Logger()
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, clock) -> None:
         self._token = token
+        self.clock = clock
         self._protocol: Optional[_Protocol] = None
         self._ids = itertools.count(1)
         self._waiting: dict = {}
@@ -205,7 +207,7 @@ def connect(reactor, url: str, token: str, timeout: float = 10.0) -> defer.Defer
     if secure:
         from twisted.internet import ssl  # needs twisted[tls], as the extra installs
         endpoint = endpoints.wrapClientTLS(ssl.optionsForClientTLS(parts.hostname), endpoint)
-    session = HaSession(token)
+    session = HaSession(token, reactor)
     factory = WebSocketClientFactory(ws_url)
     factory.protocol = _Protocol
     factory.session = session
