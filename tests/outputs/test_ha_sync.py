@@ -240,3 +240,19 @@ class RangeBaseTests(_HaBase, TestCase):
             await sync.synchronize(session, slots([Decimal(1)] * 4), SLUG, NOW, rewrite=True)
         self.assertIsInstance(cm.exception, W.HaUnreachable)
         self.assertIn("had not recorded it after 0.2 s", str(cm.exception))
+
+    @coroutine
+    async def test_waitsForEveryRowItWrote(self):
+        """
+        A longer range moves the bought energy's sums but not the sold one's
+        (none sold): synchronize still returns only once every changed row
+        is written.
+        """
+        session = await self.session()
+        record = slots([Decimal(1)] * 8)
+        await sync.synchronize(session, record[4:], SLUG, NOW, rewrite=True)
+        self.ha.recorder_lag = 0.3
+        await sync.synchronize(session, record, SLUG, NOW, rewrite=True)
+        self.assertEqual([total for _, total in self.ha.sums(SID)], [2.0, 4.0, 6.0, 8.0])
+        export = S.statistic_id(SLUG, "export")
+        self.assertEqual([total for _, total in self.ha.sums(export)], [0.0] * 4)

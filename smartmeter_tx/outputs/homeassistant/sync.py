@@ -108,22 +108,27 @@ async def sum_before(session, sid: str, first: datetime.datetime) -> Decimal:
     return months[-1].sum if months else Decimal(0)
 
 
-async def recorded(session, sid: str, row: S.Row, within: Optional[float] = None) -> None:
+async def recorded(session, sid: str, rows: list, within: Optional[float] = None) -> None:
     """
-    Wait until HA shows C{row} of C{sid}.  HA answers an import once its
-    recorder has it queued and writes it a moment later; a range read in
-    between would still show the sums before the import.
+    Wait until HA shows C{rows} of C{sid} as we wrote them.  HA answers an
+    import once its recorder has it queued and writes it a moment later; a
+    range read in between would still show the sums from before.  (Rows
+    written again with the values they had match at once: nothing to wait
+    for, since nothing changes.)
 
+    @param rows: the L{S.Row}s written, oldest first.
     @param within: seconds (default L{RECORD_WITHIN}).
     @raise HaNotRecorded: not written within C{within} seconds.
     """
     within = RECORD_WITHIN if within is None else within
     clock = session.clock
     deadline = clock.seconds() + within
+    wanted = {row.start: float(row.sum) for row in rows}
     delay = 0.05
     while True:
-        rows = await ha_rows(session, sid, row.start, row.start + S.HOUR)
-        if any(r.start == row.start and float(r.sum) == float(row.sum) for r in rows):
+        shown = await ha_rows(session, sid, rows[0].start, rows[-1].start + S.HOUR)
+        found = {row.start: float(row.sum) for row in shown if row.start in wanted}
+        if found == wanted:
             return
         if clock.seconds() >= deadline:
             raise HaNotRecorded(f"Home Assistant accepted the import but had not recorded "
@@ -150,7 +155,7 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
     done = Imported()
     listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
     existing = {item.get("statistic_id") for item in listed or ()}
-    written = None
+    written = []
     for direction in ("import", "export"):
         found = S.hours(slots, direction)
         if not found:
@@ -171,15 +176,13 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
             await session.call("recorder/import_statistics",
                                metadata=S.metadata(slug, direction),
                                stats=[row.to_json() for row in rows])
-            written = (sid, rows[-1])
+            written.append((sid, rows))
         done.add(sid, rows)
         if direction == "import":
             newest = [row.start for row in known[-1:]] + [row.start for row in rows[-1:]]
             done.newest = max(newest, default=None)
-    if written is not None:
-        # The recorder writes imports in the order HA took them: the last
-        # one written means every one is.
-        await recorded(session, *written)
+    for sid, rows in written:
+        await recorded(session, sid, rows)
     return done
 
 
