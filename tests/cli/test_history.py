@@ -269,6 +269,20 @@ class HomeAssistantTests(_Base, unittest.TestCase):
         self.assertIn(url, err)
 
     @defer.inlineCallbacks
+    def test_notRecorded(self):
+        """HA takes the import but its recorder never writes it: one line, exit 69."""
+        from smartmeter_tx.outputs.homeassistant import sync
+        self.patch(sync, "RECORD_WITHIN", 0.2)
+        self.ha.recorder_lag = None
+        handle = self.emulator()
+        code, out, err = yield self.run_history("--device", handle.path, "--days", "1",
+                                                "--ha-url", self.url, "--ha-token-file",
+                                                self.token_file)
+        self.assertEqual((code, out), (69, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("accepted the import but had not recorded it after 0.2 s", err)
+
+    @defer.inlineCallbacks
     def test_needsAToken(self):
         """--ha-url without a token is a usage error before any radio work."""
         code, out, err = yield self.run_history("--device", "/nonexistent/tty", "--ha-url",

@@ -153,3 +153,25 @@ class ImporterTests(TestCase):
         sent = len(self.ha.received)
         await importer.idle()
         self.assertEqual(len(self.ha.received), sent)
+
+    @coroutine
+    async def test_recorderStalls(self):
+        """
+        HA takes the import but does not write it: one warning, the session
+        dropped and tried again with backoff; written on a later try.
+        """
+        from smartmeter_tx.outputs.homeassistant import sync
+        self.patch(sync, "RECORD_WITHIN", 0.2)
+        self.ha.recorder_lag = None
+        importer = self.importer()
+        await importer.idle()
+        self.assertFalse(importer.connected)
+        self.assertEqual(importer.hours_imported, 0)
+        warned = self.texts("had not recorded it")
+        self.assertEqual(len(warned), 1, warned)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.ha.recorder_lag = 0.0
+        self.clock.advance(60)
+        await importer.idle()
+        self.assertTrue(importer.connected)
+        self.assertEqual(len(self.ha.sums(SID)), 10)

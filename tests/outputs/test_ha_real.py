@@ -1,0 +1,425 @@
+"""
+The meter's statistics against a real Home Assistant (L{tests.home_assistant}:
+the pinned release, started on loopback for each test): imports and
+re-imports hour by hour, outages, a digit wrap, sold energy, the energy
+dashboard's validation of our statistics, the service's refill after HA was
+down, and the strict fake held to HA by one shared scenario.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SkipTest
+
+from smartmeter_tx.model import JST, NO_DATA, HistorySlot
+from smartmeter_tx.outputs.homeassistant import statistics as S
+from smartmeter_tx.outputs.homeassistant import sync
+from smartmeter_tx.outputs.homeassistant import websocket as W
+from smartmeter_tx.outputs.homeassistant.importer import HaImporter
+from smartmeter_tx.service.backfill import Backfill
+from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.service.view import ServiceView
+from smartmeter_tx.session.linkstate import LinkState
+from smartmeter_tx.session.state import MeterLink
+from tests import ha_scenario
+from tests.cli import test_history
+from tests.hafake import FakeHomeAssistant
+from tests.home_assistant import HomeAssistantTestCase
+from tests.emuloop import START
+from tests.cli.test_twist import twist_env
+from tests.emuloop import pinned
+from tests.mosquitto import MOSQUITTO, Broker, Subscriber, wait_for
+from tests.outputs.test_ha_sync import coroutine
+
+D = Decimal
+MAC = "00C094F3DAA462BF"
+SLUG = S.slug_for(MAC)
+IMPORT, EXPORT = S.statistic_id(SLUG, "import"), S.statistic_id(SLUG, "export")
+#: Late in a month (Japan's time zone, HA's here), so ranges cross its end.
+T0 = datetime.datetime(2026, 11, 29, 0, 0, tzinfo=JST)
+HALF = datetime.timedelta(minutes=30)
+HOUR = datetime.timedelta(hours=1)
+
+
+def record(energies, start=T0, counter=D("99990"), modulus=D("100000"), sold=None):
+    """
+    The meter's slots from C{start}: one per bought energy (C{None}: the
+    meter has no record of it), sold energy C{sold} (a list, or none sold),
+    both counters running on and wrapping at C{modulus}.
+    """
+    sold = sold or [D(0)] * len(energies)
+    out, reverse = [], D(0)
+    for k, (bought, out_energy) in enumerate(zip(energies, sold)):
+        absent = bought is None
+        out.append(HistorySlot(start + k * HALF, NO_DATA if absent else bought,
+                               NO_DATA if absent else out_energy,
+                               NO_DATA if absent else counter,
+                               NO_DATA if absent else reverse, "E2"))
+        if not absent:
+            counter = (counter + bought) % modulus
+            reverse = (reverse + out_energy) % modulus
+    return out
+
+
+class _RealBase(HomeAssistantTestCase):
+
+    async def session(self, token=None):
+        session = await W.connect(reactor, self.ha.url, token or self.ha.token)
+        self.addCleanup(session.close_and_wait, reactor)
+        return session
+
+    async def rows(self, session, sid, start=T0 - 2 * HOUR, end=T0 + 5 * 24 * HOUR):
+        """HA's hourly rows of C{sid}: C{{start: (sum, state)}}."""
+        result = await session.call("recorder/statistics_during_period",
+                                    start_time=start.isoformat(), end_time=end.isoformat(),
+                                    statistic_ids=[sid], period="hour",
+                                    types=["sum", "state"])
+        return {datetime.datetime.fromtimestamp(r["start"] / 1000, JST): (r["sum"], r["state"])
+                for r in (result or {}).get(sid, [])}
+
+    def assertChanges(self, rows, energies):
+        """Each row's change from the one before is its hour's energy (the first from 0)."""
+        previous = 0.0
+        for (start, (total, _)), energy in zip(sorted(rows.items()), energies):
+            self.assertAlmostEqual(total - previous, float(energy), places=9, msg=start)
+            previous = total
+
+
+class StatisticsTests(_RealBase):
+
+    @coroutine
+    async def test_rangeImportedAgainChangesNothing(self):
+        """
+        Three days over a month's end, imported; the same range again, then a
+        shorter one inside it, then one that starts in the next month: HA's
+        rows are the same row by row each time.
+        """
+        session = await self.session()
+        slots = record([D("0.25") + D(k % 7) / 10 for k in range(144)])
+        now = T0 + datetime.timedelta(days=4)
+        first = await sync.synchronize(session, slots, SLUG, now, rewrite=True)
+        self.assertEqual(first.hours[IMPORT], 72)
+        before = await self.rows(session, IMPORT)
+        self.assertEqual(len(before), 72)
+        self.assertChanges(before, [h.energy for h in S.hours(slots)])
+        for again in (slots, slots[30:100], slots[96:]):
+            await sync.synchronize(session, again, SLUG, now, rewrite=True)
+            self.assertEqual(await self.rows(session, IMPORT), before)
+        self.assertEqual(self.ha.log_lines(), [])
+
+    @coroutine
+    async def test_outageAndWrap(self):
+        """
+        Hours the meter has no record of are absent, never 0; across the
+        counter's wrap each hour's change is what was used and the state wraps.
+        """
+        session = await self.session()
+        energies = [D("1.5")] * 12 + [None] * 5 + [D("2.0")] * 15
+        slots = record(energies)
+        await sync.synchronize(session, slots, SLUG, T0 + datetime.timedelta(days=1),
+                               rewrite=True)
+        rows = await self.rows(session, IMPORT)
+        hours = [start for start in sorted(rows)]
+        self.assertEqual(hours, [T0 + k * HOUR for k in range(16) if k not in (6, 7, 8)])
+        self.assertChanges(rows, [h.energy for h in S.hours(slots)])
+        states = [state for _, state in (rows[h] for h in hours)]
+        self.assertEqual(states[:3], [99993.0, 99996.0, 99999.0])
+        self.assertEqual(states[3], 2.0)  # 99999 + 3 kWh on a 5-digit counter
+        sold = await self.rows(session, EXPORT)  # none sold: a sum that stays 0
+        self.assertEqual(sorted(sold), hours)
+        self.assertEqual({total for total, _ in sold.values()}, {0.0})
+
+    @coroutine
+    async def test_soldEnergy(self):
+        """Sold energy is its own statistic, hour by hour, beside the bought energy."""
+        session = await self.session()
+        sold = [D("0.1") * (k % 3) for k in range(24)]
+        slots = record([D("0.4")] * 24, sold=sold)
+        done = await sync.synchronize(session, slots, SLUG, T0 + datetime.timedelta(days=1),
+                                      rewrite=True)
+        self.assertEqual((done.hours[IMPORT], done.hours[EXPORT]), (12, 12))
+        rows = await self.rows(session, EXPORT)
+        self.assertChanges(rows, [h.energy for h in S.hours(slots, "export")])
+        listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
+        ours = {item["statistic_id"]: item for item in listed
+                if item["statistic_id"] in (IMPORT, EXPORT)}
+        self.assertEqual(set(ours), {IMPORT, EXPORT})
+        for sid, item in ours.items():
+            self.assertEqual((item["source"], item["statistics_unit_of_measurement"],
+                              item["has_sum"]), ("smartmeter_tx", "kWh", True), sid)
+
+    @coroutine
+    async def test_energyDashboardAcceptsOurStatistics(self):
+        """
+        Our two statistics set as the grid's consumption and return in HA's
+        energy preferences: HA's own validation lists no issue for them.
+        """
+        session = await self.session()
+        slots = record([D("0.4")] * 24, sold=[D("0.1")] * 24)
+        await sync.synchronize(session, slots, SLUG, T0 + datetime.timedelta(days=1),
+                               rewrite=True)
+        await session.call("energy/save_prefs", energy_sources=[{
+            "type": "grid",
+            "flow_from": [{"stat_energy_from": IMPORT, "stat_cost": None,
+                           "entity_energy_price": None, "number_energy_price": None}],
+            "flow_to": [{"stat_energy_to": EXPORT, "stat_compensation": None,
+                         "entity_energy_price": None, "number_energy_price": None}],
+            "cost_adjustment_day": 0}], device_consumption=[])
+        prefs = await session.call("energy/get_prefs")
+        self.assertEqual(prefs["energy_sources"][0]["flow_from"][0]["stat_energy_from"], IMPORT)
+        validation = await session.call("energy/validate")
+        self.assertEqual(validation["energy_sources"], [[]], validation)
+
+
+class FakeAgreesTests(_RealBase):
+
+    @coroutine
+    async def test_fakeAnswersAsHomeAssistantDoes(self):
+        """
+        The shared scenario (tests/ha_scenario.py) gets the same answers from
+        the strict fake as from HA, step by step.
+        """
+        fake = FakeHomeAssistant({"fake-admin": True, "fake-user": False})
+        port = fake.listen(reactor)
+        self.addCleanup(port.stopListening)
+        fake_url = f"http://127.0.0.1:{port.getHost().port}"
+        sessions = []
+        for url, token in ((fake_url, "fake-admin"), (fake_url, "fake-user")):
+            session = await W.connect(reactor, url, token)
+            self.addCleanup(session.close_and_wait, reactor)
+            sessions.append(session)
+        from_fake = await ha_scenario.play(*sessions)
+        from_ha = await ha_scenario.play(await self.session(),
+                                         await self.session(self.ha.tokens["user"]))
+        from_ha = ha_scenario.keys_the_fake_has(from_fake, from_ha)
+        self.assertEqual([name for name, _ in from_fake], [name for name, _ in from_ha])
+        self.maxDiff = None
+        for (name, fake_answer), (_, ha_answer) in zip(from_fake, from_ha):
+            self.assertEqual(fake_answer, ha_answer, f"step {name!r}")
+
+
+class ImporterTests(_RealBase):
+
+    @coroutine
+    async def test_refillAfterHomeAssistantWasDown(self):
+        """
+        The service's importer: the complete hours at start; HA stopped while
+        slots arrive (a warning, retries); HA back: every hour in HA once,
+        continuing its sums, nothing lost.
+        """
+        slots = record([D("0.5")] * 48)
+        now = (T0 + datetime.timedelta(days=1, hours=1)).timestamp()
+        backfill = Backfill(7, Clock(), lambda r, w: None, lambda: now,
+                            known=[s.to_record() for s in slots[:20]])
+        view = ServiceView(LatestStore(), LinkState(), Clock(), backfill,
+                           link=MeterLink(mac=MAC))
+        retries, fatal = Clock(), []
+        importer = HaImporter(self.ha.url, self.ha.token, view, reactor, fatal.append,
+                              wall_clock=lambda: now, clock=retries)
+        importer.startService()
+        self.addCleanup(importer.stopService)
+        await importer.idle()
+        self.assertEqual((importer.hours_imported, importer.connected), (10, True))
+        self.ha.stop()
+        await wait_for(lambda: not importer.connected, "the importer to see HA gone")
+        for slot in slots[20:]:
+            backfill.slots[slot.start] = slot
+        importer.kick()
+        await importer.idle()
+        self.assertEqual(importer.hours_imported, 10)
+        await self.ha.start()
+        retries.advance(60)  # the backoff is under a minute
+        await importer.idle()
+        await wait_for(lambda: importer.hours_imported == 24, "the refill", 30)
+        session = await self.session()
+        rows = await self.rows(session, IMPORT)
+        self.assertEqual(sorted(rows), [T0 + k * HOUR for k in range(24)])
+        self.assertEqual([total for total, _ in (rows[h] for h in sorted(rows))],
+                         [float(k) for k in range(1, 25)])
+        self.assertEqual(fatal, [])
+
+
+
+class HistoryRunner(test_history._Base):
+    """The history command's test helpers (an emulator, the command in-process) for C{test}."""
+
+    def __init__(self, test) -> None:
+        self.mktemp, self.addCleanup = test.mktemp, test.addCleanup
+        test_history._Base.setUp(self)
+
+    def run(self, argv):
+        return self._invoke(argv)
+
+    truth = test_history.HomeAssistantTests.truth
+
+
+class HistoryCommandTests(_RealBase):
+    """C{smartmeter-history --ha-url} as a user runs it, on the emulated meter."""
+
+    TOKEN_FILE = "ha-token"
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        self.runner = HistoryRunner(self)
+
+    @coroutine
+    async def test_rangeAgainAndShorterChangeNothing(self):
+        """
+        One day from the meter into HA, then two (which start earlier): hour
+        by hour the meter's truth.  The same command again, then one day
+        only: HA's rows stay as they were.
+        """
+        handle = self.runner.emulator()
+        token_file = os.path.join(self.runner.dir, self.TOKEN_FILE)
+        with open(token_file, "w") as f:
+            f.write(self.ha.token + "\n")
+        argv = ["--device", handle.path, "--state-file", os.path.join(self.runner.dir, "s.json"),
+                "--ha-url", self.ha.url, "--ha-token-file", token_file]
+        sid = f"smartmeter_tx:{handle.emulator.meter_mac.lower()}_energy_import"
+        session = await self.session()
+        meter_now = START.replace(tzinfo=JST)
+        window = dict(start=meter_now - 10 * 24 * HOUR, end=meter_now + 24 * HOUR)
+        outputs = []
+        for days in ("1", "2"):
+            code, out, err = await self.runner.run(argv + ["--days", days])
+            self.assertEqual((code, err), (0, ""))
+            outputs.append(out)
+            rows = await self.rows(session, sid, **window)
+            self.assertIn(f"imported {len(rows)} hours into {sid}", out)
+            previous = 0.0
+            for start in sorted(rows):
+                truth = self.runner.truth(handle, start.replace(tzinfo=None))
+                self.assertAlmostEqual(rows[start][0] - previous, float(truth), places=6,
+                                       msg=f"--days {days}: {start}")
+                previous = rows[start][0]
+        self.assertGreater(len(rows), 48)
+        for days in ("2", "1"):
+            code, out, err = await self.runner.run(argv + ["--days", days])
+            self.assertEqual((code, err), (0, ""))
+            outputs.append(out)
+            self.assertEqual(await self.rows(session, sid, **window), rows, f"--days {days}")
+        self.assertNotIn(self.ha.token, "".join(outputs))
+
+
+class MqttDiscoveryTests(_RealBase):
+    """
+    C{twist smartmeter --mqtt} on the emulated meter, a real mosquitto, and
+    HA's MQTT integration on it: the entities HA builds from our discovery.
+    """
+
+    timeout = 240  # only catches a hang
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        if MOSQUITTO is None:
+            raise SkipTest("mosquitto not installed: apt-get install mosquitto")
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.broker = Broker(self.dir)
+        self.addCleanup(self.broker.kill)
+        yield self.broker.start()
+        yield self.ha.add_mqtt(self.broker.port)
+        self.configs = Subscriber(self.broker.port, ["homeassistant/+/+/config"])
+        self.addCleanup(self.configs.close)
+
+    def twist(self):
+        args = [sys.executable, "-m", "twisted", "--log-format", "text", "smartmeter",
+                "--device", pinned("emulator:?time-scale=0.01"),
+                "--mqtt", f"mqtt://127.0.0.1:{self.broker.port}",
+                "--state-file", os.path.join(self.dir, "state.json"),
+                "--interval", "2", "--energy-interval", "4"]
+        with open(os.path.join(self.dir, "twist.log"), "wb") as log:
+            process = subprocess.Popen(args, env=twist_env(), cwd=self.dir, stdout=log,
+                                       stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: process.poll() is None and (process.kill(), process.wait()))
+        return process
+
+    async def states(self) -> dict:
+        """HA's states of the entities our discovery made: C{{unique_id: state}}."""
+        session = await self.session()
+        registry = await session.call("config/entity_registry/list")
+        ours = {e["entity_id"]: e["unique_id"] for e in registry
+                if e.get("platform") == "mqtt" and e["unique_id"].startswith("smartmeter_tx_")}
+        states = await self.ha.request("GET", "/api/states")
+        await session.close_and_wait(reactor)
+        return {ours[s["entity_id"]]: s for s in states if s["entity_id"] in ours}
+
+    @coroutine
+    async def test_entitiesFromOurDiscovery(self):
+        """
+        Every config we publish becomes an entity with our device class,
+        state class and unit, numbers once the meter is read, accepted by the
+        energy dashboard; after the service is killed, HA marks them
+        unavailable (our Last Will).  HA logs no error or warning about them.
+        """
+        process = self.twist()
+        configs = await wait_for(lambda: len(self.configs.got()) >= 14 and self.configs.got(),
+                                 "the discovery configs", 60)
+        published = {json.loads(payload)["unique_id"]: json.loads(payload)
+                     for _, payload, _ in configs}
+
+        async def numbers():
+            states = await self.states()
+            energy = [s for u, s in states.items() if u.endswith("_energy_normal")]
+            if len(states) == len(published) and energy and energy[0]["state"] not in (
+                    "unknown", "unavailable"):
+                return states
+            return None
+        states = await poll(numbers, "HA's entities with a reading", 90)
+        for unique, config in published.items():
+            attributes = states[unique]["attributes"]
+            for key in ("device_class", "state_class", "unit_of_measurement"):
+                self.assertEqual(attributes.get(key), config.get(key), f"{unique} {key}")
+        power = next(s for u, s in states.items() if u.endswith("_power"))
+        self.assertGreater(float(power["state"]), 0)
+        prefix = next(iter(published.values()))["device"]["identifiers"][0] + "_"
+        by_suffix = {u[len(prefix):]: s["entity_id"] for u, s in states.items()}
+        session = await self.session()
+        await session.call("energy/save_prefs", energy_sources=[{
+            "type": "grid",
+            "flow_from": [{"stat_energy_from": by_suffix["energy_normal"], "stat_cost": None,
+                           "entity_energy_price": None, "number_energy_price": None}],
+            "flow_to": [{"stat_energy_to": by_suffix["energy_reverse"],
+                         "stat_compensation": None, "entity_energy_price": None,
+                         "number_energy_price": None}],
+            "cost_adjustment_day": 0}], device_consumption=[])
+        validation = await session.call("energy/validate")
+        # HA compiles an entity's statistics every five minutes: until the
+        # first time, a new entity is "not defined" there.  Every check of
+        # its state (class, unit, recorded, a number) is made already.
+        issues = [issue for issue in validation["energy_sources"][0]
+                  if issue["type"] != "statistics_not_defined"]
+        self.assertEqual(issues, [], validation)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+
+        async def unavailable():
+            states = await self.states()
+            return all(s["state"] == "unavailable" for s in states.values()) and states
+        await poll(unavailable, "every entity unavailable after the Last Will", 30)
+        ours = [line for line in self.ha.log_lines(("ERROR", "WARNING"))
+                if "mqtt" in line.lower() or "smartmeter" in line.lower()]
+        self.assertEqual(ours, [])
+
+
+async def poll(check, what: str, timeout: float, step: float = 0.5):
+    """Ask C{check} (a coroutine function) until it returns a true value, within C{timeout} s."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await task.deferLater(reactor, step, lambda: None)
