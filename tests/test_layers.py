@@ -58,7 +58,11 @@ PURE_MODULES = [
     "smartmeter_tx.service.store",
     "smartmeter_tx.service.backoff",
     "smartmeter_tx.outputs.mackerel",
+    # The dashboard's data and words; its page and charts are twisted.web.template
+    # tags, which the package loads on first use only.
     "smartmeter_tx.outputs.dashboard",
+    "smartmeter_tx.outputs.dashboard.snapshot",
+    "smartmeter_tx.outputs.dashboard.text",
     "smartmeter_tx.outputs.mqtt.config",
     "smartmeter_tx.outputs.mqtt.payloads",
     "smartmeter_tx.outputs.mqtt.outbox",

@@ -304,7 +304,7 @@ class InstalledTwistTests(SynchronousTestCase):
         The installed project (normal or editable, as the README installs it)
         gives twist its 'smartmeter' command from any directory, with no
         PYTHONPATH: an editable install that maps only the package would
-        leave twist/plugins out, and 'twist smartmeter' unknown.
+        leave twisted/plugins out, and 'twist smartmeter' unknown.
         """
         elsewhere = os.path.abspath(self.mktemp())
         os.makedirs(elsewhere)

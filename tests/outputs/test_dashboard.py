@@ -2,8 +2,9 @@
 Tests for the dashboard at C{/} (L{smartmeter_tx.outputs.dashboard} and
 L{smartmeter_tx.outputs.web.DashboardResource}): the page with no data yet, with live
 data from a real poller on the emulator, and with a backfilled gap, in English
-and Japanese, its HTML checked with a parser; and the same page loaded in
-headless Chromium over a real socket.
+and Japanese, its HTML checked with a parser (and as XML: it is well formed);
+markup in any text it shows stays text; the wheel ships its template; and the
+same page loaded in headless Chromium over a real socket.
 """
 
 import datetime
@@ -13,18 +14,25 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from decimal import Decimal
 from html.parser import HTMLParser
+from xml.etree import ElementTree
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import getChildForRequest
+from twisted.web.error import FlattenerError
+from twisted.web.template import tags
 from twisted.web.test.requesthelper import DummyRequest
 
 from smartmeter_tx.session import config
 from smartmeter_tx.session import join
 from smartmeter_tx.outputs import dashboard as D
+from smartmeter_tx.outputs.dashboard import svg as charts
+from smartmeter_tx.outputs.dashboard.page import CSS, flatten_now
+from smartmeter_tx.outputs.dashboard.snapshot import Slot
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
@@ -35,6 +43,7 @@ from smartmeter_tx.service.poller import MeterPoller, PollSchedule
 from smartmeter_tx.outputs.web import QuietSite, make_root
 from tests.emuloop import Loop
 from tests.outputs.test_web import service_view
+from tests.test_packaging import copy_project, dependency_tree, python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOUR = 3600.0
@@ -124,6 +133,7 @@ class PageChecks:
     def page(self, html: str) -> Page:
         page = Page(html)
         self.assertEqual(page.errors, [])
+        self.xml(html)
         self.assertSelfContained(page, html)
         for id_ in ("power-now", "power-curve", "energy-bars", "today-normal", "today-reverse",
                     "month-normal", "month-reverse", "link-session", "link-rate-limit",
@@ -139,6 +149,13 @@ class PageChecks:
             titles = svg.find_all("title")
             self.assertTrue(titles and titles[0].text().strip(), svg.attrs)
         return page
+
+    def xml(self, html: str) -> ElementTree.Element:
+        """The page parsed as XML, which fails unless it is well formed."""
+        try:
+            return ElementTree.fromstring(html)
+        except ElementTree.ParseError as e:
+            self.fail(f"not well-formed XML: {e}")
 
     def assertSelfContained(self, page: Page, html: str):
         """Nothing the page uses comes from another host: no URL, script or font."""
@@ -346,13 +363,21 @@ class NoDataTests(PageChecks, SynchronousTestCase):
         self.assertEqual(page.find_all("h1")[0].text(), "Smart meter")
 
     def test_pure(self):
-        """The renderer imports nothing from Twisted."""
-        code = ("import smartmeter_tx.outputs.dashboard, sys; print(any(m.split('.')[0] == 'twisted' "
-                "for m in sys.modules))")
+        """
+        The snapshot and the words import nothing from Twisted; the page
+        loads twisted.web.template when it is first asked for.
+        """
+        code = ("import sys, smartmeter_tx.outputs.dashboard as D\n"
+                "from smartmeter_tx.outputs.dashboard import snapshot, text\n"
+                "def twisted(): return any(m.split('.')[0] == 'twisted' for m in sys.modules)\n"
+                "print(twisted())\n"
+                "D.render\n"
+                "print(twisted(), 'twisted.web.template' in sys.modules)")
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, timeout=60,
                              capture_output=True, text=True)
-        self.assertEqual((out.returncode, out.stdout.strip()), (0, "False"), out.stderr)
+        self.assertEqual((out.returncode, out.stdout.split()), (0, ["False", "True", "True"]),
+                         out.stderr)
 
 
 class ChartTests(SynchronousTestCase):
@@ -360,8 +385,8 @@ class ChartTests(SynchronousTestCase):
 
     NOW = wall_at(datetime.datetime(2024, 6, 1, 9, 0))
 
-    def svg(self, markup):
-        page = Page(markup)
+    def svg(self, chart):
+        page = Page(flatten_now(chart))
         self.assertEqual(page.errors, [])
         return page
 
@@ -373,7 +398,7 @@ class ChartTests(SynchronousTestCase):
         start = datetime.datetime(2024, 5, 31, 9, 0, tzinfo=JST)
         slots = [Slot(start + k * model.SLOT, v, None if v is None else Decimal(0),
                       "ok" if v is not None else "missing") for k, v in enumerate(values)]
-        return self.svg(D.svg.bars_svg(Snapshot(self.NOW, slots=slots), D.TEXT["en"]))
+        return self.svg(charts.bars_svg(Snapshot(self.NOW, slots=slots), D.TEXT["en"]))
 
     def test_emptyChartsHaveNoScale(self):
         """Without data neither chart has numbers on its axis; each says why it is empty."""
@@ -382,7 +407,7 @@ class ChartTests(SynchronousTestCase):
         self.assertEqual(self.labels(bars), [])
         self.assertEqual([n.text() for n in bars.find_all("text", "empty")],
                          ["No 30-minute record yet."])
-        curve = self.svg(D.svg.curve_svg(Snapshot(self.NOW), D.TEXT["en"]))
+        curve = self.svg(charts.curve_svg(Snapshot(self.NOW), D.TEXT["en"]))
         self.assertEqual(self.labels(curve), [])
         self.assertEqual([n.text() for n in curve.find_all("text", "empty")],
                          ["No readings today yet."])
@@ -405,16 +430,162 @@ class ChartTests(SynchronousTestCase):
     def test_singleReadingIsAPoint(self):
         """One reading today (or one between two gaps) is drawn as a dot."""
         from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
-        curve = self.svg(D.svg.curve_svg(Snapshot(self.NOW, curve=[(self.NOW - 60, 420)]),
+        curve = self.svg(charts.curve_svg(Snapshot(self.NOW, curve=[(self.NOW - 60, 420)]),
                                          D.TEXT["en"]))
         self.assertEqual(curve.find_all("polyline"), [])
         self.assertEqual(len(curve.find_all("circle", "point")), 1)
         self.assertEqual(curve["power-curve"].attrs["data-points"], "1")
-        two = self.svg(D.svg.curve_svg(Snapshot(self.NOW, curve=[
+        two = self.svg(charts.curve_svg(Snapshot(self.NOW, curve=[
             (self.NOW - 3600, 300), (self.NOW - 60, 420), (self.NOW - 30, 430)]),
             D.TEXT["en"]))
         self.assertEqual(len(two.find_all("circle", "point")), 1)  # the one before the gap
         self.assertEqual(len(two.find_all("polyline")), 1)
+
+
+#: Markup, both quotes and ampersands, as a hostile text would hold them.
+HOSTILE = """<script>alert("x")</script><b title='t'>&amp; & "q" 'a'"""
+
+
+def full_snapshot(now: float, **fields) -> D.Snapshot:
+    """
+    A L{D.Snapshot} at C{now} that takes every branch showing a text: a
+    stale reading, sold and bought energy, a curve with a lone point, slots
+    of each state with midnight and noon ticks, a held send, the rate limit
+    and Home Assistant away; C{fields} override.
+    """
+    boundary = datetime.datetime.fromtimestamp(now, JST).replace(minute=0, second=0)
+    first = boundary - datetime.timedelta(hours=48)
+    slots = [Slot(first + k * model.SLOT, Decimal("0.5"), Decimal("0.1"), "ok")
+             for k in range(94)]
+    slots += [Slot(first + 94 * model.SLOT, None, None, "nodata"),
+              Slot(first + 95 * model.SLOT, None, None, "missing")]
+    values = dict(
+        power_w=-1234, current_r_a=Decimal("5"), current_t_a=Decimal("7"),
+        reading_time=now - 600, curve=[(now - 3600, 300), (now - 600, 400), (now - 570, 420)],
+        slots=slots, today={"normal": (Decimal("1.25"), boundary), "reverse": None},
+        month={"normal": None, "reverse": (Decimal("3.5"), boundary)}, session="up",
+        session_since=now - 900, held="rate limit", rate_limited=True, last_event=0x32,
+        rssi=-50.0, lqi=200, rejoins_last_hour=2,
+        ha=(boundary - datetime.timedelta(hours=1), False))
+    values.update(fields)
+    return D.Snapshot(now=now, **values)
+
+
+class EscapingTests(PageChecks, SynchronousTestCase):
+    """
+    Whatever a text holds, the page shows it as text: the flattener escapes
+    every text and attribute, with no escaping call of ours to forget.
+    """
+
+    NOW = wall_at(datetime.datetime(2024, 6, 1, 9, 0))
+
+    def assertShown(self, page: Page, tree: ElementTree.Element, ident: str, text: str):
+        """Element C{ident} shows C{text} and holds it in its C{data-value}, in both parsers."""
+        self.assertEqual(page[ident].text(), text)
+        self.assertEqual(page[ident].attrs["data-value"], text)
+        [node] = tree.iterfind(f".//*[@id='{ident}']")
+        self.assertEqual("".join(node.itertext()), text)
+        self.assertEqual(node.get("data-value"), text)
+
+    def assertNoMarkup(self, page: Page, html: str):
+        """No element of the page came from a text."""
+        self.assertNotIn("<script", html)
+        self.assertNotIn("<b ", html)
+        self.assertEqual(page.find_all("script") + page.find_all("b"), [])
+
+    def test_hostileFields(self):
+        """The snapshot's strings show as they are, in text and in attributes."""
+        html = D.render(full_snapshot(self.NOW, held=HOSTILE, session=HOSTILE), "en")
+        page = self.page(html)
+        self.assertNoMarkup(page, html)
+        tree = self.xml(html)
+        self.assertShown(page, tree, "link-held", HOSTILE)
+        self.assertShown(page, tree, "link-session", HOSTILE)
+        self.assertEqual(page["link-held"].find_all("span", "bad")[0].text(), HOSTILE)
+
+    def test_hostileWords(self):
+        """
+        A language whose name and every word hold markup and quotes: each
+        shows as it is, in the page's text, its attributes and its charts.
+        """
+        words = {key: HOSTILE + value for key, value in D.TEXT["en"].items()}
+        D.TEXT[HOSTILE] = words
+        self.addCleanup(D.TEXT.pop, HOSTILE)
+        html = D.render(full_snapshot(self.NOW), HOSTILE)
+        page = self.page(html)
+        self.assertNoMarkup(page, html)
+        tree = self.xml(html)
+        self.assertEqual(tree.get("lang"), HOSTILE)
+        self.assertEqual(page.find_all("html")[0].attrs["lang"], HOSTILE)
+        self.assertEqual(page.find_all("title")[0].text(), f"−1,234 W · {words['title']}")
+        self.assertEqual(page.find_all("h1")[0].text(), words["title"])
+        self.assertEqual(page["power-now"].attrs["aria-label"], f"{words['power_now']}: −1,234 W")
+        self.assertEqual(page["energy"].attrs["aria-label"], f"{words['today']} / {words['month']}")
+        for section in page.find_all("section"):
+            self.assertTrue(section.attrs["aria-label"].startswith(HOSTILE), section.attrs)
+            self.assertTrue(section.find_all("h2")[0].text().startswith(HOSTILE), section.attrs)
+        for chart in page.find_all("svg"):
+            for tag in ("title", "desc"):
+                self.assertTrue(chart.find_all(tag)[0].text().startswith(HOSTILE), chart.attrs)
+        for g in self.slots(page):
+            self.assertIn(HOSTILE, g.find_all("title")[0].text())
+        for dt in page["link"].find_all("dt"):
+            self.assertTrue(dt.text().startswith(HOSTILE), dt.text())
+        self.assertEqual(page["link-age"].find_all("span", "bad")[0].text(),
+                         f"({words['stale']})")
+        self.assertEqual(page["updated"].text(), words["updated"].format(
+            "2024-06-01 09:00", D.REFRESH))
+
+    def test_styleVerbatim(self):
+        """The style holds nothing the flattener escapes, so the page carries it unchanged."""
+        for c in "<>&":
+            self.assertNotIn(c, CSS)
+        self.assertIn(f"<style>{CSS}</style>", D.render(full_snapshot(self.NOW), "ja"))
+
+    def test_flattenNowFailsLoudly(self):
+        """Flattening that would wait, or that fails, raises instead of giving a page."""
+        self.assertRaises(RuntimeError, flatten_now, tags.div(defer.Deferred()))
+        self.assertRaises(FlattenerError, flatten_now, tags.div(object()))
+        self.assertEqual(flatten_now(tags.p(HOSTILE, title=HOSTILE)),
+                         '<p title="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;b '
+                         "title='t'&gt;&amp;amp; &amp; &quot;q&quot; 'a'\">&lt;script&gt;"
+                         "alert(\"x\")&lt;/script&gt;&lt;b title='t'&gt;&amp;amp; &amp; \"q\" "
+                         "'a'</p>")
+
+
+class PackagingTests(SynchronousTestCase):
+    """The page's template, outside the checkout."""
+
+    def test_templateShips(self):
+        """The wheel holds the page template, and a normal install of it renders the page."""
+        # Built from a copy: pip writes build/ and *.egg-info next to the source.
+        source = copy_project(self)
+        dist, target = os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp())
+        os.makedirs(dist)
+        os.makedirs(target)
+        built = python(["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                        "--no-cache-dir", "--disable-pip-version-check", "-q", "-w", dist,
+                        source],
+                       cwd=dist, pythonpath=os.environ.get("PYTHONPATH", ""), timeout=120)
+        self.assertEqual(built.returncode, 0, built.stdout + built.stderr)
+        [wheel] = [os.path.join(dist, name) for name in os.listdir(dist) if name.endswith(".whl")]
+        with zipfile.ZipFile(wheel) as z:
+            self.assertIn("smartmeter_tx/outputs/dashboard/page.xml", z.namelist())
+        installed = python(["-m", "pip", "install", "--no-deps", "--no-index", "--no-cache-dir",
+                            "--disable-pip-version-check", "-q", "--target", target, wheel],
+                           cwd=dist, pythonpath="", timeout=120)
+        self.assertEqual(installed.returncode, 0, installed.stdout + installed.stderr)
+        # Only the install and Twisted on the path: not the checkout.
+        path = os.pathsep.join([target, dependency_tree(self, ["twisted"])])
+        page = python("import smartmeter_tx.outputs.dashboard as D\n"
+                      "print(D.__file__)\n"
+                      f"print(D.render(D.Snapshot(now={EscapingTests.NOW!r}), 'ja'))\n",
+                      cwd=target, pythonpath=path, isolated=True)
+        self.assertEqual(page.returncode, 0, page.stderr)
+        where, html = page.stdout.split("\n", 1)
+        self.assertTrue(where.startswith(target + os.sep), (where, target))
+        self.assertIn("<h1>スマートメーター</h1>", html)
+        self.assertIn('<svg id="energy-bars"', html)
 
 
 class LiveTests(PageChecks, SynchronousTestCase):

@@ -4,29 +4,40 @@ hours of 30-minute energy, today's and this month's kWh, and the link's
 health, as one self-contained HTML page (no script, font or style from
 elsewhere: a Pi may be offline).
 
-Pure: no Twisted, no I/O.  L{render} fills the page template (L{PAGE}) once,
-from a L{smartmeter_tx.outputs.dashboard.snapshot.Snapshot}, each section
-made by a function of its own.
+L{render} fills the page's template (C{page.xml}, next to this module) from a
+L{smartmeter_tx.outputs.dashboard.snapshot.Snapshot} with
+L{twisted.web.template}: the skeleton and its words are slots, each section is
+made by a renderer of L{DashboardPage} as tags.  No markup is ever written as
+text, so the flattener escapes every text and attribute that reaches the
+page.  No I/O but reading the template once.
 """
 
 from __future__ import annotations
 
-import string
-from html import escape
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
 
 from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
 from smartmeter_tx.outputs.dashboard.svg import bars_svg, curve_svg
 from smartmeter_tx.outputs.dashboard.text import (
-    DASH, TEXT, attr, show_amps, show_duration, show_hhmm, show_kwh, show_watts,
+    DASH, TEXT, data_value, show_amps, show_duration, show_hhmm, show_kwh, show_watts,
 )
 
-__all__ = ["render", "REFRESH", "PAGE"]
+__all__ = ["render", "flatten_now", "DashboardPage", "REFRESH", "TEMPLATE"]
 
 #: Seconds between the page's own reloads.
 REFRESH = 30
 #: A reading older than this is shown as stale.
 STALE_AGE = 120.0
+#: The page's skeleton; shipped as package data (pyproject.toml).
+TEMPLATE = FilePath(__file__).sibling("page.xml")
+#: Written before the flattened template: XMLFile drops a DTD.
+DOCTYPE = "<!DOCTYPE html>\n"
 
+#: The page's style, flattened as the C{<style>}'s text.  It must hold no
+#: C{<}, C{>} or C{&}: the flattener would escape them, and HTML does not
+#: unescape a style.
 CSS = """
 :root{--bg:#f4f5f7;--card:#fff;--fg:#1b1f24;--muted:#5f6b7a;--line:#d9dde3;
 --buy:#e8590c;--sell:#2b8a3e;--curve:#1c7ed6;--gap:#adb5bd;--warn:#c92a2a;--ok:#2b8a3e}
@@ -86,145 +97,181 @@ footer a{margin-right:.8em}
 """
 
 
-#: The page; every C{$name} is filled once by L{render}, already escaped.
-PAGE = string.Template("""<!DOCTYPE html>
-<html lang="$lang">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="$refresh">
-<meta name="color-scheme" content="light dark">
-<title>$page_title</title>
-<style>$css</style>
-</head>
-<body>
-<header><h1>$title</h1>
-<a id="lang" href="?lang=$other" hreflang="$other" lang="$other">$lang_other</a>
-</header>
-<main>
-<section id="now" aria-label="$power_now"><h2>$power_now</h2>
-$power</section>
-<section id="energy" aria-label="$today / $month">
-<h2>$today / $month (kWh)</h2>$totals</section>
-<section id="curve" aria-label="$curve_title"><h2>$curve_title</h2>
-$curve</section>
-<section id="bars" aria-label="$bars_title"><h2>$bars_title (kWh)</h2>
-$bars$legend</section>
-<section id="link" aria-label="$link_title"><h2>$link_title</h2>
-$link</section>
-</main>
-<footer><p id="updated">$updated</p>
-<p><a href="latest">/latest</a><a href="history">/history</a><a href="metrics">/metrics</a></p>
-</footer>
-</body>
-</html>
-""")
+def flatten_now(root) -> str:
+    """
+    C{root} flattened at once: C{flattenString} fires synchronously when
+    nothing in the tree is a Deferred, as nothing on the page is.
+
+    @param root: a tag, an element, or a list of them.
+    @return: the markup, every text and attribute escaped.
+    @raise RuntimeError: if anything in C{root} would wait (a Deferred).
+    @raise twisted.web.error.FlattenerError: if C{root} cannot be flattened.
+    """
+    result = []
+    flattenString(None, root).addBoth(result.append)
+    if not result:
+        raise RuntimeError(f"flattening {root!r} did not finish synchronously")
+    if isinstance(result[0], Failure):
+        result[0].raiseException()
+    return result[0].decode("utf-8")
 
 
 def render(snap: Snapshot, lang: str = "en") -> str:
-    """The whole page, in C{lang} (C{"en"} or C{"ja"})."""
-    t = TEXT.get(lang, TEXT["en"])
-    other = "ja" if lang == "en" else "en"
-    page_title = (t["title"] if snap.power_w is None
-                  else f"{show_watts(snap.power_w)} W · {t['title']}")
-    updated = t["updated"].format(snap.now_jst.strftime("%Y-%m-%d %H:%M"), REFRESH)
-    legend = (f'<div class="legend"><i class="lg-buy"></i>{escape(t["bought"])}'
-              f'<i class="lg-sell"></i>{escape(t["sold"])}'
-              f'<i class="lg-gap"></i>{escape(t["no_data"])}</div>')
-    return PAGE.substitute(
-        lang=lang, other=other, refresh=REFRESH, css=CSS, page_title=escape(page_title),
-        title=escape(t["title"]), lang_other=escape(t["lang_other"]),
-        power_now=escape(t["power_now"]), today=escape(t["today"]), month=escape(t["month"]),
-        curve_title=escape(t["curve"]), bars_title=escape(t["bars"]),
-        link_title=escape(t["link"]), updated=escape(updated), legend=legend,
-        power=_power_html(snap, t), totals=_totals_html(snap, t), curve=curve_svg(snap, t),
-        bars=bars_svg(snap, t), link=_link_html(snap, t))
+    """
+    The whole page of C{snap}, in C{lang} (C{"en"} or C{"ja"}).
+
+    @return: the HTML document, doctype first.
+    """
+    return DOCTYPE + flatten_now(DashboardPage(snap, lang)) + "\n"
 
 
-def _power_html(snap: Snapshot, t: dict) -> str:
+class DashboardPage(Element):
+    """
+    The page of one L{Snapshot} in one language: L{TEMPLATE}, whose C{page}
+    renderer fills the words, the others a section each.
+    """
+
+    loader = XMLFile(TEMPLATE)
+
+    def __init__(self, snap: Snapshot, lang: str):
+        """
+        @param lang: C{"en"} or C{"ja"}; any other is shown in English (but
+            still named in the page's C{lang}).
+        """
+        super().__init__()
+        self.snap = snap
+        self.lang = lang
+        self.t = TEXT.get(lang, TEXT["en"])
+
+    @renderer
+    def page(self, request, tag: Tag) -> Tag:
+        """The C{<html>}: every slot of the template, words and numbers."""
+        snap, t = self.snap, self.t
+        page_title = (t["title"] if snap.power_w is None
+                      else f"{show_watts(snap.power_w)} W · {t['title']}")
+        return tag.fillSlots(
+            lang=self.lang, other="ja" if self.lang == "en" else "en", refresh=str(REFRESH),
+            css=CSS, page_title=page_title, title=t["title"], lang_other=t["lang_other"],
+            power_now=t["power_now"], today=t["today"], month=t["month"],
+            curve_title=t["curve"], bars_title=t["bars"], link_title=t["link"],
+            bought=t["bought"], sold=t["sold"], no_data=t["no_data"],
+            updated=t["updated"].format(snap.now_jst.strftime("%Y-%m-%d %H:%M"), REFRESH))
+
+    @renderer
+    def power(self, request, tag: Tag) -> list:
+        """The power now, its direction, the currents and the reading's age."""
+        return _power(self.snap, self.t)
+
+    @renderer
+    def totals(self, request, tag: Tag) -> list:
+        """Today's and this month's kWh, bought and sold."""
+        return _totals(self.snap, self.t)
+
+    @renderer
+    def curve(self, request, tag: Tag) -> Tag:
+        """Today's power curve."""
+        return curve_svg(self.snap, self.t)
+
+    @renderer
+    def bars(self, request, tag: Tag) -> Tag:
+        """The last 48 hours of 30-minute energy."""
+        return bars_svg(self.snap, self.t)
+
+    @renderer
+    def link(self, request, tag: Tag) -> Tag:
+        """The link's health."""
+        return _link(self.snap, self.t)
+
+
+def _power(snap: Snapshot, t: dict) -> list:
     """The power now, its direction, the currents and the reading's age."""
     if snap.reading_time is None:
-        return (f'<div id="power-now" data-value="">{DASH}</div>'
-                f'<div class="sub" id="power-note">{escape(t["no_reading"])}</div>')
+        return [tags.div(DASH, **{"id": "power-now", "data-value": ""}),
+                tags.div(t["no_reading"], **{"class": "sub", "id": "power-note"})]
+    watts = show_watts(snap.power_w)
     cls = "selling" if snap.power_w is not None and snap.power_w < 0 else ""
     direction = ("" if snap.power_w is None or snap.power_w == 0 else
                  t["selling"] if snap.power_w < 0 else t["buying"])
-    return (
-        f'<div id="power-now" class="{cls}" data-value="{attr(snap.power_w)}" '
-        f'aria-label="{escape(t["power_now"])}: {escape(show_watts(snap.power_w))} W">'
-        f'{escape(show_watts(snap.power_w))}<span class="unit">W</span></div>'
-        f'<div class="direction">{escape(direction)}</div>'
-        f'<div class="sub" id="currents" data-r="{attr(snap.current_r_a)}" '
-        f'data-t="{attr(snap.current_t_a)}">{escape(t["current"])} '
-        f'R {escape(show_amps(snap.current_r_a))} / T {escape(show_amps(snap.current_t_a))}</div>'
-        f'<div class="sub" id="power-age">{escape(t["ago"].format(show_duration(snap.age, t)))}'
-        f'</div>')
+    return [
+        tags.div(watts, tags.span("W", class_="unit"),
+                 **{"id": "power-now", "class": cls, "data-value": data_value(snap.power_w),
+                    "aria-label": f"{t['power_now']}: {watts} W"}),
+        tags.div(direction, class_="direction"),
+        tags.div(f"{t['current']} R {show_amps(snap.current_r_a)} / "
+                 f"T {show_amps(snap.current_t_a)}",
+                 **{"class": "sub", "id": "currents", "data-r": data_value(snap.current_r_a),
+                    "data-t": data_value(snap.current_t_a)}),
+        tags.div(t["ago"].format(show_duration(snap.age, t)),
+                 **{"class": "sub", "id": "power-age"}),
+    ]
 
 
-def _total_cell(value, t: dict, cls: str, ident: str) -> str:
+def _total_cell(value, t: dict, cls: str, ident: str) -> Tag:
+    """One period's kWh in one direction, with the time it runs until."""
+    attributes = {"id": ident, "class": f"kwh {cls}"}
     if value is None:
-        return f'<span id="{ident}" class="kwh {cls}" data-value="">{DASH}</span>'
+        return tags.span(DASH, **attributes, **{"data-value": ""})
     kwh, as_of = value
-    return (f'<span id="{ident}" class="kwh {cls}" data-value="{attr(kwh)}">'
-            f'{escape(show_kwh(kwh))} <small>kWh</small><span class="asof">'
-            f'{escape(t["until"].format(show_hhmm(as_of)))}</span></span>')
+    return tags.span(f"{show_kwh(kwh)} ", tags.small("kWh"),
+                     tags.span(t["until"].format(show_hhmm(as_of)), class_="asof"),
+                     **attributes, **{"data-value": data_value(kwh)})
 
 
-def _totals_html(snap: Snapshot, t: dict) -> str:
+def _totals(snap: Snapshot, t: dict) -> list:
     """Today's and this month's kWh, bought and sold."""
-    rows = [f'<span></span><span class="head">{escape(t["bought"])}</span>'
-            f'<span class="head">{escape(t["sold"])}</span>']
+    cells = [tags.span(), tags.span(t["bought"], class_="head"),
+             tags.span(t["sold"], class_="head")]
     for key, values in (("today", snap.today), ("month", snap.month)):
-        rows.append(f'<span class="head">{escape(t[key])}</span>'
-                    + _total_cell(values.get("normal"), t, "buy", f"{key}-normal")
-                    + _total_cell(values.get("reverse"), t, "sell", f"{key}-reverse"))
-    totals = '<div class="totals" id="totals">' + "".join(rows) + "</div>"
+        cells += [tags.span(t[key], class_="head"),
+                  _total_cell(values.get("normal"), t, "buy", f"{key}-normal"),
+                  _total_cell(values.get("reverse"), t, "sell", f"{key}-reverse")]
+    totals = [tags.div(cells, class_="totals", id="totals")]
     if not snap.backfill:
-        totals += f'<p class="sub">{escape(t["no_backfill"])}</p>'
+        totals.append(tags.p(t["no_backfill"], class_="sub"))
     return totals
+
+
+def _bad(text: str) -> Tag:
+    """C{text} marked as a problem."""
+    return tags.span(text, class_="bad")
 
 
 def _ha_row(ha: tuple, t: dict) -> tuple:
     """Home Assistant's statistics: the newest hour it has, and whether it is reachable."""
     last, connected = ha
     text = DASH if last is None else last.strftime("%Y-%m-%d %H:%M")
-    html = escape(text) + ("" if connected else
-                           f' <span class="bad">({escape(t["ha_away"])})</span>')
-    return ("ha", t["ha_last"], html, "" if last is None else last.isoformat())
+    shown = [text] if connected else [text, " ", _bad(f"({t['ha_away']})")]
+    return ("ha", t["ha_last"], shown, None if last is None else last.isoformat())
 
 
-def _link_html(snap: Snapshot, t: dict) -> str:
+def _link(snap: Snapshot, t: dict) -> Tag:
     """The link's health as a definition list, each value also in C{data-value}."""
-    session_cls = "good" if snap.session == "up" else "bad"
-    session = escape(t.get(f"session_{snap.session}", snap.session))
+    session = t.get(f"session_{snap.session}", snap.session)
     if snap.session == "up" and snap.session_since is not None:
-        session += " " + escape(t["since"].format(show_hhmm(snap.session_since)))
+        session += " " + t["since"].format(show_hhmm(snap.session_since))
     age = snap.age
-    stale = age is not None and age > STALE_AGE
-    age_text = escape(show_duration(age, t)) + (
-        f' <span class="bad">({escape(t["stale"])})</span>' if stale else "")
+    age_shown = [show_duration(age, t)]
+    if age is not None and age > STALE_AGE:
+        age_shown += [" ", _bad(f"({t['stale']})")]
     rssi = DASH if snap.rssi is None else f"{snap.rssi:.0f} dBm"
     lqi = DASH if snap.lqi is None else str(snap.lqi)
-    link = [
-        ("session", t["session"], f'<span class="{session_cls}">{session}</span>',
-         snap.session),
+    event = None if snap.last_event is None else f"{snap.last_event:02X}"
+    rows = [
+        ("session", t["session"],
+         tags.span(session, class_="good" if snap.session == "up" else "bad"), snap.session),
         ("rate-limit", t["rate_limit"],
-         f'<span class="bad">{escape(t["limited"])}</span>' if snap.rate_limited
-         else escape(t["not_limited"]), "1" if snap.rate_limited else "0"),
-        ("last-event", t["last_event"],
-         DASH if snap.last_event is None else escape(f"{snap.last_event:02X}"),
-         "" if snap.last_event is None else f"{snap.last_event:02X}"),
-        ("rssi", t["rssi"], escape(f"{rssi} / {lqi}"), "" if snap.rssi is None else snap.rssi),
-        ("age", t["age"], age_text, "" if age is None else round(age)),
-        ("rejoins", t["rejoins"],
-         DASH if snap.rejoins_last_hour is None else str(snap.rejoins_last_hour),
-         snap.rejoins_last_hour),
+         _bad(t["limited"]) if snap.rate_limited else t["not_limited"],
+         "1" if snap.rate_limited else "0"),
+        ("last-event", t["last_event"], DASH if event is None else event, event),
+        ("rssi", t["rssi"], f"{rssi} / {lqi}", snap.rssi),
+        ("age", t["age"], age_shown, None if age is None else round(age)),
+        ("rejoins", t["rejoins"], DASH if snap.rejoins_last_hour is None
+         else str(snap.rejoins_last_hour), snap.rejoins_last_hour),
     ]
     if snap.held:
-        link.insert(1, ("held", t["held"], f'<span class="bad">{escape(snap.held)}</span>',
-                        snap.held))
+        rows.insert(1, ("held", t["held"], _bad(snap.held), snap.held))
     if snap.ha is not None:
-        link.append(_ha_row(snap.ha, t))
-    return "<dl>" + "".join(
-        f'<dt>{escape(label)}</dt><dd id="link-{key}" data-value="{attr(value)}">{html}</dd>'
-        for key, label, html, value in link) + "</dl>"
+        rows.append(_ha_row(snap.ha, t))
+    return tags.dl([(tags.dt(label), tags.dd(shown, **{"id": f"link-{key}",
+                                                       "data-value": data_value(value)}))
+                    for key, label, shown, value in rows])

@@ -3,16 +3,18 @@ The dashboard's two charts as inline SVG: today's power curve and the last 48
 hours of 30-minute energy.  Each carries its numbers in C{data-} attributes
 and a C{<title>}/C{<desc>} for screen readers.
 
-Pure: no Twisted, no I/O.
+Built as L{twisted.web.template} tags, never as markup text: the flattener
+escapes every text and attribute.  No I/O.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from html import escape
+
+from twisted.web.template import Tag
 
 from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
-from smartmeter_tx.outputs.dashboard.text import attr, power_label, show_kwh
+from smartmeter_tx.outputs.dashboard.text import data_value, power_label, show_kwh
 
 __all__ = ["curve_svg", "bars_svg"]
 
@@ -21,6 +23,56 @@ LEFT, RIGHT, TOP, BOTTOM = 38, 14, 10, 24
 
 #: A pause between two readings longer than this breaks the power curve.
 CURVE_GAP = 300.0
+
+
+def _el(name: str, *children, **attributes: str) -> Tag:
+    """
+    An SVG element: C{tags} knows only HTML's names.  Attributes are passed
+    as a C{**dict} since most SVG and C{data-} names are no Python names.
+    """
+    return Tag(name)(*children, **attributes)
+
+
+def _hline(cls: str, gy: float) -> Tag:
+    """A horizontal grid line across the plot at C{gy}."""
+    return _el("line", **{"class": cls, "x1": str(LEFT), "x2": str(W - RIGHT),
+                          "y1": f"{gy:.1f}", "y2": f"{gy:.1f}"})
+
+
+def _vline(cls: str, gx: float) -> Tag:
+    """A vertical line from the plot's top to its bottom at C{gx}."""
+    return _el("line", **{"class": cls, "x1": f"{gx:.1f}", "x2": f"{gx:.1f}", "y1": str(TOP),
+                          "y2": str(H - BOTTOM)})
+
+
+def _ylabel(text: str, gy: float) -> Tag:
+    """A grid line's value, left of the plot."""
+    return _el("text", text, **{"class": "ylab", "x": str(LEFT - 4), "y": f"{gy + 3.5:.1f}"})
+
+
+def _xlabel(text: str, gx: float) -> Tag:
+    """A tick's time, under the plot."""
+    return _el("text", text, **{"class": "xlab", "x": f"{gx:.1f}", "y": str(H - BOTTOM + 14)})
+
+
+def _empty(text: str) -> Tag:
+    """Why a chart is empty, in the middle of its plot."""
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    return _el("text", text, **{"class": "empty", "x": f"{LEFT + pw / 2:.1f}",
+                                "y": f"{TOP + ph / 2:.1f}"})
+
+
+def _chart(ident: str, title: str, desc: str, data: dict, parts: list) -> Tag:
+    """
+    The C{<svg>} of chart C{ident}: its C{title} and C{desc} for screen
+    readers, its numbers in C{data} (C{data-} attributes, without the prefix),
+    then C{parts}.
+    """
+    attributes = {"id": ident, "viewBox": f"0 0 {W} {H}", "role": "img",
+                  "aria-labelledby": f"{ident}-title {ident}-desc"}
+    attributes.update((f"data-{name}", value) for name, value in data.items())
+    return _el("svg", _el("title", title, id=f"{ident}-title"),
+               _el("desc", desc, id=f"{ident}-desc"), *parts, **attributes)
 
 
 def _nice_step(span: float, lines: int = 4) -> float:
@@ -39,7 +91,7 @@ def _decimals(step: float) -> int:
     return max(0, -Decimal(str(step)).normalize().as_tuple().exponent)
 
 
-def curve_svg(snap: Snapshot, t: dict) -> str:
+def curve_svg(snap: Snapshot, t: dict) -> Tag:
     """Today's power, midnight to midnight (JST), as an inline SVG."""
     midnight = snap.now_jst.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     values = [w for _, w in snap.curve if w is not None]
@@ -59,9 +111,28 @@ def curve_svg(snap: Snapshot, t: dict) -> str:
     # No scale for a chart without data: its numbers would mean nothing.
     parts = _curve_axes([low + k * step for k in range(round((high - low) / step) + 1)]
                         if values else [], y, pw)
-    # The curve: one path, broken where a reading is absent or readings paused.
+    segments = _segments(snap.curve, x, y)
+    parts += _curve_marks(segments, y(0))
+    parts.append(_vline("now", x(snap.now)))
+    if values:
+        rng = f"{power_label(min(values))} … {power_label(max(values))}"
+        desc = t["curve_desc"].format(n=len(values), range=rng)
+    else:
+        desc = t["curve_empty"]
+        parts.append(_empty(t["curve_empty"]))
+    return _chart("power-curve", t["curve"], desc, {
+        "points": str(len(values)), "segments": str(len(segments)),
+        "min": data_value(min(values) if values else None),
+        "max": data_value(max(values) if values else None)}, parts)
+
+
+def _segments(curve: list, x, y) -> list:
+    """
+    The curve's runs of C{(x, y)} points: broken where a reading is absent
+    or readings paused longer than L{CURVE_GAP}.
+    """
     segments, current, last = [], [], None
-    for when, watts in snap.curve:
+    for when, watts in curve:
         if watts is None or (last is not None and when - last > CURVE_GAP):
             if current:
                 segments.append(current)
@@ -71,35 +142,24 @@ def curve_svg(snap: Snapshot, t: dict) -> str:
         last = when
     if current:
         segments.append(current)
-    zero = y(0)
+    return segments
+
+
+def _curve_marks(segments: list, zero: float) -> list:
+    """Each segment as a filled line down to C{zero} watts, or as a dot."""
+    parts = []
     for seg in segments:
         if len(seg) == 1:
             # A lone reading (the first one, or one between two gaps): a dot,
             # since a line needs two points to be seen.
-            parts.append(f'<circle class="point" cx="{seg[0][0]:.1f}" cy="{seg[0][1]:.1f}" '
-                         f'r="2.2"/>')
+            parts.append(_el("circle", **{"class": "point", "cx": f"{seg[0][0]:.1f}",
+                                          "cy": f"{seg[0][1]:.1f}", "r": "2.2"}))
             continue
         line = " ".join(f"{px:.1f},{py:.1f}" for px, py in seg)
-        area = (f"{seg[0][0]:.1f},{zero:.1f} " + line + f" {seg[-1][0]:.1f},{zero:.1f}")
-        parts.append(f'<polygon class="area" points="{area}"/>')
-        parts.append(f'<polyline class="line" points="{line}"/>')
-    nx = x(snap.now)
-    parts.append(f'<line class="now" x1="{nx:.1f}" x2="{nx:.1f}" y1="{TOP}" y2="{H - BOTTOM}"/>')
-    if values:
-        rng = f"{power_label(min(values))} … {power_label(max(values))}"
-        desc = t["curve_desc"].format(n=len(values), range=rng)
-    else:
-        desc = t["curve_empty"]
-        parts.append(f'<text class="empty" x="{LEFT + pw / 2:.1f}" y="{TOP + ph / 2:.1f}">'
-                     f'{escape(t["curve_empty"])}</text>')
-    return (f'<svg id="power-curve" viewBox="0 0 {W} {H}" role="img" '
-            f'aria-labelledby="power-curve-title power-curve-desc" '
-            f'data-points="{len(values)}" data-segments="{len(segments)}" '
-            f'data-min="{attr(min(values) if values else None)}" '
-            f'data-max="{attr(max(values) if values else None)}">'
-            f'<title id="power-curve-title">{escape(t["curve"])}</title>'
-            f'<desc id="power-curve-desc">{escape(desc)}</desc>'
-            + "".join(parts) + "</svg>")
+        area = f"{seg[0][0]:.1f},{zero:.1f} " + line + f" {seg[-1][0]:.1f},{zero:.1f}"
+        parts.append(_el("polygon", **{"class": "area", "points": area}))
+        parts.append(_el("polyline", **{"class": "line", "points": line}))
+    return parts
 
 
 def _curve_axes(grid: list, y, pw: float) -> list:
@@ -107,20 +167,25 @@ def _curve_axes(grid: list, y, pw: float) -> list:
     parts = []
     for watts in grid:
         gy = y(watts)
-        cls = "zero" if watts == 0 else "grid"
-        parts.append(f'<line class="{cls}" x1="{LEFT}" x2="{W - RIGHT}" y1="{gy:.1f}" '
-                     f'y2="{gy:.1f}"/>')
-        parts.append(f'<text class="ylab" x="{LEFT - 4}" y="{gy + 3.5:.1f}">'
-                     f'{escape(power_label(watts))}</text>')
+        parts.append(_hline("zero" if watts == 0 else "grid", gy))
+        parts.append(_ylabel(power_label(watts), gy))
     for hour in range(0, 25, 6):
         gx = LEFT + pw * hour / 24
-        parts.append(f'<line class="tick" x1="{gx:.1f}" x2="{gx:.1f}" y1="{TOP}" '
-                     f'y2="{H - BOTTOM}"/>')
-        parts.append(f'<text class="xlab" x="{gx:.1f}" y="{H - BOTTOM + 14}">{hour}:00</text>')
+        parts.append(_vline("tick", gx))
+        parts.append(_xlabel(f"{hour}:00", gx))
     return parts
 
 
-def bars_svg(snap: Snapshot, t: dict) -> str:
+#: The hatching that fills a slot without data.
+_HATCH = _el("defs", _el(
+    "pattern",
+    _el("rect", **{"class": "hatch-bg", "width": "4", "height": "4"}),
+    _el("line", **{"class": "hatch", "x1": "0", "y1": "0", "x2": "0", "y2": "4"}),
+    **{"id": "gap-hatch", "width": "4", "height": "4", "patternUnits": "userSpaceOnUse",
+       "patternTransform": "rotate(45)"}))
+
+
+def bars_svg(snap: Snapshot, t: dict) -> Tag:
     """The last 48 h of 30-minute energy, bought up and sold down, as an inline SVG."""
     slots = snap.slots
     normals = [s.normal for s in slots if s.normal is not None]
@@ -132,63 +197,52 @@ def bars_svg(snap: Snapshot, t: dict) -> str:
     step = _nice_step(span, 4)
     top = step * -(-top // step)
     bottom = step * -(-bottom // step) if bottom > 0 else 0.0
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
-    scale = ph / (top + bottom)
+    pw = W - LEFT - RIGHT
+    scale = (H - TOP - BOTTOM) / (top + bottom)
     zero = TOP + top * scale
-    n = max(len(slots), 1)
-    bw = pw / n
-    parts = ['<defs><pattern id="gap-hatch" width="4" height="4" patternUnits="userSpaceOnUse" '
-             'patternTransform="rotate(45)"><rect class="hatch-bg" width="4" height="4"/>'
-             '<line class="hatch" x1="0" y1="0" x2="0" y2="4"/></pattern></defs>']
+    bw = pw / max(len(slots), 1)
+    parts = [_HATCH.clone()]
     # No scale for a chart without data; ticks told apart by their step.
     decimals = _decimals(step)
     lines = round((top + bottom) / step) + 1 if normals or reverses else 0
     for k in range(lines):
         grid = -bottom + k * step
         gy = zero - grid * scale
-        cls = "zero" if abs(grid) < step / 1000 else "grid"
-        parts.append(f'<line class="{cls}" x1="{LEFT}" x2="{W - RIGHT}" y1="{gy:.1f}" '
-                     f'y2="{gy:.1f}"/>')
-        parts.append(f'<text class="ylab" x="{LEFT - 4}" y="{gy + 3.5:.1f}">'
-                     f'{abs(grid):.{decimals}f}</text>')
+        parts.append(_hline("zero" if abs(grid) < step / 1000 else "grid", gy))
+        parts.append(_ylabel(f"{abs(grid):.{decimals}f}", gy))
     if not (normals or reverses):
-        parts.append(f'<text class="empty" x="{LEFT + pw / 2:.1f}" y="{TOP + ph / 2:.1f}">'
-                     f'{escape(t["bars_empty"])}</text>')
+        parts.append(_empty(t["bars_empty"]))
     gaps = sum(1 for slot in slots if slot.state != "ok")
     parts += [_slot_bar(slot, LEFT + i * bw, bw, zero, scale, t) for i, slot in enumerate(slots)]
     parts += _day_ticks(slots, bw)
     desc = t["bars_desc"].format(n=len(slots), gaps=gaps)
-    return (f'<svg id="energy-bars" viewBox="0 0 {W} {H}" role="img" '
-            f'aria-labelledby="energy-bars-title energy-bars-desc" '
-            f'data-slots="{len(slots)}" data-gaps="{gaps}">'
-            f'<title id="energy-bars-title">{escape(t["bars"])}</title>'
-            f'<desc id="energy-bars-desc">{escape(desc)}</desc>'
-            + "".join(parts) + "</svg>")
+    return _chart("energy-bars", t["bars"], desc,
+                  {"slots": str(len(slots)), "gaps": str(gaps)}, parts)
 
 
-def _slot_bar(slot, bx: float, bw: float, zero: float, scale: float, t: dict) -> str:
+def _slot_bar(slot, bx: float, bw: float, zero: float, scale: float, t: dict) -> Tag:
     """One slot of the energy chart: its bars, or a hatched gap."""
     ph = H - TOP - BOTTOM
     label = slot.start.strftime("%m-%d %H:%M")
     if slot.state != "ok":
         why = t["no_data"] if slot.state == "nodata" else t["not_logged"]
-        return (f'<g class="slot gap" data-slot="{attr(slot.start.isoformat())}" '
-                f'data-state="{slot.state}" data-normal="" data-reverse="">'
-                f'<title>{escape(label)}: {escape(why)}</title>'
-                f'<rect class="gap" x="{bx:.2f}" y="{TOP}" width="{bw:.2f}" height="{ph}"/></g>')
+        return _el("g", _el("title", f"{label}: {why}"),
+                   _el("rect", **{"class": "gap", "x": f"{bx:.2f}", "y": str(TOP),
+                                  "width": f"{bw:.2f}", "height": str(ph)}),
+                   **{"class": "slot gap", "data-slot": slot.start.isoformat(),
+                      "data-state": slot.state, "data-normal": "", "data-reverse": ""})
     hn = float(slot.normal) * scale
     hr = float(slot.reverse) * scale
     text = f"{label}: {t['bought']} {show_kwh(slot.normal)} kWh"
     if slot.reverse:
         text += f", {t['sold']} {show_kwh(slot.reverse)} kWh"
-    return (f'<g class="slot" data-slot="{attr(slot.start.isoformat())}" data-state="ok" '
-            f'data-normal="{attr(slot.normal)}" data-reverse="{attr(slot.reverse)}">'
-            f'<title>{escape(text)}</title>'
-            + (f'<rect class="normal" x="{bx + bw * 0.1:.2f}" y="{zero - hn:.2f}" '
-               f'width="{bw * 0.8:.2f}" height="{hn:.2f}"/>' if hn > 0 else "")
-            + (f'<rect class="reverse" x="{bx + bw * 0.1:.2f}" y="{zero:.2f}" '
-               f'width="{bw * 0.8:.2f}" height="{hr:.2f}"/>' if hr > 0 else "")
-            + "</g>")
+    bars = [_el("rect", **{"class": cls, "x": f"{bx + bw * 0.1:.2f}", "y": f"{y:.2f}",
+                           "width": f"{bw * 0.8:.2f}", "height": f"{h:.2f}"})
+            for cls, y, h in (("normal", zero - hn, hn), ("reverse", zero, hr)) if h > 0]
+    return _el("g", _el("title", text), *bars,
+               **{"class": "slot", "data-slot": slot.start.isoformat(), "data-state": "ok",
+                  "data-normal": data_value(slot.normal),
+                  "data-reverse": data_value(slot.reverse)})
 
 
 def _day_ticks(slots: list, bw: float) -> list:
@@ -197,10 +251,7 @@ def _day_ticks(slots: list, bw: float) -> list:
     for i, slot in enumerate(slots):
         if slot.start.hour % 12 == 0 and slot.start.minute == 0:
             gx = LEFT + i * bw
-            cls = "day" if slot.start.hour == 0 else "tick"
-            text = slot.start.strftime("%m/%d") if slot.start.hour == 0 else "12:00"
-            parts.append(f'<line class="{cls}" x1="{gx:.1f}" x2="{gx:.1f}" y1="{TOP}" '
-                         f'y2="{H - BOTTOM}"/>')
-            parts.append(f'<text class="xlab" x="{gx:.1f}" y="{H - BOTTOM + 14}">'
-                         f'{escape(text)}</text>')
+            midnight = slot.start.hour == 0
+            parts.append(_vline("day" if midnight else "tick", gx))
+            parts.append(_xlabel(slot.start.strftime("%m/%d") if midnight else "12:00", gx))
     return parts

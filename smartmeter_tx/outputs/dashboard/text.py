@@ -9,13 +9,12 @@ is not known, never 0.
 from __future__ import annotations
 
 import datetime
-from html import escape
 from typing import Optional
 
 from smartmeter_tx.model import JST, amps_text
 
 __all__ = ["TEXT", "language", "DASH", "show_watts", "show_kwh", "show_amps", "show_duration",
-           "show_hhmm", "attr", "num", "power_label"]
+           "show_hhmm", "data_value", "num", "power_label"]
 
 def language(accept_language: Optional[str], choice: Optional[str] = None) -> str:
     """
@@ -179,8 +178,12 @@ def show_hhmm(when) -> str:
     return when.astimezone(JST).strftime("%H:%M")
 
 
-def attr(value) -> str:
-    return "" if value is None else escape(str(value), quote=True)
+def data_value(value) -> str:
+    """
+    C{value} as a C{data-} attribute holds it: C{""} when not known.  Not
+    escaped: the page's flattener escapes every attribute.
+    """
+    return "" if value is None else str(value)
 
 
 def num(x: float) -> str:
