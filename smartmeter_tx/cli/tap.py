@@ -21,8 +21,6 @@ import time
 from typing import Optional
 
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from smartmeter_tx.cli import meteropts, preflight
@@ -206,8 +204,8 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
 def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
     from smartmeter_tx.service.datalog import DataLog
     from smartmeter_tx.service.poller import MeterPoller, PollSchedule
+    from smartmeter_tx.service.tree import RecordFanout, ServiceTree
 
-    top = service.MultiService()
     datalog = None
     if options["data-log"]:
         datalog = DataLog(options["data-log"])
@@ -216,21 +214,16 @@ def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
     if open_port is None and not options["device"].startswith(O.EMULATOR_PREFIX):
         preflight.check_device(options["device"])
     http = _http_service(options["http"], reactor)
-    if http is not None:
-        # First in the tree: a port that cannot be bound ends the start
-        # before the serial port is opened (an emulator: device is already
-        # running; it goes with the process).
-        http.setServiceParent(top)
-    device, credentials = _device(options, reactor, top, emulate=open_port is None)
+    device, credentials, stop_device = _device(options, reactor, emulate=open_port is None)
     if open_port is None:
         def open_port(proto):
             O.open_serial(proto, device.path, reactor)
     config, state_path = O.session_config(options["device"], options["state-file"], credentials,
                                           options.dialect, options["channel"],
                                           options["panid"], options["ipaddr"])
-    records = _Records(datalog)
+    records = RecordFanout(datalog)
     extra = {} if wall_clock is None else {"wall_clock": wall_clock}
-    backfill = _backfill(options, datalog, reactor, wall_clock or time.time)
+    backfill = _backfill(options, records, reactor, wall_clock or time.time)
     if backfill is not None:
         extra["backfill"] = backfill
 
@@ -245,50 +238,28 @@ def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
                          identify=options.get("mqtt-config") is not None, **extra)
     if datalog is not None:
         poller.last_logged = datalog.last_reading_time()
-    poller.setServiceParent(top)
-    view = poller.view()
+    top = ServiceTree(poller, records)
+    if stop_device is not None:
+        top.whenStopped(stop_device)
+    view = top.view()
+    if http is not None:
+        http.factory = _site(options, view, poller.wall_clock, top.sources, reactor)
+        top.addOutput(http)
     if options.get("mqtt-config") is not None:
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
-        records.publisher = MqttPublisher(options["mqtt-config"], view, reactor,
-                                          on_fatal=on_fatal)
-        records.publisher.setServiceParent(top)
+        top.addOutput(MqttPublisher(options["mqtt-config"], view, reactor, on_fatal=on_fatal))
     if options.get("ha-token") and backfill is not None:
-        view.ha = _importer(options, view, backfill, reactor, on_fatal, wall_clock)
-        view.ha.setServiceParent(top)
-    if datalog is not None:
-        top.addService(_Stopper(datalog.close))
-    if http is not None:
-        http.factory = _site(options, view, poller.wall_clock,
-                             [s for s in (datalog, records.publisher, view.ha) if s is not None],
-                             reactor)
-    top.poller = poller
+        from smartmeter_tx.outputs.homeassistant.importer import HaImporter
+        top.addOutput(HaImporter(options["ha-url"], options["ha-token"], view, reactor,
+                                 on_fatal, wall_clock=wall_clock))
     return top
-
-
-def _importer(options, view, backfill, reactor, on_fatal, wall_clock):
-    """
-    The Home Assistant importer, told of every slot the backfill logs (once
-    the backfill holds it: the next turn of the reactor).
-    """
-    from smartmeter_tx.outputs.homeassistant.importer import HaImporter
-
-    importer = HaImporter(options["ha-url"], options["ha-token"], view, reactor, on_fatal,
-                          wall_clock=wall_clock)
-    write = backfill.on_slot
-
-    def on_slot(record, when):
-        written = write(record, when)
-        if written is not False:
-            reactor.callLater(0, importer.kick)
-        return written
-    backfill.on_slot = on_slot
-    return importer
 
 
 def _site(options, view, wall_clock, sources: list, reactor):
     """
     The HTTP site over the service's view, behind the connection cap and the
-    header deadline; the figures of C{sources} and of the limits on /metrics.
+    header deadline; the figures of C{sources} (the limits' among them, once
+    the site's service is registered) on /metrics.
     """
     import resource
 
@@ -299,23 +270,20 @@ def _site(options, view, wall_clock, sources: list, reactor):
     cap = options["http-max-connections"]
     if cap is None:
         cap = default_max_connections(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    guard = HttpGuard(site, reactor, cap)
-    sources.append(guard)
-    return guard
+    return HttpGuard(site, reactor, cap)
 
 
-def _device(options, reactor, top: service.MultiService, emulate: bool) -> tuple:
+def _device(options, reactor, emulate: bool) -> tuple:
     """
     The device to read, and the credentials: with C{emulator:} an emulator
-    started here (stopped with the tree), whose own credentials fill in
-    those not given.
+    started here, whose own credentials fill in those not given.
 
-    @return: C{(Device, Credentials or None)}.
+    @return: C{(Device, Credentials or None, the emulator's stop or None)}.
     """
     spec = options["device"]
     credentials = options.get("credentials")
     if not (spec.startswith(O.EMULATOR_PREFIX) and emulate):
-        return O.Device(spec), credentials
+        return O.Device(spec), credentials, None
     # A fixed link path, so that an emulated unplug/replug comes back at
     # the same path, as /dev/serial/by-id does for a real dongle.
     directory = tempfile.mkdtemp(prefix="smartmeter-emu-")
@@ -326,18 +294,19 @@ def _device(options, reactor, top: service.MultiService, emulate: bool) -> tuple
     def stop_emulator():
         device.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    top.addService(_Stopper(stop_emulator))
     if credentials is None:
         rbid, password = device.default_credentials
         credentials = O.make_credentials(options["id"] or rbid, options["password"] or password)
-    return device, credentials
+    return device, credentials, stop_emulator
 
 
-def _backfill(options, datalog, reactor, wall_clock):
+def _backfill(options, records, reactor, wall_clock):
     """
     @return: the L{Backfill} of the data log's 30-minute slots, knowing the
-        slots the log holds already, or C{None} without it.
+        slots the log holds already, its slots going out through C{records}
+        (the data log first), or C{None} without a data log.
     """
+    datalog = records.datalog
     if datalog is None or options["backfill-days"] <= 0:
         return None
     from smartmeter_tx.service.backfill import Backfill
@@ -345,27 +314,10 @@ def _backfill(options, datalog, reactor, wall_clock):
     today = datetime.date.fromtimestamp(wall_clock())
     # The window, and the whole month for the dashboard's "this month".
     since = min(today - datetime.timedelta(days=days + 1), today.replace(day=1))
-    # The slot's own writer: a slot that could not be written stays missing,
-    # and nothing is read from the meter while the log cannot be written.
-    return Backfill(days, reactor, datalog.write, wall_clock,
+    # A slot that could not be written stays missing, and nothing is read
+    # from the meter while the log cannot be written.
+    return Backfill(days, reactor, records, wall_clock,
                     known=datalog.history_records(since), writable=lambda: not datalog.failing)
-
-
-class _Records:
-    """
-    Where each record of the poller goes: MQTT (once made), then the data
-    log (which counts, and says, what it cannot write).
-    """
-
-    def __init__(self, datalog) -> None:
-        self.datalog = datalog
-        self.publisher = None
-
-    def __call__(self, record: dict, when: float) -> None:
-        if self.publisher is not None:
-            self.publisher.publish_record(record, when)
-        if self.datalog is not None:
-            self.datalog.write(record, when)
 
 
 def _http_service(description: Optional[str], reactor):
@@ -383,28 +335,12 @@ def _http_service(description: Optional[str], reactor):
     except (ValueError, KeyError, TypeError) as e:
         _die(EXIT_USAGE, f"--http {description}: not a server endpoint ({e}); e.g. "
                          "tcp:9580:interface=127.0.0.1, or none")
-    return _HTTPService(endpoint, None, description)
+    from smartmeter_tx.outputs.web import WebService
 
-
-class _HTTPService(StreamServerEndpointService):
-    """
-    The HTTP endpoint, failing the start in one line when its port is taken
-    (strports' service would end twist with a traceback).
-    """
-
-    _raiseSynchronously = True
-
-    def __init__(self, endpoint, factory, description: str) -> None:
-        super().__init__(endpoint, factory)
-        self.description = description
-
-    def privilegedStartService(self):
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            why = e.socketError.strerror if getattr(e.socketError, "strerror", None) else e
-            _die(EXIT_UNAVAILABLE, f"cannot listen on --http {self.description}: {why} "
-                                   "(is another twist smartmeter running?)")
+    def cannot_listen(why) -> None:
+        _die(EXIT_UNAVAILABLE, f"cannot listen on --http {description}: {why} "
+                               "(is another twist smartmeter running?)")
+    return WebService(endpoint, cannot_listen)
 
 
 def _stop_with(reactor, status: int) -> None:
@@ -423,14 +359,3 @@ def _stop_with(reactor, status: int) -> None:
 
     reactor.addSystemEventTrigger("after", "shutdown", exit_now)
     reactor.stop()
-
-
-class _Stopper(service.Service):
-    """Calls a function when the service tree stops."""
-
-    def __init__(self, stop) -> None:
-        self._stop = stop
-
-    def stopService(self):
-        self._stop()
-        return super().stopService()

@@ -24,6 +24,9 @@ from __future__ import annotations
 from twisted.internet.error import ConnectionAborted
 from twisted.protocols import policies
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from smartmeter_tx.service.interfaces import Figure, IMetricsSource
 
 __all__ = ["HttpGuard", "default_max_connections", "HEADER_TIMEOUT", "IDLE_TIMEOUT"]
 
@@ -111,6 +114,7 @@ class _Guarded(policies.ProtocolWrapper):
         super().connectionLost(reason)
 
 
+@implementer(IMetricsSource)
 class HttpGuard(policies.WrappingFactory):
     """
     The site behind the limits.
@@ -162,17 +166,18 @@ class HttpGuard(policies.WrappingFactory):
 
     def metrics(self) -> list:
         """
-        @return: C{(name, "gauge" or "counter", help, value)} of the limits'
-            figures, for C{/metrics}.
+        @return: the limits' L{Figure}s, for C{/metrics}.
         """
         return [
-            ("smartmeter_http_connections", "gauge", "HTTP connections open now",
-             len(self.protocols)),
-            ("smartmeter_http_refused", "counter",
-             "HTTP connections closed because every one was busy at the cap", self.refused),
-            ("smartmeter_http_evicted", "counter",
-             "Idle or slow HTTP connections closed to make room for a new one", self.evicted),
-            ("smartmeter_http_header_timeouts", "counter",
-             "HTTP connections dropped because a request's headers came too slowly",
-             self.timeouts),
+            Figure("smartmeter_http_connections", "gauge", "HTTP connections open now",
+                   len(self.protocols)),
+            Figure("smartmeter_http_refused", "counter",
+                   "HTTP connections closed because every one was busy at the cap",
+                   self.refused),
+            Figure("smartmeter_http_evicted", "counter",
+                   "Idle or slow HTTP connections closed to make room for a new one",
+                   self.evicted),
+            Figure("smartmeter_http_header_timeouts", "counter",
+                   "HTTP connections dropped because a request's headers came too slowly",
+                   self.timeouts),
         ]

@@ -15,14 +15,18 @@ import datetime
 import json
 from typing import Callable, Optional
 
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.error import CannotListenError
 from twisted.web import resource, server
+from zope.interface import implementer
 
 from smartmeter_tx.outputs import dashboard
+from smartmeter_tx.service.interfaces import IMetricsSource, figures
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx import model
 from smartmeter_tx.model import json_value
 
-__all__ = ["make_root", "ViewCollector", "QuietSite", "DashboardResource"]
+__all__ = ["make_root", "ViewCollector", "QuietSite", "DashboardResource", "WebService"]
 
 
 class QuietSite(server.Site):
@@ -88,6 +92,12 @@ class DashboardResource(_ViewResource):
     English by C{Accept-Language} (or C{?lang=ja|en}).
     """
 
+    def __init__(self, view: ServiceView, clock_now: Callable[[], float],
+                 sources: Optional[list] = None) -> None:
+        """@param sources: the L{IMetricsSource}s whose figures the page shows."""
+        super().__init__(view, clock_now)
+        self.sources = [] if sources is None else sources
+
     def render_GET(self, request):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
@@ -96,7 +106,7 @@ class DashboardResource(_ViewResource):
         if isinstance(header, bytes):
             header = header.decode("latin-1")
         lang = dashboard.language(header, choice)
-        snap = dashboard.snapshot(self.view, self.clock_now())
+        snap = dashboard.snapshot(self.view, self.clock_now(), figures(self.sources))
         return dashboard.render(snap, lang).encode("utf-8")
 
 
@@ -279,9 +289,8 @@ class ViewCollector:
 
 class SourcesCollector:
     """
-    The figures of the parts the view does not hold (the data log, the MQTT
-    publisher): each gives C{metrics()}, a list of C{(name, "gauge" or
-    "counter", help, value)}.
+    The figures of the parts the view does not hold (the data log, the
+    outputs): each source provides L{IMetricsSource}.
     """
 
     def __init__(self, sources: list) -> None:
@@ -316,17 +325,54 @@ def make_root(view: ServiceView, clock_now: Callable[[], float],
     The site root: the dashboard at C{/}, C{/latest}, C{/metrics} and
     C{/history}, over the service's C{view}, with C{clock_now} the wall clock.
 
-    @param sources: more figures for C{/metrics} (see L{SourcesCollector});
-        the list is read at each scrape.
+    @param sources: the L{IMetricsSource}s of the data log and the outputs,
+        for C{/metrics} and the page; the list is read at each request.
     """
     from prometheus_client import CollectorRegistry
 
+    sources = [] if sources is None else sources
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ViewCollector(view, clock_now))
-    registry.register(SourcesCollector([] if sources is None else sources))
+    registry.register(SourcesCollector(sources))
     root = _Root()
-    root.putChild(b"", DashboardResource(view, clock_now))
+    root.putChild(b"", DashboardResource(view, clock_now, sources))
     root.putChild(b"latest", LatestResource(view, clock_now))
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"history", HistoryResource(view, clock_now))
     return root
+
+
+@implementer(IMetricsSource)
+class WebService(StreamServerEndpointService):
+    """
+    The HTTP endpoint as an output of the service: its site's figures (the
+    connection limits of L{smartmeter_tx.outputs.guard.HttpGuard}) are on
+    C{/metrics}, and a port that cannot be bound is said in one line.
+
+    The site is set once the service's view exists (C{factory}).
+    """
+
+    # The bind fails the start at once, in privilegedStartService: before
+    # the serial port is opened by anyone's startService.
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint, cannot_listen: Callable[[str], None]) -> None:
+        """
+        @param cannot_listen: called with why the endpoint cannot be bound
+            (strports' service would end with a traceback).
+        """
+        super().__init__(endpoint, None)
+        self.cannot_listen = cannot_listen
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            error = e.socketError
+            self.cannot_listen(str(getattr(error, "strerror", None) or e))
+
+    def metrics(self) -> list:
+        """@return: the site's L{Figure}s, if it has any."""
+        if IMetricsSource.providedBy(self.factory):
+            return self.factory.metrics()
+        return []

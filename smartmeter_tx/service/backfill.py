@@ -221,9 +221,11 @@ class Backfill:
             naive = slot.start.replace(tzinfo=None)
             if naive not in due or slot.start in self.slots:
                 continue
-            if self.on_slot(slot.to_record(), self.wall_clock()) is False:
-                return  # not written: it stays missing, and so do the later ones
+            # Held before it goes out: whoever gets it may read the slots.
             self.slots[slot.start] = slot
+            if self.on_slot(slot.to_record(), self.wall_clock()) is False:
+                del self.slots[slot.start]
+                return  # not written: it stays missing, and so do the later ones
             self.written += 1
 
     def _forget_before(self, oldest: datetime.datetime) -> None:

@@ -25,8 +25,10 @@ import os
 from typing import Callable, Optional
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from smartmeter_tx.model import json_value
+from smartmeter_tx.service.interfaces import Figure, IMetricsSource
 
 __all__ = ["DataLog", "read_history_records"]
 
@@ -34,6 +36,7 @@ __all__ = ["DataLog", "read_history_records"]
 _BAD_LINES_SHOWN = 5
 
 
+@implementer(IMetricsSource)
 class DataLog:
     """
     Append-only JSON-lines log rotated daily: C{<directory>/<prefix>-YYYY-MM-DD.jsonl}.
@@ -98,16 +101,16 @@ class DataLog:
 
     def metrics(self) -> list:
         """
-        @return: C{(name, "gauge" or "counter", help, value)} of the data
-            log's figures, for C{/metrics}.
+        @return: the data log's L{Figure}s, for C{/metrics}.
         """
         return [
-            ("smartmeter_datalog_lines", "counter", "Lines written to the data log",
-             self.lines_written),
-            ("smartmeter_datalog_lost", "counter",
-             "Records the data log could not write (disk full, I/O error)", self.lines_lost),
-            ("smartmeter_datalog_failing", "gauge", "1 while the data log cannot be written",
-             1 if self.failing else 0),
+            Figure("smartmeter_datalog_lines", "counter", "Lines written to the data log",
+                   self.lines_written),
+            Figure("smartmeter_datalog_lost", "counter",
+                   "Records the data log could not write (disk full, I/O error)",
+                   self.lines_lost),
+            Figure("smartmeter_datalog_failing", "gauge",
+                   "1 while the data log cannot be written", 1 if self.failing else 0),
         ]
 
     def history_records(self, since: datetime.date) -> list:

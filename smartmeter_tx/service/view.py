@@ -1,7 +1,9 @@
 """
 What every output reads of the running service, and all it reads: the HTTP
 endpoints, the dashboard, the metrics and the MQTT publisher take a
-L{ServiceView}, never the poller itself.
+L{ServiceView}, never the poller itself.  It holds the service's state
+only, never an output's: an output's own figures reach the page and
+C{/metrics} through L{smartmeter_tx.service.interfaces.IMetricsSource}.
 
 The poller makes it (L{smartmeter_tx.service.poller.MeterPoller.view}); the
 composition root hands it to the outputs; tests build one from real parts.
@@ -12,7 +14,7 @@ outputs only read them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -36,8 +38,6 @@ class ServiceView:
     @ivar device: the C{--device} the service reads, as given.
     @ivar interval: seconds between two polls.
     @ivar link: where the meter is (its MAC names it), or C{None}.
-    @ivar ha: the Home Assistant importer's figures (C{last_hour},
-        C{connected}), or C{None} without one.
     """
 
     store: LatestStore
@@ -47,4 +47,3 @@ class ServiceView:
     device: Optional[str] = None
     interval: float = 30.0
     link: Optional[MeterLink] = None
-    ha: Optional[Any] = None

@@ -24,7 +24,7 @@ def main(port: int) -> None:
     config = MqttConfig.from_options(f"mqtt://127.0.0.1:{port}", None, discovery_prefix=None)
     publisher = MqttPublisher(config, view, reactor)
     publisher.startService()
-    publisher.publish_record({"power_w": 123}, 1700000000.0)
+    publisher.recordReceived({"power_w": 123}, 1700000000.0)
     reactor.run()
 
 

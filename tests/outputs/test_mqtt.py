@@ -189,12 +189,12 @@ class DiscoveryTests(BrokerTestCase):
     def test_retainedStates(self):
         p = self.publisher()
         yield wait_for(lambda: p.connected, "the publisher to connect")
-        p.publish_record({"power_w": 412, "current_r_a": 3.5, "current_t_a": 1.0,
+        p.recordReceived({"power_w": 412, "current_r_a": 3.5, "current_t_a": 1.0,
                           "energy_normal_kwh": 12345.6, "energy_reverse_kwh": 7.1}, 1700000000.0)
-        p.publish_record({"kind": "fixed", "meter_time": "2024-05-01T12:30:00",
+        p.recordReceived({"kind": "fixed", "meter_time": "2024-05-01T12:30:00",
                           "energy_normal_kwh": 12345.5, "energy_reverse_kwh": 7.0},
                          1700000001.0)
-        p.publish_record({"kind": "history", "slot": "2024-05-01T12:00:00+09:00"}, 1700000002.0)
+        p.recordReceived({"kind": "history", "slot": "2024-05-01T12:00:00+09:00"}, 1700000002.0)
         first = self.subscriber([f"smartmeter/{SERIAL}/fixed"])
         yield wait_for(lambda: first.got(), "the states to reach the broker")
         sub = self.subscriber([f"smartmeter/{SERIAL}/+"])
@@ -237,7 +237,7 @@ class DiscoveryTests(BrokerTestCase):
         poller.store.identity = None
         sub = self.subscriber(["#"])
         p = self.publisher(poller)
-        p.publish_record({"power_w": 1}, 1.0)
+        p.recordReceived({"power_w": 1}, 1.0)
         self.assertEqual((p.connected, p.backlog), (False, 1))
         poller.store.identity = {"mac": "001D12901234ABCD", "maker": None, "serial": None}
         yield wait_for(lambda: sub.got("smartmeter/001D12901234ABCD/state"), "the held state")
@@ -276,12 +276,12 @@ class ReconnectTests(BrokerTestCase):
         sub = self.subscriber([state], client_id="test-sub", clean=False)
         p = self.publisher()
         yield wait_for(lambda: p.connected, "the publisher to connect")
-        p.publish_record({"power_w": 100}, 1000.0)
+        p.recordReceived({"power_w": 100}, 1000.0)
         yield wait_for(lambda: sub.got(state) and p.backlog == 0, "the first state, acknowledged")
         self.broker.stop()
         yield wait_for(lambda: not p.connected, "the publisher to see the broker gone")
         for i in range(1, 4):
-            p.publish_record({"power_w": 100 + i}, 1000.0 + i)
+            p.recordReceived({"power_w": 100 + i}, 1000.0 + i)
         self.assertEqual(p.backlog, 3)
         yield self.broker.start(self.broker.port)
         yield wait_for(lambda: p.connected, "the publisher to reconnect", 20)
@@ -316,7 +316,7 @@ class PasswordTests(BrokerTestCase):
                                on_fatal=fatal.append)
         p = self.publisher(url=url, password=PASSWORD)
         yield wait_for(lambda: p.connected, "the publisher to connect with its password")
-        p.publish_record({"power_w": 5}, 1.0)
+        p.recordReceived({"power_w": 5}, 1.0)
         yield wait_for(lambda: sub.got(f"smartmeter/{SERIAL}/state"), "the state")
         yield wait_for(lambda: fatal, "the refusal of the wrong password")
         self.assertEqual(fatal, [f"--mqtt {url}: the broker does not "

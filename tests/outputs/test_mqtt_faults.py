@@ -52,7 +52,7 @@ class TlsTests(FaultTestCase):
         self.addCleanup(sub.close)
         p = self.publisher("mqtts", ca=self.certs.ca)
         yield wait_for(lambda: p.connected, "the TLS connection")
-        p.publish_record({"power_w": 321}, 1700000000.0)
+        p.recordReceived({"power_w": 321}, 1700000000.0)
         yield wait_for(lambda: sub.got(STATE), "the state over TLS")
         self.assertEqual(json.loads(sub.got(STATE)[-1][1])["power_w"], 321)
         yield wait_for(lambda: p.backlog == 0, "the broker's acknowledgement")
@@ -101,12 +101,12 @@ class PlainTests(FaultTestCase):
         self.addCleanup(sub.close)
         p = self.publisher("mqtt", keepalive=2)
         yield wait_for(lambda: p.connected, "the publisher to connect")
-        p.publish_record({"power_w": 0}, 1000.0)
+        p.recordReceived({"power_w": 0}, 1000.0)
         yield wait_for(lambda: p.backlog == 0, "the first state, acknowledged")
         self.broker.process.send_signal(signal.SIGSTOP)
         try:
             for i in range(1, 6):
-                p.publish_record({"power_w": i}, 1000.0 + i)
+                p.recordReceived({"power_w": i}, 1000.0 + i)
             # paho's keepalive (2 s) gives the stalled connection up.
             yield wait_for(lambda: not p.connected, "the publisher to give up the stalled broker")
         finally:

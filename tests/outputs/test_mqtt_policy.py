@@ -311,9 +311,9 @@ class ReconnectTests(PolicyTestCase):
         """The newest state of each kind is sent again after a reconnect, retained."""
         p, driver = self.publisher()
         self.up(p, driver)
-        p.publish_record({"power_w": 1}, 1001.0)
+        p.recordReceived({"power_w": 1}, 1001.0)
         driver.ack()
-        p.publish_record({"power_w": 2, "energy_normal_kwh": 5.0}, 1002.0)
+        p.recordReceived({"power_w": 2, "energy_normal_kwh": 5.0}, 1002.0)
         driver.ack()
         driver.lose()
         driver.published.clear()
@@ -336,7 +336,7 @@ class QueueTests(PolicyTestCase):
         """Records taken while the broker is away are published oldest first once it is back."""
         p, driver = self.publisher()
         for i in range(3):
-            p.publish_record({"power_w": i}, 1000.0 + i)
+            p.recordReceived({"power_w": i}, 1000.0 + i)
         self.assertEqual(p.backlog, 3)
         self.up(p, driver)
         self.assertEqual(driver.powers(), [0, 1, 2])
@@ -352,7 +352,7 @@ class QueueTests(PolicyTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         p, driver = self.publisher(queue_limit=2)
         for i in range(5):
-            p.publish_record({"power_w": i}, 1000.0 + i)
+            p.recordReceived({"power_w": i}, 1000.0 + i)
         self.assertEqual((p.outbox.dropped, p.backlog), (3, 2))
         said = [formatEvent(e) for e in events if "dropp" in e.get("log_format", "")]
         self.assertEqual(said, ["MQTT: 2 messages wait for mqtt://broker.lan:1883; "
@@ -373,7 +373,7 @@ class QueueTests(PolicyTestCase):
         p, driver = self.publisher()
         self.up(p, driver)
         for i in range(5):
-            p.publish_record({"power_w": i}, 1000.0 + i)
+            p.recordReceived({"power_w": i}, 1000.0 + i)
         self.assertEqual(driver.powers(), [0])  # 1-4 wait for the PUBACK of 0
         self.assertEqual(p.backlog, 5)
         driver.lose()  # paho's keepalive gives up on the stalled broker
@@ -388,7 +388,7 @@ class QueueTests(PolicyTestCase):
         """The publisher's figures for /metrics: connected, queued, published, dropped."""
         p, driver = self.publisher(queue_limit=2)
         for i in range(3):
-            p.publish_record({"power_w": i}, 1000.0 + i)
+            p.recordReceived({"power_w": i}, 1000.0 + i)
         figures = {name: value for name, kind, doc, value in p.metrics()}
         self.assertEqual(figures, {"smartmeter_mqtt_connected": 0,
                                    "smartmeter_mqtt_queued_messages": 2,
@@ -403,7 +403,7 @@ class QueueTests(PolicyTestCase):
     def test_historyIgnored(self):
         """Backfilled history slots are not MQTT states: nothing is queued or published."""
         p, driver = self.publisher()
-        p.publish_record({"kind": "history", "slot": "2024-06-01T00:00:00+09:00"}, 1000.0)
+        p.recordReceived({"kind": "history", "slot": "2024-06-01T00:00:00+09:00"}, 1000.0)
         self.assertEqual(p.backlog, 0)
 
 

@@ -152,10 +152,13 @@ def period_energy(slots: dict, start: datetime.datetime, boundary: datetime.date
     return total + value - counter, at
 
 
-def snapshot(view: "ServiceView", now: float) -> Snapshot:
+def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) -> Snapshot:
     """
     Copy what the page shows out of the service's C{view} (its store, link
     state, backfill and clock) at wall-clock C{now}.
+
+    @param figures: the outputs' figures by name (as on C{/metrics}): the
+        Home Assistant importer's say what HA has.
     """
     store, state = view.store, view.state
     backfill = view.backfill
@@ -204,6 +207,9 @@ def snapshot(view: "ServiceView", now: float) -> Snapshot:
     snap.rssi = state.last_rssi
     snap.lqi = state.last_lqi
     snap.rejoins_last_hour = store.rejoins_since(clock.seconds() - 3600)
-    if view.ha is not None:
-        snap.ha = (view.ha.last_hour, bool(view.ha.connected))
+    figures = figures or {}
+    if "smartmeter_ha_connected" in figures:
+        last = figures.get("smartmeter_ha_last_hour_timestamp_seconds")
+        snap.ha = (None if last is None else datetime.datetime.fromtimestamp(last, JST),
+                   bool(figures["smartmeter_ha_connected"]))
     return snap

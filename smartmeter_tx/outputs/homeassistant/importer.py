@@ -20,17 +20,20 @@ from typing import Callable, Optional
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.homeassistant import statistics as S
 from smartmeter_tx.outputs.homeassistant import sync
 from smartmeter_tx.outputs.homeassistant import websocket as W
 from smartmeter_tx.service.backoff import Backoff
+from smartmeter_tx.service.interfaces import Figure, IMetricsSource, IRecordReceiver
 from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["HaImporter"]
 
 
+@implementer(IRecordReceiver, IMetricsSource)
 class HaImporter(service.Service):
     """
     @ivar hours_imported: hours written to HA (the import statistic) since start.
@@ -69,6 +72,7 @@ class HaImporter(service.Service):
         self._running = False
         self._again = False
         self._retry = None
+        self._soon = None
         self._away_since: Optional[float] = None
 
     def __repr__(self) -> str:  # never the token
@@ -82,9 +86,10 @@ class HaImporter(service.Service):
 
     def stopService(self):
         super().stopService()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
+        for call in (self._retry, self._soon):
+            if call is not None and call.active():
+                call.cancel()
+        self._retry = self._soon = None
         if self.session is not None:
             return self.session.close_and_wait(self.reactor)
         return None
@@ -118,17 +123,27 @@ class HaImporter(service.Service):
         self._idle.append(d)
         return d
 
+    def recordReceived(self, record: dict, when: float) -> None:
+        """
+        A logged 30-minute slot may complete an hour: sync once the backfill
+        is done with the slots it logs now (the next turn of the reactor).
+        """
+        if record.get("kind") != "history":
+            return
+        if self._soon is None or not self._soon.active():
+            self._soon = self.reactor.callLater(0, self.kick)
+
     def metrics(self) -> list:
-        """@return: C{(name, kind, help, value)} of the importer's figures, for /metrics."""
+        """@return: the importer's L{Figure}s, for C{/metrics}."""
         last = None if self.last_hour is None else self.last_hour.timestamp()
         return [
-            ("smartmeter_ha_hours_imported_total", "counter",
-             "Hours of the meter's record imported into Home Assistant's statistics",
-             self.hours_imported),
-            ("smartmeter_ha_last_hour_timestamp_seconds", "gauge",
-             "Start of the newest hour Home Assistant has of the meter's record", last),
-            ("smartmeter_ha_connected", "gauge", "1 while connected to Home Assistant",
-             1 if self.connected else 0),
+            Figure("smartmeter_ha_hours_imported_total", "counter",
+                   "Hours of the meter's record imported into Home Assistant's statistics",
+                   self.hours_imported),
+            Figure("smartmeter_ha_last_hour_timestamp_seconds", "gauge",
+                   "Start of the newest hour Home Assistant has of the meter's record", last),
+            Figure("smartmeter_ha_connected", "gauge", "1 while connected to Home Assistant",
+                   1 if self.connected else 0),
         ]
 
     # -- one synchronisation ----------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
+from zope.interface import implementer
 
 import smartmeter_tx
 from smartmeter_tx.outputs.mqtt import payloads
@@ -29,11 +30,13 @@ from smartmeter_tx.outputs.mqtt.config import MqttConfig
 from smartmeter_tx.outputs.mqtt.connection import BrokerConnection
 from smartmeter_tx.outputs.mqtt.driver import PahoDriver
 from smartmeter_tx.outputs.mqtt.outbox import Outbox
+from smartmeter_tx.service.interfaces import Figure, IMetricsSource, IRecordReceiver
 from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["MqttPublisher"]
 
 
+@implementer(IRecordReceiver, IMetricsSource)
 class MqttPublisher(service.Service):
     """
     Publish the service's records to an MQTT broker.
@@ -107,9 +110,9 @@ class MqttPublisher(service.Service):
         """Messages the broker acknowledged."""
         return self.outbox.delivered
 
-    def publish_record(self, record: dict, when: float) -> None:
+    def recordReceived(self, record: dict, when: float) -> None:
         """
-        Publish one data-log record taken at C{when} (epoch seconds): an
+        Publish one record of the service taken at C{when} (epoch seconds): an
         instantaneous reading (C{state}, and C{energy} when it carries the
         counters) or the meter's fixed-time EA/EB (C{fixed}).
 
@@ -130,19 +133,18 @@ class MqttPublisher(service.Service):
 
     def metrics(self) -> list:
         """
-        @return: C{(name, "gauge" or "counter", help, value)} of the
-            publisher's figures, for C{/metrics}.
+        @return: the publisher's L{Figure}s, for C{/metrics}.
         """
         return [
-            ("smartmeter_mqtt_connected", "gauge", "1 while the MQTT broker has accepted us",
-             1 if self.connected else 0),
-            ("smartmeter_mqtt_queued_messages", "gauge",
-             "MQTT messages not yet acknowledged by the broker", len(self.outbox)),
-            ("smartmeter_mqtt_published", "counter", "MQTT messages the broker acknowledged",
-             self.outbox.delivered),
-            ("smartmeter_mqtt_dropped", "counter",
-             "MQTT messages dropped, oldest first, because the queue was full",
-             self.outbox.dropped),
+            Figure("smartmeter_mqtt_connected", "gauge",
+                   "1 while the MQTT broker has accepted us", 1 if self.connected else 0),
+            Figure("smartmeter_mqtt_queued_messages", "gauge",
+                   "MQTT messages not yet acknowledged by the broker", len(self.outbox)),
+            Figure("smartmeter_mqtt_published", "counter",
+                   "MQTT messages the broker acknowledged", self.outbox.delivered),
+            Figure("smartmeter_mqtt_dropped", "counter",
+                   "MQTT messages dropped, oldest first, because the queue was full",
+                   self.outbox.dropped),
         ]
 
     # -- the service ----------------------------------------------------------------

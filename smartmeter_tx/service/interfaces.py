@@ -1,0 +1,65 @@
+"""
+The contracts between the service and its outputs, declared with
+zope.interface as Twisted declares its own.
+
+An output is a C{Service} that provides one or both of them and is
+registered once (L{smartmeter_tx.service.tree.ServiceTree.addOutput}):
+  - L{IRecordReceiver}: it gets every record of the service, in the order
+    the service logs them;
+  - L{IMetricsSource}: its figures are on C{/metrics}.
+What an output reads of the running service it reads through the
+L{smartmeter_tx.service.view.ServiceView} it was made with.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Union
+
+from zope.interface import Interface
+
+__all__ = ["IRecordReceiver", "IMetricsSource", "Figure", "figures"]
+
+
+class Figure(NamedTuple):
+    """
+    One figure for C{/metrics}: a Prometheus metric family of one value.
+
+    @ivar kind: C{"gauge"} or C{"counter"}.
+    @ivar value: C{None} when there is nothing to say (no sample is given).
+    """
+
+    name: str
+    kind: str
+    help: str
+    value: Optional[Union[int, float]]
+
+
+class IRecordReceiver(Interface):
+    """What receives the service's records."""
+
+    def recordReceived(record: dict, when: float) -> None:
+        """
+        One record, in the order the service logs them: a reading
+        (L{smartmeter_tx.model.Reading.to_record}), the meter's own
+        half-hourly reading (C{"kind": "fixed"}), or a 30-minute slot of its
+        record (C{"kind": "history"}, only once the data log holds it).
+
+        It must not block.  An exception is logged, and the other outputs
+        still get the record.
+
+        @param when: the epoch seconds it was taken (a slot: when it was logged).
+        """
+
+
+class IMetricsSource(Interface):
+    """What has figures for C{/metrics}."""
+
+    def metrics() -> list:
+        """
+        @return: the figures now, as L{Figure}s (read at each scrape).
+        """
+
+
+def figures(sources) -> dict:
+    """@return: the figures of every L{IMetricsSource} in C{sources} now, by name."""
+    return {figure[0]: figure[3] for source in sources for figure in source.metrics()}
