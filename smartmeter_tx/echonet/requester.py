@@ -148,7 +148,10 @@ class EchonetRequester:
             that answers in under a second).
         @return: a Deferred that fires with the answering L{F.Frame} (a success
             or SNA response), or fails with L{SendFailed}, L{NotSent},
-            L{EchonetTimeout} or an SK error from the protocol.
+            L{EchonetTimeout} or an SK error from the protocol.  Cancelling
+            it undoes the request: its C{SKSENDTO} is dropped while still
+            queued (nothing goes on the air), abandoned while on the wire
+            (the protocol resyncs), and its TID forgotten.
         """
         if self.meter_addr is None:
             return defer.fail(EchonetError("the meter's address is not known yet"))
@@ -158,7 +161,12 @@ class EchonetRequester:
             command = commands.sk_sendto(self.dialect, self.meter_addr, frame.encode())
         except Exception as e:
             return defer.fail(e)
-        answer: defer.Deferred = defer.Deferred(lambda _: self._forget(frame.tid))
+        def cancel(_: defer.Deferred) -> None:
+            self._forget(frame.tid)
+            if not sent.called:
+                sent.cancel()
+
+        answer: defer.Deferred = defer.Deferred(cancel)
         # Registered before sending: an answer may overtake the SKSENDTO's OK.
         self._pending[frame.tid] = (frame, answer, None)
         sent = self.sk.command(command)

@@ -458,6 +458,42 @@ class RequesterTestsMixin(ModeMixin):
         send(self.proto, self.rx(C.S1_GET_RES_E7_04A8))
         self.assertEqual(len(self.unsolicited), 1)
 
+    def test_cancelWhileAnotherCommandIsOnTheWire(self):
+        """
+        A Get cancelled while another command is on the wire never goes on
+        the air: its SKSENDTO is not written, then or after that command's OK.
+        """
+        from smartmeter_tx.sk import commands
+        ver = self.proto.command(commands.sk_ver())
+        d = self.requester.get([0xE7])
+        self.assertEqual(self.transport.value(), b"SKVER\r\n")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        send(self.proto, self.ver_echo + lines(C.S4_EVER, b"OK"))
+        self.successResultOf(ver)
+        self.assertNotIn(b"SKSENDTO", self.transport.value())
+        self.assertEqual(self.requester.pending, 0)
+        self.assertEqual(self.requester.frames_sent, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelOnTheWire(self):
+        """
+        A Get cancelled while its SKSENDTO is on the wire (no OK yet) is
+        abandoned: the next command waits for a resync, and the late answer
+        is nobody's.
+        """
+        d = self.requester.get([0xE7])
+        self.assertIn(b"SKSENDTO", self.transport.value())
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.transport.clear()
+        d2 = self.requester.get([0xE7])
+        self.assertTrue(self.transport.value().startswith(b"SKVER"), self.transport.value())
+        self.assertNotIn(b"SKSENDTO", self.transport.value())
+        self.assertEqual(self.requester.pending, 1)
+        d2.cancel()
+        self.failureResultOf(d2, CancelledError)
+
     def test_connectionLostBeforeOk(self):
         """
         Losing the link while the SKSENDTO is in flight fails the request with
@@ -509,6 +545,8 @@ class StandardRequesterTests(RequesterTestsMixin, SynchronousTestCase):
     lla = "0000000000000000"
     other = "FE80:0000:0000:0000:021D:1291:0004:E578"
 
+    ver_echo = b""
+
     def echo(self, payload: bytes) -> bytes:
         return b"\r\n"
 
@@ -530,6 +568,8 @@ class DSERequesterTests(RequesterTestsMixin, SynchronousTestCase):
     module = C.S4_MODULE_IP
     lla = C.S4_METER_MAC
     other = "FE80:0000:0000:0000:021D:1291:0004:E579"
+
+    ver_echo = b"SKVER\r\n"
 
     def echo(self, payload: bytes) -> bytes:
         return self.head(payload) + b"\r\n"

@@ -16,6 +16,7 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.sk import commands
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.values import Dialect
 from smartmeter_tx.session.state import MeterLink
@@ -157,6 +158,23 @@ class _Base:
                                        errors.StepTimeout)
         self.assertIn("scanning", str(failure.value))
         self.assertLessEqual(self.loop.clock.seconds(), budget.deadline + 0.01)
+
+    def test_cancelledReadSendsNothing(self):
+        """
+        A read cancelled while another command is on the wire puts no frame
+        on the air: its SKSENDTO is never written, and the link is usable.
+        """
+        first = self.client()
+        self.read(first)
+        del self.loop.sent[:]
+        ver = first.sk.command(commands.sk_ver())  # on the wire while the read starts
+        d = defer.Deferred.fromCoroutine(first.read_values())
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.loop.advance(30)
+        self.successResultOf(ver)
+        self.assertEqual(self.loop.sent, ["SKVER"])
+        self.assertTrue_(self.read(first))
 
     def test_channelNarrowsScan(self):
         """With the channel given, the scan covers that one channel only."""
