@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
 MQTT benchmark: what the service's publisher (L{smartmeter_tx.outputs.mqtt.publisher.MqttPublisher})
-costs per reading, and how long a reading takes from C{publish_record} to a
+costs per reading, and how long a reading takes from C{recordReceived} to a
 subscriber, against a real broker (Debian's C{mosquitto}, started on a free
 port of 127.0.0.1 in a temporary directory and killed at the end).
 
@@ -34,11 +34,11 @@ Phases, each after the publisher has connected and sent its discovery:
    C{--down} seconds, and the script times the publisher's reconnect and the
    delivery of the queued readings, and checks that they arrive oldest first.
 
-Latency: from just before C{publish_record} to the subscriber's receipt of
+Latency: from just before C{recordReceived} to the subscriber's receipt of
 the reading's last message (C{state}, and C{energy} when it has the
 counters).  CPU per reading: C{time.process_time()} (user + sys of every
 thread of the publishing process) over the window from the first
-C{publish_record} to the last message received and the last PUBACK in, minus
+C{recordReceived} to the last message received and the last PUBACK in, minus
 the CPU of a baseline window of the same duration, divided by the readings.
 The steady phase's baseline runs the same timer at the same pace doing
 nothing (on a slow VM a reactor wake-up alone costs some 0.2 ms); the
@@ -347,7 +347,7 @@ def percentile(values, p: float) -> float:
 
 def latency(records, sent_ns, got):
     """
-    @param sent_ns: one monotonic ns per record, just before its publish_record.
+    @param sent_ns: one monotonic ns per record, just before its recordReceived.
     @param got: the subscriber's dump.
     @return: per-reading latency in ms (to its last message), missing, duplicates, wrong.
     """
@@ -440,14 +440,14 @@ def timed_phase(reactor, name, publisher, acks, child, records, expected, pace):
                 loop.stop()
                 return
             sent_ns.append(time.monotonic_ns())
-            publisher.publish_record(record, when)
+            publisher.recordReceived(record, when)
         loop = task.LoopingCall(one)
         loop.clock = reactor
         yield loop.start(pace, now=True)
     else:
         for record, when in records:
             sent_ns.append(time.monotonic_ns())
-            publisher.publish_record(record, when)
+            publisher.recordReceived(record, when)
     fed = time.monotonic()
     yield child.wait(reactor, target_seen, WAIT)
     yield wait_for(reactor, lambda: acks.count >= target_acks, "the PUBACKs")
@@ -534,7 +534,7 @@ def run(reactor, args, directory):
         # Warm-up: paths, imports, json; not timed.
         warm = make_records(rng, 20, 1.7e9)
         for record, when in warm:
-            publisher.publish_record(record, when)
+            publisher.recordReceived(record, when)
         expected = sum(len(messages_of(r)) for r, _ in warm)
         yield child.wait(reactor, expected)
         yield wait_for(reactor, lambda: publisher.backlog == 0, "warm-up PUBACKs")
@@ -567,7 +567,7 @@ def run(reactor, args, directory):
         sent_ns = []
         for record, when in queued:
             sent_ns.append(time.monotonic_ns())
-            publisher.publish_record(record, when)
+            publisher.recordReceived(record, when)
         restart["backlog"] = publisher.backlog
         yield sleep(reactor, args.down)
         n_connacks = len(connacks)

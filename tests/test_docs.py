@@ -4,11 +4,20 @@ The README's C{/metrics} description matches what C{/metrics} exposes.
 The sample names come from a rendered C{/metrics} over a store and link state
 in which every family has a sample, so a metric added later fails here until
 README.md documents it (in English and in Japanese).
+
+The repository also stands alone: a section of docs/ cited by its heading is
+one of that document's headings, nothing cites a document outside the
+repository (L{CitationTests}), and every path of the checkout that the
+Markdown documents, comments and docstrings name exists (L{PathTests}).
 """
 
+import ast
 import datetime
+import glob
+import io
 import os
 import re
+import tokenize
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
@@ -216,3 +225,238 @@ class CitationTests(SynchronousTestCase):
         for text in ("see ../" "shared/x", "/" "work/main/x", "captures" ".md §4",
                      "reference/" "protocol.md §3", "DESIGN" ".md"):
             self.assertIsNotNone(FOREIGN.search(text), text)
+
+
+#: The checkout's folders a path may start from.  A path may also start from
+#: a folder of the package (C{sk/protocol/host.py} is
+#: C{smartmeter_tx/sk/protocol/host.py}): see L{path_roots}.
+TOP_FOLDERS = ("smartmeter_tx", "tests", "bench", "docs", "examples", "twisted", ".ci")
+
+#: The package, which the docs and comments cite paths relative to.
+PACKAGE = os.path.join(CHECKOUT, "smartmeter_tx")
+
+#: A word that may be a path: names joined by slashes, perhaps after C{../}.
+#: A word glued to something before it (C{/dev/...}, C{~/.cache/...}, a URL's
+#: path, C{$DIR/...}) is none of the checkout's.
+#: (ASCII only, so that a Japanese word next to a path is not part of it.)
+PATH_WORD = re.compile(r"(?<![\w/~$:.@-])((?:\.\.?/)*[\w.-]+(?:/[\w.-]+)*/?)", re.ASCII)
+
+#: A file named without its folder: a module or a document.
+BARE_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*\.(?:py|md)", re.ASCII)
+
+#: What follows a word that is the start of a pattern, not a path
+#: (C{docs/C{name}.md}, C{tests/**/*.py}, C{outputs/<name>/}).
+PATTERN_AFTER = "{<*"
+
+#: The Markdown documents whose paths are checked.
+MARKDOWN = ("README.md", "docs/*.md", "bench/README.md")
+
+
+def path_roots():
+    """
+    @return: the folder names a path of the checkout starts with: the
+        checkout's own (L{TOP_FOLDERS}) and the package's folders.
+    """
+    return set(TOP_FOLDERS) | {name for name in os.listdir(PACKAGE)
+                               if os.path.isdir(os.path.join(PACKAGE, name))
+                               and not name.startswith(("_", "."))}
+
+
+def cited_paths(text, roots):
+    """
+    The words of C{text} that are paths of the checkout.
+
+    A word is one when it starts with C{../} or C{./}, when its first folder
+    is one of C{roots}, or when it is a file name ending in C{.py} or C{.md}.  Absolute
+    and home paths, URLs, dotted module names and slashed words such as
+    C{E2/E4} are not.
+
+    @return: C{[(line number from 1, path)]}.
+    """
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for m in PATH_WORD.finditer(line):
+            if line[m.end():m.end() + 1] and line[m.end()] in PATTERN_AFTER:
+                continue
+            word = m.group(1)
+            if not word.endswith("../"):
+                word = word.rstrip(".")
+            parts = [p for p in word.split("/") if p not in ("", ".", "..")]
+            if not parts:
+                continue
+            if ("/" in word and (parts[0] in roots or word.startswith(("./", "../")))
+                    or "/" not in word and BARE_NAME.fullmatch(word)):
+                found.append((number, word))
+    return found
+
+
+def top_level_names(module):
+    """The names a module's file defines at its top level (functions, classes, assignments)."""
+    with open(module, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def file_names():
+    """The names of the checkout's files, for a file cited without its folder."""
+    names = {name for name in os.listdir(CHECKOUT) if os.path.isfile(os.path.join(CHECKOUT, name))}
+    for top in TOP_FOLDERS:
+        for directory, dirs, files in os.walk(os.path.join(CHECKOUT, top)):
+            dirs[:] = [d for d in dirs if not d.startswith(("_trial_temp", "__pycache__"))]
+            names.update(files)
+    return names
+
+
+def path_exists(path, citer, names=None):
+    """
+    Whether C{path}, cited in the file C{citer} (relative to the checkout), is
+    one of the checkout's.
+
+    A path starting with C{../} or C{./} is taken from C{citer}'s folder.
+    Otherwise it may be taken from C{citer}'s folder or one above it, or from
+    the package; a module may be cited without C{.py}, and with one of its
+    top-level names after a dot (C{echonet/meter.decode_reading}).  A file
+    name alone must be the name of one of the checkout's files (C{names}, by
+    default L{file_names}).
+    """
+    if "/" not in path:
+        return path in (file_names() if names is None else names)
+    here = os.path.dirname(os.path.join(CHECKOUT, citer))
+    if path.startswith(("./", "../")):
+        bases = [here]
+    else:
+        bases = [PACKAGE]
+        while True:
+            bases.append(here)
+            if here == CHECKOUT or here == os.path.dirname(here):
+                break
+            here = os.path.dirname(here)
+    for base in bases:
+        full = os.path.normpath(os.path.join(base, path))
+        if not full.startswith(CHECKOUT + os.sep):
+            continue
+        if os.path.exists(full) or os.path.isfile(full + ".py"):
+            return True
+        stem, dot, name = full.rpartition(os.sep)[2].partition(".")
+        if dot and not path.endswith("/"):
+            module = os.path.join(os.path.dirname(full), stem)
+            module = module + ".py" if os.path.isfile(module + ".py") else os.path.join(module, "__init__.py")
+            if os.path.isfile(module) and name.split(".")[0] in top_level_names(module):
+                return True
+    return False
+
+
+def comments_and_docstrings(text):
+    """
+    The comments and docstrings of Python source C{text} (a string that
+    stands alone as a statement counts as a docstring, as the C{#:} and
+    attribute strings of epydoc do).
+
+    @return: C{[(line number of the first line, text)]}.
+    """
+    out = [(tok.start[0], tok.string)
+           for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+           if tok.type == tokenize.COMMENT]
+    out.extend((node.lineno, node.value.value) for node in ast.walk(ast.parse(text))
+               if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+               and isinstance(node.value.value, str))
+    return out
+
+
+def markdown_files():
+    """The Markdown documents of L{MARKDOWN}, relative to the checkout."""
+    return sorted(os.path.relpath(path, CHECKOUT) for pattern in MARKDOWN
+                  for path in glob.glob(os.path.join(CHECKOUT, pattern)))
+
+
+class PathTests(SynchronousTestCase):
+    """
+    Every path of the checkout that the Markdown documents, or the comments
+    and docstrings of the Python files, name exists.
+    """
+
+    def setUp(self):
+        if not os.path.exists(os.path.join(CHECKOUT, "docs", "PROTOCOL.md")):
+            raise SkipTest("docs/ not found beside the tests (run outside a source checkout)")
+        self.roots = path_roots()
+        self.names = file_names()
+
+    def missing(self, citer, text, first_line=1):
+        """The paths C{text} (of C{citer}, from C{first_line}) names that do not exist."""
+        return [f"{citer}:{first_line + number - 1}: {path}"
+                for number, path in cited_paths(text, self.roots)
+                if not path_exists(path, citer, self.names)]
+
+    def test_markdownPathsExist(self):
+        """Every path README.md, docs/*.md and bench/README.md name exists."""
+        missing = []
+        for citer in markdown_files():
+            with open(os.path.join(CHECKOUT, citer), encoding="utf-8") as f:
+                missing.extend(self.missing(citer, f.read()))
+        self.assertEqual(missing, [])
+
+    def test_sourcePathsExist(self):
+        """Every path the Python files' comments and docstrings name exists."""
+        missing = []
+        for citer, text in source_texts():
+            if citer.endswith(".py"):
+                for line, part in comments_and_docstrings(text):
+                    missing.extend(self.missing(citer, part, line))
+        self.assertEqual(missing, [])
+
+    def test_pathsFound(self):
+        """The paths of the checkout are found, in the forms the docs write them."""
+        text = ("see `sk/protocol.py` and smartmeter_tx/sk/protocol/host.py, [captures]"
+                "(../tests/fixtures/captures.py); redact.py. `session/linkstate`,\n"
+                "`echonet/meter.decode_reading`; venv/bin/python bench/soak.py; .ci/run "
+                "twisted/plugins/ docs/ [up](../README.md)\n")
+        self.assertEqual([path for _, path in cited_paths(text, path_roots())],
+                         ["sk/protocol.py", "smartmeter_tx/sk/protocol/host.py",
+                          "../tests/fixtures/captures.py", "redact.py", "session/linkstate",
+                          "echonet/meter.decode_reading", "bench/soak.py", ".ci/run",
+                          "twisted/plugins/", "docs/", "../README.md"])
+
+    def test_otherPathsLeftOut(self):
+        """Paths that are not the checkout's, and words that only look like paths, are left out."""
+        text = ("/dev/ttyUSB0 /etc/smartmeter/password --data-log /var/lib/smartmeter/log "
+                "`~/.cache/smartmeter_tx` ~/.local/state/smartmeter_tx /path/to/smartmeter_tx "
+                "https://github.com/owner/repo/blob/main/tests/x.py /tmp/wisun "
+                "$HOME/sk/x.py E2/E4 ROPT/WOPT smartmeter/ID/state homeassistant/sensor "
+                "smartmeter_tx.emulator.loopback L{tests.fixtures.captures} docs/C{name}.md "
+                "tests/**/*.py outputs/<name>/ DIR/smartmeter-YYYY-MM-DD.jsonl *.py .md\n"
+                "/dev/serial/by-id/... C{(name, help)} 0.5 ms/s readings/s\n")
+        self.assertEqual(cited_paths(text, path_roots()), [])
+
+    def test_lineNumbers(self):
+        """A path is reported on its own line of the text."""
+        self.assertEqual(cited_paths("a\nb bench/soak.py\n\nsk/x.py\n", path_roots()),
+                         [(2, "bench/soak.py"), (4, "sk/x.py")])
+
+    def test_resolved(self):
+        """Paths are taken from the checkout, the package and the citing file's folder."""
+        for path, citer in [("sk/protocol/host.py", "docs/PROTOCOL.md"),
+                            ("smartmeter_tx/sk/protocol/host.py", "README.md"),
+                            ("../tests/fixtures/captures.py", "docs/PROTOCOL.md"),
+                            ("session/linkstate", "docs/ARCHITECTURE.md"),
+                            ("echonet/meter.decode_reading", "docs/ARCHITECTURE.md"),
+                            ("sk/protocol/", "docs/ARCHITECTURE.md"),
+                            ("captures.py", "smartmeter_tx/emulator/module.py"),
+                            ("twisted/plugins/", "README.md")]:
+            self.assertTrue(path_exists(path, citer), (path, citer))
+
+    def test_missingFound(self):
+        """A path that is not there, or a module's name that it does not define, is missing."""
+        for path, citer in [("sk/protocol.py", "docs/PROTOCOL.md"),
+                            ("../fixtures/captures.py", "docs/PROTOCOL.md"),
+                            ("echonet/meter.no_such_name", "docs/ARCHITECTURE.md"),
+                            ("bench/no_such_bench.py", "tests/cli/test_flood.py"),
+                            ("no_such_module.py", "smartmeter_tx/emulator/module.py"),
+                            ("../../etc/passwd", "docs/PROTOCOL.md")]:
+            self.assertFalse(path_exists(path, citer), (path, citer))

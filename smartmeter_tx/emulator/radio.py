@@ -16,10 +16,10 @@ from typing import Optional
 
 __all__ = ["Radio", "TxBudget", "airtime"]
 
-#: SKSENDTO -> EVENT 21: 115-343 ms, median 216 ms (BP35A1, docs/PROTOCOL.md, "Timing"
-#: and section 19, n=42).  The triangular mode is chosen so the median matches.
+#: SKSENDTO -> EVENT 21: 115-343 ms, median 216 ms (BP35A1, n=42;
+#: docs/PROTOCOL.md, "Timing").  The triangular mode is chosen so the median matches.
 SEND_DONE = (0.115, 0.343, 0.2015)
-#: SKSENDTO -> ERXUDP answer: 340-810 ms, median 569 ms (same capture).
+#: SKSENDTO -> ERXUDP answer: 340-810 ms, median 569 ms (docs/PROTOCOL.md, "Timing").
 ANSWER = (0.340, 0.810, 0.5628)
 #: 920 MHz Wi-SUN at 100 kbit/s; about 50 bytes of PHY/MAC/6LoWPAN/UDP headers.
 BITRATE = 100_000

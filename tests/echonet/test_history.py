@@ -31,8 +31,9 @@ def u32(value: int) -> bytes:
 
 def bitmap_map(epcs) -> bytes:
     """
-    A property map in bitmap form, built here from docs/PROTOCOL.md (byte i,
-    bit b set means EPC 0x80 + 0x10 b + i), independently of the emulator.
+    A property map in bitmap form, built here from the 9F row of
+    docs/PROTOCOL.md, "Meter properties" (byte i, bit b set means EPC
+    0x80 + 0x10 b + i), independently of the emulator.
     """
     epcs = set(epcs)
     bitmap = bytearray(16)

@@ -337,7 +337,7 @@ class ReadingTests(SynchronousTestCase):
     SCALE = EnergyScale(1, Decimal("0.1"), 7)
 
     def test_e7E8(self):
-        """decode_reading reads the §11 OPC 2 Get_Res (E7 0000029C, E8 00280028) as 668 W,
+        """decode_reading reads the §21 OPC 2 Get_Res (E7 0000029C, E8 00280028) as 668 W,
         4.0 A, 4.0 A."""
         frame = Frame(1, METER, CONTROLLER, GET_RES,
                       (Property(0xE7, _h(cap.S21_EDT_E7_OPC2)),
