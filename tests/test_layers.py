@@ -230,6 +230,25 @@ class LayeringTests(SynchronousTestCase):
         self.assertEqual(found, [])
 
 
+class ReactorTests(SynchronousTestCase):
+    """Time is injected: only the entry points know the global reactor."""
+
+    #: The entry points: twist's makeService and smartmeter-emulator's main
+    #: (the one-shot commands get theirs from task.react).
+    ENTRY_POINTS = {"smartmeter_tx.cli.tap", "smartmeter_tx.emulator.cli"}
+
+    def test_onlyEntryPointsImportTheReactor(self):
+        """No module but an entry point imports twisted.internet.reactor."""
+        found = set()
+        for dotted, path in modules():
+            for module, name, _ in imported(parse(path)):
+                if (module, name) == ("twisted.internet", "reactor") or \
+                        module == "twisted.internet.reactor":
+                    found.add(dotted)
+        self.assertEqual(found - self.ENTRY_POINTS, set())
+        self.assertEqual(found, self.ENTRY_POINTS)
+
+
 class SizeTests(SynchronousTestCase):
     """No class or function holds two jobs' worth of lines."""
 

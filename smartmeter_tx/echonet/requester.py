@@ -13,6 +13,7 @@ import random
 from typing import Callable, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from smartmeter_tx.errors import FrameError, SmartMeterError
@@ -72,10 +73,8 @@ class EchonetRequester:
 
     log = Logger()
 
-    def __init__(self, sk, dialect: V.Dialect, meter_addr: Optional[str] = None,
-                 clock=None, first_tid: Optional[int] = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
+    def __init__(self, sk, dialect: V.Dialect, meter_addr: Optional[str] = None, *,
+                 clock: IReactorTime, first_tid: Optional[int] = None) -> None:
         self.sk = sk
         self.dialect = dialect
         self.meter_addr = meter_addr.upper() if meter_addr else None

@@ -324,7 +324,7 @@ class EmulatorHandle:
         self.emulator.stop()
 
 
-def start_emulator(spec: str = "emulator:", reactor=None, link: Optional[str] = None,
+def start_emulator(spec: str, reactor, link: Optional[str] = None,
                    config: Optional[EmulatorConfig] = None) -> EmulatorHandle:
     """
     Start an emulator on a new pty.
@@ -336,8 +336,6 @@ def start_emulator(spec: str = "emulator:", reactor=None, link: Optional[str] = 
     @return: an L{EmulatorHandle}; open C{handle.path} with a SerialPort.
     @raise ArgumentError: a bad spec.
     """
-    if reactor is None:
-        from twisted.internet import reactor
     parsed, spec_link = parse_spec(spec)
     config = config or parsed
     if config.start is None:

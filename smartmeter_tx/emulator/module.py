@@ -191,10 +191,7 @@ class Emulator(ModuleCommands, PanaSide, UdpSide):
 
     log = Logger()
 
-    def __init__(self, config: Optional[EmulatorConfig] = None,
-                 clock: Optional[IReactorTime] = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
+    def __init__(self, config: Optional[EmulatorConfig], clock: IReactorTime) -> None:
         self.config = config = (config or EmulatorConfig()).validate()
         self.clock = clock
         self.dialect = config.dialect

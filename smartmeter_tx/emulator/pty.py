@@ -38,7 +38,7 @@ class PtyMaster(abstract.FileDescriptor):
     @ivar slave_path: the slave device path (e.g. C{/dev/pts/5}).
     """
 
-    def __init__(self, protocol: Protocol, reactor=None) -> None:
+    def __init__(self, protocol: Protocol, reactor) -> None:
         abstract.FileDescriptor.__init__(self, reactor)
         self._master, self._slave = os.openpty()
         try:
@@ -96,10 +96,8 @@ class PtyDevice:
 
     log = Logger()
 
-    def __init__(self, protocol_factory: Callable[[], Protocol], reactor=None,
+    def __init__(self, protocol_factory: Callable[[], Protocol], reactor,
                  link: Optional[str] = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
         self._factory = protocol_factory
         self._reactor = reactor
         self.link = os.path.abspath(link) if link else None

@@ -20,6 +20,7 @@ import re
 from typing import Any, Callable, Optional, cast
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -66,9 +67,11 @@ class SKStackProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, clock=None, payload_mode: Optional[str] = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
+    def __init__(self, clock: IReactorTime, payload_mode: Optional[str] = None) -> None:
+        """
+        @param clock: what the command timeouts run on (only entry points
+            know the reactor).
+        """
         self._clock = clock
         self._commands = CommandQueue(clock, self._send, self._idle, self._stop_raw,
                                       self._drain, self._learned_mode)
