@@ -27,6 +27,8 @@ from decimal import Decimal
 from typing import Callable, Optional
 
 from smartmeter_tx.cli import common
+from smartmeter_tx.cli import options as O
+from smartmeter_tx.cli.meteropts import argparse_type
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.model import amps_text
 
@@ -246,24 +248,9 @@ def format_line(status: int, message: str) -> str:
     return line
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text!r}")
-    return value
+#: The value checks are the one table's (L{O}), as argparse types.
+_non_negative = argparse_type(O.parse_seconds)
+_count = argparse_type(O.parse_count)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,9 @@ from typing import Optional
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.cli import common as C
 from smartmeter_tx.cli import ha
-from smartmeter_tx.cli.meteropts import HA_OPTIONS, add_oneshot_options, add_to_parser
+from smartmeter_tx.cli.meteropts import (
+    HA_OPTIONS, add_oneshot_options, add_to_parser, argparse_type,
+)
 from smartmeter_tx.errors import ArgumentError
 
 __all__ = ["main", "run", "parse_args", "COLUMNS"]
@@ -31,18 +33,6 @@ PROGRAM = "smartmeter-history"
 #: The CSV columns: the slot's start, its energies and counters, the source.
 COLUMNS = ("slot", "energy_normal_kwh", "energy_reverse_kwh", "cumulative_normal_kwh",
            "cumulative_reverse_kwh", "source")
-MAX_DAYS = 45
-
-
-def _days(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if not 1 <= value <= MAX_DAYS:
-        raise argparse.ArgumentTypeError(f"--days must be 1 to {MAX_DAYS} (meters keep about "
-                                         "45 days)")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"The B-route ID and password can come from ${O.ENV_ID} / ${O.ENV_PASSWORD} "
                "or --password-file instead of the command line.")
     opt = add_oneshot_options(p, "total time budget (default 30 s plus 5 s a day)")
-    opt("days", type=_days, default=1, metavar="N",
+    opt("days", type=argparse_type(O.parse_days), default=1, metavar="N",
         help="days before today to include (1-45; default 1: yesterday and today up to "
              "the last complete slot)")
     opt("format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
@@ -124,9 +114,7 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
             ha.check_ready(args.ha_url, args.ha_token)
         if args.service:
             return await _from_service(reactor, args, stdout, stderr)
-        if not args.device:
-            raise C.UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
-                               "--device emulator: to try the built-in emulator), or --service")
+        O.require_device(args.device, ", or --service")
         rbid, password = O.read_secrets(args.id, args.password, args.password_file, environ)
     except ArgumentError as e:
         C.say(stderr, str(e), PROGRAM)
@@ -166,7 +154,7 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
         from twisted.internet import threads
         answer = await threads.deferToThreadPool(reactor, reactor.getThreadPool(),
                                                  C.ask_local_service, min(args.timeout, 3.0))
-        C.say(stderr, C.busy_hint(error, answer, args.device), PROGRAM)
+        C.say(stderr, C.busy_hint(error, answer, args.device.text), PROGRAM)
         return C.EXIT_DEVICE
 
     return await C.with_meter(reactor, args, rbid, password, environ, stderr, work, busy,

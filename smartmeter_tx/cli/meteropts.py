@@ -1,7 +1,7 @@
 """
 The one table of the options that reach the meter, and its two readers: the
 one-shot commands' argparse parsers (L{add_to_parser}) and C{twist
-smartmeter}'s C{usage.Options} (L{usage_parameters}, L{check_values}).
+smartmeter}'s C{usage.Options} (L{usage_parameters}, L{checked_values}).
 
 Each option is declared once, with its help and its value check
 (L{smartmeter_tx.cli.options}); a check raises L{ArgumentError} with a
@@ -19,7 +19,7 @@ from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
 from smartmeter_tx.errors import ArgumentError
 
 __all__ = ["MeterOption", "METER_OPTIONS", "HA_OPTIONS", "add_to_parser", "add_oneshot_options",
-           "usage_parameters", "check_values", "bool_value"]
+           "usage_parameters", "checked_values", "bool_value", "argparse_type"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class MeterOption:
 
 METER_OPTIONS = (
     MeterOption("device", "PATH", "serial device of the Wi-SUN module, e.g. /dev/ttyUSB0 or a "
-                "/dev/serial/by-id/ path, or 'emulator:' for the built-in emulator"),
+                "/dev/serial/by-id/ path, or 'emulator:' for the built-in emulator",
+                O.parse_device),
     MeterOption("id", "ID", f"B-route ID (32 characters; prefer ${ENV_ID})"),
     MeterOption("password", "PW", f"B-route password (prefer ${ENV_PASSWORD} or "
                 "--password-file)"),
@@ -75,11 +76,11 @@ HA_OPTIONS = (
 
 def bool_value(text: Optional[str]) -> bool:
     """A Go-style boolean flag value for argparse; C{None} (the bare flag) is true."""
-    return _argparse_type(O.parse_bool)(text)
+    return argparse_type(O.parse_bool)(text)
 
 
-def _argparse_type(parse: Callable[[str], Any]):
-    """An argparse type from a value check (its message, not argparse's)."""
+def argparse_type(parse: Callable[[str], Any]):
+    """An argparse type from a value check of L{O} (its message, not argparse's)."""
     def convert(text):
         try:
             return parse(text)
@@ -104,7 +105,7 @@ def add_to_parser(parser: argparse.ArgumentParser, table=METER_OPTIONS):
             opt(option.name, type=bool_value, nargs="?", const=True, default=None,
                 metavar=option.metavar, help=option.help)
         elif option.parse is not None:
-            opt(option.name, dest=option.dest, type=_argparse_type(option.parse),
+            opt(option.name, dest=option.dest, type=argparse_type(option.parse),
                 metavar=option.metavar, help=option.help)
         else:
             opt(option.name, dest=option.dest, metavar=option.metavar, help=option.help)
@@ -125,33 +126,38 @@ def add_oneshot_options(parser: argparse.ArgumentParser, timeout_help: str):
         help="0 quiet, 1 warnings (default), 2 info, 3 full SK transcript (secrets redacted)")
     opt("debug", type=bool_value, nargs="?", const=True, default=False, metavar="BOOL",
         help="same as --verbosity 3 (compatibility)")
-    opt("timeout", type=float, default=None, metavar="SECONDS", help=timeout_help)
+    opt("timeout", type=argparse_type(O.parse_seconds), default=None, metavar="SECONDS",
+        help=timeout_help)
     return opt
 
 
 def usage_parameters(table=METER_OPTIONS) -> tuple:
     """
     @return: C{(optFlags, optParameters)} entries of C{table} for a
-        C{usage.Options}; values stay text until L{check_values}.
+        C{usage.Options}; values stay text until L{checked_values}.
     """
     flags = [[o.name, None, o.help] for o in table if o.boolean]
     parameters = [[o.name, None, None, o.help] for o in table if not o.boolean]
     return flags, parameters
 
 
-def check_values(values: dict, table=METER_OPTIONS) -> None:
+def checked_values(values: dict, table=METER_OPTIONS) -> dict:
     """
-    Check and convert, in place, the values a C{usage.Options} took for the
-    options of C{table}.
+    The values a C{usage.Options} took for the options of C{table}, checked
+    and converted (the options themselves keep the text given).
 
+    @return: C{{option name: value}}; C{None} where an option was not given.
     @raise ArgumentError: one line naming the option.
     """
+    checked = {}
     for option in table:
-        if option.parse is None or values.get(option.name) is None:
-            continue
-        try:
-            values[option.name] = option.parse(values[option.name])
-        except ArgumentError as e:
-            message = str(e)
-            raise ArgumentError(message if message.startswith("--")
-                                else f"--{option.name}: {message}") from None
+        value = values.get(option.name)
+        if option.parse is not None and value is not None:
+            try:
+                value = option.parse(value)
+            except ArgumentError as e:
+                message = str(e)
+                raise ArgumentError(message if message.startswith("--")
+                                    else f"--{option.name}: {message}") from None
+        checked[option.name] = value
+    return checked

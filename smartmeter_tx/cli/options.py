@@ -10,22 +10,26 @@ a secret; each front end turns it into its own usage error.
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 from smartmeter_tx.errors import ArgumentError, ConfigError, SmartMeterError
 from smartmeter_tx.redact import Redactor
 
 __all__ = [
-    "ENV_ID", "ENV_PASSWORD", "ENV_HA_TOKEN", "read_ha_token", "DeviceError", "parse_bool", "parse_channel", "parse_panid",
-    "parse_ipaddr", "read_secrets", "read_password_file", "make_credentials", "dialect_for", "session_config",
-    "Device", "start_device", "open_serial", "DeviceBusy",
+    "ENV_ID", "ENV_PASSWORD", "ENV_HA_TOKEN", "read_ha_token", "DeviceError", "parse_bool",
+    "parse_channel", "parse_panid", "parse_ipaddr", "parse_seconds", "parse_count",
+    "parse_days", "RECORD_DAYS",
+    "parse_device", "require_device", "DeviceSpec", "read_secrets", "read_password_file",
+    "make_credentials", "dialect_for", "session_config", "Device", "start_device",
+    "open_serial", "DeviceBusy",
 ]
 
 ENV_ID = "SMARTMETER_ID"
 ENV_PASSWORD = "SMARTMETER_PASSWORD"
 ENV_HA_TOKEN = "SMARTMETER_HA_TOKEN"
-EMULATOR_PREFIX = "emulator:"
 
 
 class DeviceError(SmartMeterError):
@@ -88,6 +92,97 @@ def parse_ipaddr(text: str) -> str:
         raise ArgumentError("--ipaddr must be a full IPv6 address, "
                             "e.g. FE80:0000:0000:0000:021D:1290:1234:5678")
     return value
+
+
+def parse_seconds(text: str) -> float:
+    """A duration or threshold: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArgumentError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ArgumentError(f"must be a number >= 0, not {text!r}")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """A count: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise ArgumentError(f"must be >= 0, not {text!r}")
+    return value
+
+
+#: Days of the meter's own 30-minute record: meters keep about 45.
+RECORD_DAYS = 45
+
+
+def parse_days(text: str, least: int = 1) -> int:
+    """Days of the meter's record to read: C{least} to L{RECORD_DAYS}."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentError(f"not a number of days: {text!r}") from None
+    if not least <= value <= RECORD_DAYS:
+        raise ArgumentError(f"must be {least} to {RECORD_DAYS} (meters keep about "
+                            f"{RECORD_DAYS} days)")
+    return value
+
+
+# -- the device, read once --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """
+    What C{--device} names, read once when the options are: a serial device
+    path, or the built-in emulator (C{emulator:[dialect][?options]}) with
+    its configuration already parsed.
+
+    @ivar text: as the user gave it (it names the default state file, and
+        C{/latest} shows it).
+    @ivar emulator: C{(EmulatorConfig, link or None)}, or C{None} for a
+        serial device.
+    """
+
+    text: str
+    emulator: Optional[tuple] = None
+
+    @property
+    def is_emulator(self) -> bool:
+        return self.emulator is not None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_device(text: str) -> DeviceSpec:
+    """
+    @raise ArgumentError: an C{emulator:} spec that is not one (one line
+        naming C{--device}).
+    """
+    kind, colon, _ = text.partition(":")
+    if not (colon and kind.lower() == "emulator"):
+        return DeviceSpec(text)
+    from smartmeter_tx.emulator.device import parse_spec
+    try:
+        return DeviceSpec(text, parse_spec(text))
+    except ArgumentError as e:
+        raise ArgumentError(f"--device {text}: {e}") from None
+
+
+def require_device(device: Optional[DeviceSpec], alternative: str = "") -> DeviceSpec:
+    """
+    @param alternative: what else the command takes instead (C{", or --service"}).
+    @raise ArgumentError: no C{--device} was given.
+    """
+    if device is None or not device.text:
+        raise ArgumentError("--device is required (e.g. --device /dev/ttyUSB0, or "
+                            f"--device emulator: to try the built-in emulator){alternative}")
+    return device
 
 
 # -- secrets ----------------------------------------------------------------------
@@ -172,7 +267,7 @@ def dialect_for(dse: Optional[bool]):
     return Dialect.DSE if dse else Dialect.STANDARD
 
 
-def session_config(device: str, state_file: Optional[str], credentials, dialect,
+def session_config(device: DeviceSpec, state_file: Optional[str], credentials, dialect,
                    channel: Optional[int] = None, pan_id: Optional[int] = None,
                    ipaddr: Optional[str] = None, environ=None) -> tuple:
     """
@@ -183,9 +278,10 @@ def session_config(device: str, state_file: Optional[str], credentials, dialect,
     from smartmeter_tx.session.config import SessionConfig
     from smartmeter_tx.session import state as S
     environ = os.environ if environ is None else environ
-    state_path = state_file or S.default_state_path(device, environ)
+    state_path = state_file or S.default_state_path(device.text, environ)
     link = S.load_state(state_path).with_overrides(channel, pan_id, ipaddr)
-    config = SessionConfig(credentials=credentials, link=link, dialect=dialect, device=device)
+    config = SessionConfig(credentials=credentials, link=link, dialect=dialect,
+                           device=device.text)
     return config, state_path
 
 
@@ -214,16 +310,19 @@ class Device:
             self._handle = None
 
 
-def start_device(spec: str, reactor, link: Optional[str] = None) -> Device:
+def start_device(spec: DeviceSpec, reactor, link: Optional[str] = None) -> Device:
     """
+    The device C{spec} names: a serial path as it is, or the emulator it
+    configures, started now.
+
     @param link: for C{emulator:}, a fixed path for its pty (so that an
         emulated replug comes back at the same path, as /dev/serial/by-id does).
-    @raise ArgumentError: a bad C{emulator:} spec.
     """
-    if not spec.startswith(EMULATOR_PREFIX):
-        return Device(spec)
-    from smartmeter_tx.emulator.device import start_emulator
-    handle = start_emulator(spec, reactor, link=link)
+    if spec.emulator is None:
+        return Device(spec.text)
+    from smartmeter_tx.emulator.device import run_emulator
+    config, spec_link = spec.emulator
+    handle = run_emulator(config, reactor, link or spec_link)
     return Device(handle.path, handle)
 
 

@@ -31,7 +31,7 @@ from smartmeter_tx.cli.common import (
     EXIT_DEVICE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, EXIT_NO_READING, Parser,
     UsageError, fetch_service, react, save_link, say, service_base, start_logging, with_meter,
 )
-from smartmeter_tx.cli.meteropts import add_oneshot_options, bool_value
+from smartmeter_tx.cli.meteropts import add_oneshot_options, argparse_type, bool_value
 from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.outputs import mackerel
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print cumulative energy (kWh) bought and sold")
     opt("service", metavar="URL", help="read the latest reading from a running "
         "'twist smartmeter' service instead of the serial port")
-    opt("max-age", dest="max_age", type=float, default=120.0, metavar="SECONDS",
+    opt("max-age", dest="max_age", type=argparse_type(O.parse_seconds), default=120.0, metavar="SECONDS",
         help="with --service: print nothing if the reading is older than this")
     return p
 
@@ -119,9 +119,7 @@ async def run_parsed(reactor, args, environ=os.environ, stdout=None, stderr=None
             return await threads.deferToThreadPool(
                 reactor, reactor.getThreadPool(), from_service_blocking, args, prefix, stdout,
                 stderr)
-        if not args.device:
-            raise UsageError("--device is required (e.g. --device /dev/ttyUSB0, or "
-                             "--device emulator: to try the built-in emulator)")
+        O.require_device(args.device)
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
         rbid, password = O.read_secrets(args.id, args.password, args.password_file, environ)
@@ -252,8 +250,8 @@ def _port_in_use(reactor, error, args, prefix, stdout, stderr):
     url = common.DEFAULT_SERVICE.rstrip("/") + "/latest"
 
     def answered(result):
-        if result is None or not common.same_device(result[1], args.device):
-            say(stderr, common.busy_hint(error, result, args.device))
+        if result is None or not common.same_device(result[1], args.device.text):
+            say(stderr, common.busy_hint(error, result, args.device.text))
             return EXIT_DEVICE
         status, body = result
         return _print_service(*service_output(status, body, time.time(), args, prefix),
@@ -330,7 +328,7 @@ def agent_conf(command: str, args, link, rbid: Optional[str],
 
     @return: the lines.
     """
-    argv = [command, "--device", args.device, "--channel", f"{link.channel:02X}",
+    argv = [command, "--device", args.device.text, "--channel", f"{link.channel:02X}",
             "--ipaddr", link.ipaddr]
     env = {ENV_ID: rbid or "<your 32-digit B-route ID>"}
     notes = []

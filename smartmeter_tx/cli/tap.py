@@ -24,13 +24,11 @@ from twisted.application import service
 from twisted.python import usage
 
 from smartmeter_tx.cli import meteropts, preflight
+from smartmeter_tx.cli.settings import ENV_MQTT_PASSWORD, Settings, settings_from
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.errors import ArgumentError, ConfigError
 from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
 
-ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
-#: Days of the meter's own record kept complete in the data log by default.
-DEFAULT_BACKFILL_DAYS = 7
 
 _METER_FLAGS, _METER_PARAMETERS = meteropts.usage_parameters()
 _HA_FLAGS, _HA_PARAMETERS = meteropts.usage_parameters(meteropts.HA_OPTIONS)
@@ -94,101 +92,26 @@ class Options(usage.Options):
     ] + _HA_PARAMETERS
 
     def __repr__(self) -> str:
-        # usage.Options is a dict: its repr would show the credentials.
-        return repr({k: ("<redacted>" if k in ("id", "password", "mqtt-config", "ha-token")
-                         and v else v) for k, v in self.items()})
+        # usage.Options is a dict: its repr would show the secrets given.
+        return repr({k: ("<redacted>" if k in ("id", "password") and v else v)
+                     for k, v in self.items()})
 
     def postOptions(self) -> None:
         try:
-            self._check()
+            self.settings = settings_from(self)
         except ConfigError as e:
             _die(EXIT_CONFIG, str(e))
         except ArgumentError as e:
             raise usage.UsageError(str(e)) from None
 
-    def _check(self) -> None:
-        if not self["device"]:
-            raise ArgumentError("--device is required (e.g. /dev/ttyUSB0 or emulator:)")
-        if self["device"].startswith(O.EMULATOR_PREFIX):
-            from smartmeter_tx.emulator.device import parse_spec
-            try:
-                parse_spec(self["device"])
-            except ArgumentError as e:
-                raise ArgumentError(f"--device {self['device']}: {e}") from None
-        if self["dse"] and self["standard"]:
-            raise ArgumentError("--dse and --standard exclude each other")
-        if self["interval"] < 1 or self["energy-interval"] < self["interval"]:
-            raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
-        if self["http-max-connections"] is not None and self["http-max-connections"] < 1:
-            raise ArgumentError("--http-max-connections must be 1 or more")
-        if self["backfill-days"] is None:
-            self["backfill-days"] = DEFAULT_BACKFILL_DAYS if self["data-log"] else 0
-        elif not self["data-log"]:
-            raise ConfigError("--backfill-days needs --data-log: the 30-minute record is kept "
-                              "in the data log")
-        if not 0 <= self["backfill-days"] <= 45:
-            raise ArgumentError("--backfill-days must be 0 to 45 (meters keep about 45 days)")
-        self["mqtt-config"] = self._mqtt() if self["mqtt"] else None
-        self["ha-token"] = self._ha() if self["ha-url"] else None
-        meteropts.check_values(self)
-        self["id"], self["password"] = O.read_secrets(self["id"], self["password"],
-                                                      self["password-file"])
-        # Checked here so that twist reports a usage error, not a traceback;
-        # the message never includes the values.  (With emulator: a missing
-        # pair is filled in by the emulator's own credentials.)
-        if self["id"] and self["password"] or not self["device"].startswith(O.EMULATOR_PREFIX):
-            self["credentials"] = O.make_credentials(self["id"], self["password"])
-
-    def _mqtt(self):
-        """The MQTT settings; the password from its file or the environment."""
-        import importlib.util
-
-        from smartmeter_tx.outputs.mqtt.config import PAHO_MISSING, MqttConfig
-        if importlib.util.find_spec("paho") is None:
-            raise ArgumentError(f"--mqtt: {PAHO_MISSING}")
-        password = os.environ.get(ENV_MQTT_PASSWORD) or None
-        if self["mqtt-password-file"]:
-            password = O.read_password_file(self["mqtt-password-file"], "--mqtt-password-file")
-        discovery = self["ha-discovery"]
-        return MqttConfig.from_options(
-            self["mqtt"], password, topic_prefix=self["mqtt-topic"],
-            discovery_prefix=None if discovery.lower() == "none" else discovery,
-            ca_file=self["mqtt-ca"], cert_file=self["mqtt-cert"], key_file=self["mqtt-key"])
-
-    def _ha(self) -> str:
-        """
-        Home Assistant's settings: the extra, the URL, the data log the
-        record comes from, the token (from its file or the environment).
-
-        @return: the token.
-        """
-        import importlib.util
-
-        if importlib.util.find_spec("autobahn") is None:
-            raise ArgumentError("--ha-url needs the [homeassistant] extra: pip install "
-                                "'smartmeter_tx[homeassistant]'")
-        from smartmeter_tx.outputs.homeassistant.websocket import websocket_url
-        websocket_url(self["ha-url"])  # ConfigError: 78
-        if not self["data-log"] or self["backfill-days"] == 0:
-            raise ConfigError("--ha-url needs --data-log (with --backfill-days above 0): "
-                              "the meter's 30-minute record is kept there")
-        token = O.read_ha_token(self["ha-token-file"])
-        if not token:
-            raise ConfigError(f"--ha-url needs an access token: --ha-token-file FILE or "
-                              f"${O.ENV_HA_TOKEN}")
-        return token
-
-    @property
-    def dialect(self):
-        return O.dialect_for(True if self["dse"] else False if self["standard"] else None)
-
 
 def makeService(options, reactor=None, open_port=None, wall_clock=None) -> service.IService:
     """
     Build the service tree, the composition root of C{twist smartmeter}:
-    the poller, the data log and its backfill, and the outputs wired to the
-    poller's view (HTTP, MQTT).
+    the poller, the data log and its backfill, and the outputs registered
+    on it (HTTP, MQTT, Home Assistant).
 
+    @param options: the parsed L{Options} (their L{Settings}).
     @param open_port: for tests, replaces opening the serial device.
     @param wall_clock: for tests, replaces C{time.time} (data-log dates).
     @raise SystemExit: a setting cannot work (exit status 78, one line).
@@ -196,34 +119,34 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
     if reactor is None:
         from twisted.internet import reactor
     try:
-        return _build(options, reactor, open_port, wall_clock)
+        return _build(options.settings, reactor, open_port, wall_clock)
     except ConfigError as e:
         _die(EXIT_CONFIG, str(e))
 
 
-def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
+def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiService:
     from smartmeter_tx.service.datalog import DataLog
     from smartmeter_tx.service.poller import MeterPoller, PollSchedule
     from smartmeter_tx.service.tree import RecordFanout, ServiceTree
 
     datalog = None
-    if options["data-log"]:
-        datalog = DataLog(options["data-log"])
+    if settings.data_log:
+        datalog = DataLog(settings.data_log)
         preflight.check_data_log(datalog.directory, datalog.path_for,
                                  None if wall_clock is None else wall_clock())
-    if open_port is None and not options["device"].startswith(O.EMULATOR_PREFIX):
-        preflight.check_device(options["device"])
-    http = _http_service(options["http"], reactor)
-    device, credentials, stop_device = _device(options, reactor, emulate=open_port is None)
+    if open_port is None and not settings.device.is_emulator:
+        preflight.check_device(settings.device.text)
+    http = _http_service(settings.http, reactor)
+    device, credentials, stop_device = _device(settings, reactor, emulate=open_port is None)
     if open_port is None:
         def open_port(proto):
             O.open_serial(proto, device.path, reactor)
-    config, state_path = O.session_config(options["device"], options["state-file"], credentials,
-                                          options.dialect, options["channel"],
-                                          options["panid"], options["ipaddr"])
+    config, state_path = O.session_config(settings.device, settings.state_file, credentials,
+                                          settings.dialect, settings.channel, settings.panid,
+                                          settings.ipaddr)
     records = RecordFanout(datalog)
     extra = {} if wall_clock is None else {"wall_clock": wall_clock}
-    backfill = _backfill(options, records, reactor, wall_clock or time.time)
+    backfill = _backfill(settings, records, reactor, wall_clock or time.time)
     if backfill is not None:
         extra["backfill"] = backfill
 
@@ -232,10 +155,10 @@ def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
         _stop_with(reactor, EXIT_CONFIG)
 
     poller = MeterPoller(open_port, config, reactor,
-                         PollSchedule(interval=options["interval"],
-                                      energy_interval=options["energy-interval"]),
+                         PollSchedule(interval=settings.interval,
+                                      energy_interval=settings.energy_interval),
                          on_reading=records, state_path=state_path, on_fatal=on_fatal,
-                         identify=options.get("mqtt-config") is not None, **extra)
+                         identify=settings.mqtt is not None, **extra)
     if datalog is not None:
         poller.last_logged = datalog.last_reading_time()
     top = ServiceTree(poller, records)
@@ -243,19 +166,19 @@ def _build(options, reactor, open_port, wall_clock) -> service.MultiService:
         top.whenStopped(stop_device)
     view = top.view()
     if http is not None:
-        http.factory = _site(options, view, poller.wall_clock, top.sources, reactor)
+        http.factory = _site(settings, view, poller.wall_clock, top.sources, reactor)
         top.addOutput(http)
-    if options.get("mqtt-config") is not None:
+    if settings.mqtt is not None:
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
-        top.addOutput(MqttPublisher(options["mqtt-config"], view, reactor, on_fatal=on_fatal))
-    if options.get("ha-token") and backfill is not None:
+        top.addOutput(MqttPublisher(settings.mqtt, view, reactor, on_fatal=on_fatal))
+    if settings.ha_token and backfill is not None:
         from smartmeter_tx.outputs.homeassistant.importer import HaImporter
-        top.addOutput(HaImporter(options["ha-url"], options["ha-token"], view, reactor,
+        top.addOutput(HaImporter(settings.ha_url, settings.ha_token, view, reactor,
                                  on_fatal, wall_clock=wall_clock))
     return top
 
 
-def _site(options, view, wall_clock, sources: list, reactor):
+def _site(settings: Settings, view, wall_clock, sources: list, reactor):
     """
     The HTTP site over the service's view, behind the connection cap and the
     header deadline; the figures of C{sources} (the limits' among them, once
@@ -267,23 +190,23 @@ def _site(options, view, wall_clock, sources: list, reactor):
     from smartmeter_tx.outputs.web import QuietSite, make_root
 
     site = QuietSite(make_root(view, wall_clock, sources), timeout=IDLE_TIMEOUT)
-    cap = options["http-max-connections"]
+    cap = settings.http_max_connections
     if cap is None:
         cap = default_max_connections(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     return HttpGuard(site, reactor, cap)
 
 
-def _device(options, reactor, emulate: bool) -> tuple:
+def _device(settings: Settings, reactor, emulate: bool) -> tuple:
     """
     The device to read, and the credentials: with C{emulator:} an emulator
     started here, whose own credentials fill in those not given.
 
     @return: C{(Device, Credentials or None, the emulator's stop or None)}.
     """
-    spec = options["device"]
-    credentials = options.get("credentials")
-    if not (spec.startswith(O.EMULATOR_PREFIX) and emulate):
-        return O.Device(spec), credentials, None
+    spec = settings.device
+    credentials = settings.credentials
+    if not (spec.is_emulator and emulate):
+        return O.Device(spec.text), credentials, None
     # A fixed link path, so that an emulated unplug/replug comes back at
     # the same path, as /dev/serial/by-id does for a real dongle.
     directory = tempfile.mkdtemp(prefix="smartmeter-emu-")
@@ -296,21 +219,21 @@ def _device(options, reactor, emulate: bool) -> tuple:
         shutil.rmtree(directory, ignore_errors=True)
     if credentials is None:
         rbid, password = device.default_credentials
-        credentials = O.make_credentials(options["id"] or rbid, options["password"] or password)
+        credentials = O.make_credentials(settings.rbid or rbid, settings.password or password)
     return device, credentials, stop_emulator
 
 
-def _backfill(options, records, reactor, wall_clock):
+def _backfill(settings: Settings, records, reactor, wall_clock):
     """
     @return: the L{Backfill} of the data log's 30-minute slots, knowing the
         slots the log holds already, its slots going out through C{records}
         (the data log first), or C{None} without a data log.
     """
     datalog = records.datalog
-    if datalog is None or options["backfill-days"] <= 0:
+    if datalog is None or settings.backfill_days <= 0:
         return None
     from smartmeter_tx.service.backfill import Backfill
-    days = options["backfill-days"]
+    days = settings.backfill_days
     today = datetime.date.fromtimestamp(wall_clock())
     # The window, and the whole month for the dashboard's "this month".
     since = min(today - datetime.timedelta(days=days + 1), today.replace(day=1))
@@ -323,12 +246,12 @@ def _backfill(options, records, reactor, wall_clock):
 def _http_service(description: Optional[str], reactor):
     """
     @return: the (not yet started) service for C{--http}, its site still to
-        be set, or C{None} for C{none}.
+        be set, or C{None} without one.
     @raise SystemExit: the endpoint description is malformed (one line).
     """
     from twisted.internet import endpoints
 
-    if not description or description.lower() == "none":
+    if description is None:
         return None
     try:
         endpoint = endpoints.serverFromString(reactor, description)

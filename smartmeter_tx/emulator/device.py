@@ -16,6 +16,7 @@ C{=} must be percent-encoded.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -29,7 +30,8 @@ from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.model import JST
 from smartmeter_tx.sk.values import Dialect
 
-__all__ = ["OPTIONS", "EmulatorHandle", "start_emulator", "parse_spec", "config_from_options",
+__all__ = ["OPTIONS", "EmulatorHandle", "start_emulator", "run_emulator", "parse_spec",
+           "config_from_options",
            "DEFAULT_ID", "DEFAULT_PASSWORD"]
 
 
@@ -337,15 +339,26 @@ def start_emulator(spec: str, reactor, link: Optional[str] = None,
     @raise ArgumentError: a bad spec.
     """
     parsed, spec_link = parse_spec(spec)
-    config = config or parsed
+    return run_emulator(config or parsed, reactor, link or spec_link)
+
+
+def run_emulator(config: EmulatorConfig, reactor, link: Optional[str] = None) -> EmulatorHandle:
+    """
+    Start an emulator of C{config} (a spec parsed once, by L{parse_spec}) on
+    a new pty.
+
+    @param link: publish the pty slave under this path.
+    @return: an L{EmulatorHandle}; open C{handle.path} with a SerialPort.
+    """
     if config.start is None:
         # The only wall-clock read: the meter's clock starts at "now" in
         # Japan, whatever the host's time zone (a meter keeps JST).
         now = datetime.datetime.now(JST).replace(tzinfo=None, microsecond=0)
-        config.start = now + datetime.timedelta(seconds=config.meter_offset)
+        config = dataclasses.replace(
+            config, start=now + datetime.timedelta(seconds=config.meter_offset))
     emulator = Emulator(config, reactor)
     try:
-        device = PtyDevice(lambda: ModuleProtocol(emulator), reactor, link or spec_link)
+        device = PtyDevice(lambda: ModuleProtocol(emulator), reactor, link)
         device.plug()
     except BaseException:
         emulator.stop()

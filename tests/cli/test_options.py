@@ -17,6 +17,7 @@ from smartmeter_tx.sk.values import Dialect
 RBID = "00112233445566778899AABBCCDDEEFF"
 PASSWORD = "0123456789AB"
 IP = "FE80:0000:0000:0000:021D:1290:1234:5678"
+USB0 = O.parse_device("/dev/ttyUSB0")
 
 
 class _OneLine:
@@ -174,6 +175,54 @@ class CredentialsTests(_OneLine, SynchronousTestCase):
             self.assertNotIn(password, message)
 
 
+class DeviceTests(SynchronousTestCase):
+    """--device is read once, into a L{O.DeviceSpec}."""
+
+    def test_serialPath(self):
+        """A path is a serial device, kept as given; an emulator spec is the emulator's."""
+        self.assertEqual(O.parse_device("/dev/serial/by-id/usb-ROHM"),
+                         O.DeviceSpec("/dev/serial/by-id/usb-ROHM"))
+        self.assertFalse(USB0.is_emulator)
+        spec = O.parse_device("emulator:dse?loss=0.1&link=/tmp/x")
+        self.assertTrue(spec.is_emulator)
+        config, link = spec.emulator
+        self.assertEqual((config.dialect, config.loss, link), (Dialect.DSE, 0.1, "/tmp/x"))
+        self.assertEqual(str(spec), "emulator:dse?loss=0.1&link=/tmp/x")
+        self.assertTrue(O.parse_device("EMULATOR:").is_emulator)
+
+    def test_badSpec(self):
+        """A bad emulator spec is one line naming --device and the spec."""
+        e = self.assertRaises(ArgumentError, O.parse_device, "emulator:bogus")
+        self.assertEqual(str(e), "--device emulator:bogus: invalid emulator dialect 'bogus': "
+                                 "expected standard or dse")
+
+    def test_required(self):
+        """No --device: one line saying what to give."""
+        e = self.assertRaises(ArgumentError, O.require_device, None, ", or --service")
+        self.assertIn("--device is required", str(e))
+        self.assertTrue(str(e).endswith(", or --service"))
+
+    def test_parsedOnce(self):
+        """
+        twist's options and makeService read an emulator spec once: the
+        emulator starts from the configuration the options parsed.
+        """
+        from smartmeter_tx.cli import tap
+        from smartmeter_tx.emulator import device as emulator_device
+        from twisted.internet.testing import MemoryReactorClock
+        calls = []
+        parse_spec = emulator_device.parse_spec
+        self.patch(emulator_device, "parse_spec",
+                   lambda text: calls.append(text) or parse_spec(text))
+        self.patch(os, "environ", {})
+        options = tap.Options()
+        options.parseOptions(["--device", "emulator:?time-scale=0", "--http", "none",
+                              "--state-file", os.path.join(self.mktemp(), "s.json")])
+        top = tap.makeService(options, reactor=MemoryReactorClock())
+        self.addCleanup(top.stopService)
+        self.assertEqual(calls, ["emulator:?time-scale=0"])
+
+
 class SessionTests(SynchronousTestCase):
     """
     dialect_for, session_config and start_device.
@@ -196,7 +245,7 @@ class SessionTests(SynchronousTestCase):
         """Without overrides the saved link is used as it is."""
         path, link = self.saved()
         credentials = O.make_credentials(RBID, PASSWORD)
-        config, state_path = O.session_config("/dev/ttyUSB0", path, credentials, Dialect.DSE,
+        config, state_path = O.session_config(USB0, path, credentials, Dialect.DSE,
                                               environ={})
         self.assertIsInstance(config, SessionConfig)
         self.assertEqual(state_path, path)
@@ -207,7 +256,7 @@ class SessionTests(SynchronousTestCase):
     def test_overrides(self):
         """A channel override over the saved state drops the old meter."""
         path, link = self.saved()
-        config, _ = O.session_config("/dev/ttyUSB0", path, None, None, channel=0x21,
+        config, _ = O.session_config(USB0, path, None, None, channel=0x21,
                                      pan_id=0x1234, environ={})
         self.assertEqual(config.link, S.MeterLink(channel=0x21, pan_id=0x1234, dialect="dse"))
         self.assertEqual(S.load_state(path), link)
@@ -215,21 +264,21 @@ class SessionTests(SynchronousTestCase):
     def test_sameChannel(self):
         """The saved channel given again keeps the saved link."""
         path, link = self.saved()
-        config, _ = O.session_config("/dev/ttyUSB0", path, None, None, channel=0x3B, environ={})
+        config, _ = O.session_config(USB0, path, None, None, channel=0x3B, environ={})
         self.assertEqual(config.link, link)
 
     def test_ipaddrOverride(self):
         """An ipaddr override over the saved state is applied."""
         path, _ = self.saved()
         other = "FE80:0000:0000:0000:C2F9:4500:4058:B5FB"
-        config, _ = O.session_config("/dev/ttyUSB0", path, None, None, ipaddr=other, environ={})
+        config, _ = O.session_config(USB0, path, None, None, ipaddr=other, environ={})
         self.assertEqual(config.link, S.MeterLink(channel=0x3B, ipaddr=other, dialect="dse"))
 
     def test_defaultStatePath(self):
         """Without --state-file the path comes from the given environ, not the real one."""
         workdir = self.mktemp()
         environ = {"MACKEREL_PLUGIN_WORKDIR": workdir}
-        config, state_path = O.session_config("/dev/ttyUSB0", None, None, None, environ=environ)
+        config, state_path = O.session_config(USB0, None, None, None, environ=environ)
         self.assertEqual(state_path, S.default_state_path("/dev/ttyUSB0", environ))
         self.assertTrue(state_path.startswith(workdir + os.sep))
         self.assertEqual(config.link, S.MeterLink())
@@ -237,7 +286,7 @@ class SessionTests(SynchronousTestCase):
     def test_startDevicePath(self):
         """start_device for a plain path gives a Device at that path with no default
         credentials, whose stop() does nothing, twice."""
-        device = O.start_device("/dev/ttyUSB0", reactor=None)
+        device = O.start_device(USB0, reactor=None)
         self.assertIsInstance(device, O.Device)
         self.assertEqual(device.path, "/dev/ttyUSB0")
         self.assertIsNone(device.default_credentials)

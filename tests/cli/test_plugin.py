@@ -19,6 +19,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from smartmeter_tx.cli import common, plugin
+from smartmeter_tx.cli import options as O
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD, start_emulator
 from tests.emuloop import pinned
@@ -340,7 +341,7 @@ class AgentConfTests(unittest.SynchronousTestCase):
 
         from smartmeter_tx.session.state import MeterLink
 
-        args = argparse.Namespace(device="/dev/ttyUSB0")
+        args = argparse.Namespace(device=O.parse_device("/dev/ttyUSB0"))
         link = MeterLink(channel=0x3B, ipaddr="FE80:0000:0000:0000:021D:1290:1234:5678")
         lines = plugin.agent_conf("/opt/sm/bin/mackerel-plugin-smartmeter", args, link,
                                   DEFAULT_ID, "argv")

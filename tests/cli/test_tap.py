@@ -24,6 +24,7 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service.poller import MeterPoller
 from smartmeter_tx.sk.values import Dialect
+from smartmeter_tx.cli import options as O
 from smartmeter_tx.cli.tap import EXIT_CONFIG, Options, makeService
 from smartmeter_tx.outputs.guard import IDLE_TIMEOUT, HttpGuard, default_max_connections
 from tests.emuloop import Loop
@@ -65,29 +66,30 @@ class OptionsTests(SynchronousTestCase):
                         "--data-log", data, "--http", "tcp:9581:interface=127.0.0.1",
                         "--channel", "3B", "--panid", "8a2f", "--ipaddr", IPADDR,
                         "--state-file", state, "--dse")
-        self.assertEqual(options["device"], "/dev/ttyUSB0")
-        self.assertEqual(options["interval"], 10.0)
-        self.assertEqual(options["energy-interval"], 60.0)
-        self.assertEqual(options["data-log"], data)
-        self.assertEqual(options["http"], "tcp:9581:interface=127.0.0.1")
-        self.assertEqual(options["channel"], 0x3B)
-        self.assertEqual(options["panid"], 0x8A2F)
-        self.assertEqual(options["ipaddr"], IPADDR.upper())
-        self.assertEqual(options["state-file"], state)
-        self.assertTrue(options["dse"])
-        self.assertFalse(options["standard"])
-        self.assertIsNone(options["id"])
-        self.assertIsNone(options["password"])
+        settings = options.settings
+        self.assertEqual(settings.device, O.DeviceSpec("/dev/ttyUSB0"))
+        self.assertEqual(settings.interval, 10.0)
+        self.assertEqual(settings.energy_interval, 60.0)
+        self.assertEqual(settings.data_log, data)
+        self.assertEqual(settings.http, "tcp:9581:interface=127.0.0.1")
+        self.assertEqual(settings.channel, 0x3B)
+        self.assertEqual(settings.panid, 0x8A2F)
+        self.assertEqual(settings.ipaddr, IPADDR.upper())
+        self.assertEqual(settings.state_file, state)
+        self.assertEqual(settings.dialect, Dialect.DSE)
+        self.assertIsNone(settings.credentials)
+        # The options keep the text given: nothing derived goes back.
+        self.assertEqual((options["device"], options["channel"]), ("/dev/ttyUSB0", "3B"))
 
     def test_defaults(self):
         """Options defaults to 30 s polls, 300 s energy reads, no data log and HTTP on loopback."""
         options = parse("--device", "/dev/ttyUSB0")
-        self.assertEqual(options["interval"], 30.0)
-        self.assertEqual(options["energy-interval"], 300.0)
-        self.assertIsNone(options["data-log"])
-        self.assertEqual(options["http"], "tcp:9580:interface=127.0.0.1")
-        self.assertFalse(options["dse"])
-        self.assertFalse(options["standard"])
+        settings = options.settings
+        self.assertEqual(settings.interval, 30.0)
+        self.assertEqual(settings.energy_interval, 300.0)
+        self.assertIsNone(settings.data_log)
+        self.assertEqual(settings.http, "tcp:9580:interface=127.0.0.1")
+        self.assertIsNone(settings.dialect)
 
     def test_dseAndStandardExclusive(self):
         """Options rejects --dse together with --standard."""
@@ -114,13 +116,15 @@ class OptionsTests(SynchronousTestCase):
         """Options takes the ID and password from SMARTMETER_ID and SMARTMETER_PASSWORD."""
         clean_environ(self, SMARTMETER_ID=DEFAULT_ID, SMARTMETER_PASSWORD=DEFAULT_PASSWORD)
         options = parse("--device", "x")
-        self.assertEqual((options["id"], options["password"]), (DEFAULT_ID, DEFAULT_PASSWORD))
+        self.assertEqual((options.settings.rbid, options.settings.password),
+                         (DEFAULT_ID, DEFAULT_PASSWORD))
 
     def test_commandLineBeatsEnvironment(self):
         """Options prefers --id and --password over the environment."""
         clean_environ(self, SMARTMETER_ID="E" * 32, SMARTMETER_PASSWORD="ENVPASSWORD1")
         options = parse("--device", "x", "--id", DEFAULT_ID, "--password", DEFAULT_PASSWORD)
-        self.assertEqual((options["id"], options["password"]), (DEFAULT_ID, DEFAULT_PASSWORD))
+        self.assertEqual((options.settings.rbid, options.settings.password),
+                         (DEFAULT_ID, DEFAULT_PASSWORD))
 
     def test_passwordFile(self):
         """Options reads the password from the first line of --password-file, stripped."""
@@ -129,7 +133,7 @@ class OptionsTests(SynchronousTestCase):
             f.write(DEFAULT_PASSWORD + "\n# second line ignored\n")
         clean_environ(self, SMARTMETER_ID=DEFAULT_ID, SMARTMETER_PASSWORD="ENVPASSWORD1")
         options = parse("--device", "x", "--password-file", path)
-        self.assertEqual(options["password"], DEFAULT_PASSWORD)
+        self.assertEqual(options.settings.password, DEFAULT_PASSWORD)
 
     def test_passwordFileMissing(self):
         """
@@ -359,17 +363,17 @@ class OptionValidationTests(_ConfigErrors, SynchronousTestCase):
         self.assertConfigError(["--device", "/dev/x", "--backfill-days", "3"],
                                "--backfill-days needs --data-log: the 30-minute record is kept "
                                "in the data log")
-        self.assertEqual(parse("--device", "/dev/x", "--data-log", "d")["backfill-days"], 7)
-        self.assertEqual(parse("--device", "/dev/x")["backfill-days"], 0)
+        self.assertEqual(parse("--device", "/dev/x", "--data-log", "d").settings.backfill_days, 7)
+        self.assertEqual(parse("--device", "/dev/x").settings.backfill_days, 0)
         self.assertEqual(parse("--device", "/dev/x", "--data-log", "d",
-                               "--backfill-days", "0")["backfill-days"], 0)
+                               "--backfill-days", "0").settings.backfill_days, 0)
 
     def test_shortIpv6Rejected(self):
         """--ipaddr in the short IPv6 form is rejected before it reaches the state file."""
         self.assertRaises(usage.UsageError, parse, "--device", "/dev/x", "--ipaddr", "fe80::1")
         options = parse("--device", "/dev/x", "--ipaddr",
                         "fe80:0000:0000:0000:021d:1290:1234:5678")
-        self.assertEqual(options["ipaddr"], "FE80:0000:0000:0000:021D:1290:1234:5678")
+        self.assertEqual(options.settings.ipaddr, "FE80:0000:0000:0000:021D:1290:1234:5678")
 
 
 class MqttOptionTests(SynchronousTestCase):
@@ -384,7 +388,7 @@ class MqttOptionTests(SynchronousTestCase):
         options = parse("--device", "/dev/x", "--mqtt", "mqtt://me@127.0.0.1:1884",
                         "--mqtt-password-file", path, "--mqtt-topic", "home",
                         "--ha-discovery", "none")
-        config = options["mqtt-config"]
+        config = options.settings.mqtt
         self.assertEqual((config.host, config.port, config.username, config.password),
                          ("127.0.0.1", 1884, "me", "brokerpw"))
         self.assertEqual(config.topic_prefix, "home")
@@ -395,7 +399,7 @@ class MqttOptionTests(SynchronousTestCase):
         """SMARTMETER_MQTT_PASSWORD gives the broker password when no file is named."""
         clean_environ(self, SMARTMETER_MQTT_PASSWORD="envpw")
         options = parse("--device", "/dev/x", "--mqtt", "mqtt://me@broker")
-        self.assertEqual(options["mqtt-config"].password, "envpw")
+        self.assertEqual(options.settings.mqtt.password, "envpw")
 
     def test_badMqttURL(self):
         """A bad --mqtt URL is a usage error that names the flag, without the password."""
@@ -406,7 +410,7 @@ class MqttOptionTests(SynchronousTestCase):
 
     def test_noMqttByDefault(self):
         """Without --mqtt there is no publisher."""
-        self.assertIsNone(parse("--device", "/dev/x")["mqtt-config"])
+        self.assertIsNone(parse("--device", "/dev/x").settings.mqtt)
 
 
 class HomeAssistantOptionTests(_ConfigErrors, SynchronousTestCase):
@@ -425,11 +429,11 @@ class HomeAssistantOptionTests(_ConfigErrors, SynchronousTestCase):
         """
         options = parse("--device", "x", "--data-log", "d", "--ha-url", "http://ha.lan:8123",
                         "--ha-token-file", self.token)
-        self.assertEqual(options["ha-token"], "service-ha-token")
+        self.assertEqual(options.settings.ha_token, "service-ha-token")
         self.assertNotIn("service-ha-token", repr(options))
         clean_environ(self, SMARTMETER_HA_TOKEN="env-token")
         self.assertEqual(parse("--device", "x", "--data-log", "d", "--ha-url",
-                               "http://ha.lan:8123")["ha-token"], "env-token")
+                               "http://ha.lan:8123").settings.ha_token, "env-token")
         clean_environ(self)
         self.assertConfigError(["--device", "x", "--ha-url", "http://ha.lan:8123",
                                 "--ha-token-file", self.token],

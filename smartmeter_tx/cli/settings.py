@@ -1,0 +1,153 @@
+"""
+What C{twist smartmeter} runs with: its options (L{smartmeter_tx.cli.tap.Options},
+the text the user gave) read, checked and derived once into one
+L{Settings}, which L{smartmeter_tx.cli.tap.makeService} builds the service
+from.  Nothing derived goes back into the options.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from smartmeter_tx.cli import meteropts
+from smartmeter_tx.cli import options as O
+from smartmeter_tx.errors import ArgumentError, ConfigError
+
+__all__ = ["Settings", "settings_from", "DEFAULT_BACKFILL_DAYS", "ENV_MQTT_PASSWORD"]
+
+ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
+#: Days of the meter's own record kept complete in the data log by default.
+DEFAULT_BACKFILL_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    What C{twist smartmeter} runs with: the options read, checked and
+    derived once (L{settings_from}); the options keep the text given.
+
+    @ivar credentials: the B-route credentials, or C{None} (with
+        C{emulator:}, the emulator's own fill in what was not given: see
+        C{rbid} and C{password}).
+    @ivar mqtt: the broker's settings, or C{None} without C{--mqtt}.
+    @ivar ha_token: HA's access token, or C{None} without C{--ha-url}.
+    """
+
+    device: O.DeviceSpec
+    state_file: Optional[str] = None
+    credentials: Optional[Any] = None
+    rbid: Optional[str] = field(default=None, repr=False)
+    password: Optional[str] = field(default=None, repr=False)
+    dialect: Optional[Any] = None
+    channel: Optional[int] = None
+    panid: Optional[int] = None
+    ipaddr: Optional[str] = None
+    interval: float = 30.0
+    energy_interval: float = 300.0
+    data_log: Optional[str] = None
+    backfill_days: int = 0
+    http: Optional[str] = None
+    http_max_connections: Optional[int] = None
+    mqtt: Optional[Any] = None
+    ha_url: Optional[str] = None
+    ha_token: Optional[str] = field(default=None, repr=False)
+
+
+def settings_from(options, environ=None) -> Settings:
+    """
+    Check the options and derive what the service needs from them: the
+    device read once, the secrets from their files or the environment, the
+    MQTT and Home Assistant settings.
+
+    @raise ArgumentError: a usage error (one line naming the option).
+    @raise ConfigError: a setting that cannot work (one line; exit 78).
+    """
+    environ = os.environ if environ is None else environ
+    meter = meteropts.checked_values(options)
+    device = O.require_device(meter["device"])
+    if options["dse"] and options["standard"]:
+        raise ArgumentError("--dse and --standard exclude each other")
+    if options["interval"] < 1 or options["energy-interval"] < options["interval"]:
+        raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
+    if options["http-max-connections"] is not None and options["http-max-connections"] < 1:
+        raise ArgumentError("--http-max-connections must be 1 or more")
+    backfill_days = _backfill_days(options)
+    mqtt = _mqtt(options, environ) if options["mqtt"] else None
+    ha_token = _ha(options, backfill_days, environ) if options["ha-url"] else None
+    rbid, password = O.read_secrets(options["id"], options["password"],
+                                    options["password-file"], environ)
+    # Checked here so that twist reports a usage error, not a traceback; the
+    # message never includes the values.  (With emulator: a missing pair is
+    # filled in by the emulator's own credentials.)
+    credentials = None
+    if rbid and password or not device.is_emulator:
+        credentials = O.make_credentials(rbid, password)
+    http = options["http"]
+    return Settings(
+        device=device, state_file=options["state-file"], credentials=credentials,
+        rbid=rbid, password=password,
+        dialect=O.dialect_for(True if options["dse"] else False if options["standard"]
+                              else None),
+        channel=meter["channel"], panid=meter["panid"], ipaddr=meter["ipaddr"],
+        interval=options["interval"], energy_interval=options["energy-interval"],
+        data_log=options["data-log"], backfill_days=backfill_days,
+        http=None if not http or http.lower() == "none" else http,
+        http_max_connections=options["http-max-connections"], mqtt=mqtt,
+        ha_url=options["ha-url"], ha_token=ha_token)
+
+
+def _backfill_days(options) -> int:
+    days = options["backfill-days"]
+    if days is None:
+        return DEFAULT_BACKFILL_DAYS if options["data-log"] else 0
+    if not options["data-log"]:
+        raise ConfigError("--backfill-days needs --data-log: the 30-minute record is kept "
+                          "in the data log")
+    if not 0 <= days <= O.RECORD_DAYS:
+        raise ArgumentError(f"--backfill-days must be 0 to {O.RECORD_DAYS} (meters keep about "
+                            f"{O.RECORD_DAYS} days)")
+    return days
+
+
+def _mqtt(options, environ):
+    """The MQTT settings; the password from its file or the environment."""
+    import importlib.util
+
+    from smartmeter_tx.outputs.mqtt.config import PAHO_MISSING, MqttConfig
+    if importlib.util.find_spec("paho") is None:
+        raise ArgumentError(f"--mqtt: {PAHO_MISSING}")
+    password = environ.get(ENV_MQTT_PASSWORD) or None
+    if options["mqtt-password-file"]:
+        password = O.read_password_file(options["mqtt-password-file"], "--mqtt-password-file")
+    discovery = options["ha-discovery"]
+    return MqttConfig.from_options(
+        options["mqtt"], password, topic_prefix=options["mqtt-topic"],
+        discovery_prefix=None if discovery.lower() == "none" else discovery,
+        ca_file=options["mqtt-ca"], cert_file=options["mqtt-cert"],
+        key_file=options["mqtt-key"])
+
+
+def _ha(options, backfill_days: int, environ) -> str:
+    """
+    Home Assistant's settings: the extra, the URL, the data log the record
+    comes from, the token (from its file or the environment).
+
+    @return: the token.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("autobahn") is None:
+        raise ArgumentError("--ha-url needs the [homeassistant] extra: pip install "
+                            "'smartmeter_tx[homeassistant]'")
+    from smartmeter_tx.outputs.homeassistant.websocket import websocket_url
+    websocket_url(options["ha-url"])  # ConfigError: 78
+    if not options["data-log"] or backfill_days == 0:
+        raise ConfigError("--ha-url needs --data-log (with --backfill-days above 0): "
+                          "the meter's 30-minute record is kept there")
+    token = O.read_ha_token(options["ha-token-file"], environ)
+    if not token:
+        raise ConfigError(f"--ha-url needs an access token: --ha-token-file FILE or "
+                          f"${O.ENV_HA_TOKEN}")
+    return token
