@@ -121,6 +121,7 @@ class MeterPoller(service.Service):
         self._fatal = False  # on_fatal was called (once is enough)
         self._loop: Optional[task.LoopingCall] = None
         self._poll_now = None
+        self._current: Optional[defer.Deferred] = None  # the running poll's coroutine
         self._poll_over: list = []  # Deferreds waiting for the running poll
 
     @property
@@ -152,16 +153,29 @@ class MeterPoller(service.Service):
         self._loop.start(self.schedule.interval, now=True).addErrback(
             lambda f: self.log.failure("poll loop stopped", f))
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred:
+        """
+        Stop polling: the running poll is cancelled (its command is dropped
+        or abandoned, nothing more goes on the air), then the port is closed
+        and the link saved.
+
+        @return: a Deferred that fires once the running poll has ended and
+            the port is closed, so that twist's shutdown waits for both.
+        """
+        super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         if self.backfill is not None:
             self.backfill.stop()
         if self._poll_now is not None and self._poll_now.active():
             self._poll_now.cancel()
-        self.port.stop()
-        self._save()
-        return super().stopService()
+        over = self._running_poll()
+        if self._current is not None:
+            self._current.cancel()
+        d = over if over is not None else defer.succeed(None)
+        d.addCallback(lambda _: self.port.stop())
+        d.addCallback(lambda _: self._save())
+        return d
 
     # -- connections --------------------------------------------------------------
 
@@ -207,14 +221,17 @@ class MeterPoller(service.Service):
         if self._polling:
             return defer.succeed(None)
         self._polling = True
-        d = defer.Deferred.fromCoroutine(self._poll())
+        d = self._current = defer.Deferred.fromCoroutine(self._poll())
 
         def failed(failure):
+            if failure.check(defer.CancelledError) and not self.running:
+                return  # stopped while it ran: nothing went wrong
             self.stats.polls_failed += 1
             self.log.failure("unexpected error in a poll", failure)
 
         def done(result):
             self._polling = False
+            self._current = None
             waiting, self._poll_over = self._poll_over, []
             for w in waiting:
                 w.callback(None)
@@ -226,25 +243,46 @@ class MeterPoller(service.Service):
         return d.addErrback(failed).addBoth(done)
 
     async def _poll(self) -> None:
+        """One poll's jobs, in order."""
         client = self.client
         if client is None:
             self.stats.polls_failed += 1
             return
+        if not await self._may_poll(client):
+            return
+        started = self.clock.seconds()
+        energy = started >= self._next_energy
+        had_scale = client.scale is not None
+        reading = await self._reading(client, energy)
+        if reading is None:
+            return
+        self._answered(client, reading, energy, started, had_scale)
+        if self.identify:
+            await self._identify(client)
+        if self.backfill is not None:
+            self.backfill.kick(client, self._running_poll)
+
+    async def _may_poll(self, client: BRouteClient) -> bool:
+        """The holds reviewed: whether a poll may send now (held ones are skipped)."""
         await review_holds(self.state, client, self.clock, self.schedule.poll_timeout, self.log)
         if self.held:
             self.stats.polls_skipped += 1
             self.log.debug("poll held: {why}", why=self.held)
-            return
-        now = self.clock.seconds()
-        energy = now >= self._next_energy
-        had_scale = client.scale is not None
+            return False
+        return True
+
+    async def _reading(self, client: BRouteClient, energy: bool) -> Optional[model.Reading]:
+        """
+        The poll's reading, or C{None} when there is none (each failure
+        counted and said, silence taken to the link state).
+        """
         try:
             reading = await self._read(client, energy)
         except SendsHeld as e:
             # EVENT 29/32 came during the poll: not the meter's silence.
             self.stats.polls_failed += 1
             self.log.info("poll stopped: {error}", error=e)
-            return
+            return None
         except SmartMeterError as e:  # no answer, step timeouts, SK errors
             self.stats.polls_failed += 1
             self.log.info("poll failed: {error}", error=e)
@@ -252,34 +290,45 @@ class MeterPoller(service.Service):
                 gone = self.state.poll_unanswered()
                 if gone is not None:
                     self.log.warn("{why}; joining the meter again", why=gone)
-            return
+            return None
         if reading is None:  # no session, and no join yet
             self.stats.polls_failed += 1
-            return
+        return reading
+
+    def _answered(self, client: BRouteClient, reading: model.Reading, energy: bool,
+                  started: float, had_scale: bool) -> None:
+        """
+        Book an answered poll: the link, the schedule, the counters, the
+        store and the outputs.
+
+        @param started: when the poll began (the energy schedule counts from it).
+        @param had_scale: whether the energy scale was known before the poll.
+        """
         self.state.poll_answered()
         self._had_session = True
         if not had_scale and client.scale is not None:
-            self._save()
+            self._save()  # the scale is worth keeping across restarts
         if energy:
             # Half an interval of slack keeps energy on every n-th poll even
             # when polls drift by a few seconds.
-            self._next_energy = now + self.schedule.energy_interval - self.schedule.interval / 2
+            self._next_energy = (started + self.schedule.energy_interval
+                                 - self.schedule.interval / 2)
         self.stats.polls_answered += 1
         if self.stats.polls_answered == 1:
             self.log.info("{line}", line=first_reading_line(reading, self._joined, client.link))
         when = self.wall_clock()
         self.store.add(reading, when)
         self.on_reading(reading.to_record(), when)
-        if self.identify and (self.store.identity is None
-                              or self.store.identity.get("mac") != client.link.mac):
-            try:
-                # Once a session: one frame, for the MQTT topics and HA's device.
-                self.store.identity = await client.identity(
-                    Budget(self.clock, self.schedule.poll_timeout))
-            except SmartMeterError as e:
-                self.log.info("the meter did not tell who it is: {error}", error=e)
-        if self.backfill is not None:
-            self.backfill.kick(client, self._running_poll)
+
+    async def _identify(self, client: BRouteClient) -> None:
+        """Once a session: who the meter is (one frame), for MQTT's topics and HA's device."""
+        if self.store.identity is not None and self.store.identity.get("mac") == client.link.mac:
+            return
+        try:
+            self.store.identity = await client.identity(
+                Budget(self.clock, self.schedule.poll_timeout))
+        except SmartMeterError as e:
+            self.log.info("the meter did not tell who it is: {error}", error=e)
 
     def _running_poll(self) -> Optional[defer.Deferred]:
         """A Deferred that fires when the running poll is over, or C{None}."""

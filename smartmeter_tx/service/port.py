@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, cast
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from smartmeter_tx.service.backoff import Backoff
@@ -73,14 +74,26 @@ class PortKeeper:
         self._stopping = False
         self._open()
 
-    def stop(self) -> None:
-        """Stop reopening and close the port."""
+    #: Seconds a closing port may take to say it is closed.
+    CLOSE_WITHIN = 5.0
+
+    def stop(self) -> defer.Deferred:
+        """
+        Stop reopening and close the port.
+
+        @return: a Deferred that fires with C{None} once the port is closed
+            (or after L{CLOSE_WITHIN} seconds, whichever comes first).
+        """
         self._stopping = True
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
-        if self.client is not None and self.client.sk.connected_now:
-            cast(Any, self.client.sk.transport).loseConnection()  # zope interfaces confuse mypy
+        if self.client is None or not self.client.sk.connected_now:
+            return defer.succeed(None)
+        closed = self.client.sk.when_disconnected()
+        cast(Any, self.client.sk.transport).loseConnection()  # zope interfaces confuse mypy
+        closed.addTimeout(self.CLOSE_WITHIN, self.clock)
+        return closed.addBoth(lambda _: None)
 
     def _open(self) -> bool:
         self._call = None

@@ -151,6 +151,33 @@ class _PollerBase:
         self.assertEqual(self.loop.sent.count("SKSENDTO"), sends)
 
 
+    def test_stopWaitsForThePollAndThePort(self):
+        """
+        stopService during a poll cancels it (its SKSENDTO abandoned, nothing
+        more on the air) and fires only once the poll has ended and the
+        serial port is closed; the link is saved then.
+        """
+        self.loop.advance(20)
+        self.assertTrue(self.poller.state.session_up)
+        # The next poll: its SKSENDTO on the wire, the answer not yet pumped.
+        self.loop.clock.advance(10)
+        self.assertTrue(self.poller._polling)
+        proto = self.poller.client.sk
+        sends = self.loop.sent.count("SKSENDTO")
+        saved = []
+        self.poller._save = lambda: saved.append(proto.connected_now)
+        stopped = self.poller.stopService()
+        self.assertNoResult(stopped)  # the port has not said it is closed yet
+        self.assertFalse(self.poller._polling)
+        self.loop.flush()
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertFalse(proto.connected_now)
+        self.assertEqual(saved, [False])
+        self.loop.advance(300)
+        self.assertEqual(self.loop.sent.count("SKSENDTO"), sends)
+        self.assertEqual(self.poller.stats.polls_failed, 0)
+
+
 class StandardPollerTests(_PollerBase, SynchronousTestCase):
     pass
 
