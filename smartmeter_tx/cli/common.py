@@ -145,7 +145,8 @@ async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=
                 raise
             return await busy(e)
         client = config.client(proto, reactor)
-        code = await work(client, budget, credentials, state_path)
+        code = await budget.bound(work(client, budget, credentials, state_path),
+                                  "talking to the meter")
         save_link(state_path, client.link, stderr, program)
         return code
     except SmartMeterError as e:

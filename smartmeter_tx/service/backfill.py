@@ -149,8 +149,10 @@ class Backfill:
                 # Nothing read now could be logged: no frame for it.  The
                 # data log says when it fails and when it recovers.
                 return
+            budget = Budget(self.clock, self.STEP_BUDGET)
             try:
-                more = await self.step(client)
+                more = await budget.bound(self.step(client, budget),
+                                          "reading the meter's record")
             except SmartMeterError as e:  # holds, no session, lost frames
                 self.log.info("backfill paused: {error}", error=e)
                 return
@@ -158,15 +160,16 @@ class Backfill:
                 return
             await task.deferLater(self.clock, self.GAP, lambda: None)
 
-    async def step(self, client) -> bool:
+    async def step(self, client, budget: Optional[Budget] = None) -> bool:
         """
         Read what the oldest missing slot needs, and log every slot that
         became complete.
 
+        @param budget: the step's (default L{STEP_BUDGET} from now).
         @return: whether slots are still missing.
         @raise SmartMeterError: the read failed (the caller pauses).
         """
-        budget = Budget(self.clock, self.STEP_BUDGET)
+        budget = budget or Budget(self.clock, self.STEP_BUDGET)
         before = client.history_frames
         try:
             meter_now = client.history.meter_now()

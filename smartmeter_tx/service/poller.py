@@ -32,6 +32,7 @@ from twisted.logger import Logger
 
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.backoff import Backoff
+from smartmeter_tx.service.joins import JoinPolicy
 from smartmeter_tx.session.client import BRouteClient
 from smartmeter_tx.session.steps import Budget
 from smartmeter_tx.session.config import SessionConfig
@@ -101,9 +102,10 @@ class MeterPoller(service.Service):
         self.state_path = state_path
         self.wall_clock = wall_clock
         rng = rng or random.Random()
-        self.join_backoff = Backoff(10.0, 600.0, rng)
         self.state = LinkState()
         self.store = LatestStore()
+        self.joins = JoinPolicy(clock, config, Backoff(10.0, 600.0, rng), self.store,
+                                schedule.join_timeout, self.on_fatal, self._save)
         self.backfill = backfill
         self.identify = identify
         # Opening a device path costs no air time, so retry often: a replugged
@@ -111,14 +113,10 @@ class MeterPoller(service.Service):
         self.port = PortKeeper(open_port, clock, lambda: config.new_protocol(clock),
                                self._make_client, self._connected,
                                Backoff(1.0, 10.0, rng), on_lost=self.state.port_lost)
-        self._next_join = 0.0
         self._next_energy = 0.0
         self._polling = False
-        self._had_session = False
-        self._joined = False  # this service has joined at least once
         #: when the data log's newest reading was taken (said at start), or C{None}.
         self.last_logged: Optional[float] = None
-        self._fatal = False  # on_fatal was called (once is enough)
         self._loop: Optional[task.LoopingCall] = None
         self._poll_now = None
         self._current: Optional[defer.Deferred] = None  # the running poll's coroutine
@@ -155,9 +153,8 @@ class MeterPoller(service.Service):
 
     def stopService(self) -> defer.Deferred:
         """
-        Stop polling: the running poll is cancelled (its command is dropped
-        or abandoned, nothing more goes on the air), then the port is closed
-        and the link saved.
+        Stop polling: cancel the running poll (its command dropped or
+        abandoned: nothing more on the air), close the port, save the link.
 
         @return: a Deferred that fires once the running poll has ended and
             the port is closed, so that twist's shutdown waits for both.
@@ -305,7 +302,7 @@ class MeterPoller(service.Service):
         @param had_scale: whether the energy scale was known before the poll.
         """
         self.state.poll_answered()
-        self._had_session = True
+        self.joins.had_session = True
         if not had_scale and client.scale is not None:
             self._save()  # the scale is worth keeping across restarts
         if energy:
@@ -315,7 +312,8 @@ class MeterPoller(service.Service):
                                  - self.schedule.interval / 2)
         self.stats.polls_answered += 1
         if self.stats.polls_answered == 1:
-            self.log.info("{line}", line=first_reading_line(reading, self._joined, client.link))
+            self.log.info("{line}", line=first_reading_line(reading, self.joins.joined,
+                                                            client.link))
         when = self.wall_clock()
         self.store.add(reading, when)
         self.on_reading(reading.to_record(), when)
@@ -324,9 +322,10 @@ class MeterPoller(service.Service):
         """Once a session: who the meter is (one frame), for MQTT's topics and HA's device."""
         if self.store.identity is not None and self.store.identity.get("mac") == client.link.mac:
             return
+        budget = Budget(self.clock, self.schedule.poll_timeout)
         try:
-            self.store.identity = await client.identity(
-                Budget(self.clock, self.schedule.poll_timeout))
+            self.store.identity = await budget.bound(client.identity(budget),
+                                                     "asking the meter who it is")
         except SmartMeterError as e:
             self.log.info("the meter did not tell who it is: {error}", error=e)
 
@@ -345,51 +344,16 @@ class MeterPoller(service.Service):
 
         @return: the reading, or C{None} when a join was needed but not made.
         """
+        def read() -> defer.Deferred:
+            budget = Budget(self.clock, self.schedule.poll_timeout)
+            return budget.bound(client.read_values(energy, budget, may_join=False),
+                                "reading the meter")
         try:
-            return await client.read_values(energy, Budget(self.clock, self.schedule.poll_timeout),
-                                            may_join=False)
+            return await read()
         except NoSession:
-            if not await self._join(client):
+            if not await self.joins.join(client):
                 return None
-        return await client.read_values(energy, Budget(self.clock, self.schedule.poll_timeout),
-                                        may_join=False)
-
-    async def _join(self, client: BRouteClient) -> bool:
-        """
-        Join, once the backoff delay has passed.
-
-        @return: whether a session is up.
-        """
-        now = self.clock.seconds()
-        if now < self._next_join:
-            return False
-        if self.config.credentials is None:
-            # Idling for ever would look healthy to systemd while reading nothing.
-            self._next_join = now + self.join_backoff.next_delay()
-            if not self._fatal:
-                self._fatal = True
-                self.on_fatal("the module has no session with the meter and no B-route ID "
-                              "and password were given (--id/--password-file, "
-                              "$SMARTMETER_ID/$SMARTMETER_PASSWORD)")
-            return False
-        # Joins before the first session are not rejoins.  (After repeated
-        # failures the client scans for the meter anew: the state file counts.)
-        if self._had_session:
-            self.store.rejoined(self.clock.seconds())
-        try:
-            await client.joiner.authenticate(Budget(self.clock, self.schedule.join_timeout))
-        except (SmartMeterError, defer.CancelledError) as e:
-            delay = self.join_backoff.next_delay()
-            self._next_join = self.clock.seconds() + delay
-            self.log.warn("joining the meter failed ({error}); next try in {delay:.0f} s",
-                          error=e, delay=delay)
-            self._save()
-            return False
-        self.join_backoff.reset()
-        self._had_session = self._joined = True
-        self._save()
-        self.log.info("session with the meter is up")
-        return True
+        return await read()
 
     def _save(self) -> None:
         if self.state_path is None:
@@ -412,8 +376,10 @@ async def review_holds(state: LinkState, client: BRouteClient, clock, timeout: f
     if ended is not None:
         log.warn("{why}; joining", why=ended)
     if state.rate_check_due(now):
+        budget = Budget(clock, timeout)
         try:
-            limited = await client.requests.check_send_restricted(Budget(clock, timeout))
+            limited = await budget.bound(client.requests.check_send_restricted(budget),
+                                         "reading the module's send-restricted flag")
         except SmartMeterError:
             return
         if not limited:

@@ -31,10 +31,22 @@ _BUSY = 10
 
 class Budget:
     """
-    The time a caller allows for a whole operation, on an injected clock.
+    The time a caller allows for a whole operation, on an injected clock:
+    the one object the session's layers read the deadline from.
+
+    The caller at the top arms it once (L{bound}): at the deadline the
+    whole operation is cancelled, and with it whatever it waits on.  The
+    layers below read it only where they truly need the deadline: before a
+    radio step, so that no step starts that cannot finish within it (air
+    time is the scarcest thing here), and to name the step that ran out.
 
     @ivar deadline: the clock time at which the operation must be over.
     """
+
+    #: Seconds past the deadline before L{bound} cancels: the steps end at
+    #: the deadline themselves and name theirs; this catches only a wait that
+    #: nothing else bounds.
+    GRACE = 1.0
 
     def __init__(self, clock, seconds: float) -> None:
         self.clock = clock
@@ -56,6 +68,23 @@ class Budget:
         if left <= 0:
             raise StepTimeout(step)
         return left
+
+    def bound(self, awaitable, step: str) -> defer.Deferred:
+        """
+        Run C{awaitable}, the operation this budget is for, cancelled if it
+        is not over by the deadline (and L{GRACE}): what it waits on then is
+        undone (a queued SK command dropped, one on the wire abandoned).
+
+        @return: a Deferred firing with its result, or failing with its own
+            error, or with L{StepTimeout} naming C{step} if it was cancelled.
+        """
+        d = defer.ensureDeferred(awaitable)
+
+        def timed_out(result, timeout):
+            raise StepTimeout(step)
+        d.addTimeout(max(0.0, self.remaining()) + self.GRACE, self.clock,
+                     onTimeoutCancel=timed_out)
+        return d
 
     async def pause(self, seconds: float, step: str) -> None:
         """

@@ -202,7 +202,13 @@ def live_poller(testcase, hours=8.0, **knobs):
                          loop.clock, PollSchedule(interval=30, energy_interval=300),
                          rng=random.Random(0), wall_clock=wall, backfill=backfill)
     poller.startService()
-    testcase.addCleanup(lambda: poller.running and poller.stopService())
+
+    def stop():
+        if poller.running:
+            stopped = poller.stopService()
+            loop.flush()  # the loopback says the port is closed when pumped
+            return stopped
+    testcase.addCleanup(stop)
     loop.advance(hours * HOUR)
     return loop, poller, wall
 

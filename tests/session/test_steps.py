@@ -88,6 +88,47 @@ class BudgetTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
+class BoundTests(SynchronousTestCase):
+    """Budget.bound: one timeout at the top, cancelling the whole operation."""
+
+    def test_cancelsWhatNothingElseBounds(self):
+        """
+        An operation still waiting at the deadline (and the grace) is
+        cancelled down to what it waits on, and fails with StepTimeout.
+        """
+        clock = Clock()
+        cancelled = []
+        inner = defer.Deferred(cancelled.append)
+
+        async def operation():
+            await inner
+
+        budget = Budget(clock, 10)
+        d = budget.bound(operation(), "waiting for the meter")
+        clock.advance(10 + Budget.GRACE - 0.01)
+        self.assertNoResult(d)
+        clock.advance(0.01)
+        self.assertEqual(cancelled, [inner])
+        failure = self.failureResultOf(d, StepTimeout)
+        self.assertEqual(str(failure.value), "timed out while waiting for the meter")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_resultAndErrorPassThrough(self):
+        """An operation that ends in time gives its own result or error, and no timer stays."""
+        clock = Clock()
+
+        async def fine():
+            return 42
+
+        async def broken():
+            raise ArgumentError("its own error")
+
+        budget = Budget(clock, 5)
+        self.assertEqual(self.successResultOf(budget.bound(fine(), "x")), 42)
+        self.failureResultOf(budget.bound(broken(), "x"), ArgumentError)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class RunTests(SynchronousTestCase):
     """
     ModuleSteps.run: one command within the budget.
