@@ -228,6 +228,32 @@ def _cannot_build_wheel():
     return None
 
 
+def wheel_installed(test) -> tuple:
+    """
+    Build the project's wheel from a copy of the checkout (pip writes build/
+    and *.egg-info next to the source, which two builds at once or an
+    install would share) and install it alone into a directory.
+
+    @return: C{(wheel path, the directory it is installed in)}.
+    """
+    source = copy_project(test)
+    dist = os.path.abspath(test.mktemp())
+    target = os.path.abspath(test.mktemp())
+    os.makedirs(dist)
+    os.makedirs(target)
+    built = python(["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--no-cache-dir", "--disable-pip-version-check", "-q", "-w", dist,
+                    source],
+                   cwd=dist, pythonpath=os.environ.get("PYTHONPATH", ""), timeout=120)
+    test.assertEqual(built.returncode, 0, built.stdout + built.stderr)
+    [wheel] = [os.path.join(dist, name) for name in os.listdir(dist) if name.endswith(".whl")]
+    installed = python(["-m", "pip", "install", "--no-deps", "--no-index", "--no-cache-dir",
+                        "--disable-pip-version-check", "-q", "--target", target, wheel],
+                       cwd=dist, pythonpath="", timeout=120)
+    test.assertEqual(installed.returncode, 0, installed.stdout + installed.stderr)
+    return wheel, target
+
+
 class WheelTests(SynchronousTestCase):
     def setUp(self):
         reason = _cannot_build_wheel()
@@ -238,21 +264,7 @@ class WheelTests(SynchronousTestCase):
 
     def test_wheelShipsPlugin(self):
         """The installed wheel alone makes 'twist smartmeter --help' work and lists smartmeter."""
-        # Built from a copy: pip writes build/ and *.egg-info next to the
-        # source, which two builds at once (or an install) would share.
-        source = copy_project(self)
-        dist = os.path.abspath(self.mktemp())
-        target = os.path.abspath(self.mktemp())
-        os.makedirs(dist)
-        os.makedirs(target)
-
-        built = python(["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                        "--no-cache-dir", "--disable-pip-version-check", "-q", "-w", dist,
-                        source],
-                       cwd=dist, pythonpath=os.environ.get("PYTHONPATH", ""), timeout=120)
-        self.assertEqual(built.returncode, 0, built.stdout + built.stderr)
-        [wheel] = [name for name in os.listdir(dist) if name.endswith(".whl")]
-        wheel = os.path.join(dist, wheel)
+        wheel, target = wheel_installed(self)
         with zipfile.ZipFile(wheel) as z:
             names = set(z.namelist())
             [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
@@ -265,11 +277,6 @@ class WheelTests(SynchronousTestCase):
         # Installing a cache would overwrite Twisted's own dropin.cache.
         self.assertNotIn("twisted/plugins/dropin.cache", names)
         self.assertIn("twisted", [n.lower() for n in _requirement_names(requires)])
-
-        installed = python(["-m", "pip", "install", "--no-deps", "--no-index", "--no-cache-dir",
-                            "--disable-pip-version-check", "-q", "--target", target, wheel],
-                           cwd=dist, pythonpath="", timeout=120)
-        self.assertEqual(installed.returncode, 0, installed.stdout + installed.stderr)
         self.assertFalse(os.path.exists(os.path.join(target, "twisted", "__init__.py")))
 
         # A fresh interpreter without site-packages: its path is the wheel's

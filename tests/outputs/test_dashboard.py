@@ -43,7 +43,7 @@ from smartmeter_tx.service.poller import MeterPoller, PollSchedule
 from smartmeter_tx.outputs.web import QuietSite, make_root
 from tests.emuloop import Loop
 from tests.outputs.test_web import service_view
-from tests.test_packaging import copy_project, dependency_tree, python
+from tests.test_packaging import dependency_tree, python, wheel_installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOUR = 3600.0
@@ -564,23 +564,9 @@ class PackagingTests(SynchronousTestCase):
 
     def test_templateShips(self):
         """The wheel holds the page template, and a normal install of it renders the page."""
-        # Built from a copy: pip writes build/ and *.egg-info next to the source.
-        source = copy_project(self)
-        dist, target = os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp())
-        os.makedirs(dist)
-        os.makedirs(target)
-        built = python(["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                        "--no-cache-dir", "--disable-pip-version-check", "-q", "-w", dist,
-                        source],
-                       cwd=dist, pythonpath=os.environ.get("PYTHONPATH", ""), timeout=120)
-        self.assertEqual(built.returncode, 0, built.stdout + built.stderr)
-        [wheel] = [os.path.join(dist, name) for name in os.listdir(dist) if name.endswith(".whl")]
+        wheel, target = wheel_installed(self)
         with zipfile.ZipFile(wheel) as z:
             self.assertIn("smartmeter_tx/outputs/dashboard/page.xml", z.namelist())
-        installed = python(["-m", "pip", "install", "--no-deps", "--no-index", "--no-cache-dir",
-                            "--disable-pip-version-check", "-q", "--target", target, wheel],
-                           cwd=dist, pythonpath="", timeout=120)
-        self.assertEqual(installed.returncode, 0, installed.stdout + installed.stderr)
         # Only the install and Twisted on the path: not the checkout.
         path = os.pathsep.join([target, dependency_tree(self, ["twisted"])])
         page = python("import smartmeter_tx.outputs.dashboard as D\n"

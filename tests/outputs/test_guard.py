@@ -33,26 +33,38 @@ class Transport(StringTransport):
             self.protocol.connectionLost(reason)
 
 
-class GuardTests(SynchronousTestCase):
-    def setUp(self):
-        self.clock = Clock()
-        self.guard = HttpGuard(site(self.clock), self.clock, max_connections=2)
+class _Peers:
+    """Connections to C{self.guard} from one address, hung up when the test ends."""
 
-    def connect(self):
-        """@return: C{(protocol, transport)}, or C{(None, None)} when refused."""
+    def connect(self, trickle: bytes = b""):
+        """
+        A newcomer, sending C{trickle} (part of a request, or nothing).
+
+        @return: C{(protocol, transport)}, or C{(None, None)} when refused.
+        """
         protocol = self.guard.buildProtocol(ADDRESS)
         if protocol is None:
             return None, None
         transport = Transport(peerAddress=ADDRESS)
         transport.protocol = protocol
         protocol.makeConnection(transport)
+        self.transports.append(transport)
         self.addCleanup(self.close, protocol)
+        if trickle:
+            protocol.dataReceived(trickle)
         return protocol, transport
 
     def close(self, protocol):
         """The peer hangs up (once)."""
         if protocol in self.guard.protocols:
             protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class GuardTests(_Peers, SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.guard = HttpGuard(site(self.clock), self.clock, max_connections=2)
+        self.transports = []
 
     def test_answers(self):
         """A whole request is answered as the site answers it."""
@@ -139,7 +151,7 @@ class GuardTests(SynchronousTestCase):
         self.assertEqual(self.guard.timeouts, 0)
 
 
-class FloodTests(SynchronousTestCase):
+class FloodTests(_Peers, SynchronousTestCase):
     """
     The cap under a flood of connections that never send a whole request,
     step by step on a L{Clock}: what L{tests.cli.test_flood} sees from
@@ -152,29 +164,6 @@ class FloodTests(SynchronousTestCase):
         self.clock = Clock()
         self.guard = HttpGuard(site(self.clock), self.clock, max_connections=self.CAP)
         self.transports = []
-
-    def connect(self, trickle: bytes = b""):
-        """
-        A newcomer, sending C{trickle} (part of a request, or nothing).
-
-        @return: C{(protocol, transport)}, or C{(None, None)} when refused.
-        """
-        protocol = self.guard.buildProtocol(ADDRESS)
-        if protocol is None:
-            return None, None
-        transport = Transport(peerAddress=ADDRESS)
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        self.transports.append(transport)
-        self.addCleanup(self.close, protocol)
-        if trickle:
-            protocol.dataReceived(trickle)
-        return protocol, transport
-
-    def close(self, protocol):
-        """The peer hangs up (once)."""
-        if protocol in self.guard.protocols:
-            protocol.connectionLost(Failure(ConnectionDone()))
 
     def held(self) -> int:
         """@return: the connections whose transport is still open."""
