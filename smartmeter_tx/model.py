@@ -16,9 +16,12 @@ import datetime
 import math
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
 
 from smartmeter_tx.errors import FrameError
+
+if TYPE_CHECKING:  # typing.TypeIs is Python 3.13's
+    from typing_extensions import TypeIs
 
 __all__ = [
     "amps_text",
@@ -60,11 +63,11 @@ NO_SCALE = Absent("energy unit not known yet")
 Value = Union[int, Decimal, Absent]
 
 
-def is_absent(value) -> bool:
+def is_absent(value: object) -> TypeIs[Absent]:
     return isinstance(value, Absent)
 
 
-def amps_text(value) -> str:
+def amps_text(value: Union[int, float, Decimal]) -> str:
     """
     A current as people read it, everywhere (the page, the check): the
     meter's resolution, 0.1 A, so C{1} and C{1.0} both show as C{"1.0 A"}.
@@ -72,7 +75,7 @@ def amps_text(value) -> str:
     return f"{Decimal(str(value)):.1f} A"
 
 
-def json_value(value):
+def json_value(value: object) -> object:
     """
     The JSON form of a decoded value: numbers stay numbers (a fractional
     L{Decimal} through its exact string form), L{Absent} becomes C{None}, a
@@ -87,7 +90,7 @@ def json_value(value):
     return value
 
 
-def _record_number(value, integer: bool) -> Value:
+def _record_number(value: object, integer: bool) -> Value:
     # A record is ours (data log, the service's /latest), but it crossed a file
     # or a socket: anything that is not a number becomes "no data", never 0.
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -128,7 +131,7 @@ class Reading:
     def has_energy(self) -> bool:
         return self.energy_normal_kwh is not None or self.energy_reverse_kwh is not None
 
-    def to_record(self, fields=RECORD_FIELDS) -> dict:
+    def to_record(self, fields: Iterable[str] = RECORD_FIELDS) -> dict:
         """
         @return: a JSON-ready dict of the C{fields} that were asked for; an
             L{Absent} value is C{None} (JSON null), never 0.
@@ -137,7 +140,7 @@ class Reading:
                 if getattr(self, name) is not None}
 
     @classmethod
-    def from_record(cls, record: dict, fields=RECORD_FIELDS) -> "Reading":
+    def from_record(cls, record: dict, fields: Iterable[str] = RECORD_FIELDS) -> "Reading":
         """
         The reverse of L{to_record}: a missing field was not asked for
         (C{None}), a null or non-numeric one is L{NO_DATA}.
@@ -240,7 +243,7 @@ class HistorySlot:
         return self.start.isoformat()
 
     def to_record(self) -> dict:
-        record = {"kind": self.KIND, "slot": self.slot, "source": self.source}
+        record: dict[str, object] = {"kind": self.KIND, "slot": self.slot, "source": self.source}
         record.update((name, json_value(getattr(self, name))) for name in self.FIELDS)
         return record
 

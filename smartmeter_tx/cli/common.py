@@ -12,6 +12,7 @@ paths read one JSON document and should not pay for the reactor's imports.
 from __future__ import annotations
 
 import argparse
+from typing import Optional, cast
 
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.cli.options import DeviceError
@@ -70,7 +71,8 @@ def say(stream, message: str, program: str = "mackerel-plugin-smartmeter") -> No
 
 def start_logging(verbosity: int, stream) -> None:
     from twisted.logger import (
-        FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent, globalLogBeginner,
+        FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate, formatEvent,
+        globalLogBeginner,
     )
     level = {0: LogLevel.critical, 1: LogLevel.warn, 2: LogLevel.info, 3: LogLevel.debug}
     predicate = LogLevelFilterPredicate(defaultLogLevel=level[verbosity])
@@ -81,8 +83,9 @@ def start_logging(verbosity: int, stream) -> None:
             text += "\n" + event["log_failure"].getTraceback()
         stream.write(f"[{event.get('log_level').name}] {text}\n")
 
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
-                                     redirectStandardIO=False, discardBuffer=True)
+    # A callable of one event is an observer (Twisted casts its own the same way).
+    filtered = FilteringLogObserver(cast(ILogObserver, observer), [predicate])
+    globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False, discardBuffer=True)
 
 
 def exit_code(error: BaseException) -> int:
@@ -128,7 +131,7 @@ async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=
         proto.transcript = lambda direction, text: stderr.write(f"{direction} {text}\n")
     device = None
     client = None
-    state_path = None
+    state_path: Optional[str] = None
     try:
         device = O.start_device(args.device, reactor)
         if device.default_credentials:
@@ -151,6 +154,7 @@ async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=
         return code
     except SmartMeterError as e:
         if client is not None:
+            assert state_path is not None  # known before the client was made
             save_link(state_path, client.link, stderr, program)
         say(stderr, redactor.scrub(str(e)), program)
         return exit_code(e)
@@ -204,6 +208,7 @@ def fetch_service(url: str, timeout: float) -> tuple:
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None  # the URL is service_base's, or the default one
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=timeout)
     try:

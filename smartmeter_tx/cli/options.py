@@ -13,10 +13,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from smartmeter_tx.errors import ArgumentError, ConfigError, SmartMeterError
 from smartmeter_tx.redact import Redactor
+
+if TYPE_CHECKING:  # imported where used: a front end loads only what it runs
+    from smartmeter_tx.session.config import SessionConfig
 
 __all__ = [
     "ENV_ID", "ENV_PASSWORD", "ENV_HA_TOKEN", "read_ha_token", "DeviceError", "parse_bool",
@@ -269,7 +272,8 @@ def dialect_for(dse: Optional[bool]):
 
 def session_config(device: DeviceSpec, state_file: Optional[str], credentials, dialect,
                    channel: Optional[int] = None, pan_id: Optional[int] = None,
-                   ipaddr: Optional[str] = None, environ=None) -> tuple:
+                   ipaddr: Optional[str] = None,
+                   environ=None) -> tuple[SessionConfig, str]:
     """
     The saved link with the command line's overrides over it.
 

@@ -158,7 +158,8 @@ def _service_url(args) -> str:
     return url if url.endswith("/latest") else url + "/latest"
 
 
-def service_output(status: int, body: bytes, now: float, args, prefix: str) -> tuple:
+def service_output(status: int, body: bytes, now: float, args,
+                   prefix: str) -> tuple[int, list[str], Optional[str]]:
     """
     Turn the service's C{/latest} answer into metric lines.  Pure.
 

@@ -36,7 +36,8 @@ def _probe(directory: str) -> None:
 
 
 def check_data_log(directory: str, day_file: Callable[[float], str],
-                   now: Optional[float] = None, probe=_probe, access=os.access) -> None:
+                   now: Optional[float] = None, probe: Callable[[str], None] = _probe,
+                   access: Callable[[str, int], bool] = os.access) -> None:
     """
     The data log's directory exists (it is made if not) and this user can
     create files in it and append to today's file.
@@ -67,7 +68,7 @@ def check_data_log(directory: str, day_file: Callable[[float], str],
                           "another user (was the service once run as root?)")
 
 
-def check_device(path: str, access=os.access) -> None:
+def check_device(path: str, access: Callable[[str, int], bool] = os.access) -> None:
     """
     A serial device path that exists must be a character device this user
     may open.  An absent one is no error here: the module may be plugged in

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from typing import Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 from twisted.application import service
 from twisted.python import usage
@@ -28,6 +28,9 @@ from smartmeter_tx.cli.settings import ENV_MQTT_PASSWORD, Settings, settings_fro
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.errors import ArgumentError, ConfigError
 from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
+
+if TYPE_CHECKING:  # the service is imported when it is built
+    from smartmeter_tx.service.interfaces import IMetricsSource
 
 
 _METER_FLAGS, _METER_PARAMETERS = meteropts.usage_parameters()
@@ -41,7 +44,7 @@ EXIT_CONFIG = 78       # a setting that cannot work (see cli/preflight.py); no c
                        # and the module has no session; the broker refuses us at start
 
 
-def _die(status: int, message: str):
+def _die(status: int, message: str) -> NoReturn:
     """
     End C{twist} before the reactor runs: one line on stderr, no traceback.
 
@@ -173,12 +176,13 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
         top.addOutput(MqttPublisher(settings.mqtt, view, reactor, on_fatal=on_fatal))
     if settings.ha_token and backfill is not None:
         from smartmeter_tx.outputs.homeassistant.importer import HaImporter
+        assert settings.ha_url is not None  # a token is read only with --ha-url
         top.addOutput(HaImporter(settings.ha_url, settings.ha_token, view, reactor,
                                  on_fatal, wall_clock=wall_clock))
     return top
 
 
-def _site(settings: Settings, view, wall_clock, sources: list, reactor):
+def _site(settings: Settings, view, wall_clock, sources: list[IMetricsSource], reactor):
     """
     The HTTP site over the service's view, behind the connection cap and the
     header deadline; the figures of C{sources} (the limits' among them, once
@@ -218,6 +222,7 @@ def _device(settings: Settings, reactor, emulate: bool) -> tuple:
         device.stop()
         shutil.rmtree(directory, ignore_errors=True)
     if credentials is None:
+        assert device.default_credentials is not None  # an emulator has its own
         rbid, password = device.default_credentials
         credentials = O.make_credentials(settings.rbid or rbid, settings.password or password)
     return device, credentials, stop_emulator

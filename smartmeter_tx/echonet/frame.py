@@ -7,7 +7,7 @@ Pure: no Twisted, no I/O.  Garbage raises L{FrameError} and nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Optional
 
 from smartmeter_tx.errors import ArgumentError, FrameError
 
@@ -68,13 +68,13 @@ class Frame:
     seoj: int
     deoj: int
     esv: int
-    properties: tuple = ()
+    properties: tuple[Property, ...] = ()
 
     @property
-    def epcs(self) -> tuple:
+    def epcs(self) -> tuple[int, ...]:
         return tuple(p.epc for p in self.properties)
 
-    def get(self, epc: int):
+    def get(self, epc: int) -> Optional[bytes]:
         """
         @return: the EDT of C{epc}, or C{None} if the frame does not carry it or
             carries it with PDC 0.

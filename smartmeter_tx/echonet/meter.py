@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Optional
+from typing import Iterable, Optional
 
+from smartmeter_tx.echonet.frame import Property
 from smartmeter_tx.errors import FrameError
 from smartmeter_tx.model import (
     NO_DATA, NO_PHASE, NO_SCALE, OVERFLOW, UNDERFLOW, Absent, FixedReading,
@@ -274,7 +275,7 @@ def decode_instance_list(edt: bytes) -> tuple:
     return tuple(int.from_bytes(edt[1 + 3 * i:4 + 3 * i], "big") for i in range(count))
 
 
-def decode_reading(properties, scale: Optional[EnergyScale]) -> Reading:
+def decode_reading(properties: Iterable[Property], scale: Optional[EnergyScale]) -> Reading:
     """
     Decode E7, E8, E0 and E3 from a frame's properties.  A property with PDC 0
     (Get_SNA) becomes L{NO_DATA}; kWh are L{NO_SCALE} while C{scale} is not
@@ -299,7 +300,8 @@ def decode_reading(properties, scale: Optional[EnergyScale]) -> Reading:
     return Reading(**values)
 
 
-def decode_fixed_reading(properties, scale: Optional[EnergyScale]) -> Optional[FixedReading]:
+def decode_fixed_reading(properties: Iterable[Property],
+                         scale: Optional[EnergyScale]) -> Optional[FixedReading]:
     """
     Decode EA and EB from a frame's properties.
 

@@ -10,11 +10,12 @@ reply to a request that already timed out) goes to the unsolicited listeners.
 from __future__ import annotations
 
 import random
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from smartmeter_tx.errors import FrameError, SmartMeterError
 from smartmeter_tx.echonet import frame as F
@@ -22,7 +23,15 @@ from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk import commands
 from smartmeter_tx.sk.events import EventNum, SendResult
 
+if TYPE_CHECKING:
+    from smartmeter_tx.sk.protocol import SKStackProtocol
+    from smartmeter_tx.sk.protocol.queue import Reply
+
 ECHONET_PORT = 0x0E1A
+
+#: A pending request: the frame sent, the Deferred of its answer, and the
+#: answer's timer (C{None} until the module took the SKSENDTO).
+_Entry = tuple[F.Frame, defer.Deferred[F.Frame], Optional[IDelayedCall]]
 
 __all__ = ["EchonetRequester", "EchonetError", "EchonetTimeout", "SendFailed", "NotSent"]
 
@@ -73,14 +82,14 @@ class EchonetRequester:
 
     log = Logger()
 
-    def __init__(self, sk, dialect: V.Dialect, meter_addr: Optional[str] = None, *,
+    def __init__(self, sk: SKStackProtocol, dialect: V.Dialect, meter_addr: Optional[str] = None, *,
                  clock: IReactorTime, first_tid: Optional[int] = None) -> None:
         self.sk = sk
         self.dialect = dialect
         self.meter_addr = meter_addr.upper() if meter_addr else None
-        self._listeners: list = []
+        self._listeners: list[Callable[[F.Frame, V.RxUdp], None]] = []
         self._clock = clock
-        self._pending: dict = {}
+        self._pending: dict[int, _Entry] = {}
         # A random start: a late answer from a previous process or connection
         # must not meet a request that happens to reuse its TID.
         self._next_tid = first_tid or random.randint(1, 0xFFFF)
@@ -89,9 +98,8 @@ class EchonetRequester:
         sk.add_listener(self._received)
         sk.when_disconnected().addCallback(self._lost)
 
-    def _lost(self, reason) -> None:
+    def _lost(self, reason: BaseException) -> None:
         from smartmeter_tx.sk.errors import SKDisconnected
-        from twisted.python.failure import Failure
         pending, self._pending = self._pending, {}
         for tid, (frame, d, timer) in pending.items():
             if timer is not None and timer.active():
@@ -129,7 +137,8 @@ class EchonetRequester:
                 return tid
         raise EchonetError("every TID is pending")
 
-    def get(self, epcs, deoj: int = F.METER, timeout: float = 20.0) -> defer.Deferred:
+    def get(self, epcs: Iterable[int], deoj: int = F.METER,
+            timeout: float = 20.0) -> defer.Deferred[F.Frame]:
         """
         Get C{epcs} from C{deoj} in one frame.
 
@@ -138,7 +147,7 @@ class EchonetRequester:
         frame = F.get_request(self.allocate_tid(), epcs, deoj=deoj)
         return self.request(frame, timeout)
 
-    def request(self, frame: F.Frame, timeout: float = 20.0) -> defer.Deferred:
+    def request(self, frame: F.Frame, timeout: float = 20.0) -> defer.Deferred[F.Frame]:
         """
         Send C{frame} and wait for the frame that answers it.
 
@@ -165,12 +174,12 @@ class EchonetRequester:
             if not sent.called:
                 sent.cancel()
 
-        answer: defer.Deferred = defer.Deferred(cancel)
+        answer: defer.Deferred[F.Frame] = defer.Deferred(cancel)
         # Registered before sending: an answer may overtake the SKSENDTO's OK.
         self._pending[frame.tid] = (frame, answer, None)
         sent = self.sk.command(command)
 
-        def judged(reply):
+        def judged(reply: Reply) -> None:
             self.frames_sent += 1  # the module took it (a FAIL puts nothing on the air)
             events = [e for e in reply.events if e.num == EventNum.UDP_SENT]
             param = events[-1].param if events else None
@@ -183,7 +192,7 @@ class EchonetRequester:
                 req, d, _ = self._pending[frame.tid]
                 self._pending[frame.tid] = (req, d, timer)
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             entry = self._forget(frame.tid)
             if entry is not None and not entry[1].called:
                 entry[1].errback(failure)
@@ -196,7 +205,7 @@ class EchonetRequester:
     def pending(self) -> int:
         return len(self._pending)
 
-    def _forget(self, tid: int):
+    def _forget(self, tid: int) -> Optional[_Entry]:
         entry = self._pending.pop(tid, None)
         if entry is not None and entry[2] is not None and entry[2].active():
             entry[2].cancel()
@@ -207,7 +216,7 @@ class EchonetRequester:
         if entry is not None:
             entry[1].errback(EchonetTimeout(tid, seconds))
 
-    def _received(self, value) -> None:
+    def _received(self, value: object) -> None:
         if not isinstance(value, V.RxUdp):
             return
         if value.rport != ECHONET_PORT or value.lport != ECHONET_PORT:
@@ -246,7 +255,7 @@ class EchonetRequester:
     def _answer_infc(self, frame: F.Frame, meter_addr: str) -> None:
         command = commands.sk_sendto(self.dialect, meter_addr, F.infc_response(frame).encode())
 
-        def sent(reply):
+        def sent(reply: Reply) -> None:
             self.frames_sent += 1
         self.sk.command(command).addCallback(sent).addErrback(
             lambda f: self.log.info("INFC_Res not sent: {error}", error=f.getErrorMessage()))

@@ -11,6 +11,7 @@ modules take 3-12 ms (docs/PROTOCOL.md, "Timing").
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Union
 
 from smartmeter_tx.errors import ArgumentError
 from smartmeter_tx.emulator.wire import CRLF, HEX
@@ -18,10 +19,23 @@ from smartmeter_tx.sk.commands import ll64
 from smartmeter_tx.sk.events import EventNum
 from smartmeter_tx.sk.values import IPV6_RE, Dialect, PanDesc
 
+if TYPE_CHECKING:
+    import random
+
+    from twisted.internet.interfaces import IDelayedCall
+
+    from smartmeter_tx.emulator.module import EmulatorConfig
+    from smartmeter_tx.emulator.pana import Session
+    from smartmeter_tx.emulator.radio import Radio
+
 __all__ = ["ModuleCommands", "REGISTERS", "VERSIONS"]
 
+#: One register: its power-on value, the digits ESREG prints, what may be written
+#: (a range, C{"pair"} for the 8-character pairing ID, or C{None}: read-only).
+_Register = tuple[Union[int, str], int, Union[tuple[int, int], Literal["pair"], None]]
+
 # Register number -> (power-on value, digits printed by ESREG, writable range or None).
-REGISTERS = {
+REGISTERS: dict[int, _Register] = {
     0x02: (0x21, 2, (0x21, 0x3C)),
     0x03: (0xFFFF, 4, (0, 0xFFFF)),
     0x07: (0, 8, None),
@@ -45,6 +59,39 @@ VERSIONS = {Dialect.STANDARD: "1.2.10", Dialect.DSE: "1.5.2"}  # as real modules
 
 class ModuleCommands:
     """The C{_cmd_<NAME>} handlers of the module's own commands."""
+
+    if TYPE_CHECKING:  # the Emulator's, which this part of it uses
+        config: EmulatorConfig
+        rng: random.Random
+        dialect: Dialect
+        radio: Radio
+        #: ints, but for the pairing ID (S0A), which is text
+        registers: dict[int, Any]
+        module_ip: str
+        module_mac: str
+        meter_mac: str
+        neighbours: dict[str, str]
+        rbid: Optional[str]
+        password: Optional[str]
+        channel: int
+        pan_id: int
+        lqi: int
+        binary: bool
+        wopt_writes: int
+        session: Optional[Session]
+        _joining: bool
+
+        def _later(self, delay: float, f: Callable[..., object], *args: object,
+                   group: str = ..., long: bool = ...) -> Optional[IDelayedCall]: ...
+        def _cancel(self, *groups: str) -> None: ...
+        def _write(self, data: bytes) -> None: ...
+        def _side(self) -> Optional[int]: ...
+        def _event(self, num: int, sender: str, param: Optional[int] = None) -> None: ...
+        def _fail(self, code: int) -> None: ...
+        def _ok(self) -> None: ...
+        def _drop_session(self) -> None: ...
+        def _transmit(self, payload_len: int) -> None: ...
+        def reset(self) -> None: ...
 
     def _cmd_SKVER(self, args):
         if args:

@@ -274,7 +274,9 @@ class EmulatorHandle:
 
     @property
     def path(self) -> str:
-        return self.device.path
+        path = self.device.path
+        assert path is not None  # plugged before the handle was made; kept over an unplug
+        return path
 
     @property
     def id(self) -> str:

@@ -19,6 +19,19 @@ from smartmeter_tx.sk.protocol import SKStackProtocol
 __all__ = ["Loopback"]
 
 
+class _HostTransport(iosim.FakeTransport):
+    """The host's end of a connection: what it writes goes to the write observers first."""
+
+    def __init__(self, protocol: SKStackProtocol, loopback: Loopback) -> None:
+        super().__init__(protocol, isServer=False)
+        self._loopback = loopback
+
+    def write(self, data: bytes) -> None:
+        for observer in self._loopback.write_observers:
+            observer(data)
+        super().write(data)
+
+
 class Loopback:
     """
     One emulated module and any number of successive host connections to it.
@@ -31,7 +44,7 @@ class Loopback:
     def __init__(self, emulator: Emulator, clock: Clock) -> None:
         self.clock = clock
         self.emulator = emulator
-        self.pump = None
+        self.pump: Optional[iosim.IOPump] = None
         self.sk: Optional[SKStackProtocol] = None
         self.unplugged = False
         self.connects = 0
@@ -51,15 +64,7 @@ class Loopback:
         sk = sk or SKStackProtocol(clock=self.clock)
         module = ModuleProtocol(self.emulator)
         server = iosim.FakeTransport(module, isServer=True)
-        client = iosim.FakeTransport(sk, isServer=False)
-        original = client.write
-
-        def write(data):
-            for observer in self.write_observers:
-                observer(data)
-            return original(data)
-
-        client.write = write
+        client = _HostTransport(sk, self)
         self.pump = iosim.connect(module, server, sk, client, greet=False)
         self.sk = sk
         self.connects += 1
@@ -67,6 +72,7 @@ class Loopback:
 
     def disconnect(self) -> None:
         """Close the host's side of the current connection (a pulled cable)."""
+        assert self.pump is not None  # connect() came first: there is a connection
         self.pump.clientIO.loseConnection()
         self.pump.flush(advanceClock=False)
 

@@ -456,6 +456,7 @@ class ModuleProtocol(Protocol):
             self._reader.read_raw(item.length)
         elif isinstance(item, Raw):
             header, self._sendto = self._sendto, None
+            assert header is not None  # raw bytes are read only after a SKSENDTO header
             self._dispatch(self.emulator.sendto(header.data, header.form, list(header.args),
                                                 item.data))
         elif isinstance(item, Dropped):

@@ -10,11 +10,22 @@ the module, not to a serial connection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Union
 
 from smartmeter_tx.emulator.wire import MULTICAST, PORT_ECHONET, PORT_PANA
 from smartmeter_tx.sk.events import EventNum, SendResult
 from smartmeter_tx.sk.values import IPV6_RE
+
+if TYPE_CHECKING:
+    import random
+
+    from twisted.internet.interfaces import IDelayedCall
+    from twisted.logger import Logger
+
+    from smartmeter_tx.echonet.frame import Frame
+    from smartmeter_tx.emulator.meter import MeterModel
+    from smartmeter_tx.emulator.module import EmulatorConfig
+    from smartmeter_tx.emulator.radio import TxBudget
 
 __all__ = ["PanaSide", "Session"]
 
@@ -35,7 +46,41 @@ class Session:
 class PanaSide:
     """SKJOIN and everything the PANA session does afterwards."""
 
-    def _cmd_SKJOIN(self, args):
+    if TYPE_CHECKING:  # the Emulator's, which this part of it uses
+        log: Logger
+        config: EmulatorConfig
+        rng: random.Random
+        meter: MeterModel
+        budget: TxBudget
+        #: ints, but for the pairing ID (S0A), which is text
+        registers: dict[int, Any]
+        meter_ip: str
+        meter_mac: str
+        module_ip: str
+        neighbours: dict[str, str]
+        rbid: Optional[str]
+        password: Optional[str]
+        channel: int
+        pan_id: int
+        session: Optional[Session]
+        _joining: bool
+        _pana_session_id: int
+        _pana_seq: int
+
+        def device_time(self) -> float: ...
+        def _later(self, delay: float, f: Callable[..., object], *args: object,
+                   group: str = ..., long: bool = ...) -> Optional[IDelayedCall]: ...
+        def _cancel(self, *groups: str) -> None: ...
+        def _event(self, num: int, sender: str, param: Optional[int] = None) -> None: ...
+        def _fail(self, code: int) -> None: ...
+        def _ok(self) -> None: ...
+        def _rxudp(self, sender: str, dest: str, port: int, secured: bool,
+                   data: bytes) -> None: ...
+        def _drop_session(self) -> None: ...
+        def _transmit(self, payload_len: int) -> None: ...
+        def _record(self, frame: Frame) -> None: ...
+
+    def _cmd_SKJOIN(self, args: list[str]) -> None:
         if len(args) != 1:
             return self._fail(5)
         target = args[0].upper()
@@ -79,7 +124,7 @@ class PanaSide:
             self._later(self.rng.uniform(36.0, 40.0), self._join_failed, target, group="join")
         return None
 
-    def _join_step(self, step, target: str) -> None:
+    def _join_step(self, step: Union[int, Literal["ns", "sent"]], target: str) -> None:
         if step == "ns":
             self._transmit(40)
             self._event(EventNum.UDP_SENT, target, SendResult.NEIGHBOUR_SOLICITATION)

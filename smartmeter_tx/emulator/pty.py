@@ -48,7 +48,7 @@ class PtyMaster(abstract.FileDescriptor):
         except BaseException:
             self._close_fds()
             raise
-        self.protocol = protocol
+        self.protocol: Optional[Protocol] = protocol
         self.connected = 1
         protocol.makeConnection(self)
         self.startReading()
@@ -57,6 +57,7 @@ class PtyMaster(abstract.FileDescriptor):
         return self._master
 
     def doRead(self):
+        assert self.protocol is not None  # reading stops when the connection is lost
         return fdesc.readFromFD(self._master, self.protocol.dataReceived)
 
     def writeSomeData(self, data: bytes):
@@ -142,7 +143,7 @@ class PtyDevice:
         @return: a L{Deferred} that fires with the path when plugged in again.
         """
         self._close()
-        d = Deferred()
+        d: Deferred[Optional[str]] = Deferred()
         self._waiting.append(d)
         if seconds is not None:
             self._replug = self._reactor.callLater(seconds, self._replugged)

@@ -9,9 +9,10 @@ A mixin of L{smartmeter_tx.emulator.module.Emulator}.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 
 from smartmeter_tx.echonet.frame import CONTROLLER, Frame
 from smartmeter_tx.emulator.wire import CRLF, HEX, PORT_ECHONET
@@ -19,13 +20,22 @@ from smartmeter_tx.model import SLOT, slot_start
 from smartmeter_tx.sk.events import EventNum, SendResult
 from smartmeter_tx.sk.values import IPV6_RE, Dialect
 
+if TYPE_CHECKING:
+    import datetime
+    import random
+
+    from smartmeter_tx.emulator.meter import MeterModel
+    from smartmeter_tx.emulator.module import EmulatorConfig
+    from smartmeter_tx.emulator.pana import Session
+    from smartmeter_tx.emulator.radio import Radio, TxBudget
+
 __all__ = ["UdpSide"]
 
 
 @dataclass(eq=False)
 class Held:
     frame: Frame
-    call: object = None
+    call: Optional[IDelayedCall] = None
 
 
 
@@ -33,7 +43,36 @@ class Held:
 class UdpSide:
     """SKSENDTO, the meter's answers and its :00/:30 INF."""
 
-    def _cmd_SKSENDTO(self, args):
+    if TYPE_CHECKING:  # the Emulator's, which this part of it uses
+        config: EmulatorConfig
+        rng: random.Random
+        dialect: Dialect
+        radio: Radio
+        budget: TxBudget
+        meter: MeterModel
+        meter_ip: str
+        module_ip: str
+        neighbours: dict[str, str]
+        session: Optional[Session]
+        _joining: bool
+        _held: list[Held]
+
+        @property
+        def echo(self) -> bool: ...
+        def meter_now(self) -> datetime.datetime: ...
+        def _later(self, delay: float, f: Callable[..., object], *args: object,
+                   group: str = ..., long: bool = ...) -> Optional[IDelayedCall]: ...
+        def _write(self, data: bytes) -> None: ...
+        def _junk(self) -> None: ...
+        def _event(self, num: int, sender: str, param: Optional[int] = None) -> None: ...
+        def _fail(self, code: int) -> None: ...
+        def _ok(self) -> None: ...
+        def _rxudp(self, sender: str, dest: str, port: int, secured: bool,
+                   data: bytes) -> None: ...
+        def _transmit(self, payload_len: int) -> None: ...
+        def _record(self, frame: Frame) -> None: ...
+
+    def _cmd_SKSENDTO(self, args: list[str]) -> None:
         # Only reached when a line ended before "<LEN> " did: the header is short.
         n = 6 if self.dialect is Dialect.DSE else 5
         return self._fail(5 if len(args) < n else 6)
@@ -64,7 +103,7 @@ class UdpSide:
             self._fail(10)  # accepted, but the module cannot execute it now
             return None
         dest, port = ip.upper(), int(port, 16)
-        done = Deferred()
+        done: Deferred[None] = Deferred()
         send_done = self.radio.send_done_delay()
         multicast = dest.startswith("FF02:")
         usable = self.session is not None and self.session.usable
@@ -83,8 +122,8 @@ class UdpSide:
             param = SendResult.SENT
             self._transmit(len(payload))
             lost = self.radio.lost()
-            if (usable and not self.session.peer_gone and port == PORT_ECHONET and sec != "0"
-                    and lost != "request"):
+            if (usable and self.session is not None and not self.session.peer_gone
+                    and port == PORT_ECHONET and sec != "0" and lost != "request"):
                 reply = self.meter.handle(payload, self.meter_now())
                 if reply is not None and lost != "answer":
                     answer = reply

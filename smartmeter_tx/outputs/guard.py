@@ -21,7 +21,10 @@ of the HTTP side never exceed the cap (plus the one being accepted).
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 from twisted.internet.error import ConnectionAborted
+from twisted.internet.protocol import connectionDone
 from twisted.protocols import policies
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -52,6 +55,12 @@ def default_max_connections(open_files: int) -> int:
     the service, but never below 4.
     """
     return max(4, min(_MOST_CONNECTIONS, open_files - _RESERVED_FDS))
+
+
+class _Closable(Protocol):
+    """A transport that can be told its connection is lost, as TCP's can."""
+
+    def connectionLost(self, reason: Failure) -> None: ...
 
 
 class _Guarded(policies.ProtocolWrapper):
@@ -105,9 +114,11 @@ class _Guarded(policies.ProtocolWrapper):
         reactor's next turn, after the newcomer has taken its descriptor;
         a TCP transport ignores its own later connectionLost.)
         """
-        self.transport.connectionLost(Failure(ConnectionAborted("closed by the HTTP limits")))
+        # The port's own connection (ITransport does not declare connectionLost).
+        transport = cast(_Closable, self.transport)
+        transport.connectionLost(Failure(ConnectionAborted("closed by the HTTP limits")))
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None

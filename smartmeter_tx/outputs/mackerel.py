@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from typing import Union
 
 from smartmeter_tx.model import Reading, is_absent
 from smartmeter_tx.errors import ArgumentError
@@ -30,7 +31,7 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _number(value) -> str:
+def _number(value: Union[int, Decimal]) -> str:
     if isinstance(value, Decimal):
         text = format(value, "f")
         if "." in text:

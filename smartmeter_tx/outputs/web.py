@@ -49,6 +49,8 @@ class _Plain(resource.Resource):
     """
 
     isLeaf = True
+    #: The leaf's answer to GET (each subclass has its own).
+    render_GET: Callable[[server.Request], bytes]
 
     def render(self, request):
         if request.method == b"HEAD":
@@ -93,7 +95,7 @@ class DashboardResource(_ViewResource):
     """
 
     def __init__(self, view: ServiceView, clock_now: Callable[[], float],
-                 sources: Optional[list] = None) -> None:
+                 sources: Optional[list[IMetricsSource]] = None) -> None:
         """@param sources: the L{IMetricsSource}s whose figures the page shows."""
         super().__init__(view, clock_now)
         self.sources = [] if sources is None else sources
@@ -127,7 +129,9 @@ class LatestResource(_ViewResource):
             request.setResponseCode(503)
             body = {"error": "no reading yet", "held": state.held, "link": state.session.value}
         else:
-            body["age"] = round(store.age(self.clock_now()), 3)
+            age = store.age(self.clock_now())
+            assert age is not None  # there is a reading, so it has an age
+            body["age"] = round(age, 3)
             body["session"] = state.session_up
             body["link"] = state.session.value
             body["held"] = state.held
@@ -293,7 +297,7 @@ class SourcesCollector:
     outputs): each source provides L{IMetricsSource}.
     """
 
-    def __init__(self, sources: list) -> None:
+    def __init__(self, sources: list[IMetricsSource]) -> None:
         # The list itself, read at each scrape: a source may join it later.
         self.sources = sources
 
@@ -320,7 +324,7 @@ class MetricsResource(_Plain):
 
 
 def make_root(view: ServiceView, clock_now: Callable[[], float],
-              sources: Optional[list] = None) -> resource.Resource:
+              sources: Optional[list[IMetricsSource]] = None) -> resource.Resource:
     """
     The site root: the dashboard at C{/}, C{/latest}, C{/metrics} and
     C{/history}, over the service's C{view}, with C{clock_now} the wall clock.

@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import datetime
 from collections import deque
-from typing import Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.errors import SmartMeterError
 from smartmeter_tx.session.steps import Budget
+
+if TYPE_CHECKING:
+    from smartmeter_tx.echonet.meter import EnergyScale
+    from smartmeter_tx.session.client import BRouteClient
 
 __all__ = ["Backfill"]
 
@@ -67,7 +73,8 @@ class Backfill:
     #: Seconds after which the meter's clock is read again.
     CLOCK_AGE = 3600.0
 
-    def __init__(self, days: int, clock, on_slot: Callable[[dict, float], Optional[bool]],
+    def __init__(self, days: int, clock: IReactorTime,
+                 on_slot: Callable[[dict, float], Optional[bool]],
                  wall_clock: Callable[[], float], known: Iterable[dict] = (),
                  writable: Callable[[], bool] = lambda: True) -> None:
         self.days = min(days, self.MAX_DAYS)
@@ -112,7 +119,8 @@ class Backfill:
 
     # -- running -------------------------------------------------------------------
 
-    def kick(self, client, busy: Callable[[], Optional[defer.Deferred]]) -> None:
+    def kick(self, client: BRouteClient,
+             busy: Callable[[], Optional[defer.Deferred[None]]]) -> None:
         """
         Start filling, unless already running.
 
@@ -125,18 +133,19 @@ class Backfill:
         self._running.addErrback(self._failed)
         self._running.addBoth(self._done)
 
-    def _failed(self, failure) -> None:
+    def _failed(self, failure: Failure) -> None:
         if not failure.check(defer.CancelledError):  # stop() while running
             self.log.failure("backfill stopped", failure)
 
-    def _done(self, _) -> None:
+    def _done(self, _: object) -> None:
         self._running = None
 
     def stop(self) -> None:
         if self._running is not None:
             self._running.cancel()
 
-    async def _run(self, client, busy) -> None:
+    async def _run(self, client: BRouteClient,
+                   busy: Callable[[], Optional[defer.Deferred[None]]]) -> None:
         while True:
             waiting = busy()
             if waiting is not None:
@@ -160,7 +169,7 @@ class Backfill:
                 return
             await task.deferLater(self.clock, self.GAP, lambda: None)
 
-    async def step(self, client, budget: Optional[Budget] = None) -> bool:
+    async def step(self, client: BRouteClient, budget: Optional[Budget] = None) -> bool:
         """
         Read what the oldest missing slot needs, and log every slot that
         became complete.
@@ -218,7 +227,8 @@ class Backfill:
         self.missing = len(self.due(meter_now))
         return self.missing > 0
 
-    def _emit(self, due: set, scale, source: str, until: datetime.datetime) -> None:
+    def _emit(self, due: set[datetime.datetime], scale: Optional[EnergyScale], source: str,
+              until: datetime.datetime) -> None:
         wanted = {t: v for t, v in self._readings.items()}
         for slot in H.history_slots(wanted, scale, source, until):
             naive = slot.start.replace(tzinfo=None)

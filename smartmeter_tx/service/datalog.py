@@ -22,7 +22,7 @@ import datetime
 import errno
 import json
 import os
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -252,7 +252,7 @@ def read_history_records(directory: str, prefix: str, since: datetime.date) -> l
     return records
 
 
-def _history_lines(lines, path: str) -> list:
+def _history_lines(lines: Iterable[bytes], path: str) -> list[dict]:
     records = []
     bad = 0
     for number, raw in enumerate(lines, 1):

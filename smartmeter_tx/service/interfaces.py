@@ -13,7 +13,7 @@ L{smartmeter_tx.service.view.ServiceView} it was made with.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import Iterable, NamedTuple, Optional, Union
 
 from zope.interface import Interface
 
@@ -54,12 +54,12 @@ class IRecordReceiver(Interface):
 class IMetricsSource(Interface):
     """What has figures for C{/metrics}."""
 
-    def metrics() -> list:
+    def metrics() -> list[Figure]:
         """
         @return: the figures now, as L{Figure}s (read at each scrape).
         """
 
 
-def figures(sources) -> dict:
+def figures(sources: Iterable[IMetricsSource]) -> dict[str, Optional[Union[int, float]]]:
     """@return: the figures of every L{IMetricsSource} in C{sources} now, by name."""
     return {figure[0]: figure[3] for source in sources for figure in source.metrics()}

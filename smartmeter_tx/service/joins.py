@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from smartmeter_tx.errors import SmartMeterError
@@ -30,8 +31,8 @@ class JoinPolicy:
 
     log = Logger()
 
-    def __init__(self, clock, config: SessionConfig, backoff: Backoff, store: LatestStore,
-                 timeout: float, on_fatal: Callable[[str], None],
+    def __init__(self, clock: IReactorTime, config: SessionConfig, backoff: Backoff,
+                 store: LatestStore, timeout: float, on_fatal: Callable[[str], None],
                  save: Callable[[], None]) -> None:
         """
         @param timeout: the budget of one join (scan included).

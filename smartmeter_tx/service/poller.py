@@ -28,20 +28,22 @@ from typing import Callable, Optional
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.service.joins import JoinPolicy
 from smartmeter_tx.session.client import BRouteClient
 from smartmeter_tx.session.steps import Budget
-from smartmeter_tx.session.config import SessionConfig
+from smartmeter_tx.session.config import Connection, SessionConfig
 from smartmeter_tx import model
 from smartmeter_tx.errors import NoSession, SendsHeld, SmartMeterError
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.port import PortKeeper
-from smartmeter_tx.session.state import save_state
-from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.session.state import MeterLink, save_state
+from smartmeter_tx.service.store import LatestStore, Stats
 from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["MeterPoller", "PollSchedule"]
@@ -87,10 +89,10 @@ class MeterPoller(service.Service):
 
     log = Logger()
 
-    def __init__(self, open_port: Callable, config: SessionConfig, clock,
-                 schedule: PollSchedule = PollSchedule(),
-                 on_reading: Optional[Callable] = None, state_path: Optional[str] = None,
-                 rng: Optional[random.Random] = None,
+    def __init__(self, open_port: Callable[[Connection], object], config: SessionConfig,
+                 clock: IReactorTime, schedule: PollSchedule = PollSchedule(),
+                 on_reading: Optional[Callable[[dict, float], object]] = None,
+                 state_path: Optional[str] = None, rng: Optional[random.Random] = None,
                  wall_clock: Callable[[], float] = time.time,
                  on_fatal: Optional[Callable[[str], None]] = None,
                  backfill: Optional[Backfill] = None, identify: bool = False) -> None:
@@ -118,16 +120,16 @@ class MeterPoller(service.Service):
         #: when the data log's newest reading was taken (said at start), or C{None}.
         self.last_logged: Optional[float] = None
         self._loop: Optional[task.LoopingCall] = None
-        self._poll_now = None
-        self._current: Optional[defer.Deferred] = None  # the running poll's coroutine
-        self._poll_over: list = []  # Deferreds waiting for the running poll
+        self._poll_now: Optional[IDelayedCall] = None
+        self._current: Optional[defer.Deferred[None]] = None  # the running poll's coroutine
+        self._poll_over: list[defer.Deferred[None]] = []  # waiting for the running poll
 
     @property
-    def link(self):
+    def link(self) -> MeterLink:
         return self.config.link
 
     @property
-    def stats(self):
+    def stats(self) -> Stats:
         return self.store.stats
 
     @property
@@ -176,7 +178,7 @@ class MeterPoller(service.Service):
 
     # -- connections --------------------------------------------------------------
 
-    def _make_client(self, proto) -> BRouteClient:
+    def _make_client(self, proto: Connection) -> BRouteClient:
         return self.config.client(proto, self.clock, state=self.state, rssi=True)
 
     def _connected(self, client: BRouteClient) -> None:
@@ -220,13 +222,13 @@ class MeterPoller(service.Service):
         self._polling = True
         d = self._current = defer.Deferred.fromCoroutine(self._poll())
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             if failure.check(defer.CancelledError) and not self.running:
                 return  # stopped while it ran: nothing went wrong
             self.stats.polls_failed += 1
             self.log.failure("unexpected error in a poll", failure)
 
-        def done(result):
+        def done(result: object) -> None:
             self._polling = False
             self._current = None
             waiting, self._poll_over = self._poll_over, []
@@ -329,11 +331,11 @@ class MeterPoller(service.Service):
         except SmartMeterError as e:
             self.log.info("the meter did not tell who it is: {error}", error=e)
 
-    def _running_poll(self) -> Optional[defer.Deferred]:
+    def _running_poll(self) -> Optional[defer.Deferred[None]]:
         """A Deferred that fires when the running poll is over, or C{None}."""
         if not self._polling:
             return None
-        d: defer.Deferred = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         self._poll_over.append(d)
         return d
 
@@ -364,8 +366,8 @@ class MeterPoller(service.Service):
             self.log.warn("cannot write the state file: {error}", error=e)
 
 
-async def review_holds(state: LinkState, client: BRouteClient, clock, timeout: float,
-                       log: Logger) -> None:
+async def review_holds(state: LinkState, client: BRouteClient, clock: IReactorTime,
+                       timeout: float, log: Logger) -> None:
     """
     End holds whose releasing event may never come: the module's own
     re-authentication after EVENT 29 is given a bounded time, and the EVENT
@@ -386,7 +388,7 @@ async def review_holds(state: LinkState, client: BRouteClient, clock, timeout: f
             log.info("transmit-time limit over (SFB 0) though no EVENT 33 was seen")
 
 
-def starting_line(device: Optional[str], link, last_reading: Optional[float]) -> str:
+def starting_line(device: Optional[str], link: MeterLink, last_reading: Optional[float]) -> str:
     """What the service starts from, in one line for the log.  Pure."""
     if link.joinable:
         meter = (f"the saved meter on channel {link.channel:02X}, PAN ID {link.pan_id:04X}"
@@ -400,7 +402,7 @@ def starting_line(device: Optional[str], link, last_reading: Optional[float]) ->
     return text
 
 
-def first_reading_line(reading: model.Reading, joined: bool, link) -> str:
+def first_reading_line(reading: model.Reading, joined: bool, link: MeterLink) -> str:
     """The service's first reading, in one line for the log.  Pure."""
     power = "no power value" if reading.power_w is None or model.is_absent(reading.power_w) \
         else f"{reading.power_w} W"

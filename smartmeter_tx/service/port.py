@@ -6,13 +6,15 @@ at the same path, and hand a fresh L{BRouteClient} to the owner each time.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, cast
+from typing import Callable, Optional, cast
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.logger import Logger
 
 from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.session.client import BRouteClient
+from smartmeter_tx.session.config import Connection
 
 __all__ = ["PortKeeper"]
 
@@ -35,8 +37,9 @@ class PortKeeper:
 
     log = Logger()
 
-    def __init__(self, open_port: Callable, clock, new_protocol: Callable,
-                 make_client: Callable[..., BRouteClient],
+    def __init__(self, open_port: Callable[[Connection], object], clock: IReactorTime,
+                 new_protocol: Callable[[], Connection],
+                 make_client: Callable[[Connection], BRouteClient],
                  on_open: Callable[[BRouteClient], None], backoff: Backoff,
                  on_lost: Callable[[], None] = lambda: None) -> None:
         self.open_port = open_port
@@ -50,7 +53,7 @@ class PortKeeper:
         self.reopens = 0
         self._before = dict.fromkeys(self.COUNTERS, 0)
         self._opened = False
-        self._call = None
+        self._call: Optional[IDelayedCall] = None
         self._stopping = False
 
     #: Client counters summed over every connection.
@@ -77,7 +80,7 @@ class PortKeeper:
     #: Seconds a closing port may take to say it is closed.
     CLOSE_WITHIN = 5.0
 
-    def stop(self) -> defer.Deferred:
+    def stop(self) -> defer.Deferred[None]:
         """
         Stop reopening and close the port.
 
@@ -91,7 +94,8 @@ class PortKeeper:
         if self.client is None or not self.client.sk.connected_now:
             return defer.succeed(None)
         closed = self.client.sk.when_disconnected()
-        cast(Any, self.client.sk.transport).loseConnection()  # zope interfaces confuse mypy
+        # Not None: the protocol is connected now.
+        cast(ITransport, self.client.sk.transport).loseConnection()
         closed.addTimeout(self.CLOSE_WITHIN, self.clock)
         return closed.addBoth(lambda _: None)
 
@@ -115,7 +119,7 @@ class PortKeeper:
         self.on_open(self.client)
         return True
 
-    def _lost(self, reason, proto) -> None:
+    def _lost(self, reason: BaseException, proto: Connection) -> None:
         if self.client is None or self.client.sk is not proto:
             return
         self._close_client()
@@ -138,6 +142,6 @@ class PortKeeper:
         self._call = self.clock.callLater(delay, self._open)
 
 
-def _first_line(error) -> str:
+def _first_line(error: object) -> str:
     text = str(error)
     return text.splitlines()[0] if text else type(error).__name__

@@ -10,7 +10,7 @@ L{ServiceTree.addOutput}; nothing else of the service changes.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.application import service
 from twisted.internet import defer
@@ -41,9 +41,9 @@ class RecordFanout:
 
     def __init__(self, datalog: Optional[DataLog] = None) -> None:
         self.datalog = datalog
-        self._receivers: list = []
+        self._receivers: list[IRecordReceiver] = []
 
-    def add(self, receiver) -> None:
+    def add(self, receiver: object) -> None:
         """
         @param receiver: an L{IRecordReceiver}; it gets the records from now on.
         @raise ArgumentError: it does not provide L{IRecordReceiver}.
@@ -53,7 +53,7 @@ class RecordFanout:
         self._receivers.append(receiver)
 
     @property
-    def receivers(self) -> tuple:
+    def receivers(self) -> tuple[IRecordReceiver, ...]:
         return tuple(self._receivers)
 
     def __call__(self, record: dict, when: float) -> Optional[bool]:
@@ -90,8 +90,8 @@ class ServiceTree(service.MultiService):
         super().__init__()
         self.poller = poller
         self.records = records
-        self.sources: list = []
-        self._after_stop: list = []
+        self.sources: list[IMetricsSource] = []
+        self._after_stop: list[Callable[[], object]] = []
         if records.datalog is not None:
             self.sources.append(records.datalog)
             self.whenStopped(records.datalog.close)
@@ -113,7 +113,7 @@ class ServiceTree(service.MultiService):
             self.sources.append(output)
         output.setServiceParent(self)
 
-    def whenStopped(self, f) -> None:
+    def whenStopped(self, f: Callable[[], object]) -> None:
         """
         Call C{f()} once every service of the tree has stopped (the data
         log's close; an emulated device, which the poller's port reads).
@@ -130,7 +130,7 @@ class ServiceTree(service.MultiService):
         """
         d = defer.maybeDeferred(super().stopService)
 
-        def after(result):
+        def after(result: object) -> object:
             for f in self._after_stop:
                 try:
                     f()

@@ -14,8 +14,9 @@ L{smartmeter_tx.session.history.HistoryReader}'s.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from smartmeter_tx import model
@@ -59,9 +60,10 @@ class BRouteClient:
 
     log = Logger()
 
-    def __init__(self, sk: SKStackProtocol, credentials: Optional[Credentials], clock,
-                 link: Optional[MeterLink] = None, dialect: Optional[V.Dialect] = None,
-                 state: Optional[LinkState] = None, rssi: bool = False) -> None:
+    def __init__(self, sk: SKStackProtocol, credentials: Optional[Credentials],
+                 clock: IReactorTime, link: Optional[MeterLink] = None,
+                 dialect: Optional[V.Dialect] = None, state: Optional[LinkState] = None,
+                 rssi: bool = False) -> None:
         """
         @param link: the saved link, with the user's overrides already applied
             (L{MeterLink.with_overrides}).
@@ -155,7 +157,7 @@ class BRouteClient:
 
     # -- what the module says -----------------------------------------------------
 
-    def _on_line(self, value) -> None:
+    def _on_line(self, value: object) -> None:
         now = self.clock.seconds()
         if isinstance(value, V.Event):
             change = self.state.event(value.num, now)
@@ -182,7 +184,7 @@ class BRouteClient:
         """Dialect and echo, once per connection.  No radio."""
         await self.module.prepare(budget or Budget(self.clock, _NO_BUDGET), rssi=self.rssi)
 
-    async def read(self, epcs=POWER_EPCS, budget: Optional[Budget] = None,
+    async def read(self, epcs: Iterable[int] = POWER_EPCS, budget: Optional[Budget] = None,
                    may_join: bool = True) -> F.Frame:
         """
         Read C{epcs} in one Get frame; see L{exchange}.

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from twisted.internet.interfaces import IReactorTime
+
 from smartmeter_tx.session.client import BRouteClient
 from smartmeter_tx.session.join import Credentials
 from smartmeter_tx.session.linkstate import LinkState
@@ -16,7 +18,11 @@ from smartmeter_tx.session.state import MeterLink
 from smartmeter_tx.sk.protocol import SKStackProtocol
 from smartmeter_tx.sk.values import Dialect
 
-__all__ = ["SessionConfig"]
+__all__ = ["SessionConfig", "Connection"]
+
+#: The SK protocol of one connection, as the layers above the session name it
+#: (L{SessionConfig.new_protocol} makes it, L{SessionConfig.client} reads through it).
+Connection = SKStackProtocol
 
 
 @dataclass
@@ -32,14 +38,14 @@ class SessionConfig:
     #: the --device it reads through, as given (for /latest and the logs)
     device: Optional[str] = None
 
-    def new_protocol(self, clock) -> SKStackProtocol:
+    def new_protocol(self, clock: IReactorTime) -> SKStackProtocol:
         """
         @return: the SK protocol of a new connection, on C{clock}; L{client}
             registers the credentials with it as secrets.
         """
         return SKStackProtocol(clock=clock)
 
-    def client(self, sk: SKStackProtocol, clock, state: Optional[LinkState] = None,
+    def client(self, sk: SKStackProtocol, clock: IReactorTime, state: Optional[LinkState] = None,
                rssi: bool = False) -> BRouteClient:
         """
         @return: a L{BRouteClient} over C{sk}, sharing this config's link; the

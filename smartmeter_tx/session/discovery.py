@@ -7,7 +7,7 @@ one, and the choice among the PANs that answered.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from twisted.internet import task
 from twisted.logger import Logger
@@ -21,7 +21,7 @@ from smartmeter_tx.session.steps import Budget, ModuleSteps
 __all__ = ["MeterDiscovery", "matching_pans"]
 
 
-def matching_pans(descs: Iterable[V.PanDesc], rbid: Optional[str]) -> list:
+def matching_pans(descs: Iterable[V.PanDesc], rbid: Optional[str]) -> list[V.PanDesc]:
     """
     The PANs worth joining among the descriptors a scan heard.  Pure.
 
@@ -32,7 +32,7 @@ def matching_pans(descs: Iterable[V.PanDesc], rbid: Optional[str]) -> list:
 
     @return: L{V.PanDesc}s, best LQI first.
     """
-    found: dict = {}
+    found: dict[tuple[int, int, str], V.PanDesc] = {}
     for desc in descs:
         if desc.side not in (None, 0):
             continue
@@ -121,19 +121,21 @@ class MeterDiscovery:
             self.moved_from = hinted
             link.moved_from_channel = hinted
         link.channel, link.pan_id, link.lqi = best.channel, best.pan_id, best.lqi
+        assert isinstance(reply.final, V.Address)  # SKLL64 completes on its address line
         link.meter_found(best.addr, reply.final.ipaddr)
         return best
 
-    async def scan(self, channels, budget: Budget, durations=None) -> list:
+    async def scan(self, channels: Optional[Sequence[int]], budget: Budget,
+                   durations: Optional[Iterable[int]] = None) -> list[V.PanDesc]:
         """
         Active scan with the pairing ID; longer durations while nothing is found.
 
         @return: the matching PAN descriptors, best first (possibly none).
         """
         mask = commands.channel_mask(channels) if channels else 0xFFFFFFFF
-        late: list = []
+        late: list[V.PanDesc] = []
 
-        def catch(value):
+        def catch(value: object) -> None:
             if isinstance(value, V.PanDesc):
                 late.append(value)
         self.steps.sk.add_listener(catch)
@@ -157,10 +159,11 @@ class MeterDiscovery:
             self.steps.sk.remove_listener(catch)
 
     @contextmanager
-    def _reporting(self, channels, duration: int):
+    def _reporting(self, channels: Optional[Sequence[int]], duration: int) -> Iterator[None]:
         """Say what this scan step covers and how long it takes, then every 10 s."""
         count = len(channels) if channels else 28
-        where = (f"channel {channels[0]:02X}" if count == 1 else f"all {count} channels")
+        where = (f"channel {channels[0]:02X}" if channels and count == 1
+                 else f"all {count} channels")
         seconds = commands.scan_seconds(duration, count)
         clock = self.steps.clock
         started = clock.seconds()

@@ -7,7 +7,7 @@ host's), a day of E2/E4 chosen with E5, and EC from a time set in ED.
 from __future__ import annotations
 
 import datetime
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from twisted.logger import Logger
 
@@ -17,6 +17,9 @@ from smartmeter_tx.echonet import history as H
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.errors import ReadFailed, SmartMeterError
 from smartmeter_tx.session.steps import Budget
+
+if TYPE_CHECKING:  # the client imports this module
+    from smartmeter_tx.session.client import BRouteClient
 
 __all__ = ["HistoryReader"]
 
@@ -29,7 +32,7 @@ class HistoryReader:
 
     log = Logger()
 
-    def __init__(self, client) -> None:
+    def __init__(self, client: BRouteClient) -> None:
         """
         @param client: the L{smartmeter_tx.session.client.BRouteClient}.
         """

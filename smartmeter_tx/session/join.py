@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Awaitable, Callable, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from smartmeter_tx.echonet import frame as F
@@ -89,8 +90,8 @@ class Joiner:
     RESCAN_MIN_BUDGET = 13.0
 
     def __init__(self, module: ModuleSteps, discovery: MeterDiscovery, link: MeterLink,
-                 requester: EchonetRequester, credentials: Optional[Credentials], clock,
-                 prepare: Callable[[Budget], Awaitable[None]]) -> None:
+                 requester: EchonetRequester, credentials: Optional[Credentials],
+                 clock: IReactorTime, prepare: Callable[[Budget], Awaitable[None]]) -> None:
         """
         @param requester: the connection's request layer: pointed at the
             meter before SKJOIN, it hears the meter's instance-list INF.

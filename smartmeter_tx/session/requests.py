@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from smartmeter_tx.echonet import frame as F
@@ -73,7 +74,7 @@ class MeterRequests:
     #: Get frames per session (before and after a join) before giving up.
     MAX_GETS = 4
 
-    def __init__(self, sk: SKStackProtocol, clock, state: LinkState, link: MeterLink,
+    def __init__(self, sk: SKStackProtocol, clock: IReactorTime, state: LinkState, link: MeterLink,
                  module: ModuleSteps, discovery: MeterDiscovery, joiner: Joiner,
                  requester: EchonetRequester,
                  prepare: Callable[[Budget], Awaitable[None]]) -> None:
@@ -123,6 +124,7 @@ class MeterRequests:
         @raise StepTimeout: the budget ran out first.
         """
         state = self.state
+        assert state.expired_at is not None  # the caller saw the EVENT 29 hold
         step = "waiting for the module's own re-authentication (EVENT 29)"
         wait = state.EXPIRY_HOLD_MAX - (self.clock.seconds() - state.expired_at)
         left = budget.left(step)  # before waiting: a spent budget leaves no waiter behind
@@ -152,7 +154,7 @@ class MeterRequests:
         step = "waiting for the meter's answer"
         left = budget.left(step)
 
-        async def attempt():
+        async def attempt() -> F.Frame:
             # The meter's address is learnt during the session (state file,
             # neighbour table, scan): aim at it, so that answers are taken
             # from it alone.

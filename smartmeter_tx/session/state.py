@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 __all__ = ["MeterLink", "load_state", "save_state", "default_state_path"]
 
@@ -100,7 +100,7 @@ class MeterLink:
         return link
 
 
-def default_state_path(device: str, environ=os.environ) -> str:
+def default_state_path(device: str, environ: Mapping[str, str] = os.environ) -> str:
     """
     Under C{$MACKEREL_PLUGIN_WORKDIR} when set (mackerel-agent sets it), else the
     per-user state directory; one file per device so two dongles do not collide.

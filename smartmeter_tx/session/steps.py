@@ -10,18 +10,22 @@ may this take", "which dialect" and "what did we send" are answered once.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Optional
+from typing import Any, Awaitable, Callable, Coroutine, NoReturn, Optional, TypeVar, Union
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from smartmeter_tx.errors import ArgumentError, StepTimeout
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk import commands
 from smartmeter_tx.sk.protocol import SKStackProtocol
+from smartmeter_tx.sk.protocol.queue import Reply
 from smartmeter_tx.sk.errors import SKCommandError, SKTimeoutError
 
 __all__ = ["Budget", "ModuleSteps"]
+
+_T = TypeVar("_T")
 
 #: FAIL ER05: the command has the other dialect's argument count.
 _WRONG_DIALECT = 5
@@ -48,7 +52,7 @@ class Budget:
     #: nothing else bounds.
     GRACE = 1.0
 
-    def __init__(self, clock, seconds: float) -> None:
+    def __init__(self, clock: IReactorTime, seconds: float) -> None:
         self.clock = clock
         self.deadline = clock.seconds() + seconds
 
@@ -69,7 +73,8 @@ class Budget:
             raise StepTimeout(step)
         return left
 
-    def bound(self, awaitable, step: str) -> defer.Deferred:
+    def bound(self, awaitable: Union[Coroutine[Any, Any, _T], defer.Deferred[_T]],
+              step: str) -> defer.Deferred[_T]:
         """
         Run C{awaitable}, the operation this budget is for, cancelled if it
         is not over by the deadline (and L{GRACE}): what it waits on then is
@@ -80,7 +85,7 @@ class Budget:
         """
         d = defer.ensureDeferred(awaitable)
 
-        def timed_out(result, timeout):
+        def timed_out(result: object, timeout: float) -> NoReturn:
             raise StepTimeout(step)
         d.addTimeout(max(0.0, self.remaining()) + self.GRACE, self.clock,
                      onTimeoutCancel=timed_out)
@@ -109,8 +114,8 @@ class ModuleSteps:
     #: Seconds between tries while the module is busy (L{when_free}).
     BUSY_PAUSE = 2.0
 
-    def __init__(self, sk: SKStackProtocol, clock, dialect: Optional[V.Dialect] = None,
-                 fixed_dialect: Optional[V.Dialect] = None,
+    def __init__(self, sk: SKStackProtocol, clock: IReactorTime,
+                 dialect: Optional[V.Dialect] = None, fixed_dialect: Optional[V.Dialect] = None,
                  on_dialect: Optional[Callable[[V.Dialect], None]] = None) -> None:
         self.sk = sk
         self.clock = clock
@@ -119,9 +124,9 @@ class ModuleSteps:
         self.on_dialect = on_dialect or (lambda dialect: None)
         self.info: Optional[V.Info] = None
         self.prepared = False
-        self.steps: deque = deque(maxlen=64)  # bounded: a service runs for years
+        self.steps: deque[str] = deque(maxlen=64)  # bounded: a service runs for years
 
-    async def run(self, command: commands.Command, step: str, budget: Budget):
+    async def run(self, command: commands.Command, step: str, budget: Budget) -> Reply:
         """
         Send one SK command, bounded by what is left of C{budget}.
 
@@ -139,7 +144,8 @@ class ModuleSteps:
         except (defer.TimeoutError, SKTimeoutError):
             raise StepTimeout(step) from None
 
-    async def when_free(self, attempt, step: str, budget: Budget):
+    async def when_free(self, attempt: Callable[[], Awaitable[_T]], step: str,
+                        budget: Budget) -> _T:
         """
         Await C{attempt()}; while the module refuses it with ER10, pause and
         try again within C{budget}.  A join that an earlier run gave up on
@@ -162,7 +168,7 @@ class ModuleSteps:
             await budget.pause(self.BUSY_PAUSE, f"{step}: the module stayed busy (FAIL ER10)")
 
     async def run_in_dialect(self, build: Callable[[V.Dialect], commands.Command], step: str,
-                             budget: Budget):
+                             budget: Budget) -> Reply:
         """
         L{run} a command whose syntax depends on the dialect; when the module
         rejects it with ER05 (the other dialect's argument count), switch
@@ -171,7 +177,7 @@ class ModuleSteps:
         return await self.in_dialect(
             lambda: self.run(build(self.dialect or V.Dialect.STANDARD), step, budget))
 
-    async def in_dialect(self, attempt):
+    async def in_dialect(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         """
         Await C{attempt()}; on ER05 switch the dialect and await it once more.
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 from smartmeter_tx.errors import ArgumentError, SKParseError
 from smartmeter_tx.sk.events import EventNum
@@ -134,7 +134,7 @@ def _check_channel(channel: int) -> int:
     return channel
 
 
-def channel_mask(channels) -> int:
+def channel_mask(channels: Iterable[int]) -> int:
     """
     The SKSCAN channel mask for an iterable of channels (bit n = channel 0x21+n).
     """

@@ -8,12 +8,18 @@ C{getErrorMessage}, as a Failure has).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Protocol
 
 from smartmeter_tx.errors import SmartMeterError
 from smartmeter_tx.sk.values import Event, Fail
 
 __all__ = ["SKError", "SKCommandError", "SKEventError", "SKTimeoutError", "SKDisconnected"]
+
+
+class _Reason(Protocol):
+    """What ended a link, as far as these errors read it (a Failure is one)."""
+
+    def getErrorMessage(self) -> str: ...
 
 
 class SKError(SmartMeterError):
@@ -76,7 +82,7 @@ class SKDisconnected(SKError):
     The serial link was lost (or already gone) before the command completed.
     """
 
-    def __init__(self, command: Optional[str], reason=None) -> None:
+    def __init__(self, command: Optional[str], reason: Optional[_Reason] = None) -> None:
         """
         @param reason: the L{twisted.python.failure.Failure} that ended the
             link, or C{None} when it was never connected.

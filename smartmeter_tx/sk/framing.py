@@ -19,9 +19,10 @@ How the input is split into chunks never changes the items.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import Final, Iterator, Literal, Optional, Union
 
 from smartmeter_tx.sk.values import Dialect
 
@@ -38,19 +39,23 @@ _SENDTO = b"SKSENDTO "
 _SENDTO_ARG_MAX = 64
 
 
-class _Sentinel:
-    def __init__(self, name: str) -> None:
-        self._name = name
+class _Sentinel(enum.Enum):
+    # An enum, so that a type checker narrows C{item is NEED_DATA}; shown by
+    # its bare name.
+    NEED_DATA = "NEED_DATA"
+    INCOMPLETE = "INCOMPLETE"
 
     def __repr__(self) -> str:
-        return self._name
+        return self.value
+
+    __str__ = __repr__
 
 
 #: Returned by L{Reader.next} when no whole item is buffered.
-NEED_DATA = _Sentinel("NEED_DATA")
+NEED_DATA: Final = _Sentinel.NEED_DATA
 
 #: Returned by L{parse_sendto_header} when more bytes are needed to decide.
-INCOMPLETE = _Sentinel("INCOMPLETE")
+INCOMPLETE: Final = _Sentinel.INCOMPLETE
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class SendtoHeader:
 Item = Union[Line, Raw, Dropped, SendtoHeader]
 
 
-def parse_sendto_header(buf: bytes):
+def parse_sendto_header(
+        buf: bytes) -> Union[SendtoHeader, Literal[_Sentinel.INCOMPLETE], None]:
     """
     Split C{SKSENDTO <args> <LEN> } off the front of C{buf}.
 
@@ -237,7 +243,7 @@ class Reader:
                 return
             yield item
 
-    def next(self):
+    def next(self) -> Union[Item, Literal[_Sentinel.NEED_DATA]]:
         """
         @return: the next L{Line}, L{Raw}, L{Dropped} or L{SendtoHeader}, or
             L{NEED_DATA} when the buffer holds no whole item.
@@ -317,7 +323,7 @@ class Reader:
         self._skip_lf = lone_cr or not self._lf_ends_line
         return data
 
-    def _drop_more(self):
+    def _drop_more(self) -> Union[Dropped, Literal[_Sentinel.NEED_DATA]]:
         """Discard the over-long line in progress, up to its end."""
         dropped = self._dropping or 0  # set by the caller: a line is being dropped
         end, after = self._line_end()

@@ -19,7 +19,12 @@ from smartmeter_tx.sk.values import (
     TableHeader, Unknown, Ver, Address,
 )
 
-__all__ = ["parse_line", "BlockAssembler", "COMMAND_NAMES"]
+__all__ = ["parse_line", "BlockAssembler", "COMMAND_NAMES", "EdScan", "Assembled"]
+
+#: An ED scan's result as L{BlockAssembler} gives it: C{("EEDSCAN", [(channel, lqi), ...])}.
+EdScan = tuple[str, list[tuple[int, int]]]
+#: What L{BlockAssembler.feed} gives: a line, an assembled L{PanDesc}, or an L{EdScan}.
+Assembled = Union[Line, PanDesc, EdScan]
 
 #: Every command name a module may echo back.
 COMMAND_NAMES = frozenset(
@@ -140,7 +145,7 @@ def _parse_rxudp(line: bytes, payload_mode: Optional[str]) -> Union[RxUdp, RxUdp
     raise SKParseError(f"ERXUDP payload of {len(payload)} bytes does not match DATALEN {datalen}")
 
 
-def _parse_keyword(line: bytes, payload_mode: Optional[str]):
+def _parse_keyword(line: bytes, payload_mode: Optional[str]) -> Optional[Line]:
     if line.startswith(b"ERXUDP "):
         return _parse_rxudp(line, payload_mode)
     text = line.decode("ascii")
@@ -241,14 +246,14 @@ class BlockAssembler:
         self._fields: Optional[dict[str, str]] = None
         self._edscan = False
 
-    def feed(self, value) -> list:
+    def feed(self, value: Line) -> list[Assembled]:
         """
         @return: the values completed by C{value}, in order.
         @raise SKParseError: a PAN descriptor block is malformed; the block is
             dropped and C{value}, if it is not a field line, is still returned
             by the next call's logic (the assembler resets first).
         """
-        out: list = []
+        out: list[Assembled] = []
         if self._edscan:
             self._edscan = False
             if isinstance(value, Unknown):
@@ -269,7 +274,7 @@ class BlockAssembler:
             out.append(value)
         return out
 
-    def flush(self) -> list:
+    def flush(self) -> list[Assembled]:
         """
         Complete a block with no PairID line (scan mode 3) when the caller knows
         nothing more is coming.
@@ -278,7 +283,7 @@ class BlockAssembler:
             return []
         return [self._finish()]
 
-    def _finish(self):
+    def _finish(self) -> Union[PanDesc, Unknown]:
         fields, self._fields = self._fields or {}, None
         try:
             return PanDesc(

@@ -14,6 +14,8 @@ page.  No I/O but reading the template once.
 
 from __future__ import annotations
 
+from typing import Union
+
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
@@ -107,7 +109,7 @@ def flatten_now(root) -> str:
     @raise RuntimeError: if anything in C{root} would wait (a Deferred).
     @raise twisted.web.error.FlattenerError: if C{root} cannot be flattened.
     """
-    result = []
+    result: list[Union[bytes, Failure]] = []
     flattenString(None, root).addBoth(result.append)
     if not result:
         raise RuntimeError(f"flattening {root!r} did not finish synchronously")
@@ -250,7 +252,7 @@ def _link(snap: Snapshot, t: dict) -> Tag:
     if snap.session == "up" and snap.session_since is not None:
         session += " " + t["since"].format(show_hhmm(snap.session_since))
     age = snap.age
-    age_shown = [show_duration(age, t)]
+    age_shown: list[Union[str, Tag]] = [show_duration(age, t)]
     if age is not None and age > STALE_AGE:
         age_shown += [" ", _bad(f"({t['stale']})")]
     rssi = DASH if snap.rssi is None else f"{snap.rssi:.0f} dBm"

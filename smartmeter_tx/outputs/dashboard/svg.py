@@ -10,6 +10,7 @@ escapes every text and attribute.  No I/O.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Optional
 
 from twisted.web.template import Tag
 
@@ -88,7 +89,9 @@ def _nice_step(span: float, lines: int = 4) -> float:
 
 def _decimals(step: float) -> int:
     """Decimal places that tell the ticks of a C{step} grid apart (0.05 -> 2)."""
-    return max(0, -Decimal(str(step)).normalize().as_tuple().exponent)
+    exponent = Decimal(str(step)).normalize().as_tuple().exponent
+    assert isinstance(exponent, int)  # a grid step is finite: no NaN or infinity exponent
+    return max(0, -exponent)
 
 
 def curve_svg(snap: Snapshot, t: dict) -> Tag:
@@ -131,7 +134,9 @@ def _segments(curve: list, x, y) -> list:
     The curve's runs of C{(x, y)} points: broken where a reading is absent
     or readings paused longer than L{CURVE_GAP}.
     """
-    segments, current, last = [], [], None
+    segments: list[list[tuple[float, float]]] = []
+    current: list[tuple[float, float]] = []
+    last: Optional[float] = None
     for when, watts in curve:
         if watts is None or (last is not None and when - last > CURVE_GAP):
             if current:

@@ -9,7 +9,8 @@ is not known, never 0.
 from __future__ import annotations
 
 import datetime
-from typing import Optional
+from decimal import Decimal
+from typing import Optional, Union
 
 from smartmeter_tx.model import JST, amps_text
 
@@ -147,15 +148,15 @@ TEXT = {
 DASH = "—"
 
 
-def show_watts(value) -> str:
+def show_watts(value: Optional[int]) -> str:
     return DASH if value is None else f"{value:,}".replace("-", "−")
 
 
-def show_kwh(value) -> str:
+def show_kwh(value: Optional[Union[float, Decimal]]) -> str:
     return DASH if value is None else f"{value:,.2f}"
 
 
-def show_amps(value) -> str:
+def show_amps(value: Optional[Union[int, float, Decimal]]) -> str:
     return DASH if value is None else amps_text(value)
 
 
@@ -172,13 +173,13 @@ def show_duration(seconds: Optional[float], t: dict) -> str:
     return t["days"].format(s // 86400, s % 86400 // 3600)
 
 
-def show_hhmm(when) -> str:
+def show_hhmm(when: Union[float, datetime.datetime]) -> str:
     if isinstance(when, (int, float)):
         when = datetime.datetime.fromtimestamp(when, JST)
     return when.astimezone(JST).strftime("%H:%M")
 
 
-def data_value(value) -> str:
+def data_value(value: object) -> str:
     """
     C{value} as a C{data-} attribute holds it: C{""} when not known.  Not
     escaped: the page's flattener escapes every attribute.

@@ -18,6 +18,7 @@ from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from smartmeter_tx.errors import ConfigError, SmartMeterError
@@ -77,6 +78,12 @@ class _Protocol(WebSocketClientProtocol):
 
     def onClose(self, wasClean, code, reason):
         self.factory.session._closed(reason or f"closed ({code})")
+
+
+class _Factory(WebSocketClientFactory):
+    """autobahn's client factory, carrying the session its protocol serves."""
+
+    session: HaSession
 
 
 class HaSession:
@@ -203,12 +210,15 @@ def connect(reactor, url: str, token: str, timeout: float = 10.0) -> defer.Defer
     parts = urllib.parse.urlsplit(ws_url)
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
-    endpoint = endpoints.HostnameEndpoint(reactor, parts.hostname, port, timeout=timeout)
+    host = parts.hostname
+    assert host is not None  # websocket_url checked that it has one
+    endpoint: IStreamClientEndpoint = endpoints.HostnameEndpoint(reactor, host, port,
+                                                                 timeout=timeout)
     if secure:
         from twisted.internet import ssl  # needs twisted[tls], as the extra installs
-        endpoint = endpoints.wrapClientTLS(ssl.optionsForClientTLS(parts.hostname), endpoint)
+        endpoint = endpoints.wrapClientTLS(ssl.optionsForClientTLS(host), endpoint)
     session = HaSession(token, reactor)
-    factory = WebSocketClientFactory(ws_url)
+    factory = _Factory(ws_url)
     factory.protocol = _Protocol
     factory.session = session
     connecting = endpoint.connect(factory)

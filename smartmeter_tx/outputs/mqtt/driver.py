@@ -10,7 +10,7 @@ publisher's (L{smartmeter_tx.outputs.mqtt.publisher}).
 from __future__ import annotations
 
 import ssl
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
@@ -19,6 +19,9 @@ from zope.interface import implementer
 
 from smartmeter_tx.errors import ArgumentError, ConfigError
 from smartmeter_tx.outputs.mqtt.config import PAHO_MISSING, MqttConfig
+
+if TYPE_CHECKING:  # paho-mqtt is optional: imported when a driver is made
+    from paho.mqtt.client import Client
 
 __all__ = ["PahoDriver", "tls_context"]
 
@@ -87,9 +90,9 @@ class PahoDriver:
                      if config.tls else None)
         self._socket: Optional[_PahoSocket] = None
         self._connecting = False
-        self.client = None
+        self.client: Optional[Client] = None
 
-    def _new_client(self, will_topic: str):
+    def _new_client(self, will_topic: str) -> Client:
         """A paho client whose callbacks reach us only while it is the current one."""
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -154,6 +157,7 @@ class PahoDriver:
     def tick(self) -> None:
         """paho's housekeeping (keepalive pings, retries), once a second."""
         if self._socket is not None:
+            assert self.client is not None  # a socket is watched for the current client only
             self.client.loop_misc()
 
     def publish(self, topic: str, payload: bytes, retain: bool = True) -> int:
@@ -162,9 +166,11 @@ class PahoDriver:
 
         @return: the message id that C{on_publish} will be called with.
         """
+        assert self.client is not None  # connected: set from the first connect on
         return self.client.publish(topic, payload, qos=1, retain=retain).mid
 
     def subscribe(self, topic: str) -> None:
+        assert self.client is not None  # connected: set from the first connect on
         self.client.subscribe(topic, qos=1)
 
     def disconnect(self) -> None:

@@ -22,7 +22,7 @@ Pure: no Twisted, no I/O.
 from __future__ import annotations
 
 from collections import deque
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 __all__ = ["Outbox"]
 
@@ -83,7 +83,7 @@ class Outbox:
         self._add(queue.append, ((0 if urgent else 1, self._seq), payload, not latest_only))
         return self._trim()
 
-    def _add(self, where, item: tuple) -> None:
+    def _add(self, where: Callable[[tuple], object], item: tuple) -> None:
         where(item)
         self._count += 1
         self._bounded += item[2]

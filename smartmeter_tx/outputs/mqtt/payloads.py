@@ -55,7 +55,7 @@ def dumps(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _aware_meter_time(value):
+def _aware_meter_time(value: object) -> Optional[str]:
     """The meter's naive JST wall-clock time as ISO 8601 with +09:00."""
     if not isinstance(value, str):
         return None

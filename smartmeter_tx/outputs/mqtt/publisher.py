@@ -234,6 +234,7 @@ class MqttPublisher(service.Service):
         Discovery, the newest states again (a broker without persistence
         lost them) and the link; sent after what was queued to go first.
         """
+        assert self._will_id is not None  # connected: the connection took our will first
         if self.config.discovery_prefix is not None:
             for topic, payload in self.discovery(self._will_id).items():
                 self._queue(topic, payloads.dumps(payload), latest_only=True, urgent=True)
@@ -280,6 +281,7 @@ class MqttPublisher(service.Service):
     def _pump(self) -> None:
         if not self.connected:
             return
+        assert self._will_id is not None  # connected: the connection took our will first
         for key, payload in self.outbox.take_ready():
             topic = key if "/" in key else self._topic(self._will_id, key)
             self._mids[self.driver.publish(topic, payload, True)] = key
@@ -322,6 +324,8 @@ class MqttPublisher(service.Service):
         """
         @return: C{{config topic: payload dict}} of every entity of meter C{mid}.
         """
+        prefix = self.config.discovery_prefix
+        assert prefix is not None  # asked for only with discovery on
         return payloads.discovery_configs(
-            self.config.discovery_prefix, self.config.topic_prefix, mid,
+            prefix, self.config.topic_prefix, mid,
             self.view.store.identity, self.view.interval, smartmeter_tx.__version__)

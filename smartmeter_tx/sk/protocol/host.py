@@ -20,7 +20,7 @@ import re
 from typing import Any, Callable, Optional, cast
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -30,7 +30,7 @@ from smartmeter_tx.redact import Redactor
 from smartmeter_tx.sk import commands, parse
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.errors import SKDisconnected
-from smartmeter_tx.sk.protocol.queue import CommandQueue
+from smartmeter_tx.sk.protocol.queue import CommandQueue, Reply
 from smartmeter_tx.sk.framing import NEED_DATA, Dropped, Line, Raw, Reader
 
 __all__ = ["SKStackProtocol"]
@@ -80,7 +80,7 @@ class SKStackProtocol(Protocol):
         self.reader = Reader(self.MAX_LENGTH)
         self._receiving = False
         self._partial: Optional[V.RxUdpPartial] = None
-        self._raw_timer = None
+        self._raw_timer: Optional[IDelayedCall] = None
         # The lines that answer a command go straight to the command queue.
         self._handlers: dict[type, Callable[[Any], None]] = {
             V.Ok: self._commands.ok, V.Fail: self._commands.fail,
@@ -96,7 +96,7 @@ class SKStackProtocol(Protocol):
 
     # -- public API ---------------------------------------------------------
 
-    def command(self, command: commands.Command) -> defer.Deferred:
+    def command(self, command: commands.Command) -> defer.Deferred[Reply]:
         """
         Queue C{command}; it is written once every earlier command completed.
 
@@ -138,7 +138,7 @@ class SKStackProtocol(Protocol):
         """
         return self._audience.when_event(frozenset(nums))
 
-    def when_disconnected(self) -> defer.Deferred:
+    def when_disconnected(self) -> defer.Deferred[BaseException]:
         """
         @return: a fresh Deferred that fires with the exception that ended the
             link (e.g. L{ConnectionDone}) when it is lost.
@@ -279,7 +279,8 @@ class SKStackProtocol(Protocol):
             self.transcript(">", text)
         else:
             self.log.debug("> {command}", command=text)
-        cast(Any, self.transport).write(command.to_bytes())  # zope interfaces confuse mypy
+        # Not None: makeConnection set it, and commands are written only once connected.
+        cast(ITransport, self.transport).write(command.to_bytes())
 
     def _idle(self) -> None:
         self.reader.cr_ends_line = False
@@ -292,13 +293,14 @@ class SKStackProtocol(Protocol):
 
     # -- routing -----------------------------------------------------------------
 
-    def _dispatch(self, value) -> None:
+    def _dispatch(self, value: parse.Assembled) -> None:
         kind = type(value)
         handler = self._handlers.get(kind)
         if handler is None:
             # Route by kind (memcache's cmd_ / pop3's state_ pattern), looked up once per kind.
-            handler = getattr(self, "_line_" + kind.__name__, self._commands.result)
-            self._handlers[kind] = handler
+            route: Callable[[Any], None] = getattr(self, "_line_" + kind.__name__,
+                                                   self._commands.result)
+            handler = self._handlers[kind] = route
         handler(value)
 
     def _line_Event(self, event: V.Event) -> None:
@@ -314,14 +316,14 @@ class SKStackProtocol(Protocol):
         self._commands.collect_pandesc(desc)
         self._audience.notify(desc)
 
-    def _line_Blank(self, _blank) -> None:
+    def _line_Blank(self, _blank: V.Blank) -> None:
         pass  # SKSENDTO's answer with echo off, or the CRLF after a binary payload
 
     def _line_Unknown(self, unknown: V.Unknown) -> None:
         self._junk("dropping unrecognised line from the module: {line}",
                    line=self.redactor.scrub_fragments(repr(unknown.raw))[:100])
 
-    def _junk(self, format: str, **fields) -> None:
+    def _junk(self, format: str, **fields: object) -> None:
         # Junk is expected now and then (the tail of an interrupted earlier
         # run, radio noise on the UART): counted, and shown at info level
         # only, so that a run that succeeds prints nothing at the default
@@ -329,12 +331,12 @@ class SKStackProtocol(Protocol):
         self.junk_dropped += 1
         self.log.info(format, **fields)
 
-    def _record_line(self, value, raw: bytes) -> None:
+    def _record_line(self, value: V.Line, raw: bytes) -> None:
         if self.transcript is not None:
             self.transcript("<", self.redactor.scrub(transcript_text(value, raw)))
 
 
-def transcript_text(value, raw: bytes) -> str:
+def transcript_text(value: V.Line, raw: bytes) -> str:
     """
     How a received line shows in a transcript, before the redactor's pass:
     as it came, but for what carries a secret in another form (PANA payloads
@@ -361,12 +363,12 @@ class _Audience:
     log = Logger()
 
     def __init__(self) -> None:
-        self.listeners: list = []
+        self.listeners: list[Callable[[object], None]] = []
         self._events: list = []  # [nums, Deferred] entries
-        self._lost_waiters: list = []
+        self._lost_waiters: list[defer.Deferred[BaseException]] = []
         self._lost: Optional[Failure] = None
 
-    def notify(self, value) -> None:
+    def notify(self, value: object) -> None:
         for listener in list(self.listeners):
             try:
                 listener(value)
@@ -391,10 +393,11 @@ class _Audience:
                 self._events.remove(entry)
                 d.callback(event)
 
-    def when_lost(self) -> defer.Deferred:
+    def when_lost(self) -> defer.Deferred[BaseException]:
         if self._lost is not None:
-            return defer.succeed(self._lost.value)
-        d: defer.Deferred = defer.Deferred()
+            # A Failure always holds its exception (Twisted leaves .value unannotated).
+            return defer.succeed(cast(BaseException, self._lost.value))
+        d: defer.Deferred[BaseException] = defer.Deferred()
         self._lost_waiters.append(d)
         return d
 
@@ -404,5 +407,5 @@ class _Audience:
         for _, d in waiters:
             d.errback(SKDisconnected(None, reason))
         lost, self._lost_waiters = self._lost_waiters, []
-        for d in lost:
-            d.callback(reason.value)
+        for waiter in lost:
+            waiter.callback(cast(BaseException, reason.value))  # as in when_lost

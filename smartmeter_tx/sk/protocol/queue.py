@@ -15,16 +15,21 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar, Union
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from smartmeter_tx.sk import commands
 from smartmeter_tx.sk import values as V
+from smartmeter_tx.sk.parse import Assembled
 from smartmeter_tx.sk.errors import SKCommandError, SKDisconnected, SKEventError, SKTimeoutError
 
 __all__ = ["CommandQueue", "Reply", "SYNC_COMMANDS"]
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -42,13 +47,13 @@ class Reply:
     """
 
     command: commands.Command
-    lines: list = field(default_factory=list)
-    events: list = field(default_factory=list)
-    pandescs: list = field(default_factory=list)
+    lines: list[Assembled] = field(default_factory=list)
+    events: list[V.Event] = field(default_factory=list)
+    pandescs: list[V.PanDesc] = field(default_factory=list)
     ok: Optional[V.Ok] = None
     final: object = None
 
-    def first(self, kind: type):
+    def first(self, kind: type[_T]) -> Optional[_T]:
         """
         @return: the first result line of type C{kind}, or C{None}.
         """
@@ -67,13 +72,13 @@ class _Pending:
 
     __slots__ = ("command", "deferred", "reply", "echo_seen", "timer", "sync", "result_seen")
 
-    def __init__(self, command: commands.Command, deferred: Optional[defer.Deferred],
+    def __init__(self, command: commands.Command, deferred: Optional[defer.Deferred[Reply]],
                  sync: Optional[type] = None) -> None:
         self.command = command
         self.deferred = deferred
         self.reply = Reply(command)
         self.echo_seen = False
-        self.timer = None
+        self.timer: Optional[IDelayedCall] = None
         self.sync = sync
         self.result_seen = False
 
@@ -100,7 +105,7 @@ class CommandQueue:
 
     log = Logger()
 
-    def __init__(self, clock, send: Callable[[commands.Command], None],
+    def __init__(self, clock: IReactorTime, send: Callable[[commands.Command], None],
                  idle: Callable[[], None], stop_raw: Callable[[], None],
                  drain: Callable[[], None], learned_mode: Callable[[str], None]) -> None:
         """
@@ -118,12 +123,12 @@ class CommandQueue:
         self._stop_raw = stop_raw
         self._drain = drain
         self._learned_mode = learned_mode
-        self._queue: deque = deque()
+        self._queue: deque[_Pending] = deque()
         self._current: Optional[_Pending] = None
         self._unechoed_timeouts = 0
         # Names of the commands abandoned since the stream was last known to
         # be in step; non-empty means a resync must precede the next command.
-        self._abandoned: set = set()
+        self._abandoned: set[str] = set()
         self.echo: Optional[bool] = None
 
     @property
@@ -136,18 +141,18 @@ class CommandQueue:
         """The name of the command on the wire, or C{None}."""
         return self._current.command.name if self._current is not None else None
 
-    def submit(self, command: commands.Command) -> defer.Deferred:
+    def submit(self, command: commands.Command) -> defer.Deferred[Reply]:
         """
         Queue C{command}; it is written once every earlier command completed.
 
         @return: see L{smartmeter_tx.sk.protocol.SKStackProtocol.command}.
         """
-        d: defer.Deferred = defer.Deferred(self._cancel)
+        d: defer.Deferred[Reply] = defer.Deferred(self._cancel)
         self._queue.append(_Pending(command, d))
         self._issue()
         return d
 
-    def lost(self, reason) -> None:
+    def lost(self, reason: Failure) -> None:
         """
         The link is gone: fail the command in flight and every queued one
         with L{SKDisconnected}.
@@ -216,7 +221,7 @@ class CommandQueue:
             return
         self._fail(p, SKCommandError(p.command.name, fail))
 
-    def result(self, value) -> None:
+    def result(self, value: Assembled) -> None:
         """A result line (L{V.Ver}, L{V.Info}, an L{V.Address}, ...)."""
         p = self._current
         if p is None:
@@ -239,7 +244,7 @@ class CommandQueue:
         if result is not None and isinstance(value, result):
             self._succeed(p, value)
 
-    def _end_ok(self, value) -> Optional[_Pending]:
+    def _end_ok(self, value: Union[V.Ok, V.Fail]) -> Optional[_Pending]:
         """The command an OK/FAIL line ends, or None if it is a stray one."""
         p = self._current
         if p is None or not p.command.completion.ok or p.reply.ok is not None:
@@ -323,6 +328,7 @@ class CommandQueue:
             waiting = self._queue.popleft() if self._queue else None
             self._finish(p)
             if waiting is not None:
+                assert waiting.deferred is not None  # a resync is never queued
                 waiting.deferred.errback(SKTimeoutError(waiting.command.name, seconds, unsent=True))
         else:
             self._fail(p, SKTimeoutError(p.command.name, seconds))
@@ -338,7 +344,7 @@ class CommandQueue:
             self._idle()
         self._issue()
 
-    def _succeed(self, p: _Pending, final) -> None:
+    def _succeed(self, p: _Pending, final: object) -> None:
         p.reply.final = final
         if p.sync is not None:
             self._synced(p)
