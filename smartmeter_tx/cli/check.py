@@ -141,15 +141,24 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
 
 
 def _age_problems(data: dict, when: float, age: float, limits: Limits) -> list:
-    """The newest reading's age, and the age of the meter's last EA/EB push."""
+    """
+    The poll loop's and the newest reading's ages, and the age of the
+    meter's last EA/EB push, each as the service took it on its own clock
+    (computed from the wall times only for an older service).
+    """
     problems = []
+    poll_age = _number(data, "poll_age")
+    if poll_age is not None and poll_age > limits.critical_age:
+        problems.append((CRITICAL, f"the service's poll loop has not run for {poll_age:.0f} s "
+                                   f"(> {_g(limits.critical_age)} s)"))
     if age > limits.critical_age:
         problems.append((CRITICAL, f"last reading {age:.0f} s old (> {_g(limits.critical_age)} s)"))
     elif age > limits.warning_age:
         problems.append((WARNING, f"last reading {age:.0f} s old (> {_g(limits.warning_age)} s)"))
     fixed_time = _number(data, "fixed_time")
     if fixed_time is not None and limits.warning_fixed_age is not None:
-        fixed_age = when + age - float(fixed_time)
+        fixed_age = _number(data, "fixed_age")
+        fixed_age = when + age - float(fixed_time) if fixed_age is None else float(fixed_age)
         if fixed_age > limits.warning_fixed_age:
             problems.append((WARNING, f"no fixed-time EA/EB from the meter for "
                                       f"{fixed_age / 60:.0f} min "

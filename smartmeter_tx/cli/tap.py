@@ -121,6 +121,10 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
     """
     if reactor is None:
         from twisted.internet import reactor
+
+        from smartmeter_tx.service.clock import use_monotonic
+        # The service's schedule must not move with the wall clock.
+        use_monotonic(reactor)
     try:
         return _build(options.settings, reactor, open_port, wall_clock)
     except ConfigError as e:

@@ -129,9 +129,17 @@ class LatestResource(_ViewResource):
             request.setResponseCode(503)
             body = {"error": "no reading yet", "held": state.held, "link": state.session.value}
         else:
-            age = store.age(self.clock_now())
+            now = self.view.clock.seconds()  # ages on the service's clock, not the wall's
+            age = store.age(now)
             assert age is not None  # there is a reading, so it has an age
             body["age"] = round(age, 3)
+            fixed_age = store.fixed_age(now)
+            if fixed_age is not None:
+                body["fixed_age"] = round(fixed_age, 3)
+            poll_age = store.poll_age(now)
+            if poll_age is not None:
+                body["poll_age"] = round(poll_age, 3)
+                body["interval"] = self.view.interval
             body["session"] = state.session_up
             body["link"] = state.session.value
             body["held"] = state.held
@@ -247,8 +255,12 @@ class ViewCollector:
             if value is not None:
                 family.add_metric([direction], float(value))
         yield family
+        now = self.view.clock.seconds()
         yield _gauge("smartmeter_reading_age_seconds", "Seconds since the newest reading",
-                     store.age(self.clock_now()))
+                     store.age(now))
+        yield _gauge("smartmeter_last_poll_age_seconds",
+                     "Seconds since the poll loop last ticked (grows while it is stalled)",
+                     store.poll_age(now))
 
     def _counters(self):
         s, state, backfill = self.view.store.stats, self.view.state, self.view.backfill

@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.backoff import Backoff
+from smartmeter_tx.service.clock import WallClockSteps
 from smartmeter_tx.service.joins import JoinPolicy
 from smartmeter_tx.session.client import BRouteClient
 from smartmeter_tx.session.steps import Budget
@@ -108,6 +109,7 @@ class MeterPoller(service.Service):
         self.store = LatestStore()
         self.joins = JoinPolicy(clock, config, Backoff(10.0, 600.0, rng), self.store,
                                 schedule.join_timeout, self.on_fatal, self._save)
+        self.wall_steps = WallClockSteps(clock.seconds, wall_clock)
         self.backfill = backfill
         self.identify = identify
         # Opening a device path costs no air time, so retry often: a replugged
@@ -194,7 +196,7 @@ class MeterPoller(service.Service):
 
     def _on_fixed(self, fixed: model.FixedReading) -> None:
         when = self.wall_clock()
-        self.store.add_fixed(fixed, when)
+        self.store.add_fixed(fixed, when, self.clock.seconds())
         self.on_reading(fixed.to_record(), when)
 
     # -- polling ------------------------------------------------------------------
@@ -209,6 +211,12 @@ class MeterPoller(service.Service):
         # (a join, long retries) were not polled, nor is this one while the
         # poll after a reopen runs.
         self.stats.polls_skipped += count - 1 + self._polling
+        self.store.last_poll_at = self.clock.seconds()
+        step = self.wall_steps.check()
+        if step is not None:
+            self.log.warn("the host's clock stepped {way} by {s:.0f} s; the polls keep their "
+                          "schedule, and records are stamped with the new time",
+                          way="forward" if step > 0 else "back", s=abs(step))
         return self.poll()
 
     def poll(self) -> defer.Deferred:
@@ -317,7 +325,7 @@ class MeterPoller(service.Service):
             self.log.info("{line}", line=first_reading_line(reading, self.joins.joined,
                                                             client.link))
         when = self.wall_clock()
-        self.store.add(reading, when)
+        self.store.add(reading, when, self.clock.seconds())
         self.on_reading(reading.to_record(), when)
 
     async def _identify(self, client: BRouteClient) -> None:

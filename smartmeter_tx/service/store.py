@@ -31,10 +31,17 @@ class Stats:
 
 class LatestStore:
     """
+    Times are of two clocks: C{*_time} the wall clock's (epoch seconds, what
+    records are stamped with), C{*_at} the service's own monotonic clock,
+    which ages are taken on: a wall-clock step never makes a reading look
+    newer or older than it is.
+
     @ivar latest: the newest L{Reading} (power and current), or C{None}.
     @ivar latest_time: its wall-clock time (epoch seconds).
     @ivar energy: the newest reading that carried the energy counters.
     @ivar energy_time: its wall-clock time.
+    @ivar last_poll_at: when the poll loop last ticked (service clock), or
+        C{None} before its first tick.
     @ivar stats: the L{Stats}.
     """
 
@@ -48,6 +55,9 @@ class LatestStore:
         self.energy_time: Optional[float] = None
         self.fixed: Optional[FixedReading] = None
         self.fixed_time: Optional[float] = None
+        self.latest_at: Optional[float] = None
+        self.fixed_at: Optional[float] = None
+        self.last_poll_at: Optional[float] = None
         #: C{(when, Reading)} of the newest readings, oldest first.
         self.recent: deque = deque(maxlen=self.RECENT)
         self._rejoins: deque = deque()
@@ -55,19 +65,27 @@ class LatestStore:
         self.identity: Optional[dict] = None
         self.stats = Stats()
 
-    def add(self, reading: Reading, when: float) -> None:
-        """Keep C{reading}, taken at C{when}."""
+    def add(self, reading: Reading, when: float, at: Optional[float] = None) -> None:
+        """
+        Keep C{reading}, taken at C{when} (wall clock), C{at} (service
+        clock; C{when} if not given: a store filled by hand has one clock).
+        """
         self.latest = reading
         self.latest_time = when
+        self.latest_at = when if at is None else at
         self.recent.append((when, reading))
         if reading.has_energy:
             self.energy = reading
             self.energy_time = when
 
-    def add_fixed(self, fixed: FixedReading, when: float) -> None:
-        """Keep the meter's newest half-hourly EA/EB reading, received at C{when}."""
+    def add_fixed(self, fixed: FixedReading, when: float, at: Optional[float] = None) -> None:
+        """
+        Keep the meter's newest half-hourly EA/EB reading, received at C{when}
+        (wall clock), C{at} (service clock; C{when} if not given).
+        """
         self.fixed = fixed
         self.fixed_time = when
+        self.fixed_at = when if at is None else at
 
     def rejoined(self, when: float) -> None:
         """Count a rejoin at C{when} (for the rate over the last hour)."""
@@ -81,8 +99,20 @@ class LatestStore:
         return len(self._rejoins)
 
     def age(self, now: float) -> Optional[float]:
-        """Seconds since the newest reading, or C{None} before the first."""
-        return None if self.latest_time is None else max(0.0, now - self.latest_time)
+        """
+        Seconds since the newest reading, on the service clock (C{now} is
+        its time), or C{None} before the first.  Never clamped: a negative
+        age would be a bug to see, not to hide.
+        """
+        return None if self.latest_at is None else now - self.latest_at
+
+    def fixed_age(self, now: float) -> Optional[float]:
+        """Seconds since the meter's last EA/EB arrived (service clock), or C{None}."""
+        return None if self.fixed_at is None else now - self.fixed_at
+
+    def poll_age(self, now: float) -> Optional[float]:
+        """Seconds since the poll loop last ticked (service clock), or C{None}."""
+        return None if self.last_poll_at is None else now - self.last_poll_at
 
     def latest_record(self) -> Optional[dict]:
         """

@@ -592,6 +592,29 @@ class EvaluateTests(SynchronousTestCase):
         self.assertEqual(status, check.WARNING)
         self.assertIn("no fixed-time EA/EB from the meter for 70 min (> 70 min)", message)
 
+    def test_fixedAgeAsTheServiceTookIt(self):
+        """
+        C{fixed_age}, taken on the service's clock, wins over the wall times:
+        a host clock that stepped between the reading and the EA/EB changes
+        nothing.
+        """
+        limits = check.Limits(warning_fixed_age=4200.0)
+        # The wall times say 100 s; the service's own clock says 2 hours.
+        stepped = self.record(fixed_time=1042.0 - 100, fixed_age=7200.0)
+        status, message = check.evaluate(stepped, 0.0, limits)
+        self.assertEqual(status, check.WARNING)
+        self.assertIn("no fixed-time EA/EB from the meter for 120 min", message)
+        self.assertEqual(check.evaluate(self.record(fixed_time=1042.0 - 9000, fixed_age=60.0),
+                                        0.0, limits)[0], check.OK)
+
+    def test_stalledPollLoop(self):
+        """A poll loop that has not run for longer than the critical age is CRITICAL."""
+        self.assertEqual(check.evaluate(self.record(poll_age=12.0, interval=30), 0.0)[0],
+                         check.OK)
+        status, message = check.evaluate(self.record(poll_age=400.0, interval=30), 0.0)
+        self.assertEqual(status, check.CRITICAL)
+        self.assertIn("the service's poll loop has not run for 400 s (> 300 s)", message)
+
     def test_fixedAbsentNoAlarm(self):
         """No C{fixed_time} (none seen yet, or a meter that never pushes): no alarm."""
         self.assertEqual(check.evaluate(self.record(), 0.0)[0], check.OK)

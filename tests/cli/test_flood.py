@@ -76,8 +76,10 @@ class Twist:
     """
 
     def __init__(self, directory: str, interval: float = 1.0,
-                 open_files: int = OPEN_FILES) -> None:
+                 open_files: int = OPEN_FILES, env: "dict | None" = None) -> None:
+        """@param env: more environment for the process (e.g. a faked clock)."""
         self.directory = directory
+        self.env = env or {}
         self.data = os.path.join(directory, "data")
         self.state = os.path.join(directory, "state.json")
         self.log = os.path.join(directory, "twist.log")
@@ -93,7 +95,8 @@ class Twist:
                 "--state-file", self.state, "--interval", str(self.interval),
                 "--energy-interval", str(self.interval * 5)]
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(args, env=twist_env(), cwd=self.directory,
+            self.process = subprocess.Popen(args, env=dict(twist_env(), **self.env),
+                                            cwd=self.directory,
                                             stdout=log, stderr=subprocess.STDOUT,
                                             preexec_fn=limit_open_files(self.open_files))
 

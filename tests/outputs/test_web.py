@@ -47,6 +47,7 @@ def fill_view(poller):
     store.add(Reading(power_w=-250, current_r_a=Decimal("12.3"),
                       current_t_a=Decimal("4.5")), 985.0)
     state.up(850.0)
+    store.last_poll_at = 990.0
     s.polls_answered = 40
     s.polls_failed = 3
     s.polls_skipped = 2
@@ -204,6 +205,8 @@ class MetricsTests(SynchronousTestCase):
             "smartmeter_last_event": ("gauge", {("smartmeter_last_event", ()): 50.0}),
             "smartmeter_rssi_dbm": ("gauge", {("smartmeter_rssi_dbm", ()): -47.07}),
             "smartmeter_lqi": ("gauge", {("smartmeter_lqi", ()): 208.0}),
+            "smartmeter_last_poll_age_seconds": (
+                "gauge", {("smartmeter_last_poll_age_seconds", ()): 10.0}),
         }
         self.assertEqual(sorted(fam), sorted(expected))
         for name, (kind, values) in expected.items():

@@ -2,16 +2,18 @@
 Tests for L{smartmeter_tx.service.store}: the newest readings the service serves.
 """
 
+import datetime
 from decimal import Decimal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.model import NO_DATA, NO_PHASE, NO_SCALE, Reading
+from smartmeter_tx.model import NO_DATA, NO_PHASE, NO_SCALE, FixedReading, Reading
 from smartmeter_tx.service.store import LatestStore, Stats
 
 INSTANT = Reading(power_w=668, current_r_a=Decimal("4.0"), current_t_a=Decimal("3.4"))
 ENERGY = Reading(energy_normal_kwh=Decimal("157563.1"), energy_reverse_kwh=Decimal("2.1"),
                  energy_normal_raw=1575631, energy_reverse_raw=21)
+FIXED = FixedReading(datetime.datetime(2026, 6, 1, 11, 30), 1575630, Decimal("157563.0"))
 
 
 class StatsTests(SynchronousTestCase):
@@ -127,8 +129,19 @@ class AgeTests(SynchronousTestCase):
         store.add(INSTANT, 1040.0)
         self.assertEqual(store.age(1042.5), 2.5)
 
-    def test_ageClockBackwards(self):
-        """age is never negative when the wall clock stepped back."""
+    def test_ageOnTheServiceClock(self):
+        """
+        age is taken on the service's clock: a wall clock that stepped back
+        (the reading stamped later than now) changes nothing, and no age is
+        clamped to hide a clock that runs backwards.
+        """
         store = LatestStore()
-        store.add(INSTANT, 1000.0)
-        self.assertEqual(store.age(990.0), 0.0)
+        store.add(INSTANT, 1000.0, at=50.0)  # wall time 1000, service clock 50
+        self.assertEqual(store.age(60.0), 10.0)
+        self.assertEqual(store.latest_record()["time"], 1000.0)
+        self.assertEqual(store.age(40.0), -10.0)
+        store.add_fixed(FIXED, 990.0, at=45.0)
+        self.assertEqual(store.fixed_age(60.0), 15.0)
+        self.assertIsNone(store.poll_age(60.0))
+        store.last_poll_at = 55.0
+        self.assertEqual(store.poll_age(60.0), 5.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import time
 from typing import Callable, Optional
 
 from twisted.application import service
@@ -60,7 +61,8 @@ class HaImporter(service.Service):
         self.reactor = reactor
         self.clock = clock or reactor
         self.on_fatal = on_fatal
-        self.wall_clock = wall_clock or reactor.seconds
+        # Records are dated by the wall clock, whatever the reactor runs on.
+        self.wall_clock = wall_clock or time.time
         self._connect = connect
         self.backoff = Backoff(2.0, 40.0, rng or random.Random())  # jitter keeps it < 60 s
         self._idle: list = []

@@ -306,7 +306,7 @@ class MqttPublisher(service.Service):
     def link_payload(self) -> dict:
         """The link's health as the C{link} topic carries it."""
         store = self.view.store
-        return payloads.link_payload(self.view.state, store.age(self.wall_clock()),
+        return payloads.link_payload(self.view.state, store.age(self.view.clock.seconds()),
                                      store.stats.polls_failed)
 
     def _publish_link(self, always: bool) -> None:
