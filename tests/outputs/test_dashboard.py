@@ -324,8 +324,9 @@ class NoDataTests(PageChecks, SynchronousTestCase):
     def test_linkHealth(self):
         """Session, the held reason, last EVENT in hex, RSSI/LQI, limit and age."""
         store, state = self.view.store, self.view.state
+        # Taken 300 s ago on both clocks: the wall's (stamps) and the service's (ages).
         store.add(Reading(power_w=-250, current_r_a=Decimal("1"), current_t_a=Decimal("2")),
-                  self.now - 300)
+                  self.now - 300, at=self.view.clock.seconds() - 300)
         state.up(900.0)
         state.event(0x32, 990.0)
         state.scanned(208, -40.0)

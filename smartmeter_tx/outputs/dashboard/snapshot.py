@@ -74,8 +74,14 @@ class Snapshot:
     #: C{None} without an importer.
     ha: Optional[tuple] = None
 
+    #: the reading's age as the service took it (on its own clock), if known.
+    reading_age: Optional[float] = None
+
     @property
     def age(self) -> Optional[float]:
+        """The reading's age: the service's, else from the wall times (a snapshot made by hand)."""
+        if self.reading_age is not None:
+            return self.reading_age
         return None if self.reading_time is None else max(0.0, self.now - self.reading_time)
 
     @property
@@ -169,6 +175,7 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
         snap.current_r_a = _value(latest.current_r_a)
         snap.current_t_a = _value(latest.current_t_a)
         snap.reading_time = store.latest_time
+        snap.reading_age = store.age(view.clock.seconds())
     now_jst = snap.now_jst
     midnight = now_jst.replace(hour=0, minute=0, second=0, microsecond=0)
     since = midnight.timestamp()
