@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,8 +27,8 @@ if TYPE_CHECKING:  # typing.TypeIs is Python 3.13's
 __all__ = [
     "amps_text",
     "Absent", "NO_DATA", "UNDERFLOW", "OVERFLOW", "NO_PHASE", "NO_SCALE", "Value", "is_absent",
-    "json_value", "JST", "SLOT", "slot_start", "is_slot_boundary", "slot_range", "Reading",
-    "FixedReading", "HistorySlot",
+    "json_value", "parse_json_object", "JST", "SLOT", "slot_start", "is_slot_boundary",
+    "slot_range", "Reading", "FixedReading", "HistorySlot",
 ]
 
 
@@ -88,6 +89,22 @@ def json_value(value: object) -> object:
     if isinstance(value, datetime.datetime):
         return value.isoformat()
     return value
+
+
+def parse_json_object(data: Union[str, bytes]) -> Optional[dict]:
+    """
+    The JSON object in a file or a line that anyone may have written or
+    damaged (the state file, a data-log line), or C{None} for anything else:
+    not UTF-8, not JSON, JSON that is not an object, or JSON nested deeper
+    than Python's recursion limit (a line of 100,000 C{[}), on which
+    C{json.loads} fails with L{RecursionError}, not L{ValueError}.  Never
+    raises: the caller treats C{None} as corrupt input.
+    """
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _record_number(value: object, integer: bool) -> Value:

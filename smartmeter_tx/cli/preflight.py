@@ -1,10 +1,11 @@
 """
 The checks C{twist smartmeter} makes before it starts: a setting that can
-never work (a data-log path that is a file, a device that is not a serial
-port, a CA file that is not PEM) ends the start at once with one line naming
-the option and the cause, exit status 78, instead of being retried for ever
-by a service that looks healthy.  (The MQTT TLS files are checked where the
-TLS context is made, in L{smartmeter_tx.outputs.mqtt.driver}.)
+never work (a data-log path that is a file or that another service writes
+in, a device that is not a serial port, a CA file that is not PEM) ends the
+start at once with one line naming the option and the cause, exit status 78,
+instead of being retried for ever by a service that looks healthy.  (The
+MQTT TLS files are checked where the TLS context is made, in
+L{smartmeter_tx.outputs.mqtt.driver}.)
 
 What may come right by itself is not checked here: a device that is absent
 (unplugged; the service waits for it), a disk that is full (the data log
@@ -21,6 +22,7 @@ import time
 from typing import Callable, Optional
 
 from smartmeter_tx.errors import ConfigError
+from smartmeter_tx.service.datalog import DataLog, DataLogInUse
 
 __all__ = ["check_data_log", "check_device"]
 
@@ -35,19 +37,24 @@ def _probe(directory: str) -> None:
     os.unlink(probe)
 
 
-def check_data_log(directory: str, day_file: Callable[[float], str],
-                   now: Optional[float] = None, probe: Callable[[str], None] = _probe,
-                   access: Callable[[str, int], bool] = os.access) -> None:
+def check_data_log(datalog: DataLog, now: Optional[float] = None,
+                   probe: Callable[[str], None] = _probe,
+                   access: Callable[[str, int], bool] = os.access,
+                   lock: Optional[Callable[[], None]] = None) -> None:
     """
-    The data log's directory exists (it is made if not) and this user can
-    create files in it and append to today's file.
+    The data log's directory exists (it is made if not), this user can
+    create files in it and append to today's file, and no other service
+    writes in it: the data log takes the directory's lock, which it holds
+    until it is closed.
 
-    @param day_file: the path of the file for a time (L{DataLog.path_for}).
     @param probe: L{_probe}; and C{access}, C{os.access}: tests, which run
         as root too, give ones that answer as for another user.
+    @param lock: takes the directory for the service (default
+        L{DataLog.lock}; tests give one that fails).
     @raise ConfigError: it is not a directory, cannot be made or cannot be
-        written.
+        written, or another service writes in it.
     """
+    directory = datalog.directory
     flag = f"--data-log {directory}"
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ConfigError(f"{flag}: not a directory")
@@ -62,10 +69,29 @@ def check_data_log(directory: str, day_file: Callable[[float], str],
             raise ConfigError(f"{flag}: cannot write in it: {e.strerror} "
                               f"(the service runs as user id {os.getuid()})") from None
         # ENOSPC, EIO...: a fault of the disk, which the data log reports and survives.
-    today = day_file(time.time() if now is None else now)
+    today = datalog.path_for(time.time() if now is None else now)
     if os.path.exists(today) and not access(today, os.W_OK):
         raise ConfigError(f"{flag}: cannot append to {os.path.basename(today)}: it belongs to "
                           "another user (was the service once run as root?)")
+    _take(flag, datalog.lock if lock is None else lock)
+
+
+def _take(flag: str, lock: Callable[[], None]) -> None:
+    """
+    Take the data log's directory for this service; two services on one
+    directory would write every line twice.
+    """
+    try:
+        lock()
+    except DataLogInUse:
+        raise ConfigError(f"{flag}: another twist smartmeter uses this directory; stop it, "
+                          "or give this one a --data-log of its own") from None
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise ConfigError(f"{flag}: cannot read it: {e.strerror} (the service runs as "
+                              f"user id {os.getuid()})") from None
+        # A file system without flock on directories (NFS: EBADF, ENOLCK), an
+        # I/O error: the data log still works, unguarded, as before the lock.
 
 
 def check_device(path: str, access: Callable[[str, int], bool] = os.access) -> None:

@@ -139,8 +139,7 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
     datalog = None
     if settings.data_log:
         datalog = DataLog(settings.data_log)
-        preflight.check_data_log(datalog.directory, datalog.path_for,
-                                 None if wall_clock is None else wall_clock())
+        preflight.check_data_log(datalog, None if wall_clock is None else wall_clock())
     if open_port is None and not settings.device.is_emulator:
         preflight.check_device(settings.device.text)
     http = _http_service(settings.http, reactor)

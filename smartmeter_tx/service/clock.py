@@ -66,3 +66,11 @@ class WallClockSteps:
             return None
         self.steps += 1
         return step
+
+    def say(self, log: Any) -> None:
+        """L{check}, and log a step once, with its size."""
+        step = self.check()
+        if step is not None:
+            log.warn("the host's clock stepped {way} by {s:.0f} s; the polls keep their "
+                     "schedule, and records are stamped with the new time",
+                     way="forward" if step > 0 else "back", s=abs(step))

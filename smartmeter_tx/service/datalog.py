@@ -14,12 +14,18 @@ line, so the torn line stays the only one lost.
 
 The date of a line (and so its file) comes from the reading's own time, not
 from when the line was written.
+
+A directory has one writer: the service's data log takes it (L{DataLog.lock},
+an exclusive C{flock} on the directory) before it starts and holds it until
+it stops, so that a second service on the same directory is refused instead
+of writing every line twice.  The readers never take it.
 """
 
 from __future__ import annotations
 
 import datetime
 import errno
+import fcntl
 import json
 import os
 from typing import Callable, Iterable, Optional
@@ -27,13 +33,26 @@ from typing import Callable, Iterable, Optional
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from smartmeter_tx.model import json_value
+from smartmeter_tx.errors import SmartMeterError
+from smartmeter_tx.model import json_value, parse_json_object
 from smartmeter_tx.service.interfaces import Figure, IMetricsSource
 
-__all__ = ["DataLog", "read_history_records"]
+__all__ = ["DataLog", "DataLogInUse", "read_history_records"]
 
 #: Bad lines reported one by one per file before a summary.
 _BAD_LINES_SHOWN = 5
+
+
+class DataLogInUse(SmartMeterError):
+    """
+    Another data log (another service, most likely) holds the directory's lock.
+
+    @ivar directory: the data log's directory.
+    """
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(f"another data log writes in {directory}")
+        self.directory = directory
 
 
 @implementer(IMetricsSource)
@@ -64,6 +83,7 @@ class DataLog:
         self._os_fsync = fsync
         self._path: Optional[str] = None
         self._fd: Optional[int] = None
+        self._lock_fd: Optional[int] = None
         self.lines_written = 0
         self.lines_lost = 0
         self.failing = False
@@ -135,16 +155,47 @@ class DataLog:
             except OSError:
                 continue
             for raw in reversed(lines):
-                try:
-                    record = json.loads(raw)
-                except ValueError:  # a cut or damaged line
-                    continue
-                if isinstance(record, dict) and "kind" not in record and isinstance(
+                record = parse_json_object(raw)  # None: a cut or damaged line
+                if record is not None and "kind" not in record and isinstance(
                         record.get("time"), (int, float)):
                     return float(record["time"])
         return None
 
+    def lock(self) -> None:
+        """
+        Take the directory for this data log alone, until L{close}: an
+        exclusive C{flock} on the directory itself, which the kernel drops
+        when the process ends, however it ends (kill -9, a power cut), so no
+        lock is ever left stale, and which leaves no file behind.  Taking it
+        again is a no-op.
+
+        @raise DataLogInUse: another data log, of this process or another,
+            holds it.
+        @raise OSError: the directory cannot be opened or locked (it is
+            missing, not readable, or on a file system without C{flock} on
+            directories, such as NFS).
+        """
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataLogInUse(self.directory) from None
+        except OSError:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
     def close(self) -> None:
+        """Close the day's file and give up the directory's lock (the service stops)."""
+        self._close_file()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # which drops the lock
+            self._lock_fd = None
+
+    def _close_file(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
         self._fd = None
@@ -163,7 +214,7 @@ class DataLog:
                 return self._fd
             self.log.warn("the data log {path} was deleted, replaced or moved away; "
                           "opening it again there", path=path)
-        self.close()
+        self._close_file()  # the lock stays: the service still writes here
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -217,7 +268,7 @@ class DataLog:
             self.log.warn("cannot write the data log in {directory}: {why}; readings are "
                           "dropped (and counted) until it can be written again",
                           directory=self.directory, why=error.strerror or str(error))
-        self.close()  # the next write opens the file anew
+        self._close_file()  # the next write opens the file anew
 
 
 #: Bytes read from the end of a file for its newest reading: many lines.
@@ -229,7 +280,8 @@ def read_history_records(directory: str, prefix: str, since: datetime.date) -> l
     The C{kind: history} records of the data-log files dated C{since} or later
     (a slot is written after its own date, so these hold every slot since
     then).  A line that is not UTF-8 JSON (a power cut mid-line, a damaged
-    disk) is skipped with a warning naming the file and line.
+    disk), or is nested too deeply to parse, is skipped with a warning naming
+    the file and line.  Reading takes no lock: the service may be writing.
 
     @return: the records as dicts, in file order.
     """
@@ -260,11 +312,11 @@ def _history_lines(lines: Iterable[bytes], path: str) -> list[dict]:
         record = None
         try:
             text = raw.decode("utf-8")
-            # Every line is a compact object: a cut one does not end in "}".
-            if text.startswith("{") and text.endswith("}"):
-                record = json.loads(text) if '"history"' in text else {}
-        except ValueError:  # UnicodeDecodeError included
-            pass
+        except UnicodeDecodeError:
+            text = ""  # a bad line
+        # Every line is a compact object: a cut one does not end in "}".
+        if text.startswith("{") and text.endswith("}"):
+            record = parse_json_object(text) if '"history"' in text else {}
         if record is None:
             if raw:
                 bad += 1
@@ -272,7 +324,7 @@ def _history_lines(lines: Iterable[bytes], path: str) -> list[dict]:
                     DataLog.log.warn("skipping line {number} of {path}: not a JSON record",
                                      number=number, path=path)
             continue
-        if isinstance(record, dict) and record.get("kind") == "history":
+        if record.get("kind") == "history":
             records.append(record)
     if bad > _BAD_LINES_SHOWN:
         DataLog.log.warn("skipped {n} more bad lines in {path}", n=bad - _BAD_LINES_SHOWN,

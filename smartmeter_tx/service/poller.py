@@ -212,11 +212,7 @@ class MeterPoller(service.Service):
         # poll after a reopen runs.
         self.stats.polls_skipped += count - 1 + self._polling
         self.store.last_poll_at = self.clock.seconds()
-        step = self.wall_steps.check()
-        if step is not None:
-            self.log.warn("the host's clock stepped {way} by {s:.0f} s; the polls keep their "
-                          "schedule, and records are stamped with the new time",
-                          way="forward" if step > 0 else "back", s=abs(step))
+        self.wall_steps.say(self.log)
         return self.poll()
 
     def poll(self) -> defer.Deferred:
@@ -265,7 +261,7 @@ class MeterPoller(service.Service):
             return
         self._answered(client, reading, energy, started, had_scale)
         if self.identify:
-            await self._identify(client)
+            await identify(self.store, client, self.clock, self.schedule.poll_timeout, self.log)
         if self.backfill is not None:
             self.backfill.kick(client, self._running_poll)
 
@@ -328,17 +324,6 @@ class MeterPoller(service.Service):
         self.store.add(reading, when, self.clock.seconds())
         self.on_reading(reading.to_record(), when)
 
-    async def _identify(self, client: BRouteClient) -> None:
-        """Once a session: who the meter is (one frame), for MQTT's topics and HA's device."""
-        if self.store.identity is not None and self.store.identity.get("mac") == client.link.mac:
-            return
-        budget = Budget(self.clock, self.schedule.poll_timeout)
-        try:
-            self.store.identity = await budget.bound(client.identity(budget),
-                                                     "asking the meter who it is")
-        except SmartMeterError as e:
-            self.log.info("the meter did not tell who it is: {error}", error=e)
-
     def _running_poll(self) -> Optional[defer.Deferred[None]]:
         """A Deferred that fires when the running poll is over, or C{None}."""
         if not self._polling:
@@ -372,6 +357,21 @@ class MeterPoller(service.Service):
             save_state(self.state_path, self.link)
         except OSError as e:
             self.log.warn("cannot write the state file: {error}", error=e)
+
+
+async def identify(store: LatestStore, client: BRouteClient, clock: IReactorTime,
+                   timeout: float, log: Logger) -> None:
+    """
+    Once a session: who the meter is (one frame), into C{store.identity},
+    for MQTT's topics and HA's device.
+    """
+    if store.identity is not None and store.identity.get("mac") == client.link.mac:
+        return
+    budget = Budget(clock, timeout)
+    try:
+        store.identity = await budget.bound(client.identity(budget), "asking the meter who it is")
+    except SmartMeterError as e:
+        log.info("the meter did not tell who it is: {error}", error=e)
 
 
 async def review_holds(state: LinkState, client: BRouteClient, clock: IReactorTime,

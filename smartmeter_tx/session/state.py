@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Optional
 
+from smartmeter_tx.model import parse_json_object
+
 __all__ = ["MeterLink", "load_state", "save_state", "default_state_path"]
 
 
@@ -116,15 +118,16 @@ def default_state_path(device: str, environ: Mapping[str, str] = os.environ) -> 
 
 def load_state(path: str) -> MeterLink:
     """
-    @return: the saved L{MeterLink}, or an empty one when the file is missing or
-        unreadable (a corrupt state file costs a scan, never a failure).
+    @return: the saved L{MeterLink}, or an empty one when the file is missing,
+        unreadable or corrupt (not a JSON object, or one nested too deeply to
+        parse): a corrupt state file costs a scan, never a failure.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            data = parse_json_object(f.read())
+    except OSError:
         return MeterLink()
-    if not isinstance(data, dict):
+    if data is None:
         return MeterLink()
     values = {}
     for key, check in _CHECKS.items():

@@ -26,7 +26,8 @@ def refuse(error_number):
 class DataLogTests(SynchronousTestCase):
     def check(self, directory, **seams):
         log = DataLog(directory)
-        preflight.check_data_log(directory, log.path_for, NOON, **seams)
+        self.addCleanup(log.close)
+        preflight.check_data_log(log, NOON, **seams)
 
     def test_madeWhenMissing(self):
         """A directory that does not exist yet is made, parents and all."""
@@ -77,6 +78,32 @@ class DataLogTests(SynchronousTestCase):
         self.assertIn(f"cannot append to {os.path.basename(today)}", str(e))
         # Another day's file of another user does not matter.
         self.check(directory, access=lambda path, mode: path == today)
+
+    def test_inUse(self):
+        """A directory whose data log another service holds is refused, naming the directory."""
+        directory = self.mktemp()
+        self.check(directory)
+        e = self.assertRaises(ConfigError, self.check, directory)
+        self.assertEqual(str(e), f"--data-log {directory}: another twist smartmeter uses this "
+                                 "directory; stop it, or give this one a --data-log of its own")
+
+    def test_lockFailures(self):
+        """
+        A directory this user may not open to lock is refused; a file system
+        without locks (NFS, ENOLCK) lets the start go on, unguarded.
+        """
+        def lock(number):
+            def take():
+                raise OSError(number, os.strerror(number))
+            return take
+        directory = self.mktemp()
+        e = self.assertRaises(ConfigError, preflight.check_data_log, DataLog(directory), NOON,
+                              lock=lock(errno.EACCES))
+        self.assertEqual(str(e), f"--data-log {directory}: cannot read it: "
+                                 f"{os.strerror(errno.EACCES)} (the service runs as user id "
+                                 f"{os.getuid()})")
+        for number in (errno.ENOLCK, errno.EBADF):
+            preflight.check_data_log(DataLog(directory), NOON, lock=lock(number))
 
 
 class DeviceTests(SynchronousTestCase):

@@ -4,10 +4,12 @@ options, an HTTP port that is taken, or missing credentials end it with one
 line on stderr and a documented exit status, never a traceback.
 """
 
+import datetime
 import os
+import signal
 import sys
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, protocol, reactor, utils
 from twisted.trial.unittest import TestCase
 
 from smartmeter_tx.cli import tap
@@ -127,6 +129,156 @@ class TwistCommandTests(TestCase):
             self.assertIn("the module has no session with the meter and no B-route ID and "
                           "password were given", lines[0])
         return self.twist("--device", handle.path, "--http", "none").addCallback(check)
+
+
+class _Twist(protocol.ProcessProtocol):
+    """
+    A C{twist smartmeter} left running: its output as it comes, a wait for a
+    text in it, and its end.
+
+    @ivar ended: fires with the exit status, or the signal's number negated.
+    """
+
+    def __init__(self):
+        self.stdout = ""
+        self.stderr = ""
+        self.ended = defer.Deferred()
+        self._waits = []  # (text, Deferred)
+
+    def outReceived(self, data):
+        self.stdout += data.decode("utf-8", "replace")
+        self._check()
+
+    def errReceived(self, data):
+        self.stderr += data.decode("utf-8", "replace")
+        self._check()
+
+    def _check(self):
+        for wait in [w for w in self._waits if w[0] in self.stdout + self.stderr]:
+            self._waits.remove(wait)
+            wait[1].callback(True)
+
+    def seen(self, text):
+        """
+        @return: a Deferred firing with C{True} once C{text} is in the output,
+            or with C{False} if the process ends without it.
+        """
+        d = defer.Deferred()
+        self._waits.append((text, d))
+        self._check()
+        return d
+
+    def processEnded(self, reason):
+        waits, self._waits = self._waits, []
+        for _, d in waits:
+            d.callback(False)
+        status = reason.value.exitCode
+        self.ended.callback(status if status is not None else -reason.value.signal)
+
+
+class DataLogLockTests(TestCase):
+    """One data-log directory has one writer: a second service on it is refused."""
+
+    timeout = 60  # only catches a hang
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.data = os.path.join(self.dir, "log")
+        self.runs = 0
+
+    def spawn(self):
+        """Start C{twist smartmeter} on the emulator and the shared data log."""
+        self.runs += 1
+        state = os.path.join(self.dir, f"state-{self.runs}.json")
+        twist = _Twist()
+        args = [sys.executable, "-m", "twisted", "--log-format", "text", "smartmeter",
+                "--device", pinned("emulator:?time-scale=0.01"), "--data-log", self.data,
+                "--http", "none", "--state-file", state]
+        process = reactor.spawnProcess(twist, sys.executable, args, env=twist_env(),
+                                       path=self.dir)
+
+        def stop():
+            if not twist.ended.called:
+                process.signalProcess("KILL")
+                return twist.ended
+        self.addCleanup(stop)
+        return twist
+
+    async def _secondRefused(self):
+        first = self.spawn()
+        self.assertTrue(await first.seen("first reading"), first.stdout + first.stderr)
+        second = self.spawn()
+        if await second.seen("Starting reactor"):
+            self.fail("a second service started on the same data log:\n" + second.stdout)
+        code = await second.ended
+        self.assertEqual(code, tap.EXIT_CONFIG, second.stdout + second.stderr)
+        self.assertNotIn("Traceback", second.stdout + second.stderr)
+        self.assertEqual(second.stderr.splitlines(), [
+            f"twist smartmeter: --data-log {self.data}: another twist smartmeter uses this "
+            "directory; stop it, or give this one a --data-log of its own"])
+        self.assertFalse(first.ended.called, first.stdout)
+        # A crash cannot leave the lock behind: the kernel drops it.
+        first.transport.signalProcess("KILL")
+        self.assertEqual(await first.ended, -signal.SIGKILL)
+        third = self.spawn()
+        self.assertTrue(await third.seen("first reading"), third.stdout + third.stderr)
+        third.transport.signalProcess("TERM")
+        await third.ended
+        self.assertNotIn("Traceback", third.stdout + third.stderr)
+
+    def test_secondServiceRefused(self):
+        """
+        A second twist smartmeter on a data log in use ends with one line and
+        exit status 78, the first one running on; once the first is killed
+        (kill -9) a new one starts.
+        """
+        return defer.Deferred.fromCoroutine(self._secondRefused())
+
+
+class DeepJsonStartTests(TestCase):
+    """A state file or data-log line nested past Python's recursion limit is corrupt input."""
+
+    timeout = 60  # only catches a hang
+
+    async def _deepFiles(self):
+        directory = os.path.abspath(self.mktemp())
+        data = os.path.join(directory, "log")
+        os.makedirs(data)
+        state = os.path.join(directory, "state.json")
+        with open(state, "w") as f:
+            f.write("[" * 100000)
+        today = os.path.join(data, f"smartmeter-{datetime.date.today():%Y-%m-%d}.jsonl")
+        deep = "[" * 100000 + "]" * 100000
+        with open(today, "w") as f:
+            f.write('{"power_w":300,"time":1}\n')
+            f.write('{"kind":"history","slot":' + deep + '}\n')  # the history reader's
+            f.write("[" * 100000 + "\n")  # the last line, for the newest reading's reader
+        twist = _Twist()
+        args = [sys.executable, "-m", "twisted", "--log-format", "text", "smartmeter",
+                "--device", pinned("emulator:?time-scale=0.01"), "--data-log", data,
+                "--http", "none", "--state-file", state]
+        process = reactor.spawnProcess(twist, sys.executable, args, env=twist_env(),
+                                       path=directory)
+        self.addCleanup(lambda: None if twist.ended.called else process.signalProcess("KILL"))
+        read = await twist.seen("first reading")
+        if read:
+            process.signalProcess("TERM")
+        await twist.ended
+        text = twist.stdout + twist.stderr
+        self.assertTrue(read, text)
+        self.assertNotIn("Traceback", text)
+        self.assertNotIn("RecursionError", text)
+        # The saved link was ignored: the meter was looked for anew.
+        self.assertIn("no saved meter", text)
+        self.assertIn(f"skipping line 2 of {today}: not a JSON record", text)
+
+    def test_deeplyNestedStateAndDataLog(self):
+        """
+        twist smartmeter starts and reads with a state file and data-log lines
+        nested 100,000 deep: the state is ignored, the bad line skipped and named.
+        """
+        return defer.Deferred.fromCoroutine(self._deepFiles())
 
 
 class HomeAssistantTokenTests(TestCase):

@@ -12,7 +12,7 @@ from decimal import Decimal
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.service.datalog import DataLog, read_history_records
+from smartmeter_tx.service.datalog import DataLog, DataLogInUse, read_history_records
 from smartmeter_tx.model import NO_DATA, NO_PHASE
 
 # Noon UTC on two consecutive days: the same local date as UTC in every time
@@ -299,6 +299,17 @@ class ReaderTests(SynchronousTestCase):
         self.assertEqual(len(warnings), 6)
         self.assertIn("95 more bad lines", warnings[-1])
 
+    def test_deeplyNestedLineSkipped(self):
+        """A history line nested past the recursion limit is skipped and named like any bad line."""
+        good = b'{"kind":"history","slot":"2026-03-01T00:00:00+09:00","source":"E2"}'
+        deep = b'{"kind":"history","slot":' + b"[" * 100000 + b"]" * 100000 + b"}"
+        self.write("smartmeter-2026-03-01.jsonl", good + b"\n" + deep + b"\n" + good + b"\n")
+        records = read_history_records(self.directory, "smartmeter", datetime.date(2026, 3, 1))
+        self.assertEqual(len(records), 2)
+        [warning] = self.events.texts()
+        self.assertIn("skipping line 2 of ", warning)
+        self.assertIn("smartmeter-2026-03-01.jsonl", warning)
+
 
 class LastReadingTests(SynchronousTestCase):
     def test_newestReading(self):
@@ -319,3 +330,68 @@ class LastReadingTests(SynchronousTestCase):
         with open(log.path_for(day + 86400), "ab") as f:
             f.write(b'{"power_w":43')  # a power cut mid-line
         self.assertEqual(log.last_reading_time(), day + 86430)
+
+    def test_deeplyNestedLastLine(self):
+        """A last line nested past the recursion limit is passed over like a torn one."""
+        directory = self.mktemp()
+        log = DataLog(directory, utc=True)
+        log.write({"power_w": 400}, DAY1)
+        log.close()
+        # Past the recursion limit (1,000 deep), within the 64 KiB tail that is read.
+        for garbage in (b"[" * 20000, b'{"time":' * 5000):
+            with open(log.path_for(DAY1), "ab") as f:
+                f.write(garbage + b"\n")
+            self.assertEqual(log.last_reading_time(), DAY1)
+        # A line longer than the tail hides what is before it, without a crash.
+        with open(log.path_for(DAY1), "ab") as f:
+            f.write(b"[" * 100000 + b"\n")
+        self.assertIsNone(log.last_reading_time())
+
+
+class LockTests(SynchronousTestCase):
+    """One directory, one writer: the data log of a service takes its directory."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+
+    def datalog(self):
+        log = DataLog(self.directory, utc=True)
+        self.addCleanup(log.close)
+        return log
+
+    def test_secondRefused(self):
+        """A second data log on a directory whose lock is held is refused until the first closes."""
+        first, second = self.datalog(), self.datalog()
+        first.lock()
+        first.lock()  # again: it holds it already
+        e = self.assertRaises(DataLogInUse, second.lock)
+        self.assertEqual(e.directory, self.directory)
+        first.close()
+        second.lock()
+        self.assertRaises(DataLogInUse, first.lock)
+
+    def test_writingKeepsTheLock(self):
+        """A day's file opened again (a failed write, a new day) leaves the lock held."""
+        disk = Disk()
+        first = DataLog(self.directory, utc=True, write=disk.write, fsync=disk.fsync)
+        self.addCleanup(first.close)
+        first.lock()
+        first.write({"power_w": 1}, DAY1)
+        disk.full = True
+        first.write({"power_w": 2}, DAY1 + 1)  # lost: the file is closed
+        disk.full = False
+        first.write({"power_w": 3}, DAY2)
+        self.assertRaises(DataLogInUse, self.datalog().lock)
+
+    def test_readersNeedNoLock(self):
+        """The readers read a directory whose lock a data log holds; the lock leaves no file."""
+        writer = self.datalog()
+        writer.lock()
+        writer.write({"power_w": 5}, DAY1)
+        writer.write({"kind": "history", "slot": "2026-03-01T00:00:00+09:00"}, DAY1 + 1)
+        reader = DataLog(self.directory, utc=True)
+        self.assertEqual(reader.last_reading_time(), DAY1)
+        self.assertEqual(len(read_history_records(self.directory, "smartmeter",
+                                                  datetime.date(2026, 3, 1))), 1)
+        self.assertEqual(os.listdir(self.directory), ["smartmeter-2026-03-01.jsonl"])

@@ -41,6 +41,14 @@ class StateFileTests(SynchronousTestCase):
             self.assertIsNone(link.channel)
             self.assertFalse(link.joinable)
 
+    def test_deeplyNested(self):
+        """A state file nested past the recursion limit is corrupt: it loads as no link at all."""
+        os.makedirs(os.path.dirname(self.path))
+        for content in ("[" * 100000, '{"channel":' * 100000, "[" * 100000 + "]" * 100000):
+            with open(self.path, "w") as f:
+                f.write(content)
+            self.assertEqual(S.load_state(self.path), S.MeterLink())
+
     def test_noSecrets(self):
         """MeterLink has no field for the B-route ID or password."""
         names = {f for f in S.MeterLink.__dataclass_fields__}
