@@ -190,6 +190,11 @@ OPTIONS = {
                          "ID this many seconds after start; 0 = never", "S"),
     "junk-at-open": Option("junk_at_open", _switch, "print an interrupted line's tail when the "
                            "port is opened (default off)", "on|off"),
+    "reauth-stuck": Option("reauth_stuck", _seconds, "after the session's expiry, EVENT 29 "
+                           "again every S seconds and never EVENT 25 or 24, until a SKJOIN "
+                           "(0 = never)", "S"),
+    "drop-byte": Option("drop_byte", str, "the answer to the first command line starting with "
+                        "TEXT (e.g. SKSETPWD) loses a byte, as in a UART overrun", "TEXT"),
 }
 
 

@@ -92,11 +92,19 @@ class EmulatorConfig:
         the module could not execute it right now) instead of sending.
     @ivar reauth_delay: seconds from EVENT 29 to the module's own EVENT 25
         (real modules take a few to about 15 s).
+    @ivar reauth_stuck: seconds between the EVENT 29s of a module whose own
+        re-authentication never ends: from the session's expiry on it says
+        EVENT 29 again every that many seconds, and neither EVENT 25 nor 24,
+        until a SKJOIN (or SKTERM, SKRESET) ends the session; 0 = never.
     @ivar move_after: seconds after start at which the meter moves to another
         channel and PAN ID (a replaced meter, or a PAN coordinator that chose
         a new channel); the module's session then goes unanswered; 0 = never.
     @ivar junk_at_open: print the tail of an interrupted earlier output when
         the host opens the port.
+    @ivar drop_byte: the module's answer to the first command line that
+        starts with this text (C{"SKSETPWD"}, C{"SKSREG S2"}) loses one byte,
+        the first of its last line (the line that completes the command), as
+        a UART overrun loses one; empty = never.
     @ivar history_days: how many days of 30-minute history the meter keeps
         (E5 0 to this; default 45).
     @ivar outage: C{((start, end), ...)} windows (meter local time, end
@@ -144,6 +152,8 @@ class EmulatorConfig:
     reauth_delay: float = 3.0
     move_after: float = 0.0
     junk_at_open: bool = False
+    reauth_stuck: float = 0.0
+    drop_byte: str = ""
 
     def validate(self) -> "EmulatorConfig":
         """
@@ -153,11 +163,16 @@ class EmulatorConfig:
         for name in ("loss", "fail21", "stale", "garbage", "reauth_fail", "late_pandesc", "busy"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ArgumentError(f"{name} must be a probability between 0 and 1")
-        for name in ("time_scale", "peer_term", "unplug_after", "unplug_for", "move_after"):
+        for name in ("time_scale", "peer_term", "unplug_after", "unplug_for", "move_after",
+                     "reauth_stuck"):
             if getattr(self, name) < 0:
                 raise ArgumentError(f"{name} must not be negative")
         if not 0.5 <= self.reauth_delay <= 120:
             raise ArgumentError("reauth_delay must be 0.5 to 120 seconds")
+        if len(self.drop_byte) > 64 or not all(
+                0x20 <= ord(c) <= 0x7E for c in self.drop_byte):
+            raise ArgumentError("drop_byte must be the start of a command line (printable "
+                                "ASCII, at most 64 characters)")
         if self.lifetime <= 0 or self.tx_budget <= 0 or self.tx_window <= 0:
             raise ArgumentError("lifetime, tx_budget and tx_window must be positive")
         if self.wopt not in ("bin", "hex"):
@@ -222,6 +237,10 @@ class Emulator(ModuleCommands, PanaSide, UdpSide):
         self._held: list = []
         self._pana_session_id = mix(config.seed, 11) & 0xFFFFFFFF
         self._pana_seq = mix(config.seed, 12) & 0xFFFFFFFF
+        # The drop-byte fault, armed until it has struck once; while a struck
+        # command runs, its output is held here to lose its byte.
+        self._drop_armed = bool(config.drop_byte)
+        self._captured: Optional[list] = None
         self._power_on()
         self._schedule_fixed_inf()
         if config.move_after:
@@ -281,6 +300,9 @@ class Emulator(ModuleCommands, PanaSide, UdpSide):
             self._protocol = None
 
     def _write(self, data: bytes) -> None:
+        if self._captured is not None:
+            self._captured.append(data)
+            return
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
             protocol.transport.write(data)
@@ -381,6 +403,12 @@ class Emulator(ModuleCommands, PanaSide, UdpSide):
         @return: C{None}, or a L{Deferred} that fires when the module is ready
             for the next command.
         """
+        if self._drop_armed and line.startswith(self.config.drop_byte.encode("ascii")):
+            self._drop_armed = False
+            return self._overrun(line)
+        return self._command(line)
+
+    def _command(self, line: bytes) -> Optional[Deferred]:
         if self.echo:
             self._write(line + CRLF)
         if not line.strip():
@@ -395,6 +423,27 @@ class Emulator(ModuleCommands, PanaSide, UdpSide):
             self._fail(4)
             return None
         return handler(args)
+
+    def _overrun(self, line: bytes) -> Optional[Deferred]:
+        """
+        Run the command C{line}, but lose one byte of what it prints at once
+        (the drop-byte knob): the first byte of its last line, the one that
+        completes it (C{OK}, SKLL64's address), so that the host sees the
+        command go unanswered, as after a real UART overrun.
+        """
+        self._captured = []
+        try:
+            result = self._command(line)
+        finally:
+            out, self._captured = b"".join(self._captured), None
+        body = out[:-2] if out.endswith(CRLF) else out.rstrip(b"\r")
+        start = body.rfind(b"\n") + 1
+        if start < len(body):
+            out = out[:start] + out[start + 1:]
+            self.log.info("drop-byte: the answer to {name} lost a byte",
+                          name=line.split(b" ", 1)[0].decode("ascii", "replace"))
+        self._write(out)
+        return result
 
 
 class ModuleProtocol(Protocol):

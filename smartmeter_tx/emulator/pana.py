@@ -168,6 +168,10 @@ class PanaSide:
         self.session.usable = False
         peer = self.session.peer
         self._event(EventNum.SESSION_EXPIRED, peer)
+        if self.config.reauth_stuck:
+            self._later(self.config.reauth_stuck, self._expired_again, peer, group="session",
+                        long=True)
+            return
         ok = not (self.config.reauth_fail and self.rng.random() < self.config.reauth_fail)
         # The four PANA rounds spread over the re-authentication (3 s by default).
         pace = self.config.reauth_delay / 3.0
@@ -178,6 +182,14 @@ class PanaSide:
             self._later(self.config.reauth_delay, self._reauth_done, peer, group="session")
         else:
             self._later(self.rng.uniform(36.0, 40.0), self._reauth_failed, peer, group="session")
+
+    def _expired_again(self, peer: str) -> None:
+        # The reauth-stuck knob: the re-authentication starts over, says so
+        # with another EVENT 29 (from the meter's address, like the first),
+        # and never ends by itself; a SKJOIN drops it with the session.
+        self._event(EventNum.SESSION_EXPIRED, peer)
+        self._later(self.config.reauth_stuck, self._expired_again, peer, group="session",
+                    long=True)
 
     def _reauth_done(self, peer: str) -> None:
         self._open_session(peer)

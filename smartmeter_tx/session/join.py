@@ -88,6 +88,13 @@ class Joiner:
     #: to scan for it again in the same run: a scan of all channels (about
     #: 9 s at duration 5), a join (3.3 s) and a Get.
     RESCAN_MIN_BUDGET = 13.0
+    #: Times each serial-only step of a join (the credentials, the channel
+    #: and PAN ID, SKLL64, the preparation: the commands in
+    #: L{smartmeter_tx.session.steps.IDEMPOTENT}) is sent again when the
+    #: module did not answer it: a byte lost on the serial line then costs a
+    #: command timeout, not the join and the backoff after it.  SKSCAN and
+    #: SKJOIN, on the radio, are never sent again this way.
+    RETRIES = 2
 
     def __init__(self, module: ModuleSteps, discovery: MeterDiscovery, link: MeterLink,
                  requester: EchonetRequester, credentials: Optional[Credentials],
@@ -140,6 +147,7 @@ class Joiner:
         @return: the chosen PAN's descriptor.
         @raise MeterNotFound: no scan found the meter.
         """
+        budget = budget.with_retries(self.RETRIES)
         if not self.credentials_set:
             await self.set_credentials(budget)
         return await self.discovery.locate(budget)
@@ -149,12 +157,14 @@ class Joiner:
         Credentials, then find the meter (state file, or a scan), then PANA
         (SKJOIN).  A join with the saved meter that fails is followed by a new
         scan in the same run when the budget allows (the meter may have moved
-        to another channel), else the next run scans.
+        to another channel), else the next run scans.  A serial-only step the
+        module did not answer is sent again (L{RETRIES}).
 
         @raise AuthenticationFailed: EVENT 24.
         @raise MeterNotFound: no scan found the meter.
         @raise StepTimeout: the budget ran out.
         """
+        budget = budget.with_retries(self.RETRIES)
         await self.set_credentials(budget)
         link = self.link
         known = link.where() if link.joinable else None

@@ -55,7 +55,8 @@ class LinkState:
     """
     @ivar session: a L{Session}.
     @ivar session_since: when the session was last seen coming up, or C{None}.
-    @ivar expired_at: when EVENT 29 came, while the module re-authenticates.
+    @ivar expired_at: when the first EVENT 29 of the episode came, while
+        sends are held for the module's re-authentication.
     @ivar rate_limited: whether EVENT 32 (or SFB) holds every send.
     @ivar rate_limited_count: EVENT 32 episodes seen so far.
     @ivar last_event: the number of the last EVENT, or C{None}.
@@ -82,6 +83,10 @@ class LinkState:
         self.session = Session.UNKNOWN
         self.session_since: Optional[float] = None
         self.expired_at: Optional[float] = None
+        # EVENT 29s since the episode began (0: none): an episode ends with
+        # EVENT 25, 24/26/27/28 or a new connection, not when review() gives
+        # up on its hold, so that a module repeating EVENT 29 holds once.
+        self._expiries = 0
         self.rate_limited = False
         self.rate_limited_count = 0
         self._next_rate_check = 0.0
@@ -120,12 +125,11 @@ class LinkState:
             self.up(now)
             return None
         if num == EventNum.SESSION_EXPIRED:
-            # The module re-authenticates by itself: hold sends until 25 or 24.
-            self.expired_at = now
-            return "PANA session lifetime expired; waiting for re-authentication"
+            return self._expired(now)
         if num in LOST_EVENTS:
             was_up = self.session is Session.UP
             self.down()
+            self._expiries = 0
             return "session lost" if was_up else None
         if num == EventNum.TX_LIMITED:
             if not self.rate_limited:
@@ -138,6 +142,20 @@ class LinkState:
             self.rate_limited = False
             return "transmit-time limit released (EVENT 33)" if was else None
         return None
+
+    def _expired(self, now: float) -> Optional[str]:
+        """
+        EVENT 29: the module re-authenticates by itself, so sends are held
+        until 25 or 24.  Only the episode's first EVENT 29 starts the hold
+        and is said: a module may say it again before either comes (its
+        re-authentication starting over), and a hold started anew by each
+        would never reach L{EXPIRY_HOLD_MAX}: sends held for good.
+        """
+        self._expiries += 1
+        if self._expiries > 1:
+            return None
+        self.expired_at = now
+        return "PANA session lifetime expired; waiting for re-authentication"
 
     def sfb(self, value: str, now: float) -> bool:
         """
@@ -167,6 +185,7 @@ class LinkState:
             self.session_since = now
         self.session = Session.UP
         self.expired_at = None
+        self._expiries = 0
 
     def down(self) -> None:
         """The session is gone: EVENT 24/26/27/28, EVENT 21 02, or lasting silence."""
@@ -183,6 +202,7 @@ class LinkState:
         self.session = Session.UNKNOWN
         self.session_since = None
         self.expired_at = None
+        self._expiries = 0
         self.rate_limited = False
         self._next_rate_check = 0.0
         self.silent_polls = 0
@@ -198,14 +218,17 @@ class LinkState:
     def review(self, now: float) -> Optional[str]:
         """
         End the EVENT 29 hold when the module's re-authentication has taken
-        longer than L{EXPIRY_HOLD_MAX} (the session is then taken as gone).
+        longer than L{EXPIRY_HOLD_MAX} since the episode's first EVENT 29 (the
+        session is then taken as gone).  The episode goes on: an EVENT 29
+        after this holds nothing until EVENT 25 or 24 has ended it.
 
         @return: a description for the log when the hold was ended, else C{None}.
         """
         if self.expired_at is not None and now - self.expired_at > self.EXPIRY_HOLD_MAX:
             waited = now - self.expired_at
             self.down()
-            return f"no re-authentication {waited:.0f} s after EVENT 29"
+            repeated = f" (said {self._expiries} times)" if self._expiries > 1 else ""
+            return f"no re-authentication {waited:.0f} s after EVENT 29{repeated}"
         return None
 
     # -- silence -------------------------------------------------------------------

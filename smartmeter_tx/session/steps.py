@@ -23,7 +23,7 @@ from smartmeter_tx.sk.protocol import SKStackProtocol
 from smartmeter_tx.sk.protocol.queue import Reply
 from smartmeter_tx.sk.errors import SKCommandError, SKTimeoutError
 
-__all__ = ["Budget", "ModuleSteps"]
+__all__ = ["Budget", "ModuleSteps", "IDEMPOTENT"]
 
 _T = TypeVar("_T")
 
@@ -31,6 +31,17 @@ _T = TypeVar("_T")
 _WRONG_DIALECT = 5
 #: FAIL ER10: accepted, but the module cannot execute it now.
 _BUSY = 10
+
+#: The SK commands L{ModuleSteps.run} may send again when the module did not
+#: answer them: serial only (no radio: nothing goes on the air, nothing
+#: counts against the ARIB budget), and one more of them leaves the module as
+#: one does, since they only read (versions, info, registers, tables, the
+#: output mode), set a register or a credential to the value sent (SKSREG,
+#: SKSETPWD, SKSETRBID, SKADDNBR), or compute an address (SKLL64).  Not
+#: SKSCAN, SKJOIN, SKSENDTO and SKTERM, which act on the radio; not SKRESET,
+#: which drops the session; not WOPT and SKSAVE, which write the flash.
+IDEMPOTENT = frozenset(("SKVER", "SKAPPVER", "SKINFO", "SKSREG", "SKSETPWD", "SKSETRBID",
+                        "SKLL64", "SKTABLE", "SKADDNBR", "ROPT"))
 
 
 class Budget:
@@ -45,6 +56,9 @@ class Budget:
     time is the scarcest thing here), and to name the step that ran out.
 
     @ivar deadline: the clock time at which the operation must be over.
+    @ivar retries: how many times each idempotent SK command of the
+        operation may be sent again when the module did not answer it
+        (L{ModuleSteps.run}); 0 unless the operation asks (L{with_retries}).
     """
 
     #: Seconds past the deadline before L{bound} cancels: the steps end at
@@ -52,12 +66,23 @@ class Budget:
     #: nothing else bounds.
     GRACE = 1.0
 
-    def __init__(self, clock: IReactorTime, seconds: float) -> None:
+    def __init__(self, clock: IReactorTime, seconds: float, retries: int = 0) -> None:
         self.clock = clock
         self.deadline = clock.seconds() + seconds
+        self.retries = retries
 
     def __repr__(self) -> str:
         return f"<Budget {self.remaining():.1f} s left>"
+
+    def with_retries(self, retries: int) -> Budget:
+        """
+        @return: a budget with this one's clock and deadline, under which each
+            idempotent SK command the module did not answer is sent again up
+            to C{retries} times (the caller's budget is left as it is).
+        """
+        budget = Budget(self.clock, 0.0, retries)
+        budget.deadline = self.deadline
+        return budget
 
     def remaining(self) -> float:
         """Seconds left, possibly negative."""
@@ -130,9 +155,37 @@ class ModuleSteps:
         """
         Send one SK command, bounded by what is left of C{budget}.
 
+        An idempotent command (L{IDEMPOTENT}) that the module did not answer
+        in its time is sent again, up to C{budget.retries} times: the command
+        queue abandoned it and resyncs before the next command, so a byte
+        lost on the serial line costs one command timeout instead of the
+        whole operation.  Not when the module did not answer that resync
+        either: it is deaf then, not losing bytes, and more tries would only
+        spend the budget.
+
         @return: the command's L{smartmeter_tx.sk.protocol.queue.Reply}.
-        @raise StepTimeout: the budget ran out, or the module did not answer.
+        @raise StepTimeout: the budget ran out, or the module did not answer
+            (nor the tries allowed after it).
         @raise SKCommandError: FAIL ERxx.
+        """
+        retries = budget.retries if command.name in IDEMPOTENT else 0
+        while True:
+            try:
+                return await self._run_once(command, step, budget)
+            except SKTimeoutError as e:
+                if retries <= 0 or e.unsent:
+                    raise StepTimeout(step) from None
+            retries -= 1
+            # The name only: the arguments may be the B-route ID or password.
+            self.log.info("the module did not answer {command} ({step}); sending it again "
+                          "(serial only, no radio)", command=command.name, step=step)
+
+    async def _run_once(self, command: commands.Command, step: str, budget: Budget) -> Reply:
+        """
+        L{run}'s one try.
+
+        @raise SKTimeoutError: the module did not answer in the command's time.
+        @raise StepTimeout: the budget ran out first.
         """
         left = budget.left(step)
         self.steps.append(command.name)
@@ -141,7 +194,7 @@ class ModuleSteps:
             d.addTimeout(left, self.clock)
         try:
             return await d
-        except (defer.TimeoutError, SKTimeoutError):
+        except defer.TimeoutError:
             raise StepTimeout(step) from None
 
     async def when_free(self, attempt: Callable[[], Awaitable[_T]], step: str,

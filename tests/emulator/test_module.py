@@ -714,6 +714,47 @@ class FaultTests(unittest.TestCase):
         self.assertEqual([v.num for v in events(values) if v.num != 0x21], [0x29, 0x24])
         self.assertIsNone(h.emulator.session)
 
+    def test_reauthStuck(self):
+        """reauth_stuck: EVENT 29 from the meter again and again, never 25 or 24, until SKJOIN."""
+        h = self.joined(reauth_stuck=30)
+        h.emulator.expire_session()
+        values = parse_output(h.take() + h.run(100, 0.5))
+        meter = h.emulator.meter_ip
+        self.assertEqual([v for v in events(values) if v.num != 0x21],
+                         [Event(0x29, meter)] * 4)  # at 0, 30, 60 and 90 s
+        self.assertFalse(h.emulator.session.usable)
+        self.assertIn(b" 02\r\n", h.sendto(get_request(1, [em.POWER]).encode()) + h.advance(0.4))
+        self.assertIn(b"EVENT 25", h.send(b"SKJOIN %s\r\n" % meter.encode()) + h.run(4.0, 0.05))
+        self.assertNotIn(b"EVENT 29", h.run(100, 0.5))
+        self.assertTrue(rxudps(self.exchange(h)))
+
+    def test_dropByte(self):
+        """drop_byte: the first matching command's OK loses its first byte; later ones are whole."""
+        h = Harness(echo=False, drop_byte="SKSREG S2")
+        self.assertEqual(h.send(b"SKSREG S3 1234\r\n"), b"OK\r\n")
+        self.assertEqual(h.send(b"SKSREG S2 2A\r\n"), b"K\r\n")
+        self.assertEqual(h.emulator.registers[0x02], 0x2A)  # the command itself was done
+        self.assertEqual(h.send(b"SKSREG S2 2B\r\n"), b"OK\r\n")
+
+    def test_dropByteLastLine(self):
+        """drop_byte takes the byte from the line that completes the command, echo or not."""
+        h = Harness(drop_byte="SKINFO")
+        out = h.send(b"SKINFO\r\n")
+        self.assertTrue(out.startswith(b"SKINFO\r\nEINFO "), out)
+        self.assertTrue(out.endswith(b"\r\nK\r\n"), out)
+        h = Harness(echo=False, drop_byte="SKLL64")
+        out = h.send(b"SKLL64 001D129012345678\r\n")
+        self.assertEqual(out, b"E80:0000:0000:0000:021D:1290:1234:5678\r\n")
+        self.assertIsInstance(parse_output(out)[0], Unknown)
+
+    def test_newKnobsInSpec(self):
+        """reauth-stuck and drop-byte are spec options, checked like the others."""
+        from smartmeter_tx.emulator.device import parse_spec
+        config, _ = parse_spec("emulator:?reauth-stuck=30&drop-byte=SKSREG+S2")
+        self.assertEqual((config.reauth_stuck, config.drop_byte), (30.0, "SKSREG S2"))
+        for query in ("reauth-stuck=-1", "drop-byte=" + "S" * 65, "drop-byte=SK%0D"):
+            self.assertRaises(ArgumentError, parse_spec, "emulator:?" + query)
+
     def test_peerTermination(self):
         """peer_term: the meter ends the session with EVENT 26."""
         h = self.joined(peer_term=100)

@@ -372,6 +372,36 @@ class HoldRecoveryTests(SynchronousTestCase):
         loop.advance(60)
         self.assertEqual(poller.stats.polls_answered, answered + 2)
 
+    def test_repeatedExpiryWithoutReauth(self):
+        """
+        EVENT 29 every 30 s and never EVENT 25: the hold counts from the first,
+        the poller joins after the hold's bound, and the episode is one line.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+        loop, poller = self.start(reauth_stuck=30)
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        said = []
+        poller.client.sk.add_listener(
+            lambda v: getattr(v, "num", None) == 0x29 and said.append(loop.clock.seconds()))
+        joins = loop.sent.count("SKJOIN")
+        loop.emulator.expire_session()
+        first = loop.clock.seconds()
+        # The hold's bound, then at most one poll interval until a poll sees
+        # it over, and the join (3.3 s).
+        loop.advance(LinkState.EXPIRY_HOLD_MAX + 30 + 5)
+        self.assertEqual(loop.sent.count("SKJOIN"), joins + 1)
+        self.assertTrue(poller.state.session_up)
+        self.assertIsNone(poller.held)
+        self.assertEqual([t - first for t in said], [0, 30, 60])  # then the join ended it
+        texts = [formatEvent(e) for e in logged]
+        self.assertEqual(len([t for t in texts if "lifetime expired" in t]), 1)
+        self.assertEqual(len([t for t in texts if "no re-authentication" in t]), 1)
+        answered = poller.stats.polls_answered
+        loop.advance(60)
+        self.assertEqual(poller.stats.polls_answered, answered + 2)
+
     def test_missedEvent33(self):
         """An EVENT 32 hold ends when the module's SFB flag reads 0, even without EVENT 33."""
         loop, poller = self.start()
@@ -425,6 +455,50 @@ class FirstGetAfterJoinTests(SynchronousTestCase):
             self.assertLessEqual(times["get"] - times["d5"], 0.1, (dialect, times))
             self.assertLess(times["get"] - times["25"], Joiner.INSTANCE_LIST_WAIT,
                             (dialect, times))
+
+
+class LostByteInJoinTests(SynchronousTestCase):
+    """
+    One byte of the module's answer to a serial-only step of the service's
+    first join is lost (a UART overrun).
+    """
+
+    def first_reading(self, dialect, drop, saved):
+        """When the service's first reading came, and the emulator's loop."""
+        from smartmeter_tx.session.state import MeterLink
+        loop = Loop(dialect=dialect, drop_byte=drop)
+        self.addCleanup(loop.stop)
+        e = loop.emulator
+        link = (MeterLink(channel=e.channel, pan_id=e.pan_id, ipaddr=e.meter_ip, mac=e.meter_mac)
+                if saved else MeterLink())
+        times = []
+        poller = MeterPoller(loop.connect, config.SessionConfig(CREDS, link=link), loop.clock,
+                             PollSchedule(interval=30, energy_interval=300),
+                             rng=random.Random(0), wall_clock=loop.clock.seconds,
+                             on_reading=lambda r, w: times.append(w))
+        poller.startService()
+        self.addCleanup(poller.stopService)
+        loop.advance(150)
+        self.assertTrue(times, (dialect, drop))
+        return times[0], loop
+
+    def test_firstReadingOneTimeoutLater(self):
+        """
+        The first reading comes one command timeout after it comes without
+        the fault, after one join and no scan but the one a new meter needs.
+        """
+        from smartmeter_tx.sk.commands import sk_info
+        timeout = sk_info().timeout
+        cases = ((True, ("SKSETRBID", "SKSETPWD", "SKSREG S2", "SKSREG S3")),
+                 (False, ("SKSETPWD", "SKLL64", "SKSREG S3")))
+        for dialect in Dialect:
+            for saved, drops in cases:
+                clean, _ = self.first_reading(dialect, "", saved)
+                for drop in drops:
+                    at, loop = self.first_reading(dialect, drop, saved)
+                    self.assertLessEqual(at, clean + timeout + 1, (dialect, saved, drop))
+                    self.assertEqual((loop.sent.count("SKJOIN"), loop.sent.count("SKSCAN")),
+                                     (1, 0 if saved else 1), (dialect, saved, drop))
 
 
 class RejoinCountTests(SynchronousTestCase):

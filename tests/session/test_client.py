@@ -625,3 +625,36 @@ class BusyForGoodTests(SynchronousTestCase):
             self.assertIn("ER10", str(failure.value))
             self.assertIn("SKSREG", loop.sent)  # the send-restricted flag was read
             self.assertLess(loop.sent.count("SKSENDTO"), 25)
+
+
+class LostByteInJoinTests(SynchronousTestCase):
+    """
+    One byte of the module's answer to a serial-only step of the join is
+    lost (a UART overrun): the step is sent again, not the join given up.
+    """
+
+    def test_joinStepSentAgain(self):
+        """
+        A one-shot read whose join loses the answer to one of its serial-only
+        steps succeeds one command timeout later, with that step sent once
+        more after the resync (SKVER) and nothing else sent again.
+        """
+        from collections import Counter
+        timeout = commands.sk_info().timeout
+        for dialect in Dialect:
+            for drop in ("", "SKSETRBID", "SKSETPWD", "SKSREG S2", "SKSREG S3", "SKLL64"):
+                loop = Loop(dialect=dialect, drop_byte=drop)
+                self.addCleanup(loop.stop)
+                client = C.BRouteClient(loop.connect(), CREDS, loop.clock)
+                self.addCleanup(client.close)
+                d = loop.run(defer.Deferred.fromCoroutine(
+                    client.read_values(budget=steps.Budget(loop.clock, 60))))
+                reading = self.successResultOf(d)
+                self.assertEqual(reading.power_w, truth_of(loop, M.POWER).value)
+                if not drop:
+                    clean, clean_sent = loop.clock.seconds(), Counter(loop.sent)
+                    continue
+                self.assertLessEqual(loop.clock.seconds(), clean + timeout + 1, (dialect, drop))
+                self.assertEqual(Counter(loop.sent) - clean_sent,
+                                 Counter({drop.split()[0]: 1, "SKVER": 1}), (dialect, drop))
+                self.assertEqual(loop.sent.count("SKJOIN"), 1)

@@ -162,6 +162,49 @@ class ExpiryHoldTests(SynchronousTestCase):
         self.assertIsNone(state.session_since)
         self.assertIsNone(state.review(500.0))
 
+    def test_repeatedExpiryKeepsFirst(self):
+        """EVENT 29 again during the hold keeps it counting from the first, and says nothing."""
+        state = up_at(10.0)
+        self.assertIn("re-authentication", state.event(EXPIRED, 100.0))
+        self.assertIsNone(state.event(EXPIRED, 130.0))
+        self.assertIsNone(state.event(EXPIRED, 159.0))
+        self.assertEqual(state.expired_at, 100.0)
+        self.assertEqual(state.held, HOLD_EXPIRY)
+        self.assertEqual(state.last_event, EXPIRED)
+
+    def test_repeatedExpiryEndsInTime(self):
+        """review() ends the hold EXPIRY_HOLD_MAX after the first EVENT 29 while 29 keeps coming."""
+        state = up_at(10.0)
+        for now in (100.0, 130.0, 160.0):
+            state.event(EXPIRED, now)
+            self.assertIsNone(state.review(now))
+        message = state.review(100.0 + LinkState.EXPIRY_HOLD_MAX + 1)
+        self.assertEqual(message, "no re-authentication 61 s after EVENT 29 (said 3 times)")
+        self.assertIsNone(state.held)
+        self.assertIs(state.session, Session.DOWN)
+
+    def test_expiryAfterGivingUpIsTheSameEpisode(self):
+        """An EVENT 29 after review() gave up neither holds nor says anything until EVENT 25."""
+        state = up_at(10.0)
+        state.event(EXPIRED, 100.0)
+        state.review(161.0)
+        self.assertIsNone(state.event(EXPIRED, 190.0))
+        self.assertIsNone(state.held)
+        self.assertIs(state.session, Session.DOWN)
+        state.event(JOINED, 200.0)  # the join: the episode is over
+        self.assertIn("re-authentication", state.event(EXPIRED, 300.0))
+        self.assertEqual((state.held, state.expired_at), (HOLD_EXPIRY, 300.0))
+
+    def test_episodeEndsWithSessionOrConnection(self):
+        """After EVENT 24, EVENT 27 or a new connection, EVENT 29 begins a new episode."""
+        for end in (lambda s: s.event(0x24, 110.0), lambda s: s.event(0x27, 110.0),
+                    LinkState.new_connection):
+            state = up_at(10.0)
+            state.event(EXPIRED, 100.0)
+            end(state)
+            self.assertIn("re-authentication", state.event(EXPIRED, 120.0))
+            self.assertEqual((state.held, state.expired_at), (HOLD_EXPIRY, 120.0))
+
     def test_reviewWithoutHold(self):
         """review() with no EVENT 29 pending changes nothing, even long after."""
         state = up_at(10.0)

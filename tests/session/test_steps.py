@@ -12,7 +12,7 @@ from smartmeter_tx.sk import commands
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk.errors import SKCommandError
 from smartmeter_tx.session.steps import Budget, ModuleSteps
-from tests.sktesting import connect, lines
+from tests.sktesting import METER, connect, lines
 
 MODULE_IP = b"FE80:0000:0000:0000:021D:1291:0004:E578"
 EVENT_22 = b"EVENT 22 " + MODULE_IP + b" 0"
@@ -170,6 +170,95 @@ class RunTests(SynchronousTestCase):
         d = defer.ensureDeferred(self.steps.run(command, "asking", Budget(self.clock, 600)))
         self.clock.advance(command.timeout + 1)
         self.failureResultOf(d, StepTimeout)
+
+
+class RetryTests(SynchronousTestCase):
+    """
+    ModuleSteps.run under a budget with retries: an idempotent command the
+    module did not answer is sent again after the queue's resync.
+    """
+
+    def setUp(self):
+        self.sk, self.transport, self.clock, _ = connect()
+        self.steps = ModuleSteps(self.sk, self.clock, dialect=V.Dialect.STANDARD)
+
+    def start(self, command, retries=2):
+        budget = Budget(self.clock, 600).with_retries(retries)
+        return defer.ensureDeferred(self.steps.run(command, "setting the channel", budget))
+
+    def written(self):
+        """The command lines written since the last call."""
+        data = self.transport.value()
+        self.transport.clear()
+        return [line for line in data.split(b"\r\n") if line]
+
+    def test_withRetries(self):
+        """with_retries gives a budget with the same clock and deadline; the first is unchanged."""
+        budget = Budget(self.clock, 30)
+        retrying = budget.with_retries(2)
+        self.assertEqual((retrying.clock, retrying.deadline, retrying.retries),
+                         (self.clock, budget.deadline, 2))
+        self.assertEqual(budget.retries, 0)
+
+    def test_sentAgainAfterResync(self):
+        """An unanswered SKSREG is sent again after the resync (SKVER); its answer is the reply."""
+        command = commands.sk_sreg("S2", "21")
+        d = self.start(command)
+        self.assertEqual(self.written(), [b"SKSREG S2 21"])
+        self.clock.advance(command.timeout)
+        self.assertEqual(self.written(), [b"SKVER"])
+        self.sk.dataReceived(lines(b"EVER 1.2.10", b"OK"))
+        self.assertEqual(self.written(), [b"SKSREG S2 21"])
+        self.sk.dataReceived(lines(b"OK"))
+        self.assertIsNotNone(self.successResultOf(d).ok)
+        self.assertEqual(list(self.steps.steps), ["SKSREG", "SKSREG"])
+
+    def test_retriesBounded(self):
+        """After the retries allowed, an unanswered command is a StepTimeout naming the step."""
+        command = commands.sk_setrbid("00112233445566778899AABBCCDDEEFF")
+        d = self.start(command, retries=1)
+        for _ in range(2):
+            self.clock.advance(command.timeout)
+            self.sk.dataReceived(lines(b"EVER 1.2.10", b"OK"))
+        self.assertEqual(self.failureResultOf(d, StepTimeout).value.step, "setting the channel")
+        self.clock.advance(600)
+        self.assertEqual([line.split()[0] for line in self.written()],
+                         [b"SKSETRBID", b"SKVER", b"SKSETRBID"])
+        self.assertEqual(list(self.steps.steps), ["SKSETRBID", "SKSETRBID"])
+
+    def test_notWhenResyncUnanswered(self):
+        """A module that answers neither the command nor the resync is not tried again."""
+        command = commands.sk_info()
+        d = self.start(command)
+        self.clock.advance(command.timeout)
+        self.assertNoResult(d)
+        self.clock.advance(command.timeout)  # the resync before the retry: no answer
+        self.failureResultOf(d, StepTimeout)
+        self.written()
+        self.clock.advance(600)
+        self.assertEqual(self.written(), [])
+        self.assertEqual(list(self.steps.steps), ["SKINFO", "SKINFO"])
+
+    def test_radioCommandsNotSentAgain(self):
+        """SKJOIN and SKSCAN, which act on the radio, are never sent again."""
+        for command in (commands.sk_join(METER), scan(V.Dialect.STANDARD)):
+            self.setUp()  # a fresh connection for each
+            d = self.start(command)
+            self.assertEqual([line.split()[0] for line in self.written()],
+                             [command.name.encode()])
+            self.clock.advance(command.timeout)
+            self.failureResultOf(d, StepTimeout)
+            self.clock.advance(600)
+            self.assertEqual(self.written(), [])
+            self.assertEqual(list(self.steps.steps), [command.name])
+
+    def test_noRetriesByDefault(self):
+        """Without retries in the budget, an unanswered idempotent command fails at once."""
+        command = commands.sk_sreg("S2", "21")
+        d = self.start(command, retries=0)
+        self.clock.advance(command.timeout)
+        self.failureResultOf(d, StepTimeout)
+        self.assertEqual(self.written(), [b"SKSREG S2 21"])
 
 
 class DialectTests(SynchronousTestCase):
