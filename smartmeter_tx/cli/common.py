@@ -124,7 +124,9 @@ async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=
     from smartmeter_tx.sk.protocol import SKStackProtocol
     from smartmeter_tx.session.steps import Budget
 
-    budget = Budget(reactor, args.timeout)
+    # A serial-only step the module did not answer (a lost byte) is sent again
+    # once, within the run's time, rather than fail the run.
+    budget = Budget(reactor, args.timeout, retries=1)
     proto = SKStackProtocol(clock=reactor)
     redactor = O.redactor_for(rbid, password)
     if args.verbosity >= 3:

@@ -340,7 +340,9 @@ class MeterPoller(service.Service):
         @return: the reading, or C{None} when a join was needed but not made.
         """
         def read() -> defer.Deferred:
-            budget = Budget(self.clock, self.schedule.poll_timeout)
+            # Serial-only steps (dialect, echo, neighbour table) sent again once
+            # when a byte went missing: a poll lost costs a whole interval.
+            budget = Budget(self.clock, self.schedule.poll_timeout, retries=1)
             return budget.bound(client.read_values(energy, budget, may_join=False),
                                 "reading the meter")
         try:

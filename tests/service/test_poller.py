@@ -667,3 +667,28 @@ class StartLogTests(SynchronousTestCase):
         self.assertEqual([t for t in lines() if t.startswith("first reading")][0].split(", ", 1)[1],
                          f"through the session the module still held (no join) on channel "
                          f"{link.channel:02X}")
+
+
+class LostByteInEchoOffTests(SynchronousTestCase):
+    """The answer to SKSREG SFE 0 (echo off) loses a byte at the first poll."""
+
+    def test_echoUnknownAfterAbandonedSfe(self):
+        """
+        The module did turn echo off; the queue no longer trusts that echo is
+        on, so the resync's answer is taken and the first reading comes one
+        command timeout later, not after two more timeouts.
+        """
+        from smartmeter_tx.sk.commands import sk_info
+        timeout = sk_info().timeout
+        times = {}
+        for drop in ("", "SKSREG SFE"):
+            loop = Loop(drop_byte=drop)  # echo on at power-on, as modules are
+            self.addCleanup(loop.stop)
+            readings = []
+            poller = make_poller(loop, on_reading=lambda r, w, got=readings: got.append(w))
+            poller.startService()
+            self.addCleanup(poller.stopService)
+            loop.advance(150)
+            self.assertTrue(readings, drop)
+            times[drop] = readings[0]
+        self.assertLessEqual(times["SKSREG SFE"], times[""] + timeout + 1, times)

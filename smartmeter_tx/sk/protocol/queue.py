@@ -293,9 +293,14 @@ class CommandQueue:
         OK already (SKSCAN or SKJOIN waiting for their EVENT: whatever else
         they print is an EVENT, which never completes another command), its
         late answer may still come and the next command needs a resync.
+
+        An abandoned C{SKSREG SFE} may have switched echo all the same (only
+        its OK went missing): echo is unknown until the next line tells.
         """
         if p.sync is not None or not (p.command.completion.ok and p.reply.ok is not None):
             self._abandoned.add(p.command.name)
+        if p.command.name == "SKSREG" and p.command.args[:1] == ("SFE",):
+            self.echo = None
 
     def _cancel(self, d: defer.Deferred) -> None:
         for p in list(self._queue):
