@@ -1,8 +1,9 @@
 """
-A publisher in its own process, for the Last Will test: it connects to the
-broker on 127.0.0.1:PORT as meter SN-CHILD and runs until it is killed.
+A publisher in its own process, for the Last Will tests: it connects to the
+broker on 127.0.0.1:PORT as meter SN-CHILD (with C{unknown}, before any meter
+is known) and runs until it is killed.
 
-    python tests/outputs/mqtt_child.py PORT
+    python tests/outputs/mqtt_child.py PORT [unknown]
 """
 
 import sys
@@ -17,9 +18,10 @@ from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
 
 
-def main(port: int) -> None:
+def main(port: int, unknown: bool = False) -> None:
     store = LatestStore()
-    store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": "SN-CHILD"}
+    if not unknown:
+        store.identity = {"mac": "001D129012345678", "maker": "000016", "serial": "SN-CHILD"}
     view = ServiceView(store, LinkState(), reactor)
     config = MqttConfig.from_options(f"mqtt://127.0.0.1:{port}", None, discovery_prefix=None)
     publisher = MqttPublisher(config, view, reactor)
@@ -29,4 +31,4 @@ def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), sys.argv[2:] == ["unknown"])

@@ -230,29 +230,50 @@ class DiscoveryTests(BrokerTestCase):
     def test_holdUntilIdentity(self):
         """
         No topic under a temporary id: a record waits until the meter is known,
-        then reaches the broker under the meter's MAC.  (That nothing is sent
-        before is the policy's, tested on a clock in test_mqtt_policy.)
+        then reaches the broker under the meter's MAC; before, only the
+        service's own topics are published.  (What is sent when is the
+        policy's, tested on a clock in test_mqtt_policy.)
         """
+        mac = "001D12901234ABCD"
         poller = meter_view()
         poller.store.identity = None
         sub = self.subscriber(["#"])
         p = self.publisher(poller)
         p.recordReceived({"power_w": 1}, 1.0)
         self.assertEqual((p.connected, p.backlog), (False, 1))
-        poller.store.identity = {"mac": "001D12901234ABCD", "maker": None, "serial": None}
-        yield wait_for(lambda: sub.got("smartmeter/001D12901234ABCD/state"), "the held state")
+        # The service's two messages acknowledged; the record still waits for the meter.
+        yield wait_for(lambda: sub.got("smartmeter/link") and p.backlog == 1,
+                       "the service's link state")
+        poller.store.identity = {"mac": mac, "maker": None, "serial": None}
+        yield wait_for(lambda: sub.got(f"smartmeter/{mac}/state"), "the held state")
         yield wait_for(lambda: p.backlog == 0, "the broker's acknowledgements")
+        for topic, payload, _ in sub.got():
+            if topic.startswith("homeassistant/"):
+                self.assertEqual(json.loads(payload)["device"]["identifiers"],
+                                 [f"smartmeter_tx_{mac}"])
+            else:
+                self.assertIn(topic, ("smartmeter/availability", "smartmeter/link",
+                                      f"smartmeter/{mac}/availability", f"smartmeter/{mac}/state",
+                                      f"smartmeter/{mac}/link"))
 
 
 class LastWillTests(BrokerTestCase):
 
-    @defer.inlineCallbacks
     def test_offlineAfterKill(self):
-        topic = "smartmeter/SN-CHILD/availability"
+        """A publisher killed says offline on its meter's availability (its Last Will)."""
+        return self.killed("smartmeter/SN-CHILD/availability")
+
+    def test_offlineAfterKillBeforeTheMeter(self):
+        """Killed before the meter is known, it says offline on the service's availability."""
+        return self.killed("smartmeter/availability", "unknown")
+
+    @defer.inlineCallbacks
+    def killed(self, topic, *args):
+        """Run L{mqtt_child} with C{args}, see it online on C{topic}, kill it, see its will."""
         sub = self.subscriber([topic])
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         child = subprocess.Popen([sys.executable, os.path.join(HERE, "mqtt_child.py"),
-                                  str(self.broker.port)], env=env,
+                                  str(self.broker.port), *args], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(lambda: child.poll() is None and (child.kill(), child.wait()))
         yield wait_for(lambda: [m for _, m, _ in sub.got(topic) if m == b"online"],
@@ -329,3 +350,66 @@ class PasswordTests(BrokerTestCase):
         text = "\n".join(formatEvent(e) + repr(e) for e in events)
         self.assertIn(f"mqtt://meter@127.0.0.1:{self.broker.port}", text)
         self.assertNotIn(PASSWORD, text)
+
+    @defer.inlineCallbacks
+    def test_wrongPasswordBeforeTheMeter(self):
+        """
+        A wrong password ends the start though no meter is known yet:
+        on_fatal is called once, with one line that holds no password.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        fatal = []
+        view = meter_view()
+        view.store.identity = None
+        wrong = self.publisher(view, url=self.url(), password=PASSWORD + "-wrong",
+                               on_fatal=fatal.append)
+        yield wait_for(lambda: fatal, "the refusal of the wrong password")
+        # A publisher with the right password, a whole connection later: still one verdict.
+        right = self.publisher(url=self.url(), password=PASSWORD)
+        yield wait_for(lambda: right.connected and right.backlog == 0, "the right password's")
+        self.assertEqual(fatal, [f"--mqtt {self.url()}: the broker does not authorise us (the "
+                                 "user in --mqtt; --mqtt-password-file or "
+                                 "SMARTMETER_MQTT_PASSWORD; the broker's ACL)"])
+        self.assertNotIn("\n", fatal[0])
+        self.assertEqual((wrong.connected, wrong.connection.retry_time), (False, None))
+        self.assertNotIn(PASSWORD, "\n".join(formatEvent(e) + repr(e) for e in events))
+
+    @defer.inlineCallbacks
+    def test_availabilityBeforeAReading(self):
+        """
+        With the right password and the module unplugged, the broker has the
+        service's availability and link state (no_module) before any reading;
+        once the meter is known they are cleared and the meter's own stand.
+        """
+        sub = self.subscriber(["#"], username="meter", password=PASSWORD)
+        view = meter_view()
+        view.store.identity = None
+        view.state.port_lost()
+        p = self.publisher(view, url=self.url(), password=PASSWORD)
+        yield wait_for(lambda: sub.got("smartmeter/availability") and sub.got("smartmeter/link"),
+                       "the service's availability and link")
+        self.assertEqual(sub.got("smartmeter/availability")[0][1:], (b"online", False))
+        self.assertEqual(json.loads(sub.got("smartmeter/link")[0][1])["session"], "no_module")
+        self.assertEqual({t for t, _, _ in sub.got()}, {"smartmeter/availability",
+                                                         "smartmeter/link"})
+        view.store.identity = meter_view().store.identity
+        yield wait_for(lambda: sub.got(f"smartmeter/{SERIAL}/link"), "the meter's link")
+        self.assertEqual([m for _, m, _ in sub.got("smartmeter/availability")], [b"online", b""])
+        self.assertEqual(sub.got("smartmeter/link")[-1][1], b"")
+        self.assertEqual([m for _, m, _ in sub.got(f"smartmeter/{SERIAL}/availability")],
+                         [b"online"])
+        self.assertEqual(p.reconnects, 0)
+        # mosquitto sends the retained messages of one SUBSCRIBE filter by filter, in order:
+        # once the meter's availability is in, the service's would have come before it.
+        late = self.subscriber(["smartmeter/availability", "smartmeter/link",
+                                f"smartmeter/{SERIAL}/availability"],
+                               username="meter", password=PASSWORD)
+        yield wait_for(lambda: late.got(f"smartmeter/{SERIAL}/availability"),
+                       "the meter's retained availability")
+        self.assertEqual(late.got("smartmeter/availability") + late.got("smartmeter/link"), [])
+
+    def url(self):
+        """The broker's URL with the user the password file knows."""
+        return f"mqtt://meter@127.0.0.1:{self.broker.port}"

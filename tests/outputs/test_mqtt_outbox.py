@@ -77,3 +77,13 @@ class OutboxTests(SynchronousTestCase):
         self.assertEqual(box.take_ready(), [("state", b"s1")])
         self.assertTrue(box.holds("state"))
         self.assertFalse(box.holds("energy"))
+
+    def test_takeOnly(self):
+        """Keys the filter leaves out wait, in their order, until they are taken."""
+        box = Outbox(10)
+        box.put("state", b"s0")
+        box.put("a/availability", b"online")
+        box.put("state", b"s1")
+        self.assertEqual(box.take_ready(lambda key: "/" in key), [("a/availability", b"online")])
+        self.assertEqual((box.waiting, box.in_flight), (2, 1))
+        self.assertEqual(box.take_ready(), [("state", b"s0")])

@@ -16,12 +16,20 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.outputs.mqtt.config import MqttConfig
+from smartmeter_tx.outputs.mqtt.connection import BrokerConnection
 from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
 from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.session.linkstate import LinkState
 
 IDENTITY = {"mac": "001D129012345678", "maker": "000016", "maker_name": "Toshiba", "serial": "SN-1"}
+
+
+class HighRandom(random.Random):
+    """A random source whose C{random()} is always its largest value: the longest jitter."""
+
+    def random(self):
+        return 1.0 - 2.0 ** -53
 
 
 class Reason:
@@ -134,9 +142,9 @@ class PolicyTestCase(SynchronousTestCase):
         self.view = ServiceView(self.store, LinkState(), self.clock)
         self.fatal = []
 
-    def publisher(self, **options):
+    def publisher(self, rng=None, **options):
         config = MqttConfig.from_options("mqtt://broker.lan", None, **options)
-        p = MqttPublisher(config, self.view, self.clock, rng=random.Random(3),
+        p = MqttPublisher(config, self.view, self.clock, rng=rng or random.Random(3),
                           wall_clock=self.clock.seconds, driver_factory=FakeDriver,
                           on_fatal=self.fatal.append)
         p.startService()
@@ -165,15 +173,89 @@ class PolicyTestCase(SynchronousTestCase):
 
 
 class ConnectTests(PolicyTestCase):
-    def test_waitsForTheMeter(self):
-        """No connection before the meter's id is known: the Last Will names it."""
+    def test_connectsAtStart(self):
+        """The publisher connects at start, the meter's id unknown, its Last Will the service's."""
         self.store.identity = None
         p, driver = self.publisher()
-        self.clock.advance(5)
-        self.assertEqual(driver.connects, [])
+        self.assertEqual([will for will, _ in driver.connects], ["smartmeter/availability"])
+
+    def test_serviceTopicsBeforeTheMeter(self):
+        """
+        Before the meter is known the broker gets the service's availability
+        and link state (an unplugged module: no_module), on change too, and
+        nothing under a meter's id or for Home Assistant; a reading waits.
+        """
+        self.store.identity = None
+        self.view.state.port_lost()
+        p, driver = self.publisher()
+        p.recordReceived({"power_w": 7}, 1000.0)
+        self.up(p, driver)
+        self.assertEqual(driver.topics(), ["smartmeter/availability", "smartmeter/link"])
+        self.assertEqual(driver.published[0][1:], (b"online", True))
+        self.assertEqual(json.loads(driver.published[1][1])["session"], "no_module")
+        self.assertEqual(driver.subscribed, [])
+        self.assertEqual(p.backlog, 1)
+        self.view.state.new_connection()
+        self.clock.advance(1)
+        self.assertEqual(driver.topics()[2:], ["smartmeter/link"])
+        self.assertEqual(json.loads(driver.published[2][1])["session"], "unknown")
+
+    def test_meterFound(self):
+        """
+        Once the meter is known the service's topics are cleared, and the
+        connection is made again at once, without a warning, with the Last
+        Will and everything under the meter's id.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.store.identity = None
+        p, driver = self.publisher()
+        self.up(p, driver)
+        p.recordReceived({"power_w": 7}, 1000.0)
+        driver.published.clear()
         self.store.identity = dict(IDENTITY)
         self.clock.advance(1)
-        self.assertEqual([will for will, _ in driver.connects], ["smartmeter/SN-1/availability"])
+        self.assertEqual(driver.published, [("smartmeter/availability", b"", True),
+                                            ("smartmeter/link", b"", True)])
+        self.assertEqual(driver.disconnects, 0)  # not before the broker has them
+        driver.ack()
+        self.clock.advance(1)
+        self.assertEqual((driver.disconnects, len(driver.published)), (1, 2))
+        driver.lose()
+        self.clock.advance(0)
+        self.assertEqual(driver.connects[-1][0], "smartmeter/SN-1/availability")
+        driver.sent()
+        driver.connack()
+        topics = driver.topics()[2:]
+        self.assertEqual(topics[0], "smartmeter/SN-1/availability")
+        self.assertEqual(sum(t.startswith("homeassistant/") for t in topics), 14)
+        self.assertEqual(driver.powers(), [7])
+        self.assertFalse(any(t.startswith("smartmeter/") and t.count("/") == 1 for t in topics))
+        self.assertEqual(p.reconnects, 0)
+        warned = [formatEvent(e) for e in events if e.get("log_level") is not None
+                  and e["log_level"].name in ("warn", "error", "critical")]
+        self.assertEqual(warned, [])
+
+    def test_meterFoundWhileAway(self):
+        """
+        A meter found while the broker is away: the next connection is made
+        under its id, and clears the service's topics there.
+        """
+        self.store.identity = None
+        p, driver = self.publisher()
+        self.up(p, driver)
+        driver.lose()
+        self.store.identity = dict(IDENTITY)
+        self.retry(p)
+        self.assertEqual(driver.connects[-1][0], "smartmeter/SN-1/availability")
+        driver.published.clear()
+        driver.sent()
+        driver.connack()
+        driver.ack()
+        published = [(t, m) for t, m, _ in driver.published if t.count("/") == 1]
+        self.assertEqual(published, [("smartmeter/availability", b""), ("smartmeter/link", b"")])
+        self.assertEqual(driver.disconnects, 0)
 
     def test_onConnack(self):
         """On CONNACK: online, HA's status subscribed, 14 discovery configs, then the link."""
@@ -208,6 +290,19 @@ class ConnectTests(PolicyTestCase):
 
 class FatalTests(PolicyTestCase):
     """What no retry can cure ends the start; only before the first success."""
+
+    def test_badCredentialsBeforeTheMeter(self):
+        """Refused credentials end the start at once, though the meter is not known yet."""
+        self.store.identity = None
+        p, driver = self.publisher()
+        self.clock.advance(1)
+        self.assertEqual(len(driver.connects), 1)
+        driver.sent()
+        driver.connack(failure=True, value=134)
+        driver.lose()
+        self.assertEqual(len(self.fatal), 1)
+        self.assertIn("the broker refuses the user name or password", self.fatal[0])
+        self.assertIsNone(p.connection.retry_time)
 
     def test_badCredentials(self):
         """Refused user name or password (CONNACK 4) at start: one line naming --mqtt, no retry."""
@@ -292,6 +387,19 @@ class ReconnectTests(PolicyTestCase):
         for n, delay in enumerate(delays):
             base = min(p.connection.BACKOFF_CAP, p.connection.BACKOFF_BASE * 2 ** n)
             self.assertTrue(0.5 * base <= delay < 1.5 * base, (n, delay))
+
+    def test_backoffUnderAMinute(self):
+        """However many tries fail, the next comes within 60 s, the longest jitter included."""
+        p, driver = self.publisher(rng=HighRandom())
+        delays = []
+        self.clock.advance(1)
+        for n in range(12):
+            driver.refused(ConnectionRefusedError(111, "Connection refused"))
+            delays.append(p.connection.retry_time - self.clock.seconds())
+            self.retry(p)
+        self.assertLessEqual(max(delays), 60.0)
+        self.assertGreater(delays[-1], 59.0)  # the cap is reached, and it is a minute
+        self.assertLessEqual(BrokerConnection.BACKOFF_CAP * 1.5, 60.0)
 
     def test_backoffResetOnConnack(self):
         """After a successful connection the next loss is retried after the base delay again."""
@@ -471,6 +579,35 @@ class StopTests(PolicyTestCase):
         d = p.stopService()
         self.clock.advance(p.connection.STOP_TIMEOUT)
         self.successResultOf(d)
+
+    def test_goodbyeBeforeTheMeter(self):
+        """Stopping before the meter is known says offline on the service's availability."""
+        self.store.identity = None
+        p, driver = self.publisher()
+        self.up(p, driver)
+        driver.published.clear()
+        p.stopService()
+        self.assertEqual(driver.published, [("smartmeter/availability", b"offline", True)])
+        self.assertEqual(driver.disconnects, 1)
+
+    def test_stopWhileBindingTheMeter(self):
+        """Stopping while the connection is made again for the meter found says nothing more."""
+        self.store.identity = None
+        p, driver = self.publisher()
+        self.up(p, driver)
+        self.store.identity = dict(IDENTITY)
+        self.clock.advance(1)
+        driver.ack()
+        self.clock.advance(1)
+        self.assertEqual(driver.disconnects, 1)
+        driver.published.clear()
+        d = p.stopService()
+        self.assertEqual(driver.published, [])
+        driver.lose()
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(len(driver.connects), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_neverConnected(self):
         """Stopping without a connection returns at once and leaves no timer."""

@@ -16,7 +16,16 @@ Every state is retained and published with QoS 1; C{time} is the epoch
 seconds at which the service took the reading (C{meter_time} is the meter's
 own clock, ISO 8601 with +09:00).  A value the meter did not give is C{null}.
 
-Four modules: L{config} (the options, checked), L{payloads} (pure: topics'
-id, states, link, discovery), L{driver} (paho-mqtt on the reactor) and
-L{publisher} (the policy: queue, reconnect backoff, Last Will, republishing).
+Until the meter's id is known (the module unplugged, the meter not yet
+found) the service connects all the same and says where it stands on its own
+topics, cleared (an empty retained message) once the meter is known::
+
+    PREFIX/availability     online | offline (retained; the Last Will says offline)
+    PREFIX/link             as PREFIX/ID/link
+
+The modules: L{config} (the options, checked), L{payloads} (pure: topics'
+id, states, link, discovery), L{outbox} (pure: the ordered queue),
+L{faults} (pure: which failures are the configuration's), L{driver}
+(paho-mqtt on the reactor), L{connection} (connecting, reconnect backoff,
+the sender) and L{publisher} (the policy: which id, Last Will, republishing).
 """

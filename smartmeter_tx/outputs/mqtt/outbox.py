@@ -22,7 +22,7 @@ Pure: no Twisted, no I/O.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 __all__ = ["Outbox"]
 
@@ -92,13 +92,16 @@ class Outbox:
         self._count -= 1
         self._bounded -= item[2]
 
-    def take_ready(self) -> List[Tuple[str, bytes]]:
+    def take_ready(self, only: Optional[Callable[[str], bool]] = None) -> List[Tuple[str, bytes]]:
         """
         The messages that may be handed to the connection now (the oldest of
         each topic without one in flight), oldest first, marked in flight.
+
+        @param only: when given, take only the keys for which it is true;
+            the others wait, in their order.
         """
         heads = sorted((queue[0][0], key) for key, queue in self._waiting.items()
-                       if queue and key not in self._in_flight)
+                       if queue and key not in self._in_flight and (only is None or only(key)))
         ready = []
         for _, key in heads:
             item = self._waiting[key].popleft()

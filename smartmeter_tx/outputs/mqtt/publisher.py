@@ -1,16 +1,29 @@
 """
-The publisher's policy: the Last Will under the meter's id, what is sent on
-connect and on Home Assistant's birth message, the link state on change or
-once a minute.  When to connect and reconnect, and which failures end the
+The publisher's policy: which id the topics and the Last Will go under, what
+is sent on connect and on Home Assistant's birth message, the link state on
+change or once a minute.  When to reconnect, and which failures end the
 start, is L{smartmeter_tx.outputs.mqtt.connection}'s.
 
-Every message goes through the L{Outbox}: in the order it was made, at most
-one per topic unacknowledged, so a broker that stalls or comes back never
-receives an older state after a newer one; up to C{queue_limit} messages
-wait while the broker is away, past that the oldest are dropped, counted and
-said (once when drops begin, once when the outbox has caught up).  The
-broker connection itself is L{smartmeter_tx.outputs.mqtt.driver}'s; the
-payloads are L{smartmeter_tx.outputs.mqtt.payloads}'.
+The publisher connects when the service starts, not when the meter is known:
+a broker that refuses the credentials ends the start at once, and whoever
+watches the broker sees the service, and a missing module or meter, before
+any reading.  Until the meter's id is known (an unplugged dongle, a meter not
+yet found) the connection's Last Will and the link state go to the service's
+own topics, C{PREFIX/availability} and C{PREFIX/link}; nothing goes under a
+meter's id, and no Home Assistant entity is announced, since an entity under
+a temporary id would be left behind once the real one is known.  When the
+meter is known the service's topics are cleared (what they said held only
+without a meter) and the connection is made again with the Last Will under
+the meter's id, where everything goes from then on.
+
+Every message goes through the L{Outbox} and its L{Sender}: in the order it
+was made, at most one per topic unacknowledged, so a broker that stalls or
+comes back never receives an older state after a newer one; up to
+C{queue_limit} messages wait while the broker is away, past that the oldest
+are dropped, counted and said (once when drops begin, once when the outbox
+has caught up).  The broker connection itself is
+L{smartmeter_tx.outputs.mqtt.driver}'s; the payloads are
+L{smartmeter_tx.outputs.mqtt.payloads}'.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from zope.interface import implementer
 import smartmeter_tx
 from smartmeter_tx.outputs.mqtt import payloads
 from smartmeter_tx.outputs.mqtt.config import MqttConfig
-from smartmeter_tx.outputs.mqtt.connection import BrokerConnection
+from smartmeter_tx.outputs.mqtt.connection import BrokerConnection, Sender
 from smartmeter_tx.outputs.mqtt.driver import PahoDriver
 from smartmeter_tx.outputs.mqtt.outbox import Outbox
 from smartmeter_tx.service.interfaces import Figure, IMetricsSource, IRecordReceiver
@@ -72,11 +85,11 @@ class MqttPublisher(service.Service):
         self.outbox = Outbox(config.queue_limit)
         #: suffix ("state", "energy", "fixed") -> the newest payload, republished on reconnect.
         self._last: dict = {}
-        #: message id (paho's) -> the outbox key of the message in flight.
-        self._mids: dict = {}
-        self._dropping = 0
-        self._birth_call = None
+        self.birth = BirthWatch(config.discovery_prefix, reactor, self.rng,
+                                self.BIRTH_DELAY_MAX, self._birth)
+        #: The meter id the connection's topics go under; C{None}: the service's own.
         self._will_id: Optional[str] = None
+        self._service_cleared = False
         self._link_sent: Optional[dict] = None
         self._misc = task.LoopingCall(self._tick)
         self._misc.clock = reactor
@@ -85,9 +98,11 @@ class MqttPublisher(service.Service):
         self.connection = BrokerConnection(
             config, reactor, self.rng, driver_factory,
             f"smartmeter_tx-{self.rng.getrandbits(48):012x}", will=self._will,
-            on_up=self._on_up, on_down=self._on_down, on_message=self._on_message,
-            on_publish=self._on_publish, on_fatal=self._fatal)
+            on_up=self._on_up, on_down=lambda: self.sender.down(), on_message=self.birth.message,
+            on_publish=lambda mid: self.sender.acknowledged(mid), on_fatal=self._fatal)
         self.driver = self.connection.driver
+        self.sender = Sender(self.outbox, self.connection, self._topic_of,
+                             config.display_url)
 
     # -- what the service calls ---------------------------------------------------
 
@@ -129,7 +144,8 @@ class MqttPublisher(service.Service):
         for suffix, payload in payloads.state_payloads(record, when):
             data = payloads.dumps(payload)
             self._last[suffix] = data
-            self._put(suffix, data)
+            self.sender.queue(suffix, data)
+        self.sender.pump()
 
     def metrics(self) -> list:
         """
@@ -152,12 +168,16 @@ class MqttPublisher(service.Service):
     def startService(self) -> None:
         super().startService()
         self.connection.resume()
+        # At once, not once the meter is known: refused credentials end the start now, and
+        # the service's availability and link say what holds the meter up.
+        self.connection.connect()
         self._misc.start(1.0, now=True).addErrback(self._loop_failed, "loop")
         self._link_loop.start(self.LINK_INTERVAL, now=False).addErrback(self._loop_failed, "link")
 
     def stopService(self):
         """
-        Say C{offline} under the meter's id and disconnect.
+        Say C{offline} on the Last Will's topic (the meter's, or the
+        service's while no meter is known) and disconnect.
 
         @return: a Deferred that fires when the broker saw the goodbye, or
             after L{BrokerConnection.STOP_TIMEOUT}; C{None} when no
@@ -171,9 +191,7 @@ class MqttPublisher(service.Service):
         for loop in (self._misc, self._link_loop):
             if loop.running:
                 loop.stop()
-        if self._birth_call is not None and self._birth_call.active():
-            self._birth_call.cancel()
-        self._birth_call = None
+        self.birth.cancel()
 
     def _fatal(self, message: str) -> None:
         self._halt()
@@ -190,44 +208,75 @@ class MqttPublisher(service.Service):
     def _meter_id(self) -> Optional[str]:
         return payloads.meter_id(self.view.store.identity)
 
-    def _topic(self, mid: str, suffix: str) -> str:
+    def _topic(self, mid: Optional[str], suffix: str) -> str:
+        """The topic of C{suffix} under meter C{mid}, or the service's own (C{mid} C{None})."""
+        if mid is None:
+            return f"{self.config.topic_prefix}/{suffix}"
         return f"{self.config.topic_prefix}/{mid}/{suffix}"
 
-    def _will(self) -> Optional[str]:
-        """The Last Will's topic for the meter now, noted as the one published under."""
-        mid = self._meter_id()
-        if mid is None:
-            return None
-        self._will_id = mid
-        return self._topic(mid, "availability")
+    def _will(self) -> str:
+        """
+        The Last Will's topic for a connection made now: the meter's
+        availability, or the service's while no meter is known; the id is
+        noted as the one the connection's topics go under.
+        """
+        self._will_id = self._meter_id()
+        return self._topic(self._will_id, "availability")
 
     def _tick(self) -> None:
         self.driver.tick()
         mid = self._meter_id()
-        if mid is None:
-            return
-        if self._will_id is None:
-            self.connection.connect()
-        elif mid != self._will_id and self.connected:
-            # Another meter: say goodbye under the old id, and come back with a new will.
-            self.log.info("MQTT: the meter is now {mid}; reconnecting", mid=mid)
-            self.connection.goodbye()
+        if mid is not None and mid != self._will_id and self.connected:
+            self._rebind(mid)
         if self.connected:
             self._publish_link(False)
 
+    def _rebind(self, mid: str) -> None:
+        """Make the connection again with the Last Will under C{mid}, known now or another."""
+        if self.connection.rebinding:
+            return
+        if self._will_id is not None:
+            # Another meter: say goodbye under the old id, and come back with a new will.
+            self.log.info("MQTT: the meter is now {mid}; reconnecting", mid=mid)
+            self.connection.rebind(farewell=True)
+            return
+        # The meter is found: the service's topics are cleared first, on this connection,
+        # then it is made again with the meter's will (no offline: the service goes on).
+        self._clear_service_topics()
+        self.sender.pump()
+        if not any(self.outbox.holds(self._topic(None, s)) for s in ("availability", "link")):
+            self.log.info("MQTT: the meter is {mid}; reconnecting with its Last Will", mid=mid)
+            self.connection.rebind(farewell=False)
+
+    def _clear_service_topics(self) -> None:
+        """
+        Once: queue an empty retained message (the broker forgets the
+        retained one) on each of the service's topics, which hold only while
+        no meter is known; also an earlier run's, when this one first
+        connects with the meter known.
+        """
+        if self._service_cleared:
+            return
+        self._service_cleared = True
+        for suffix in ("availability", "link"):
+            self.sender.queue(self._topic(None, suffix), b"", latest_only=True)
+
     def _on_up(self) -> None:
+        self.sender.up()
+        if self._will_id is None:
+            self.log.info("MQTT: connected to {url}; the meter is not known yet",
+                          url=self.config.display_url)
+            self.sender.queue(self._topic(None, "availability"), b"online", latest_only=True,
+                              urgent=True)
+            self._publish_link(True)
+            return
         self.log.info("MQTT: connected to {url} as meter {mid}", url=self.config.display_url,
                       mid=self._will_id)
-        self._mids.clear()
-        self._queue("availability", b"online", latest_only=True, urgent=True)
-        if self.config.discovery_prefix is not None:
-            self.driver.subscribe(f"{self.config.discovery_prefix}/status")
+        self.sender.queue("availability", b"online", latest_only=True, urgent=True)
+        self._clear_service_topics()
+        if self.birth.topic is not None:
+            self.driver.subscribe(self.birth.topic)
         self._announce()
-
-    def _on_down(self) -> None:
-        # What was in flight may not have arrived: it goes back to the front of its topic.
-        self._mids.clear()
-        self._count_drops(self.outbox.requeue())
 
     def _announce(self) -> None:
         """
@@ -237,71 +286,31 @@ class MqttPublisher(service.Service):
         assert self._will_id is not None  # connected: the connection took our will first
         if self.config.discovery_prefix is not None:
             for topic, payload in self.discovery(self._will_id).items():
-                self._queue(topic, payloads.dumps(payload), latest_only=True, urgent=True)
+                self.sender.queue(topic, payloads.dumps(payload), latest_only=True, urgent=True)
         for suffix, payload in self._last.items():
             if not self.outbox.holds(suffix):
-                self._queue(suffix, payload)
+                self.sender.queue(suffix, payload)
         self._publish_link(True)
-        self._pump()
-
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        prefix = self.config.discovery_prefix
-        if prefix is None or topic != f"{prefix}/status":
-            return
-        if payload.strip().lower() != b"online":
-            return
-        if self._birth_call is not None and self._birth_call.active():
-            return
-        # Many devices answer HA's birth at once: a random delay spreads them.
-        delay = self.rng.uniform(0, self.BIRTH_DELAY_MAX)
-        self._birth_call = self.reactor.callLater(delay, self._birth)
+        self.sender.pump()
 
     def _birth(self) -> None:
-        self._birth_call = None
-        if self.connected:
+        """Home Assistant has started: it hears the discovery and states again."""
+        if self.connected and self._will_id is not None:
             self._announce()
 
     # -- publishing -------------------------------------------------------------------
 
-    def _queue(self, key: str, payload: bytes, latest_only: bool = False,
-               urgent: bool = False) -> None:
+    def _topic_of(self, key: str) -> Optional[str]:
         """
-        Queue a message in the outbox (see L{Outbox.put}).
-
-        @param key: a topic under the meter's id (C{"state"}), resolved when
-            sent, or a whole topic (it holds a C{/}).
+        The topic of an outbox key now: a whole topic (it holds a C{/}) as
+        it is, a suffix (C{"state"}) under the meter's id; C{None} while the
+        connection is not under one (the meter's states wait for it).
         """
-        self._count_drops(self.outbox.put(key, payload, latest_only, urgent))
-
-    def _put(self, key: str, payload: bytes, latest_only: bool = False) -> None:
-        """Queue a message, then hand the connection what may go now."""
-        self._queue(key, payload, latest_only)
-        self._pump()
-
-    def _pump(self) -> None:
-        if not self.connected:
-            return
-        assert self._will_id is not None  # connected: the connection took our will first
-        for key, payload in self.outbox.take_ready():
-            topic = key if "/" in key else self._topic(self._will_id, key)
-            self._mids[self.driver.publish(topic, payload, True)] = key
-
-    def _on_publish(self, mid: int) -> None:
-        key = self._mids.pop(mid, None)
-        if key is None:
-            return
-        self.outbox.acknowledged(key)
-        self._pump()
-        if self._dropping and not self.outbox:
-            self.log.warn("MQTT: caught up with {url}; {n} messages had been dropped",
-                          url=self.config.display_url, n=self._dropping)
-            self._dropping = 0
-
-    def _count_drops(self, dropped: int) -> None:
-        if dropped and not self._dropping:
-            self.log.warn("MQTT: {limit} messages wait for {url}; dropping the oldest",
-                          limit=self.outbox.limit, url=self.config.display_url)
-        self._dropping += dropped
+        if "/" in key:
+            return key
+        if self._will_id is None:
+            return None
+        return self._topic(self._will_id, key)
 
     def link_payload(self) -> dict:
         """The link's health as the C{link} topic carries it."""
@@ -310,15 +319,20 @@ class MqttPublisher(service.Service):
                                      store.stats.polls_failed)
 
     def _publish_link(self, always: bool) -> None:
+        """The link state, under the meter's id or on the service's C{link} topic."""
         if not self.connected:
             return
+        if self._will_id is None and self._service_cleared:
+            return  # the service's topics are being left for the meter's (see _rebind)
         payload = self.link_payload()
         changed = {k: v for k, v in payload.items() if k != "reading_age_s"}
         if not always and changed == self._link_sent:
             return
         self._link_sent = changed
         payload["time"] = round(self.wall_clock(), 3)
-        self._put("link", payloads.dumps(payload), latest_only=True)
+        key = "link" if self._will_id is not None else self._topic(None, "link")
+        self.sender.queue(key, payloads.dumps(payload), latest_only=True)
+        self.sender.pump()
 
     def discovery(self, mid: str) -> dict:
         """
@@ -329,3 +343,44 @@ class MqttPublisher(service.Service):
         return payloads.discovery_configs(
             prefix, self.config.topic_prefix, mid,
             self.view.store.identity, self.view.interval, smartmeter_tx.__version__)
+
+
+class BirthWatch:
+    """
+    Home Assistant's birth message (C{online} on C{PREFIX/status}, sent when
+    HA starts): the publisher announces again after a random delay, once per
+    burst of births.
+
+    @ivar topic: the birth message's topic, or C{None} without discovery.
+    """
+
+    def __init__(self, discovery_prefix: Optional[str], reactor, rng: random.Random,
+                 delay_max: float, on_birth: Callable[[], None]) -> None:
+        """
+        @param delay_max: the longest random delay before C{on_birth}.
+        """
+        self.topic = None if discovery_prefix is None else f"{discovery_prefix}/status"
+        self.reactor = reactor
+        self.rng = rng
+        self.delay_max = delay_max
+        self.on_birth = on_birth
+        self._call = None
+
+    def message(self, topic: str, payload: bytes) -> None:
+        """Take a message of a subscribed topic; only HA's C{online} counts."""
+        if self.topic is None or topic != self.topic or payload.strip().lower() != b"online":
+            return
+        if self._call is not None and self._call.active():
+            return
+        # Many devices answer HA's birth at once: a random delay spreads them.
+        self._call = self.reactor.callLater(self.rng.uniform(0, self.delay_max), self._fire)
+
+    def _fire(self) -> None:
+        self._call = None
+        self.on_birth()
+
+    def cancel(self) -> None:
+        """No announcement is due any more (the publisher stops)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
