@@ -139,6 +139,13 @@ class FakeHomeAssistant:
         self.imports: list = []
         self.protocols: list = []
         self.refuse = False  # close every new connection at once (HA "down")
+        #: After auth_ok, answer no command and no ping (HA hung, or SIGSTOPped).
+        self.stall = False
+        #: After auth_ok, answer every command with this text instead (a
+        #: proxy's error page), or with each result's C{result} replaced by
+        #: C{shape} (an answer of a shape HA never sends).
+        self.page: "str | None" = None
+        self.shape: object = None
         #: Seconds before an accepted import is written (HA's recorder
         #: queues it: the answer comes first); C{None}: never written.
         self.recorder_lag: "float | None" = 0.0
@@ -275,7 +282,19 @@ class _Server(WebSocketServerProtocol):
                                  "message": "Identifier values have to increase."}})
             return
         self.last_id = ident
-        self.send(self.answer(ident, msg))
+        if ha.stall:
+            return
+        if ha.page is not None:
+            self.sendMessage(ha.page.encode(), isBinary=False)
+            return
+        answer = self.answer(ident, msg)
+        if ha.shape is not None and answer.get("success"):
+            answer["result"] = ha.shape
+        self.send(answer)
+
+    def onPing(self, payload):
+        if not self.factory.ha.stall:
+            super().onPing(payload)
 
     def answer(self, ident: int, msg: dict) -> dict:
         ha = self.factory.ha

@@ -86,6 +86,47 @@ class HandshakeTests(_HaBase, TestCase):
             self.assertRaises(W.ConfigError, W.websocket_url, bad)
 
 
+class StallTests(_HaBase, TestCase):
+    """An HA that takes the token and then stops answering, or answers garbage."""
+
+    @coroutine
+    async def test_commandDeadline(self):
+        """A command HA never answers fails with HaUnreachable at its deadline; the session ends."""
+        self.patch(W.HaSession, "COMMAND_WITHIN", 0.3)
+        session = await self.session()
+        self.ha.stall = True
+        with self.assertRaises(W.HaUnreachable) as cm:
+            await session.call("recorder/list_statistic_ids")
+        self.assertEqual(str(cm.exception), "Home Assistant did not answer "
+                                            "recorder/list_statistic_ids within 0.3 s")
+        await session.lost
+        self.assertTrue(session.closed)
+
+    @coroutine
+    async def test_notJson(self):
+        """An answer that is not JSON (a proxy's page) ends the session."""
+        session = await self.session()
+        self.ha.page = "<html><body>502 Bad Gateway</body></html>"
+        with self.assertRaises(W.HaUnreachable) as cm:
+            await session.call("recorder/list_statistic_ids")
+        self.assertIn("not a JSON object (is a proxy answering in its place?)",
+                      str(cm.exception))
+        await session.lost
+
+    @coroutine
+    async def test_pingsBetweenCommands(self):
+        """An idle session whose HA stops answering pings ends by itself."""
+        # autobahn's timers come in 0.2 s buckets: a second each is exact enough.
+        self.patch(W.HaSession, "PING_EVERY", 1.0)
+        self.patch(W.HaSession, "PING_WITHIN", 1.0)
+        session = await self.session()
+        self.ha.stall = True
+        await session.lost
+        self.assertTrue(session.closed)
+        with self.assertRaises(W.HaUnreachable):
+            await session.call("recorder/list_statistic_ids")
+
+
 class FakeIsStrictTests(_HaBase, TestCase):
     """The fake refuses what HA 2024.x refuses, so passing it means something."""
 

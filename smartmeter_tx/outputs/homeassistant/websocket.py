@@ -71,8 +71,8 @@ class _Protocol(WebSocketClientProtocol):
 
     def onMessage(self, payload, isBinary):
         try:
-            message = json.loads(payload)
-        except ValueError:
+            message = None if isBinary else json.loads(payload)
+        except (ValueError, RecursionError):
             message = None
         self.factory.session._received(message)
 
@@ -88,7 +88,11 @@ class _Factory(WebSocketClientFactory):
 
 class HaSession:
     """
-    One connection to HA.
+    One connection to HA.  Every command has a deadline, and the connection
+    is pinged (L{PING_EVERY}): an HA that takes the token and then stops
+    answering, or that answers with something that is not JSON (a proxy's
+    page), ends the session, and every command waiting on it fails with
+    L{HaUnreachable}.
 
     @ivar version: HA's version, from its C{auth_required}.
     @ivar clock: what waits on HA use (the reactor it connected with).
@@ -96,12 +100,20 @@ class HaSession:
 
     log = Logger()
 
+    #: Seconds HA may take to answer a command (an import of 45 days takes
+    #: well under one).
+    COMMAND_WITHIN = 60.0
+    #: Seconds between websocket pings while connected, and for the pong.
+    PING_EVERY = 60.0
+    PING_WITHIN = 30.0
+
     def __init__(self, token: str, clock) -> None:
         self._token = token
         self.clock = clock
         self._protocol: Optional[_Protocol] = None
         self._ids = itertools.count(1)
-        self._waiting: dict = {}
+        self._waiting: dict = {}  # id -> (Deferred, its deadline)
+        self._why: Optional[str] = None
         self.ready: defer.Deferred = defer.Deferred()
         self.lost: defer.Deferred = defer.Deferred()
         self.version: Optional[str] = None
@@ -115,15 +127,30 @@ class HaSession:
         Send the command C{kind} with C{fields}.
 
         @return: a Deferred firing with its C{result}; failing with L{HaError}
-            (HA's code and message) or L{HaUnreachable} (the connection ended).
+            (HA's code and message) or L{HaUnreachable} (the connection ended,
+            or HA did not answer within L{COMMAND_WITHIN}: the session is
+            dropped then).
         """
         if self.closed or self._protocol is None:
             return defer.fail(HaUnreachable("not connected to Home Assistant"))
         ident = next(self._ids)
         d: defer.Deferred = defer.Deferred()
-        self._waiting[ident] = d
+        deadline = self.clock.callLater(self.COMMAND_WITHIN, self._drop,
+                                        f"Home Assistant did not answer {kind} within "
+                                        f"{self.COMMAND_WITHIN:g} s")
+        self._waiting[ident] = (d, deadline)
         self._send(dict(fields, id=ident, type=kind))
         return d
+
+    def _drop(self, why: str) -> None:
+        """End the session at once: HA cannot be trusted to answer any more."""
+        if self.closed:
+            return
+        self._why = why
+        if self._protocol is not None:
+            self._protocol.dropConnection(abort=True)
+        else:
+            self._closed(why)
 
     def close(self) -> None:
         if self._protocol is not None and not self.closed:
@@ -160,7 +187,11 @@ class HaSession:
         self._protocol = protocol
 
     def _received(self, message) -> None:
-        kind = message.get("type") if isinstance(message, dict) else None
+        if not isinstance(message, dict):
+            self._drop("Home Assistant sent a frame that is not a JSON object (is a proxy "
+                       "answering in its place?)")
+            return
+        kind = message.get("type")
         if kind == "auth_required":
             self.version = message.get("ha_version")
             self._send({"type": "auth", "access_token": self._token})
@@ -173,9 +204,12 @@ class HaSession:
                     "Home Assistant refused the access token (auth_invalid): make a new "
                     "long-lived access token in your user profile"))
         elif kind == "result":
-            d = self._waiting.pop(message.get("id"), None)
-            if d is None:
+            waiting = self._waiting.pop(message.get("id"), None)
+            if waiting is None:
                 return
+            d, deadline = waiting
+            if deadline.active():
+                deadline.cancel()
             if message.get("success"):
                 d.callback(message.get("result"))
             else:
@@ -185,11 +219,13 @@ class HaSession:
 
     def _closed(self, reason) -> None:
         self.closed = True
-        failure = HaUnreachable(f"the connection to Home Assistant ended: {reason}")
+        failure = HaUnreachable(self._why or f"the connection to Home Assistant ended: {reason}")
         if not self.ready.called:
             self.ready.errback(failure)
         waiting, self._waiting = self._waiting, {}
-        for d in waiting.values():
+        for d, deadline in waiting.values():
+            if deadline.active():
+                deadline.cancel()
             d.errback(failure)
         if not self.lost.called:
             self.lost.callback(None)
@@ -221,6 +257,9 @@ def connect(reactor, url: str, token: str, timeout: float = 10.0) -> defer.Defer
     factory = _Factory(ws_url)
     factory.protocol = _Protocol
     factory.session = session
+    # A peer that stops answering is noticed even between commands.
+    factory.setProtocolOptions(autoPingInterval=HaSession.PING_EVERY,
+                               autoPingTimeout=HaSession.PING_WITHIN)
     connecting = endpoint.connect(factory)
 
     def unreachable(failure):
