@@ -146,6 +146,9 @@ class FakeHomeAssistant:
         #: C{shape} (an answer of a shape HA never sends).
         self.page: "str | None" = None
         self.shape: object = None
+        #: Drop the connection on every import (an HA that logs us in and
+        #: then fails each import).
+        self.drop_imports = False
         #: Seconds before an accepted import is written (HA's recorder
         #: queues it: the answer comes first); C{None}: never written.
         self.recorder_lag: "float | None" = 0.0
@@ -283,6 +286,9 @@ class _Server(WebSocketServerProtocol):
             return
         self.last_id = ident
         if ha.stall:
+            return
+        if ha.drop_imports and msg.get("type") == "recorder/import_statistics":
+            self.dropConnection(abort=True)
             return
         if ha.page is not None:
             self.sendMessage(ha.page.encode(), isBinary=False)

@@ -53,6 +53,7 @@ class Settings:
     mqtt: Optional[Any] = None
     ha_url: Optional[str] = None
     ha_token: Optional[str] = field(default=None, repr=False)
+    ha_token_file: Optional[str] = None
 
 
 def settings_from(options, environ=None) -> Settings:
@@ -95,7 +96,7 @@ def settings_from(options, environ=None) -> Settings:
         data_log=options["data-log"], backfill_days=backfill_days,
         http=None if not http or http.lower() == "none" else http,
         http_max_connections=options["http-max-connections"], mqtt=mqtt,
-        ha_url=options["ha-url"], ha_token=ha_token)
+        ha_url=options["ha-url"], ha_token=ha_token, ha_token_file=options["ha-token-file"])
 
 
 def _backfill_days(options) -> int:

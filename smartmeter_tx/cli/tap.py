@@ -180,8 +180,13 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
     if settings.ha_token and backfill is not None:
         from smartmeter_tx.outputs.homeassistant.importer import HaImporter
         assert settings.ha_url is not None  # a token is read only with --ha-url
-        top.addOutput(HaImporter(settings.ha_url, settings.ha_token, view, reactor,
-                                 on_fatal, wall_clock=wall_clock))
+        ha_token_file = settings.ha_token_file
+
+        def token() -> Optional[str]:
+            # Read again before every connection: a replaced token file is used.
+            return O.read_ha_token(ha_token_file)
+        top.addOutput(HaImporter(settings.ha_url, token, view, reactor, on_fatal,
+                                 wall_clock=wall_clock))
     return top
 
 
@@ -248,7 +253,8 @@ def _backfill(settings: Settings, records, reactor, wall_clock):
     # A slot that could not be written stays missing, and nothing is read
     # from the meter while the log cannot be written.
     return Backfill(days, reactor, records, wall_clock,
-                    known=datalog.history_records(since), writable=lambda: not datalog.failing)
+                    known=datalog.history_records(since), writable=lambda: not datalog.failing,
+                    read_log=datalog.history_records)
 
 
 def _http_service(description: Optional[str], reactor):

@@ -76,8 +76,19 @@ class Backfill:
     def __init__(self, days: int, clock: IReactorTime,
                  on_slot: Callable[[dict, float], Optional[bool]],
                  wall_clock: Callable[[], float], known: Iterable[dict] = (),
-                 writable: Callable[[], bool] = lambda: True) -> None:
+                 writable: Callable[[], bool] = lambda: True,
+                 read_log: Optional[Callable[[datetime.date], list]] = None) -> None:
+        """
+        @param read_log: the data log's history records of the files dated
+            on or after a day (L{DataLog.history_records}): what
+            L{logged_since} reads beyond the slots held here.
+        """
         self.days = min(days, self.MAX_DAYS)
+        self.read_log = read_log
+        #: [since, until) (naive, meter time) to read beyond the window, once.
+        self._reach: Optional[tuple] = None
+        self._reached: set = set()
+        self._clock_apart = False
         self.clock = clock
         self.on_slot = on_slot
         self.writable = writable
@@ -108,8 +119,57 @@ class Backfill:
         last_end = model.slot_start(meter_now)
         first = datetime.datetime.combine(meter_now.date() - datetime.timedelta(days=self.days),
                                           datetime.time())
-        return [start for start in model.slot_range(first, last_end)
-                if start.replace(tzinfo=model.JST) not in self.slots]
+        due = [start for start in model.slot_range(first, last_end)
+               if start.replace(tzinfo=model.JST) not in self.slots]
+        if self._reach is not None:
+            oldest = datetime.datetime.combine(
+                meter_now.date() - datetime.timedelta(days=self.MAX_DAYS), datetime.time())
+            since, until = max(self._reach[0], oldest), min(self._reach[1], first)
+            older = [start for start in model.slot_range(since, until)
+                     if start not in self._reached
+                     and start.replace(tzinfo=model.JST) not in self.slots]
+            if not older:
+                self._reach, self._reached = None, set()
+            due = older + due
+        return due
+
+    def reach_back(self, since: datetime.datetime, until: datetime.datetime,
+                   have: Iterable[datetime.datetime] = ()) -> None:
+        """
+        Read the meter's record for [C{since}, C{until}) too (aware times),
+        once, though it is older than the window: as far back as the meter
+        keeps it.  The slots go out as any other (the data log first).
+
+        @param have: slots the data log holds already there (not read again).
+        """
+        self._reach = (since.astimezone(model.JST).replace(tzinfo=None),
+                       until.astimezone(model.JST).replace(tzinfo=None))
+        self._reached = {t.astimezone(model.JST).replace(tzinfo=None) for t in have}
+
+    def read_logged(self, day: Optional[datetime.date]) -> list:
+        """
+        The data log's history records of the files dated C{day} or later
+        (all for C{None}).  A blocking read of files: the caller keeps it
+        off the reactor for a long log.
+        """
+        if self.read_log is None:
+            return []
+        return self.read_log(datetime.date(1970, 1, 1) if day is None else day)
+
+    def logged_since(self, since: Optional[datetime.datetime], records: list) -> list:
+        """
+        Every slot logged from C{since} on (all for C{None}), oldest first:
+        those of C{records} (L{read_logged}) and those held here.
+        """
+        found: dict = {}
+        for record in records:
+            try:
+                slot = model.HistorySlot.from_record(record)
+            except SmartMeterError:
+                continue
+            found[slot.start] = slot
+        found.update(self.slots)
+        return [found[s] for s in sorted(found) if since is None or s >= since]
 
     def _spent_last_hour(self) -> int:
         now = self.clock.seconds()
@@ -189,6 +249,7 @@ class Backfill:
                 # meter's own now and then (an E2/E4 read tells it too); slots
                 # are dated by the meter anyway.
                 meter_now = await client.history.meter_clock(budget)
+                self._compare_clocks(meter_now)
             due = self.due(meter_now)
             self.missing = len(due)
             if not due:
@@ -240,6 +301,8 @@ class Backfill:
                 del self.slots[slot.start]
                 return  # not written: it stays missing, and so do the later ones
             self.written += 1
+            if self._reach is not None:
+                self._reached.add(naive)  # memory lets it go; the log has it
 
     def _forget_before(self, oldest: datetime.datetime) -> None:
         # Bounded memory: readings before the oldest missing slot are done with.
@@ -251,6 +314,17 @@ class Backfill:
         horizon = min(window, oldest.replace(day=1, hour=0, minute=0)).replace(tzinfo=model.JST)
         for start in [s for s in self.slots if s < horizon]:
             del self.slots[start]
+
+    def _compare_clocks(self, meter_now: datetime.datetime) -> None:
+        """Say once when the meter's clock and the host's are more than an hour apart."""
+        host = datetime.datetime.fromtimestamp(self.wall_clock(), model.JST).replace(tzinfo=None)
+        apart = abs((meter_now - host).total_seconds()) > 3600
+        if apart and not self._clock_apart:
+            self.log.warn("the meter's clock says {meter:%Y-%m-%d %H:%M} and the host's "
+                          "{host:%Y-%m-%d %H:%M} (Japan time): slots are dated by the "
+                          "meter's clock, so they still reach the data log and Home Assistant "
+                          "under its dates; check both clocks", meter=meter_now, host=host)
+        self._clock_apart = apart
 
     # -- serving -------------------------------------------------------------------
 

@@ -283,6 +283,33 @@ class HomeAssistantTests(_Base, unittest.TestCase):
         self.assertIn("accepted the import but had not recorded it after 0.2 s", err)
 
     @defer.inlineCallbacks
+    def test_unexpectedShape(self):
+        """An answer of a shape HA never sends: one line, exit 76, no traceback."""
+        self.ha.shape = ["sums", "as", "strings"]
+        handle = self.emulator()
+        code, out, err = yield self.run_history("--device", handle.path, "--days", "1",
+                                                "--ha-url", self.url, "--ha-token-file",
+                                                self.token_file)
+        self.assertEqual((code, out), (76, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("unexpected_answer", err)
+        self.assertNotIn("Traceback", err)
+
+    @defer.inlineCallbacks
+    def test_stalledHomeAssistant(self):
+        """HA takes the token and answers nothing: exit 69 at the command's deadline."""
+        from smartmeter_tx.outputs.homeassistant import websocket as W
+        self.patch(W.HaSession, "COMMAND_WITHIN", 0.3)
+        self.ha.stall = True
+        handle = self.emulator()
+        code, out, err = yield self.run_history("--device", handle.path, "--days", "1",
+                                                "--ha-url", self.url, "--ha-token-file",
+                                                self.token_file)
+        self.assertEqual((code, out), (69, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("did not answer recorder/list_statistic_ids within 0.3 s", err)
+
+    @defer.inlineCallbacks
     def test_needsAToken(self):
         """--ha-url without a token is a usage error before any radio work."""
         code, out, err = yield self.run_history("--device", "/nonexistent/tty", "--ha-url",

@@ -13,7 +13,9 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.homeassistant import statistics as S
+from smartmeter_tx.outputs.homeassistant import sync
 from smartmeter_tx.outputs.homeassistant.importer import HaImporter
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.store import LatestStore
@@ -30,7 +32,9 @@ SID = S.statistic_id(S.slug_for(MAC), "import")
 NOW = (T0 + datetime.timedelta(days=1, hours=1)).timestamp()
 
 
-class ImporterTests(TestCase):
+class _Importer:
+    """An importer against the strict fake, its retries on a Clock."""
+
     timeout = 30  # only catches a hang
 
     def setUp(self):
@@ -63,6 +67,8 @@ class ImporterTests(TestCase):
     def texts(self, word):
         return [formatEvent(e) for e in self.logged if word in formatEvent(e)]
 
+
+class ImporterTests(_Importer, TestCase):
     @coroutine
     async def test_startAndNewSlots(self):
         """At start the complete hours go in; new slots add only the hours they complete."""
@@ -175,3 +181,205 @@ class ImporterTests(TestCase):
         await importer.idle()
         self.assertTrue(importer.connected)
         self.assertEqual(len(self.ha.sums(SID)), 10)
+
+
+class FaultTests(_Importer, TestCase):
+    """HA faults of the second campaign, each once seen stuck or silent."""
+
+    @coroutine
+    async def test_stalledHomeAssistant(self):
+        """
+        HA takes the token, then answers nothing: the command's deadline drops
+        the session, one warning, ha_connected 0, a retry within a minute.
+        """
+        from smartmeter_tx.outputs.homeassistant import websocket as W
+        self.patch(W.HaSession, "COMMAND_WITHIN", 0.3)
+        self.ha.stall = True
+        importer = self.importer()
+        await importer.idle()
+        self.assertFalse(importer.connected)
+        self.assertEqual(dict((n, v) for n, _, _, v in importer.metrics())[
+            "smartmeter_ha_connected"], 0)
+        self.assertEqual(len(self.texts("did not answer")), 1, self.texts("did not answer"))
+        delays = [c.getTime() - self.clock.seconds() for c in self.clock.getDelayedCalls()]
+        self.assertEqual(len(delays), 1)
+        self.assertLess(delays[0], 60)
+        self.ha.stall = False
+        self.clock.advance(60)
+        await importer.idle()
+        self.assertEqual(len(self.ha.sums(SID)), 10)
+        self.assertEqual(len(self.texts("is back")), 1)
+
+    @coroutine
+    async def test_dropsEveryImport(self):
+        """
+        HA logs us in and drops every import: no reconnect storm (the backoff
+        is reset only after a whole sync), one warning for the outage.
+        """
+        self.ha.drop_imports = True
+        importer = self.importer()
+        await importer.idle()
+        delays = []
+        for _ in range(6):
+            [call] = self.clock.getDelayedCalls()
+            delays.append(call.getTime() - self.clock.seconds())
+            self.clock.advance(delays[-1])
+            await importer.idle()
+        self.assertEqual(len(self.texts("trying again")), 1, self.texts("trying again"))
+        self.assertGreater(delays[-1], delays[0] * 4, delays)  # growing, not reset at login
+        self.assertTrue(all(d < 60 for d in delays), delays)
+        self.ha.drop_imports = False
+        [call] = self.clock.getDelayedCalls()
+        self.clock.advance(call.getTime() - self.clock.seconds())
+        await importer.idle()
+        self.assertEqual(len(self.ha.sums(SID)), 10)
+        self.assertEqual(len(self.texts("is back")), 1)
+
+    @coroutine
+    async def test_unexpectedShapeOneLine(self):
+        """An answer of a shape HA never sends: one error line (not at every kick), no traceback."""
+        self.ha.shape = {"a dict": "where a list is due"}
+        importer = self.importer()
+        await importer.idle()
+        for _ in range(3):
+            importer.kick()
+            await importer.idle()
+        said = self.texts("unexpected_answer")
+        self.assertEqual(len(said), 1, said)
+        self.assertIn("recorder/list_statistic_ids answered with a dict", said[0])
+        self.assertEqual([e for e in self.logged if e.get("log_failure")], [])
+
+    @coroutine
+    async def test_tokenReplaced(self):
+        """
+        A token revoked while running: one error line, no login storm; the
+        token file replaced with a new one is used at the next look.
+        """
+        tokens = [TOKEN]
+        importer = self.importer(token=lambda: tokens[0])
+        await importer.idle()
+        self.assertTrue(importer.connected)
+        del self.ha.tokens[TOKEN]
+        for proto in list(self.ha.protocols):
+            proto.dropConnection(abort=True)
+        await wait_until(lambda: not importer.connected)
+        logins = len([m for m in self.ha.received if m.get("type") == "auth"])
+        for _ in range(10):  # well past the backoff: a look every 5 min, no login
+            self.clock.advance(300)
+            await importer.idle()
+        refused = self.texts("refused the access token")
+        self.assertEqual(len(refused), 1, refused)
+        self.assertEqual([e["log_level"].name for e in self.logged
+                          if "refused the access token" in formatEvent(e)], ["error"])
+        self.assertLessEqual(len([m for m in self.ha.received if m.get("type") == "auth"]),
+                             logins + 1)
+        self.assertEqual(self.fatal, [])
+        self.ha.tokens["new-token"] = True
+        tokens[0] = "new-token"
+        self.add_slots(48)
+        self.clock.advance(300)
+        await importer.idle()
+        self.assertTrue(importer.connected)
+        self.assertEqual(len(self.ha.sums(SID)), 24)
+
+
+async def wait_until(predicate, seconds: float = 5.0) -> None:
+    """Wait on the reactor for C{predicate}, C{seconds} at most (a hang catcher)."""
+    from tests.mosquitto import wait_for
+    await wait_for(predicate, "the importer", seconds, 0.02)
+
+
+class LongAwayTests(TestCase):
+    """HA away longer than the backfill's window, or its clock far from the meter's."""
+
+    timeout = 30  # only catches a hang
+    DAY = datetime.timedelta(days=1)
+
+    def setUp(self):
+        self.ha = FakeHomeAssistant({TOKEN: True})
+        port = self.ha.listen(reactor)
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}"
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    async def seed(self, first_day: datetime.datetime, days: int) -> None:
+        """What HA had before it went away: C{days} days of hours from C{first_day}."""
+        from smartmeter_tx.outputs.homeassistant import websocket as W
+        session = await W.connect(reactor, self.url, TOKEN)
+        await sync.synchronize(session, slots([Decimal("0.5")] * (48 * days), start=first_day),
+                               S.slug_for(MAC), first_day + days * self.DAY, rewrite=True)
+        await session.close_and_wait(reactor)
+
+    def importer(self, logged: list, held: list, now: datetime.datetime) -> tuple:
+        """An importer whose backfill holds C{held} and whose data log has C{logged}."""
+        backfill = Backfill(7, Clock(), lambda r, w: None, now.timestamp,
+                            known=[s.to_record() for s in held],
+                            read_log=lambda day: [s.to_record() for s in logged
+                                                  if s.start.date() >= day])
+        view = ServiceView(LatestStore(), LinkState(), Clock(), backfill,
+                           link=MeterLink(mac=MAC))
+        importer = HaImporter(self.url, TOKEN, view, reactor, self.fail,
+                              wall_clock=now.timestamp, clock=Clock())
+        importer.startService()
+        self.addCleanup(importer.stopService)
+        return importer, backfill
+
+    def texts(self, word):
+        return [formatEvent(e) for e in self.logged if word in formatEvent(e)]
+
+    @coroutine
+    async def test_refillFromTheDataLog(self):
+        """
+        HA's last hour is 30 days old, the backfill holds the last day: the
+        hours in between come from the data log's files, each once, the sum
+        continuing; what the log lacks is asked of the meter.
+        """
+        now = T0
+        await self.seed(now - 31 * self.DAY, 1)
+        logged = (slots([Decimal("0.5")] * (48 * 10), start=now - 30 * self.DAY)
+                  + slots([Decimal("0.5")] * (48 * 15), start=now - 15 * self.DAY))
+        held = slots([Decimal("0.5")] * 48, start=now - self.DAY)
+        importer, backfill = self.importer(logged, held, now)
+        await importer.idle()
+        sums = [total for _, total in self.ha.sums(SID)]
+        self.assertEqual(len(sums), 24 * 26)  # the seed's day and the 25 days logged
+        self.assertEqual(sums, [float(k) for k in range(1, len(sums) + 1)])
+        # Days 20 to 15 before now: not in the log, asked of the meter once.
+        said = self.texts("asking the meter for")
+        self.assertEqual(len(said), 1, said)
+        due = backfill.due(now.replace(tzinfo=None))
+        self.assertEqual(due[0], (now - 20 * self.DAY).replace(tzinfo=None))
+        self.assertEqual(len([t for t in due if t < (now - 7 * self.DAY).replace(tzinfo=None)]),
+                         5 * 48)
+
+    @coroutine
+    async def test_beyondTheMeterSaidOnce(self):
+        """Hours older than the meter keeps and not in the log: one warning naming them."""
+        now = T0
+        await self.seed(now - 61 * self.DAY, 1)
+        logged = slots([Decimal("0.5")] * (48 * 40), start=now - 40 * self.DAY)
+        importer, backfill = self.importer(logged, logged[-48:], now)
+        await importer.idle()
+        importer.kick()
+        await importer.idle()
+        said = self.texts("neither the data log nor the meter")
+        self.assertEqual(len(said), 1, said)
+        start = (now - 60 * self.DAY).astimezone(JST)
+        self.assertIn(f"from {start:%Y-%m-%d %H:%M}", said[0])
+        self.assertEqual(len(self.ha.sums(SID)), 24 * 41)
+
+    @coroutine
+    async def test_meterClockFarAhead(self):
+        """
+        The meter's clock 18 months ahead of the host's: its hours still reach
+        HA, dated by the meter.
+        """
+        meter_day = T0 + 540 * self.DAY
+        held = slots([Decimal("0.5")] * 48, start=meter_day)
+        importer, _ = self.importer(held, held, T0)
+        await importer.idle()
+        rows = self.ha.sums(SID)
+        self.assertEqual(len(rows), 24)
+        self.assertEqual(rows[0][0], meter_day)

@@ -11,6 +11,7 @@ import os
 import random
 from decimal import Decimal
 
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.session import join
@@ -271,3 +272,27 @@ class MidnightBackfillTests(_Harness, SynchronousTestCase):
         self.assertLessEqual(set(self.expected_slots(45)), set(slots))
         self.assertTrue_(records)
         self.assertEqual([r for r in records if r["energy_normal_kwh"] is None], [])
+
+
+class MeterClockApartTests(_Harness, SynchronousTestCase):
+    """The host's clock 18 months behind the meter's (a Pi that lost its date)."""
+
+    def setUp(self):
+        super().setUp()
+        self.wall0 -= 540 * 86400
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    def test_saidOnceSlotsStillLogged(self):
+        """One warning with both times; the slots are logged all the same, by the meter's dates."""
+        poller, datalog = self.start(days=1)
+        self.loop.advance(7200)  # the meter's clock is read again after an hour
+        said = [formatEvent(e) for e in self.logged
+                if "the meter's clock says" in formatEvent(e)]
+        self.assertEqual(len(said), 1, said)
+        self.assertIn(f"says {METER_START:%Y-%m-%d}", said[0])
+        host = datetime.datetime.fromtimestamp(self.wall0, model.JST)
+        self.assertIn(f"the host's {host:%Y-%m-%d}", said[0])
+        slots = {r["slot"][:10] for r in self.logged_slots()}
+        self.assertIn(f"{METER_START:%Y-%m-%d}", slots)

@@ -1,14 +1,17 @@
 """
 The service's Home Assistant importer: keeps HA's long-term statistics up to
-date with the data log's 30-minute record.
+date with the meter's 30-minute record.
 
-At start, after each new slot the backfill logs, and after HA was away, it
+At start, after each new slot the data log takes, and after HA was away, it
 asks HA for the last hour it has and imports the complete hours after it
-(L{smartmeter_tx.outputs.homeassistant.sync}, C{rewrite=False}): so nothing
-is lost while HA is down, and nothing is written twice.  HA away: a warning,
-then tries with backoff, at least once a minute.  A refused token before
-any success ends the service (78); an error HA answers to a command is
-logged with its code and message, and tried again only with the next slot.
+(L{smartmeter_tx.outputs.homeassistant.sync}, C{rewrite=False}), however
+long HA was away: from the backfill's slots, the data log's files, and
+what the meter still keeps (L{smartmeter_tx.outputs.homeassistant.refill}).
+So nothing is lost while HA is down, and nothing is written twice.  The
+connection and its troubles (HA away, a refused token) are
+L{smartmeter_tx.outputs.homeassistant.connection}'s.  An error HA answers
+to a command, or an answer of a shape HA never sends, is logged in one line
+(once until it changes) and tried again only with the next slot.
 """
 
 from __future__ import annotations
@@ -16,18 +19,19 @@ from __future__ import annotations
 import datetime
 import random
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from smartmeter_tx.model import JST
+from smartmeter_tx.outputs.homeassistant import refill
 from smartmeter_tx.outputs.homeassistant import statistics as S
 from smartmeter_tx.outputs.homeassistant import sync
 from smartmeter_tx.outputs.homeassistant import websocket as W
-from smartmeter_tx.service.backoff import Backoff
+from smartmeter_tx.outputs.homeassistant.connection import HaConnection
 from smartmeter_tx.service.interfaces import Figure, IMetricsSource, IRecordReceiver
 from smartmeter_tx.service.view import ServiceView
 
@@ -47,35 +51,43 @@ class HaImporter(service.Service):
     #: How far back the record is read for HA: what the meter itself keeps.
     WINDOW = datetime.timedelta(days=46)
 
-    def __init__(self, url: str, token: str, view: ServiceView, reactor,
-                 on_fatal: Callable[[str], None], wall_clock: Optional[Callable] = None,
+    def __init__(self, url: str, token: Union[str, Callable[[], Optional[str]]],
+                 view: ServiceView, reactor: Any, on_fatal: Callable[[str], None],
+                 wall_clock: Optional[Callable[[], float]] = None,
                  connect: Callable = W.connect, rng: Optional[random.Random] = None,
-                 clock=None) -> None:
+                 clock: Any = None) -> None:
         """
+        @param token: the access token, or what reads it afresh before each
+            connection (the token file, or the environment).
         @param reactor: what the websocket connects with.
         @param clock: what retries wait on (default the reactor).
         """
         self.url = url
-        self._token = token
         self.view = view
         self.reactor = reactor
         self.clock = clock or reactor
-        self.on_fatal = on_fatal
         # Records are dated by the wall clock, whatever the reactor runs on.
         self.wall_clock = wall_clock or time.time
-        self._connect = connect
-        self.backoff = Backoff(2.0, 40.0, rng or random.Random())  # jitter keeps it < 60 s
+        self.link = HaConnection(url, token, reactor, self.clock, self.kick, on_fatal,
+                                 self.wall_clock, connect, rng)
         self._idle: list = []
-        self.session: Optional[W.HaSession] = None
-        self.connected = False
         self.hours_imported = 0
         self.last_hour: Optional[datetime.datetime] = None
-        self._authenticated_once = False
         self._running = False
         self._again = False
-        self._retry = None
         self._soon = None
-        self._away_since: Optional[float] = None
+        self._said: Optional[str] = None  # the last HA error said
+        self._reaching: Optional[tuple] = None
+        self._said_lost: Optional[tuple] = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session with HA is open and authenticated."""
+        return self.link.connected
+
+    @property
+    def session(self) -> Optional[W.HaSession]:
+        return self.link.session
 
     def __repr__(self) -> str:  # never the token
         return f"<HaImporter {self.url}>"
@@ -86,15 +98,12 @@ class HaImporter(service.Service):
         super().startService()
         self.kick()
 
-    def stopService(self):
+    def stopService(self) -> Optional[defer.Deferred]:
         super().stopService()
-        for call in (self._retry, self._soon):
-            if call is not None and call.active():
-                call.cancel()
-        self._retry = self._soon = None
-        if self.session is not None:
-            return self.session.close_and_wait(self.reactor)
-        return None
+        if self._soon is not None and self._soon.active():
+            self._soon.cancel()
+        self._soon = None
+        return self.link.stop()
 
     def kick(self) -> None:
         """New slots may complete an hour: bring HA up to date (once, after any running sync)."""
@@ -156,67 +165,57 @@ class HaImporter(service.Service):
         backfill = self.view.backfill
         if slug is None or backfill is None:
             return  # the meter is not known yet: its first slot kicks again
-        if self.session is None and not await self._open():
+        if not await self.link.open():
             return
-        now = datetime.datetime.fromtimestamp(self.wall_clock(), JST)
+        session = self.session
+        assert session is not None  # open() said so
+        host_now = datetime.datetime.fromtimestamp(self.wall_clock(), JST)
         try:
-            done = await sync.synchronize(self.session, backfill.between(now - self.WINDOW, now),
-                                          slug, now, rewrite=False)
+            found = await refill.gather(session, refill.every_slot(backfill), slug, host_now,
+                                        self._logged_since)
+            done = await sync.synchronize(session, found.slots, slug, found.now,
+                                          rewrite=False)
         except W.HaError as e:
             # Not a connection problem: again with the next slot, not at once.
-            self.log.error("Home Assistant refused the import: {code}: {why}",
-                           code=e.code, why=e.message)
+            text = f"Home Assistant refused the import: {e.code}: {e.message}"
+            if text != self._said:
+                self._said = text
+                self.log.error("{why}", why=text)
             return
         except W.HaUnreachable as e:
-            self._lost(str(e))
+            self.link.lost(str(e))
             return
+        self._synced(found, done, slug)
+
+    async def _logged_since(self, since: Optional[datetime.datetime]) -> list:
+        """Every logged slot from C{since} on: the data log's files read in a thread."""
+        backfill = self.view.backfill
+        assert backfill is not None
+        day = None if since is None else since.astimezone(JST).date()
+        records = await threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), backfill.read_logged, day)
+        return backfill.logged_since(since, records)
+
+    def _synced(self, found: refill.Gathered, done: sync.Imported, slug: str) -> None:
+        self.link.synced()
+        self._said = None
         self.hours_imported += done.hours.get(S.statistic_id(slug, "import"), 0)
         if done.newest is not None:
             self.last_hour = done.newest
         if done.last is not None:
             self.log.info("imported {n} hours into Home Assistant, up to {last:%Y-%m-%d %H:%M} "
                           "JST", n=sum(done.hours.values()), last=done.last)
-
-    async def _open(self) -> bool:
-        """Connect and authenticate; on failure, say so and schedule a retry."""
-        try:
-            session = await self._connect(self.reactor, self.url, self._token)
-        except W.HaAuthError as e:
-            if not self._authenticated_once:
-                self.on_fatal(str(e))
-                return False
-            self._lost(str(e))
-            return False
-        except W.HaUnreachable as e:
-            self._lost(str(e))
-            return False
-        self.session = session
-        self.connected = True
-        self._authenticated_once = True
-        self.backoff.reset()
-        if self._away_since is not None:
-            self.log.warn("Home Assistant is back after {s:.0f} s; refilling its statistics",
-                          s=self.wall_clock() - self._away_since)
-            self._away_since = None
-        session.lost.addCallback(lambda _: self._closed(session))
-        return True
-
-    def _closed(self, session) -> None:
-        if self.session is session:
-            self.session = None
-            self.connected = False
-            if self.running:
-                self._lost("the connection to Home Assistant ended")
-
-    def _lost(self, why: str) -> None:
-        """HA away: one warning an outage, then tries with backoff."""
-        if self.session is not None:
-            self.session.close()
-        self.session = None
-        self.connected = False
-        if self._away_since is None:
-            self._away_since = self.wall_clock()
-            self.log.warn("{why}; trying again, at least once a minute, and refilling then",
-                          why=why)
-        if self._retry is None or not self._retry.active():
-            self._retry = self.clock.callLater(self.backoff.next_delay(), self.kick)
+        backfill = self.view.backfill
+        if found.reach is not None and found.reach != self._reaching and backfill is not None:
+            self._reaching = found.reach
+            self.log.info("asking the meter for {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} "
+                          "JST, which Home Assistant and the data log lack",
+                          since=found.reach[0], until=found.reach[1])
+            since, until = found.reach
+            backfill.reach_back(since, until, have=[slot.start for slot in found.slots])
+        if found.lost is not None and found.lost != self._said_lost:
+            self._said_lost = found.lost
+            self.log.warn("Home Assistant has no hours from {since:%Y-%m-%d %H:%M} to "
+                          "{until:%Y-%m-%d %H:%M} JST, and neither the data log nor the meter "
+                          "(which keeps 45 days) holds them: they stay out of its statistics",
+                          since=found.lost[0], until=found.lost[1])

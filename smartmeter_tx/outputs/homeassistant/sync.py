@@ -18,10 +18,10 @@ from twisted.internet import task
 
 from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.homeassistant import statistics as S
-from smartmeter_tx.outputs.homeassistant.websocket import HaUnreachable
+from smartmeter_tx.outputs.homeassistant.websocket import HaError, HaUnreachable
 
-__all__ = ["Imported", "HaRow", "HaNotRecorded", "synchronize", "ha_rows", "sum_before",
-           "recorded"]
+__all__ = ["Imported", "HaRow", "HaNotRecorded", "HaBadAnswer", "synchronize", "ha_rows",
+           "sum_before", "last_row", "statistic_ids", "recorded"]
 
 #: How far back HA's hourly rows are read: the meter keeps 45 days, so an
 #: older row is never rewritten, only continued from.
@@ -34,10 +34,19 @@ MONTH = datetime.timedelta(days=32)
 EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 #: How long HA's recorder may take to write what HA accepted.
 RECORD_WITHIN = 10.0
+#: Hours in one import message.
+IMPORT_CHUNK = 2000
 
 
 class HaNotRecorded(HaUnreachable):
     """HA accepted an import but its recorder had not written it in time."""
+
+
+class HaBadAnswer(HaError):
+    """HA answered a command with something of a shape it never sends."""
+
+    def __init__(self, command: str, what: str) -> None:
+        super().__init__("unexpected_answer", f"{command} answered with {what}")
 
 
 class HaRow(NamedTuple):
@@ -65,11 +74,45 @@ class Imported:
             self.last = max(self.last or rows[-1].start, rows[-1].start)
 
 
-def _when(value) -> datetime.datetime:
-    """A row's start as HA gives it: epoch milliseconds (2023.3 on) or ISO 8601."""
-    if isinstance(value, (int, float)):
+def _when(value: object) -> datetime.datetime:
+    """
+    A row's start as HA gives it: epoch milliseconds (2023.3 on) or ISO 8601.
+
+    @raise ValueError: neither.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return datetime.datetime.fromtimestamp(value / 1000, JST)
-    return datetime.datetime.fromisoformat(value).astimezone(JST)
+    if isinstance(value, str):
+        return datetime.datetime.fromisoformat(value).astimezone(JST)
+    raise ValueError(f"not a time: {value!r}")
+
+
+def _rows_of(result: object, sid: str) -> list:
+    """
+    The rows of C{sid} in a C{statistics_during_period} answer.
+
+    @raise HaBadAnswer: the answer is not HA's shape (an object of lists of
+        rows, each with a time and a numeric or null C{sum}).
+    """
+    command = "recorder/statistics_during_period"
+    if result is None:
+        return []
+    if not isinstance(result, dict) or not isinstance(result.get(sid, []), list):
+        raise HaBadAnswer(command, f"a {type(result).__name__}, not rows by statistic")
+    rows = []
+    for raw in result.get(sid, []):
+        total = raw.get("sum") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or (total is not None and (
+                isinstance(total, bool) or not isinstance(total, (int, float)))):
+            raise HaBadAnswer(command, f"a row {str(raw)[:60]!r}")
+        if total is None:
+            continue
+        try:
+            rows.append(HaRow(_when(raw.get("start")), _when(raw.get("end")),
+                              Decimal(repr(total))))
+        except (ValueError, OverflowError, OSError):
+            raise HaBadAnswer(command, f"a row without a time: {str(raw)[:60]!r}") from None
+    return sorted(rows)
 
 
 async def ha_rows(session, sid: str, start: datetime.datetime, end: datetime.datetime,
@@ -85,9 +128,7 @@ async def ha_rows(session, sid: str, start: datetime.datetime, end: datetime.dat
     result = await session.call("recorder/statistics_during_period",
                                 start_time=start.isoformat(), end_time=end.isoformat(),
                                 statistic_ids=[sid], period=period, types=["sum"])
-    rows = (result or {}).get(sid) or []
-    return sorted(HaRow(_when(r["start"]), _when(r["end"]), Decimal(repr(r["sum"])))
-                  for r in rows if r.get("sum") is not None)
+    return _rows_of(result, sid)
 
 
 async def sum_before(session, sid: str, first: datetime.datetime) -> Decimal:
@@ -106,6 +147,38 @@ async def sum_before(session, sid: str, first: datetime.datetime) -> Decimal:
     months = [row for row in await ha_rows(session, sid, EPOCH, first, "month")
               if row.end <= first]
     return months[-1].sum if months else Decimal(0)
+
+
+async def last_row(session, sid: str, before: datetime.datetime) -> Optional[HaRow]:
+    """
+    HA's newest hourly row of C{sid} that starts before C{before}, however
+    old; C{None} when HA has none.  The last month is read hour by hour; an
+    older one only when that month has no row (the newest month that has
+    one is then read hour by hour).
+    """
+    recent = await ha_rows(session, sid, before - MONTH, before)
+    if recent:
+        return recent[-1]
+    months = await ha_rows(session, sid, EPOCH, before, "month")
+    if not months:
+        return None
+    hours = await ha_rows(session, sid, months[-1].start, min(months[-1].end, before))
+    return hours[-1] if hours else None
+
+
+async def statistic_ids(session) -> set:
+    """
+    The ids of HA's statistics that have a sum.
+
+    @raise HaBadAnswer: the answer is not a list of statistics.
+    """
+    listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
+    if listed is None:
+        return set()
+    if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
+        raise HaBadAnswer("recorder/list_statistic_ids", f"a {type(listed).__name__}, not a "
+                          "list of statistics")
+    return {item.get("statistic_id") for item in listed}
 
 
 async def recorded(session, sid: str, rows: list, within: Optional[float] = None) -> None:
@@ -153,8 +226,7 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
         import in time (L{HaNotRecorded}).
     """
     done = Imported()
-    listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
-    existing = {item.get("statistic_id") for item in listed or ()}
+    existing = await statistic_ids(session)
     written = []
     for direction in ("import", "export"):
         found = S.hours(slots, direction)
@@ -172,10 +244,13 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
                 rows = S.rows(found, await _base(session, sid, found[0].start, known))
             else:
                 rows = S.rows(found, known[-1].sum, after=known[-1].start)
-        if rows:
+        # Years of a data log are tens of thousands of hours: imports of a
+        # size HA's websocket takes (it refuses messages over a few MB).
+        for k in range(0, len(rows), IMPORT_CHUNK):
             await session.call("recorder/import_statistics",
                                metadata=S.metadata(slug, direction),
-                               stats=[row.to_json() for row in rows])
+                               stats=[row.to_json() for row in rows[k:k + IMPORT_CHUNK]])
+        if rows:
             written.append((sid, rows))
         done.add(sid, rows)
         if direction == "import":
