@@ -125,6 +125,7 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
         from smartmeter_tx.service.clock import use_monotonic
         # The service's schedule must not move with the wall clock.
         use_monotonic(reactor)
+        _stop_on_hangup(reactor)
     try:
         return _build(options.settings, reactor, open_port, wall_clock)
     except ConfigError as e:
@@ -278,6 +279,28 @@ def _http_service(description: Optional[str], reactor):
         _die(EXIT_UNAVAILABLE, f"cannot listen on --http {description}: {why} "
                                "(is another twist smartmeter running?)")
     return WebService(endpoint, cannot_listen)
+
+
+def _stop_on_hangup(reactor) -> None:
+    """
+    SIGHUP (a closed terminal, the end of a login session) stops the service
+    in order, as SIGTERM does: the default would end the process at once,
+    with MQTT's offline left to the Last Will and the emulator's files
+    behind.  Installed once the reactor runs, beside its own handlers.
+    """
+    import signal
+
+    from twisted.logger import Logger
+
+    def stop() -> None:
+        Logger(namespace="smartmeter_tx.cli.tap").info("SIGHUP: stopping, as for SIGTERM")
+        reactor.stop()
+
+    def hangup(signum, frame) -> None:
+        reactor.callFromThread(stop)
+
+    if hasattr(signal, "SIGHUP"):
+        reactor.callWhenRunning(signal.signal, signal.SIGHUP, hangup)
 
 
 def _stop_with(reactor, status: int) -> None:

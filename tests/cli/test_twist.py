@@ -313,3 +313,43 @@ class HomeAssistantTokenTests(TestCase):
             self.assertNotIn("a-refused-token", text)
         return utils.getProcessOutputAndValue(sys.executable, args, env=env,
                                               path=directory).addCallback(check)
+
+
+class HangupTests(TestCase):
+    """SIGHUP (a closed terminal, a session's end) stops the service in order."""
+
+    timeout = 60  # only catches a hang
+
+    async def _hangup(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        data = os.path.join(directory, "log")
+        twist = _Twist()
+        args = [sys.executable, "-m", "twisted", "--log-format", "text", "smartmeter",
+                "--device", pinned("emulator:?time-scale=0.01"), "--data-log", data,
+                "--http", "none", "--state-file", os.path.join(directory, "state.json")]
+        # The emulator's link directory goes where the test can see it.
+        env = dict(twist_env(), TMPDIR=directory)
+        process = reactor.spawnProcess(twist, sys.executable, args, env=env, path=directory)
+        self.addCleanup(lambda: twist.ended.called or (process.signalProcess("KILL"),
+                                                       twist.ended)[1])
+        self.assertTrue(await twist.seen("first reading"), twist.stdout + twist.stderr)
+        process.signalProcess("HUP")
+        code = await twist.ended
+        output = twist.stdout + twist.stderr
+        self.assertEqual(code, 0, output)
+        self.assertEqual(output.count("SIGHUP"), 1, output)
+        self.assertIn("Main loop terminated", output)
+        self.assertNotIn("Traceback", output)
+        self.assertEqual([name for name in os.listdir(directory)
+                          if name.startswith("smartmeter-emu-")], [])
+        for name in os.listdir(data):
+            with open(os.path.join(data, name), "rb") as f:
+                self.assertTrue(f.read().endswith(b"\n"), name)
+
+    def test_hangupStopsInOrder(self):
+        """
+        SIGHUP: one log line, the service stopped as for SIGTERM (the data
+        log whole, the emulator's directory removed), exit status 0.
+        """
+        return defer.Deferred.fromCoroutine(self._hangup())
