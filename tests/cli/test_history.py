@@ -268,16 +268,19 @@ class HomeAssistantTests(_Base, unittest.TestCase):
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn(url, err)
 
+    def import_a_day(self):
+        """C{smartmeter-history --days 1 --ha-url} from a new emulator: C{(code, out, err)}."""
+        handle = self.emulator()
+        return self.run_history("--device", handle.path, "--days", "1", "--ha-url", self.url,
+                                "--ha-token-file", self.token_file)
+
     @defer.inlineCallbacks
     def test_notRecorded(self):
         """HA takes the import but its recorder never writes it: one line, exit 69."""
         from smartmeter_tx.outputs.homeassistant import sync
         self.patch(sync, "RECORD_WITHIN", 0.2)
         self.ha.recorder_lag = None
-        handle = self.emulator()
-        code, out, err = yield self.run_history("--device", handle.path, "--days", "1",
-                                                "--ha-url", self.url, "--ha-token-file",
-                                                self.token_file)
+        code, out, err = yield self.import_a_day()
         self.assertEqual((code, out), (69, ""))
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn("accepted the import but had not recorded it after 0.2 s", err)
@@ -286,10 +289,7 @@ class HomeAssistantTests(_Base, unittest.TestCase):
     def test_unexpectedShape(self):
         """An answer of a shape HA never sends: one line, exit 76, no traceback."""
         self.ha.shape = ["sums", "as", "strings"]
-        handle = self.emulator()
-        code, out, err = yield self.run_history("--device", handle.path, "--days", "1",
-                                                "--ha-url", self.url, "--ha-token-file",
-                                                self.token_file)
+        code, out, err = yield self.import_a_day()
         self.assertEqual((code, out), (76, ""))
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn("unexpected_answer", err)
@@ -301,10 +301,7 @@ class HomeAssistantTests(_Base, unittest.TestCase):
         from smartmeter_tx.outputs.homeassistant import websocket as W
         self.patch(W.HaSession, "COMMAND_WITHIN", 0.3)
         self.ha.stall = True
-        handle = self.emulator()
-        code, out, err = yield self.run_history("--device", handle.path, "--days", "1",
-                                                "--ha-url", self.url, "--ha-token-file",
-                                                self.token_file)
+        code, out, err = yield self.import_a_day()
         self.assertEqual((code, out), (69, ""))
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn("did not answer recorder/list_statistic_ids within 0.3 s", err)
