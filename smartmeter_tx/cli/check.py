@@ -229,7 +229,7 @@ def interpret(status: int, body: bytes, now: float, limits: Limits = Limits()) -
     """
     try:
         data = json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return UNKNOWN, f"the service did not answer with JSON (HTTP {status})"
     if status == 503 and isinstance(data, dict) and data.get("error"):
         message = str(data["error"])

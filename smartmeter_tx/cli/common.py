@@ -239,13 +239,11 @@ def ask_local_service(timeout: float):
 
 def same_device(body: bytes, device: str) -> bool:
     """Whether the service's /latest says it reads C{device} (symlinks resolved)."""
-    import json
     import os
 
-    try:
-        theirs = json.loads(body).get("device")
-    except (ValueError, AttributeError):
-        return False
+    from smartmeter_tx.model import parse_json_object
+
+    theirs = (parse_json_object(body) or {}).get("device")
     if not isinstance(theirs, str):
         return False
     return theirs == device or os.path.realpath(theirs) == os.path.realpath(device)

@@ -26,6 +26,7 @@ from smartmeter_tx.cli.meteropts import (
     HA_OPTIONS, add_oneshot_options, add_to_parser, argparse_type,
 )
 from smartmeter_tx.errors import ArgumentError
+from smartmeter_tx.model import parse_json_object
 
 __all__ = ["main", "run", "parse_args", "COLUMNS"]
 
@@ -183,9 +184,9 @@ def _service_mac(base: str, timeout: float) -> Optional[str]:
     """The MAC of the meter the service reads (its /latest), or C{None}."""
     try:
         status, body = C.fetch_service(base + "/latest", timeout)
-        mac = json.loads(body).get("meter_mac")
-    except (OSError, ValueError, AttributeError):
+    except OSError:
         return None
+    mac = (parse_json_object(body) or {}).get("meter_mac")
     return mac if isinstance(mac, str) else None
 
 
@@ -223,7 +224,7 @@ def from_service_blocking(args, stdout, stderr, got: Optional[list] = None) -> i
         if not isinstance(slots, list) or not all(
                 isinstance(r, dict) and isinstance(r.get("slot"), str) for r in slots):
             raise ValueError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         C.say(stderr, f"the service did not answer with its history ({status}; {url})",
               PROGRAM)
         return C.EXIT_NO_READING

@@ -172,7 +172,7 @@ def service_output(status: int, body: bytes, now: float, args,
 
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return EXIT_NO_READING, [], "the service did not answer with JSON"
     if status != 200 or not isinstance(data, dict) or "time" not in data:
         if status == 503 and isinstance(data, dict):

@@ -648,8 +648,8 @@ class EvaluateTests(SynchronousTestCase):
                          (check.WARNING, "current T 2.5 A (> 2 A)"))
 
     def test_interpretUnreadable(self):
-        """Not JSON, no time, a bad time, a non-object: UNKNOWN."""
-        for body in (b"<html>", b"", b"[1, 2]", b'{"power_w": 1}', b'{"time": "x"}',
+        """Not JSON, no time, a bad time, a non-object, nested too deep: UNKNOWN."""
+        for body in (b"<html>", b"", b"[1, 2]", b"[" * 100000, b'{"power_w": 1}', b'{"time": "x"}',
                      b'{"time": NaN}', b'{"time": 1, "power_w": "412"}', b"\xff\xfe"):
             status, message = check.interpret(200, body, 0.0)
             self.assertEqual(status, check.UNKNOWN, body)

@@ -243,6 +243,17 @@ class BlockingServiceTests(SynchronousTestCase):
         self.assertEqual((code, out), (common.EXIT_NO_READING, ""))
         self.assertEqual(len(err.strip().splitlines()), 1)
 
+    def test_answerTooDeep(self):
+        """
+        JSON nested past Python's recursion limit (json.loads raises
+        RecursionError, not ValueError) is one line and exit 7, no traceback.
+        """
+        url, _ = self.serve(200, b"[" * 100000)
+        code, out, err = self.invoke("--service", url)
+        self.assertEqual((code, out), (common.EXIT_NO_READING, ""))
+        self.assertEqual(err.strip().splitlines(), [err.strip()])
+        self.assertIn("did not answer with JSON", err)
+
     def test_unreachable(self):
         """A service that is not running gives one line and exit 3."""
         port = refusing_port(self)
@@ -386,3 +397,25 @@ class ServiceURLTests(SynchronousTestCase):
             self.assertEqual((code, out.getvalue()), (common.EXIT_USAGE, ""), url)
             self.assertEqual(len(err.getvalue().splitlines()), 1, url)
             self.assertIn("--service must be an http:// URL", err.getvalue())
+
+
+class SameDeviceTests(SynchronousTestCase):
+    """Whether the service on the default port reads the device we were given."""
+
+    def test_sameDevice(self):
+        """The path in /latest matches, symlinks resolved."""
+        import json
+        import os
+        path = os.path.abspath(self.mktemp())
+        open(path, "w").close()
+        link = self.mktemp()
+        os.symlink(path, link)
+        body = json.dumps({"device": path}).encode()
+        self.assertTrue(common.same_device(body, path))
+        self.assertTrue(common.same_device(body, link))
+        self.assertFalse(common.same_device(body, path + "-other"))
+
+    def test_unreadableAnswer(self):
+        """Anything but an object with a string device is not the same device."""
+        for body in (b"<html>", b"[1]", b'{"device": 3}', b"[" * 100000, b"\xff"):
+            self.assertFalse(common.same_device(body, "/dev/ttyUSB0"), body[:10])
