@@ -319,6 +319,16 @@ class HomeAssistant:
             return False
         return config.get("state") == "RUNNING" and "recorder" in config.get("components", ())
 
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): its sockets stay open and nothing answers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a frozen HA run on (SIGCONT)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self, sig=signal.SIGTERM) -> None:
         """Stop it by its PID (at most 60 s, then killed)."""
         if self.process is not None and self.process.poll() is None:

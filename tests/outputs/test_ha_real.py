@@ -3,7 +3,7 @@ The meter's statistics against a real Home Assistant (L{tests.home_assistant}:
 the pinned release, started on loopback for each test): imports and
 re-imports hour by hour, outages, a digit wrap, sold energy, the energy
 dashboard's validation of our statistics, the service's refill after HA was
-down, and the strict fake held to HA by one shared scenario.
+down or frozen, and the strict fake held to HA by one shared scenario.
 """
 
 from __future__ import annotations
@@ -247,6 +247,45 @@ class ImporterTests(_RealBase):
                          [float(k) for k in range(1, 25)])
         self.assertEqual(fatal, [])
 
+    @coroutine
+    async def test_frozenHomeAssistantDropped(self):
+        """
+        HA frozen (SIGSTOP: its socket open, nothing answering) while hours
+        wait: the command's deadline drops the session instead of waiting
+        forever; HA running again: the hours imported once, sums continuing.
+        """
+        self.patch(W.HaSession, "COMMAND_WITHIN", 3.0)
+        self.patch(W.HaSession, "PING_EVERY", 2.0)
+        self.patch(W.HaSession, "PING_WITHIN", 2.0)
+        slots = record([D("0.5")] * 48)
+        now = (T0 + datetime.timedelta(days=1, hours=1)).timestamp()
+        backfill = Backfill(7, Clock(), lambda r, w: None, lambda: now,
+                            known=[s.to_record() for s in slots[:20]])
+        view = ServiceView(LatestStore(), LinkState(), Clock(), backfill,
+                           link=MeterLink(mac=MAC))
+        retries, fatal = Clock(), []
+        importer = HaImporter(self.ha.url, self.ha.token, view, reactor, fatal.append,
+                              wall_clock=lambda: now, clock=retries)
+        importer.startService()
+        self.addCleanup(importer.stopService)
+        await importer.idle()
+        self.assertEqual((importer.hours_imported, importer.connected), (10, True))
+        self.ha.pause()
+        self.addCleanup(self.ha.resume)  # before the fixture stops it
+        for slot in slots[20:]:
+            backfill.slots[slot.start] = slot
+        importer.kick()
+        await wait_for(lambda: not importer.connected, "the frozen session dropped", 20)
+        self.assertEqual(importer.hours_imported, 10)
+        self.ha.resume()
+        retries.advance(60)
+        await wait_for(lambda: importer.hours_imported == 24, "the import after HA thawed", 60)
+        session = await self.session()
+        rows = await self.rows(session, IMPORT)
+        self.assertEqual(sorted(rows), [T0 + k * HOUR for k in range(24)])
+        self.assertEqual([total for total, _ in (rows[h] for h in sorted(rows))],
+                         [float(k) for k in range(1, 25)])
+        self.assertEqual(fatal, [])
 
 
 class HistoryRunner(test_history._Base):
