@@ -259,6 +259,7 @@ def format_line(status: int, message: str) -> str:
 
 #: The value checks are the one table's (L{O}), as argparse types.
 _non_negative = argparse_type(O.parse_seconds)
+_threshold = argparse_type(O.parse_number)
 _count = argparse_type(O.parse_count)
 
 
@@ -298,16 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="WARNING when the service rejoined the meter more than N times in "
                         f"the last hour (default {defaults.warning_rejoins}; each join costs "
                         "air time of the 360 s per hour the module may transmit)")
-    p.add_argument("--warning-current", dest="warning_current", type=_non_negative,
+    p.add_argument("--warning-current", dest="warning_current", type=_threshold,
                    metavar="AMPERES", help="WARNING when either phase (R or T) draws more: "
                    "an early warning before the breaker trips (default: off)")
-    p.add_argument("--critical-current", dest="critical_current", type=_non_negative,
+    p.add_argument("--critical-current", dest="critical_current", type=_threshold,
                    metavar="AMPERES", help="CRITICAL when either phase draws more "
                    "(default: off)")
-    p.add_argument("--warning-power", dest="warning_power", type=_non_negative,
+    p.add_argument("--warning-power", dest="warning_power", type=_threshold,
                    metavar="WATTS", help="WARNING when the power bought is above this "
                    "(default: off)")
-    p.add_argument("--critical-power", dest="critical_power", type=_non_negative,
+    p.add_argument("--critical-power", dest="critical_power", type=_threshold,
                    metavar="WATTS", help="CRITICAL when the power bought is above this "
                    "(default: off)")
     p.add_argument("-t", "--timeout", type=_non_negative, default=10.0, metavar="SECONDS",
@@ -360,8 +361,7 @@ def check(argv, now: Callable[[], float] = time.time,
     except TimeoutError:
         return CRITICAL, f"no answer from the service at {args.url} within {args.timeout:g} s"
     except OSError as e:
-        why = e.strerror or str(e) or e.__class__.__name__
-        return CRITICAL, f"cannot reach the service at {args.url} ({why})"
+        return CRITICAL, f"cannot reach the service at {args.url} ({common.why_unreachable(e)})"
     result, message = interpret(status, body, now(), args.limits)
     if result == UNKNOWN:
         message += f" ({args.url})"

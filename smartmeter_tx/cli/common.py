@@ -23,7 +23,7 @@ __all__ = [
     "EXIT_TIMEOUT", "EXIT_NO_READING", "DEFAULT_SERVICE", "UsageError", "Parser", "say",
     "start_logging", "exit_code", "react", "with_meter", "save_link", "service_base",
     "fetch_service", "run_blocking", "EXIT_INTERRUPTED", "ask_local_service", "same_device",
-    "busy_hint",
+    "busy_hint", "why_unreachable",
 ]
 
 EXIT_OK = 0
@@ -60,6 +60,14 @@ class UsageError(ArgumentError):
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse with C{--version}; a bad argument raises L{UsageError}."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        from smartmeter_tx import __version__
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version",
+                          version=f"%(prog)s (smartmeter_tx) {__version__}")
+
     def error(self, message):
         raise UsageError(message)
 
@@ -70,22 +78,33 @@ def say(stream, message: str, program: str = "mackerel-plugin-smartmeter") -> No
 
 
 def start_logging(verbosity: int, stream) -> None:
+    """Log to C{stream} through L{log_observer}, from now on."""
+    from twisted.logger import globalLogBeginner
+    globalLogBeginner.beginLoggingTo([log_observer(verbosity, stream)],
+                                     redirectStandardIO=False, discardBuffer=True)
+
+
+def log_observer(verbosity: int, stream):
+    """
+    The one-shot commands' log: C{[level] text} lines on C{stream} at
+    C{--verbosity} and above (0 critical, 1 warnings, 2 info, 3 debug).
+    """
     from twisted.logger import (
         FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate, formatEvent,
-        globalLogBeginner,
     )
     level = {0: LogLevel.critical, 1: LogLevel.warn, 2: LogLevel.info, 3: LogLevel.debug}
     predicate = LogLevelFilterPredicate(defaultLogLevel=level[verbosity])
 
     def observer(event):
+        if event.get("log_format") == "Main loop terminated.":
+            return  # the reactor's own line at every end: not news to a user
         text = formatEvent(event)
         if "log_failure" in event and verbosity >= 3:
             text += "\n" + event["log_failure"].getTraceback()
         stream.write(f"[{event.get('log_level').name}] {text}\n")
 
     # A callable of one event is an observer (Twisted casts its own the same way).
-    filtered = FilteringLogObserver(cast(ILogObserver, observer), [predicate])
-    globalLogBeginner.beginLoggingTo([filtered], redirectStandardIO=False, discardBuffer=True)
+    return FilteringLogObserver(cast(ILogObserver, observer), [predicate])
 
 
 def exit_code(error: BaseException) -> int:
@@ -222,6 +241,14 @@ def fetch_service(url: str, timeout: float) -> tuple:
         raise OSError(f"bad HTTP answer: {e.__class__.__name__}") from None
     finally:
         conn.close()
+
+
+def why_unreachable(error: OSError) -> str:
+    """Why the service could not be reached, in words, never a bare class name."""
+    why = error.strerror or str(error) or error.__class__.__name__
+    if isinstance(error, ConnectionRefusedError):
+        why += "; is twist smartmeter running, with this --http?"
+    return why
 
 
 def ask_local_service(timeout: float):

@@ -14,6 +14,7 @@ import importlib.util
 from typing import Optional
 
 from smartmeter_tx.cli import common as C
+from smartmeter_tx.cli import options as O
 from smartmeter_tx.errors import ConfigError, FrameError, SmartMeterError
 
 __all__ = ["EXIT_HA_UNREACHABLE", "EXIT_HA_REFUSED", "EXIT_CONFIG", "check_ready",
@@ -23,10 +24,6 @@ EXIT_HA_UNREACHABLE = 69
 EXIT_HA_REFUSED = 76
 EXIT_CONFIG = 78
 
-MISSING = ("--ha-url needs the [homeassistant] extra: pip install "
-           "'smartmeter_tx[homeassistant]'")
-
-
 def check_ready(url: str, token: Optional[str]) -> None:
     """
     Before any radio work: the extra is installed, the URL is one, a token
@@ -35,7 +32,7 @@ def check_ready(url: str, token: Optional[str]) -> None:
     @raise C.UsageError: one line saying what is missing.
     """
     if importlib.util.find_spec("autobahn") is None:
-        raise C.UsageError(MISSING)
+        raise C.UsageError(O.missing_extra("--ha-url", "homeassistant", "autobahn"))
     from smartmeter_tx.outputs.homeassistant.websocket import websocket_url
     try:
         websocket_url(url)

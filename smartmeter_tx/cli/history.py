@@ -217,7 +217,7 @@ def from_service_blocking(args, stdout, stderr, got: Optional[list] = None) -> i
         C.say(stderr, f"timed out while asking the service at {url}", PROGRAM)
         return C.EXIT_TIMEOUT
     except OSError as e:
-        C.say(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}", PROGRAM)
+        C.say(stderr, f"cannot reach the service at {url}: {C.why_unreachable(e)}", PROGRAM)
         return C.EXIT_DEVICE
     try:
         slots = json.loads(body)["slots"] if status == 200 else None

@@ -23,11 +23,13 @@ if TYPE_CHECKING:  # imported where used: a front end loads only what it runs
 
 __all__ = [
     "ENV_ID", "ENV_PASSWORD", "ENV_HA_TOKEN", "read_ha_token", "DeviceError", "parse_bool",
-    "parse_channel", "parse_panid", "parse_ipaddr", "parse_seconds", "parse_count",
+    "parse_channel", "parse_panid", "parse_ipaddr", "parse_seconds", "parse_number",
+    "parse_count",
     "parse_days", "RECORD_DAYS",
     "parse_device", "require_device", "DeviceSpec", "read_secrets", "read_password_file",
     "make_credentials", "dialect_for", "session_config", "Device", "start_device",
-    "open_serial", "DeviceBusy",
+    "open_serial", "DeviceBusy", "install_hint", "missing_extra", "is_placeholder",
+    "missing_device", "BY_ID",
 ]
 
 ENV_ID = "SMARTMETER_ID"
@@ -73,7 +75,10 @@ def parse_channel(text: str) -> int:
     except ValueError:
         raise ArgumentError(f"not a channel: {text!r}") from None
     if not 0x21 <= value <= 0x3C:
-        raise ArgumentError(f"channel {text!r} is outside 21-3C (hex)")
+        hint = ""
+        if t.isdigit() and 0x21 <= int(t) <= 0x3C:  # a decimal channel number
+            hint = f"; {int(t)} decimal is {int(t):02X}"
+        raise ArgumentError(f"channel {text!r} is outside 21-3C (hex){hint}")
     return value
 
 
@@ -97,8 +102,27 @@ def parse_ipaddr(text: str) -> str:
     return value
 
 
+#: The units a duration may be written in (C{30s}, C{5m}, C{1h}).
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
 def parse_seconds(text: str) -> float:
-    """A duration or threshold: a finite number, 0 or more."""
+    """
+    A duration or threshold in seconds: a finite number, 0 or more, bare or
+    with a unit (C{30s}, C{5m}, C{1.5h}).
+    """
+    number, scale = text.strip(), 1
+    if number[-1:].lower() in _UNITS:
+        number, scale = number[:-1], _UNITS[number[-1].lower()]
+    try:
+        return parse_number(number) * scale
+    except ArgumentError:
+        raise ArgumentError(f"not a number of seconds >= 0: {text!r} (e.g. 30, 30s, 5m)") \
+            from None
+
+
+def parse_number(text: str) -> float:
+    """A threshold: a finite number, 0 or more."""
     try:
         value = float(text)
     except ValueError:
@@ -186,6 +210,41 @@ def require_device(device: Optional[DeviceSpec], alternative: str = "") -> Devic
         raise ArgumentError("--device is required (e.g. --device /dev/ttyUSB0, or "
                             f"--device emulator: to try the built-in emulator){alternative}")
     return device
+
+
+# -- extras -----------------------------------------------------------------------
+
+
+def install_hint(extra: str) -> str:
+    """
+    The command that installs what C{extra} adds, into this installation:
+    its own pip and the extra's requirements as our metadata lists them.
+    That works however the package was installed (from a directory, a
+    checkout in editable mode, an index), where C{pip install
+    'smartmeter_tx[extra]'} would look for it on an index.
+    """
+    import re
+    import shlex
+    import sys
+    from importlib import metadata
+
+    pip = os.path.join(os.path.dirname(sys.executable), "pip")
+    command = shlex.quote(pip) if os.path.exists(pip) else f"{shlex.quote(sys.executable)} -m pip"
+    marker = re.compile(r";\s*extra\s*==\s*[\"']" + re.escape(extra) + r"[\"']\s*$")
+    try:
+        requires = metadata.distribution("smartmeter_tx").requires or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    wanted = [marker.sub("", r).strip() for r in requires if marker.search(r)]
+    if not wanted:  # no metadata (run from a source tree): name the extra
+        wanted = [f"smartmeter_tx[{extra}]"]
+    return f"{command} install " + " ".join(shlex.quote(r) for r in wanted)
+
+
+def missing_extra(flag: str, extra: str, what: str) -> str:
+    """The one line for an option whose extra is not installed."""
+    return (f"{flag} needs {what} (the [{extra}] extra), which this installation lacks: "
+            f"{install_hint(extra)}")
 
 
 # -- secrets ----------------------------------------------------------------------
@@ -291,6 +350,33 @@ def session_config(device: DeviceSpec, state_file: Optional[str], credentials, d
 
 # -- the device -------------------------------------------------------------------
 
+#: Where udev names serial devices by their USB identity (stable across re-plugging).
+BY_ID = "/dev/serial/by-id"
+
+
+def is_placeholder(path: str) -> bool:
+    """Whether C{path} is the examples' C{usb-XXXX} left as shipped."""
+    return "XXXX" in os.path.basename(path)
+
+
+def missing_device(path: str, by_id: Optional[str] = None) -> str:
+    """
+    The line for a device path that does not exist: the examples'
+    placeholder named as such, and the modules plugged in now, by their
+    stable paths.
+    """
+    by_id = BY_ID if by_id is None else by_id
+    try:
+        present = sorted(os.listdir(by_id))
+    except OSError:
+        present = []
+    found = (f"plugged in now: {', '.join(os.path.join(by_id, p) for p in present)}"
+             if present else f"{by_id}/ lists none: is the Wi-SUN module plugged in?")
+    if is_placeholder(path):
+        return f"--device {path} is the example's placeholder: give your module's path; {found}"
+    return f"no such device {path}; {found}"
+
+
 
 class Device:
     """
@@ -394,6 +480,5 @@ def open_serial(protocol, path: str, reactor) -> None:
             raise DeviceError(f"permission denied opening {path}: add your user to the "
                               "'dialout' group (then log in again)") from None
         if errno == E.ENOENT or "No such file" in text:
-            raise DeviceError(f"no such device {path}: is the Wi-SUN module plugged in? "
-                              "(ls /dev/serial/by-id/)") from None
+            raise DeviceError(missing_device(path)) from None
         raise DeviceError(f"cannot open {path}: {text.splitlines()[0] if text else e}") from None

@@ -137,7 +137,7 @@ async def _read_meter(reactor, args, prefix, rbid, password, environ, stdout, st
             found = await _scan(client, budget, state_path, stderr)
             stdout.write(found + "\n".join(agent_conf(
                 _command_path(), args, client.link, credentials.rbid,
-                _password_source(args, environ))) + "\n")
+                _password_source(args, environ), os.path.abspath(state_path))) + "\n")
             stdout.flush()
             return EXIT_OK
         reading = await client.read_values(energy=args.energy, budget=budget)
@@ -203,9 +203,11 @@ def service_output(status: int, body: bytes, now: float, args,
     return EXIT_OK, lines, None
 
 
-def _print_service(code, lines, message, url, stdout, stderr) -> int:
+def _print_service(code, lines, message, url, stdout, stderr, verbosity: int = 1) -> int:
     if message:
         say(stderr, f"{message} ({url})")
+    if lines and verbosity >= 2:  # as start_logging writes an info line
+        stderr.write(f"[info] read from the service at {url} over HTTP, not from the module\n")
     stdout.write("".join(line + "\n" for line in lines))
     stdout.flush()
     return code
@@ -230,10 +232,10 @@ def from_service_blocking(args, prefix, stdout, stderr) -> int:
         say(stderr, f"timed out while asking the service at {url}")
         return EXIT_TIMEOUT
     except OSError as e:
-        say(stderr, f"cannot reach the service at {url}: {e.__class__.__name__}")
+        say(stderr, f"cannot reach the service at {url}: {common.why_unreachable(e)}")
         return EXIT_DEVICE
     return _print_service(*service_output(status, body, time.time(), args, prefix),
-                          url, stdout, stderr)
+                          url, stdout, stderr, args.verbosity)
 
 
 def _port_in_use(reactor, error, args, prefix, stdout, stderr):
@@ -256,7 +258,7 @@ def _port_in_use(reactor, error, args, prefix, stdout, stderr):
             return EXIT_DEVICE
         status, body = result
         return _print_service(*service_output(status, body, time.time(), args, prefix),
-                              url, stdout, stderr)
+                              url, stdout, stderr, args.verbosity)
 
     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), common.ask_local_service,
                                      min(args.timeout, 3.0)).addCallback(answered)
@@ -321,16 +323,18 @@ def _password_source(args, environ) -> Optional[str]:
 
 
 def agent_conf(command: str, args, link, rbid: Optional[str],
-               password_source: Optional[str]) -> list:
+               password_source: Optional[str], state_path: str) -> list:
     """
     The mackerel-agent.conf block for this meter, with the credentials from
     where the user keeps them: the same password file, or the environment;
-    a placeholder only for what is not known, and never the password.  Pure.
+    a placeholder only for what is not known, and never the password; and
+    the state file the scan wrote, which mackerel-agent (another user, another
+    environment) would not find by itself.  Pure.
 
     @return: the lines.
     """
     argv = [command, "--device", args.device.text, "--channel", f"{link.channel:02X}",
-            "--ipaddr", link.ipaddr]
+            "--ipaddr", link.ipaddr, "--state-file", state_path]
     env = {ENV_ID: rbid or "<your 32-digit B-route ID>"}
     notes = []
     if password_source is not None and password_source.startswith("file:"):

@@ -1,9 +1,10 @@
 """
 The checks C{twist smartmeter} makes before it starts: a setting that can
 never work (a data-log path that is a file or that another service writes
-in, a device that is not a serial port, a CA file that is not PEM) ends the
-start at once with one line naming the option and the cause, exit status 78,
-instead of being retried for ever by a service that looks healthy.  (The
+in, a state file it cannot replace, a device that is not a serial port, a CA
+file that is not PEM) ends the start at once with one line naming the option
+and the cause, exit status 78, instead of being retried for ever (or warned
+about at every save) by a service that looks healthy.  (The
 MQTT TLS files are checked where the TLS context is made, in
 L{smartmeter_tx.outputs.mqtt.driver}.)
 
@@ -21,10 +22,11 @@ import tempfile
 import time
 from typing import Callable, Optional
 
+from smartmeter_tx.cli.options import is_placeholder, missing_device
 from smartmeter_tx.errors import ConfigError
 from smartmeter_tx.service.datalog import DataLog, DataLogInUse
 
-__all__ = ["check_data_log", "check_device"]
+__all__ = ["check_data_log", "check_device", "check_state_file"]
 
 #: Errors of a probe write that are the directory's settings, not a passing fault.
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
@@ -94,11 +96,42 @@ def _take(flag: str, lock: Callable[[], None]) -> None:
         # I/O error: the data log still works, unguarded, as before the lock.
 
 
+def check_state_file(path: str, given: bool, probe: Callable[[str], None] = _probe,
+                     access: Callable[[str, int], bool] = os.access) -> None:
+    """
+    The state file (where the meter was found) can be read and replaced:
+    its directory exists (it is made if not) and this user can create
+    files in it (the file is replaced whole, never written in place).
+
+    @param given: whether C{--state-file} named it (else it is the default).
+    @raise ConfigError: it is a directory, its directory cannot be made or
+        written, or the file cannot be read.
+    """
+    flag = f"--state-file {path}" if given else f"the state file {path} (default of --state-file)"
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag}: a directory, not a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag}: cannot create {directory}: {e.strerror}") from None
+    try:
+        probe(directory)
+    except OSError as e:
+        if e.errno in _NOT_WRITABLE:
+            raise ConfigError(f"{flag}: cannot write in {directory}: {e.strerror} (the "
+                              f"service runs as user id {os.getuid()})") from None
+    if os.path.exists(path) and not access(path, os.R_OK):
+        raise ConfigError(f"{flag}: cannot read it: it belongs to another user (was the "
+                          "service once run as root?)")
+
+
 def check_device(path: str, access: Callable[[str, int], bool] = os.access) -> None:
     """
     A serial device path that exists must be a character device this user
-    may open.  An absent one is no error here: the module may be plugged in
-    later, and the service waits for it.
+    may open.  An absent one is no error here (the module may be plugged in
+    later, and the service waits for it) unless it is the examples'
+    placeholder (C{usb-XXXX}), which no module will ever have.
 
     @raise ConfigError: it is a regular file, a directory..., or permission
         is denied.
@@ -106,6 +139,8 @@ def check_device(path: str, access: Callable[[str, int], bool] = os.access) -> N
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if is_placeholder(path):  # it will never be plugged in
+            raise ConfigError(missing_device(path)) from None
         return
     except OSError as e:
         raise ConfigError(f"--device {path}: {e.strerror}") from None

@@ -33,6 +33,8 @@ class Settings:
         C{rbid} and C{password}).
     @ivar mqtt: the broker's settings, or C{None} without C{--mqtt}.
     @ivar ha_token: HA's access token, or C{None} without C{--ha-url}.
+    @ivar warnings: lines for the log at start: settings that work but cost
+        more than they should.
     """
 
     device: O.DeviceSpec
@@ -54,6 +56,7 @@ class Settings:
     ha_url: Optional[str] = None
     ha_token: Optional[str] = field(default=None, repr=False)
     ha_token_file: Optional[str] = None
+    warnings: tuple = ()
 
 
 def settings_from(options, environ=None) -> Settings:
@@ -70,7 +73,8 @@ def settings_from(options, environ=None) -> Settings:
     device = O.require_device(meter["device"])
     if options["dse"] and options["standard"]:
         raise ArgumentError("--dse and --standard exclude each other")
-    if options["interval"] < 1 or options["energy-interval"] < options["interval"]:
+    interval, energy_interval = _seconds(options, "interval"), _seconds(options, "energy-interval")
+    if interval < 1 or energy_interval < interval:
         raise ArgumentError("--interval must be >= 1 s and --energy-interval >= it")
     if options["http-max-connections"] is not None and options["http-max-connections"] < 1:
         raise ArgumentError("--http-max-connections must be 1 or more")
@@ -92,11 +96,36 @@ def settings_from(options, environ=None) -> Settings:
         dialect=O.dialect_for(True if options["dse"] else False if options["standard"]
                               else None),
         channel=meter["channel"], panid=meter["panid"], ipaddr=meter["ipaddr"],
-        interval=options["interval"], energy_interval=options["energy-interval"],
+        interval=interval, energy_interval=energy_interval,
+        warnings=_interval_warnings(interval),
         data_log=options["data-log"], backfill_days=backfill_days,
         http=None if not http or http.lower() == "none" else http,
         http_max_connections=options["http-max-connections"], mqtt=mqtt,
         ha_url=options["ha-url"], ha_token=ha_token, ha_token_file=options["ha-token-file"])
+
+
+def _seconds(options, name: str) -> float:
+    """A duration option (C{30}, C{30s}, C{5m}), its flag named in the error."""
+    try:
+        return O.parse_seconds(str(options[name]))
+    except ArgumentError as e:
+        raise ArgumentError(f"--{name}: {e}") from None
+
+
+#: Polls an hour at the default C{--interval} (30 s), and the shortest interval
+#: that README and the log call reasonable.
+DEFAULT_POLLS, ADVISED_INTERVAL = 120, 10.0
+
+
+def _interval_warnings(interval: float) -> tuple:
+    """A poll interval under L{ADVISED_INTERVAL} is said once at start."""
+    if interval >= ADVISED_INTERVAL:
+        return ()
+    polls = 3600 / interval
+    return (f"--interval {interval:g} s sends {polls:.0f} requests an hour, "
+            f"{polls / DEFAULT_POLLS:.0f} times the default's {DEFAULT_POLLS}: each costs "
+            "air time from the 360 s per hour the law allows the module, which joins and "
+            f"retries need too; {ADVISED_INTERVAL:g} s or more is advised",)
 
 
 def _backfill_days(options) -> int:
@@ -116,9 +145,9 @@ def _mqtt(options, environ):
     """The MQTT settings; the password from its file or the environment."""
     import importlib.util
 
-    from smartmeter_tx.outputs.mqtt.config import PAHO_MISSING, MqttConfig
+    from smartmeter_tx.outputs.mqtt.config import MqttConfig
     if importlib.util.find_spec("paho") is None:
-        raise ArgumentError(f"--mqtt: {PAHO_MISSING}")
+        raise ConfigError(O.missing_extra("--mqtt", "mqtt", "paho-mqtt"))
     password = environ.get(ENV_MQTT_PASSWORD) or None
     if options["mqtt-password-file"]:
         password = O.read_password_file(options["mqtt-password-file"], "--mqtt-password-file")
@@ -140,8 +169,7 @@ def _ha(options, backfill_days: int, environ) -> str:
     import importlib.util
 
     if importlib.util.find_spec("autobahn") is None:
-        raise ArgumentError("--ha-url needs the [homeassistant] extra: pip install "
-                            "'smartmeter_tx[homeassistant]'")
+        raise ConfigError(O.missing_extra("--ha-url", "homeassistant", "autobahn"))
     from smartmeter_tx.outputs.homeassistant.websocket import websocket_url
     websocket_url(options["ha-url"])  # ConfigError: 78
     if not options["data-log"] or backfill_days == 0:

@@ -71,8 +71,9 @@ class Options(usage.Options):
         ["standard", None, "force the standard SK dialect (default: detected)"],
     ]
     optParameters = _METER_PARAMETERS + [
-        ["interval", None, 30.0, "seconds between power/current polls", float],
-        ["energy-interval", None, 300.0, "seconds between cumulative-energy reads", float],
+        ["interval", None, "30", "seconds between power/current polls (30, 30s, 1m); "
+         "under 10 s costs air time the law caps"],
+        ["energy-interval", None, "300", "seconds between cumulative-energy reads (300, 5m)"],
         ["data-log", None, None, "directory for the daily JSON-lines data log"],
         ["backfill-days", None, None, "with --data-log: keep the log's 30-minute slots "
          "complete this many days back from the meter's own record (0-45, default 7; 0 "
@@ -93,6 +94,12 @@ class Options(usage.Options):
          "--mqtt-key is given"],
         ["mqtt-key", None, None, "the client certificate's key (PEM)"],
     ] + _HA_PARAMETERS
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        from smartmeter_tx import __version__
+        print(f"twist smartmeter (smartmeter_tx) {__version__}")
+        raise SystemExit(0)
 
     def __repr__(self) -> str:
         # usage.Options is a dict: its repr would show the secrets given.
@@ -151,6 +158,7 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
     config, state_path = O.session_config(settings.device, settings.state_file, credentials,
                                           settings.dialect, settings.channel, settings.panid,
                                           settings.ipaddr)
+    preflight.check_state_file(state_path, given=settings.state_file is not None)
     records = RecordFanout(datalog)
     extra = {} if wall_clock is None else {"wall_clock": wall_clock}
     backfill = _backfill(settings, records, reactor, wall_clock or time.time)
@@ -166,6 +174,8 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
                                       energy_interval=settings.energy_interval),
                          on_reading=records, state_path=state_path, on_fatal=on_fatal,
                          identify=settings.mqtt is not None, **extra)
+    for line in settings.warnings:  # (a "warning" key is the legacy log's warnings.warn)
+        poller.log.warn("{line}", line=line)
     if datalog is not None:
         poller.last_logged = datalog.last_reading_time()
     top = ServiceTree(poller, records)

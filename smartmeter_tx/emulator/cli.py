@@ -22,6 +22,7 @@ import json
 import sys
 from typing import Optional
 
+from smartmeter_tx import __version__
 from smartmeter_tx.emulator.device import DEFAULT_ID, DEFAULT_PASSWORD, OPTIONS, start_emulator
 from smartmeter_tx.emulator.device import config_from_options
 from smartmeter_tx.errors import ArgumentError
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Default credentials: ID {DEFAULT_ID}, password {DEFAULT_PASSWORD}.  Numbers "
                "marked HEX are hexadecimal like SK register values.  Times are in device "
                "seconds, multiplied by --time-scale.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s (smartmeter_tx) {__version__}")
     parser.add_argument("--link", metavar="PATH",
                         help="make PATH a symlink to the pty slave (default: just print the slave)")
     parser.add_argument("--truth-log", metavar="PATH",

@@ -501,7 +501,7 @@ class BadFlagsTests(SynchronousTestCase):
     def test_badValues(self):
         """Bad values, a warning above its critical and a bad URL are UNKNOWN."""
         for argv, why in ((["-w", "abc"], "not a number"),
-                          (["-c", "-5"], "must be a number >= 0"),
+                          (["-c", "-5"], "not a number of seconds >= 0"),
                           (["-w", "500"], "--warning-age (500) must not be above "
                                           "--critical-age (300)"),
                           (["--warning-current", "40", "--critical-current", "30"],
@@ -687,4 +687,5 @@ class EvaluateTests(SynchronousTestCase):
                                           "http://127.0.0.1:9580/latest within 2 s"))
         self.assertEqual(check.check([], fetch=refused),
                          (check.CRITICAL, "cannot reach the service at "
-                                          "http://127.0.0.1:9580/latest (Connection refused)"))
+                                          "http://127.0.0.1:9580/latest (Connection refused; "
+                                          "is twist smartmeter running, with this --http?)"))

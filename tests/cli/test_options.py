@@ -64,6 +64,31 @@ class ParseTests(_OneLine, SynchronousTestCase):
         for text in ("20", "3D", "0", "FF", "59"):
             self.assertIn("21-3C", self.assertOneLineError(O.parse_channel, text))
 
+    def test_channelDecimal(self):
+        """A channel given in decimal (as some guides print it) is named in hex."""
+        self.assertEqual(self.assertOneLineError(O.parse_channel, "59"),
+                         "channel '59' is outside 21-3C (hex); 59 decimal is 3B")
+        self.assertEqual(self.assertOneLineError(O.parse_channel, "20"),
+                         "channel '20' is outside 21-3C (hex)")
+
+    def test_seconds(self):
+        """parse_seconds takes seconds bare or with s, m or h, in any case."""
+        for text, value in (("30", 30.0), ("30s", 30.0), ("2.5", 2.5), ("5m", 300.0),
+                            ("1H", 3600.0), (" 10S ", 10.0), ("0", 0.0)):
+            self.assertEqual(O.parse_seconds(text), value, text)
+
+    def test_secondsInvalid(self):
+        """parse_seconds rejects words, other units, negatives and infinities, in one line."""
+        for text in ("", "s", "30x", "-1", "-1m", "inf", "nan", "1d", "5 m s"):
+            self.assertIn("not a number of seconds",
+                          self.assertOneLineError(O.parse_seconds, text))
+
+    def test_numberHasNoUnits(self):
+        """parse_number (a current or a power) takes no unit: 5m is not 300."""
+        self.assertEqual(O.parse_number("5"), 5.0)
+        for text in ("5m", "-1", "nan"):
+            self.assertOneLineError(O.parse_number, text)
+
     def test_panid(self):
         """parse_panid reads 1 to 4 hex digits."""
         for text, value in (("8888", 0x8888), ("0000", 0), ("ffff", 0xFFFF), ("1", 1)):

@@ -205,10 +205,19 @@ class RunTests(_Run, unittest.TestCase):
                          {"SMARTMETER_ID": DEFAULT_ID,
                           "SMARTMETER_PASSWORD": "<your 12-character B-route password>"})
         self.assertNotIn("--password-file", out)
-        # The next run goes straight to the join: the scan's findings were saved.
-        code, out, err = yield self.run_plugin("--device", handle.path, "--verbosity", "3")
+        # mackerel-agent runs the block's command in its own environment (its
+        # own MACKEREL_PLUGIN_WORKDIR): it goes straight to the join, the scan's
+        # findings read from the state file the block names.
+        command = json.loads(re.search(r"^command = (\[.*\])$", out, re.M).group(1))
+        self.assertEqual(command[command.index("--state-file") + 1], os.path.abspath(self.state))
+        agent_dir = os.path.abspath(self.mktemp())
+        os.makedirs(agent_dir)
+        os.environ["MACKEREL_PLUGIN_WORKDIR"] = agent_dir  # restored by setUp's cleanup
+        code, out, err = yield self.run_plugin(*command[1:], "--verbosity", "3", state=False)
         self.assertEqual(code, 0, err)
         self.assertNotIn("> SKSCAN", err)
+        self.assertIn("smartmeter.power.value\t", out)
+        self.assertEqual(os.listdir(agent_dir), [])
 
     @defer.inlineCallbacks
     def test_scanKeepsThePasswordFile(self):
@@ -344,15 +353,16 @@ class AgentConfTests(unittest.SynchronousTestCase):
         args = argparse.Namespace(device=O.parse_device("/dev/ttyUSB0"))
         link = MeterLink(channel=0x3B, ipaddr="FE80:0000:0000:0000:021D:1290:1234:5678")
         lines = plugin.agent_conf("/opt/sm/bin/mackerel-plugin-smartmeter", args, link,
-                                  DEFAULT_ID, "argv")
+                                  DEFAULT_ID, "argv", "/var/lib/smartmeter_tx/m.json")
         conf = tomllib.loads("\n".join(lines[2:]))["plugin"]["metrics"]["smartmeter"]
         self.assertEqual(conf["command"], [
             "/opt/sm/bin/mackerel-plugin-smartmeter", "--device", "/dev/ttyUSB0",
-            "--channel", "3B", "--ipaddr", link.ipaddr, "--password-file",
+            "--channel", "3B", "--ipaddr", link.ipaddr, "--state-file",
+            "/var/lib/smartmeter_tx/m.json", "--password-file",
             plugin.PASSWORD_FILE_HINT, "--timeout", "55"])
         self.assertEqual(conf["env"], {"SMARTMETER_ID": DEFAULT_ID})
         self.assertIn(f"# Put the B-route password on the first line of "
                       f"{plugin.PASSWORD_FILE_HINT}", lines)
-        unknown = plugin.agent_conf("x", args, link, None, None)
+        unknown = plugin.agent_conf("x", args, link, None, None, "/s.json")
         self.assertEqual(tomllib.loads("\n".join(unknown[2:]))["plugin"]["metrics"][
             "smartmeter"]["env"], {"SMARTMETER_ID": "<your 32-digit B-route ID>"})

@@ -50,3 +50,33 @@ class JunkAtOpenTests(TestCase):
             self.assertIn("smartmeter.power.value\t", out)
             self.assertIn("dropping unrecognised line from the module", err)
         return self.plugin("--verbosity", "2").addCallback(check)
+
+
+class VersionTests(TestCase):
+    """Every command answers --version with its name and ours, exit 0."""
+
+    timeout = 60  # only catches a hang
+
+    def test_everyCommand(self):
+        from smartmeter_tx import __version__
+        commands = {
+            "mackerel-plugin-smartmeter": ["-c", ENTRY],
+            "smartmeter-history": ["-c", "from smartmeter_tx.cli.history import main; main()"],
+            "check-smartmeter": ["-c", "from smartmeter_tx.cli.check import main; main()"],
+            "smartmeter-emulator": ["-c", "from smartmeter_tx.emulator.cli import main; main()"],
+            "twist smartmeter": ["-m", "twisted", "smartmeter"],
+        }
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+
+        def run(argv):
+            return utils.getProcessOutputAndValue(sys.executable, argv + ["--version"],
+                                                  env=dict(os.environ), path=workdir)
+
+        def check(results):
+            for name, (ok, (out, err, code)) in zip(commands, results):
+                self.assertTrue(ok, name)
+                self.assertEqual((code, out.decode(), err.decode()),
+                                 (0, f"{name} (smartmeter_tx) {__version__}\n", ""), name)
+        from twisted.internet import defer
+        return defer.DeferredList([run(argv) for argv in commands.values()]).addCallback(check)

@@ -230,6 +230,18 @@ class BlockingServiceTests(SynchronousTestCase):
         ])
         self.assertEqual(seen, ["/latest"])
 
+    def test_saysWhereFrom(self):
+        """With --verbosity 2 one info line says the reading came from the service."""
+        import json
+        import time
+        body = json.dumps({"time": time.time() - 3, "power_w": 296}).encode()
+        url, _ = self.serve(200, body)
+        code, out, err = self.invoke("--service", url, "--verbosity", "2")
+        self.assertEqual((code, err), (0, f"[info] read from the service at {url}/latest "
+                                          "over HTTP, not from the module\n"))
+        url, _ = self.serve(200, body)
+        self.assertEqual(self.invoke("--service", url)[2], "")
+
     def test_staleAndMissing(self):
         """A reading older than --max-age, or none yet, prints nothing and exits 7."""
         import json
@@ -259,7 +271,9 @@ class BlockingServiceTests(SynchronousTestCase):
         port = refusing_port(self)
         code, out, err = self.invoke("--service", f"http://127.0.0.1:{port}")
         self.assertEqual((code, out), (common.EXIT_DEVICE, ""))
-        self.assertNotIn("Traceback", err)
+        self.assertEqual(err, f"mackerel-plugin-smartmeter: cannot reach the service at "
+                              f"http://127.0.0.1:{port}/latest: Connection refused; is twist "
+                              "smartmeter running, with this --http?\n")
 
 
 class PortInUseTests(_ServiceHarness):
@@ -419,3 +433,23 @@ class SameDeviceTests(SynchronousTestCase):
         """Anything but an object with a string device is not the same device."""
         for body in (b"<html>", b"[1]", b'{"device": 3}', b"[" * 100000, b"\xff"):
             self.assertFalse(common.same_device(body, "/dev/ttyUSB0"), body[:10])
+
+
+class LogTests(SynchronousTestCase):
+    """The one-shot commands' log lines on stderr."""
+
+    def test_noReactorEndLine(self):
+        """
+        At --verbosity 2 our info lines are written, the reactor's
+        "Main loop terminated." at the end of every run is not.
+        """
+        from twisted.logger import Logger, LogPublisher
+        stream = io.StringIO()
+        publisher = LogPublisher(common.log_observer(2, stream))
+        Logger(namespace="twisted.internet.base", observer=publisher).info(
+            "Main loop terminated.")
+        Logger(namespace="smartmeter_tx.session", observer=publisher).info(
+            "no session in the module; authenticating")
+        Logger(namespace="smartmeter_tx.session", observer=publisher).debug("hidden")
+        self.assertEqual(stream.getvalue(),
+                         "[info] no session in the module; authenticating\n")

@@ -106,10 +106,72 @@ class DataLogTests(SynchronousTestCase):
             preflight.check_data_log(DataLog(directory), NOON, lock=lock(number))
 
 
+class StateFileTests(SynchronousTestCase):
+    """The state file must be replaceable, or the service would warn at every save."""
+
+    def test_madeWhenMissing(self):
+        """Its directory is made (mode 0700); a file not there yet is fine."""
+        path = os.path.join(self.mktemp(), "state", "meter.json")
+        preflight.check_state_file(path, given=True)
+        directory = os.path.dirname(path)
+        self.assertEqual((os.listdir(directory), os.stat(directory).st_mode & 0o777),
+                         ([], 0o700))
+
+    def test_notWritable(self):
+        """A directory this user may not write in: 78's line names the option and the path."""
+        path = os.path.join(self.mktemp(), "meter.json")
+        e = self.assertRaises(ConfigError, preflight.check_state_file, path, True,
+                              probe=refuse(errno.EACCES))
+        self.assertEqual(str(e), f"--state-file {path}: cannot write in "
+                                 f"{os.path.dirname(os.path.abspath(path))}: Permission denied "
+                                 f"(the service runs as user id {os.getuid()})")
+
+    def test_defaultNamed(self):
+        """Without --state-file the line says it is the default's path."""
+        path = os.path.join(self.mktemp(), "meter.json")
+        e = self.assertRaises(ConfigError, preflight.check_state_file, path, False,
+                              probe=refuse(errno.EROFS))
+        self.assertTrue(str(e).startswith(f"the state file {path} (default of --state-file): "
+                                          "cannot write in "), str(e))
+
+    def test_unreadableOrADirectory(self):
+        """A file of another user, or a directory at its path, is refused too."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("{}")
+        e = self.assertRaises(ConfigError, preflight.check_state_file, path, True,
+                              access=lambda p, mode: False)
+        self.assertIn("cannot read it", str(e))
+        os.makedirs(path + "-dir")
+        e = self.assertRaises(ConfigError, preflight.check_state_file, path + "-dir", True)
+        self.assertEqual(str(e), f"--state-file {path}-dir: a directory, not a file")
+
+    def test_fullDiskIsNoConfigurationError(self):
+        """A full disk is a passing fault: the start goes on."""
+        preflight.check_state_file(os.path.join(self.mktemp(), "m.json"), True,
+                                   probe=refuse(errno.ENOSPC))
+
+
 class DeviceTests(SynchronousTestCase):
     def test_absentIsNoConfigurationError(self):
         """A device that is not there (unplugged) passes: the service waits for it."""
         preflight.check_device(os.path.abspath(self.mktemp()))
+
+    def test_placeholderRefused(self):
+        """
+        The examples' usb-XXXX left as shipped is refused (78's line names it)
+        rather than waited for as an unplugged module for ever.
+        """
+        from smartmeter_tx.cli import options as O
+        by_id = self.mktemp()
+        os.makedirs(by_id)
+        open(os.path.join(by_id, "usb-FTDI_FT230X_DN05ABCD-if00-port0"), "w").close()
+        self.patch(O, "BY_ID", by_id)
+        path = "/dev/serial/by-id/usb-XXXX-if00-port0"
+        e = self.assertRaises(ConfigError, preflight.check_device, path)
+        self.assertEqual(str(e), f"--device {path} is the example's placeholder: give your "
+                                 f"module's path; plugged in now: "
+                                 f"{by_id}/usb-FTDI_FT230X_DN05ABCD-if00-port0")
 
     def test_regularFile(self):
         """A regular file or a directory is refused, with an example of a tty."""

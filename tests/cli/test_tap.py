@@ -112,6 +112,28 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, parse, "--device", "x", "--interval", "60",
                           "--energy-interval", "30")
 
+    def test_intervalUnits(self):
+        """
+        --interval and --energy-interval take seconds bare or with s, m or h;
+        anything else is one usage line naming the option.
+        """
+        settings = parse("--device", "x", "--interval", "30s", "--energy-interval", "5m").settings
+        self.assertEqual((settings.interval, settings.energy_interval), (30.0, 300.0))
+        e = self.assertRaises(usage.UsageError, parse, "--device", "x", "--interval", "30x")
+        self.assertEqual(str(e), "--interval: not a number of seconds >= 0: '30x' "
+                                 "(e.g. 30, 30s, 5m)")
+
+    def test_shortIntervalWarned(self):
+        """
+        An interval under 10 s works, and the log says at start what it
+        costs; the default and 10 s say nothing.
+        """
+        self.assertEqual(parse("--device", "x").settings.warnings, ())
+        self.assertEqual(parse("--device", "x", "--interval", "10").settings.warnings, ())
+        (warning,) = parse("--device", "x", "--interval", "2").settings.warnings
+        self.assertTrue(warning.startswith("--interval 2 s sends 1800 requests an hour, 15 "
+                                           "times the default's 120"), warning)
+
     def test_environment(self):
         """Options takes the ID and password from SMARTMETER_ID and SMARTMETER_PASSWORD."""
         clean_environ(self, SMARTMETER_ID=DEFAULT_ID, SMARTMETER_PASSWORD=DEFAULT_PASSWORD)
@@ -284,6 +306,23 @@ class MakeServiceTests(SynchronousTestCase):
                          f"twist smartmeter: --data-log {blocker}: not a directory\n")
         self.assertEqual(self.loop.sent, [])
 
+    def test_stateFileUnwritable(self):
+        """
+        A --state-file whose directory cannot be made ends the start in one
+        line (78), instead of a warning at every save naming a temporary file.
+        """
+        blocker = self.mktemp()
+        with open(blocker, "w") as f:
+            f.write("not a directory")
+        path = os.path.join(blocker, "state", "meter.json")
+        stderr = capture_stderr(self)
+        e = self.assertRaises(SystemExit, self.make, "--http", "none", "--state-file", path)
+        self.assertEqual(e.code, EXIT_CONFIG)
+        self.assertEqual(stderr.getvalue(), f"twist smartmeter: --state-file {path}: cannot "
+                                            f"create {os.path.dirname(os.path.abspath(path))}: "
+                                            "Not a directory\n")
+        self.assertEqual(self.loop.sent, [])
+
     def test_mqttCaMissing(self):
         """An --mqtt-ca file that is not there ends the start in one line, exit status 78."""
         missing = os.path.abspath(self.mktemp())
@@ -293,6 +332,13 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(e.code, EXIT_CONFIG)
         self.assertEqual(stderr.getvalue(), f"twist smartmeter: --mqtt-ca {missing}: "
                                             "No such file or directory\n")
+
+    def test_shortIntervalLogged(self):
+        """A poll interval under 10 s is said once, at warning level, when the service is made."""
+        self.make("--interval", "2")
+        said = [formatEvent(e) for e in self.events if e.get("log_level") is not None
+                and e["log_level"].name == "warn" and "--interval 2 s" in formatEvent(e)]
+        self.assertEqual(len(said), 1, said)
 
     def test_secretsNeverLogged(self):
         """No log event of the service, nor the poller's repr, carries the ID or the password."""
@@ -411,6 +457,36 @@ class MqttOptionTests(SynchronousTestCase):
     def test_noMqttByDefault(self):
         """Without --mqtt there is no publisher."""
         self.assertIsNone(parse("--device", "/dev/x").settings.mqtt)
+
+
+class MissingExtraTests(_ConfigErrors, SynchronousTestCase):
+    """An option whose extra is not installed: one line with this installation's own pip."""
+
+    def setUp(self):
+        clean_environ(self)
+        import importlib.util
+        find_spec = importlib.util.find_spec
+        self.patch(importlib.util, "find_spec",
+                   lambda name, *a: None if name.split(".")[0] in ("paho", "autobahn")
+                   else find_spec(name, *a))
+        self.pip = os.path.join(os.path.dirname(sys.executable), "pip")
+
+    def test_mqtt(self):
+        """--mqtt without paho-mqtt: 78, the requirement from our metadata, no usage."""
+        self.assertConfigError(["--device", "x", "--mqtt", "mqtt://127.0.0.1"],
+                               "--mqtt needs paho-mqtt (the [mqtt] extra), which this "
+                               f"installation lacks: {self.pip} install 'paho-mqtt<3,>=2'")
+
+    def test_homeAssistant(self):
+        """--ha-url without autobahn: the same, in the service and in smartmeter-history."""
+        expected = ("--ha-url needs autobahn (the [homeassistant] extra), which this "
+                    f"installation lacks: {self.pip} install 'autobahn[twisted]>=23.1' "
+                    "'twisted[tls]'")
+        self.assertConfigError(["--device", "x", "--data-log", "d", "--ha-url",
+                                "http://ha.lan:8123"], expected)
+        from smartmeter_tx.cli import common, ha
+        e = self.assertRaises(common.UsageError, ha.check_ready, "http://ha.lan:8123", "t")
+        self.assertEqual(str(e), expected)
 
 
 class HomeAssistantOptionTests(_ConfigErrors, SynchronousTestCase):
