@@ -495,7 +495,7 @@ class BadFlagsTests(SynchronousTestCase):
         code, line = self.run_check("--bogus")
         self.assertEqual(code, check.UNKNOWN)
         self.assertTrue(line.startswith("SmartMeter UNKNOWN: unrecognized arguments: --bogus; "
-                                        "usage: check-smartmeter [-h] [--service URL]"), line)
+                                        "usage: check-smartmeter [-h] [--version] [--service URL]"), line)
         self.assertLessEqual(len(line), check.MAX_LINE)
 
     def test_badValues(self):
