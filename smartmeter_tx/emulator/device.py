@@ -138,7 +138,8 @@ OPTIONS = {
                  secret=True),
     "password": Option("password", str, f"B-route password the meter accepts (default "
                        f"{DEFAULT_PASSWORD})", "PW", secret=True),
-    "seed": Option("seed", int, "random seed: household, addresses, radio (default 0)", "N"),
+    "seed": Option("seed", int, "random seed: household (and so the meter's history, "
+                   "whenever it starts), addresses, radio (default 0)", "N"),
     "time-scale": Option("time_scale", _seconds, "multiply every delay; 0 = no latency "
                          "(default 1)", "F"),
     "loss": Option("loss", _probability, "probability a request or its answer is lost", "P"),

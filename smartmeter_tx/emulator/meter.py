@@ -4,8 +4,10 @@ The virtual low-voltage smart electric energy meter (ECHONET Lite class
 
 Pure and deterministic: no Twisted, no I/O, no wall clock.  Every method that
 depends on time takes the meter's local time (a naive L{datetime.datetime}) as
-an argument, and every value is a function of the seed and that time only, so
-two models with the same seed answer the same question with the same bytes.
+an argument, and every value is a function of the seed, the options and that
+time only (C{start} only sets the epoch, which no read at or after C{start}
+can reach), so two models with the same seed answer the same question with the
+same bytes, whenever each started.
 
 What the meter measures is its L{Household}'s
 (L{smartmeter_tx.emulator.household}); this module counts it the way a meter
@@ -224,9 +226,14 @@ class MeterModel:
     @ivar unit: the E1 code (0x02 = 0.01 kWh).
     @ivar digits: D7; the counters wrap at 10**digits.
     @ivar solar_w: peak solar output in W, 0 for none.
-    @ivar initial_counts, initial_reverse: E0 and E3 at C{start}.  The
-        counters are anchored there and run backwards into the history as
-        far as the epoch, so older readings are smaller (modulo 10**digits).
+    @ivar initial_counts, initial_reverse: E0 and E3 at
+        L{smartmeter_tx.emulator.household.REFERENCE}, a fixed midnight,
+        whether or not the meter existed then.  The counters are anchored
+        there, not at C{start}, and run forwards and backwards from it (older
+        readings are smaller, modulo 10**digits): so every reading, and every
+        slot of the history, is a function of the seed, the meter's options
+        and the time only, whenever the emulator starts and whatever its
+        time scale.
     @ivar history_days: how many days the meter remembers: E2/E4/EC have
         data for boundaries from midnight C{history_days} days before today
         (so E5 = 0 ... C{history_days} are readable); older slots read as "no
@@ -283,8 +290,10 @@ class MeterModel:
         self.history_day = 0xFF  # E5, never set
         self.history2_time = b"\xff\xff\xff\xff\xff\xff\x01"  # ED initial value
         self.location = 0x61
-        self.household = Household(seed, solar_w, self.start)
-        self._start_ws = self.household.ws(self.start)
+        self.household = Household(seed, solar_w)
+        # Integrate from the reference to start now, not at the first reading
+        # (a fraction of a second a year away: the host's first Get must not wait).
+        self.household.ws(self.start)
         self._tid = mix(seed, 3) & 0x0FFF
         self.mac = "%016X" % ((mix(seed, 4) & 0x0000FFFFFFFFFFFF) | 0x00C0000000000000)
         self.serial = b"F%09d\x00\x00" % (mix(seed, 5) % 10 ** 9)
@@ -308,10 +317,8 @@ class MeterModel:
             return None, None
         imp, exp = self.household.ws(now)
         modulus = 10 ** self.digits
-        return ((self.initial_counts + math.floor((imp - self._start_ws[0]) / self._ws_per_count))
-                % modulus,
-                (self.initial_reverse + math.floor((exp - self._start_ws[1]) / self._ws_per_count))
-                % modulus)
+        return ((self.initial_counts + math.floor(imp / self._ws_per_count)) % modulus,
+                (self.initial_reverse + math.floor(exp / self._ws_per_count)) % modulus)
 
     def in_outage(self, now: datetime.datetime) -> bool:
         """Whether C{now} lies in an outage window (start inclusive, end exclusive)."""

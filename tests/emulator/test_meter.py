@@ -17,6 +17,7 @@ from smartmeter_tx.echonet.frame import (
     CONTROLLER, GET, GET_RES, GET_SNA, INF, INF_REQ, METER, NODE_PROFILE, SET_RES, SETC,
     SETC_SNA, SETI, Frame, Property, get_request,
 )
+from smartmeter_tx.emulator.household import REFERENCE
 from smartmeter_tx.emulator.meter import MeterModel, encode_property_map
 from smartmeter_tx.errors import ArgumentError
 
@@ -72,7 +73,7 @@ class HouseholdTests(unittest.TestCase):
 
     def test_energyMonotonicAndWraps(self):
         """E0 never decreases except when it wraps at 10^D7."""
-        midnight = datetime.datetime(2024, 6, 1)
+        midnight = REFERENCE  # where E0 is initial_counts
         meter = MeterModel(seed=6, unit=0x03, digits=5, start=midnight, history_days=0,
                            initial_counts=10 ** 5 - 3000)
         values = [meter.counters(midnight + datetime.timedelta(minutes=10 * i))[0] for i in range(145)]
@@ -526,20 +527,108 @@ class HistoryTests(unittest.TestCase):
 
     def test_deepReadsIntegrateOnce(self):
         """
-        45 days deep: the first read of day 44 integrates the slots back to it
-        once; later E2/E4 and EC reads of those days integrate only the slots
-        the clock has moved on by, and the memory kept stays bounded.
+        45 days deep: the first read of day 44 integrates each day back to it
+        once; later E2/E4 and EC reads of those days, as the clock moves on
+        within the day, integrate nothing again, and the memory kept stays
+        bounded, even a year on.
         """
         meter = MeterModel(seed=8, solar_w=4000)
         setc(meter, em.HISTORY_DAY, bytes([44]))
         ask(meter, [em.HISTORY_NORMAL])
-        first = meter.household.boundaries_known()
-        self.assertGreaterEqual(first, 44 * 48)
+        first = meter.household.days_integrated
+        self.assertGreaterEqual(first, 45)
+        self.assertLessEqual(first, 46)
         for i in range(20):
             now = NOON + i * 7 * MINUTE
             ask(meter, [em.HISTORY_NORMAL, em.HISTORY_REVERSE], now)
             setc(meter, 0xED, ed(NOON - datetime.timedelta(days=44), 12), now)
             ask(meter, [0xEC], now)
-        # 133 minutes later: five more boundaries, not a second deep walk.
-        self.assertLessEqual(meter.household.boundaries_known() - first, 6)
-        self.assertLess(meter.household.cached(), 48 * 47 + 4097)
+        self.assertEqual(meter.household.days_integrated, first)
+        bound = 128 * 49 + 4097 + 9 * 30
+        self.assertLess(meter.household.cached(), bound + 100)
+        later = NOON + datetime.timedelta(days=365)
+        for day in range(0, 46, 5):
+            read_day(meter, day, later)
+        self.assertLess(meter.household.cached(), bound + 100 + 366)
+
+
+def remembered(meter, now):
+    """Every boundary the meter's E2/E4 give at C{now}, present or not:
+    {boundary: (normal, reverse)} over days 0 ... history_days."""
+    out = {}
+    for day in range(meter.history_days + 1):
+        out.update(read_day(meter, day, now))
+    return {b: v for b, v in out.items() if meter.oldest_boundary(now) <= b <= now}
+
+
+class SeedFixesHistoryTests(unittest.TestCase):
+    """
+    The history is a function of the seed and the meter's options: not of
+    when the emulator started (issue 27, item 17).
+    """
+
+    #: Remembered by every meter of test_sameSeedSameRecords.
+    OUTAGE = ((datetime.datetime(2024, 5, 20, 9, 0), datetime.datetime(2024, 5, 20, 11, 30)),)
+
+    def runs(self, seed, solar, starts):
+        """For each start, a meter read 2 h 3 min after it: (meter, now, remembered)."""
+        out = []
+        for start in starts:
+            meter = MeterModel(seed=seed, start=start, solar_w=solar, history_days=20,
+                               outage=self.OUTAGE)
+            now = start + datetime.timedelta(hours=2, minutes=3)
+            out.append((meter, now, remembered(meter, now)))
+        return out
+
+    def test_sameSeedSameRecords(self):
+        """
+        Meters with one seed started 37 s and 3 days later and 8 days
+        earlier (mid-slot) give the same counters, and the same absent slots
+        (an outage), for every boundary both remember; E0/E3 read live at a
+        boundary are what the other meter recorded there.
+        """
+        starts = [NOON, NOON + datetime.timedelta(seconds=37),
+                  NOON + datetime.timedelta(days=3, hours=5, minutes=17, seconds=23),
+                  NOON - datetime.timedelta(days=9, hours=-11, minutes=2, seconds=5)]
+        lives = 0
+        for solar in (0, 3000):
+            runs = self.runs(5, solar, starts)
+            for i, (meter, now, mine) in enumerate(runs):
+                for _, _, theirs in runs[:i]:
+                    common = sorted(set(mine) & set(theirs))
+                    self.assertGreater(len(common), 8 * 48)
+                    self.assertEqual([mine[b] for b in common], [theirs[b] for b in common])
+                    self.assertEqual(sum(mine[b][0] is model.NO_DATA for b in common), 5)
+                    boundary = model.slot_start(now)
+                    if boundary in theirs:
+                        self.assertEqual(live(meter, boundary)[0], theirs[boundary])
+                        lives += 1
+        self.assertEqual(lives, 8)
+
+    def test_otherSeedOtherRecords(self):
+        """Another seed, same start: other counters (the seed does decide the history)."""
+        (_, _, a), = self.runs(5, 0, [NOON])
+        (_, _, b), = self.runs(6, 0, [NOON])
+        present = [t for t in a if not model.is_absent(a[t][0])]
+        self.assertGreater(len(present), 10 * 48)
+        self.assertLess(sum(a[t] == b[t] for t in present), len(present) // 10)
+
+    def test_liveContinuesTheHistory(self):
+        """
+        Read live at any second, E0/E3 are at least the last boundary's
+        record, at most the next one's, and never go back from one read to
+        the next, wherever the meter started.
+        """
+        for start in (NOON + datetime.timedelta(days=2, seconds=731), NOON):
+            meter = MeterModel(seed=9, start=start, solar_w=3000, digits=8)
+            last = (0, 0)
+            for k in range(0, 3 * 3600, 97):
+                at = start + datetime.timedelta(seconds=k)
+                e0e3 = meter.reading(at)
+                before = meter.slot_truth(model.slot_start(at), at)
+                after = meter.slot_truth(model.slot_start(at) + SLOT)
+                for which in (0, 1):
+                    self.assertLessEqual(before[which], e0e3[which])
+                    self.assertLessEqual(e0e3[which], after[which])
+                    self.assertLessEqual(last[which], e0e3[which])
+                last = e0e3
