@@ -3,8 +3,9 @@ A strict fake of Home Assistant's websocket API (the recorder's statistics
 commands of HA 2024.x), served by autobahn on the test's reactor, on
 loopback.
 
-It follows HA's handshake (C{auth_required}, C{auth}, C{auth_ok} or
-C{auth_invalid} and a close), insists on increasing message ids, and rejects
+It serves the API at C{/api/websocket} only (any other path is HA's
+frontend: a page, no websocket), follows HA's handshake (C{auth_required},
+C{auth}, C{auth_ok} or C{auth_invalid} and a close), insists on increasing message ids, and rejects
 in C{recorder/import_statistics} what HA 2024.3's recorder rejects: a
 message that does not match the schema exactly (unknown keys included), a
 non-admin user, an external statistic id that is malformed or whose source
@@ -25,6 +26,7 @@ import json
 import re
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
 
 HA_VERSION = "2024.3.3"
 #: HA's time zone for month boundaries (the instance's configured one).
@@ -246,6 +248,10 @@ class FakeHomeAssistant:
 
 
 class _Server(WebSocketServerProtocol):
+    def onConnect(self, request):
+        if request.path != "/api/websocket":
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "Not Found")
+
     def onOpen(self):
         ha = self.factory.ha
         if ha.refuse:

@@ -67,6 +67,7 @@ PURE_MODULES = [
     "smartmeter_tx.outputs.mqtt.payloads",
     "smartmeter_tx.outputs.mqtt.outbox",
     "smartmeter_tx.outputs.mqtt.faults",
+    "smartmeter_tx.outputs.tlshint",
     "smartmeter_tx.outputs.homeassistant.statistics",
 ]
 

@@ -4,7 +4,8 @@ running service) imported into Home Assistant's long-term statistics, and
 one line on stdout saying what was written.
 
 Exit codes beyond the plugin's: 69 HA cannot be reached, 76 HA refused a
-command (its code and message on stderr), 78 HA refused the access token.
+command (its code and message on stderr), 78 HA refused the access token;
+2 for C{https://} to an HA that answers plain HTTP.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ async def import_records(reactor, url: str, token: str, records: list, mac: Opti
     except W.HaAuthError as e:
         C.say(stderr, str(e), program)
         return EXIT_CONFIG
+    except W.HaWrongScheme as e:  # https:// for a plain HA: the URL given is wrong
+        C.say(stderr, str(e), program)
+        return C.EXIT_USAGE
     except W.HaUnreachable as e:
         C.say(stderr, str(e), program)
         return EXIT_HA_UNREACHABLE

@@ -268,6 +268,30 @@ class HomeAssistantTests(_Base, unittest.TestCase):
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn(url, err)
 
+    @defer.inlineCallbacks
+    def test_httpsForPlainHomeAssistant(self):
+        """
+        https:// for an HA that answers plain HTTP (the connection says so:
+        HaWrongScheme, held to a real HA in test_ha_real) is a usage error,
+        exit 2, one line; a browser's page path after the address is no error.
+        """
+        from smartmeter_tx.outputs.homeassistant import websocket as W
+        handle = self.emulator()
+        code, out, err = yield self.run_history(
+            "--device", handle.path, "--days", "1", "--ha-url", self.url + "/lovelace/0",
+            "--ha-token-file", self.token_file)
+        self.assertEqual(code, 0, err)
+        self.patch(W, "connect", lambda reactor, url, token: defer.fail(W.HaWrongScheme(
+            f"cannot reach Home Assistant at {url}: port 8123 does not speak TLS; for a "
+            "plain port use http://")))
+        code, out, err = yield self.run_history("--device", handle.path, "--ha-url",
+                                                "https://ha.lan:8123", "--ha-token-file",
+                                                self.token_file)
+        self.assertEqual((code, out), (2, ""), err)
+        self.assertEqual(err.splitlines(), ["smartmeter-history: cannot reach Home Assistant "
+                                            "at https://ha.lan:8123: port 8123 does not speak "
+                                            "TLS; for a plain port use http://"])
+
     def import_a_day(self):
         """C{smartmeter-history --days 1 --ha-url} from a new emulator: C{(code, out, err)}."""
         handle = self.emulator()

@@ -1,7 +1,7 @@
 """
 A publisher in its own process, for the Last Will tests: it connects to the
-broker on 127.0.0.1:PORT as meter SN-CHILD (with C{unknown}, before any meter
-is known) and runs until it is killed.
+broker on 127.0.0.1:PORT as meter 001d129012345678 (its MAC; with C{unknown},
+before any meter is known) and runs until it is killed.
 
     python tests/outputs/mqtt_child.py PORT [unknown]
 """

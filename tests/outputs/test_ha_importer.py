@@ -23,7 +23,7 @@ from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.session.state import MeterLink
 from tests.hafake import FakeHomeAssistant
-from tests.outputs.test_ha_sync import coroutine
+from tests.outputs.test_ha_sync import coroutine, listen_plain_http
 from tests.outputs.test_ha_statistics import T0, slots
 
 TOKEN = "importer-admin-token"
@@ -146,6 +146,37 @@ class ImporterTests(_Importer, TestCase):
         self.assertIn("refused the access token", self.fatal[0])
         self.assertNotIn("not-a-token", self.fatal[0])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @coroutine
+    async def test_httpsAgainstPlainHttp(self):
+        """
+        https:// for an HA that speaks plain HTTP, at start: no retry can
+        cure it, so the service ends (on_fatal), in one line saying use http://.
+        """
+        port = listen_plain_http(self)
+        self.url = f"https://127.0.0.1:{port}"
+        importer = self.importer()
+        await importer.idle()
+        self.assertEqual(self.fatal, [f"cannot reach Home Assistant at {self.url}: port {port} "
+                                      "does not speak TLS; for a plain port use http://"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @coroutine
+    async def test_wrongSchemeAfterASuccess(self):
+        """Once HA has taken the token, the same error is HA away: retried, never fatal."""
+        importer = self.importer()
+        await importer.idle()
+        self.assertTrue(importer.connected)
+        answered = []
+        importer.link.url = f"https://127.0.0.1:{listen_plain_http(self, answered)}"
+        self.ha.protocols[-1].dropConnection(abort=True)
+        await wait_until(lambda: not importer.connected)
+        self.clock.advance(60)
+        await importer.idle()
+        self.assertEqual(answered, [b"\x16"])  # our TLS hello, answered in plain HTTP
+        self.assertEqual(self.fatal, [])
+        self.assertFalse(importer.connected)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
     @coroutine
     async def test_resultErrorNoStorm(self):

@@ -3,7 +3,9 @@ The meter's statistics against a real Home Assistant (L{tests.home_assistant}:
 the pinned release, started on loopback for each test): imports and
 re-imports hour by hour, outages, a digit wrap, sold energy, the energy
 dashboard's validation of our statistics, the service's refill after HA was
-down or frozen, and the strict fake held to HA by one shared scenario.
+down or frozen, the strict fake held to HA by one shared scenario, wrong
+--ha-url forms, and the entities our MQTT discovery makes (and those of an
+earlier version, replaced).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest
 
+from smartmeter_tx.echonet.meter import decode_serial_number
+from smartmeter_tx.emulator.meter import MeterModel
 from smartmeter_tx.model import JST, NO_DATA, HistorySlot
 from smartmeter_tx.outputs.homeassistant import statistics as S
 from smartmeter_tx.outputs.homeassistant import sync
@@ -178,6 +182,25 @@ class StatisticsTests(_RealBase):
         self.assertEqual(prefs["energy_sources"][0]["flow_from"][0]["stat_energy_from"], IMPORT)
         validation = await session.call("energy/validate")
         self.assertEqual(validation["energy_sources"], [[]], validation)
+
+
+class WrongUrlTests(_RealBase):
+
+    @coroutine
+    async def test_httpsAgainstPlainHomeAssistant(self):
+        """
+        https:// for HA's plain HTTP port: the error says use http://, in
+        one line; a URL copied from the browser (a dashboard's path) works.
+        """
+        port = self.ha.port
+        with self.assertRaises(W.HaWrongScheme) as cm:
+            await W.connect(reactor, f"https://127.0.0.1:{port}", self.ha.token)
+        self.assertEqual(str(cm.exception), f"cannot reach Home Assistant at "
+                                            f"https://127.0.0.1:{port}: port {port} does not "
+                                            "speak TLS; for a plain port use http://")
+        session = await W.connect(reactor, self.ha.url + "/lovelace/0", self.ha.token)
+        self.addCleanup(session.close_and_wait, reactor)
+        self.assertIsNotNone(session.version)
 
 
 class FakeAgreesTests(_RealBase):
@@ -410,7 +433,7 @@ class MqttDiscoveryTests(_RealBase):
 
         async def numbers():
             states = await self.states()
-            energy = [s for u, s in states.items() if u.endswith("_energy_normal")]
+            energy = [s for u, s in states.items() if u.endswith("_energy_bought")]
             if len(states) == len(published) and energy and energy[0]["state"] not in (
                     "unknown", "unavailable"):
                 return states
@@ -427,9 +450,9 @@ class MqttDiscoveryTests(_RealBase):
         session = await self.session()
         await session.call("energy/save_prefs", energy_sources=[{
             "type": "grid",
-            "flow_from": [{"stat_energy_from": by_suffix["energy_normal"], "stat_cost": None,
+            "flow_from": [{"stat_energy_from": by_suffix["energy_bought"], "stat_cost": None,
                            "entity_energy_price": None, "number_energy_price": None}],
-            "flow_to": [{"stat_energy_to": by_suffix["energy_reverse"],
+            "flow_to": [{"stat_energy_to": by_suffix["energy_sold"],
                          "stat_compensation": None, "entity_energy_price": None,
                          "number_energy_price": None}],
             "cost_adjustment_day": 0}], device_consumption=[])
@@ -450,6 +473,139 @@ class MqttDiscoveryTests(_RealBase):
         ours = [line for line in self.ha.log_lines(("ERROR", "WARNING"))
                 if "mqtt" in line.lower() or "smartmeter" in line.lower()]
         self.assertEqual(ours, [])
+
+
+    @coroutine
+    async def test_earlierEntitiesReplaced(self):
+        """
+        HA holds the entities an earlier version announced (under the
+        meter's serial number, energy "normal"/"reverse", the fixed-time
+        ones with a state class); once the service runs, HA holds only the
+        new ones, the old device is gone, and the Energy dashboard's
+        candidates of this meter (HA's "sum" statistics of energy, as its
+        picker lists them) are one MQTT sensor per direction and our two
+        statistics.
+        """
+        meter = MeterModel()  # the emulator's meter (seed 0)
+        serial = decode_serial_number(meter.serial)
+        old = earlier_configs(serial)
+        publisher = Subscriber(self.broker.port, ["nothing/here"])
+        self.addCleanup(publisher.close)
+        for topic, config in old.items():
+            publisher.client.publish(topic, json.dumps(config), qos=1, retain=True)
+        publisher.client.publish(f"smartmeter/{serial}/energy", json.dumps(
+            {"energy_normal_kwh": 1.5, "energy_reverse_kwh": 0.5, "time": 1.0}), qos=1,
+            retain=True)
+        olds = {config["unique_id"] for config in old.values()}
+
+        async def ours():
+            session = await self.session()
+            registry = await session.call("config/entity_registry/list")
+            devices = await session.call("config/device_registry/list")
+            await session.close_and_wait(reactor)
+            return ({e["unique_id"]: e["entity_id"] for e in registry
+                     if e.get("platform") == "mqtt" and e["unique_id"].startswith("smartmeter_tx_")},
+                    [d for d in devices if any(i[1].startswith("smartmeter_tx_")
+                                               for i in d["identifiers"])])
+
+        async def earlier_there():
+            entities, devices = await ours()
+            return set(entities) == olds and entities
+        await poll(earlier_there, "the earlier version's entities in HA", 30)
+        self.twist()
+        mid = S.slug_for(meter.mac)
+        new = {f"smartmeter_tx_{mid}_{key}" for key in NEW_KEYS}
+
+        async def replaced():
+            entities, devices = await ours()
+            return set(entities) == new and len(devices) == 1 and (entities, devices)
+        entities, devices = await poll(replaced, "only the new entities in HA", 90)
+        self.assertEqual(devices[0]["identifiers"], [["mqtt", f"smartmeter_tx_{mid}"]])
+        self.assertEqual((devices[0]["name"], devices[0]["serial_number"]),
+                         (S.meter_name(mid), serial))
+        session = await self.session()
+        slots = record([D("0.4")] * 4, sold=[D("0.1")] * 4)
+        await sync.synchronize(session, slots, mid, T0 + datetime.timedelta(days=1),
+                               rewrite=True)
+        listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
+        candidates = {item["statistic_id"]: item.get("name") for item in listed
+                      if item.get("unit_class") == "energy"}
+        ours_listed = {sid: name for sid, name in candidates.items()
+                       if sid.startswith(("sensor.smartmeter_tx_", "smartmeter_tx:"))}
+        self.assertEqual(set(ours_listed), {
+            entities[f"smartmeter_tx_{mid}_energy_bought"],
+            entities[f"smartmeter_tx_{mid}_energy_sold"],
+            S.statistic_id(mid, "import"), S.statistic_id(mid, "export")})
+        self.assertEqual(ours_listed[S.statistic_id(mid, "import")],
+                         f"{S.meter_name(mid)} energy bought (meter record)")
+        # The broker holds nothing of the earlier version: mosquitto sends the retained
+        # messages of one SUBSCRIBE filter by filter, so once the new config (the last
+        # filter) is in, any earlier one would have come before it.
+        current = f"homeassistant/sensor/smartmeter_tx_{mid}_energy_bought/config"
+        late = Subscriber(self.broker.port, [f"smartmeter/{serial}/+", *old, current])
+        self.addCleanup(late.close)
+        await wait_for(lambda: late.got(current), "the new config, retained")
+        self.assertEqual([topic for topic, _, _ in late.got()], [current])
+
+
+#: The keys of the entities this version announces (their unique ids end in them).
+NEW_KEYS = ("power", "current_r", "current_t", "energy_bought", "energy_sold",
+            "energy_bought_half_hour", "energy_sold_half_hour", "half_hour_time", "rssi", "lqi",
+            "session", "rate_limited", "reading_age", "polls_failed")
+
+
+def earlier_configs(serial: str) -> dict:
+    """
+    The discovery configs an earlier version published for the emulated
+    meter: its serial number as the id, energy "normal" and "reverse", the
+    fixed-time counters with a state class.  C{{config topic: payload}}.
+    """
+    energy = dict(unit_of_measurement="kWh", device_class="energy",
+                  state_class="total_increasing")
+    table = [
+        ("sensor", "power", "Power", "state", "power_w",
+         dict(unit_of_measurement="W", device_class="power", state_class="measurement")),
+        ("sensor", "current_r", "Current R", "state", "current_r_a",
+         dict(unit_of_measurement="A", device_class="current", state_class="measurement")),
+        ("sensor", "current_t", "Current T", "state", "current_t_a",
+         dict(unit_of_measurement="A", device_class="current", state_class="measurement")),
+        ("sensor", "energy_normal", "Energy normal", "energy", "energy_normal_kwh", energy),
+        ("sensor", "energy_reverse", "Energy reverse", "energy", "energy_reverse_kwh", energy),
+        ("sensor", "fixed_energy_normal", "Fixed-time energy normal", "fixed",
+         "energy_normal_kwh", energy),
+        ("sensor", "fixed_energy_reverse", "Fixed-time energy reverse", "fixed",
+         "energy_reverse_kwh", energy),
+        ("sensor", "fixed_time", "Fixed-time reading time", "fixed", "meter_time",
+         dict(device_class="timestamp")),
+        ("sensor", "rssi", "RSSI", "link", "rssi_dbm",
+         dict(unit_of_measurement="dBm", device_class="signal_strength",
+              state_class="measurement", entity_category="diagnostic")),
+        ("sensor", "lqi", "LQI", "link", "lqi",
+         dict(state_class="measurement", entity_category="diagnostic")),
+        ("binary_sensor", "session", "Session", "link", None,
+         dict(device_class="connectivity", entity_category="diagnostic")),
+        ("binary_sensor", "rate_limited", "Rate limited", "link", None,
+         dict(device_class="problem", entity_category="diagnostic")),
+        ("sensor", "reading_age", "Reading age", "link", "reading_age_s",
+         dict(unit_of_measurement="s", device_class="duration", state_class="measurement",
+              entity_category="diagnostic")),
+        ("sensor", "polls_failed", "Polls failed", "link", "polls_failed",
+         dict(state_class="total_increasing", entity_category="diagnostic")),
+    ]
+    device = {"identifiers": [f"smartmeter_tx_{serial}"], "name": f"Smart meter {serial}",
+              "manufacturer": "Toshiba", "model": "Low-voltage smart electric energy meter",
+              "serial_number": serial}
+    configs = {}
+    for component, key, name, suffix, field, extra in table:
+        unique = f"smartmeter_tx_{serial}_{key}"
+        template = ("{{ value_json.%s }}" % field if field
+                    else "{{ 'ON' if value_json.session_up else 'OFF' }}")
+        configs[f"homeassistant/{component}/{unique}/config"] = dict(
+            extra, name=name, unique_id=unique, object_id=unique,
+            state_topic=f"smartmeter/{serial}/{suffix}", value_template=template,
+            availability_topic=f"smartmeter/{serial}/availability", payload_available="online",
+            payload_not_available="offline", qos=1, device=device)
+    return configs
 
 
 async def poll(check, what: str, timeout: float, step: float = 0.5):

@@ -115,6 +115,25 @@ class IdentityTests(SynchronousTestCase):
         for bad in ("sensor.x", "smartmeter_tx:_x", "a__b:c", "Smartmeter:x", "a:b:c"):
             self.assertFalse(S.valid_statistic_id(bad), bad)
 
+    def test_names(self):
+        """
+        Each statistic is named by the meter's one name (its MAC in upper
+        case, as its MQTT device), says bought or sold, and that it is the
+        meter's record (the MQTT sensor beside it in HA's energy picker is
+        "Smart meter ... Energy bought").
+        """
+        slug = S.slug_for("00C094F3DAA462BF")
+        self.assertEqual(S.meter_name(slug), "Smart meter 00C094F3DAA462BF")
+        self.assertEqual([S.metadata(slug, d)["name"] for d in ("import", "export")],
+                         ["Smart meter 00C094F3DAA462BF energy bought (meter record)",
+                          "Smart meter 00C094F3DAA462BF energy sold (meter record)"])
+
+    def test_slugValidWhateverTheMac(self):
+        """A MAC with separators or stray characters still gives a valid statistic id."""
+        slug = S.slug_for("00:c0-94/f3 dA.a4é62bf")
+        self.assertEqual(slug, "00c094f3daa462bf")
+        self.assertTrue(S.valid_statistic_id(S.statistic_id(slug, "export")))
+
 
 class TimeZoneTests(SynchronousTestCase):
     def test_hostZoneChangesNothing(self):

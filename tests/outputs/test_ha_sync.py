@@ -7,10 +7,12 @@ strictness (it refuses what HA refuses).
 
 import copy
 import datetime
+import os
 from decimal import Decimal
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import TestCase
+from twisted.web import resource, server
 
 from smartmeter_tx.outputs.homeassistant import statistics as S
 from smartmeter_tx.outputs.homeassistant import sync, websocket as W
@@ -78,12 +80,120 @@ class HandshakeTests(_HaBase, TestCase):
         self.assertIn(url, str(cm.exception))
 
     def test_urls(self):
-        """--ha-url as the browser shows it, or the websocket URL itself."""
+        """
+        --ha-url as the browser shows it, any page's path and query dropped
+        (HA's API is at its address's /api/websocket), or the websocket URL
+        itself.
+        """
         self.assertEqual(W.websocket_url("http://ha.local:8123"), "ws://ha.local:8123/api/websocket")
         self.assertEqual(W.websocket_url("https://ha.example/"), "wss://ha.example/api/websocket")
         self.assertEqual(W.websocket_url("ws://h:1/api/websocket"), "ws://h:1/api/websocket")
+        self.assertEqual(W.websocket_url("http://ha.local:8123/lovelace/0"),
+                         "ws://ha.local:8123/api/websocket")
+        self.assertEqual(W.websocket_url("https://ha.example/config/energy?x=1#y"),
+                         "wss://ha.example/api/websocket")
+        self.assertEqual(W.websocket_url("wss://proxy.example/ha/api/websocket"),
+                         "wss://proxy.example/ha/api/websocket")
         for bad in ("ha.local:8123", "ftp://x", "http://", "http://h:x"):
             self.assertRaises(W.ConfigError, W.websocket_url, bad)
+
+    @coroutine
+    async def test_browserPath(self):
+        """A URL copied from the browser's address bar (a dashboard's page) reaches HA."""
+        session = await W.connect(reactor, self.url + "/lovelace/0", TOKEN)
+        self.addCleanup(self.close, session)
+        self.assertEqual(session.version, "2024.3.3")
+
+
+class _Answers400(protocol.Protocol):
+    """What HA's web server (aiohttp) does with bytes that are not HTTP: a 400, and close."""
+
+    def dataReceived(self, data):
+        self.factory.answered.append(data[:1])
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        self.transport.loseConnection()
+
+
+class _Page(resource.Resource):
+    """Any web page: a server that is not HA, or HA's frontend behind a path."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"<html><body>a page</body></html>"
+
+
+def listen_plain_http(test, answered=None) -> int:
+    """
+    A plain HTTP server on loopback that answers a TLS hello as HA does
+    (400); the test stops it.
+
+    @param answered: a list that gets the first byte of each request answered.
+    @return: its port.
+    """
+    factory = protocol.Factory.forProtocol(_Answers400)
+    factory.answered = [] if answered is None else answered
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    test.addCleanup(port.stopListening)
+    return port.getHost().port
+
+
+class WrongAddressTests(TestCase):
+    """
+    An --ha-url that reaches something, but not HA's websocket as given:
+    each error names the cause in one line, without the token.
+    """
+
+    timeout = 30  # only catches a hang
+
+    async def refused(self, url):
+        with self.assertRaises(W.HaUnreachable) as cm:
+            await W.connect(reactor, url, TOKEN)
+        text = str(cm.exception)
+        self.assertNotIn("\n", text)
+        self.assertNotIn(TOKEN, text)
+        return cm.exception
+
+    @coroutine
+    async def test_tlsAgainstPlain(self):
+        """https:// for a plain HTTP server: the MQTT output's words, use http://."""
+        port = listen_plain_http(self)
+        error = await self.refused(f"https://127.0.0.1:{port}")
+        self.assertIsInstance(error, W.HaWrongScheme)
+        self.assertEqual(str(error), f"cannot reach Home Assistant at https://127.0.0.1:{port}: "
+                                     f"port {port} does not speak TLS; for a plain port use "
+                                     "http://")
+
+    @coroutine
+    async def test_notAWebsocket(self):
+        """A web server that answers with a page: named, with its status, not HA's API."""
+        site = reactor.listenTCP(0, server.Site(_Page()), interface="127.0.0.1")
+        self.addCleanup(site.stopListening)
+        port = site.getHost().port
+        error = await self.refused(f"http://127.0.0.1:{port}/lovelace/0")
+        self.assertNotIsInstance(error, W.HaWrongScheme)
+        self.assertEqual(str(error), f"ws://127.0.0.1:{port}/api/websocket is not Home "
+                                     "Assistant's API: it answered HTTP 200 OK instead of a "
+                                     "websocket (is --ha-url HA's address? does a proxy before it "
+                                     "pass websockets on?)")
+
+    @coroutine
+    async def test_plainAgainstTls(self):
+        """http:// for a TLS port that drops the connection unanswered: asks about https://."""
+        from twisted.internet import ssl
+        from tests.mosquitto import Certificates
+        directory = self.mktemp()
+        os.makedirs(directory)
+        certs = Certificates(directory)
+        tls = reactor.listenSSL(0, protocol.Factory.forProtocol(protocol.Protocol),
+                                ssl.DefaultOpenSSLContextFactory(certs.server_key, certs.server),
+                                interface="127.0.0.1")
+        self.addCleanup(tls.stopListening)
+        port = tls.getHost().port
+        error = await self.refused(f"http://127.0.0.1:{port}")
+        self.assertEqual(str(error), f"Home Assistant at http://127.0.0.1:{port} closed the "
+                                     f"connection before answering; is port {port} a TLS port "
+                                     "(https://)?")
 
 
 class StallTests(_HaBase, TestCase):

@@ -28,12 +28,15 @@ from tests.mosquitto import (
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SERIAL = "SN12345"
+MAC = "001D129012345678"
+#: The meter's id in topics and unique ids: its MAC in lower case.
+MID = MAC.lower()
 PASSWORD = "s3cr3t-Pw-7781"
 
 
 def meter_view(serial=SERIAL):
     store = LatestStore()
-    store.identity = {"mac": "001D129012345678", "maker": "000016", "maker_name": "Toshiba", "serial": serial}
+    store.identity = {"mac": MAC, "maker": "000016", "maker_name": "Toshiba", "serial": serial}
     return ServiceView(store, LinkState(), Clock())
 
 
@@ -129,23 +132,23 @@ class DiscoveryTests(BrokerTestCase):
             component, unique = topic.split("/")[1:3]
             self.assertEqual(topic, f"homeassistant/{component}/{unique}/config")
             self.assertEqual(c["unique_id"], unique)
-            self.assertTrue(unique.startswith(f"smartmeter_tx_{SERIAL}_"))
-            self.assertEqual(c["availability_topic"], f"smartmeter/{SERIAL}/availability")
-            self.assertEqual(c["device"]["identifiers"], [f"smartmeter_tx_{SERIAL}"])
+            self.assertTrue(unique.startswith(f"smartmeter_tx_{MID}_"))
+            self.assertEqual(c["availability_topic"], f"smartmeter/{MID}/availability")
+            self.assertEqual(c["device"]["identifiers"], [f"smartmeter_tx_{MID}"])
             self.assertEqual(c["device"]["manufacturer"], "Toshiba")
             self.assertEqual(c["device"]["model"], "Low-voltage smart electric energy meter")
             self.assertEqual(c["origin"]["name"], "smartmeter_tx")
-            self.assertTrue(c["state_topic"].startswith(f"smartmeter/{SERIAL}/"))
-            by_key[unique[len(f"smartmeter_tx_{SERIAL}_"):]] = (component, c)
+            self.assertTrue(c["state_topic"].startswith(f"smartmeter/{MID}/"))
+            by_key[unique[len(f"smartmeter_tx_{MID}_"):]] = (component, c)
         expect = {
             "power": ("sensor", "power", "measurement", "W", 90, "state"),
             "current_r": ("sensor", "current", "measurement", "A", 90, "state"),
             "current_t": ("sensor", "current", "measurement", "A", 90, "state"),
-            "energy_normal": ("sensor", "energy", "total_increasing", "kWh", None, "energy"),
-            "energy_reverse": ("sensor", "energy", "total_increasing", "kWh", None, "energy"),
-            "fixed_energy_normal": ("sensor", "energy", "total_increasing", "kWh", None, "fixed"),
-            "fixed_energy_reverse": ("sensor", "energy", "total_increasing", "kWh", None, "fixed"),
-            "fixed_time": ("sensor", "timestamp", None, None, None, "fixed"),
+            "energy_bought": ("sensor", "energy", "total_increasing", "kWh", None, "energy"),
+            "energy_sold": ("sensor", "energy", "total_increasing", "kWh", None, "energy"),
+            "energy_bought_half_hour": ("sensor", "energy", None, "kWh", None, "fixed"),
+            "energy_sold_half_hour": ("sensor", "energy", None, "kWh", None, "fixed"),
+            "half_hour_time": ("sensor", "timestamp", None, None, None, "fixed"),
             "rssi": ("sensor", "signal_strength", "measurement", "dBm", None, "link"),
             "lqi": ("sensor", None, "measurement", None, None, "link"),
             "session": ("binary_sensor", "connectivity", None, None, None, "link"),
@@ -159,16 +162,16 @@ class DiscoveryTests(BrokerTestCase):
             self.assertEqual((got_component, c.get("device_class"), c.get("state_class"),
                               c.get("unit_of_measurement"), c.get("expire_after"),
                               c["state_topic"]),
-                             (component, dc, sc, unit, expire, f"smartmeter/{SERIAL}/{suffix}"),
+                             (component, dc, sc, unit, expire, f"smartmeter/{MID}/{suffix}"),
                              key)
             diagnostic = suffix == "link"
             self.assertEqual(c.get("entity_category") == "diagnostic", diagnostic, key)
         self.assertEqual(by_key["power"][1]["value_template"], "{{ value_json.power_w }}")
         # discovery and availability (online) are retained
-        late = self.subscriber(["homeassistant/#", f"smartmeter/{SERIAL}/availability"])
+        late = self.subscriber(["homeassistant/#", f"smartmeter/{MID}/availability"])
         yield wait_for(lambda: len(late.got()) >= 15, "retained configs and availability")
         self.assertTrue(all(retain for _, _, retain in late.got()))
-        self.assertEqual(late.got(f"smartmeter/{SERIAL}/availability")[0][1], b"online")
+        self.assertEqual(late.got(f"smartmeter/{MID}/availability")[0][1], b"online")
         self.assertEqual(p.outbox.dropped, 0)
 
     @defer.inlineCallbacks
@@ -195,9 +198,9 @@ class DiscoveryTests(BrokerTestCase):
                           "energy_normal_kwh": 12345.5, "energy_reverse_kwh": 7.0},
                          1700000001.0)
         p.recordReceived({"kind": "history", "slot": "2024-05-01T12:00:00+09:00"}, 1700000002.0)
-        first = self.subscriber([f"smartmeter/{SERIAL}/fixed"])
+        first = self.subscriber([f"smartmeter/{MID}/fixed"])
         yield wait_for(lambda: first.got(), "the states to reach the broker")
-        sub = self.subscriber([f"smartmeter/{SERIAL}/+"])
+        sub = self.subscriber([f"smartmeter/{MID}/+"])
         yield wait_for(lambda: len(sub.got()) >= 5, "retained states")
         states = {t.rsplit("/", 1)[1]: (json.loads(m) if t[-12:] != "availability" else m, r)
                   for t, m, r in sub.got()}
@@ -217,7 +220,7 @@ class DiscoveryTests(BrokerTestCase):
     def test_linkOnChange(self):
         poller = meter_view()
         p = self.publisher(poller)
-        sub = self.subscriber([f"smartmeter/{SERIAL}/link"])
+        sub = self.subscriber([f"smartmeter/{MID}/link"])
         yield wait_for(lambda: sub.got(), "the first link state")
         poller.state.up(1.0)
         poller.state.rssi(-71.0)
@@ -235,6 +238,7 @@ class DiscoveryTests(BrokerTestCase):
         policy's, tested on a clock in test_mqtt_policy.)
         """
         mac = "001D12901234ABCD"
+        mid = mac.lower()
         poller = meter_view()
         poller.store.identity = None
         sub = self.subscriber(["#"])
@@ -245,23 +249,49 @@ class DiscoveryTests(BrokerTestCase):
         yield wait_for(lambda: sub.got("smartmeter/link") and p.backlog == 1,
                        "the service's link state")
         poller.store.identity = {"mac": mac, "maker": None, "serial": None}
-        yield wait_for(lambda: sub.got(f"smartmeter/{mac}/state"), "the held state")
+        yield wait_for(lambda: sub.got(f"smartmeter/{mid}/state"), "the held state")
         yield wait_for(lambda: p.backlog == 0, "the broker's acknowledgements")
         for topic, payload, _ in sub.got():
             if topic.startswith("homeassistant/"):
                 self.assertEqual(json.loads(payload)["device"]["identifiers"],
-                                 [f"smartmeter_tx_{mac}"])
+                                 [f"smartmeter_tx_{mid}"])
             else:
                 self.assertIn(topic, ("smartmeter/availability", "smartmeter/link",
-                                      f"smartmeter/{mac}/availability", f"smartmeter/{mac}/state",
-                                      f"smartmeter/{mac}/link"))
+                                      f"smartmeter/{mid}/availability", f"smartmeter/{mid}/state",
+                                      f"smartmeter/{mid}/link"))
+
+
+    @defer.inlineCallbacks
+    def test_earlierVersionCleared(self):
+        """
+        What an earlier version left retained under the meter's serial
+        number (an entity's discovery config, a state) is gone from the
+        broker once the publisher is up; its own configs and states stand.
+        """
+        old_config = f"homeassistant/sensor/smartmeter_tx_{SERIAL}_energy_normal/config"
+        old_state = f"smartmeter/{SERIAL}/energy"
+        earlier = self.subscriber([old_config, old_state])
+        for topic, payload in ((old_config, b'{"name": "Energy normal"}'),
+                               (old_state, b'{"energy_normal_kwh": 1.5}')):
+            earlier.client.publish(topic, payload, qos=1, retain=True)
+        yield wait_for(lambda: len(earlier.got()) == 2, "the earlier version's topics")
+        p = self.publisher()
+        yield wait_for(lambda: sorted(t for t, m, _ in earlier.got() if m == b"")
+                       == sorted([old_config, old_state]), "both cleared")
+        yield wait_for(lambda: p.backlog == 0, "the broker's acknowledgements")
+        new_config = f"homeassistant/sensor/smartmeter_tx_{MID}_energy_bought/config"
+        # mosquitto sends the retained messages of one SUBSCRIBE filter by filter, in
+        # order: once the new config is in, the earlier ones would have come before it.
+        late = self.subscriber([old_config, old_state, new_config])
+        yield wait_for(lambda: late.got(new_config), "the new config, retained")
+        self.assertEqual([t for t, _, _ in late.got()], [new_config])
 
 
 class LastWillTests(BrokerTestCase):
 
     def test_offlineAfterKill(self):
         """A publisher killed says offline on its meter's availability (its Last Will)."""
-        return self.killed("smartmeter/SN-CHILD/availability")
+        return self.killed(f"smartmeter/{MID}/availability")
 
     def test_offlineAfterKillBeforeTheMeter(self):
         """Killed before the meter is known, it says offline on the service's availability."""
@@ -292,7 +322,7 @@ class ReconnectTests(BrokerTestCase):
 
     @defer.inlineCallbacks
     def test_queueAcrossBrokerRestart(self):
-        state = f"smartmeter/{SERIAL}/state"
+        state = f"smartmeter/{MID}/state"
         # A persistent session: the broker keeps it (and queues QoS 1 for it) across its restart.
         sub = self.subscriber([state], client_id="test-sub", clean=False)
         p = self.publisher()
@@ -338,7 +368,7 @@ class PasswordTests(BrokerTestCase):
         p = self.publisher(url=url, password=PASSWORD)
         yield wait_for(lambda: p.connected, "the publisher to connect with its password")
         p.recordReceived({"power_w": 5}, 1.0)
-        yield wait_for(lambda: sub.got(f"smartmeter/{SERIAL}/state"), "the state")
+        yield wait_for(lambda: sub.got(f"smartmeter/{MID}/state"), "the state")
         yield wait_for(lambda: fatal, "the refusal of the wrong password")
         self.assertEqual(fatal, [f"--mqtt {url}: the broker does not "
                                  "authorise us (the user in --mqtt; --mqtt-password-file or "
@@ -395,18 +425,18 @@ class PasswordTests(BrokerTestCase):
         self.assertEqual({t for t, _, _ in sub.got()}, {"smartmeter/availability",
                                                          "smartmeter/link"})
         view.store.identity = meter_view().store.identity
-        yield wait_for(lambda: sub.got(f"smartmeter/{SERIAL}/link"), "the meter's link")
+        yield wait_for(lambda: sub.got(f"smartmeter/{MID}/link"), "the meter's link")
         self.assertEqual([m for _, m, _ in sub.got("smartmeter/availability")], [b"online", b""])
         self.assertEqual(sub.got("smartmeter/link")[-1][1], b"")
-        self.assertEqual([m for _, m, _ in sub.got(f"smartmeter/{SERIAL}/availability")],
+        self.assertEqual([m for _, m, _ in sub.got(f"smartmeter/{MID}/availability")],
                          [b"online"])
         self.assertEqual(p.reconnects, 0)
         # mosquitto sends the retained messages of one SUBSCRIBE filter by filter, in order:
         # once the meter's availability is in, the service's would have come before it.
         late = self.subscriber(["smartmeter/availability", "smartmeter/link",
-                                f"smartmeter/{SERIAL}/availability"],
+                                f"smartmeter/{MID}/availability"],
                                username="meter", password=PASSWORD)
-        yield wait_for(lambda: late.got(f"smartmeter/{SERIAL}/availability"),
+        yield wait_for(lambda: late.got(f"smartmeter/{MID}/availability"),
                        "the meter's retained availability")
         self.assertEqual(late.got("smartmeter/availability") + late.got("smartmeter/link"), [])
 

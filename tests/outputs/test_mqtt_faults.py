@@ -15,9 +15,9 @@ from twisted.internet import defer, reactor
 from smartmeter_tx.outputs.mqtt.config import MqttConfig
 from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
 from tests.mosquitto import Certificates, Subscriber, wait_for
-from tests.outputs.test_mqtt import SERIAL, BrokerTestCase, meter_view
+from tests.outputs.test_mqtt import MID, BrokerTestCase, meter_view
 
-STATE = f"smartmeter/{SERIAL}/state"
+STATE = f"smartmeter/{MID}/state"
 
 
 class FaultTestCase(BrokerTestCase):

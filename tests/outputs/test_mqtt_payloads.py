@@ -7,29 +7,46 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from smartmeter_tx.outputs.homeassistant import statistics as S
 from smartmeter_tx.outputs.mqtt.payloads import (
-    MODEL, discovery_configs, dumps, link_payload, meter_id, state_payloads,
+    MODEL, discovery_configs, dumps, earlier_meter_id, earlier_topics, link_payload, meter_id,
+    state_payloads,
 )
 from smartmeter_tx.session.linkstate import HOLD_RATE_LIMIT, LinkState
 
 IDENTITY = {"mac": "001D129012345678", "maker": "000016", "maker_name": "Toshiba", "serial": "SN-1"}
+#: The meter's one id: its MAC in lower case.
+MID = "001d129012345678"
 
 
 class MeterIdTests(SynchronousTestCase):
-    def test_serialFirst(self):
-        """meter_id takes the serial number when the meter has one, else the MAC."""
-        self.assertEqual(meter_id(IDENTITY), "SN-1")
-        self.assertEqual(meter_id(dict(IDENTITY, serial=None)), "001D129012345678")
+    def test_macNotSerial(self):
+        """
+        meter_id is the MAC in lower case, the id of the meter's HA statistics
+        too, whether the meter has a serial number or not.
+        """
+        self.assertEqual(meter_id(IDENTITY), MID)
+        self.assertEqual(meter_id(dict(IDENTITY, serial=None)), MID)
+        self.assertEqual(meter_id(IDENTITY), S.slug_for(IDENTITY["mac"]))
+        self.assertEqual(S.statistic_id(meter_id(IDENTITY), "import"),
+                         f"smartmeter_tx:{MID}_energy_import")
 
     def test_topicSafe(self):
-        """Characters that are not letters, digits, '-' or '_' become '_' (no + # / in topics)."""
-        self.assertEqual(meter_id({"serial": "a/b+c#d é"}), "a_b_c_d__")
+        """Only ASCII letters and digits stay (no + # / in topics, a valid statistic id)."""
+        self.assertEqual(meter_id({"mac": "00:1D/12+90#é"}), "001d1290")
 
     def test_unknown(self):
-        """No identity, or one without serial and MAC, gives no id."""
+        """No identity, or one without a MAC, gives no id, whatever the serial."""
         self.assertIsNone(meter_id(None))
         self.assertIsNone(meter_id({}))
-        self.assertIsNone(meter_id({"mac": None, "serial": None}))
+        self.assertIsNone(meter_id({"mac": None, "serial": "SN-1"}))
+
+    def test_earlierId(self):
+        """The id of earlier versions: the serial number if any, else the MAC as given."""
+        self.assertEqual(earlier_meter_id(IDENTITY), "SN-1")
+        self.assertEqual(earlier_meter_id(dict(IDENTITY, serial=None)), "001D129012345678")
+        self.assertEqual(earlier_meter_id({"serial": "a/b+c#d é"}), "a_b_c_d__")
+        self.assertIsNone(earlier_meter_id(None))
 
 
 class StatePayloadTests(SynchronousTestCase):
@@ -107,8 +124,11 @@ class LinkPayloadTests(SynchronousTestCase):
 
 class DiscoveryTests(SynchronousTestCase):
     def setUp(self):
-        self.configs = discovery_configs("homeassistant", "smartmeter", "SN-1", IDENTITY, 30.0,
+        self.configs = discovery_configs("homeassistant", "smartmeter", MID, IDENTITY, 30.0,
                                          "9.9")
+
+    def config(self, key, component="sensor"):
+        return self.configs[f"homeassistant/{component}/smartmeter_tx_{MID}_{key}/config"]
 
     def test_everyEntity(self):
         """Fourteen entities, each config under its component and unique id."""
@@ -118,24 +138,67 @@ class DiscoveryTests(SynchronousTestCase):
             self.assertEqual((prefix, tail), ("homeassistant", "config"))
             self.assertIn(component, ("sensor", "binary_sensor"))
             self.assertEqual(config["unique_id"], unique)
-            self.assertTrue(unique.startswith("smartmeter_tx_SN-1_"))
-            self.assertEqual(config["availability_topic"], "smartmeter/SN-1/availability")
+            self.assertTrue(unique.startswith(f"smartmeter_tx_{MID}_"))
+            self.assertEqual(config["availability_topic"], f"smartmeter/{MID}/availability")
             json.dumps(config)  # every value is JSON
 
     def test_device(self):
-        """The device names the maker, the model, the serial and our version."""
-        config = self.configs["homeassistant/sensor/smartmeter_tx_SN-1_power/config"]
-        self.assertEqual(config["device"], {
-            "identifiers": ["smartmeter_tx_SN-1"], "name": "Smart meter SN-1",
+        """
+        The device is named as the meter's statistics are (its MAC in upper
+        case), and names the maker, the model, the serial and our version.
+        """
+        self.assertEqual(self.config("power")["device"], {
+            "identifiers": [f"smartmeter_tx_{MID}"], "name": "Smart meter 001D129012345678",
             "manufacturer": "Toshiba", "model": MODEL, "serial_number": "SN-1"})
-        self.assertEqual(config["origin"], {"name": "smartmeter_tx", "sw_version": "9.9"})
+        self.assertEqual(self.config("power")["origin"],
+                         {"name": "smartmeter_tx", "sw_version": "9.9"})
+        for direction in ("import", "export"):
+            self.assertTrue(S.metadata(MID, direction)["name"].startswith(
+                "Smart meter 001D129012345678 energy "))
+
+    def test_boughtAndSold(self):
+        """
+        The energy entities say bought and sold, in their names and unique
+        ids; each reads its counter from the payload's field, which keeps its name.
+        """
+        names = {key: (self.config(key)["name"], self.config(key)["value_template"])
+                 for key in ("energy_bought", "energy_sold", "energy_bought_half_hour",
+                             "energy_sold_half_hour")}
+        self.assertEqual(names, {
+            "energy_bought": ("Energy bought", "{{ value_json.energy_normal_kwh }}"),
+            "energy_sold": ("Energy sold", "{{ value_json.energy_reverse_kwh }}"),
+            "energy_bought_half_hour": ("Energy bought at the half hour",
+                                        "{{ value_json.energy_normal_kwh }}"),
+            "energy_sold_half_hour": ("Energy sold at the half hour",
+                                      "{{ value_json.energy_reverse_kwh }}")})
+        text = " ".join(c["name"] for c in self.configs.values()).lower()
+        for word in ("normal", "reverse", "fixed"):
+            self.assertNotIn(word, text)
+
+    def test_oneEnergyCandidatePerDirection(self):
+        """
+        Only the live counters have a state class (HA's statistics, its
+        Energy dashboard): the half-hour ones are published after their
+        boundary, and would put each half hour's energy in the wrong hour.
+        """
+        candidates = {c["unique_id"] for c in self.configs.values()
+                      if c.get("device_class") == "energy" and c.get("state_class")}
+        self.assertEqual(candidates, {f"smartmeter_tx_{MID}_energy_bought",
+                                      f"smartmeter_tx_{MID}_energy_sold"})
+        for key in ("energy_bought", "energy_sold"):
+            self.assertEqual(self.config(key)["state_class"], "total_increasing")
+        for key in ("energy_bought_half_hour", "energy_sold_half_hour"):
+            config = self.config(key)
+            self.assertNotIn("state_class", config)
+            self.assertEqual((config["device_class"], config["unit_of_measurement"],
+                              config["state_topic"]), ("energy", "kWh", f"smartmeter/{MID}/fixed"))
 
     def test_makerCodeKept(self):
         """
         The raw 8A code stays an attribute of the session entity; a code not
         in the list is named as a code, never as a bare number.
         """
-        session = self.configs["homeassistant/binary_sensor/smartmeter_tx_SN-1_session/config"]
+        session = self.config("session", "binary_sensor")
         self.assertEqual(session["json_attributes_topic"], session["state_topic"])
         self.assertEqual(json.loads(session["json_attributes_template"]),
                          {"maker_code": "000016"})
@@ -154,8 +217,8 @@ class DiscoveryTests(SynchronousTestCase):
 
     def test_powerExpires(self):
         """Power and currents expire after three poll intervals; energy never does."""
-        power = self.configs["homeassistant/sensor/smartmeter_tx_SN-1_power/config"]
-        energy = self.configs["homeassistant/sensor/smartmeter_tx_SN-1_energy_normal/config"]
+        power = self.config("power")
+        energy = self.config("energy_bought")
         self.assertEqual(power["expire_after"], 90)
         self.assertNotIn("expire_after", energy)
         slow = discovery_configs("ha", "sm", "X", None, 31.0, "1")
@@ -167,3 +230,56 @@ class DiscoveryTests(SynchronousTestCase):
         device = configs["ha/sensor/smartmeter_tx_X_power/config"]["device"]
         self.assertEqual(device["manufacturer"], "unknown maker")
         self.assertNotIn("serial_number", device)
+
+
+class EarlierTopicsTests(SynchronousTestCase):
+    """What versions before the MAC was the one id left retained, to be cleared."""
+
+    #: The entities those versions announced: (component, key).
+    EARLIER = [("sensor", k) for k in (
+        "power", "current_r", "current_t", "energy_normal", "energy_reverse",
+        "fixed_energy_normal", "fixed_energy_reverse", "fixed_time", "rssi", "lqi",
+        "reading_age", "polls_failed")] + [("binary_sensor", "session"),
+                                           ("binary_sensor", "rate_limited")]
+
+    def test_serialId(self):
+        """
+        A meter with a serial number: every config and state under it (the
+        earlier id), and nothing of what is published now.
+        """
+        old, topics = earlier_topics("homeassistant", "smartmeter", IDENTITY)
+        self.assertEqual(old, "SN-1")
+        self.assertEqual(topics, [
+            f"homeassistant/{component}/smartmeter_tx_SN-1_{key}/config"
+            for component, key in self.EARLIER] + [
+            f"smartmeter/SN-1/{suffix}"
+            for suffix in ("availability", "state", "energy", "fixed", "link")])
+        current = discovery_configs("homeassistant", "smartmeter", MID, IDENTITY, 30.0, "1")
+        self.assertEqual(set(topics) & set(current), set())
+
+    def test_macId(self):
+        """A meter without a serial had its MAC as given (upper case): all of it differs."""
+        old, topics = earlier_topics("ha", "sm", dict(IDENTITY, serial=None))
+        self.assertEqual((old, len(topics)), ("001D129012345678", 19))
+        self.assertIn("ha/sensor/smartmeter_tx_001D129012345678_energy_normal/config", topics)
+        self.assertIn("sm/001D129012345678/availability", topics)
+
+    def test_sameIdOldKeys(self):
+        """
+        An earlier id that is the id now (a MAC of digits only): only the
+        renamed entities' configs, no state topic (they are the ones in use).
+        """
+        identity = {"mac": "0012345678901234", "serial": None}
+        old, topics = earlier_topics("ha", "sm", identity)
+        self.assertEqual(old, "0012345678901234")
+        self.assertEqual(sorted(topics), sorted(
+            f"ha/sensor/smartmeter_tx_0012345678901234_{key}/config"
+            for key in ("energy_normal", "energy_reverse", "fixed_energy_normal",
+                        "fixed_energy_reverse", "fixed_time")))
+
+    def test_withoutDiscovery(self):
+        """Without discovery only the states; nothing while the meter is not known."""
+        self.assertEqual(earlier_topics(None, "sm", IDENTITY)[1],
+                         [f"sm/SN-1/{s}" for s in ("availability", "state", "energy", "fixed",
+                                                    "link")])
+        self.assertEqual(earlier_topics("ha", "sm", None), (None, []))

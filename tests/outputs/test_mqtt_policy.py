@@ -23,6 +23,8 @@ from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.session.linkstate import LinkState
 
 IDENTITY = {"mac": "001D129012345678", "maker": "000016", "maker_name": "Toshiba", "serial": "SN-1"}
+#: The meter's id in topics: its MAC in lower case.
+MID = "001d129012345678"
 
 
 class HighRandom(random.Random):
@@ -130,7 +132,7 @@ class FakeDriver:
     def powers(self):
         """The C{power_w} of each state published, in order."""
         return [json.loads(m)["power_w"] for t, m, _ in self.published
-                if t == "smartmeter/SN-1/state"]
+                if t == f"smartmeter/{MID}/state"]
 
 
 class PolicyTestCase(SynchronousTestCase):
@@ -224,11 +226,11 @@ class ConnectTests(PolicyTestCase):
         self.assertEqual((driver.disconnects, len(driver.published)), (1, 2))
         driver.lose()
         self.clock.advance(0)
-        self.assertEqual(driver.connects[-1][0], "smartmeter/SN-1/availability")
+        self.assertEqual(driver.connects[-1][0], f"smartmeter/{MID}/availability")
         driver.sent()
         driver.connack()
         topics = driver.topics()[2:]
-        self.assertEqual(topics[0], "smartmeter/SN-1/availability")
+        self.assertEqual(topics[0], f"smartmeter/{MID}/availability")
         self.assertEqual(sum(t.startswith("homeassistant/") for t in topics), 14)
         self.assertEqual(driver.powers(), [7])
         self.assertFalse(any(t.startswith("smartmeter/") and t.count("/") == 1 for t in topics))
@@ -248,7 +250,7 @@ class ConnectTests(PolicyTestCase):
         driver.lose()
         self.store.identity = dict(IDENTITY)
         self.retry(p)
-        self.assertEqual(driver.connects[-1][0], "smartmeter/SN-1/availability")
+        self.assertEqual(driver.connects[-1][0], f"smartmeter/{MID}/availability")
         driver.published.clear()
         driver.sent()
         driver.connack()
@@ -258,24 +260,32 @@ class ConnectTests(PolicyTestCase):
         self.assertEqual(driver.disconnects, 0)
 
     def test_onConnack(self):
-        """On CONNACK: online, HA's status subscribed, 14 discovery configs, then the link."""
+        """
+        On CONNACK: online, HA's status subscribed (and an earlier version's
+        topics: L{EarlierTests}), 14 discovery configs, then the link.
+        """
         p, driver = self.publisher()
         self.up(p, driver)
         topics = driver.topics()
-        self.assertEqual(topics[0], "smartmeter/SN-1/availability")
+        self.assertEqual(topics[0], f"smartmeter/{MID}/availability")
         self.assertEqual(driver.published[0][1:], (b"online", True))
-        self.assertEqual(driver.subscribed, ["homeassistant/status"])
+        self.assertEqual(driver.subscribed[0], "homeassistant/status")
+        self.assertEqual(len(driver.subscribed), 1 + 19)
         self.assertEqual(sum(t.startswith("homeassistant/") for t in topics), 14)
-        self.assertEqual(topics[-1], "smartmeter/SN-1/link")
+        self.assertEqual(topics[-1], f"smartmeter/{MID}/link")
         self.assertEqual(p.published, len(driver.published))
         self.assertEqual(p.backlog, 0)
 
     def test_noDiscovery(self):
-        """With discovery off nothing goes under homeassistant/ and nothing is subscribed."""
+        """
+        With discovery off nothing goes under homeassistant/ and nothing of
+        it is subscribed; only an earlier version's states are looked for.
+        """
         p, driver = self.publisher(discovery_prefix="none")
         self.up(p, driver)
         self.assertFalse(any(t.startswith("homeassistant/") for t in driver.topics()))
-        self.assertEqual(driver.subscribed, [])
+        self.assertEqual(driver.subscribed, [f"smartmeter/SN-1/{suffix}" for suffix in (
+            "availability", "state", "energy", "fixed", "link")])
 
     def test_refusedConnack(self):
         """A broker that refuses us for a passing reason (3, unavailable) is tried again."""
@@ -429,11 +439,11 @@ class ReconnectTests(PolicyTestCase):
         driver.sent()
         driver.connack()
         states = [(t, json.loads(m)) for t, m, _ in driver.published
-                  if t in ("smartmeter/SN-1/state", "smartmeter/SN-1/energy")]
-        self.assertEqual(states, [("smartmeter/SN-1/state", {"power_w": 2, "current_r_a": None,
+                  if t in (f"smartmeter/{MID}/state", f"smartmeter/{MID}/energy")]
+        self.assertEqual(states, [(f"smartmeter/{MID}/state", {"power_w": 2, "current_r_a": None,
                                                              "current_t_a": None,
                                                              "time": 1002.0}),
-                                  ("smartmeter/SN-1/energy", {"energy_normal_kwh": 5.0,
+                                  (f"smartmeter/{MID}/energy", {"energy_normal_kwh": 5.0,
                                                               "energy_reverse_kwh": None,
                                                               "time": 1002.0})])
         self.assertEqual(p.reconnects, 1)
@@ -540,6 +550,81 @@ class HomeAssistantTests(PolicyTestCase):
         self.assertFalse(any(t.startswith("homeassistant/") for t in driver.topics()))
 
 
+class EarlierTests(PolicyTestCase):
+    """What a version before the MAC was the meter's id left on the broker."""
+
+    CONFIG = "homeassistant/sensor/smartmeter_tx_SN-1_energy_normal/config"
+    STATE = "smartmeter/SN-1/energy"
+
+    def infos(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return lambda: [formatEvent(e) for e in events if e.get("log_level") is not None
+                        and e["log_level"].name == "info" and "earlier" in formatEvent(e)]
+
+    def test_clearedWhatTheBrokerHolds(self):
+        """
+        Connected under the meter, the publisher looks for the configs and
+        states an earlier version published under the serial number; each
+        the broker still holds is cleared with an empty retained message
+        (HA deletes the entity), said once; the empty ones heard back are
+        left alone.
+        """
+        infos = self.infos()
+        p, driver = self.publisher()
+        self.up(p, driver)
+        looked = [t for t in driver.subscribed if "SN-1" in t]
+        self.assertEqual(len(looked), 19)
+        self.assertIn(self.CONFIG, looked)
+        self.assertIn(self.STATE, looked)
+        self.assertEqual([t for t in driver.topics() if "SN-1" in t], [])
+        driver.message(self.CONFIG, b'{"name": "Energy normal"}')
+        driver.message(self.STATE, b'{"energy_normal_kwh": 1.5}')
+        self.assertEqual([m for m in driver.published if "SN-1" in m[0]],
+                         [(self.CONFIG, b"", True), (self.STATE, b"", True)])
+        driver.ack()
+        driver.message(self.CONFIG, b"")
+        self.assertEqual(len([m for m in driver.published if "SN-1" in m[0]]), 2)
+        said = infos()
+        self.assertEqual(len(said), 1)
+        self.assertIn("under SN-1", said[0])
+        self.assertIn(MID, said[0])
+        self.assertEqual(p.backlog, 0)
+
+    def test_saidOncePerMeter(self):
+        """
+        Every connection looks again (the broker may hold one again); the
+        log says it only the first time.
+        """
+        infos = self.infos()
+        p, driver = self.publisher()
+        self.up(p, driver)
+        driver.message(self.CONFIG, b"{}")
+        driver.ack()
+        driver.lose()
+        self.retry(p)
+        driver.subscribed.clear()
+        driver.published.clear()
+        self.up(p, driver)
+        self.assertEqual(len([t for t in driver.subscribed if "SN-1" in t]), 19)
+        driver.message(self.STATE, b"{}")
+        self.assertIn((self.STATE, b"", True), driver.published)
+        self.assertEqual(len(infos()), 1)
+
+    def test_otherMessagesPassed(self):
+        """HA's birth message still reaches the birth watch; other topics clear nothing."""
+        p, driver = self.publisher()
+        self.up(p, driver)
+        driver.published.clear()
+        driver.message(f"smartmeter/{MID}/energy", b"{}")
+        driver.message("homeassistant/status", b"online")
+        self.clock.advance(p.BIRTH_DELAY_MAX)
+        topics = driver.topics()
+        self.assertEqual(sum(t.startswith("homeassistant/") for t in topics), 14)
+        self.assertFalse(any(payload == b"" for _, payload, _ in driver.published))
+
+
 class LinkTests(PolicyTestCase):
     def test_onChangeAndEveryMinute(self):
         """The link state is sent when it changes, and once a minute anyway."""
@@ -547,14 +632,14 @@ class LinkTests(PolicyTestCase):
         self.up(p, driver)
         driver.published.clear()
         self.clock.advance(1)
-        self.assertNotIn("smartmeter/SN-1/link", driver.topics())
+        self.assertNotIn(f"smartmeter/{MID}/link", driver.topics())
         self.view.state.up(self.clock.seconds())
         self.clock.advance(1)
-        self.assertEqual(driver.topics().count("smartmeter/SN-1/link"), 1)
+        self.assertEqual(driver.topics().count(f"smartmeter/{MID}/link"), 1)
         driver.ack()
         driver.published.clear()
         self.clock.pump([1] * int(p.LINK_INTERVAL))
-        self.assertEqual(driver.topics().count("smartmeter/SN-1/link"), 1)
+        self.assertEqual(driver.topics().count(f"smartmeter/{MID}/link"), 1)
 
 
 class StopTests(PolicyTestCase):
@@ -564,7 +649,7 @@ class StopTests(PolicyTestCase):
         self.up(p, driver)
         driver.published.clear()
         d = p.stopService()
-        self.assertEqual(driver.published, [("smartmeter/SN-1/availability", b"offline", True)])
+        self.assertEqual(driver.published, [(f"smartmeter/{MID}/availability", b"offline", True)])
         self.assertEqual(driver.disconnects, 1)
         self.assertNoResult(d)
         driver.lose()
@@ -621,10 +706,10 @@ class StopTests(PolicyTestCase):
         p, driver = self.publisher()
         self.up(p, driver)
         driver.published.clear()
-        self.store.identity = dict(IDENTITY, serial="SN-2")
+        self.store.identity = dict(IDENTITY, mac="001D12901234ABCD", serial="SN-2")
         self.clock.advance(1)
-        self.assertEqual(driver.published[0], ("smartmeter/SN-1/availability", b"offline", True))
+        self.assertEqual(driver.published[0], (f"smartmeter/{MID}/availability", b"offline", True))
         self.assertEqual(driver.disconnects, 1)
         driver.lose()
         self.retry(p)
-        self.assertEqual(driver.connects[-1][0], "smartmeter/SN-2/availability")
+        self.assertEqual(driver.connects[-1][0], "smartmeter/001d12901234abcd/availability")

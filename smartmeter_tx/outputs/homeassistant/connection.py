@@ -7,12 +7,13 @@ when the importer needs one, and what to do when it cannot be had.
     apart.  The outage ends only when a whole synchronisation succeeded: an
     HA that logs us in and then drops every import is still away (it would
     otherwise be tried every two seconds for ever).
-  - The token refused before any success: the service cannot work as
-    configured (78).  Refused later (revoked, rotated): said once, at
-    error level; the token is read again (the file, or the environment)
-    before every connection, and the same refused token is tried again only
-    every L{REFUSED_RETRY} seconds, since each try counts as a failed login
-    in HA and may get the host banned (C{ip_ban_enabled}).
+  - The token refused, or C{https://} for an HA that speaks plain HTTP,
+    before any success: the service cannot work as configured (78).  The
+    token refused later (revoked, rotated): said once, at error level; the
+    token is read again (the file, or the environment) before every
+    connection, and the same refused token is tried again only every
+    L{REFUSED_RETRY} seconds, since each try counts as a failed login in HA
+    and may get the host banned (C{ip_ban_enabled}).
 """
 
 from __future__ import annotations
@@ -101,7 +102,10 @@ class HaConnection:
             self._auth_refused(token, str(e))
             return False
         except W.HaUnreachable as e:
-            self.lost(str(e))
+            if isinstance(e, W.HaWrongScheme) and not self._authenticated_once:
+                self.on_fatal(str(e))
+            else:
+                self.lost(str(e))
             return False
         self.session = session
         self._authenticated_once = True

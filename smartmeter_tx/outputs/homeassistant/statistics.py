@@ -29,15 +29,17 @@ from typing import Iterable, Optional
 from smartmeter_tx.model import SLOT, HistorySlot, is_absent
 
 __all__ = ["SOURCE", "DIRECTIONS", "Hour", "Row", "hours", "rows", "statistic_id", "metadata",
-           "slug_for", "valid_statistic_id"]
+           "slug_for", "meter_name", "valid_statistic_id"]
 
 #: Our statistics' source: the part of their id before the colon.
 SOURCE = "smartmeter_tx"
 HOUR = datetime.timedelta(hours=1)
 #: Each statistic: the suffix of its id, its name, and the slot fields it sums.
 DIRECTIONS = {
-    "import": ("energy_import", "energy bought", "energy_normal_kwh", "cumulative_normal_kwh"),
-    "export": ("energy_export", "energy sold", "energy_reverse_kwh", "cumulative_reverse_kwh"),
+    "import": ("energy_import", "energy bought (meter record)", "energy_normal_kwh",
+               "cumulative_normal_kwh"),
+    "export": ("energy_export", "energy sold (meter record)", "energy_reverse_kwh",
+               "cumulative_reverse_kwh"),
 }
 #: HA's rule for an external statistic id (lower case, digits, single
 #: underscores, one colon, no underscore at either end of a part).
@@ -119,13 +121,23 @@ def rows(found: list, base: Decimal = Decimal(0), after: Optional[datetime.datet
 
 def slug_for(mac: Optional[str]) -> Optional[str]:
     """
-    The stable part of our statistic ids for one meter: its MAC address
-    (EUI-64, from the scan), lower case.  C{None} while it is not known.
+    The one id of a meter, in our statistic ids and in MQTT's topics and
+    unique ids alike: its MAC address (EUI-64, from the scan; known once
+    linked, unlike the serial number, which some meters lack), lower case,
+    ASCII letters and digits only.  C{None} while it is not known.
     """
     if not mac:
         return None
-    slug = "".join(c for c in mac.lower() if c.isalnum())
+    slug = "".join(c for c in mac.lower() if c.isascii() and c.isalnum())
     return slug or None
+
+
+def meter_name(slug: str) -> str:
+    """
+    The meter's name for people, the same wherever HA shows it (the MQTT
+    device, our statistics): C{Smart meter 00C094F3DAA462BF}.
+    """
+    return f"Smart meter {slug.upper()}"
 
 
 def statistic_id(slug: str, direction: str) -> str:
@@ -141,6 +153,6 @@ def valid_statistic_id(text: str) -> bool:
 def metadata(slug: str, direction: str) -> dict:
     """The C{metadata} of an import: exactly the keys HA's schema has."""
     return {"has_mean": False, "has_sum": True,
-            "name": f"Smart meter {slug.upper()} {DIRECTIONS[direction][1]}",
+            "name": f"{meter_name(slug)} {DIRECTIONS[direction][1]}",
             "source": SOURCE, "statistic_id": statistic_id(slug, direction),
             "unit_of_measurement": "kWh"}

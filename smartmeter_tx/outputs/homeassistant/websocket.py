@@ -6,7 +6,10 @@ on Twisted's reactor itself (no thread, no second event loop).
 
 One L{HaSession} is one authenticated connection: C{auth_required}, our
 C{auth} with a long-lived access token, C{auth_ok}; then commands with
-increasing ids, each answered by a C{result} carrying the same id.
+increasing ids, each answered by a C{result} carrying the same id.  A
+connection that ends before the websocket is open says why when it can
+(L{_unopened}): TLS against plain HTTP, plain against TLS, or an HTTP answer
+that is not a websocket.
 """
 
 from __future__ import annotations
@@ -19,15 +22,23 @@ from typing import Optional
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from smartmeter_tx.errors import ConfigError, SmartMeterError
+from smartmeter_tx.outputs import tlshint
 
-__all__ = ["HaError", "HaAuthError", "HaUnreachable", "HaSession", "connect", "websocket_url"]
+__all__ = ["HaError", "HaAuthError", "HaUnreachable", "HaWrongScheme", "HaSession", "connect",
+           "websocket_url"]
 
 
 class HaUnreachable(SmartMeterError):
     """HA could not be reached, or the connection ended before an answer."""
+
+
+class HaWrongScheme(HaUnreachable):
+    """C{https://} (C{wss://}) for an HA that answers plain HTTP: no retry can cure it."""
 
 
 class HaAuthError(ConfigError):
@@ -45,8 +56,10 @@ class HaError(SmartMeterError):
 
 def websocket_url(text: str) -> str:
     """
-    The websocket endpoint for C{--ha-url} (C{http://host:8123} as the
-    browser shows it, or the C{ws://.../api/websocket} URL itself).
+    The websocket endpoint for C{--ha-url}: C{http://host:8123} as the
+    browser shows it (any page's path, such as C{/lovelace/0}, is dropped:
+    HA's API is at C{/api/websocket} of its address), or a
+    C{ws://.../api/websocket} URL itself (a proxy's own path kept).
 
     @raise ConfigError: not an http(s) or ws(s) URL with a host.
     """
@@ -61,13 +74,25 @@ def websocket_url(text: str) -> str:
                           f"http://homeassistant.local:8123, not {text!r}")
     path = parts.path.rstrip("/")
     if not path.endswith("/api/websocket"):
-        path += "/api/websocket"
+        path = "/api/websocket"
     return urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 class _Protocol(WebSocketClientProtocol):
     def onOpen(self):
+        self.factory.opened = True
         self.factory.session._opened(self)
+
+    def dataReceived(self, data):
+        # The start of an answer that may not be a websocket's, to name it.
+        factory = self.factory
+        if not factory.opened and len(factory.head) < _HEAD:
+            factory.head += data[:_HEAD - len(factory.head)]
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.error = reason.value
+        super().connectionLost(reason)
 
     def onMessage(self, payload, isBinary):
         try:
@@ -81,9 +106,51 @@ class _Protocol(WebSocketClientProtocol):
 
 
 class _Factory(WebSocketClientFactory):
-    """autobahn's client factory, carrying the session its protocol serves."""
+    """
+    autobahn's client factory, carrying the session its protocol serves and
+    what tells why a connection ended before the websocket was open.
+    """
 
     session: HaSession
+    opened = False
+    head = b""
+    error: Optional[BaseException] = None
+
+
+#: How much of the server's first answer is kept (its status line).
+_HEAD = 256
+#: The first byte of a TLS record: handshake, alert.
+_TLS_RECORDS = (0x16, 0x15)
+
+
+def _unopened(url: str, secure: bool, port: int, factory: _Factory) -> Optional[HaUnreachable]:
+    """
+    Why a connection ended before the websocket was open, when it can be
+    told: one line naming the cause, or C{None}.
+    """
+    if factory.opened:
+        return None
+    scheme = urllib.parse.urlsplit(url.strip()).scheme
+    head, error = factory.head, factory.error
+    if secure and error is not None and tlshint.speaks_no_tls(error):
+        plain = {"https": "http", "wss": "ws"}.get(scheme, "http")
+        return HaWrongScheme(f"cannot reach Home Assistant at {url}: "
+                             f"{tlshint.not_tls(port, plain)}")
+    if not secure and head[:1] and head[0] in _TLS_RECORDS:
+        return HaUnreachable(f"cannot reach Home Assistant at {url}: port {port} speaks TLS; "
+                             "use https://")
+    if head.startswith(b"HTTP/"):
+        line = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 1)[-1]
+        status = "".join(c for c in line if c.isprintable())[:80]
+        if not status.startswith("101"):
+            return HaUnreachable(
+                f"{factory.url} is not Home Assistant's API: it answered HTTP {status} instead "
+                "of a websocket (is --ha-url HA's address? does a proxy before it pass "
+                "websockets on?)")
+    if not secure and not head:
+        return HaUnreachable(f"Home Assistant at {url} closed the connection before answering; "
+                             f"{tlshint.tls_port(port, 'https')}")
+    return None
 
 
 class HaSession:
@@ -264,12 +331,20 @@ def connect(reactor, url: str, token: str, timeout: float = 10.0) -> defer.Defer
 
     def unreachable(failure):
         if not session.ready.called:
+            factory.opened = True  # no connection: nothing to tell from one
             session.ready.errback(HaUnreachable(
                 f"cannot reach Home Assistant at {url}: {failure.getErrorMessage()}"))
     connecting.addErrback(unreachable)
+
+    def named(failure):
+        failure.trap(HaUnreachable)
+        why = _unopened(url, secure, port, factory)
+        if why is None:
+            return failure
+        raise why
 
     def timed_out(failure):
         failure.trap(defer.TimeoutError)
         session.close()
         raise HaUnreachable(f"Home Assistant at {url} did not answer within {timeout:g} s")
-    return session.ready.addTimeout(timeout, reactor).addErrback(timed_out)
+    return session.ready.addErrback(named).addTimeout(timeout, reactor).addErrback(timed_out)

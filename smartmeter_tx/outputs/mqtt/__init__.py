@@ -3,7 +3,7 @@ The service's MQTT output: the readings, the meter's own half-hourly EA/EB
 and the link's health as retained JSON states, plus Home Assistant discovery.
 
 Topics (C{PREFIX} = C{--mqtt-topic}, default C{smartmeter}; C{ID} = the
-meter's serial number (0x8D) if it has one, else its MAC)::
+meter's MAC address in lower case, the id of its HA statistics too)::
 
     PREFIX/ID/availability  online | offline (retained; the Last Will says offline)
     PREFIX/ID/state         {"power_w", "current_r_a", "current_t_a", "time"}
@@ -24,7 +24,7 @@ topics, cleared (an empty retained message) once the meter is known::
     PREFIX/link             as PREFIX/ID/link
 
 The modules: L{config} (the options, checked), L{payloads} (pure: topics'
-id, states, link, discovery), L{outbox} (pure: the ordered queue),
+id, states, link, discovery, an earlier version's topics), L{outbox} (pure: the ordered queue),
 L{faults} (pure: which failures are the configuration's), L{driver}
 (paho-mqtt on the reactor), L{connection} (connecting, reconnect backoff,
 the sender) and L{publisher} (the policy: which id, Last Will, republishing).

@@ -8,7 +8,9 @@ authorisation (CONNACK), or its certificate is not signed by a trusted CA.
 Some are only likely: a connection closed during the TLS handshake is what a
 plain MQTT port does with TLS, and one closed before CONNACK is what a TLS
 port does with plain MQTT, but a broker that restarts can do either once.
-Those count as the configuration's after L{SUSPECT_LIMIT} in a row.
+Those count as the configuration's after L{SUSPECT_LIMIT} in a row.  What
+says TLS met a plain port, and the hints' words, are shared with Home
+Assistant's websocket (L{smartmeter_tx.outputs.tlshint}).
 
 Pure: no Twisted, no I/O.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import ssl
 from typing import Optional
+
+from smartmeter_tx.outputs.tlshint import not_tls, speaks_no_tls, tls_port
 
 __all__ = ["FATAL", "SUSPECT", "TRANSIENT", "SUSPECT_LIMIT", "connack_refusal",
            "connect_error", "closed_before_connack"]
@@ -40,11 +44,6 @@ _REFUSALS = {
          "SMARTMETER_MQTT_PASSWORD; the broker's ACL)",
 }
 
-#: OpenSSL's reasons for a handshake with something that does not speak TLS.
-_NOT_TLS = {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG",
-            "RECORD_LAYER_FAILURE", "HTTP_REQUEST"}
-
-
 def connack_refusal(value: int) -> Optional[str]:
     """
     @param value: paho's reason code of a refused CONNACK.
@@ -63,8 +62,8 @@ def connect_error(error: BaseException, tls: bool, port: int) -> tuple:
     if isinstance(error, ssl.SSLCertVerificationError):
         return FATAL, (f"the broker's certificate is not trusted ({error.verify_message}); "
                        "give its CA with --mqtt-ca")
-    if isinstance(error, ssl.SSLError) and getattr(error, "reason", None) in _NOT_TLS:
-        return FATAL, f"port {port} does not speak TLS; for a plain port use mqtt://"
+    if speaks_no_tls(error):
+        return FATAL, not_tls(port, "mqtt")
     if tls and isinstance(error, (ConnectionResetError, ssl.SSLEOFError,
                                   ssl.SSLZeroReturnError)):
         return SUSPECT, (f"the broker closed the connection during the TLS handshake; "
@@ -91,5 +90,4 @@ def closed_before_connack(tls: bool, port: int, reason: int) -> tuple:
         return TRANSIENT, "the broker did not answer CONNECT"
     if tls:
         return TRANSIENT, "the broker closed the connection before answering"
-    return SUSPECT, (f"the broker closed the connection before answering; is port {port} "
-                     "a TLS port (mqtts://)?")
+    return SUSPECT, f"the broker closed the connection before answering; {tls_port(port, 'mqtts')}"

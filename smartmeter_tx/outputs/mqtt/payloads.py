@@ -1,7 +1,7 @@
 """
 What the MQTT publisher publishes, as data: the meter's id for its topics,
-the JSON states made from the service's records, the link's health, and the
-Home Assistant discovery configs.
+the JSON states made from the service's records, the link's health, the
+Home Assistant discovery configs, and the topics an earlier version used.
 
 Pure: no Twisted, no I/O, no broker; L{smartmeter_tx.outputs.mqtt.publisher}
 decides when each is sent.
@@ -15,9 +15,11 @@ import math
 from typing import Optional
 
 from smartmeter_tx.model import JST
+from smartmeter_tx.outputs.homeassistant.statistics import meter_name, slug_for
 from smartmeter_tx.session.linkstate import LinkState
 
-__all__ = ["MODEL", "FIELDS", "meter_id", "dumps", "state_payloads", "link_payload", "discovery_configs"]
+__all__ = ["MODEL", "FIELDS", "meter_id", "earlier_meter_id", "dumps", "state_payloads",
+           "link_payload", "discovery_configs", "earlier_topics"]
 
 MODEL = "Low-voltage smart electric energy meter"
 
@@ -38,13 +40,20 @@ FIELDS = {
 
 def meter_id(identity: Optional[dict]) -> Optional[str]:
     """
-    The meter's stable id for topics and unique ids: its serial number if it
-    has one, else its MAC; characters other than letters, digits, C{-} and
-    C{_} become C{_}.  C{None} while the identity is not known.
+    The meter's id for topics and unique ids: the id of its HA statistics
+    too (L{slug_for}: its MAC, lower case).  C{None} while the identity is
+    not known.
     """
-    if not identity:
-        return None
-    raw = identity.get("serial") or identity.get("mac")
+    return slug_for((identity or {}).get("mac"))
+
+
+def earlier_meter_id(identity: Optional[dict]) -> Optional[str]:
+    """
+    The id versions before the MAC became the one id gave the meter: its
+    serial number if it has one, else its MAC as the scan gives it, each
+    character other than a letter, digit, C{-} or C{_} made C{_}.
+    """
+    raw = (identity or {}).get("serial") or (identity or {}).get("mac")
     if not raw:
         return None
     return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in str(raw))
@@ -123,6 +132,11 @@ def _entities(expire: int) -> list:
     """
     energy = dict(unit_of_measurement="kWh", device_class="energy",
                   state_class="total_increasing")
+    # The meter's counters as it recorded them at the last :00 or :30 (EA/EB)
+    # arrive after that boundary: with a state class HA would book each half
+    # hour's energy in the wrong hour, and offer a second candidate per
+    # direction in its Energy dashboard.  Without one it does neither.
+    half_hour = dict(unit_of_measurement="kWh", device_class="energy")
     return [
         ("power", "sensor", "Power", "state", _value("power_w"),
          dict(unit_of_measurement="W", device_class="power", state_class="measurement",
@@ -133,15 +147,15 @@ def _entities(expire: int) -> list:
         ("current_t", "sensor", "Current T", "state", _value("current_t_a"),
          dict(unit_of_measurement="A", device_class="current", state_class="measurement",
               expire_after=expire)),
-        ("energy_normal", "sensor", "Energy normal", "energy", _value("energy_normal_kwh"),
+        ("energy_bought", "sensor", "Energy bought", "energy", _value("energy_normal_kwh"),
          energy),
-        ("energy_reverse", "sensor", "Energy reverse", "energy", _value("energy_reverse_kwh"),
+        ("energy_sold", "sensor", "Energy sold", "energy", _value("energy_reverse_kwh"),
          energy),
-        ("fixed_energy_normal", "sensor", "Fixed-time energy normal", "fixed",
-         _value("energy_normal_kwh"), energy),
-        ("fixed_energy_reverse", "sensor", "Fixed-time energy reverse", "fixed",
-         _value("energy_reverse_kwh"), energy),
-        ("fixed_time", "sensor", "Fixed-time reading time", "fixed", _value("meter_time"),
+        ("energy_bought_half_hour", "sensor", "Energy bought at the half hour", "fixed",
+         _value("energy_normal_kwh"), half_hour),
+        ("energy_sold_half_hour", "sensor", "Energy sold at the half hour", "fixed",
+         _value("energy_reverse_kwh"), half_hour),
+        ("half_hour_time", "sensor", "Half-hour reading time", "fixed", _value("meter_time"),
          dict(device_class="timestamp")),
         ("rssi", "sensor", "RSSI", "link", _value("rssi_dbm"),
          dict(unit_of_measurement="dBm", device_class="signal_strength",
@@ -176,7 +190,7 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
     maker = identity.get("maker")
     manufacturer = identity.get("maker_name") or (f"ECHONET maker code {maker}" if maker
                                                    else "unknown maker")
-    device = {"identifiers": [f"smartmeter_tx_{mid}"], "name": f"Smart meter {mid}",
+    device = {"identifiers": [f"smartmeter_tx_{mid}"], "name": meter_name(mid),
               "manufacturer": manufacturer, "model": MODEL}
     if identity.get("serial"):
         device["serial_number"] = identity["serial"]
@@ -185,7 +199,7 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
     avail = f"{topic_prefix}/{mid}/availability"
     configs = {}
     for key, component, name, suffix, template, extra in _entities(expire):
-        unique = f"smartmeter_tx_{mid}_{key}"
+        unique = _unique_id(mid, key)
         payload = {"name": name, "unique_id": unique, "object_id": unique,
                    "state_topic": f"{topic_prefix}/{mid}/{suffix}", "value_template": template,
                    "availability_topic": avail, "payload_available": "online",
@@ -197,5 +211,45 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
             # session entity (the device registry has no field for it).
             payload["json_attributes_topic"] = payload["state_topic"]
             payload["json_attributes_template"] = json.dumps({"maker_code": maker})
-        configs[f"{discovery_prefix}/{component}/{unique}/config"] = payload
+        configs[_config_topic(discovery_prefix, component, unique)] = payload
     return configs
+
+
+def _unique_id(mid: str, key: str) -> str:
+    return f"smartmeter_tx_{mid}_{key}"
+
+
+def _config_topic(discovery_prefix: str, component: str, unique: str) -> str:
+    return f"{discovery_prefix}/{component}/{unique}/config"
+
+
+#: The entities of versions before the MAC became the one id and the
+#: energy entities were named bought and sold: C{(component, key)}.
+_EARLIER_ENTITIES = tuple(("sensor", key) for key in (
+    "power", "current_r", "current_t", "energy_normal", "energy_reverse", "fixed_energy_normal",
+    "fixed_energy_reverse", "fixed_time", "rssi", "lqi", "reading_age", "polls_failed")) + (
+    ("binary_sensor", "session"), ("binary_sensor", "rate_limited"))
+
+
+def earlier_topics(discovery_prefix: Optional[str], topic_prefix: str,
+                   identity: Optional[dict]) -> tuple:
+    """
+    What an earlier version published for this meter, retained, that this
+    one does not: its discovery configs (the unique ids under
+    L{earlier_meter_id} and the old keys) and its states under that id.
+
+    @param discovery_prefix: C{None} without discovery (the states only).
+    @return: C{(earlier id, [topic])}; C{(None, [])} while the meter is not known.
+    """
+    mid, old = meter_id(identity), earlier_meter_id(identity)
+    if mid is None or old is None:
+        return None, []
+    topics = []
+    if discovery_prefix is not None:
+        current = {_config_topic(discovery_prefix, component, _unique_id(mid, key))
+                   for key, component, *_ in _entities(0)}
+        topics += [t for t in (_config_topic(discovery_prefix, component, _unique_id(old, key))
+                               for component, key in _EARLIER_ENTITIES) if t not in current]
+    if old != mid:
+        topics += [f"{topic_prefix}/{old}/{suffix}" for suffix in ("availability", *FIELDS)]
+    return old, topics

@@ -14,7 +14,10 @@ meter's id, and no Home Assistant entity is announced, since an entity under
 a temporary id would be left behind once the real one is known.  When the
 meter is known the service's topics are cleared (what they said held only
 without a meter) and the connection is made again with the Last Will under
-the meter's id, where everything goes from then on.
+the meter's id, where everything goes from then on.  The meter's id is its MAC
+(L{payloads.meter_id}); what a version before that left retained under the
+serial number, or under the old entity keys, is found on every connection
+and cleared (L{EarlierTopics}).
 
 Every message goes through the L{Outbox} and its L{Sender}: in the order it
 was made, at most one per topic unacknowledged, so a broker that stalls or
@@ -98,11 +101,13 @@ class MqttPublisher(service.Service):
         self.connection = BrokerConnection(
             config, reactor, self.rng, driver_factory,
             f"smartmeter_tx-{self.rng.getrandbits(48):012x}", will=self._will,
-            on_up=self._on_up, on_down=lambda: self.sender.down(), on_message=self.birth.message,
+            on_up=self._on_up, on_down=lambda: self.sender.down(),
+            on_message=lambda topic, payload: self.earlier.message(topic, payload),
             on_publish=lambda mid: self.sender.acknowledged(mid), on_fatal=self._fatal)
         self.driver = self.connection.driver
         self.sender = Sender(self.outbox, self.connection, self._topic_of,
                              config.display_url)
+        self.earlier = EarlierTopics(config, self.driver, self.sender, self.birth.message)
 
     # -- what the service calls ---------------------------------------------------
 
@@ -276,6 +281,7 @@ class MqttPublisher(service.Service):
         self._clear_service_topics()
         if self.birth.topic is not None:
             self.driver.subscribe(self.birth.topic)
+        self.earlier.watch(self.view.store.identity, self._will_id)
         self._announce()
 
     def _announce(self) -> None:
@@ -384,3 +390,62 @@ class BirthWatch:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+
+
+class EarlierTopics:
+    """
+    What a version before the MAC became the meter's one id left retained
+    on the broker for this meter (L{payloads.earlier_topics}): discovery
+    configs under the serial number or the old keys, and states under the
+    old id.  Subscribed to on each connection under the meter; each one the
+    broker still holds is cleared with an empty retained message (HA
+    deletes the entity of a config), and that is said once per meter.
+    Only what is there is cleared: a handful of messages, once.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: MqttConfig, driver, sender: Sender,
+                 then: Callable[[str, bytes], None]) -> None:
+        """
+        @param driver: what subscribes (L{PahoDriver}).
+        @param then: given every message not of an earlier topic.
+        """
+        self.config = config
+        self.driver = driver
+        self.sender = sender
+        self.then = then
+        self._topics: set = set()
+        self._old: Optional[str] = None
+        self._mid: Optional[str] = None
+        self._said: set = set()
+
+    def watch(self, identity: Optional[dict], mid: str) -> None:
+        """
+        A connection under meter C{mid} is up: subscribe to its earlier
+        topics (the broker answers with those it holds).
+
+        @param identity: the meter's identity, unless it is another meter's by now.
+        """
+        if payloads.meter_id(identity) != mid:
+            identity = None
+        self._old, topics = payloads.earlier_topics(
+            self.config.discovery_prefix, self.config.topic_prefix, identity)
+        self._topics, self._mid = set(topics), mid
+        for topic in topics:
+            self.driver.subscribe(topic)
+
+    def message(self, topic: str, payload: bytes) -> None:
+        """Clear an earlier topic the broker holds; pass any other message on."""
+        if topic not in self._topics:
+            self.then(topic, payload)
+            return
+        if not payload:
+            return  # gone already (our own empty message, heard back)
+        if self._old not in self._said:
+            self._said.add(self._old)
+            self.log.info("MQTT: clearing what an earlier version published for this meter "
+                          "under {old}; Home Assistant removes those entities (the meter's id "
+                          "is its MAC now, {mid})", old=self._old, mid=self._mid)
+        self.sender.queue(topic, b"", latest_only=True)
+        self.sender.pump()
