@@ -29,6 +29,25 @@ class ConfigError(ArgumentError):
     """
 
 
+class DialectMismatch(ConfigError):
+    """
+    The module rejects the syntax of the SK dialect the user forced (FAIL
+    ER05): it speaks the other one.  A setting that can never work: the
+    service ends (78), a one-shot command reports a usage error (2).
+
+    @ivar forced: the dialect forced (C{"standard"} or C{"dse"}).
+    @ivar flag: the option that forced it, as the front end spells it.
+    """
+
+    def __init__(self, forced: str, flag: str) -> None:
+        given, other = ("DSE", "standard") if forced == "dse" else ("standard", "DSE")
+        super().__init__(f"{flag}: the module rejects the commands of the {given} SK dialect "
+                         f"(FAIL ER05), so it speaks the {other} one; leave out {flag} and the "
+                         "dialect is detected")
+        self.forced = forced
+        self.flag = flag
+
+
 class RemoteDataError(SmartMeterError, ValueError):
     """
     Bytes received from the module or the meter could not be decoded.
@@ -59,7 +78,17 @@ class StepTimeout(SmartMeterError):
 
 
 class AuthenticationFailed(SmartMeterError):
-    """EVENT 24: the meter refused PANA authentication."""
+    """
+    EVENT 24: the meter refused PANA authentication.
+
+    @ivar cause: what happened and what to check, without what the next run
+        of a one-shot command does (the service says what it does itself).
+    """
+
+    def __init__(self, cause: str, next_run: str = "") -> None:
+        """@param next_run: what the next run of a one-shot command does about it."""
+        super().__init__(f"{cause} ({next_run})" if next_run else cause)
+        self.cause = cause
 
 
 class MeterNotFound(SmartMeterError):

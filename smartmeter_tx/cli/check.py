@@ -87,6 +87,12 @@ def _number(data: dict, key: str):
     return value
 
 
+def _cause(data: dict) -> Optional[str]:
+    """Why the service has no session (its last join's failure), when it says."""
+    cause = data.get("cause")
+    return cause if isinstance(cause, str) and cause else None
+
+
 def _flag(data: dict, key: str) -> Optional[bool]:
     value = data.get(key)
     return value if isinstance(value, bool) else None
@@ -172,7 +178,9 @@ def _link_problems(data: dict, limits: Limits) -> list:
     if _flag(data, "rate_limited"):
         problems.append((WARNING, "transmit-time limit active, sends held (EVENT 32)"))
     if _flag(data, "session") is False:
-        problems.append((WARNING, "no session with the meter"))
+        cause = _cause(data)
+        problems.append((WARNING, "no session with the meter"
+                         + (f" ({cause})" if cause else "")))
     rejoins = _number(data, "rejoins_last_hour")
     if rejoins is not None and limits.warning_rejoins is not None \
             and rejoins > limits.warning_rejoins:
@@ -221,9 +229,9 @@ def interpret(status: int, body: bytes, now: float, limits: Limits = Limits()) -
     Judge the service's HTTP answer to C{GET /latest}.  Pure.
 
     503 with C{"no reading yet"} is CRITICAL (the service runs but has
-    nothing to give, e.g. it cannot join the meter), with the hold if the
-    service names one; an answer that is not JSON, has no valid C{time} or
-    comes with another status is UNKNOWN.
+    nothing to give, e.g. it cannot join the meter), with why its joins
+    fail and the hold if the service names them; an answer that is not
+    JSON, has no valid C{time} or comes with another status is UNKNOWN.
 
     @return: C{(status, message)}.
     """
@@ -233,6 +241,9 @@ def interpret(status: int, body: bytes, now: float, limits: Limits = Limits()) -
         return UNKNOWN, f"the service did not answer with JSON (HTTP {status})"
     if status == 503 and isinstance(data, dict) and data.get("error"):
         message = str(data["error"])
+        cause = _cause(data)
+        if cause:
+            message += f": {cause}"
         held = data.get("held")
         if isinstance(held, str) and held:
             message += f"; held: {held}"

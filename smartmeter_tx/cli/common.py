@@ -23,7 +23,7 @@ __all__ = [
     "EXIT_TIMEOUT", "EXIT_NO_READING", "DEFAULT_SERVICE", "UsageError", "Parser", "say",
     "start_logging", "exit_code", "react", "with_meter", "save_link", "service_base",
     "fetch_service", "run_blocking", "EXIT_INTERRUPTED", "ask_local_service", "same_device",
-    "busy_hint", "why_unreachable",
+    "busy_hint", "why_unreachable", "timeout_hint",
 ]
 
 EXIT_OK = 0
@@ -107,6 +107,27 @@ def log_observer(verbosity: int, stream):
     return FilteringLogObserver(cast(ILogObserver, observer), [predicate])
 
 
+#: Seconds after which a meter refuses a wrong B-route ID or password (EVENT 24).
+REFUSAL_TAKES = 40
+
+
+def timeout_hint(error: BaseException, budget: float) -> str:
+    """
+    What a run that timed out while authenticating could not see: the meter
+    answers a wrong ID or password only after about L{REFUSAL_TAKES}
+    seconds, so in a shorter run that is the likely cause.
+    """
+    from smartmeter_tx.errors import StepTimeout
+    from smartmeter_tx.session.join import AUTHENTICATING
+    if not isinstance(error, StepTimeout) or error.step != AUTHENTICATING:
+        return ""
+    if budget < REFUSAL_TAKES + 10:
+        return (f"; the meter refuses a wrong B-route ID or password only after about "
+                f"{REFUSAL_TAKES} s, so that is the likely cause: check them, or run once "
+                "with --timeout 55 to see its answer")
+    return "; the meter did not answer the join in time (radio trouble): move the module closer"
+
+
 def exit_code(error: BaseException) -> int:
     from smartmeter_tx import errors as E
     from smartmeter_tx.sk.errors import SKDisconnected
@@ -177,7 +198,7 @@ async def with_meter(reactor, args, rbid, password, environ, stderr, work, busy=
         if client is not None:
             assert state_path is not None  # known before the client was made
             save_link(state_path, client.link, stderr, program)
-        say(stderr, redactor.scrub(str(e)), program)
+        say(stderr, redactor.scrub(str(e)) + timeout_hint(e, args.timeout), program)
         return exit_code(e)
     finally:
         if client is not None:

@@ -176,10 +176,12 @@ def service_output(status: int, body: bytes, now: float, args,
         return EXIT_NO_READING, [], "the service did not answer with JSON"
     if status != 200 or not isinstance(data, dict) or "time" not in data:
         if status == 503 and isinstance(data, dict):
-            # The service is up without a reading: say what holds it up.
+            # The service is up without a reading: say why, and what holds it up.
+            cause = data.get("cause")
             detail = [f"{key} {data[key]}" for key in ("link", "held")
                       if isinstance(data.get(key), str)]
             return EXIT_NO_READING, [], "the service has no reading yet" + (
+                f": {cause}" if isinstance(cause, str) else "") + (
                 f" ({'; '.join(detail)})" if detail else "")
         why = data.get("error") if isinstance(data, dict) else None
         return EXIT_NO_READING, [], f"the service answered HTTP {status} without a reading" + (

@@ -178,6 +178,8 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
         poller.log.warn("{line}", line=line)
     if datalog is not None:
         poller.last_logged = datalog.last_reading_time()
+        # The dashboard's curve starts with today's logged readings, not empty.
+        poller.store.seed_today(datalog.readings, poller.wall_clock())
     top = ServiceTree(poller, records)
     if stop_device is not None:
         top.whenStopped(stop_device)
@@ -296,7 +298,8 @@ def _stop_on_hangup(reactor) -> None:
     SIGHUP (a closed terminal, the end of a login session) stops the service
     in order, as SIGTERM does: the default would end the process at once,
     with MQTT's offline left to the Last Will and the emulator's files
-    behind.  Installed once the reactor runs, beside its own handlers.
+    behind.  Installed once the reactor runs, beside its own handlers; then
+    every stop signal stops it once (L{_stop_once}).
     """
     import signal
 
@@ -311,6 +314,45 @@ def _stop_on_hangup(reactor) -> None:
 
     if hasattr(signal, "SIGHUP"):
         reactor.callWhenRunning(signal.signal, signal.SIGHUP, hangup)
+    reactor.callWhenRunning(_stop_once, reactor)  # after the handlers above and the reactor's
+
+
+def _stop_once(reactor) -> None:
+    """
+    Let the first SIGTERM, SIGINT or SIGHUP stop the service as its handler
+    does; from then on (or once the orderly stop has begun any other way)
+    such a signal only says in one line that the stop goes on: the handlers
+    would stop the reactor a second time, and log C{ReactorNotRunning} with
+    a traceback.
+    """
+    import signal
+
+    from twisted.logger import Logger
+
+    log = Logger(namespace="smartmeter_tx.cli.tap")
+    stopping = [False]
+
+    def begun() -> None:
+        stopping[0] = True
+    reactor.addSystemEventTrigger("before", "shutdown", begun)
+
+    def once(first):
+        def handler(signum, frame) -> None:
+            if not stopping[0]:
+                stopping[0] = True
+                first(signum, frame)
+                return
+            reactor.callFromThread(log.info, "{signal} while stopping: the orderly stop "
+                                   "goes on", signal=signal.Signals(signum).name)
+        return handler
+
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if not hasattr(signal, name):
+            continue
+        signum = getattr(signal, name)
+        first = signal.getsignal(signum)
+        if callable(first):  # the reactor's own, or ours for SIGHUP
+            signal.signal(signum, once(first))
 
 
 def _stop_with(reactor, status: int) -> None:

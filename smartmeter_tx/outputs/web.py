@@ -117,7 +117,8 @@ class LatestResource(_ViewResource):
     C{/latest}: the newest reading's record (L{LatestStore.latest_record}) with
     its C{age}, whether the session is up and sends are held (and rate
     limited), the rejoins of the last hour, the time of the meter's last
-    EA/EB (C{fixed_time}), and the C{device} the service reads.
+    EA/EB (C{fixed_time}), and the C{device} the service reads; and, while
+    the service has no session because its joins fail, why (C{cause}).
     """
 
     def render_GET(self, request):
@@ -145,6 +146,9 @@ class LatestResource(_ViewResource):
             body["held"] = state.held
             body["rate_limited"] = state.rate_limited
             body["rejoins_last_hour"] = store.rejoins_since(self.view.clock.seconds() - 3600)
+        if store.join_failure is not None:
+            # A wrong password shows here, not only in the journal.
+            body["cause"] = store.join_failure.text
         if self.view.device:
             # Which dongle: a plugin that finds a port held reads this service
             # instead only when it is the same one.
@@ -248,8 +252,8 @@ class ViewCollector:
                 current.add_metric([phase], float(value))
         yield current
         family = GaugeMetricFamily("smartmeter_energy_kwh",
-                                   "Cumulative energy (E0 normal, E3 reverse)",
-                                   labels=["direction"])
+                                   "Cumulative energy bought (direction normal, E0) and sold "
+                                   "(direction reverse, E3)", labels=["direction"])
         for direction in ("normal", "reverse"):
             value = _value_of(energy, f"energy_{direction}_kwh")
             if value is not None:

@@ -9,6 +9,10 @@ trouble) the same loop fills the hole.  It is paced: one exchange at a time,
 only while no poll runs (a poll's command queues behind at most one SK command
 of ours), at most L{Backfill.FRAMES_PER_HOUR} frames an hour, and never while
 a hold (EVENT 29/32) is on.
+
+A fill of more than the routine slot or two is said in the log
+(L{FillReport}): what it will read, how far it got every half minute, and
+what it logged in how long.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from smartmeter_tx.echonet.meter import EnergyScale
     from smartmeter_tx.session.client import BRouteClient
 
-__all__ = ["Backfill"]
+__all__ = ["Backfill", "FillReport"]
 
 
 def _run_length(starts: list) -> int:
@@ -56,7 +60,9 @@ class Backfill:
         within the window (for C{/history}).
     @ivar written: slots logged by this process.
     @ivar frames: frames spent on history (the client's history_frames).
-    @ivar missing: slots still missing at the last look.
+    @ivar missing: slots still missing at the last look, or C{None} before
+        the first (the window is known once the meter's clock is).
+    @ivar report: what the log says of a fill (L{FillReport}).
     """
 
     log = Logger()
@@ -104,7 +110,8 @@ class Backfill:
         self._sent: deque = deque()  # (time, frames) of recent steps
         self.written = 0
         self.frames = 0
-        self.missing = 0
+        self.missing: Optional[int] = None
+        self.report = FillReport(clock, self.log)
         self._running: Optional[defer.Deferred] = None
 
     # -- what is missing -------------------------------------------------------------
@@ -252,6 +259,7 @@ class Backfill:
                 self._compare_clocks(meter_now)
             due = self.due(meter_now)
             self.missing = len(due)
+            self.report.begin(due)
             if not due:
                 return False
             start = due[0]
@@ -285,7 +293,9 @@ class Backfill:
             self._readings[need] = (model.NO_DATA, model.NO_DATA)
         self._emit(set(due), client.scale, source, until)
         self._forget_before(due[0])
-        self.missing = len(self.due(meter_now))
+        still = self.due(meter_now)
+        self.missing = len(still)
+        self.report.stepped(still)
         return self.missing > 0
 
     def _emit(self, due: set[datetime.datetime], scale: Optional[EnergyScale], source: str,
@@ -301,6 +311,7 @@ class Backfill:
                 del self.slots[slot.start]
                 return  # not written: it stays missing, and so do the later ones
             self.written += 1
+            self.report.logged(slot)
             if self._reach is not None:
                 self._reached.add(naive)  # memory lets it go; the log has it
 
@@ -331,3 +342,65 @@ class Backfill:
     def between(self, since: datetime.datetime, until: datetime.datetime) -> list:
         """@return: the logged slots starting in [since, until), oldest first."""
         return [self.slots[s] for s in sorted(self.slots) if since <= s < until]
+
+
+class FillReport:
+    """
+    What the log says of a fill from the meter's record, at info level: a
+    line when it starts (the slots and days it will read), one at most every
+    L{PROGRESS_EVERY} seconds while it runs (none for a shorter fill), and
+    one when nothing is missing any more (the slots logged, those the meter
+    had no data for, how long it took).  The routine new slot or two of each
+    half hour is no fill to tell of.  Times are on the service's clock.
+    """
+
+    #: Seconds between two progress lines.
+    PROGRESS_EVERY = 30.0
+    #: Missing slots a fill must start with to be told of: up to this many
+    #: is the routine half-hourly slot (and the one after a short restart).
+    QUIET_SLOTS = 2
+
+    def __init__(self, clock: IReactorTime, log: Logger) -> None:
+        self.clock = clock
+        self.log = log
+        self._started: Optional[float] = None  # on the clock, while a fill runs
+        self._said = 0.0  # when the last line was said
+        self._days: set = set()  # the dates the fill started with missing slots in
+        self._logged = self._nodata = 0
+
+    def begin(self, due: list) -> None:
+        """The slots missing before a step (naive starts): a fill starts if they are many."""
+        if self._started is not None:
+            if not due:  # the window moved past what was missing
+                self.stepped(due)
+            return
+        if len(due) <= self.QUIET_SLOTS:
+            return
+        self._started = self._said = self.clock.seconds()
+        self._days = {start.date() for start in due}
+        self._logged = self._nodata = 0
+        self.log.info("backfill: reading {slots} missing 30-minute slots ({days} days) from "
+                      "the meter's record", slots=len(due), days=len(self._days))
+
+    def logged(self, slot: model.HistorySlot) -> None:
+        """A slot went to the data log."""
+        self._logged += 1
+        self._nodata += model.is_absent(slot.energy_normal_kwh)
+
+    def stepped(self, still: list) -> None:
+        """The slots still missing after a step: say the progress, or the end."""
+        if self._started is None:
+            return
+        now = self.clock.seconds()
+        if not still:
+            self.log.info("backfill done: {logged} slots logged ({nodata} without data from "
+                          "the meter), none missing, in {seconds:.0f} s", logged=self._logged,
+                          nodata=self._nodata, seconds=now - self._started)
+            self._started = None
+        elif now - self._said >= self.PROGRESS_EVERY:
+            self._said = now
+            left = self._days & {start.date() for start in still}
+            self.log.info("backfill: {done} of {days} days read, {logged} slots logged, "
+                          "{missing} missing ({seconds:.0f} s so far)",
+                          done=len(self._days) - len(left), days=len(self._days),
+                          logged=self._logged, missing=len(still), seconds=now - self._started)

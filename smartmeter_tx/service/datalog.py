@@ -28,7 +28,7 @@ import errno
 import fcntl
 import json
 import os
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -136,6 +136,42 @@ class DataLog:
     def history_records(self, since: datetime.date) -> list:
         """See L{read_history_records}, for this log's directory and prefix."""
         return read_history_records(self.directory, self.prefix, since)
+
+    def readings(self, since: float, until: float) -> Iterator[tuple[float, dict]]:
+        """
+        The reading records (no C{kind}) taken from C{since} to C{until}
+        (epoch seconds), from the files that can hold them: a file is named by
+        the host's date or UTC's, not Japan's, so a Japanese day may span two.
+        Of a file over L{READ_LIMIT} bytes only its last L{READ_LIMIT} are
+        read: a day at a one-second interval is well under it.  Damaged lines
+        are skipped with a warning; reading takes no lock.
+
+        @return: C{(time, record)}, in file order, read as they are asked for.
+        """
+        paths = {self.path_for(until)}
+        t = since
+        while t < until:  # hourly and both ends: no date of the span is missed
+            paths.add(self.path_for(t))
+            t += 3600
+        for path in sorted(paths):
+            try:
+                with open(path, "rb") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    start = f.seek(max(0, size - READ_LIMIT))
+                    where = path
+                    if start:
+                        f.readline()  # the cut line
+                        where = f"{path} from byte {f.tell()}"  # lines counted from there
+                    for record in _records(f, where, lambda text: '"kind"' not in text):
+                        when = record.get("time")
+                        if (isinstance(when, (int, float)) and not isinstance(when, bool)
+                                and since <= when <= until):
+                            yield float(when), record
+            except FileNotFoundError:
+                continue  # no reading that day
+            except OSError as e:
+                self.log.warn("cannot read the data log {path}: {why}", path=path,
+                              why=e.strerror or str(e))
 
     def last_reading_time(self) -> Optional[float]:
         """
@@ -273,6 +309,9 @@ class DataLog:
 
 #: Bytes read from the end of a file for its newest reading: many lines.
 _TAIL = 65536
+#: Bytes of one file that L{DataLog.readings} reads at most (its end): a
+#: day at a one-second interval takes about 7 MB.
+READ_LIMIT = 32 * 1024 * 1024
 
 
 def read_history_records(directory: str, prefix: str, since: datetime.date) -> list:
@@ -305,7 +344,16 @@ def read_history_records(directory: str, prefix: str, since: datetime.date) -> l
 
 
 def _history_lines(lines: Iterable[bytes], path: str) -> list[dict]:
-    records = []
+    return [record for record in _records(lines, path, lambda text: '"history"' in text)
+            if record.get("kind") == "history"]
+
+
+def _records(lines: Iterable[bytes], path: str, wanted: Callable[[str], bool]) -> Iterator[dict]:
+    """
+    The JSON objects of the lines whose text is C{wanted} (a cheap test
+    before the parse: the others are not parsed); a line that is no JSON
+    object is skipped, the first few with a warning each, the rest counted.
+    """
     bad = 0
     for number, raw in enumerate(lines, 1):
         raw = raw.rstrip(b"\n")
@@ -316,7 +364,9 @@ def _history_lines(lines: Iterable[bytes], path: str) -> list[dict]:
             text = ""  # a bad line
         # Every line is a compact object: a cut one does not end in "}".
         if text.startswith("{") and text.endswith("}"):
-            record = parse_json_object(text) if '"history"' in text else {}
+            if not wanted(text):
+                continue
+            record = parse_json_object(text)
         if record is None:
             if raw:
                 bad += 1
@@ -324,9 +374,7 @@ def _history_lines(lines: Iterable[bytes], path: str) -> list[dict]:
                     DataLog.log.warn("skipping line {number} of {path}: not a JSON record",
                                      number=number, path=path)
             continue
-        if record.get("kind") == "history":
-            records.append(record)
+        yield record
     if bad > _BAD_LINES_SHOWN:
         DataLog.log.warn("skipped {n} more bad lines in {path}", n=bad - _BAD_LINES_SHOWN,
                          path=path)
-    return records

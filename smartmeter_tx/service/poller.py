@@ -38,9 +38,9 @@ from smartmeter_tx.service.clock import WallClockSteps
 from smartmeter_tx.service.joins import JoinPolicy
 from smartmeter_tx.session.client import BRouteClient
 from smartmeter_tx.session.steps import Budget
-from smartmeter_tx.session.config import Connection, SessionConfig
+from smartmeter_tx.session.config import SERVICE_DIALECT_FLAGS, Connection, SessionConfig
 from smartmeter_tx import model
-from smartmeter_tx.errors import NoSession, SendsHeld, SmartMeterError
+from smartmeter_tx.errors import ConfigError, NoSession, SendsHeld, SmartMeterError
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.service.port import PortKeeper
 from smartmeter_tx.session.state import MeterLink, save_state
@@ -108,7 +108,8 @@ class MeterPoller(service.Service):
         self.state = LinkState()
         self.store = LatestStore()
         self.joins = JoinPolicy(clock, config, Backoff(10.0, 600.0, rng), self.store,
-                                schedule.join_timeout, self.on_fatal, self._save)
+                                schedule.join_timeout, self.on_fatal, self._save,
+                                retry=lambda: self.poll(), running=lambda: bool(self.running))
         self.wall_steps = WallClockSteps(clock.seconds, wall_clock)
         self.backfill = backfill
         self.identify = identify
@@ -170,8 +171,12 @@ class MeterPoller(service.Service):
             self.backfill.stop()
         if self._poll_now is not None and self._poll_now.active():
             self._poll_now.cancel()
+        self.joins.stop()
         over = self._running_poll()
         if self._current is not None:
+            # A stop, not a failure: said once, and nothing retried.
+            self.log.info("stopping: {what} abandoned",
+                          what="join" if self.joins.joining else "poll")
             self._current.cancel()
         d = over if over is not None else defer.succeed(None)
         d.addCallback(lambda _: self.port.stop())
@@ -181,7 +186,8 @@ class MeterPoller(service.Service):
     # -- connections --------------------------------------------------------------
 
     def _make_client(self, proto: Connection) -> BRouteClient:
-        return self.config.client(proto, self.clock, state=self.state, rssi=True)
+        return self.config.client(proto, self.clock, state=self.state, rssi=True,
+                                  dialect_flags=SERVICE_DIALECT_FLAGS)
 
     def _connected(self, client: BRouteClient) -> None:
         # Whether the module still holds a session is unknown: the next poll
@@ -281,18 +287,13 @@ class MeterPoller(service.Service):
         """
         try:
             reading = await self._read(client, energy)
-        except SendsHeld as e:
-            # EVENT 29/32 came during the poll: not the meter's silence.
+        except ConfigError as e:  # a forced dialect the module does not speak
             self.stats.polls_failed += 1
-            self.log.info("poll stopped: {error}", error=e)
+            self.joins.fatal(str(e))
             return None
-        except SmartMeterError as e:  # no answer, step timeouts, SK errors
-            self.stats.polls_failed += 1
-            self.log.info("poll failed: {error}", error=e)
-            if not self.held:  # a hold that came during the poll is not silence
-                gone = self.state.poll_unanswered()
-                if gone is not None:
-                    self.log.warn("{why}; joining the meter again", why=gone)
+        except SmartMeterError as e:
+            if self.running:  # else the port closed under a stop: no failure to tell
+                poll_failed(e, self.stats, self.state, self.log)
             return None
         if reading is None:  # no session, and no join yet
             self.stats.polls_failed += 1
@@ -309,6 +310,7 @@ class MeterPoller(service.Service):
         """
         self.state.poll_answered()
         self.joins.had_session = True
+        self.joins.session_up()
         if not had_scale and client.scale is not None:
             self._save()  # the scale is worth keeping across restarts
         if energy:
@@ -353,12 +355,31 @@ class MeterPoller(service.Service):
         return await read()
 
     def _save(self) -> None:
-        if self.state_path is None:
-            return
-        try:
-            save_state(self.state_path, self.link)
-        except OSError as e:
-            self.log.warn("cannot write the state file: {error}", error=e)
+        save_link(self.state_path, self.link, self.log)
+
+
+def save_link(path: Optional[str], link: MeterLink, log: Logger) -> None:
+    """Save C{link} to the state file at C{path} (none: nothing), saying when it cannot."""
+    if path is None:
+        return
+    try:
+        save_state(path, link)
+    except OSError as e:
+        log.warn("cannot write the state file: {error}", error=e)
+
+
+def poll_failed(error: SmartMeterError, stats: Stats, state: LinkState, log: Logger) -> None:
+    """Count and say a poll that got no reading; the meter's silence goes to the link state."""
+    stats.polls_failed += 1
+    if isinstance(error, SendsHeld):
+        # EVENT 29/32 came during the poll: not the meter's silence.
+        log.info("poll stopped: {error}", error=error)
+        return
+    log.info("poll failed: {error}", error=error)  # no answer, step timeouts, SK errors
+    if not state.held:  # a hold that came during the poll is not silence
+        gone = state.poll_unanswered()
+        if gone is not None:
+            log.warn("{why}; joining the meter again", why=gone)
 
 
 async def identify(store: LatestStore, client: BRouteClient, clock: IReactorTime,

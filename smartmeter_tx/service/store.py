@@ -6,13 +6,34 @@ endpoints and the logs read it, the poller writes it.
 
 from __future__ import annotations
 
+import datetime
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Iterable, Optional
 
-from smartmeter_tx.model import FixedReading, Reading
+from smartmeter_tx.model import JST, FixedReading, Reading, Value, is_absent
 
-__all__ = ["LatestStore", "Stats"]
+__all__ = ["LatestStore", "Stats", "day_start", "JoinFailure"]
+
+
+def day_start(when: float) -> float:
+    """The epoch seconds of midnight, Japan time, on the day of C{when}: where the curve starts."""
+    local = datetime.datetime.fromtimestamp(when, JST)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+@dataclass(frozen=True)
+class JoinFailure:
+    """
+    Why the service's last join failed.
+
+    @ivar kind: C{"refused"} (EVENT 24: the ID or password), C{"not_found"}
+        (no scan found the meter) or C{"other"}: for the page's own words.
+    @ivar text: the cause in one line, as the log says it.
+    """
+
+    kind: str
+    text: str
 
 
 @dataclass
@@ -29,6 +50,11 @@ class Stats:
     junk_dropped: int = 0
 
 
+def _watts(power: Value) -> Optional[int]:
+    """A reading's power for the curve: C{None} where the meter marked it absent."""
+    return None if is_absent(power) else int(power)
+
+
 class LatestStore:
     """
     Times are of two clocks: C{*_time} the wall clock's (epoch seconds, what
@@ -42,10 +68,21 @@ class LatestStore:
     @ivar energy_time: its wall-clock time.
     @ivar last_poll_at: when the poll loop last ticked (service clock), or
         C{None} before its first tick.
+    @ivar recent: C{(when, watts)} of the power readings for the dashboard's
+        curve, oldest first; watts C{None} where the meter marked the power
+        absent (a gap, never 0).
     @ivar stats: the L{Stats}.
+    @ivar join_failure: why the last join failed (L{JoinFailure}), until a
+        session is up; C{None} when none failed since.
     """
 
-    #: Readings kept for the dashboard's power curve: two days at one a 30 s.
+    #: The curve keeps at most two readings (the lowest and the highest) per
+    #: bucket of this many seconds: a 24-hour chart a few hundred pixels wide
+    #: shows no more, and a spike still shows.  At the default poll interval
+    #: (30 s) nothing is dropped.
+    CURVE_BUCKET = 30.0
+    #: Points kept for the curve: a whole day at any interval (2880 buckets of
+    #: at most two) and room for the gaps.
     RECENT = 6000
 
     def __init__(self) -> None:
@@ -64,6 +101,7 @@ class LatestStore:
         #: who the meter is (MAC, maker 0x8A, serial 0x8D), once asked.
         self.identity: Optional[dict] = None
         self.stats = Stats()
+        self.join_failure: Optional[JoinFailure] = None
 
     def add(self, reading: Reading, when: float, at: Optional[float] = None) -> None:
         """
@@ -73,10 +111,62 @@ class LatestStore:
         self.latest = reading
         self.latest_time = when
         self.latest_at = when if at is None else at
-        self.recent.append((when, reading))
+        if reading.power_w is not None:  # else not asked for: nothing to draw
+            self.add_power(when, _watts(reading.power_w))
         if reading.has_energy:
             self.energy = reading
             self.energy_time = when
+
+    def add_power(self, when: float, watts: Optional[int]) -> None:
+        """
+        Put a power reading taken at C{when} on the curve (L{recent}),
+        thinned to the lowest and highest of its L{CURVE_BUCKET}: of three
+        readings in one bucket, the one between the other two goes.
+
+        @param watts: the power, or C{None} where the meter marked it absent:
+            one such gap is kept however many follow it.
+        """
+        recent = self.recent
+        if watts is None:
+            if not recent or recent[-1][1] is not None:
+                recent.append((when, None))
+            return
+        bucket = when // self.CURVE_BUCKET
+        if len(recent) >= 2 and all(w is not None and t // self.CURVE_BUCKET == bucket
+                                    for t, w in (recent[-1], recent[-2])):
+            a, b = recent[-2][1], recent[-1][1]
+            if min(a, watts) <= b <= max(a, watts):
+                recent[-1] = (when, watts)  # b is between: the newer replaces it
+            elif min(b, watts) < a < max(b, watts):
+                recent[-2] = recent[-1]  # a is between
+                recent[-1] = (when, watts)
+            return  # else the new one is between: it goes
+        recent.append((when, watts))
+
+    def seed_today(self, read_log: Callable[[float, float], Iterable[tuple]],
+                   now: float) -> int:
+        """
+        Fill the curve with today's (Japan time) readings from the data log,
+        before the service's own: after a restart the day is not forgotten.
+        Records out of time order (a wall clock stepped back) are skipped,
+        so that the curve never runs backwards.
+
+        @param read_log: called with C{(since, until)} (epoch seconds), gives
+            the log's reading records taken then as C{(when, record)}, in
+            file order (L{smartmeter_tx.service.datalog.DataLog.readings}).
+        @param now: the wall clock.
+        @return: how many of the records carried the power.
+        """
+        last = None
+        count = 0
+        for when, record in read_log(day_start(now), now):
+            power = Reading.from_record(record, ("power_w",)).power_w
+            if power is None or (last is not None and when < last):
+                continue  # not asked for, or out of order
+            self.add_power(when, _watts(power))
+            last = when
+            count += 1
+        return count
 
     def add_fixed(self, fixed: FixedReading, when: float, at: Optional[float] = None) -> None:
         """
@@ -91,6 +181,10 @@ class LatestStore:
         """Count a rejoin at C{when} (for the rate over the last hour)."""
         self.stats.rejoins += 1
         self._rejoins.append(when)
+
+    def join_failed(self, failure: JoinFailure) -> None:
+        """Keep why the last join failed (C{join_failure = None} once a session is up)."""
+        self.join_failure = failure
 
     def rejoins_since(self, since: float) -> int:
         """Rejoins at or after C{since}; older ones are forgotten."""

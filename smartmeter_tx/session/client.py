@@ -63,11 +63,13 @@ class BRouteClient:
     def __init__(self, sk: SKStackProtocol, credentials: Optional[Credentials],
                  clock: IReactorTime, link: Optional[MeterLink] = None,
                  dialect: Optional[V.Dialect] = None, state: Optional[LinkState] = None,
-                 rssi: bool = False) -> None:
+                 rssi: bool = False, dialect_flag: Optional[str] = None) -> None:
         """
         @param link: the saved link, with the user's overrides already applied
             (L{MeterLink.with_overrides}).
         @param dialect: a dialect the user forced; else learnt from the module.
+        @param dialect_flag: the option that forced C{dialect}, as the front
+            end spells it (named when the module speaks the other dialect).
         @param state: a L{LinkState} to keep up to date (the service keeps one
             across connections); a fresh one by default.
         @param rssi: ask a DSE module for the RSSI of each frame (SA2=1).
@@ -80,7 +82,7 @@ class BRouteClient:
         self.rssi = rssi
         saved = V.Dialect(self.link.dialect) if self.link.dialect else None
         self.module = ModuleSteps(sk, clock, dialect=saved, fixed_dialect=dialect,
-                                  on_dialect=self._dialect_changed)
+                                  on_dialect=self._dialect_changed, dialect_flag=dialect_flag)
         self.steps = self.module.steps
         self.discovery = MeterDiscovery(self.module, self.link,
                                         credentials.rbid if credentials else None)

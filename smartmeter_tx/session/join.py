@@ -40,6 +40,10 @@ def check_credentials(rbid: str, password: str) -> None:
 
     @raise ConfigError: one of them cannot be right.
     """
+    if (isinstance(rbid, str) and isinstance(password, str) and len(rbid) == 12
+            and len(password) == 32 and set(password) <= _HEX):
+        raise ConfigError("the B-route ID and password look swapped: the ID is the 32 "
+                          "hexadecimal digits, the password the 12 characters")
     if not isinstance(rbid, str) or len(rbid) != 32 or not set(rbid) <= _HEX:
         raise ConfigError("the B-route ID must be 32 hexadecimal digits, as on the power "
                           "company's letter (without spaces)")
@@ -51,6 +55,11 @@ def check_credentials(rbid: str, password: str) -> None:
     commands.sk_setpwd(password)
 
 
+#: The join's step, as a time-out names it (the one-shot commands add what a
+#: short run cannot see: L{smartmeter_tx.cli.common.timeout_hint}).
+AUTHENTICATING = "authenticating with the meter (SKJOIN)"
+
+
 class Credentials:
     """
     The B-route ID and password.  Their repr never shows them.
@@ -58,7 +67,10 @@ class Credentials:
 
     def __init__(self, rbid: str, password: str) -> None:
         check_credentials(rbid, password)
-        self.rbid = rbid
+        # Letters are issued in upper case, and the meter compares the ID as
+        # sent: a lower-case copy would be refused (or not found by the scan,
+        # which matches its last 8 digits).
+        self.rbid = rbid.upper()
         self.password = password
 
     def __repr__(self) -> str:
@@ -243,16 +255,15 @@ class Joiner:
         self.requester.meter_addr = ipaddr
         waiting: defer.Deferred = defer.Deferred()
         self._instance_list = waiting
-        step = ("authenticating with the meter (SKJOIN; a refusal takes about 40 s to come: "
-                "raise --timeout to see it)")
+        step = AUTHENTICATING
         try:
             await self.module.when_free(
                 lambda: self.module.run(commands.sk_join(ipaddr), step, budget), step, budget)
         except SKEventError:
             raise AuthenticationFailed(
                 "the meter refused authentication (EVENT 24): check the B-route ID and "
-                "password (the next run scans the channels first, in case the meter is "
-                "elsewhere)"
+                "password",
+                next_run="the next run scans the channels first, in case the meter is elsewhere"
             ) from None
         # The meter announces its instances right after EVENT 25; a Get sent
         # before that is often lost (docs/PROTOCOL.md, "After the join").  Wait

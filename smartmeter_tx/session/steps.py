@@ -16,14 +16,15 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from smartmeter_tx.errors import ArgumentError, StepTimeout
+from smartmeter_tx.errors import DialectMismatch, StepTimeout
 from smartmeter_tx.sk import values as V
 from smartmeter_tx.sk import commands
 from smartmeter_tx.sk.protocol import SKStackProtocol
 from smartmeter_tx.sk.protocol.queue import Reply
 from smartmeter_tx.sk.errors import SKCommandError, SKTimeoutError
 
-__all__ = ["Budget", "ModuleSteps", "IDEMPOTENT"]
+__all__ = ["Budget", "ModuleSteps", "IDEMPOTENT", "ONESHOT_DIALECT_FLAGS",
+           "SERVICE_DIALECT_FLAGS"]
 
 _T = TypeVar("_T")
 
@@ -42,6 +43,12 @@ _BUSY = 10
 #: which drops the session; not WOPT and SKSAVE, which write the flash.
 IDEMPOTENT = frozenset(("SKVER", "SKAPPVER", "SKINFO", "SKSREG", "SKSETPWD", "SKSETRBID",
                         "SKLL64", "SKTABLE", "SKADDNBR", "ROPT"))
+
+#: The options that force a dialect, as each front end spells them (the
+#: message of a module that speaks the other dialect names the one given):
+#: the one-shot commands' Go-style C{--dse}, and C{twist smartmeter}'s flags.
+ONESHOT_DIALECT_FLAGS = {V.Dialect.DSE: "--dse", V.Dialect.STANDARD: "--dse=false"}
+SERVICE_DIALECT_FLAGS = {V.Dialect.DSE: "--dse", V.Dialect.STANDARD: "--standard"}
 
 
 class Budget:
@@ -129,6 +136,9 @@ class ModuleSteps:
     """
     @ivar dialect: the module's dialect, or C{None} until L{prepare} learnt it.
     @ivar fixed_dialect: a dialect the user forced (C{--dse}); never switched.
+    @ivar dialect_flag: the option that forced it, as the front end spells it
+        (for the message when the module speaks the other dialect); the
+        one-shot commands' spelling (L{ONESHOT_DIALECT_FLAGS}) if C{None}.
     @ivar info: the module's SKINFO answer, once asked.
     @ivar steps: names of the last SK commands sent (for tests and benchmarks).
     @ivar on_dialect: called with the new L{V.Dialect} whenever it changes.
@@ -141,10 +151,12 @@ class ModuleSteps:
 
     def __init__(self, sk: SKStackProtocol, clock: IReactorTime,
                  dialect: Optional[V.Dialect] = None, fixed_dialect: Optional[V.Dialect] = None,
-                 on_dialect: Optional[Callable[[V.Dialect], None]] = None) -> None:
+                 on_dialect: Optional[Callable[[V.Dialect], None]] = None,
+                 dialect_flag: Optional[str] = None) -> None:
         self.sk = sk
         self.clock = clock
         self.fixed_dialect = fixed_dialect
+        self.dialect_flag = dialect_flag
         self.dialect = fixed_dialect or dialect
         self.on_dialect = on_dialect or (lambda dialect: None)
         self.info: Optional[V.Info] = None
@@ -244,13 +256,12 @@ class ModuleSteps:
 
     def switch_dialect(self) -> None:
         """
-        @raise ArgumentError: the dialect was forced, so the module and the
-            user disagree.
+        @raise DialectMismatch: the dialect was forced, so the module and the
+            user disagree: a setting that cannot work, never retried.
         """
         if self.fixed_dialect is not None:
-            raise ArgumentError("the module rejected the command syntax of the dialect "
-                                f"given ({self.fixed_dialect.value}); try without --dse "
-                                "or with it")
+            raise DialectMismatch(self.fixed_dialect.value, self.dialect_flag
+                                  or ONESHOT_DIALECT_FLAGS[self.fixed_dialect])
         self.dialect = V.Dialect.STANDARD if self.dialect is V.Dialect.DSE else V.Dialect.DSE
         self.log.info("module rejected the syntax; switching to the {d} dialect",
                       d=self.dialect.value)

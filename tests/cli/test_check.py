@@ -689,3 +689,45 @@ class EvaluateTests(SynchronousTestCase):
                          (check.CRITICAL, "cannot reach the service at "
                                           "http://127.0.0.1:9580/latest (Connection refused; "
                                           "is twist smartmeter running, with this --http?)"))
+
+
+class RefusedJoinTests(_RealService):
+    """The emulated meter takes another password than the service sends."""
+
+    emulator_options = "&password=BA9876543210"
+
+    @coroutine_test
+    async def test_criticalSaysWhy(self):
+        """
+        Real service whose joins the meter refuses (EVENT 24): CRITICAL "no
+        reading yet" with the cause, as /latest gives it, not only in the log.
+        """
+        self._watch(self.poller.store, "join_failed")
+        await self.until(lambda: self.poller.store.join_failure is not None)
+        self.assertIsNone(self.poller.store.latest)
+        code, line = await self.check("--service", self.url)
+        self.assertEqual((code, line), (
+            check.CRITICAL, "SmartMeter CRITICAL: no reading yet: the meter refused "
+                            "authentication (EVENT 24): check the B-route ID and password"))
+
+
+class CauseTests(SynchronousTestCase):
+    """Why the service's joins fail, as /latest says it."""
+
+    REFUSED = ("the meter refused authentication (EVENT 24): check the B-route ID and "
+               "password")
+
+    def test_noReadingYetWithCause(self):
+        """503 with a cause: CRITICAL with the cause, then the hold."""
+        body = json.dumps({"error": "no reading yet", "cause": self.REFUSED,
+                           "held": "transmit-time limit (EVENT 32)"}).encode()
+        self.assertEqual(check.interpret(503, body, 0), (
+            check.CRITICAL, f"no reading yet: {self.REFUSED}; held: transmit-time limit "
+                            "(EVENT 32)"))
+
+    def test_sessionDownWithCause(self):
+        """A reading but no session, and a cause: the warning says why."""
+        status, message = check.evaluate({"time": 100, "age": 10, "power_w": 300,
+                                          "session": False, "cause": self.REFUSED}, 110)
+        self.assertEqual((status, message), (
+            check.WARNING, f"no session with the meter ({self.REFUSED}); 300 W, age 10 s"))

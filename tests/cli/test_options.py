@@ -192,6 +192,16 @@ class CredentialsTests(_OneLine, SynchronousTestCase):
         self.assertEqual((credentials.rbid, credentials.password), (RBID, PASSWORD))
         self.assertNotIn(PASSWORD, repr(credentials))
 
+    def test_lowerCaseId(self):
+        """An ID typed in lower case is the power company's upper-case one."""
+        self.assertEqual(O.make_credentials(RBID.lower(), PASSWORD).rbid, RBID)
+
+    def test_swapped(self):
+        """The ID in the password's place and back: named as swapped, neither value shown."""
+        message = self.assertOneLineError(O.make_credentials, PASSWORD, RBID)
+        self.assertEqual(message, "the B-route ID and password look swapped: the ID is the 32 "
+                                  "hexadecimal digits, the password the 12 characters")
+
     def test_malformed(self):
         """A malformed ID or password is an ArgumentError that does not repeat it."""
         for rbid, password in ((RBID[:-1], PASSWORD), (RBID, "pass word"), (RBID, "x" * 33)):

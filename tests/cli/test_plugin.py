@@ -239,6 +239,33 @@ class RunTests(_Run, unittest.TestCase):
         self.assertNotIn("<", out)
         self.assertNotIn(DEFAULT_PASSWORD, out + err)
 
+    @defer.inlineCallbacks
+    def test_lowerCaseIdReads(self):
+        """An ID typed in lower case joins: the module gets it as the letter prints it."""
+        handle = self.emulator(f"{self.dialect}?{SCALE}")
+        env = dict(self.env, SMARTMETER_ID=DEFAULT_ID.lower())
+        code, out, err = yield self.run_plugin("--device", handle.path, env=env)
+        self.assertEqual(code, 0, err)
+        self.assertIn("smartmeter.power.value\t", out)
+
+    @defer.inlineCallbacks
+    def test_refusalNamedInAShortRun(self):
+        """
+        A wrong password in a run shorter than the meter's 40 s to refuse it:
+        the time-out says the credentials are the likely cause.
+        """
+        handle = self.emulator(f"{self.dialect}?{SCALE}")
+        code, out, err = yield self.run_plugin("--device", handle.path)  # saves the link
+        self.assertEqual(code, 0, err)
+        yield handle.stop()
+        handle = self.emulator(f"{self.dialect}?password=BA9876543210")  # real time
+        code, out, err = yield self.run_plugin("--device", handle.path, "--timeout", "3")
+        self.assertEqual((code, out), (common.EXIT_TIMEOUT, ""), err)
+        self.assertEqual(err, "mackerel-plugin-smartmeter: timed out while authenticating with "
+                              "the meter (SKJOIN); the meter refuses a wrong B-route ID or "
+                              "password only after about 40 s, so that is the likely cause: "
+                              "check them, or run once with --timeout 55 to see its answer\n")
+
 
 class DSERunTests(RunTests):
     dialect = "dse"

@@ -255,6 +255,18 @@ class BlockingServiceTests(SynchronousTestCase):
         self.assertEqual((code, out), (common.EXIT_NO_READING, ""))
         self.assertEqual(len(err.strip().splitlines()), 1)
 
+    def test_noReadingWithCause(self):
+        """The service's cause (its joins refused) is in the one line, before the link."""
+        import json
+        refused = ("the meter refused authentication (EVENT 24): check the B-route ID and "
+                   "password")
+        url, _ = self.serve(503, json.dumps({"error": "no reading yet", "cause": refused,
+                                             "link": "down", "held": None}).encode())
+        code, out, err = self.invoke("--service", url)
+        self.assertEqual((code, out, err), (
+            common.EXIT_NO_READING, "", f"mackerel-plugin-smartmeter: the service has no "
+                                        f"reading yet: {refused} (link down) ({url}/latest)\n"))
+
     def test_answerTooDeep(self):
         """
         JSON nested past Python's recursion limit (json.loads raises

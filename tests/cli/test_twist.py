@@ -353,3 +353,78 @@ class HangupTests(TestCase):
         log whole, the emulator's directory removed), exit status 0.
         """
         return defer.Deferred.fromCoroutine(self._hangup())
+
+
+class ForcedDialectTests(TestCase):
+    """A dialect forced with a flag that the module does not speak."""
+
+    timeout = 60  # only catches a hang
+
+    async def _standardOnDse(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        args = ["-m", "twisted", "--log-format", "text", "smartmeter", "--device",
+                pinned("emulator:dse?time-scale=0.01"), "--http", "none", "--standard",
+                "--state-file", os.path.join(directory, "state.json")]
+        out, err, code = await utils.getProcessOutputAndValue(sys.executable, args,
+                                                              env=twist_env(), path=directory)
+        text = err.decode() + out.decode()
+        self.assertEqual(code, tap.EXIT_CONFIG, text)
+        self.assertNotIn("Traceback", text)
+        self.assertNotIn("next try", text)
+        critical = [line for line in text.splitlines() if "#critical]" in line]
+        self.assertEqual(len(critical), 1, text)
+        self.assertIn("--standard: the module rejects the commands of the standard SK dialect "
+                      "(FAIL ER05), so it speaks the DSE one; leave out --standard and the "
+                      "dialect is detected", critical[0])
+
+    def test_standardOnDseModuleEndsWith78(self):
+        """
+        twist smartmeter --standard on a DSE module ends with exit status 78
+        and one critical line naming --standard, never retrying the join.
+        """
+        return defer.Deferred.fromCoroutine(self._standardOnDse())
+
+
+class RepeatedSignalTests(TestCase):
+    """Stop signals that keep coming while the service stops in order."""
+
+    timeout = 60  # only catches a hang
+
+    async def _signals(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        twist = _Twist()
+        args = [sys.executable, "-m", "twisted", "--log-format", "text", "smartmeter",
+                "--device", pinned("emulator:?time-scale=0.01"), "--http", "none",
+                "--state-file", os.path.join(directory, "state.json")]
+        process = reactor.spawnProcess(twist, sys.executable, args, env=twist_env(),
+                                       path=directory)
+        self.addCleanup(lambda: twist.ended.called or (process.signalProcess("KILL"),
+                                                       twist.ended)[1])
+        self.assertTrue(await twist.seen("first reading"), twist.stdout + twist.stderr)
+        # Held while they arrive, the three are handled at once on SIGCONT: the
+        # later two while the first one's stop has begun (the lowest first: HUP).
+        process.signalProcess("STOP")
+        for name in ("TERM", "INT", "HUP"):
+            process.signalProcess(name)
+        process.signalProcess(signal.SIGCONT)
+        code = await twist.ended
+        output = twist.stdout + twist.stderr
+        self.assertEqual(code, 0, output)
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("ReactorNotRunning", output)
+        self.assertEqual(output.count("SIGHUP: stopping, as for SIGTERM"), 1, output)
+        self.assertNotIn("Received SIG", output)
+        for name in ("SIGINT", "SIGTERM"):
+            self.assertEqual(output.count(f"{name} while stopping: the orderly stop goes on"), 1,
+                             output)
+        self.assertIn("Main loop terminated", output)
+
+    def test_moreSignalsWhileStopping(self):
+        """
+        SIGHUP, SIGINT and SIGTERM at once: the first stops the service in
+        order, each other one says in one line that the stop goes on; no
+        traceback (ReactorNotRunning), exit status 0 as for SIGHUP.
+        """
+        return defer.Deferred.fromCoroutine(self._signals())

@@ -21,10 +21,13 @@ from xml.etree import ElementTree
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.error import FlattenerError
 from twisted.web.template import tags
+from twisted.web.resource import Resource
+from twisted.web.static import Data
 from twisted.web.test.requesthelper import DummyRequest
 
 from smartmeter_tx.session import config
@@ -34,6 +37,7 @@ from smartmeter_tx.outputs.dashboard import svg as charts
 from smartmeter_tx.outputs.dashboard.page import CSS, flatten_now
 from smartmeter_tx.outputs.dashboard.snapshot import Slot
 from smartmeter_tx.service.backfill import Backfill
+from smartmeter_tx.service.datalog import DataLog
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
 from smartmeter_tx.model import JST, NO_DATA, NO_PHASE, HistorySlot, Reading
@@ -435,18 +439,38 @@ class ChartTests(SynchronousTestCase):
             self.assertGreaterEqual(numbers[-1], Decimal(top), (top, labels))
 
     def test_singleReadingIsAPoint(self):
-        """One reading today (or one between two gaps) is drawn as a dot."""
+        """
+        One reading today (or one between two gaps) is drawn as a dot, and so
+        is the end of a run too short to be seen as a line (the first minutes
+        after a start); every dot is drawn after the now line, over it.
+        """
         from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
         curve = self.svg(charts.curve_svg(Snapshot(self.NOW, curve=[(self.NOW - 60, 420)]),
                                          D.TEXT["en"]))
         self.assertEqual(curve.find_all("polyline"), [])
         self.assertEqual(len(curve.find_all("circle", "point")), 1)
         self.assertEqual(curve["power-curve"].attrs["data-points"], "1")
+        self.assertOver(curve, "point", "now")
         two = self.svg(charts.curve_svg(Snapshot(self.NOW, curve=[
             (self.NOW - 3600, 300), (self.NOW - 60, 420), (self.NOW - 30, 430)]),
             D.TEXT["en"]))
-        self.assertEqual(len(two.find_all("circle", "point")), 1)  # the one before the gap
+        points = two.find_all("circle", "point")
+        self.assertEqual(len(points), 2)  # the one before the gap, the newest of the two after
         self.assertEqual(len(two.find_all("polyline")), 1)
+        now_x = float(two.find_all("line", "now")[0].attrs["x1"])
+        self.assertLess(abs(float(points[1].attrs["cx"]) - now_x), 0.2)  # right on it
+        self.assertOver(two, "point", "now")
+        # An hour of readings is a line of 13 px: no dot.
+        hour = self.svg(charts.curve_svg(Snapshot(self.NOW, curve=[
+            (self.NOW - 3600 + 30 * k, 400) for k in range(120)]), D.TEXT["en"]))
+        self.assertEqual(hour.find_all("circle"), [])
+
+    def assertOver(self, page, cls, under):
+        """Every mark of C{cls} comes after (is drawn over) the C{under} line."""
+        marks = list(page.find_all("svg")[0].iter())
+        first = min(n for n, node in enumerate(marks) if cls in node.classes())
+        self.assertLess(max(n for n, node in enumerate(marks) if under in node.classes()),
+                        first)
 
 
 #: Markup, both quotes and ampersands, as a hostile text would hold them.
@@ -605,14 +629,13 @@ class LiveTests(PageChecks, SynchronousTestCase):
             self.assertEqual(page["power-now"].text().replace(",", ""), f"{power}W".replace(
                 "-", "−"))
             # Today's curve: every reading since the service started at 12:00.
-            points = [r for when, r in store.recent if when >= midnight.timestamp()]
+            points = [w for when, w in store.recent if when >= midnight.timestamp()]
             self.assertGreater(len(points), 900)
             curve = page["power-curve"]
             self.assertEqual(curve.attrs["data-points"], str(len(points)))
             self.assertEqual(curve.attrs["data-segments"], "1")
             self.assertEqual(len(curve.find_all("polyline")), 1)
-            self.assertEqual(Decimal(curve.attrs["data-max"]),
-                             max(r.power_w for r in points))
+            self.assertEqual(Decimal(curve.attrs["data-max"]), max(points))
             # 48 h of bars, each as logged (the backfill read the meter's record).
             slots = self.slots(page)
             self.assertEqual(len(slots), 96)
@@ -717,6 +740,42 @@ class GapTests(PageChecks, SynchronousTestCase):
                              Decimal("13.6"))
             self.assertEqual(page["power-now"].attrs["data-value"], "600")
 
+    def test_curveSteps(self):
+        """
+        Where the service has no readings today, the power curve shows each
+        slot of the meter's record as its average power ((bought - sold) x
+        2000 W), drawn as steps apart from the readings and named in a legend
+        and the description; a slot without data (or not logged) draws
+        nothing, never 0.
+        """
+        for language, legend in (("en", "Half-hour averages from the meter's record"),
+                                 ("ja", "メーターの記録による30分ごとの平均")):
+            page = self.page(get(self.root, accept_language=language)[2])
+            curve = page["power-curve"]
+            today = {start.isoformat() for start, state in self.states.items()
+                     if state == "ok" and start.day == 2}
+            steps = curve.find_all("g", "step")
+            self.assertEqual({g.attrs["data-slot"] for g in steps}, today)
+            self.assertEqual(len(steps), 16)
+            self.assertEqual(curve.attrs["data-steps"], "16")
+            self.assertEqual({g.attrs["data-watts"] for g in steps}, {"1600"})
+            for g in steps:
+                [line] = g.find_all("line", "step-line")
+                self.assertEqual(line.attrs["y1"], line.attrs["y2"])
+                self.assertEqual(len(g.find_all("rect", "step-area")), 1)
+                self.assertIn("1.6 kW", g.find_all("title")[0].text())
+            # The slots are 1600 W: the scale reaches them, and 0 W is below.
+            level = float(steps[0].find_all("line", "step-line")[0].attrs["y1"])
+            zero = float(curve.find_all("line", "zero")[0].attrs["y1"])
+            self.assertTrue(charts.TOP <= level < zero, (level, zero))
+            self.assertEqual([n.text() for n in curve.find_all("text", "legend")], [legend])
+            self.assertIn("16", curve.find_all("desc")[0].text())
+            # The one reading is a point of its own, joined to no step.
+            self.assertEqual(curve.attrs["data-points"], "1")
+            self.assertEqual(len(curve.find_all("circle", "point")), 1)
+            self.assertEqual(curve.find_all("polyline"), [])
+        self.assertEqual(self.view.store.latest.power_w, 600)
+
     def test_periodEnergy(self):
         """
         Today's kWh: the sum of the slots plus the running one; across a gap
@@ -750,6 +809,145 @@ class GapTests(PageChecks, SynchronousTestCase):
         # Just after midnight: only the running slot.
         self.assertEqual(D.period_energy({day2 - model.SLOT: slots[day2.replace(day=1, hour=22)]},
                                          day2, day2, "normal", None, None), (Decimal(0), day2))
+
+
+# -- after a restart -------------------------------------------------------------------
+
+
+def logged(directory: str) -> tuple:
+    """
+    What a data log holds, read here apart from the product's reader: every
+    whole line of every file.
+
+    @return: C{([(time, power or None)] of the readings with power, {slot
+        start: (bought, sold) or None} of the history records)}.
+    """
+    readings, slots = [], {}
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as f:
+            for line in f:
+                record = model.parse_json_object(line)
+                if record is None:
+                    continue
+                if record.get("kind") == "history":
+                    normal, reverse = record["energy_normal_kwh"], record["energy_reverse_kwh"]
+                    slots[datetime.datetime.fromisoformat(record["slot"])] = (
+                        None if None in (normal, reverse)
+                        else (Decimal(str(normal)), Decimal(str(reverse))))
+                elif "kind" not in record and "power_w" in record:
+                    readings.append((record["time"], record["power_w"]))
+    return sorted(readings), slots
+
+
+class RestartTests(PageChecks, SynchronousTestCase):
+    """
+    The service as twist builds it (makeService), run over its data log from
+    07:30 to 10:30 on 2024-06-01, stopped for an hour and started again: on a
+    host on UTC, whose data-log files change date at 09:00 Japan time.
+    """
+
+    START = datetime.datetime(2024, 6, 1, 7, 30)
+
+    def setUp(self):
+        from tests.cli.test_tap import clean_environ
+        from tests.sktesting import host_zone
+        clean_environ(self)
+        host_zone(self, "UTC")
+        self.reactor = MemoryReactorClock()
+        self.loop = Loop(clock=self.reactor, start=self.START, solar=3000, outage=(OUTAGE,))
+        self.addCleanup(self.loop.stop)
+        self.data = self.mktemp()
+        self.state = self.mktemp()
+        self.wall0 = wall_at(self.START)
+
+    def wall(self):
+        return self.wall0 + self.reactor.seconds()
+
+    def service(self):
+        """The service tree, built (and its store seeded) as twist builds it."""
+        from smartmeter_tx.cli.tap import makeService
+        from tests.cli.test_tap import parse
+        options = parse("--device", "/dev/ttyUSB-test", "--state-file", self.state,
+                        "--interval", "30", "--id", DEFAULT_ID, "--password", DEFAULT_PASSWORD,
+                        "--data-log", self.data, "--backfill-days", "1", "--http", "none")
+        return makeService(options, reactor=self.reactor, open_port=self.loop.connect,
+                           wall_clock=self.wall)
+
+    def curve(self, top):
+        root = make_root(top.view(), self.wall)
+        return self.page(get(root)[2])["power-curve"]
+
+    def first_run(self):
+        """Run the service three hours, stop it; a null power and a torn line end the log."""
+        top = self.service()
+        top.startService()
+        self.loop.advance(3 * HOUR)
+        top.stopService()
+        self.loop.flush()
+        self.assertGreater(len(os.listdir(self.data)), 1)  # 07:30-09:00 and 09:00-10:30
+        with open(top.records.datalog.path_for(self.wall()), "ab") as f:
+            f.write(b'{"power_w":null,"time":%.3f}\n{"power_w":4' % (self.wall() + 5))
+        self.loop.advance(HOUR)
+
+    def steps(self, curve) -> dict:
+        return {datetime.datetime.fromisoformat(g.attrs["data-slot"]): Decimal(
+            g.attrs["data-watts"]) for g in curve.find_all("g", "step")}
+
+    def test_curveSurvivesRestart(self):
+        """
+        Started again at 11:30, the page's curve holds the morning's logged
+        readings, from both files and before any poll; the meter's record
+        fills the hours without readings as half-hour steps (none for the
+        outage's slots without data, none where readings are); the null
+        power stays a gap; the first new reading is a point of its own; and
+        once the backfill has read the hour the service was down, that hour
+        has its steps too, apart from the readings on either side.
+        """
+        self.first_run()
+        readings, slots = logged(self.data)
+        points = [(when, watts) for when, watts in readings if watts is not None]
+        self.assertGreater(len(points), 300)
+        top = self.service()
+        self.assertEqual(list(top.poller.store.recent), readings)
+        curve = self.curve(top)
+        self.assertEqual(curve.attrs["data-points"], str(len(points)))
+        self.assertEqual(curve.attrs["data-segments"], "1")
+        self.assertEqual(Decimal(curve.attrs["data-max"]), max(w for _, w in points))
+
+        def expected(slots, after=None):
+            """Today's slots with data before the first reading (or from C{after} on)."""
+            wanted = {}
+            for start, value in slots.items():
+                if value is None or start.date() != self.START.date():
+                    continue
+                if start.timestamp() + 1800 <= points[0][0] or (
+                        after is not None and start.timestamp() >= after):
+                    wanted[start] = (value[0] - value[1]) * 2000
+            return wanted
+        steps = self.steps(curve)
+        self.assertEqual(steps, expected(slots))
+        self.assertIn(datetime.datetime(2024, 6, 1, 2, 0, tzinfo=JST), steps)
+        for hour, minute in ((3, 0), (3, 30), (4, 0)):  # the outage: no data
+            start = datetime.datetime(2024, 6, 1, hour, minute, tzinfo=JST)
+            self.assertIsNone(slots[start])
+            self.assertNotIn(start, steps)
+
+        top.startService()
+        self.addCleanup(lambda: top.running and top.stopService())
+        self.loop.advance(5)
+        curve = self.curve(top)
+        self.assertEqual(curve.attrs["data-points"], str(len(points) + 1))
+        self.assertEqual(curve.attrs["data-segments"], "2")
+        [point] = curve.find_all("circle", "point")
+        now_x = float(curve.find_all("line", "now")[0].attrs["x1"])
+        self.assertLess(abs(float(point.attrs["cx"]) - now_x), 0.2)
+
+        self.loop.advance(0.5 * HOUR)  # the backfill reads 10:00-11:30 meanwhile
+        steps = self.steps(self.curve(top))
+        down = {start for start in steps if start.hour >= 10}
+        self.assertEqual(down, {datetime.datetime(2024, 6, 1, 10, 30, tzinfo=JST),
+                                datetime.datetime(2024, 6, 1, 11, 0, tzinfo=JST)})
+        self.assertEqual(steps, expected(logged(self.data)[1], after=points[-1][0]))
 
 
 # -- in a real browser -----------------------------------------------------------------
@@ -788,12 +986,18 @@ class BrowserTests(PageChecks, TestCase):
         self.chromium = chromium()
         self.tmp = os.path.abspath(self.mktemp())
         os.makedirs(self.tmp)
+
+    def serve(self, resource) -> str:
+        """Serve C{resource} on 127.0.0.1 for the test; @return: its URL."""
+        port = reactor.listenTCP(0, QuietSite(resource), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}/"
+
+    def live(self):
+        """The page of a poller that ran 8 simulated hours on the emulator."""
         self.loop, self.poller, self.wall = live_poller(self)
         self.now = self.wall()
-        port = reactor.listenTCP(0, QuietSite(make_root(self.poller.view(), lambda: self.now)),
-                                 interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.url = f"http://127.0.0.1:{port.getHost().port}/"
+        self.url = self.serve(make_root(self.poller.view(), lambda: self.now))
 
     def run_chromium(self, *args):
         """
@@ -845,6 +1049,7 @@ class BrowserTests(PageChecks, TestCase):
         dumps has the power now, 96 bars with the outage as gaps, and today's
         curve; a screenshot of it is taken (into the test's directory).
         """
+        self.live()
         store, backfill = self.poller.store, self.poller.backfill
         out = yield self.run_chromium("--dump-dom", self.url)
         dom = out.decode("utf-8")
@@ -887,3 +1092,52 @@ class BrowserTests(PageChecks, TestCase):
             png = f.read()
         self.assertEqual(png[:8], b"\x89PNG\r\n\x1a\n")
         self.assertGreater(len(png), 10000)
+
+    @defer.inlineCallbacks
+    def test_firstPointSeen(self):
+        """
+        Just after a restart, the first reading is a dot right at the now
+        line that Chromium draws over it (the topmost element at its centre,
+        a few pixels wide), after the logged afternoon and beside the steps
+        of the meter's record.  The page is the real one, with a probe
+        script added at its end for the test.
+        """
+        now = wall_at(datetime.datetime(2024, 6, 1, 15, 30))
+        log = DataLog(os.path.join(self.tmp, "log"), utc=True)
+        for k in range(240):  # 13:00 to 15:00
+            log.write({"power_w": 300 + k}, now - 2.5 * HOUR + 30 * k)
+        log.close()
+        clock = Clock()
+        view = service_view(clock)
+        view.backfill = Backfill(1, clock, lambda record, when: None, lambda: now)
+        for hour in range(13):
+            start = datetime.datetime(2024, 6, 1, hour, tzinfo=JST)
+            view.backfill.slots[start] = HistorySlot(start, Decimal("0.3"), Decimal(0),
+                                                     Decimal(100 + hour), Decimal(0), "E2")
+        view.store.seed_today(log.readings, now)
+        view.store.add(Reading(power_w=2500), now - 5)
+        html = get(make_root(view, lambda: now))[2]
+        self.assertIn("</body>", html)
+        root = Resource()
+        root.putChild(b"", Data(html.replace("</body>", PROBE + "</body>").encode("utf-8"),
+                                "text/html; charset=utf-8"))
+        out = yield self.run_chromium("--window-size=1200,1600", "--dump-dom", self.serve(root))
+        page = Page(out.decode("utf-8"))
+        curve = page["power-curve"]
+        self.assertEqual(curve.attrs["data-points"], "241")
+        self.assertEqual(curve.attrs["data-steps"], "13")
+        hit, width = page.find_all("body")[0].attrs["data-probe"].split()
+        self.assertEqual(hit, "point")
+        self.assertGreaterEqual(float(width), 4.0)
+
+
+#: Finds what Chromium draws topmost at the centre of the curve's newest dot,
+#: and how wide the dot is, into the body's data-probe (for --dump-dom).
+PROBE = """<script>
+var dots = document.querySelectorAll("#power-curve circle.point");
+var dot = dots[dots.length - 1];
+var box = dot.getBoundingClientRect();
+var hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+document.body.setAttribute("data-probe", (hit === dot ? "point" : hit ? hit.tagName + "." +
+  hit.getAttribute("class") : "nothing") + " " + box.width.toFixed(2));
+</script>"""

@@ -25,7 +25,7 @@ from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.session.linkstate import HOLD_EXPIRY, LinkState
 from smartmeter_tx.service.poller import MeterPoller
-from smartmeter_tx.service.store import LatestStore
+from smartmeter_tx.service.store import JoinFailure, LatestStore
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.outputs.web import make_root
 from tests.emuloop import Loop
@@ -304,6 +304,59 @@ class RealPollerTests(SynchronousTestCase):
                          {("smartmeter_polls_answered_total", ()): 1.0})
         self.assertEqual(samples(fam["smartmeter_session_up"]),
                          {("smartmeter_session_up", ()): 1.0})
+
+
+class UnknownUntilKnownTests(SynchronousTestCase):
+    """Values the service does not know yet, on a real poller over the emulator."""
+
+    def test_missingSlotsUnknownUntilTheWindowIs(self):
+        """
+        smartmeter_backfill_missing_slots has no sample while the backfill has
+        not yet read the meter's clock (its window unknown), never 0; then
+        the slots really missing.
+        """
+        loop = Loop()
+        self.addCleanup(loop.stop)
+        backfill = Backfill(7, loop.clock, lambda record, when: None, loop.clock.seconds)
+        poller = MeterPoller(loop.connect,
+                             config.SessionConfig(join.Credentials(DEFAULT_ID, DEFAULT_PASSWORD)),
+                             loop.clock, rng=random.Random(0), wall_clock=loop.clock.seconds,
+                             backfill=backfill)
+        root = make_root(poller.view(), loop.clock.seconds)
+
+        def missing():
+            family = families(get(root, b"/metrics")[2])["smartmeter_backfill_missing_slots"]
+            return samples(family)
+        self.assertEqual(missing(), {})
+        poller.startService()
+        self.addCleanup(poller.stopService)
+        while backfill.missing is None:
+            self.assertEqual(missing(), {})
+            self.assertLess(loop.clock.seconds(), 120, "the backfill never looked")
+            loop.advance(0.5)
+        self.assertGreater(backfill.missing, 7 * 48)
+        self.assertEqual(missing(), {("smartmeter_backfill_missing_slots", ()):
+                                     float(backfill.missing)})
+
+    def test_causeOnLatest(self):
+        """
+        /latest's 503 before the first reading says why the joins fail, and so
+        does a 200 after a session was lost, until a session is up again.
+        """
+        clock = Clock()
+        view = service_view(clock)
+        root = make_root(view, clock.seconds)
+        refused = ("the meter refused authentication (EVENT 24): check the B-route ID and "
+                   "password")
+        view.store.join_failed(JoinFailure("refused", refused))
+        code, _, body = get(root, b"/latest")
+        self.assertEqual((code, json.loads(body)), (503, {
+            "error": "no reading yet", "cause": refused, "held": None, "link": "unknown"}))
+        view.store.add(Reading(power_w=300), clock.seconds())
+        code, _, body = get(root, b"/latest")
+        self.assertEqual((code, json.loads(body)["cause"]), (200, refused))
+        view.store.join_failure = None
+        self.assertNotIn("cause", json.loads(get(root, b"/latest")[2]))
 
 
 class PlainAnswersTests(TestCase):

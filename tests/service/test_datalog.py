@@ -12,8 +12,10 @@ from decimal import Decimal
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from smartmeter_tx.service import datalog
 from smartmeter_tx.service.datalog import DataLog, DataLogInUse, read_history_records
 from smartmeter_tx.model import NO_DATA, NO_PHASE
+from tests.sktesting import host_zone
 
 # Noon UTC on two consecutive days: the same local date as UTC in every time
 # zone from UTC-11 to UTC+11, and the UTC-named tests do not depend on it.
@@ -395,3 +397,84 @@ class LockTests(SynchronousTestCase):
         self.assertEqual(len(read_history_records(self.directory, "smartmeter",
                                                   datetime.date(2026, 3, 1))), 1)
         self.assertEqual(os.listdir(self.directory), ["smartmeter-2026-03-01.jsonl"])
+
+
+class ReadingsTests(SynchronousTestCase):
+    """L{DataLog.readings}: the readings of Japan's day, for the dashboard's curve."""
+
+    #: 2024-06-01 00:00 JST (2024-05-31 15:00 UTC) and 17:00 JST the same day.
+    MIDNIGHT = datetime.datetime(2024, 6, 1, tzinfo=datetime.timezone(
+        datetime.timedelta(hours=9))).timestamp()
+    NOW = MIDNIGHT + 17 * 3600
+
+    def setUp(self):
+        self.events = LogEvents(self)
+
+    def fill(self, log):
+        """
+        Log yesterday evening, today's morning and afternoon (Japan time),
+        with slots, fixed readings and a damaged line among them.
+
+        @return: the C{(time, power)} of today's readings, in order.
+        """
+        today = []
+        for hours, watts in ((-0.5, 100), (0.25, 210), (8.75, 220), (9.5, 230), (14.0, None),
+                             (15.5, 240), (16.5, 250), (17.5, 260)):
+            when = self.MIDNIGHT + hours * 3600
+            log.write({"power_w": watts, "current_r_a": 2}, when)
+            log.write({"kind": "fixed", "meter_time": "2024-06-01T00:00:00"}, when + 1)
+            log.write({"kind": "history", "slot": "2024-06-01T00:00:00+09:00"}, when + 2)
+            log.write({"energy_normal_kwh": 12.5}, when + 3)  # no power: still a reading
+            if 0 <= hours <= 17:
+                today += [(when, watts), (when + 3, None)]
+        log.close()
+        with open(log.path_for(self.NOW - 60), "ab") as f:
+            f.write(b'{"power_w":43\n\xff\n')  # a torn line and garbage
+        return today
+
+    def read(self, log):
+        return [(when, record.get("power_w")) for when, record in log.readings(self.MIDNIGHT,
+                                                                               self.NOW)]
+
+    def test_japaneseDayOnAnyHost(self):
+        """
+        Whatever the host's time zone or the files' naming (local date or
+        UTC), the readings of Japan's day so far come back in time order, and
+        nothing else: no slot, no fixed reading, no reading of yesterday or
+        after now; damaged lines are skipped with a warning.
+        """
+        for zone, utc, files in (("UTC", False, 2), ("Asia/Tokyo", False, 1),
+                                 ("America/Los_Angeles", False, 2), ("Asia/Tokyo", True, 2)):
+            host_zone(self, zone)
+            log = DataLog(self.mktemp(), utc=utc)
+            today = self.fill(log)
+            # Japan's day in one file or in two, as the host names them.
+            self.assertEqual(len({log.path_for(when) for when, _ in today}), files, zone)
+            got = self.read(log)
+            self.assertEqual([when for when, _ in got], [when for when, _ in today], zone)
+            self.assertEqual([watts for _, watts in got if watts is not None],
+                             [210, 220, 230, 240, 250], zone)
+            self.assertEqual(len([w for w in self.events.texts() if "skipping line" in w]), 2,
+                             zone)
+            del self.events.events[:]
+
+    def test_bigFileReadFromItsEnd(self):
+        """
+        Of a file over the read limit only its end is read: the newest
+        readings, none cut in two, no warning for the line the cut falls in.
+        """
+        log = DataLog(self.mktemp(), utc=True)
+        for k in range(200):
+            log.write({"power_w": 1000 + k}, self.MIDNIGHT + 3600 + 30 * k)
+        log.close()
+        self.patch(datalog, "READ_LIMIT", 1000)
+        got = [record["power_w"] for _, record in log.readings(self.MIDNIGHT, self.NOW)]
+        self.assertTrue(0 < len(got) < 40, got)
+        self.assertEqual(got, list(range(1200 - len(got), 1200)))
+        self.assertEqual(self.events.texts(), [])
+
+    def test_noFiles(self):
+        """No data log yet (or none of today's files): no readings, no warning."""
+        log = DataLog(self.mktemp())
+        self.assertEqual(self.read(log), [])
+        self.assertEqual(self.events.texts(), [])

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.model import NO_DATA, NO_PHASE, NO_SCALE, FixedReading, Reading
+from smartmeter_tx.model import JST, NO_DATA, NO_PHASE, NO_SCALE, FixedReading, Reading
 from smartmeter_tx.service.store import LatestStore, Stats
 
 INSTANT = Reading(power_w=668, current_r_a=Decimal("4.0"), current_t_a=Decimal("3.4"))
@@ -145,3 +145,88 @@ class AgeTests(SynchronousTestCase):
         self.assertIsNone(store.poll_age(60.0))
         store.last_poll_at = 55.0
         self.assertEqual(store.poll_age(60.0), 5.0)
+
+
+class CurveTests(SynchronousTestCase):
+    """The power readings kept for the dashboard's curve (recent)."""
+
+    #: 2024-06-01 00:00 JST.
+    MIDNIGHT = datetime.datetime(2024, 6, 1, tzinfo=JST).timestamp()
+
+    def test_dayAtOneSecondFits(self):
+        """
+        A whole day at the shortest interval (1 s) stays in the bounded
+        curve from midnight on, thinned to the lowest and highest reading of
+        each 30 s: a two-second spike is kept; the curve stays in time order.
+        """
+        store = LatestStore()
+        for k in range(86400):
+            watts = 3000 if 40000 <= k < 40002 else 300 + k % 7
+            store.add(Reading(power_w=watts), self.MIDNIGHT + k)
+        recent = list(store.recent)
+        self.assertLessEqual(len(recent), LatestStore.RECENT)
+        self.assertEqual(recent[0], (self.MIDNIGHT, 300))
+        self.assertGreaterEqual(recent[-1][0], self.MIDNIGHT + 86370)
+        self.assertEqual([when for when, _ in recent], sorted(when for when, _ in recent))
+        self.assertIn(3000, [watts for _, watts in recent])
+        buckets: dict = {}
+        for when, watts in recent:
+            buckets.setdefault(when // 30, []).append(watts)
+        self.assertEqual(len(buckets), 2880)
+        self.assertEqual({len(v) for v in buckets.values()}, {2})
+        for bucket, kept in buckets.items():
+            seconds = [k for k in range(int(bucket * 30 - self.MIDNIGHT),
+                                        int(bucket * 30 - self.MIDNIGHT) + 30)]
+            watts = [3000 if 40000 <= k < 40002 else 300 + k % 7 for k in seconds]
+            self.assertEqual(sorted(kept), [min(watts), max(watts)], bucket)
+
+    def test_defaultIntervalKeepsAll(self):
+        """At the default interval (30 s), every reading is on the curve."""
+        store = LatestStore()
+        for k in range(2880):
+            store.add(Reading(power_w=k), self.MIDNIGHT + 30 * k + (k % 3) * 7.5)
+        self.assertEqual([watts for _, watts in store.recent], list(range(2880)))
+
+    def test_absentIsAGap(self):
+        """
+        A power the meter marked absent is a gap on the curve (None, never
+        0), one for a run of them; a reading without power (only energy) is
+        not on it.
+        """
+        store = LatestStore()
+        store.add(Reading(power_w=500), 1000.0)
+        store.add(Reading(power_w=NO_DATA), 1030.0)
+        store.add(Reading(power_w=NO_DATA), 1060.0)
+        store.add(ENERGY, 1070.0)
+        store.add(Reading(power_w=0), 1090.0)
+        self.assertEqual(list(store.recent), [(1000.0, 500), (1030.0, None), (1090.0, 0)])
+
+    def test_seedToday(self):
+        """
+        seed_today reads the log from Japan's midnight to now and puts the
+        power readings on the curve in time order (a null power as a gap,
+        records without power and out of order skipped); the newest reading
+        stays the service's own: none yet.
+        """
+        now = self.MIDNIGHT + 15 * 3600
+        asked = []
+
+        def read_log(since, until):
+            asked.append((since, until))
+            return iter([(now - 7200, {"power_w": 410, "current_r_a": 4}),
+                         (now - 7170, {"power_w": None}),
+                         (now - 7140, {"energy_normal_kwh": 12.5}),
+                         (now - 7110, {"power_w": 420}),
+                         (now - 9000, {"power_w": 999}),  # the wall clock stepped back
+                         (now - 7080, {"power_w": "junk"})])
+
+        store_seeded = LatestStore()
+        self.assertEqual(store_seeded.seed_today(read_log, now), 4)
+        self.assertEqual(asked, [(self.MIDNIGHT, now)])
+        self.assertEqual(list(store_seeded.recent), [(now - 7200, 410), (now - 7170, None),
+                                                     (now - 7110, 420), (now - 7080, None)])
+        self.assertIsNone(store_seeded.latest)
+        self.assertIsNone(store_seeded.latest_record())
+        # Japan's midnight, whatever the hour: 23:59 JST is still that day.
+        LatestStore().seed_today(read_log, self.MIDNIGHT + 86399)
+        self.assertEqual(asked[-1], (self.MIDNIGHT, self.MIDNIGHT + 86399))

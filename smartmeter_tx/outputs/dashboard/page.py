@@ -42,10 +42,11 @@ DOCTYPE = "<!DOCTYPE html>\n"
 #: unescape a style.
 CSS = """
 :root{--bg:#f4f5f7;--card:#fff;--fg:#1b1f24;--muted:#5f6b7a;--line:#d9dde3;
---buy:#e8590c;--sell:#2b8a3e;--curve:#1c7ed6;--gap:#adb5bd;--warn:#c92a2a;--ok:#2b8a3e}
+--buy:#e8590c;--sell:#2b8a3e;--curve:#1c7ed6;--gap:#adb5bd;--warn:#c92a2a;--ok:#2b8a3e;
+--step:#7048e8}
 @media (prefers-color-scheme:dark){:root{--bg:#111418;--card:#1b1f24;--fg:#e9ecef;
 --muted:#9aa5b1;--line:#343a40;--buy:#ff922b;--sell:#51cf66;--curve:#4dabf7;--gap:#868e96;
---warn:#ff6b6b;--ok:#51cf66}}
+--warn:#ff6b6b;--ok:#51cf66;--step:#b197fc}}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);
 font:16px/1.4 system-ui,-apple-system,"Segoe UI","Hiragino Sans","Noto Sans CJK JP",
@@ -78,8 +79,12 @@ svg .grid,svg .tick{stroke:var(--line);stroke-width:.6}
 svg .day{stroke:var(--muted);stroke-width:.8;stroke-dasharray:2 2}
 svg .zero{stroke:var(--muted);stroke-width:.8}
 svg .line{fill:none;stroke:var(--curve);stroke-width:1.4;stroke-linejoin:round}
-svg .area{fill:var(--curve);opacity:.15}svg .point{fill:var(--curve)}
-svg .now{stroke:var(--buy);stroke-width:.8;stroke-dasharray:3 2}
+svg .area{fill:var(--curve);opacity:.15}
+svg .point{fill:var(--curve);stroke:var(--card);stroke-width:.8}
+svg .now{stroke:var(--buy);stroke-width:.5;stroke-dasharray:3 2;opacity:.8}
+svg .step-line,svg .step-riser{stroke:var(--step);stroke-width:1.2;stroke-dasharray:3 1.5}
+svg .step-riser{stroke-width:.8}svg .step-area{fill:var(--step);opacity:.1}
+svg .legend{font-size:9px}
 svg rect.normal{fill:var(--buy)}svg rect.reverse{fill:var(--sell)}
 svg rect.gap{fill:url(#gap-hatch)}svg g[data-state=missing] rect.gap{opacity:.45}
 svg .hatch-bg{fill:var(--card)}svg .hatch{stroke:var(--gap);stroke-width:1.5}
@@ -189,7 +194,8 @@ def _power(snap: Snapshot, t: dict) -> list:
     """The power now, its direction, the currents and the reading's age."""
     if snap.reading_time is None:
         return [tags.div(DASH, **{"id": "power-now", "data-value": ""}),
-                tags.div(t["no_reading"], **{"class": "sub", "id": "power-note"})]
+                tags.div(t["no_reading"], **{"class": "sub", "id": "power-note"})
+                ] + _cause(snap, t)
     watts = show_watts(snap.power_w)
     cls = "selling" if snap.power_w is not None and snap.power_w < 0 else ""
     direction = ("" if snap.power_w is None or snap.power_w == 0 else
@@ -206,6 +212,19 @@ def _power(snap: Snapshot, t: dict) -> list:
         tags.div(t["ago"].format(show_duration(snap.age, t)),
                  **{"class": "sub", "id": "power-age"}),
     ]
+
+
+def _cause(snap: Snapshot, t: dict) -> list:
+    """
+    Why there is no reading, when the service's joins fail: in the page's
+    words for a refusal or a meter not found, else the service's own line.
+    """
+    if snap.join_failure is None:
+        return []
+    kind, text = snap.join_failure
+    shown = t.get(f"cause_{kind}") or t["cause"].format(text)
+    return [tags.div(_bad(shown), **{"class": "sub", "id": "power-cause", "data-kind": kind,
+                                     "data-value": text})]
 
 
 def _total_cell(value, t: dict, cls: str, ident: str) -> Tag:

@@ -18,10 +18,12 @@ from smartmeter_tx.model import JST, SLOT, Absent, slot_range, slot_start
 if TYPE_CHECKING:  # the view's module imports Twisted; the page is pure
     from smartmeter_tx.service.view import ServiceView
 
-__all__ = ["Slot", "Snapshot", "snapshot", "period_energy", "BARS_SPAN"]
+__all__ = ["Slot", "Snapshot", "snapshot", "period_energy", "slot_steps", "BARS_SPAN"]
 
 #: The energy chart's span.
 BARS_SPAN = datetime.timedelta(hours=48)
+#: A slot's kWh to its average watts: 1000 W a kW, over half an hour.
+SLOT_WATTS = 2000
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Snapshot:
     @ivar now: the wall clock (epoch seconds).
     @ivar curve: C{[(epoch seconds, watts or None)]} of today (JST), oldest
         first; C{None} where the meter marked the power absent.
+    @ivar steps: the meter's own record of today (L{slot_steps}).
     @ivar slots: the L{Slot}s of the last 48 hours, oldest first.
     @ivar today, month: C{{"normal": (kWh, as of) or None, "reverse": ...}}.
     """
@@ -58,6 +61,7 @@ class Snapshot:
     current_t_a: Optional[Decimal] = None
     reading_time: Optional[float] = None
     curve: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
     slots: list = field(default_factory=list)
     today: dict = field(default_factory=dict)
     month: dict = field(default_factory=dict)
@@ -73,6 +77,9 @@ class Snapshot:
     #: Home Assistant's statistics: (the newest hour it has, connected), or
     #: C{None} without an importer.
     ha: Optional[tuple] = None
+    #: why the service's last join failed, until a session is up: its kind
+    #: (C{"refused"}, C{"not_found"}, C{"other"}) and its text, or C{None}.
+    join_failure: Optional[tuple] = None
 
     #: the reading's age as the service took it (on its own clock), if known.
     reading_age: Optional[float] = None
@@ -158,6 +165,19 @@ def period_energy(slots: dict, start: datetime.datetime, boundary: datetime.date
     return total + value - counter, at
 
 
+def slot_steps(slots: list, since: datetime.datetime) -> list:
+    """
+    The average power of each of C{slots} from C{since} on whose energies
+    are both known: bought minus sold, in W.  A slot without data has none.
+
+    @param slots: L{Slot}s, oldest first.
+    @return: C{[(slot start in epoch seconds, watts as a Decimal)]}, oldest first.
+    """
+    return [(slot.start.timestamp(), (slot.normal - slot.reverse) * SLOT_WATTS)
+            for slot in slots
+            if slot.normal is not None and slot.reverse is not None and slot.start >= since]
+
+
 def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) -> Snapshot:
     """
     Copy what the page shows out of the service's C{view} (its store, link
@@ -179,8 +199,7 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
     now_jst = snap.now_jst
     midnight = now_jst.replace(hour=0, minute=0, second=0, microsecond=0)
     since = midnight.timestamp()
-    snap.curve = [(when, _value(reading.power_w)) for when, reading in store.recent
-                  if since <= when <= now and reading.power_w is not None]
+    snap.curve = [(when, watts) for when, watts in store.recent if since <= when <= now]
 
     boundary = slot_start(now_jst)
     slots = dict(backfill.slots) if backfill is not None else {}
@@ -193,6 +212,7 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
             normal, reverse = _value(slot.energy_normal_kwh), _value(slot.energy_reverse_kwh)
             state_ = "ok" if normal is not None and reverse is not None else "nodata"
             snap.slots.append(Slot(t, normal, reverse, state_))
+    snap.steps = slot_steps(snap.slots, midnight)
 
     energy = store.energy
     energy_at = (None if store.energy_time is None
@@ -214,6 +234,8 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
     snap.rssi = state.last_rssi
     snap.lqi = state.last_lqi
     snap.rejoins_last_hour = store.rejoins_since(clock.seconds() - 3600)
+    if store.join_failure is not None:
+        snap.join_failure = (store.join_failure.kind, store.join_failure.text)
     figures = figures or {}
     if "smartmeter_ha_connected" in figures:
         last = figures.get("smartmeter_ha_last_hour_timestamp_seconds")

@@ -9,13 +9,15 @@ escapes every text and attribute.  No I/O.
 
 from __future__ import annotations
 
+import datetime
 from decimal import Decimal
 from typing import Optional
 
 from twisted.web.template import Tag
 
+from smartmeter_tx.model import JST, SLOT
 from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
-from smartmeter_tx.outputs.dashboard.text import data_value, power_label, show_kwh
+from smartmeter_tx.outputs.dashboard.text import data_value, power_label, show_hhmm, show_kwh
 
 __all__ = ["curve_svg", "bars_svg"]
 
@@ -24,6 +26,12 @@ LEFT, RIGHT, TOP, BOTTOM = 38, 14, 10, 24
 
 #: A pause between two readings longer than this breaks the power curve.
 CURVE_GAP = 300.0
+#: A run of readings narrower than this (px) gets a dot too: a line so short
+#: is not seen (at 30 s a reading, ten minutes make about 2 px).
+DOT_SPAN = 2.0
+#: The height of the power chart's legend row, under its time axis.
+LEGEND = 14
+SLOT_SECONDS = SLOT.total_seconds()
 
 
 def _el(name: str, *children, **attributes: str) -> Tag:
@@ -63,13 +71,14 @@ def _empty(text: str) -> Tag:
                                 "y": f"{TOP + ph / 2:.1f}"})
 
 
-def _chart(ident: str, title: str, desc: str, data: dict, parts: list) -> Tag:
+def _chart(ident: str, title: str, desc: str, data: dict, parts: list,
+           height: int = H) -> Tag:
     """
     The C{<svg>} of chart C{ident}: its C{title} and C{desc} for screen
     readers, its numbers in C{data} (C{data-} attributes, without the prefix),
     then C{parts}.
     """
-    attributes = {"id": ident, "viewBox": f"0 0 {W} {H}", "role": "img",
+    attributes = {"id": ident, "viewBox": f"0 0 {W} {height}", "role": "img",
                   "aria-labelledby": f"{ident}-title {ident}-desc"}
     attributes.update((f"data-{name}", value) for name, value in data.items())
     return _el("svg", _el("title", title, id=f"{ident}-title"),
@@ -95,11 +104,19 @@ def _decimals(step: float) -> int:
 
 
 def curve_svg(snap: Snapshot, t: dict) -> Tag:
-    """Today's power, midnight to midnight (JST), as an inline SVG."""
+    """
+    Today's power, midnight to midnight (JST), as an inline SVG: the
+    service's readings, and where it has none, the meter's own record as
+    half-hour steps.
+    """
     midnight = snap.now_jst.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     values = [w for _, w in snap.curve if w is not None]
-    low = min([0] + values)
-    high = max([500] + values)
+    runs = _runs(snap.curve)
+    # The meter's half-hour averages, where no readings are.
+    averages = _uncovered(snap.steps, [(run[0][0], run[-1][0]) for run in runs if len(run) > 1])
+    levels = values + [float(w) for _, _, _, w in averages]
+    low = min([0] + levels)
+    high = max([500] + levels)
     step = _nice_step(high - low)
     low = step * (low // step)
     high = step * -(-high // step)
@@ -113,57 +130,133 @@ def curve_svg(snap: Snapshot, t: dict) -> Tag:
 
     # No scale for a chart without data: its numbers would mean nothing.
     parts = _curve_axes([low + k * step for k in range(round((high - low) / step) + 1)]
-                        if values else [], y, pw)
-    segments = _segments(snap.curve, x, y)
-    parts += _curve_marks(segments, y(0))
+                        if levels else [], y, pw)
+    # The now line first, under the marks: the first readings after a start
+    # sit on it and must stay visible.
     parts.append(_vline("now", x(snap.now)))
+    parts += _step_marks(averages, x, y, t)
+    segments = [[(x(when), y(watts)) for when, watts in run] for run in runs]
+    parts += _curve_marks(segments, y(0))
     if values:
         rng = f"{power_label(min(values))} … {power_label(max(values))}"
         desc = t["curve_desc"].format(n=len(values), range=rng)
     else:
         desc = t["curve_empty"]
+    slots = len({start for start, _, _, _ in averages})
+    height = H
+    if averages:
+        desc += " " + t["curve_steps_desc"].format(n=slots)
+        parts += _steps_legend(t)
+        height += LEGEND
+    elif not values:
         parts.append(_empty(t["curve_empty"]))
     return _chart("power-curve", t["curve"], desc, {
-        "points": str(len(values)), "segments": str(len(segments)),
+        "points": str(len(values)), "segments": str(len(segments)), "steps": str(slots),
         "min": data_value(min(values) if values else None),
-        "max": data_value(max(values) if values else None)}, parts)
+        "max": data_value(max(values) if values else None)}, parts, height)
 
 
-def _segments(curve: list, x, y) -> list:
+def _runs(curve: list) -> list:
     """
-    The curve's runs of C{(x, y)} points: broken where a reading is absent
+    The curve's runs of C{(when, watts)}: broken where a reading is absent
     or readings paused longer than L{CURVE_GAP}.
     """
-    segments: list[list[tuple[float, float]]] = []
+    runs: list[list[tuple[float, float]]] = []
     current: list[tuple[float, float]] = []
     last: Optional[float] = None
     for when, watts in curve:
         if watts is None or (last is not None and when - last > CURVE_GAP):
             if current:
-                segments.append(current)
+                runs.append(current)
             current = []
         if watts is not None:
-            current.append((x(when), y(watts)))
+            current.append((when, watts))
         last = when
     if current:
-        segments.append(current)
-    return segments
+        runs.append(current)
+    return runs
+
+
+def _uncovered(steps: list, covered: list) -> list:
+    """
+    The parts of the slots of C{steps} that no run of readings covers, but
+    for those shorter than L{CURVE_GAP}: a pause that short is no gap.
+
+    @param steps: C{[(slot start, watts)]} (L{Snapshot.steps}).
+    @param covered: C{[(first, last)]} of the runs, in time order.
+    @return: C{[(slot start, from, to, watts)]}, in time order.
+    """
+    parts = []
+    for start, watts in steps:
+        at, end = start, start + SLOT_SECONDS
+        for first, last in covered:
+            if last <= at or first >= end:
+                continue
+            if first - at >= CURVE_GAP:
+                parts.append((start, at, first, watts))
+            at = max(at, last)
+        if end - at >= CURVE_GAP:
+            parts.append((start, at, end, watts))
+    return parts
+
+
+def _step_marks(steps: list, x, y, t: dict) -> list:
+    """
+    The meter's half-hour averages as a stepped line over a light area,
+    each slot's part a group with its slot and watts; risers join only
+    parts that touch.
+    """
+    parts = []
+    zero = y(0)
+    previous = None
+    for start, at, end, watts in steps:
+        level = y(float(watts))
+        x0, x1 = x(at), x(end)
+        if previous is not None and previous[0] == at and previous[1] != level:
+            parts.append(_el("line", **{"class": "step-riser", "x1": f"{x0:.1f}",
+                                        "x2": f"{x0:.1f}", "y1": f"{previous[1]:.1f}",
+                                        "y2": f"{level:.1f}"}))
+        label = (f"{show_hhmm(start)}–{show_hhmm(start + SLOT_SECONDS)}: "
+                 f"{power_label(float(watts))} ({t['curve_steps']})")
+        parts.append(_el(
+            "g", _el("title", label),
+            _el("rect", **{"class": "step-area", "x": f"{x0:.1f}", "width": f"{x1 - x0:.1f}",
+                           "y": f"{min(level, zero):.1f}",
+                           "height": f"{abs(zero - level):.1f}"}),
+            _el("line", **{"class": "step-line", "x1": f"{x0:.1f}", "x2": f"{x1:.1f}",
+                           "y1": f"{level:.1f}", "y2": f"{level:.1f}"}),
+            **{"class": "step",
+               "data-slot": datetime.datetime.fromtimestamp(start, JST).isoformat(),
+               "data-watts": format(watts.normalize(), "f")}))
+        previous = (end, level)
+    return parts
+
+
+def _steps_legend(t: dict) -> list:
+    """Under the time axis: what the steps are."""
+    gy = H + LEGEND / 2
+    return [_el("line", **{"class": "step-line", "x1": str(LEFT), "x2": str(LEFT + 14),
+                           "y1": f"{gy - 3:.1f}", "y2": f"{gy - 3:.1f}"}),
+            _el("text", t["curve_steps_legend"],
+                **{"class": "legend", "x": str(LEFT + 18), "y": f"{gy:.1f}"})]
 
 
 def _curve_marks(segments: list, zero: float) -> list:
-    """Each segment as a filled line down to C{zero} watts, or as a dot."""
+    """
+    Each segment as a filled line down to C{zero} watts, and as a dot where
+    it is too short to be seen as a line (a lone reading, or the first few
+    after a start: a minute is a fraction of a pixel).
+    """
     parts = []
     for seg in segments:
-        if len(seg) == 1:
-            # A lone reading (the first one, or one between two gaps): a dot,
-            # since a line needs two points to be seen.
-            parts.append(_el("circle", **{"class": "point", "cx": f"{seg[0][0]:.1f}",
-                                          "cy": f"{seg[0][1]:.1f}", "r": "2.2"}))
-            continue
-        line = " ".join(f"{px:.1f},{py:.1f}" for px, py in seg)
-        area = f"{seg[0][0]:.1f},{zero:.1f} " + line + f" {seg[-1][0]:.1f},{zero:.1f}"
-        parts.append(_el("polygon", **{"class": "area", "points": area}))
-        parts.append(_el("polyline", **{"class": "line", "points": line}))
+        if len(seg) > 1:
+            line = " ".join(f"{px:.1f},{py:.1f}" for px, py in seg)
+            area = f"{seg[0][0]:.1f},{zero:.1f} " + line + f" {seg[-1][0]:.1f},{zero:.1f}"
+            parts.append(_el("polygon", **{"class": "area", "points": area}))
+            parts.append(_el("polyline", **{"class": "line", "points": line}))
+        if seg[-1][0] - seg[0][0] < DOT_SPAN:
+            parts.append(_el("circle", **{"class": "point", "cx": f"{seg[-1][0]:.1f}",
+                                          "cy": f"{seg[-1][1]:.1f}", "r": "2.6"}))
     return parts
 
 

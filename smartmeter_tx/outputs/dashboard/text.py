@@ -50,6 +50,11 @@ TEXT = {
         "selling": "selling",
         "current": "Current",
         "no_reading": "No reading yet",
+        "cause": "Why: {}",
+        "cause_refused": "The meter refused authentication: check the B-route ID and "
+                         "password.",
+        "cause_not_found": "No meter answered the scan: check the B-route ID, and move the "
+                           "module closer to the meter.",
         "today": "Today",
         "month": "This month",
         "bought": "Bought",
@@ -58,6 +63,10 @@ TEXT = {
         "curve": "Power today",
         "curve_desc": "Power from midnight to now, {n} readings; {range}.",
         "curve_empty": "No readings today yet.",
+        "curve_steps": "half-hour average from the meter's record",
+        "curve_steps_legend": "Half-hour averages from the meter's record",
+        "curve_steps_desc": "Where the service has no readings, {n} half-hour averages from "
+                            "the meter's record are drawn as steps.",
         "bars": "Energy per 30 minutes, last 48 hours",
         "bars_desc": "{n} slots of 30 minutes, {gaps} without data; bought above the line, "
                      "sold below.",
@@ -100,6 +109,11 @@ TEXT = {
         "selling": "売電中",
         "current": "電流",
         "no_reading": "まだ計測値がありません",
+        "cause": "原因: {}",
+        "cause_refused": "メーターが認証を拒否しました。Bルート認証 ID とパスワードを確認して"
+                         "ください。",
+        "cause_not_found": "スキャンに応答するメーターがありません。Bルート認証 ID を確認し、"
+                           "モジュールをメーターに近づけてください。",
         "today": "今日",
         "month": "今月",
         "bought": "買電",
@@ -108,6 +122,10 @@ TEXT = {
         "curve": "今日の電力",
         "curve_desc": "0時から現在までの電力、計測{n}件、{range}。",
         "curve_empty": "今日の計測値はまだありません。",
+        "curve_steps": "メーターの記録による30分平均",
+        "curve_steps_legend": "メーターの記録による30分ごとの平均",
+        "curve_steps_desc": "計測のない時間は、メーターの記録による30分ごとの平均（{n}枠）を"
+                            "階段状に表示。",
         "bars": "30分ごとの電力量（過去48時間）",
         "bars_desc": "30分枠{n}個、うちデータなし{gaps}個。線より上が買電、下が売電。",
         "bars_empty": "30 分ごとの記録はまだありません。",
