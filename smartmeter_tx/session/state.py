@@ -102,16 +102,39 @@ class MeterLink:
         return link
 
 
-def default_state_path(device: str, environ: Mapping[str, str] = os.environ) -> str:
+#: Root's state directory when its HOME is another user's (C{sudo -E}).
+SYSTEM_STATE_DIR = "/var/lib/smartmeter_tx"
+
+
+def _owner(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
+
+
+def default_state_path(device: str, environ: Mapping[str, str] = os.environ,
+                       euid: Optional[int] = None,
+                       owner: Callable[[str], Optional[int]] = _owner) -> str:
     """
     Under C{$MACKEREL_PLUGIN_WORKDIR} when set (mackerel-agent sets it), else the
     per-user state directory; one file per device so two dongles do not collide.
+    Root whose C{HOME} belongs to another user (C{sudo -E}) uses
+    L{SYSTEM_STATE_DIR}: a directory made there would be root's, and that
+    user's own runs could not write their state any more.
+
+    @param euid: the effective user id (default the process's); C{owner}
+        gives a path's owner, C{None} when it is not there.
     """
     base = environ.get("MACKEREL_PLUGIN_WORKDIR")
     if not base:
-        xdg = environ.get("XDG_STATE_HOME") or os.path.join(
-            environ.get("HOME") or os.path.expanduser("~"), ".local", "state")
-        base = os.path.join(xdg, "smartmeter_tx")
+        home = environ.get("HOME") or os.path.expanduser("~")
+        uid = os.geteuid() if euid is None else euid
+        if uid == 0 and owner(home) not in (None, 0):
+            base = SYSTEM_STATE_DIR
+        else:
+            xdg = environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
+            base = os.path.join(xdg, "smartmeter_tx")
     digest = hashlib.sha1(device.encode("utf-8", "replace")).hexdigest()[:12]
     return os.path.join(base, f"smartmeter-{digest}.json")
 

@@ -58,10 +58,27 @@ class StateFileTests(SynchronousTestCase):
         """default_state_path uses MACKEREL_PLUGIN_WORKDIR when set, else XDG state."""
         p = S.default_state_path("/dev/ttyUSB0", {"MACKEREL_PLUGIN_WORKDIR": "/var/tmp/m"})
         self.assertTrue(p.startswith("/var/tmp/m/smartmeter-"))
-        q = S.default_state_path("/dev/ttyUSB0", {"HOME": "/home/pi"})
+        q = S.default_state_path("/dev/ttyUSB0", {"HOME": "/home/pi"}, euid=1000)
         self.assertTrue(q.startswith("/home/pi/.local/state/smartmeter_tx/"))
         self.assertNotEqual(S.default_state_path("/dev/ttyUSB1", {"HOME": "/h"}),
                             S.default_state_path("/dev/ttyUSB0", {"HOME": "/h"}))
+
+    def test_rootInAUsersHome(self):
+        """
+        Root with another user's HOME (sudo -E) keeps its state out of that
+        home, in /var/lib/smartmeter_tx; root in its own home, or with
+        MACKEREL_PLUGIN_WORKDIR, as before.
+        """
+        owners = {"/home/pi": 1000, "/root": 0}
+        path = S.default_state_path("/dev/ttyUSB0", {"HOME": "/home/pi"}, euid=0,
+                                    owner=owners.get)
+        self.assertTrue(path.startswith("/var/lib/smartmeter_tx/smartmeter-"), path)
+        path = S.default_state_path("/dev/ttyUSB0", {"HOME": "/root"}, euid=0, owner=owners.get)
+        self.assertTrue(path.startswith("/root/.local/state/smartmeter_tx/"), path)
+        path = S.default_state_path("/dev/ttyUSB0", {"HOME": "/home/pi",
+                                                     "MACKEREL_PLUGIN_WORKDIR": "/var/tmp/m"},
+                                    euid=0, owner=owners.get)
+        self.assertTrue(path.startswith("/var/tmp/m/"), path)
 
 
 class OverrideTests(SynchronousTestCase):
