@@ -31,7 +31,9 @@ SEPARATORS = re.compile(r"\|\||&&|[|;]")
 #: Flags every parser has without listing them.
 IMPLICIT = {"--help"}
 #: Other programs' flags the docs use, and whose they are.
-FOREIGN = {"--config-settings": "pip install"}
+FOREIGN = {"--config-settings": "pip install", "--preserve-env": "sudo",
+           "--system": "useradd", "--user-group": "useradd", "--groups": "useradd",
+           "--now": "systemctl enable"}
 
 
 def _argparse_flags(parser) -> set:
