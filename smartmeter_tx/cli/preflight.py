@@ -60,22 +60,33 @@ def check_data_log(datalog: DataLog, now: Optional[float] = None,
     flag = f"--data-log {directory}"
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ConfigError(f"{flag}: not a directory")
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{flag}: cannot create it: {e.strerror}") from None
-    try:
-        probe(directory)
-    except OSError as e:
-        if e.errno in _NOT_WRITABLE:
-            raise ConfigError(f"{flag}: cannot write in it: {e.strerror} "
-                              f"(the service runs as user id {os.getuid()})") from None
-        # ENOSPC, EIO...: a fault of the disk, which the data log reports and survives.
+    _writable(flag, directory, "it", probe)
     today = datalog.path_for(time.time() if now is None else now)
     if os.path.exists(today) and not access(today, os.W_OK):
         raise ConfigError(f"{flag}: cannot append to {os.path.basename(today)}: it belongs to "
                           "another user (was the service once run as root?)")
     _take(flag, datalog.lock if lock is None else lock)
+
+
+def _writable(flag: str, directory: str, named: str, probe: Callable[[str], None],
+              mode: int = 0o777) -> None:
+    """
+    Make C{directory} if it is not there, and create a file in it as this
+    user; C{named} is how the message calls it.
+
+    @raise ConfigError: it cannot be made, or this user may not write in it.
+    """
+    try:
+        os.makedirs(directory, mode=mode, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag}: cannot create {named}: {e.strerror}") from None
+    try:
+        probe(directory)
+    except OSError as e:
+        if e.errno in _NOT_WRITABLE:
+            raise ConfigError(f"{flag}: cannot write in {named}: {e.strerror} (the service "
+                              f"runs as user id {os.getuid()})") from None
+        # ENOSPC, EIO...: a fault of the disk, which the service reports and survives.
 
 
 def _take(flag: str, lock: Callable[[], None]) -> None:
@@ -111,16 +122,7 @@ def check_state_file(path: str, given: bool, probe: Callable[[str], None] = _pro
     if os.path.isdir(path):
         raise ConfigError(f"{flag}: a directory, not a file")
     directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{flag}: cannot create {directory}: {e.strerror}") from None
-    try:
-        probe(directory)
-    except OSError as e:
-        if e.errno in _NOT_WRITABLE:
-            raise ConfigError(f"{flag}: cannot write in {directory}: {e.strerror} (the "
-                              f"service runs as user id {os.getuid()})") from None
+    _writable(flag, directory, directory, probe, mode=0o700)
     if os.path.exists(path) and not access(path, os.R_OK):
         raise ConfigError(f"{flag}: cannot read it: it belongs to another user (was the "
                           "service once run as root?)")

@@ -232,17 +232,16 @@ class FakeAgreesTests(_RealBase):
 
 class ImporterTests(_RealBase):
 
-    @coroutine
-    async def test_refillAfterHomeAssistantWasDown(self):
+    async def importer(self, known):
         """
-        The service's importer: the complete hours at start; HA stopped while
-        slots arrive (a warning, retries); HA back: every hour in HA once,
-        continuing its sums, nothing lost.
+        The service's importer over a backfill holding C{known} slots (the
+        first 10 hours of T0's day), started and idle.
+
+        @return: C{(importer, backfill, retry clock, fatal messages)}.
         """
-        slots = record([D("0.5")] * 48)
         now = (T0 + datetime.timedelta(days=1, hours=1)).timestamp()
         backfill = Backfill(7, Clock(), lambda r, w: None, lambda: now,
-                            known=[s.to_record() for s in slots[:20]])
+                            known=[s.to_record() for s in known])
         view = ServiceView(LatestStore(), LinkState(), Clock(), backfill,
                            link=MeterLink(mac=MAC))
         retries, fatal = Clock(), []
@@ -252,6 +251,26 @@ class ImporterTests(_RealBase):
         self.addCleanup(importer.stopService)
         await importer.idle()
         self.assertEqual((importer.hours_imported, importer.connected), (10, True))
+        return importer, backfill, retries, fatal
+
+    async def assertDay(self, fatal):
+        """HA holds T0's 24 hours once, each 0.5 + 0.5 kWh, its sums running on; nothing fatal."""
+        session = await self.session()
+        rows = await self.rows(session, IMPORT)
+        self.assertEqual(sorted(rows), [T0 + k * HOUR for k in range(24)])
+        self.assertEqual([total for total, _ in (rows[h] for h in sorted(rows))],
+                         [float(k) for k in range(1, 25)])
+        self.assertEqual(fatal, [])
+
+    @coroutine
+    async def test_refillAfterHomeAssistantWasDown(self):
+        """
+        The service's importer: the complete hours at start; HA stopped while
+        slots arrive (a warning, retries); HA back: every hour in HA once,
+        continuing its sums, nothing lost.
+        """
+        slots = record([D("0.5")] * 48)
+        importer, backfill, retries, fatal = await self.importer(slots[:20])
         self.ha.stop()
         await wait_for(lambda: not importer.connected, "the importer to see HA gone")
         for slot in slots[20:]:
@@ -263,12 +282,7 @@ class ImporterTests(_RealBase):
         retries.advance(60)  # the backoff is under a minute
         await importer.idle()
         await wait_for(lambda: importer.hours_imported == 24, "the refill", 30)
-        session = await self.session()
-        rows = await self.rows(session, IMPORT)
-        self.assertEqual(sorted(rows), [T0 + k * HOUR for k in range(24)])
-        self.assertEqual([total for total, _ in (rows[h] for h in sorted(rows))],
-                         [float(k) for k in range(1, 25)])
-        self.assertEqual(fatal, [])
+        await self.assertDay(fatal)
 
     @coroutine
     async def test_frozenHomeAssistantDropped(self):
@@ -281,18 +295,7 @@ class ImporterTests(_RealBase):
         self.patch(W.HaSession, "PING_EVERY", 2.0)
         self.patch(W.HaSession, "PING_WITHIN", 2.0)
         slots = record([D("0.5")] * 48)
-        now = (T0 + datetime.timedelta(days=1, hours=1)).timestamp()
-        backfill = Backfill(7, Clock(), lambda r, w: None, lambda: now,
-                            known=[s.to_record() for s in slots[:20]])
-        view = ServiceView(LatestStore(), LinkState(), Clock(), backfill,
-                           link=MeterLink(mac=MAC))
-        retries, fatal = Clock(), []
-        importer = HaImporter(self.ha.url, self.ha.token, view, reactor, fatal.append,
-                              wall_clock=lambda: now, clock=retries)
-        importer.startService()
-        self.addCleanup(importer.stopService)
-        await importer.idle()
-        self.assertEqual((importer.hours_imported, importer.connected), (10, True))
+        importer, backfill, retries, fatal = await self.importer(slots[:20])
         self.ha.pause()
         self.addCleanup(self.ha.resume)  # before the fixture stops it
         for slot in slots[20:]:
@@ -303,12 +306,7 @@ class ImporterTests(_RealBase):
         self.ha.resume()
         retries.advance(60)
         await wait_for(lambda: importer.hours_imported == 24, "the import after HA thawed", 60)
-        session = await self.session()
-        rows = await self.rows(session, IMPORT)
-        self.assertEqual(sorted(rows), [T0 + k * HOUR for k in range(24)])
-        self.assertEqual([total for total, _ in (rows[h] for h in sorted(rows))],
-                         [float(k) for k in range(1, 25)])
-        self.assertEqual(fatal, [])
+        await self.assertDay(fatal)
 
 
 class HistoryRunner(test_history._Base):
