@@ -22,6 +22,7 @@ from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.session.state import MeterLink
+from tests.mosquitto import wait_for
 from tests.hafake import FakeHomeAssistant
 from tests.outputs.test_ha_sync import coroutine, listen_plain_http
 from tests.outputs.test_ha_statistics import T0, slots
@@ -240,6 +241,46 @@ class FaultTests(_Importer, TestCase):
         await importer.idle()
         self.assertEqual(len(self.ha.sums(SID)), 10)
         self.assertEqual(len(self.texts("is back")), 1)
+
+    @coroutine
+    async def test_hungHomeAssistantSeenByMonitor(self):
+        """
+        After a hung HA's session was dropped, a new record waits for the
+        backoff instead of logging in at once, and a login during the outage
+        is not "connected": ha_connected stays 0 until an import succeeded.
+        """
+        from smartmeter_tx.outputs.homeassistant import websocket as W
+        self.patch(W.HaSession, "COMMAND_WITHIN", 0.3)
+        self.ha.stall = True
+        importer = self.importer()
+        await importer.idle()
+        logins = lambda: len([m for m in self.ha.received if m.get("type") == "auth"])
+        self.assertEqual((logins(), importer.connected), (1, False))
+        self.add_slots(30)
+        importer.kick()
+        await importer.idle()
+        self.assertEqual(logins(), 1)  # the new slots wait for the backoff
+        [call] = self.clock.getDelayedCalls()
+        self.clock.advance(call.getTime() - self.clock.seconds())
+        await wait_for(lambda: logins() == 2, "the retry's login")
+        self.assertFalse(importer.connected)  # logged in, but HA hangs again
+        await importer.idle()
+        self.ha.stall = False
+        [call] = self.clock.getDelayedCalls()
+        self.clock.advance(call.getTime() - self.clock.seconds())
+        await importer.idle()
+        self.assertTrue(importer.connected)
+        self.assertEqual(len(self.ha.sums(SID)), 15)
+
+    @coroutine
+    async def test_stopIsNoOutage(self):
+        """Stopping the service closes the session without an outage's warning or a retry."""
+        importer = self.importer()
+        await importer.idle()
+        self.assertTrue(importer.connected)
+        await importer.stopService()
+        self.assertEqual(self.texts("trying again"), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     @coroutine
     async def test_dropsEveryImport(self):

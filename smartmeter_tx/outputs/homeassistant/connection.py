@@ -67,19 +67,28 @@ class HaConnection:
         self._refused: Optional[tuple] = None  # (token, when it was refused)
         self._said_token: Optional[str] = None
         self._retry = None
+        self._stopping = False
 
     def __repr__(self) -> str:  # never the token
         return f"<HaConnection {self.url}>"
 
     @property
     def connected(self) -> bool:
-        return self.session is not None
+        """
+        Whether HA takes our imports: a session is open and no outage is on.
+        A login during an outage (an HA that then hangs or drops the import)
+        is not enough, or a monitor could never see such an HA.
+        """
+        return self.session is not None and self._away_since is None
 
     def stop(self) -> Optional[defer.Deferred]:
-        """@return: a Deferred for the session's close, or C{None} without one."""
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
+        """
+        The service stops: no more tries, and the session's end is no outage.
+
+        @return: a Deferred for the session's close, or C{None} without one.
+        """
+        self._stopping = True
+        self._cancel_retry()
         if self.session is not None:
             return self.session.close_and_wait(self.reactor)
         return None
@@ -93,6 +102,8 @@ class HaConnection:
         """
         if self.session is not None:
             return True
+        if self._retry is not None and self._retry.active():
+            return False  # HA is away and its backoff runs: a new record waits for it
         token = self._token()
         if token is None:
             return False
@@ -116,6 +127,7 @@ class HaConnection:
     def synced(self) -> None:
         """A synchronisation succeeded: HA is back, the backoff starts over."""
         self.backoff.reset()
+        self._cancel_retry()  # or the next outage's first try would wait for it
         if self._away_since is not None:
             self.log.warn("Home Assistant is back after {s:.0f} s; its statistics are refilled",
                           s=self.wall_clock() - self._away_since)
@@ -135,7 +147,8 @@ class HaConnection:
     def _closed(self, session: W.HaSession) -> None:
         if self.session is session:
             self.session = None
-            self.lost("the connection to Home Assistant ended")
+            if not self._stopping:
+                self.lost("the connection to Home Assistant ended")
 
     def _token(self) -> Optional[str]:
         """The token to connect with now, or C{None} (then a look is scheduled)."""
@@ -173,5 +186,12 @@ class HaConnection:
             self.log.error("{why}", why=text)
 
     def _try_in(self, seconds: float) -> None:
+        if self._stopping:
+            return
         if self._retry is None or not self._retry.active():
             self._retry = self.clock.callLater(seconds, self._retry_now)
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None

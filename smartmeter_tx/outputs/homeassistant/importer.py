@@ -43,7 +43,7 @@ class HaImporter(service.Service):
     """
     @ivar hours_imported: hours written to HA (the import statistic) since start.
     @ivar last_hour: the newest hour HA has of the import statistic (JST), or C{None}.
-    @ivar connected: whether a session with HA is open and authenticated.
+    @ivar connected: whether HA takes our imports: a session open, no outage on.
     """
 
     log = Logger()
@@ -153,7 +153,8 @@ class HaImporter(service.Service):
                    self.hours_imported),
             Figure("smartmeter_ha_last_hour_timestamp_seconds", "gauge",
                    "Start of the newest hour Home Assistant has of the meter's record", last),
-            Figure("smartmeter_ha_connected", "gauge", "1 while connected to Home Assistant",
+            Figure("smartmeter_ha_connected", "gauge",
+                   "1 while Home Assistant takes our imports (connected, no outage on)",
                    1 if self.connected else 0),
         ]
 
