@@ -29,7 +29,7 @@ __all__ = [
     "parse_device", "require_device", "DeviceSpec", "read_secrets", "read_password_file",
     "make_credentials", "dialect_for", "session_config", "Device", "start_device",
     "open_serial", "DeviceBusy", "install_hint", "missing_extra", "is_placeholder",
-    "missing_device", "BY_ID",
+    "missing_device", "denied_device", "BY_ID",
 ]
 
 ENV_ID = "SMARTMETER_ID"
@@ -359,6 +359,39 @@ def is_placeholder(path: str) -> bool:
     return "XXXX" in os.path.basename(path)
 
 
+def denied_device(path: str) -> str:
+    """
+    Why this user may not open the device at C{path}, and what to do (the
+    caller names the path): its
+    owner, group and mode, and whether this user is in that group (a user
+    added to it must log in again; a device only its owner may use needs a
+    udev rule, or the program run as that owner).
+    """
+    import grp
+    import pwd
+    import stat as S
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return e.strerror or str(e)
+
+    def name(lookup, number: int) -> str:
+        try:
+            return lookup(number)[0]
+        except KeyError:
+            return str(number)
+    owner, group = name(pwd.getpwuid, st.st_uid), name(grp.getgrgid, st.st_gid)
+    seen = f"{S.filemode(st.st_mode)} {owner}:{group}"
+    if not st.st_mode & S.S_IRGRP or not st.st_mode & S.S_IWGRP:
+        return (f"permission denied ({seen}): only {owner} may use it; run as {owner}, or "
+                "give its group read and write (a udev rule with MODE=\"0660\")")
+    if st.st_gid in os.getgroups():
+        return f"permission denied ({seen}), though this process is in group {group}"
+    return (f"permission denied ({seen}): add the user to group {group} (sudo usermod -aG "
+            f"{group} $USER), then log in again")
+
+
 def missing_device(path: str, by_id: Optional[str] = None) -> str:
     """
     The line for a device path that does not exist: the examples'
@@ -477,8 +510,7 @@ def open_serial(protocol, path: str, reactor) -> None:
         if errno in (E.EAGAIN, E.EWOULDBLOCK, E.EBUSY) or "exclusively lock" in text:
             raise DeviceBusy(path) from None
         if errno == E.EACCES or "Permission denied" in text:
-            raise DeviceError(f"permission denied opening {path}: add your user to the "
-                              "'dialout' group (then log in again)") from None
+            raise DeviceError(f"{path}: {denied_device(path)}") from None
         if errno == E.ENOENT or "No such file" in text:
             raise DeviceError(missing_device(path)) from None
         raise DeviceError(f"cannot open {path}: {text.splitlines()[0] if text else e}") from None

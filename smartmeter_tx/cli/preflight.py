@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import Callable, Optional
 
-from smartmeter_tx.cli.options import is_placeholder, missing_device
+from smartmeter_tx.cli.options import denied_device, is_placeholder, missing_device
 from smartmeter_tx.errors import ConfigError
 from smartmeter_tx.service.datalog import DataLog, DataLogInUse
 
@@ -150,6 +150,5 @@ def check_device(path: str, access: Callable[[str, int], bool] = os.access) -> N
         raise ConfigError(f"--device {path}: not a serial device (give the module's tty, "
                           "e.g. /dev/ttyUSB0 or /dev/serial/by-id/...)")
     if not access(path, os.R_OK | os.W_OK):
-        raise ConfigError(f"--device {path}: permission denied; add the user to the "
-                          "'dialout' group (then log in again)")
+        raise ConfigError(f"--device {path}: {denied_device(path)}")
 

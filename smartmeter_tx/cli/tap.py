@@ -166,7 +166,9 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
         extra["backfill"] = backfill
 
     def on_fatal(message):
-        poller.log.critical("{why}; stopping", why=message)
+        # The service's own line, whichever part found the setting that cannot work.
+        from twisted.logger import Logger
+        Logger(namespace="smartmeter_tx.cli.tap").critical("{why}; stopping", why=message)
         _stop_with(reactor, EXIT_CONFIG)
 
     poller = MeterPoller(open_port, config, reactor,

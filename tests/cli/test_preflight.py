@@ -187,4 +187,30 @@ class DeviceTests(SynchronousTestCase):
         preflight.check_device(os.devnull)
         e = self.assertRaises(ConfigError, preflight.check_device, os.devnull,
                               access=lambda path, mode: False)
-        self.assertIn("permission denied; add the user to the 'dialout' group", str(e))
+        self.assertIn(f"--device {os.devnull}: permission denied (crw-rw-rw- root:root)", str(e))
+
+    def test_deniedSaysWhy(self):
+        """
+        A device this user may not open: its mode, owner and group, and the
+        remedy that fits (join its group; or it is only its owner's).
+        """
+        from smartmeter_tx.cli import options as O
+        path = self.mktemp()
+        open(path, "w").close()
+        os.chmod(path, 0o660)
+        import grp
+        import pwd
+        group = grp.getgrgid(os.stat(path).st_gid)[0]
+        me = pwd.getpwuid(os.stat(path).st_uid)[0]
+        self.patch(os, "getgroups", lambda: [])
+        self.assertEqual(O.denied_device(path), f"permission denied (-rw-rw---- {me}:{group}): "
+                                                f"add the user to group {group} (sudo usermod "
+                                                f"-aG {group} $USER), then log in again")
+        self.patch(os, "getgroups", lambda: [os.stat(path).st_gid])
+        self.assertEqual(O.denied_device(path), f"permission denied (-rw-rw---- {me}:{group}), "
+                                                f"though this process is in group {group}")
+        os.chmod(path, 0o600)
+        self.assertEqual(O.denied_device(path), f"permission denied (-rw------- {me}:"
+                                                f"{group}): only {me} may use it; run as {me}, "
+                                                "or give its group read and write (a udev rule "
+                                                'with MODE="0660")')

@@ -90,6 +90,12 @@ class ImporterTests(_Importer, TestCase):
                                        (T0 + datetime.timedelta(hours=12)).timestamp(),
                                    "smartmeter_ha_connected": 1})
         self.assertEqual(len(self.ha.imports), 4)  # import and export, twice: nothing resent
+        # The log counts hours as the figures do, not once per statistic.
+        self.assertEqual(self.texts("imported"), [
+            "imported 10 hours of energy bought and sold into Home Assistant, up to 2026-12-01 "
+            "09:00 JST",
+            "imported 3 hours of energy bought and sold into Home Assistant, up to 2026-12-01 "
+            "12:00 JST"])
 
     @coroutine
     async def test_awayAndBack(self):

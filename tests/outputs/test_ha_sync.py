@@ -165,6 +165,24 @@ class WrongAddressTests(TestCase):
                                      "http://")
 
     @coroutine
+    async def test_onlyOurLine(self):
+        """
+        The log holds no line of autobahn's own about a failed connection
+        ("SSL error: wrong version number (in )", "dropping connection"),
+        nor a "Starting factory" per connection: the error above says it.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port = listen_plain_http(self)
+        await self.refused(f"https://127.0.0.1:{port}")
+        noise = [formatEvent(e) for e in events
+                 if e.get("log_namespace", "").startswith("autobahn")
+                 or "Starting factory <smartmeter_tx" in formatEvent(e)]
+        self.assertEqual(noise, [])
+
+    @coroutine
     async def test_notAWebsocket(self):
         """A web server that answers with a page: named, with its status, not HA's API."""
         site = reactor.listenTCP(0, server.Site(_Page()), interface="127.0.0.1")

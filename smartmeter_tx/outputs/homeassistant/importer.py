@@ -204,8 +204,10 @@ class HaImporter(service.Service):
         if done.newest is not None:
             self.last_hour = done.newest
         if done.last is not None:
-            self.log.info("imported {n} hours into Home Assistant, up to {last:%Y-%m-%d %H:%M} "
-                          "JST", n=sum(done.hours.values()), last=done.last)
+            sold = S.statistic_id(slug, "export") in done.hours
+            self.log.info("imported {n} hours of energy bought{sold} into Home Assistant, up "
+                          "to {last:%Y-%m-%d %H:%M} JST", last=done.last, sold=" and sold" * sold,
+                          n=done.hours.get(S.statistic_id(slug, "import"), 0))
         backfill = self.view.backfill
         if found.reach is not None and found.reach != self._reaching and backfill is not None:
             self._reaching = found.reach

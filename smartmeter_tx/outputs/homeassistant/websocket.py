@@ -19,6 +19,7 @@ import json
 import urllib.parse
 from typing import Optional
 
+import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -115,7 +116,13 @@ class _Factory(WebSocketClientFactory):
     opened = False
     head = b""
     error: Optional[BaseException] = None
+    noisy = False  # no "Starting factory" line per connection: ours say what matters
 
+
+# autobahn's own lines about a connection ("SSL error: wrong version number (in
+# )", "dropping connection ... abort=True") come before ours, which say the
+# same in the user's words: only its critical ones are let through.
+txaio.set_global_log_level("critical")  # type: ignore[attr-defined]
 
 #: How much of the server's first answer is kept (its status line).
 _HEAD = 256
