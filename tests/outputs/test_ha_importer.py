@@ -331,7 +331,7 @@ class FaultTests(_Importer, TestCase):
     async def test_tokenReplaced(self):
         """
         A token revoked while running: one error line, no login storm; the
-        token file replaced with a new one is used at the next look.
+        token file replaced with a new one is used with the next record.
         """
         tokens = [TOKEN]
         importer = self.importer(token=lambda: tokens[0])
@@ -355,7 +355,7 @@ class FaultTests(_Importer, TestCase):
         self.ha.tokens["new-token"] = True
         tokens[0] = "new-token"
         self.add_slots(48)
-        self.clock.advance(300)
+        importer.kick()  # a new record: the new token is used at once, not at the next look
         await importer.idle()
         self.assertTrue(importer.connected)
         self.assertEqual(len(self.ha.sums(SID)), 24)

@@ -102,9 +102,9 @@ class HaConnection:
         """
         if self.session is not None:
             return True
-        if self._retry is not None and self._retry.active():
+        if self._retry is not None and self._retry.active() and self._refused is None:
             return False  # HA is away and its backoff runs: a new record waits for it
-        token = self._token()
+        token = self._token()  # (a refused token: a new one in the file is used at once)
         if token is None:
             return False
         try:
