@@ -129,9 +129,11 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
     if reactor is None:
         from twisted.internet import reactor
 
-        from smartmeter_tx.service.clock import use_monotonic
-        # The service's schedule must not move with the wall clock.
+        from smartmeter_tx.service.clock import sleep_past_cancelled, use_monotonic
+        # The service's schedule must not move with the wall clock, and
+        # nothing but the next poll may wake it between two polls.
         use_monotonic(reactor)
+        sleep_past_cancelled(reactor)
         _stop_on_hangup(reactor)
     try:
         return _build(options.settings, reactor, open_port, wall_clock)
@@ -216,7 +218,7 @@ def _site(settings: Settings, view, wall_clock, sources: list[IMetricsSource], r
     from smartmeter_tx.outputs.guard import IDLE_TIMEOUT, HttpGuard, default_max_connections
     from smartmeter_tx.outputs.web import QuietSite, make_root
 
-    site = QuietSite(make_root(view, wall_clock, sources), timeout=IDLE_TIMEOUT)
+    site = QuietSite(make_root(view, wall_clock, sources), timeout=IDLE_TIMEOUT, reactor=reactor)
     cap = settings.http_max_connections
     if cap is None:
         cap = default_max_connections(resource.getrlimit(resource.RLIMIT_NOFILE)[0])

@@ -32,12 +32,18 @@ __all__ = ["make_root", "ViewCollector", "QuietSite", "DashboardResource", "WebS
 class QuietSite(server.Site):
     """
     A Site without access logs: a Prometheus scrape every few seconds would
-    otherwise drown the service's own log.
+    otherwise drown the service's own log.  Without them it has no use for
+    the date Twisted's HTTP factory keeps for their lines, which it
+    refreshes every second: the one timer that would wake an idle service
+    between two polls.
     """
 
     noisy = False
 
     def log(self, request) -> None:
+        pass
+
+    def _updateLogDateTime(self) -> None:
         pass
 
 

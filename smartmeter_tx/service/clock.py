@@ -6,18 +6,20 @@ for as long as the clock went back, or invent polls that never happened.
 Wall time (C{time.time}) only stamps records.
 
 L{use_monotonic} turns a running Twisted reactor's timers over to the
-monotonic clock (Twisted's reactors run theirs on C{time.time}); only the
-entry point calls it, on the global reactor.  L{WallClockSteps} notices
+monotonic clock (Twisted's reactors run theirs on C{time.time}), and
+L{sleep_past_cancelled} keeps a cancelled timer from waking it; only the
+entry point calls them, on the global reactor.  L{WallClockSteps} notices
 when the wall clock jumps against the monotonic one, so that a step is said
 once.  Pure but for L{use_monotonic}.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import Any, Callable, Optional
 
-__all__ = ["use_monotonic", "WallClockSteps"]
+__all__ = ["use_monotonic", "sleep_past_cancelled", "WallClockSteps"]
 
 
 def use_monotonic(reactor: Any) -> None:
@@ -33,6 +35,32 @@ def use_monotonic(reactor: Any) -> None:
         call.time += offset
         call.seconds = time.monotonic
     reactor.seconds = time.monotonic
+
+
+def sleep_past_cancelled(reactor: Any) -> None:
+    """
+    Make C{reactor} sleep until its next live timer.  Each poll sets
+    deadlines (the command's, the request's, the poll's) and cancels them
+    when the answer comes; Twisted's reactors leave a cancelled call in
+    their queue until its time, and wake for it, four or five times
+    between two polls.  Here the reactor drops the cancelled calls at the
+    head of its queue before it sleeps, as it would on waking.  Idempotent;
+    a reactor without that queue (a test's clock) is left as it is.
+    """
+    if getattr(reactor, "_sleepsPastCancelled", False) or not hasattr(
+            reactor, "_pendingTimedCalls"):
+        return
+    timeout = reactor.timeout
+
+    def timeout_of_live_calls() -> Optional[float]:
+        reactor._insertNewDelayedCalls()
+        queue = reactor._pendingTimedCalls
+        while queue and queue[0].cancelled:
+            heapq.heappop(queue)
+            reactor._cancellations -= 1
+        return timeout()
+    reactor.timeout = timeout_of_live_calls
+    reactor._sleepsPastCancelled = True
 
 
 class WallClockSteps:

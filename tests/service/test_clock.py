@@ -10,7 +10,7 @@ import time
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from smartmeter_tx.service.clock import WallClockSteps, use_monotonic
+from smartmeter_tx.service.clock import WallClockSteps, sleep_past_cancelled, use_monotonic
 
 
 class WallClockStepsTests(SynchronousTestCase):
@@ -53,3 +53,40 @@ class UseMonotonicTests(SynchronousTestCase):
         self.assertLess(abs(third.getTime() - time.monotonic() - 1), 0.5)
         use_monotonic(reactor)  # idempotent
         self.assertLess(abs(first.getTime() - now - 5), 0.5)
+
+
+class SleepPastCancelledTests(SynchronousTestCase):
+    def reactor(self):
+        """Twisted's reactor base, with its timer queue and no I/O (never run)."""
+        from twisted.internet.base import ReactorBase
+
+        class Timers(ReactorBase):
+            def installWaker(self):
+                pass
+        return Timers()
+
+    def test_sleepsUntilTheNextLiveCall(self):
+        """
+        A Twisted reactor, whose cancelled timers would each wake it, sleeps
+        until its next live one; the cancelled ones are gone from its queue.
+        """
+        reactor = self.reactor()
+        deadlines = [reactor.callLater(delay, lambda: None) for delay in (3, 10, 11)]
+        poll = reactor.callLater(30, lambda: None)
+        reactor.timeout()  # an iteration: the calls are queued
+        for call in deadlines:  # the answer came
+            call.cancel()
+        self.assertLess(reactor.timeout(), 4)  # Twisted's own: up for the first cancelled
+        sleep_past_cancelled(reactor)
+        sleep_past_cancelled(reactor)  # idempotent
+        self.assertLess(abs(reactor.timeout() - 30), 1)
+        self.assertEqual(reactor.getDelayedCalls(), [poll])
+        self.assertEqual(reactor._cancellations, 0)
+        poll.cancel()
+        self.assertIsNone(reactor.timeout())
+
+    def test_aClockIsLeftAlone(self):
+        """A test's clock has no queue to clean and is left as it is."""
+        clock = Clock()
+        sleep_past_cancelled(clock)
+        self.assertFalse(hasattr(clock, "timeout"))

@@ -128,8 +128,8 @@ class RecordFanoutTests(SynchronousTestCase):
         verifyObject(IMetricsSource, TallyOutput())
 
 
-class RegisterAnOutputTests(SynchronousTestCase):
-    """A new output is one registration on the tree makeService builds."""
+class _BuiltService:
+    """The tree makeService builds, on the emulator and a memory reactor."""
 
     def setUp(self):
         clean_environ(self)
@@ -151,6 +151,10 @@ class RegisterAnOutputTests(SynchronousTestCase):
         [(_, guard, _, _)] = self.reactor.tcpServers
         request = DummyRequest([b"metrics"])
         return getChildForRequest(guard.wrappedFactory.resource, request).render(request)
+
+
+class RegisterAnOutputTests(_BuiltService, SynchronousTestCase):
+    """A new output is one registration on the tree makeService builds."""
 
     def test_smallOutput(self):
         """
@@ -185,3 +189,37 @@ class RegisterAnOutputTests(SynchronousTestCase):
         self.assertEqual(len(broken.records), len(tally.records))
         self.assertEqual(self.top.records.datalog.lines_written, len(tally.records))
         self.assertEqual(self.top.poller.stats.polls_answered, 2)
+
+
+class IdleTests(_BuiltService, SynchronousTestCase):
+    """
+    Between two polls nothing of the service runs: its only timer is the
+    next poll's.  A timer that fires while there is nothing to do wakes a
+    small board for nothing (Twisted's HTTP factory refreshes a log date
+    every second, for instance).
+    """
+
+    def test_onlyTheNextPollIsDue(self):
+        """
+        With the data log, the backfill and HTTP, once the backfill is done
+        and a poll answered, the one timer of the service is the poll loop's.
+        """
+        self.start()
+        [(_, guard, _, _)] = self.reactor.tcpServers
+        guard.doStart()  # as listening does; a MemoryReactor does not
+        self.addCleanup(guard.doStop)
+        self.loop.advance(605)  # half way between two polls (every 10 s)
+        self.assertGreater(self.top.poller.backfill.written, 0)
+        self.assertEqual(self.top.poller.backfill.missing, 0)  # the backfill is done
+        self.assertTrue(self.top.poller.stats.polls_answered)
+        ours = [call for call in self.reactor.getDelayedCalls()
+                if not call.func.__module__.startswith("smartmeter_tx.emulator")]
+        self.assertEqual([describe(call) for call in ours], ["LoopingCall"])
+
+
+def describe(call) -> str:
+    """A delayed call's function, by its class or name."""
+    owner = getattr(call.func, "__self__", None)
+    if owner is not None:
+        return type(owner).__name__
+    return getattr(call.func, "__qualname__", type(call.func).__name__)
