@@ -91,9 +91,6 @@ class Backfill:
         """
         self.days = min(days, self.MAX_DAYS)
         self.read_log = read_log
-        #: [since, until) (naive, meter time) to read beyond the window, once.
-        self._reach: Optional[tuple] = None
-        self._reached: set = set()
         self._clock_apart = False
         self.clock = clock
         self.on_slot = on_slot
@@ -111,47 +108,20 @@ class Backfill:
         self.written = 0
         self.frames = 0
         self.missing: Optional[int] = None
+        self.wanted = Wanted(self.days, self.MAX_DAYS, self.slots)
         self.report = FillReport(clock, self.log)
         self._running: Optional[defer.Deferred] = None
 
     # -- what is missing -------------------------------------------------------------
 
     def due(self, meter_now: datetime.datetime) -> list:
-        """
-        @return: the starts (naive, meter time) of the complete slots in the
-            window that the log does not hold, oldest first.
-        """
-        if self.days <= 0:
-            return []
-        last_end = model.slot_start(meter_now)
-        first = datetime.datetime.combine(meter_now.date() - datetime.timedelta(days=self.days),
-                                          datetime.time())
-        due = [start for start in model.slot_range(first, last_end)
-               if start.replace(tzinfo=model.JST) not in self.slots]
-        if self._reach is not None:
-            oldest = datetime.datetime.combine(
-                meter_now.date() - datetime.timedelta(days=self.MAX_DAYS), datetime.time())
-            since, until = max(self._reach[0], oldest), min(self._reach[1], first)
-            older = [start for start in model.slot_range(since, until)
-                     if start not in self._reached
-                     and start.replace(tzinfo=model.JST) not in self.slots]
-            if not older:
-                self._reach, self._reached = None, set()
-            due = older + due
-        return due
+        """L{Wanted.due}."""
+        return self.wanted.due(meter_now)
 
     def reach_back(self, since: datetime.datetime, until: datetime.datetime,
                    have: Iterable[datetime.datetime] = ()) -> None:
-        """
-        Read the meter's record for [C{since}, C{until}) too (aware times),
-        once, though it is older than the window: as far back as the meter
-        keeps it.  The slots go out as any other (the data log first).
-
-        @param have: slots the data log holds already there (not read again).
-        """
-        self._reach = (since.astimezone(model.JST).replace(tzinfo=None),
-                       until.astimezone(model.JST).replace(tzinfo=None))
-        self._reached = {t.astimezone(model.JST).replace(tzinfo=None) for t in have}
+        """L{Wanted.reach_back}."""
+        self.wanted.reach_back(since, until, have)
 
     def read_logged(self, day: Optional[datetime.date]) -> list:
         """
@@ -281,7 +251,8 @@ class Backfill:
         finally:
             spent = client.history_frames - before
             self.frames += spent
-            self._sent.append((self.clock.seconds(), spent))
+            if spent:  # (each poll's step that finds nothing missing sends nothing)
+                self._sent.append((self.clock.seconds(), spent))
         self._readings.update((t, v) for t, v in readings.items() if t <= until)
         if need not in self._readings:
             if need.date() not in {t.date() for t in readings}:
@@ -312,8 +283,7 @@ class Backfill:
                 return  # not written: it stays missing, and so do the later ones
             self.written += 1
             self.report.logged(slot)
-            if self._reach is not None:
-                self._reached.add(naive)  # memory lets it go; the log has it
+            self.wanted.reached(naive)
 
     def _forget_before(self, oldest: datetime.datetime) -> None:
         # Bounded memory: readings before the oldest missing slot are done with.
@@ -342,6 +312,77 @@ class Backfill:
     def between(self, since: datetime.datetime, until: datetime.datetime) -> list:
         """@return: the logged slots starting in [since, until), oldest first."""
         return [self.slots[s] for s in sorted(self.slots) if since <= s < until]
+
+
+
+class Wanted:
+    """
+    The slots a backfill wants: those of its window of days that the log
+    does not hold, and once those of a reach further back.
+    """
+
+    def __init__(self, days: int, max_days: int, slots: dict) -> None:
+        """
+        @param slots: the logged slots by start (aware), which the backfill
+            adds to (a slot within the window is never dropped).
+        """
+        self.days = days
+        self.max_days = max_days
+        self.slots = slots
+        #: [since, until) (naive, meter time) to read beyond the window, once.
+        self._reach: Optional[tuple] = None
+        self._reached: set = set()
+        #: The end of the window when it was last found complete.
+        self._complete_to: Optional[datetime.datetime] = None
+
+    def due(self, meter_now: datetime.datetime) -> list:
+        """
+        @return: the starts (naive, meter time) of the complete slots in the
+            window that the log does not hold, oldest first.
+        """
+        if self.days <= 0:
+            return []
+        last_end = model.slot_start(meter_now)
+        if self._reach is None and self._complete_to == last_end:
+            # Every poll asks; the answer changes only when a slot ends
+            # (slots within the window are never dropped): no need to go
+            # through the window's hundreds of slots each time.
+            return []
+        first = datetime.datetime.combine(meter_now.date() - datetime.timedelta(days=self.days),
+                                          datetime.time())
+        due = [start for start in model.slot_range(first, last_end)
+               if start.replace(tzinfo=model.JST) not in self.slots]
+        if not due and self._reach is None:
+            self._complete_to = last_end
+        if self._reach is not None:
+            oldest = datetime.datetime.combine(
+                meter_now.date() - datetime.timedelta(days=self.max_days), datetime.time())
+            since, until = max(self._reach[0], oldest), min(self._reach[1], first)
+            older = [start for start in model.slot_range(since, until)
+                     if start not in self._reached
+                     and start.replace(tzinfo=model.JST) not in self.slots]
+            if not older:
+                self._reach, self._reached = None, set()
+            due = older + due
+        return due
+
+    def reach_back(self, since: datetime.datetime, until: datetime.datetime,
+                   have: Iterable[datetime.datetime] = ()) -> None:
+        """
+        Read the meter's record for [C{since}, C{until}) too (aware times),
+        once, though it is older than the window: as far back as the meter
+        keeps it.  The slots go out as any other (the data log first).
+
+        @param have: slots the data log holds already there (not read again).
+        """
+        self._reach = (since.astimezone(model.JST).replace(tzinfo=None),
+                       until.astimezone(model.JST).replace(tzinfo=None))
+        self._reached = {t.astimezone(model.JST).replace(tzinfo=None) for t in have}
+
+    def reached(self, naive: datetime.datetime) -> None:
+        """The slot starting at C{naive} (meter time) is logged."""
+        if self._reach is not None:
+            self._reached.add(naive)  # memory lets it go; the log has it
 
 
 class FillReport:

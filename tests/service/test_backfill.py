@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.session import join
 from smartmeter_tx.session import config
-from smartmeter_tx.service.backfill import Backfill
+from smartmeter_tx.service.backfill import Backfill, Wanted
 from smartmeter_tx.service.datalog import DataLog
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx import model
@@ -296,3 +296,37 @@ class MeterClockApartTests(_Harness, SynchronousTestCase):
         self.assertIn(f"the host's {host:%Y-%m-%d}", said[0])
         slots = {r["slot"][:10] for r in self.logged_slots()}
         self.assertIn(f"{METER_START:%Y-%m-%d}", slots)
+
+
+class WantedTests(SynchronousTestCase):
+    """The slots wanted: asked at every poll, they change only when a slot ends."""
+
+    def fill(self, slots, starts):
+        for start in starts:
+            slots[start.replace(tzinfo=model.JST)] = object()
+
+    def test_completeUntilTheNextSlotEnds(self):
+        """
+        Once the window is complete nothing is due until the next slot ends,
+        then that slot alone; a reach further back is due at once.
+        """
+        slots: dict = {}
+        wanted = Wanted(1, 45, slots)
+        now = datetime.datetime(2024, 6, 1, 12, 5)
+        due = wanted.due(now)
+        self.assertEqual([start.replace(tzinfo=model.JST).isoformat() for start in due],
+                         expected_slot_starts(now, 1))
+        self.fill(slots, due)
+        self.assertEqual(wanted.due(now), [])
+        self.assertEqual(wanted.due(now + datetime.timedelta(minutes=20)), [])
+        later = now + datetime.timedelta(minutes=30)
+        self.assertEqual(wanted.due(later), [datetime.datetime(2024, 6, 1, 12, 0)])
+        self.fill(slots, [datetime.datetime(2024, 6, 1, 12, 0)])
+        self.assertEqual(wanted.due(later), [])
+        since = datetime.datetime(2024, 5, 20, tzinfo=model.JST)
+        wanted.reach_back(since, since + datetime.timedelta(hours=1))
+        self.assertEqual(wanted.due(later), [datetime.datetime(2024, 5, 20, 0, 0),
+                                             datetime.datetime(2024, 5, 20, 0, 30)])
+        wanted.reached(datetime.datetime(2024, 5, 20, 0, 0))
+        self.fill(slots, [datetime.datetime(2024, 5, 20, 0, 30)])
+        self.assertEqual(wanted.due(later), [])
