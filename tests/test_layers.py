@@ -68,6 +68,7 @@ PURE_MODULES = [
     "smartmeter_tx.outputs.mqtt.outbox",
     "smartmeter_tx.outputs.mqtt.faults",
     "smartmeter_tx.outputs.tlshint",
+    "smartmeter_tx.outputs.exposition",
     "smartmeter_tx.outputs.homeassistant.statistics",
 ]
 

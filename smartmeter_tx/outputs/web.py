@@ -5,7 +5,7 @@ C{/latest} (the newest reading as JSON, with its time and age), C{/history}
 readings and of link health).
 
 Every resource reads the service through its L{ServiceView}.  The metrics are
-collected when scraped (a custom collector on a private registry), so nothing
+collected when scraped (written in the exposition format by L{exposition}), so nothing
 here runs on the poll path.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.error import CannotListenError
@@ -21,6 +21,7 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from smartmeter_tx.outputs import dashboard
+from smartmeter_tx.outputs.exposition import CONTENT_TYPE, Family, counter, exposition, gauge
 from smartmeter_tx.service.interfaces import IMetricsSource, figures
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx import model
@@ -206,73 +207,52 @@ def _when(request, name: bytes, default: datetime.datetime) -> datetime.datetime
     return when.replace(tzinfo=model.JST) if when.tzinfo is None else when
 
 
-def _gauge(name: str, doc: str, value, labels: Optional[dict] = None):
-    from prometheus_client.core import GaugeMetricFamily
-    g = GaugeMetricFamily(name, doc, labels=list(labels or {}))
-    if value is not None:
-        g.add_metric(list((labels or {}).values()), float(value))
-    return g
-
-
-def _counter(name: str, doc: str, value):
-    from prometheus_client.core import CounterMetricFamily
-    c = CounterMetricFamily(name, doc)
-    c.add_metric([], value)
-    return c
-
-
 def _value_of(reading, name: str):
     return None if reading is None else json_value(getattr(reading, name))
 
 
+def _labelled(label: str, values: dict) -> tuple:
+    """The samples of one label's C{values}, those known."""
+    return tuple((((label, key),), value) for key, value in values.items() if value is not None)
+
+
 class ViewCollector:
     """
-    A prometheus_client collector reading the service's view (its store,
-    link state and backfill) at scrape time.
+    The figures of the service's view (its store, link state and backfill),
+    read at scrape time.
     """
 
     def __init__(self, view: ServiceView, clock_now: Callable[[], float]) -> None:
         self.view = view
         self.clock_now = clock_now
 
-    def describe(self):
-        return []
-
-    def collect(self):
+    def collect(self) -> Iterator[Family]:
         yield from self._readings()
         yield from self._counters()
         yield from self._link()
 
-    def _readings(self):
-        from prometheus_client.core import GaugeMetricFamily
-
+    def _readings(self) -> Iterator[Family]:
         store = self.view.store
         latest, energy = store.latest, store.energy
-        yield _gauge("smartmeter_power_watts", "Instantaneous power (E7); negative = selling",
-                     _value_of(latest, "power_w"))
-        current = GaugeMetricFamily("smartmeter_current_amperes",
-                                    "Instantaneous current per phase (E8)", labels=["phase"])
-        for phase in ("r", "t"):
-            value = _value_of(latest, f"current_{phase}_a")
-            if value is not None:
-                current.add_metric([phase], float(value))
-        yield current
-        family = GaugeMetricFamily("smartmeter_energy_kwh",
-                                   "Cumulative energy bought (direction normal, E0) and sold "
-                                   "(direction reverse, E3)", labels=["direction"])
-        for direction in ("normal", "reverse"):
-            value = _value_of(energy, f"energy_{direction}_kwh")
-            if value is not None:
-                family.add_metric([direction], float(value))
-        yield family
+        yield gauge("smartmeter_power_watts", "Instantaneous power (E7); negative = selling",
+                    _value_of(latest, "power_w"))
+        yield Family("smartmeter_current_amperes", "gauge",
+                     "Instantaneous current per phase (E8)",
+                     _labelled("phase", {phase: _value_of(latest, f"current_{phase}_a")
+                                         for phase in ("r", "t")}))
+        yield Family("smartmeter_energy_kwh", "gauge",
+                     "Cumulative energy bought (direction normal, E0) and sold "
+                     "(direction reverse, E3)",
+                     _labelled("direction", {d: _value_of(energy, f"energy_{d}_kwh")
+                                             for d in ("normal", "reverse")}))
         now = self.view.clock.seconds()
-        yield _gauge("smartmeter_reading_age_seconds", "Seconds since the newest reading",
-                     store.age(now))
-        yield _gauge("smartmeter_last_poll_age_seconds",
-                     "Seconds since the poll loop last ticked (grows while it is stalled)",
-                     store.poll_age(now))
+        yield gauge("smartmeter_reading_age_seconds", "Seconds since the newest reading",
+                    store.age(now))
+        yield gauge("smartmeter_last_poll_age_seconds",
+                    "Seconds since the poll loop last ticked (grows while it is stalled)",
+                    store.poll_age(now))
 
-    def _counters(self):
+    def _counters(self) -> Iterator[Family]:
         s, state, backfill = self.view.store.stats, self.view.state, self.view.backfill
         for name, doc, value in (
             ("smartmeter_polls_answered", "Polls answered by the meter", s.polls_answered),
@@ -292,23 +272,23 @@ class ViewCollector:
             ("smartmeter_backfill_frames", "Frames spent reading the meter's record",
              backfill.frames if backfill else 0),
         ):
-            yield _counter(name, doc, value)
+            yield counter(name, doc, value)
 
-    def _link(self):
+    def _link(self) -> Iterator[Family]:
         state, backfill = self.view.state, self.view.backfill
-        yield _gauge("smartmeter_rate_limited_now", "1 while EVENT 32 holds all sends",
-                     1 if state.rate_limited else 0)
-        yield _gauge("smartmeter_session_up", "1 while a PANA session is known to be up",
+        yield gauge("smartmeter_rate_limited_now", "1 while EVENT 32 holds all sends",
+                    1 if state.rate_limited else 0)
+        yield gauge("smartmeter_session_up", "1 while a PANA session is known to be up",
                      1 if state.session_up else 0)
-        yield _gauge("smartmeter_session_age_seconds", "Seconds since the session came up",
+        yield gauge("smartmeter_session_age_seconds", "Seconds since the session came up",
                      None if state.session_since is None
                      else self.view.clock.seconds() - state.session_since)
-        yield _gauge("smartmeter_last_event", "Number of the last EVENT from the module",
+        yield gauge("smartmeter_last_event", "Number of the last EVENT from the module",
                      state.last_event)
-        yield _gauge("smartmeter_rssi_dbm", "Last received signal strength (dBm)",
+        yield gauge("smartmeter_rssi_dbm", "Last received signal strength (dBm)",
                      state.last_rssi)
-        yield _gauge("smartmeter_lqi", "Last link quality indicator from a scan", state.last_lqi)
-        yield _gauge("smartmeter_backfill_missing_slots",
+        yield gauge("smartmeter_lqi", "Last link quality indicator from a scan", state.last_lqi)
+        yield gauge("smartmeter_backfill_missing_slots",
                      "Slots of the backfill window the log does not hold yet",
                      backfill.missing if backfill else None)
 
@@ -323,26 +303,25 @@ class SourcesCollector:
         # The list itself, read at each scrape: a source may join it later.
         self.sources = sources
 
-    def describe(self):
-        return []
-
-    def collect(self):
+    def collect(self) -> Iterator[Family]:
         for source in self.sources:
             for name, kind, doc, value in source.metrics():
-                yield (_counter if kind == "counter" else _gauge)(name, doc, value)
+                if kind == "counter":
+                    yield counter(name, doc, value)
+                else:
+                    yield gauge(name, doc, value)
 
 
 class MetricsResource(_Plain):
     isLeaf = True
 
-    def __init__(self, registry) -> None:
+    def __init__(self, collectors: list) -> None:
         super().__init__()
-        self.registry = registry
+        self.collectors = collectors
 
     def render_GET(self, request):
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self.registry)
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        return exposition(family for c in self.collectors for family in c.collect())
 
 
 def make_root(view: ServiceView, clock_now: Callable[[], float],
@@ -354,16 +333,12 @@ def make_root(view: ServiceView, clock_now: Callable[[], float],
     @param sources: the L{IMetricsSource}s of the data log and the outputs,
         for C{/metrics} and the page; the list is read at each request.
     """
-    from prometheus_client import CollectorRegistry
-
     sources = [] if sources is None else sources
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ViewCollector(view, clock_now))
-    registry.register(SourcesCollector(sources))
+    collectors = [ViewCollector(view, clock_now), SourcesCollector(sources)]
     root = _Root()
     root.putChild(b"", DashboardResource(view, clock_now, sources))
     root.putChild(b"latest", LatestResource(view, clock_now))
-    root.putChild(b"metrics", MetricsResource(registry))
+    root.putChild(b"metrics", MetricsResource(collectors))
     root.putChild(b"history", HistoryResource(view, clock_now))
     return root
 
