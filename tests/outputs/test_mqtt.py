@@ -3,6 +3,7 @@ The MQTT publisher against a real broker: Debian's mosquitto on a free
 loopback port, started and killed by the tests (skipped when it is absent).
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -111,6 +112,9 @@ class BrokerTestCase(unittest.TestCase):
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
         config = MqttConfig.from_options(url or f"mqtt://127.0.0.1:{self.broker.port}",
                                          password, **kw)
+        # A short keepalive: the publisher looks after the link state and the
+        # meter's id each second (a quarter of it) when no record brings them.
+        config = dataclasses.replace(config, keepalive=4)
         p = MqttPublisher(config, poller or meter_view(), reactor, rng=random.Random(7),
                           wall_clock=lambda: 1700000100.0, on_fatal=on_fatal)
         p.startService()

@@ -66,6 +66,7 @@ class FakeDriver:
         self.disconnects = 0
         self.has_socket = False
         self.pending = False
+        self.ticks = 0  # paho's housekeeping asked for
         self._mid = 0
 
     @property
@@ -109,7 +110,7 @@ class FakeDriver:
             self.on_publish(mid)
 
     def tick(self):
-        pass
+        self.ticks += 1
 
     def publish(self, topic, payload, retain=True):
         self._mid += 1
@@ -198,7 +199,7 @@ class ConnectTests(PolicyTestCase):
         self.assertEqual(driver.subscribed, [])
         self.assertEqual(p.backlog, 1)
         self.view.state.new_connection()
-        self.clock.advance(1)
+        self.clock.advance(p.look_every)
         self.assertEqual(driver.topics()[2:], ["smartmeter/link"])
         self.assertEqual(json.loads(driver.published[2][1])["session"], "unknown")
 
@@ -217,12 +218,11 @@ class ConnectTests(PolicyTestCase):
         p.recordReceived({"power_w": 7}, 1000.0)
         driver.published.clear()
         self.store.identity = dict(IDENTITY)
-        self.clock.advance(1)
+        p.recordReceived({"power_w": 8}, 1010.0)  # the first reading follows the identity
         self.assertEqual(driver.published, [("smartmeter/availability", b"", True),
                                             ("smartmeter/link", b"", True)])
         self.assertEqual(driver.disconnects, 0)  # not before the broker has them
-        driver.ack()
-        self.clock.advance(1)
+        driver.ack()  # no wait for the next look
         self.assertEqual((driver.disconnects, len(driver.published)), (1, 2))
         driver.lose()
         self.clock.advance(0)
@@ -627,19 +627,38 @@ class EarlierTests(PolicyTestCase):
 
 class LinkTests(PolicyTestCase):
     def test_onChangeAndEveryMinute(self):
-        """The link state is sent when it changes, and once a minute anyway."""
+        """
+        The link state is sent when it changes, with the next record or
+        within a look (a quarter of the keepalive), and once a minute anyway.
+        """
         p, driver = self.publisher()
         self.up(p, driver)
         driver.published.clear()
-        self.clock.advance(1)
+        self.clock.advance(p.look_every)
         self.assertNotIn(f"smartmeter/{MID}/link", driver.topics())
         self.view.state.up(self.clock.seconds())
-        self.clock.advance(1)
+        p.recordReceived({"power_w": 7}, 1000.0)
         self.assertEqual(driver.topics().count(f"smartmeter/{MID}/link"), 1)
+        driver.ack()  # (one message in flight per topic)
+        self.view.state.port_lost()
+        self.clock.advance(p.look_every)
+        self.assertEqual(driver.topics().count(f"smartmeter/{MID}/link"), 2)
         driver.ack()
         driver.published.clear()
-        self.clock.pump([1] * int(p.LINK_INTERVAL))
+        self.clock.pump([p.look_every] * int(p.LINK_INTERVAL / p.look_every))
         self.assertEqual(driver.topics().count(f"smartmeter/{MID}/link"), 1)
+
+    def test_quietBetweenRecords(self):
+        """
+        With the default keepalive (60 s) the publisher looks after the
+        connection every 15 s, not every second: paho still pings in time.
+        """
+        p, driver = self.publisher()
+        self.up(p, driver)
+        self.assertEqual((p.config.keepalive, p.look_every), (60, 15.0))
+        ticks = driver.ticks
+        self.clock.pump([1] * 60)
+        self.assertEqual(driver.ticks - ticks, 4)
 
 
 class StopTests(PolicyTestCase):
@@ -681,9 +700,8 @@ class StopTests(PolicyTestCase):
         p, driver = self.publisher()
         self.up(p, driver)
         self.store.identity = dict(IDENTITY)
-        self.clock.advance(1)
+        self.clock.advance(p.look_every)
         driver.ack()
-        self.clock.advance(1)
         self.assertEqual(driver.disconnects, 1)
         driver.published.clear()
         d = p.stopService()
@@ -707,7 +725,7 @@ class StopTests(PolicyTestCase):
         self.up(p, driver)
         driver.published.clear()
         self.store.identity = dict(IDENTITY, mac="001D12901234ABCD", serial="SN-2")
-        self.clock.advance(1)
+        self.clock.advance(p.look_every)
         self.assertEqual(driver.published[0], (f"smartmeter/{MID}/availability", b"offline", True))
         self.assertEqual(driver.disconnects, 1)
         driver.lose()

@@ -65,6 +65,10 @@ class MqttPublisher(service.Service):
 
     #: Seconds between two publications of the link state (it is also sent on change).
     LINK_INTERVAL = 60.0
+    #: How often, in keepalives, the connection is looked after while no
+    #: record comes: paho pings the broker once a keepalive without traffic,
+    #: and the broker drops a client silent for one and a half.
+    LOOK_PER_KEEPALIVE = 4
     #: The longest random delay before re-sending discovery on HA's birth message.
     BIRTH_DELAY_MAX = 5.0
 
@@ -96,14 +100,13 @@ class MqttPublisher(service.Service):
         self._link_sent: Optional[dict] = None
         self._misc = task.LoopingCall(self._tick)
         self._misc.clock = reactor
-        self._link_loop = task.LoopingCall(self._publish_link, True)
-        self._link_loop.clock = reactor
+        self._link_due = 0.0  # when the link state is next sent even unchanged
         self.connection = BrokerConnection(
             config, reactor, self.rng, driver_factory,
             f"smartmeter_tx-{self.rng.getrandbits(48):012x}", will=self._will,
             on_up=self._on_up, on_down=lambda: self.sender.down(),
             on_message=lambda topic, payload: self.earlier.message(topic, payload),
-            on_publish=lambda mid: self.sender.acknowledged(mid), on_fatal=self._fatal)
+            on_publish=self._acknowledged, on_fatal=self._fatal)
         self.driver = self.connection.driver
         self.sender = Sender(self.outbox, self.connection, self._topic_of,
                              config.display_url)
@@ -146,6 +149,8 @@ class MqttPublisher(service.Service):
         """
         if record.get("kind") not in (None, "fixed"):
             return
+        if self.running:
+            self._tick()  # a new meter id or link state goes out with the record
         for suffix, payload in payloads.state_payloads(record, when):
             data = payloads.dumps(payload)
             self._last[suffix] = data
@@ -176,8 +181,10 @@ class MqttPublisher(service.Service):
         # At once, not once the meter is known: refused credentials end the start now, and
         # the service's availability and link say what holds the meter up.
         self.connection.connect()
-        self._misc.start(1.0, now=True).addErrback(self._loop_failed, "loop")
-        self._link_loop.start(self.LINK_INTERVAL, now=False).addErrback(self._loop_failed, "link")
+        # Not every second: a record (every poll) looks after the connection
+        # too, so this wakes the service only when the polls stop.
+        self._link_due = self.reactor.seconds() + self.LINK_INTERVAL
+        self._misc.start(self.look_every, now=True).addErrback(self._loop_failed, "loop")
 
     def stopService(self):
         """
@@ -193,9 +200,8 @@ class MqttPublisher(service.Service):
         return self.connection.stop()
 
     def _halt(self) -> None:
-        for loop in (self._misc, self._link_loop):
-            if loop.running:
-                loop.stop()
+        if self._misc.running:
+            self._misc.stop()
         self.birth.cancel()
 
     def _fatal(self, message: str) -> None:
@@ -228,13 +234,27 @@ class MqttPublisher(service.Service):
         self._will_id = self._meter_id()
         return self._topic(self._will_id, "availability")
 
+    @property
+    def look_every(self) -> float:
+        """Seconds between two looks after the connection while no record comes."""
+        return min(max(1.0, self.config.keepalive / self.LOOK_PER_KEEPALIVE), self.LINK_INTERVAL)
+
+    def _acknowledged(self, mid: int) -> None:
+        self.sender.acknowledged(mid)
+        if self._will_id is None and self._service_cleared and self.running:
+            self._tick()  # the service's topics may be gone now: on to the meter's
+
     def _tick(self) -> None:
+        """Look after the connection: paho's keepalive, the meter's id, the link state."""
         self.driver.tick()
         mid = self._meter_id()
         if mid is not None and mid != self._will_id and self.connected:
             self._rebind(mid)
         if self.connected:
-            self._publish_link(False)
+            due = self.reactor.seconds() >= self._link_due
+            if due:
+                self._link_due = self.reactor.seconds() + self.LINK_INTERVAL
+            self._publish_link(due)
 
     def _rebind(self, mid: str) -> None:
         """Make the connection again with the Last Will under C{mid}, known now or another."""
