@@ -134,15 +134,39 @@ class ImporterTests(_Importer, TestCase):
         """A connection that ends is retried; the hours after HA's last one are refilled."""
         importer = self.importer()
         await importer.idle()
-        for proto in list(self.ha.protocols):
-            proto.dropConnection(abort=True)
-        await importer.session.lost if importer.session else None
-        self.assertFalse(importer.connected)
         self.add_slots(48)
+        self.ha.drop_imports = True  # the connection ends in the middle of the next sync
+        importer.kick()
+        await importer.idle()
+        self.assertFalse(importer.connected)
+        self.ha.drop_imports = False
         self.clock.advance(60)
         await importer.idle()
+        self.assertTrue(importer.connected)
         self.assertEqual([total for _, total in self.ha.sums(SID)],
                          [float(k) for k in range(1, 25)])
+
+    @coroutine
+    async def test_restsBetweenSlots(self):
+        """
+        Once HA has what there is, the session is closed until the next
+        slot (a session left open is pinged every minute): no timer, no
+        connection, and HA still counts as taking our imports.
+        """
+        importer = self.importer()
+        await importer.idle()
+        self.assertIsNone(importer.session)
+        self.assertTrue(importer.connected)
+        await wait_until(lambda: not any(p.transport.connected for p in self.ha.protocols))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        logins = len([m for m in self.ha.received if m.get("type") == "auth"])
+        self.add_slots(48)
+        importer.kick()
+        await importer.idle()
+        self.assertEqual(len([m for m in self.ha.received if m.get("type") == "auth"]),
+                         logins + 1)
+        self.assertEqual(len(self.ha.sums(SID)), 24)
+        self.assertIsNone(importer.session)
 
     @coroutine
     async def test_refusedToken(self):
@@ -176,11 +200,12 @@ class ImporterTests(_Importer, TestCase):
         self.assertTrue(importer.connected)
         answered = []
         importer.link.url = f"https://127.0.0.1:{listen_plain_http(self, answered)}"
-        self.ha.protocols[-1].dropConnection(abort=True)
+        importer.kick()  # the next slot
+        await importer.idle()
         await wait_until(lambda: not importer.connected)
         self.clock.advance(60)
         await importer.idle()
-        self.assertEqual(answered, [b"\x16"])  # our TLS hello, answered in plain HTTP
+        self.assertEqual(answered, [b"\x16"] * 2)  # each try's TLS hello, answered in plain HTTP
         self.assertEqual(self.fatal, [])
         self.assertFalse(importer.connected)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
@@ -338,10 +363,10 @@ class FaultTests(_Importer, TestCase):
         await importer.idle()
         self.assertTrue(importer.connected)
         del self.ha.tokens[TOKEN]
-        for proto in list(self.ha.protocols):
-            proto.dropConnection(abort=True)
-        await wait_until(lambda: not importer.connected)
         logins = len([m for m in self.ha.received if m.get("type") == "auth"])
+        importer.kick()  # the next slot: refused
+        await importer.idle()
+        await wait_until(lambda: not importer.connected)
         for _ in range(10):  # well past the backoff: a look every 5 min, no login
             self.clock.advance(300)
             await importer.idle()

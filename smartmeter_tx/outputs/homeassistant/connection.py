@@ -68,6 +68,8 @@ class HaConnection:
         self._said_token: Optional[str] = None
         self._retry = None
         self._stopping = False
+        self._resting = False  # the session closed after a sync, not for an outage
+        self._closing: Optional[W.HaSession] = None  # that session, until it has ended
 
     def __repr__(self) -> str:  # never the token
         return f"<HaConnection {self.url}>"
@@ -79,7 +81,7 @@ class HaConnection:
         A login during an outage (an HA that then hangs or drops the import)
         is not enough, or a monitor could never see such an HA.
         """
-        return self.session is not None and self._away_since is None
+        return (self.session is not None or self._resting) and self._away_since is None
 
     def stop(self) -> Optional[defer.Deferred]:
         """
@@ -89,8 +91,11 @@ class HaConnection:
         """
         self._stopping = True
         self._cancel_retry()
-        if self.session is not None:
-            return self.session.close_and_wait(self.reactor)
+        closing = self._closing
+        session = self.session or (closing if closing is not None and not closing.lost.called
+                                   else None)
+        if session is not None:
+            return session.close_and_wait(self.reactor)
         return None
 
     async def open(self) -> bool:
@@ -110,9 +115,11 @@ class HaConnection:
         try:
             session = await self._connect(self.reactor, self.url, token)
         except W.HaAuthError as e:
+            self._resting = False
             self._auth_refused(token, str(e))
             return False
         except W.HaUnreachable as e:
+            self._resting = False
             if isinstance(e, W.HaWrongScheme) and not self._authenticated_once:
                 self.on_fatal(str(e))
             else:
@@ -132,6 +139,19 @@ class HaConnection:
             self.log.warn("Home Assistant is back after {s:.0f} s; its statistics are refilled",
                           s=self.wall_clock() - self._away_since)
             self._away_since = None
+
+    def rest(self) -> None:
+        """
+        Nothing more to send: close the session until the next record opens
+        one.  An open session is pinged every minute, which would wake the
+        service for nothing between two slots; a hung HA shows at the next
+        command's deadline anyway.  Not an outage: C{connected} stays.
+        """
+        session, self.session = self.session, None
+        if session is not None:
+            self._resting = self._away_since is None
+            self._closing = session
+            session.close()
 
     def lost(self, why: str) -> None:
         """HA away: one warning an outage, then tries with backoff."""

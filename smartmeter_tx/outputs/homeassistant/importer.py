@@ -43,7 +43,7 @@ class HaImporter(service.Service):
     """
     @ivar hours_imported: hours written to HA (the import statistic) since start.
     @ivar last_hour: the newest hour HA has of the import statistic (JST), or C{None}.
-    @ivar connected: whether HA takes our imports: a session open, no outage on.
+    @ivar connected: whether HA takes our imports: the last session took them, no outage on.
     """
 
     log = Logger()
@@ -82,7 +82,7 @@ class HaImporter(service.Service):
 
     @property
     def connected(self) -> bool:
-        """Whether a session with HA is open and authenticated."""
+        """Whether HA takes our imports (L{HaConnection.connected})."""
         return self.link.connected
 
     @property
@@ -122,6 +122,8 @@ class HaImporter(service.Service):
             self._again = False
             self.kick()
             return
+        if self.running:
+            self.link.rest()  # until the next slot: no pings meanwhile
         waiting, self._idle = self._idle, []
         for d in waiting:
             d.callback(None)
