@@ -645,7 +645,7 @@ class LinkTests(PolicyTestCase):
         self.assertEqual(driver.topics().count(f"smartmeter/{MID}/link"), 2)
         driver.ack()
         driver.published.clear()
-        self.clock.pump([p.look_every] * int(p.LINK_INTERVAL / p.look_every))
+        self.clock.pump([p.look_every] * int(p.link.INTERVAL / p.look_every))
         self.assertEqual(driver.topics().count(f"smartmeter/{MID}/link"), 1)
 
     def test_quietBetweenRecords(self):

@@ -63,8 +63,6 @@ class MqttPublisher(service.Service):
 
     log = Logger()
 
-    #: Seconds between two publications of the link state (it is also sent on change).
-    LINK_INTERVAL = 60.0
     #: How often, in keepalives, the connection is looked after while no
     #: record comes: paho pings the broker once a keepalive without traffic,
     #: and the broker drops a client silent for one and a half.
@@ -97,10 +95,9 @@ class MqttPublisher(service.Service):
         #: The meter id the connection's topics go under; C{None}: the service's own.
         self._will_id: Optional[str] = None
         self._service_cleared = False
-        self._link_sent: Optional[dict] = None
         self._misc = task.LoopingCall(self._tick)
         self._misc.clock = reactor
-        self._link_due = 0.0  # when the link state is next sent even unchanged
+        self.link = LinkTopic(view, reactor, wall_clock)
         self.connection = BrokerConnection(
             config, reactor, self.rng, driver_factory,
             f"smartmeter_tx-{self.rng.getrandbits(48):012x}", will=self._will,
@@ -183,8 +180,9 @@ class MqttPublisher(service.Service):
         self.connection.connect()
         # Not every second: a record (every poll) looks after the connection
         # too, so this wakes the service only when the polls stop.
-        self._link_due = self.reactor.seconds() + self.LINK_INTERVAL
-        self._misc.start(self.look_every, now=True).addErrback(self._loop_failed, "loop")
+        self.link.started()
+        self._misc.start(self.look_every, now=True).addErrback(
+            lambda f: self.log.failure("MQTT loop failed", f))
 
     def stopService(self):
         """
@@ -211,9 +209,6 @@ class MqttPublisher(service.Service):
         else:
             self.log.critical("{why}", why=message)
 
-    def _loop_failed(self, failure, which):
-        self.log.failure("MQTT {which} loop failed", failure, which=which)
-
     # -- the connection's hooks -------------------------------------------------------
 
     def _meter_id(self) -> Optional[str]:
@@ -237,7 +232,7 @@ class MqttPublisher(service.Service):
     @property
     def look_every(self) -> float:
         """Seconds between two looks after the connection while no record comes."""
-        return min(max(1.0, self.config.keepalive / self.LOOK_PER_KEEPALIVE), self.LINK_INTERVAL)
+        return min(max(1.0, self.config.keepalive / self.LOOK_PER_KEEPALIVE), LinkTopic.INTERVAL)
 
     def _acknowledged(self, mid: int) -> None:
         self.sender.acknowledged(mid)
@@ -251,10 +246,7 @@ class MqttPublisher(service.Service):
         if mid is not None and mid != self._will_id and self.connected:
             self._rebind(mid)
         if self.connected:
-            due = self.reactor.seconds() >= self._link_due
-            if due:
-                self._link_due = self.reactor.seconds() + self.LINK_INTERVAL
-            self._publish_link(due)
+            self._publish_link(False)
 
     def _rebind(self, mid: str) -> None:
         """Make the connection again with the Last Will under C{mid}, known now or another."""
@@ -338,26 +330,17 @@ class MqttPublisher(service.Service):
             return None
         return self._topic(self._will_id, key)
 
-    def link_payload(self) -> dict:
-        """The link's health as the C{link} topic carries it."""
-        store = self.view.store
-        return payloads.link_payload(self.view.state, store.age(self.view.clock.seconds()),
-                                     store.stats.polls_failed)
-
     def _publish_link(self, always: bool) -> None:
         """The link state, under the meter's id or on the service's C{link} topic."""
         if not self.connected:
             return
         if self._will_id is None and self._service_cleared:
             return  # the service's topics are being left for the meter's (see _rebind)
-        payload = self.link_payload()
-        changed = {k: v for k, v in payload.items() if k != "reading_age_s"}
-        if not always and changed == self._link_sent:
+        data = self.link.due(always)
+        if data is None:
             return
-        self._link_sent = changed
-        payload["time"] = round(self.wall_clock(), 3)
         key = "link" if self._will_id is not None else self._topic(None, "link")
-        self.sender.queue(key, payloads.dumps(payload), latest_only=True)
+        self.sender.queue(key, data, latest_only=True)
         self.sender.pump()
 
     def discovery(self, mid: str) -> dict:
@@ -369,6 +352,48 @@ class MqttPublisher(service.Service):
         return payloads.discovery_configs(
             prefix, self.config.topic_prefix, mid,
             self.view.store.identity, self.view.interval, smartmeter_tx.__version__)
+
+
+class LinkTopic:
+    """
+    What the C{link} topic says and when: the link's health, sent when it
+    changes (the reading's age aside) and once a minute anyway.
+    """
+
+    #: Seconds between two publications of the link state (it is also sent on change).
+    INTERVAL = 60.0
+
+    def __init__(self, view: ServiceView, clock, wall_clock: Callable[[], float]) -> None:
+        self.view = view
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._sent: Optional[dict] = None
+        self._due = 0.0  # when it is next sent even unchanged
+
+    def started(self) -> None:
+        self._due = self.clock.seconds() + self.INTERVAL
+
+    def payload(self) -> dict:
+        """The link's health as the C{link} topic carries it."""
+        store = self.view.store
+        return payloads.link_payload(self.view.state, store.age(self.view.clock.seconds()),
+                                     store.stats.polls_failed)
+
+    def due(self, always: bool) -> Optional[bytes]:
+        """
+        @param always: send it even unchanged (a new connection).
+        @return: the message to send now, or C{None} when nothing is due.
+        """
+        now = self.clock.seconds()
+        if now >= self._due:
+            always, self._due = True, now + self.INTERVAL
+        payload = self.payload()
+        changed = {k: v for k, v in payload.items() if k != "reading_age_s"}
+        if not always and changed == self._sent:
+            return None
+        self._sent = changed
+        payload["time"] = round(self.wall_clock(), 3)
+        return payloads.dumps(payload)
 
 
 class BirthWatch:
