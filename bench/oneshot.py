@@ -59,7 +59,7 @@ WARM_IMPORTS = ("import smartmeter_tx.cli.plugin, smartmeter_tx.session.client, 
                 "twisted.web.client, twisted.application.twist._twist, twisted.plugins.smartmeter_plugin")
 
 
-def _env() -> dict:
+def _env(root: str = ROOT) -> dict:
     env = dict(os.environ)
     if PYCACHE:
         # Bytecode cached as after an ordinary install, in a private directory
@@ -70,12 +70,13 @@ def _env() -> dict:
     env["SMARTMETER_ID"] = DEFAULT_ID
     env["SMARTMETER_PASSWORD"] = DEFAULT_PASSWORD
     # Works from a checkout whether or not it was pip-installed.
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
-def _spawn(cmd, **kw) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, cwd=ROOT, env=_env(), **kw)
+def _spawn(cmd, root: str = ROOT, **kw) -> subprocess.Popen:
+    """Start C{cmd} in the checkout C{root}, with its modules first on the path."""
+    p = subprocess.Popen(cmd, cwd=root, env=_env(root), **kw)
     _children.append(p)
     return p
 
