@@ -384,6 +384,7 @@ class FaultTests(_Importer, TestCase):
         await importer.idle()
         self.assertTrue(importer.connected)
         self.assertEqual(len(self.ha.sums(SID)), 24)
+        self.assertEqual(len(self.texts("took the access token")), 1)
 
 
 async def wait_until(predicate, seconds: float = 5.0) -> None:

@@ -127,6 +127,8 @@ class HaConnection:
             return False
         self.session = session
         self._authenticated_once = True
+        if self._said_token is not None:  # the error line said, its end said too
+            self.log.info("Home Assistant took the access token; imports go on")
         self._refused = self._said_token = None
         session.lost.addCallback(lambda _: self._closed(session))
         return True
