@@ -67,6 +67,7 @@ class FakeDriver:
         self.has_socket = False
         self.pending = False
         self.ticks = 0  # paho's housekeeping asked for
+        self.in_callback = False
         self._mid = 0
 
     @property
@@ -107,9 +108,15 @@ class FakeDriver:
         """PUBACK everything in flight, and what that lets through, until nothing is left."""
         while self.unacked:
             mid = self.unacked.pop(0)
-            self.on_publish(mid)
+            self.in_callback = True  # as paho, which holds its callback lock meanwhile
+            try:
+                self.on_publish(mid)
+            finally:
+                self.in_callback = False
 
     def tick(self):
+        # paho's loop_misc may disconnect, which takes the callback lock again.
+        assert not self.in_callback, "paho's housekeeping from within a paho callback"
         self.ticks += 1
 
     def publish(self, topic, payload, retain=True):

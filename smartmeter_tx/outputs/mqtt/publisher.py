@@ -237,11 +237,17 @@ class MqttPublisher(service.Service):
     def _acknowledged(self, mid: int) -> None:
         self.sender.acknowledged(mid)
         if self._will_id is None and self._service_cleared and self.running:
-            self._tick()  # the service's topics may be gone now: on to the meter's
+            # The service's topics may be gone now: on to the meter's.  Not
+            # paho's housekeeping: this runs inside paho's callback, whose
+            # lock its disconnect would take again.
+            self._look()
 
     def _tick(self) -> None:
         """Look after the connection: paho's keepalive, the meter's id, the link state."""
         self.driver.tick()
+        self._look()
+
+    def _look(self) -> None:
         mid = self._meter_id()
         if mid is not None and mid != self._will_id and self.connected:
             self._rebind(mid)
@@ -302,8 +308,12 @@ class MqttPublisher(service.Service):
         lost them) and the link; sent after what was queued to go first.
         """
         assert self._will_id is not None  # connected: the connection took our will first
-        if self.config.discovery_prefix is not None:
-            for topic, payload in self.discovery(self._will_id).items():
+        prefix = self.config.discovery_prefix
+        if prefix is not None:
+            configs = payloads.discovery_configs(
+                prefix, self.config.topic_prefix, self._will_id, self.view.store.identity,
+                self.view.interval, smartmeter_tx.__version__)
+            for topic, payload in configs.items():
                 self.sender.queue(topic, payloads.dumps(payload), latest_only=True, urgent=True)
         for suffix, payload in self._last.items():
             if not self.outbox.holds(suffix):
@@ -342,16 +352,6 @@ class MqttPublisher(service.Service):
         key = "link" if self._will_id is not None else self._topic(None, "link")
         self.sender.queue(key, data, latest_only=True)
         self.sender.pump()
-
-    def discovery(self, mid: str) -> dict:
-        """
-        @return: C{{config topic: payload dict}} of every entity of meter C{mid}.
-        """
-        prefix = self.config.discovery_prefix
-        assert prefix is not None  # asked for only with discovery on
-        return payloads.discovery_configs(
-            prefix, self.config.topic_prefix, mid,
-            self.view.store.identity, self.view.interval, smartmeter_tx.__version__)
 
 
 class LinkTopic:
