@@ -353,6 +353,42 @@ class FaultTests(_Importer, TestCase):
         self.assertEqual([e for e in self.logged if e.get("log_failure")], [])
 
     @coroutine
+    async def test_tokenGoneWhileResting(self):
+        """
+        The token file emptied between two slots: HA no longer takes our
+        imports, and the gauge says so (the rested session is no proof).
+        """
+        tokens = [TOKEN]
+        importer = self.importer(token=lambda: tokens[0])
+        await importer.idle()
+        self.assertTrue(importer.connected)
+        tokens[0] = ""
+        self.add_slots(48)
+        importer.kick()
+        await importer.idle()
+        self.assertFalse(importer.connected)
+        self.assertEqual(len(self.texts("no Home Assistant access token")), 1)
+
+    @coroutine
+    async def test_stopWhileConnecting(self):
+        """
+        The service stops while a slot's connection is being made: the stop
+        waits for it and closes it; nothing is left open.
+        """
+        importer = self.importer()
+        await importer.idle()
+        await wait_until(lambda: not any(p.transport.connected for p in self.ha.protocols))
+        self.add_slots(48)
+        importer.kick()  # the next slot: a connection is being made
+        stopped = importer.stopService()
+        self.assertIsNotNone(stopped)
+        await stopped
+        await importer.idle()
+        await wait_until(lambda: not any(p.transport.connected for p in self.ha.protocols))
+        self.assertIsNone(importer.session)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @coroutine
     async def test_tokenReplaced(self):
         """
         A token revoked while running: one error line, no login storm; the

@@ -70,6 +70,7 @@ class HaConnection:
         self._stopping = False
         self._resting = False  # the session closed after a sync, not for an outage
         self._closing: Optional[W.HaSession] = None  # that session, until it has ended
+        self._connecting: Optional[defer.Deferred] = None  # a session being made
 
     def __repr__(self) -> str:  # never the token
         return f"<HaConnection {self.url}>"
@@ -87,16 +88,31 @@ class HaConnection:
         """
         The service stops: no more tries, and the session's end is no outage.
 
-        @return: a Deferred for the session's close, or C{None} without one.
+        @return: a Deferred for the session's close (one being made is closed
+            once it is), or C{None} without one.
         """
         self._stopping = True
         self._cancel_retry()
+        if self._connecting is not None:
+            done: defer.Deferred = defer.Deferred()
+            # After open() has seen the connection made (it closes it then).
+            self._connecting.addBoth(lambda _: self.reactor.callLater(0, self._closed_then, done))
+            return done
+        session = self._ending()
+        return None if session is None else session.close_and_wait(self.reactor)
+
+    def _ending(self) -> Optional[W.HaSession]:
+        """The session open, or the rested one still closing, if any."""
         closing = self._closing
-        session = self.session or (closing if closing is not None and not closing.lost.called
-                                   else None)
-        if session is not None:
-            return session.close_and_wait(self.reactor)
-        return None
+        return self.session or (closing if closing is not None and not closing.lost.called
+                                else None)
+
+    def _closed_then(self, done: defer.Deferred) -> None:
+        session = self._ending()
+        if session is None:
+            done.callback(None)
+        else:
+            session.close_and_wait(self.reactor).chainDeferred(done)
 
     async def open(self) -> bool:
         """
@@ -107,23 +123,34 @@ class HaConnection:
         """
         if self.session is not None:
             return True
+        opened = await self._open()
+        if not opened:
+            self._resting = False  # no session to be had now: HA does not take imports
+        return opened
+
+    async def _open(self) -> bool:
         if self._retry is not None and self._retry.active() and self._refused is None:
             return False  # HA is away and its backoff runs: a new record waits for it
         token = self._token()  # (a refused token: a new one in the file is used at once)
         if token is None:
             return False
+        self._connecting = defer.ensureDeferred(self._connect(self.reactor, self.url, token))
         try:
-            session = await self._connect(self.reactor, self.url, token)
+            session = await self._connecting
         except W.HaAuthError as e:
-            self._resting = False
             self._auth_refused(token, str(e))
             return False
         except W.HaUnreachable as e:
-            self._resting = False
             if isinstance(e, W.HaWrongScheme) and not self._authenticated_once:
                 self.on_fatal(str(e))
             else:
                 self.lost(str(e))
+            return False
+        finally:
+            self._connecting = None
+        if self._stopping:  # made while the service stopped: closed at once
+            self._closing = session
+            session.close()
             return False
         self.session = session
         self._authenticated_once = True
