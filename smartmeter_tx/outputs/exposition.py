@@ -32,9 +32,9 @@ class Family(NamedTuple):
     samples: tuple
 
 
-def gauge(name: str, help: str, value: Optional[Number], labels: tuple = ()) -> Family:
+def gauge(name: str, help: str, value: Optional[Number]) -> Family:
     """A gauge of one sample, or of none when C{value} is C{None}."""
-    return Family(name, "gauge", help, () if value is None else ((labels, value),))
+    return Family(name, "gauge", help, () if value is None else (((), value),))
 
 
 def counter(name: str, help: str, value: Optional[Number]) -> Family:

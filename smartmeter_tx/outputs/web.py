@@ -222,9 +222,8 @@ class ViewCollector:
     read at scrape time.
     """
 
-    def __init__(self, view: ServiceView, clock_now: Callable[[], float]) -> None:
+    def __init__(self, view: ServiceView) -> None:
         self.view = view
-        self.clock_now = clock_now
 
     def collect(self) -> Iterator[Family]:
         yield from self._readings()
@@ -334,7 +333,7 @@ def make_root(view: ServiceView, clock_now: Callable[[], float],
         for C{/metrics} and the page; the list is read at each request.
     """
     sources = [] if sources is None else sources
-    collectors = [ViewCollector(view, clock_now), SourcesCollector(sources)]
+    collectors = [ViewCollector(view), SourcesCollector(sources)]
     root = _Root()
     root.putChild(b"", DashboardResource(view, clock_now, sources))
     root.putChild(b"latest", LatestResource(view, clock_now))

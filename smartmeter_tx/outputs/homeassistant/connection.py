@@ -84,31 +84,27 @@ class HaConnection:
         """
         return (self.session is not None or self._resting) and self._away_since is None
 
-    def stop(self) -> Optional[defer.Deferred]:
+    def stop(self) -> defer.Deferred:
         """
         The service stops: no more tries, and the session's end is no outage.
 
-        @return: a Deferred for the session's close (one being made is closed
-            once it is), or C{None} without one.
+        @return: a Deferred that fires once no session is left: the open one,
+            the rested one still closing, or one being made (closed once made).
         """
         self._stopping = True
         self._cancel_retry()
+        done: defer.Deferred = defer.Deferred()
         if self._connecting is not None:
-            done: defer.Deferred = defer.Deferred()
             # After open() has seen the connection made (it closes it then).
-            self._connecting.addBoth(lambda _: self.reactor.callLater(0, self._closed_then, done))
-            return done
-        session = self._ending()
-        return None if session is None else session.close_and_wait(self.reactor)
+            self._connecting.addBoth(lambda _: self.reactor.callLater(0, self._close, done))
+        else:
+            self._close(done)
+        return done
 
-    def _ending(self) -> Optional[W.HaSession]:
-        """The session open, or the rested one still closing, if any."""
+    def _close(self, done: defer.Deferred) -> None:
         closing = self._closing
-        return self.session or (closing if closing is not None and not closing.lost.called
-                                else None)
-
-    def _closed_then(self, done: defer.Deferred) -> None:
-        session = self._ending()
+        session = self.session or (closing if closing is not None and not closing.lost.called
+                                   else None)
         if session is None:
             done.callback(None)
         else:

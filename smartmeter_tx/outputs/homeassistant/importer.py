@@ -98,7 +98,7 @@ class HaImporter(service.Service):
         super().startService()
         self.kick()
 
-    def stopService(self) -> Optional[defer.Deferred]:
+    def stopService(self) -> defer.Deferred:
         super().stopService()
         if self._soon is not None and self._soon.active():
             self._soon.cancel()
