@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # imported where used: a front end loads only what it runs
     from smartmeter_tx.session.config import SessionConfig
 
 __all__ = [
-    "ENV_ID", "ENV_PASSWORD", "ENV_HA_TOKEN", "read_ha_token", "DeviceError", "parse_bool",
+    "ENV_ID", "ENV_ID_FILE", "ENV_PASSWORD", "ENV_HA_TOKEN", "read_ha_token", "DeviceError", "parse_bool",
     "parse_channel", "parse_panid", "parse_ipaddr", "parse_seconds", "parse_number",
     "parse_count",
     "parse_days", "RECORD_DAYS",
@@ -34,6 +34,9 @@ __all__ = [
 
 ENV_ID = "SMARTMETER_ID"
 ENV_PASSWORD = "SMARTMETER_PASSWORD"
+#: A file holding the B-route ID (a container's secret), when neither
+#: C{--id} nor C{$SMARTMETER_ID} gives it.
+ENV_ID_FILE = "SMARTMETER_ID_FILE"
 ENV_HA_TOKEN = "SMARTMETER_HA_TOKEN"
 
 
@@ -253,13 +256,16 @@ def missing_extra(flag: str, extra: str, what: str) -> str:
 def read_secrets(rbid: Optional[str], password: Optional[str], password_file: Optional[str],
                  environ=None) -> tuple:
     """
-    The B-route ID and password from the command line, the environment or
+    The B-route ID and password from the command line, the environment
+    (the ID also from the file C{$SMARTMETER_ID_FILE} names) or
     C{--password-file} (which wins, being the safest), each possibly C{None}.
 
     @raise ArgumentError: the password file cannot be read.
     """
     environ = os.environ if environ is None else environ
     rbid = rbid or environ.get(ENV_ID) or None
+    if not rbid and environ.get(ENV_ID_FILE):
+        rbid = read_password_file(environ[ENV_ID_FILE], f"${ENV_ID_FILE}")
     password = password or environ.get(ENV_PASSWORD) or None
     if password_file:
         password = read_password_file(password_file, "--password-file")
@@ -281,7 +287,7 @@ def read_password_file(path: str, flag: str) -> str:
     except UnicodeDecodeError:
         raise ConfigError(f"{flag} {path} is not a text file") from None
     if not line:
-        what = "token" if "token" in flag else "password"
+        what = "token" if "token" in flag else "ID" if "_ID_" in flag else "password"
         raise ConfigError(f"{flag} {path} is empty: the {what} goes on its first line")
     return line
 

@@ -15,9 +15,17 @@ from smartmeter_tx.cli import meteropts
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.errors import ArgumentError, ConfigError
 
-__all__ = ["Settings", "settings_from", "DEFAULT_BACKFILL_DAYS", "ENV_MQTT_PASSWORD"]
+__all__ = ["Settings", "settings_from", "DEFAULT_BACKFILL_DAYS", "ENV_MQTT_PASSWORD",
+           "ENV_PREFIX", "environment_words"]
 
 ENV_MQTT_PASSWORD = "SMARTMETER_MQTT_PASSWORD"
+#: C{SMARTMETER_<OPTION>} gives C{twist smartmeter}'s C{--option} (a
+#: container's settings, a unit's EnvironmentFile); the command line wins.
+ENV_PREFIX = "SMARTMETER_"
+#: Options read from the environment under their own names, as the secrets
+#: they are (L{smartmeter_tx.cli.options.read_secrets}), or not at all.
+_NOT_FROM_ENVIRONMENT = frozenset({"id", "password", "help", "version"})
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"", "0", "false", "no", "off"})
 #: Days of the meter's own record kept complete in the data log by default.
 DEFAULT_BACKFILL_DAYS = 7
 
@@ -57,6 +65,38 @@ class Settings:
     ha_token: Optional[str] = field(default=None, repr=False)
     ha_token_file: Optional[str] = None
     warnings: tuple = ()
+
+
+def environment_name(option: str) -> str:
+    """C{--ha-url}'s variable: C{SMARTMETER_HA_URL}."""
+    return ENV_PREFIX + option.replace("-", "_").upper()
+
+
+def environment_words(parameters, flags, environ) -> tuple:
+    """
+    The command-line words that C{SMARTMETER_<OPTION>} variables stand for,
+    to be parsed before the command line's own (which so wins).  Pure.
+
+    @param parameters: the long names of the options that take a value.
+    @param flags: the long names of the switches.
+    @return: C{(words, names)}: the words, and the variables they came from.
+    @raise ArgumentError: a switch's variable is neither true nor false.
+    """
+    words, names = [], []
+    for option in sorted(set(parameters) | set(flags)):
+        name = environment_name(option)
+        value = environ.get(name)
+        if option in _NOT_FROM_ENVIRONMENT or value is None:
+            continue
+        if option in flags:
+            if value.strip().lower() not in _TRUE | _FALSE:
+                raise ArgumentError(f"${name} must be true or false (1/0), not {value!r}")
+            if value.strip().lower() in _TRUE:
+                words.append(f"--{option}")
+        else:
+            words.append(f"--{option}={value}")
+        names.append(name)
+    return words, names
 
 
 def settings_from(options, environ=None) -> Settings:

@@ -24,7 +24,8 @@ from twisted.application import service
 from twisted.python import usage
 
 from smartmeter_tx.cli import meteropts, preflight
-from smartmeter_tx.cli.settings import ENV_MQTT_PASSWORD, Settings, settings_from
+from smartmeter_tx.cli.settings import (ENV_MQTT_PASSWORD, Settings, environment_words,
+                                        settings_from)
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.errors import ArgumentError, ConfigError
 from smartmeter_tx.cli.options import ENV_ID, ENV_PASSWORD
@@ -65,7 +66,9 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("Keep one B-route session with the smart meter, poll it, log every reading "
                 "as JSON lines and serve the latest one over HTTP (/latest, /metrics). "
-                f"Credentials may come from ${ENV_ID} and ${ENV_PASSWORD}.")
+                f"Credentials may come from ${ENV_ID} and ${ENV_PASSWORD}; any other option "
+                "from SMARTMETER_<OPTION> (--ha-url: $SMARTMETER_HA_URL; a switch: 1 or 0), "
+                "which the command line overrides.")
 
     optFlags = _METER_FLAGS + [
         ["standard", None, "force the standard SK dialect (default: detected)"],
@@ -105,6 +108,28 @@ class Options(usage.Options):
         # usage.Options is a dict: its repr would show the secrets given.
         return repr({k: ("<redacted>" if k in ("id", "password") and v else v)
                      for k, v in self.items()})
+
+    def parseOptions(self, options=None) -> None:
+        """
+        Parse the options that C{SMARTMETER_<OPTION>} variables give, then
+        the command line's (so that they win).
+
+        @raise usage.UsageError: a bad option; one that came from a variable
+            names it.
+        """
+        argv = sys.argv[1:] if options is None else list(options)
+        try:
+            words, names = environment_words(
+                [p[0] for p in self.optParameters], [f[0] for f in self.optFlags], os.environ)
+        except ArgumentError as e:
+            raise usage.UsageError(str(e)) from None
+        try:
+            super().parseOptions(words + argv)
+        except usage.UsageError as e:
+            if not names:
+                raise
+            raise usage.UsageError(f"{e} (options were also taken from "
+                                   f"{', '.join('$' + n for n in names)})") from None
 
     def postOptions(self) -> None:
         try:

@@ -177,6 +177,51 @@ class OptionsTests(SynchronousTestCase):
         self.assertNotIn(DEFAULT_PASSWORD, text)
 
 
+    def test_optionsFromEnvironment(self):
+        """
+        SMARTMETER_<OPTION> gives any option (a container's settings), a
+        switch as 1 or 0; the command line overrides a variable.
+        """
+        data = self.mktemp()
+        clean_environ(self, SMARTMETER_DEVICE="/dev/ttyUSB0", SMARTMETER_DATA_LOG=data,
+                      SMARTMETER_HTTP="tcp:9580", SMARTMETER_INTERVAL="1m",
+                      SMARTMETER_BACKFILL_DAYS="3", SMARTMETER_DSE="1", SMARTMETER_STANDARD="0",
+                      SMARTMETER_CHANNEL="3B")
+        settings = parse("--interval", "45").settings
+        self.assertEqual(settings.device, O.DeviceSpec("/dev/ttyUSB0"))
+        self.assertEqual((settings.data_log, settings.http), (data, "tcp:9580"))
+        self.assertEqual((settings.interval, settings.backfill_days), (45.0, 3))
+        self.assertEqual((settings.dialect, settings.channel), (Dialect.DSE, 0x3B))
+
+    def test_environmentErrorNamesVariable(self):
+        """
+        A bad value from a variable is a usage error that names the
+        variables used; a switch's variable must be true or false.
+        """
+        clean_environ(self, SMARTMETER_DEVICE="x", SMARTMETER_CHANNEL="3D")
+        e = self.assertRaises(usage.UsageError, parse)
+        self.assertIn("$SMARTMETER_CHANNEL", str(e))
+        clean_environ(self, SMARTMETER_DEVICE="x", SMARTMETER_DSE="maybe")
+        e = self.assertRaises(usage.UsageError, parse)
+        self.assertEqual(str(e), "$SMARTMETER_DSE must be true or false (1/0), not 'maybe'")
+
+    def test_idFile(self):
+        """
+        The B-route ID may come from the file $SMARTMETER_ID_FILE names (a
+        container's secret); a missing one is one line naming the variable.
+        """
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(DEFAULT_ID + "\n")
+        clean_environ(self, SMARTMETER_ID_FILE=path, SMARTMETER_PASSWORD=DEFAULT_PASSWORD)
+        self.assertEqual(parse("--device", "x").settings.rbid, DEFAULT_ID)
+        stderr = capture_stderr(self)
+        clean_environ(self, SMARTMETER_ID_FILE=path + ".missing")
+        e = self.assertRaises(SystemExit, parse, "--device", "x")
+        self.assertEqual(e.code, EXIT_CONFIG)
+        self.assertEqual(stderr.getvalue(), f"twist smartmeter: cannot read $SMARTMETER_ID_FILE "
+                                            f"{path}.missing: No such file or directory\n")
+
 class MakeServiceTests(SynchronousTestCase):
     def setUp(self):
         clean_environ(self)
