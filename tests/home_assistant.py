@@ -374,17 +374,21 @@ class HomeAssistant:
         return threads.deferToThread(self._http, method, path, body, token)
 
     @defer.inlineCallbacks
-    def add_mqtt(self, broker_port: int):
+    def add_mqtt(self, broker_port: int, username: Optional[str] = None,
+                 password: Optional[str] = None):
         """
-        Set up the C{mqtt} integration on 127.0.0.1:C{broker_port} through
-        its config flow, as a user does in the UI.
+        Set up the C{mqtt} integration on 127.0.0.1:C{broker_port} (with a
+        user name and password, if given) through its config flow, as a user
+        does in the UI.
         """
         flow = yield self.request("POST", "/api/config/config_entries/flow",
                                   {"handler": "mqtt", "show_advanced_options": False})
         if flow.get("type") == "form":
             flow = yield self.request("POST", f"/api/config/config_entries/flow/"
                                       f"{flow['flow_id']}",
-                                      {"broker": "127.0.0.1", "port": broker_port})
+                                      {"broker": "127.0.0.1", "port": broker_port,
+                                       **({"username": username, "password": password}
+                                          if username else {})})
         if flow.get("type") != "create_entry":
             raise AssertionError(f"the MQTT config flow ended with {flow}")
         return flow

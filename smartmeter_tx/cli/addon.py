@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -190,8 +191,7 @@ def main(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> i
     except AddonError as e:
         sys.stderr.write(f"smartmeter add-on: {e}\n")
         return EXIT_CONFIG
-    shown = [word.split("://")[0] + "://" + word.rsplit("@", 1)[-1] if "://" in word else word
-             for word in command]
+    shown = [re.sub(r"://[^/@]*@", "://", word) for word in command]  # no user name
     sys.stderr.write(f"smartmeter add-on: starting {' '.join(shown)}\n")
     sys.stderr.flush()
     env = {k: v for k, v in environ.items() if k not in ("SUPERVISOR_TOKEN",)}
