@@ -230,7 +230,7 @@ class CitationTests(SynchronousTestCase):
 #: The checkout's folders a path may start from.  A path may also start from
 #: a folder of the package (C{sk/protocol/host.py} is
 #: C{smartmeter_tx/sk/protocol/host.py}): see L{path_roots}.
-TOP_FOLDERS = ("smartmeter_tx", "tests", "bench", "docs", "examples", "twisted", ".ci")
+TOP_FOLDERS = ("smartmeter_tx", "tests", "bench", "docs", "examples", "twisted", ".ci", "addon")
 
 #: The package, which the docs and comments cite paths relative to.
 PACKAGE = os.path.join(CHECKOUT, "smartmeter_tx")

@@ -233,3 +233,69 @@ class BrokerOnTheLanTests(SynchronousTestCase):
         for part in (english, japanese):
             mqtt = part[part.index("--mqtt mqtt"):]
             self.assertIn("IPAddressAllow=192.168.1.10", mqtt[:1500])
+
+
+class ContainerSettingsTests(SynchronousTestCase):
+    """
+    compose.yaml (shown whole in README) and the Containerfile's settings:
+    every SMARTMETER_ variable they set or suggest is one the service reads,
+    and compose.yaml's, with its secret files, is a configuration twist
+    smartmeter accepts.
+    """
+
+    def setUp(self):
+        root = os.path.dirname(EXAMPLES)
+        self.compose_path = os.path.join(root, "compose.yaml")
+        if not os.path.exists(self.compose_path):
+            raise SkipTest("compose.yaml not found (tests run outside a source checkout)")
+        with open(self.compose_path, encoding="utf-8") as f:
+            self.compose = f.read()
+        with open(os.path.join(root, "Containerfile"), encoding="utf-8") as f:
+            self.containerfile = f.read()
+        with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+            self.readme = f.read()
+
+    def test_readmeShowsComposeFile(self):
+        """README's compose example is compose.yaml itself."""
+        self.assertIn("```yaml\n" + self.compose + "```", self.readme)
+
+    def test_variablesAreTheServices(self):
+        """Each SMARTMETER_ variable named is an option's, or a secret's own."""
+        from smartmeter_tx.cli import options as O
+        from smartmeter_tx.cli.settings import ENV_MQTT_PASSWORD, environment_name
+        from smartmeter_tx.cli.tap import Options
+        known = {environment_name(o[0]) for o in Options.optParameters + Options.optFlags}
+        known |= {O.ENV_ID_FILE, O.ENV_HA_TOKEN, ENV_MQTT_PASSWORD}
+        named = set(re.findall(r"SMARTMETER_[A-Z_]+", self.compose + self.containerfile))
+        self.assertGreater(len(named), 8)
+        self.assertEqual(named - known, set())
+
+    def test_composeConfigurationWorks(self):
+        """compose.yaml's environment, its secrets in files, parses into the settings meant."""
+        import yaml
+
+        from smartmeter_tx.cli.tap import Options
+        from tests.cli.test_tap import clean_environ
+        service = yaml.safe_load(self.compose)["services"]["smartmeter"]
+        secrets = self.mktemp()
+        os.makedirs(secrets)
+        environ = {}
+        for name, value in service["environment"].items():
+            if value.startswith("/run/secrets/"):
+                value = os.path.join(secrets, os.path.basename(value))
+                with open(value, "w", encoding="utf-8") as f:
+                    f.write({"broute_id": "0123456789ABCDEF0123456789ABCDEF",
+                             "broute_password": "ABCDEFGH2345"}[os.path.basename(value)] + "\n")
+            environ[name] = value
+        self.assertEqual(set(service["secrets"]),
+                         {os.path.basename(v) for v in service["environment"].values()
+                          if v.startswith("/run/secrets/")})
+        clean_environ(self, **environ, SMARTMETER_STATE_FILE=self.mktemp(),
+                      SMARTMETER_DATA_LOG=self.mktemp())
+        options = Options()
+        options.parseOptions([])
+        settings = options.settings
+        self.assertEqual(settings.device.text, "/dev/ttyUSB0")
+        self.assertEqual((settings.rbid, settings.password),
+                         ("0123456789ABCDEF0123456789ABCDEF", "ABCDEFGH2345"))
+        self.assertTrue(service["devices"][0].endswith(":/dev/ttyUSB0"))

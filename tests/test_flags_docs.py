@@ -33,7 +33,9 @@ IMPLICIT = {"--help"}
 #: Other programs' flags the docs use, and whose they are.
 FOREIGN = {"--config-settings": "pip install", "--preserve-env": "sudo",
            "--system": "useradd", "--user-group": "useradd", "--groups": "useradd",
-           "--now": "systemctl enable"}
+           "--now": "systemctl enable", "--rm": "docker run", "--name": "docker run",
+           "--restart": "docker run", "--group-add": "docker run",
+           "--platform": "docker buildx build", "--format": "podman build"}
 
 
 def _argparse_flags(parser) -> set:
