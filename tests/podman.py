@@ -207,7 +207,7 @@ def _host_ca() -> Optional[str]:
 
 
 def build(tag: str, context: str, containerfile: str,
-          build_args: Sequence[str] = ()) -> float:
+          build_args: Sequence[str] = (), no_cache: bool = False) -> float:
     """
     Build an image (docker format: it keeps the HEALTHCHECK).
 
@@ -222,14 +222,15 @@ def build(tag: str, context: str, containerfile: str,
             mounts += ["--volume", f"{ca}:{HOST_CA}:ro"]
         args = [f"--build-arg={a}" for a in build_args]
         started = time.monotonic()
-        podman("build", "--format", "docker", "--quiet", *mounts, *args, "--tag", tag,
+        cache = ["--no-cache"] if no_cache else []
+        podman("build", "--format", "docker", "--quiet", *cache, *mounts, *args, "--tag", tag,
                "--file", containerfile, context, timeout=BUILD_WITHIN)
         return time.monotonic() - started
 
 
-def build_product(tag: str) -> float:
+def build_product(tag: str, no_cache: bool = False) -> float:
     """The project's image from this checkout's Containerfile."""
-    return build(tag, ROOT, os.path.join(ROOT, "Containerfile"))
+    return build(tag, ROOT, os.path.join(ROOT, "Containerfile"), no_cache=no_cache)
 
 
 def build_addon(tag: str, wheel_directory: str) -> float:

@@ -53,9 +53,10 @@ class Limits:
     watts; C{None} switches a check off.
     """
 
-    #: Age of the newest reading (the service polls every 30 s by default).
-    warning_age: float = 120.0
-    critical_age: float = 300.0
+    #: Age of the newest reading; C{None}: from the service's own interval
+    #: (L{age_limits}).
+    warning_age: Optional[float] = None
+    critical_age: Optional[float] = None
     #: Age of the meter's last half-hourly fixed-time EA/EB push.
     warning_fixed_age: Optional[float] = 4200.0
     #: Rejoins in the last hour above this warn.
@@ -146,6 +147,27 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
                              + [", ".join(_values(data, currents, power, age))])
 
 
+#: The reading-age thresholds without -w/-c: so many of the service's polls
+#: missed, and never less than at its default 30 s interval (120 s, 300 s).
+WARNING_POLLS, CRITICAL_POLLS = 4, 10
+DEFAULT_INTERVAL = 30.0
+
+
+def age_limits(data: dict, limits: Limits) -> tuple:
+    """
+    The warning and critical ages for the reading in C{data}: those given,
+    else four and ten of the service's polls (its C{interval} in
+    C{/latest}), at least 120 and 300 s.  Pure.
+    """
+    interval = _number(data, "interval")
+    interval = DEFAULT_INTERVAL if interval is None else max(float(interval), DEFAULT_INTERVAL)
+    warning = (WARNING_POLLS * interval if limits.warning_age is None
+               else limits.warning_age)
+    critical = (CRITICAL_POLLS * interval if limits.critical_age is None
+                else limits.critical_age)
+    return warning, max(warning, critical) if limits.critical_age is None else critical
+
+
 def _age_problems(data: dict, when: float, age: float, limits: Limits) -> list:
     """
     The poll loop's and the newest reading's ages, and the age of the
@@ -153,14 +175,15 @@ def _age_problems(data: dict, when: float, age: float, limits: Limits) -> list:
     (computed from the wall times only for an older service).
     """
     problems = []
+    warning_age, critical_age = age_limits(data, limits)
     poll_age = _number(data, "poll_age")
-    if poll_age is not None and poll_age > limits.critical_age:
+    if poll_age is not None and poll_age > critical_age:
         problems.append((CRITICAL, f"the service's poll loop has not run for {poll_age:.0f} s "
-                                   f"(> {_g(limits.critical_age)} s)"))
-    if age > limits.critical_age:
-        problems.append((CRITICAL, f"last reading {age:.0f} s old (> {_g(limits.critical_age)} s)"))
-    elif age > limits.warning_age:
-        problems.append((WARNING, f"last reading {age:.0f} s old (> {_g(limits.warning_age)} s)"))
+                                   f"(> {_g(critical_age)} s)"))
+    if age > critical_age:
+        problems.append((CRITICAL, f"last reading {age:.0f} s old (> {_g(critical_age)} s)"))
+    elif age > warning_age:
+        problems.append((WARNING, f"last reading {age:.0f} s old (> {_g(warning_age)} s)"))
     fixed_time = _number(data, "fixed_time")
     if fixed_time is not None and limits.warning_fixed_age is not None:
         fixed_age = _number(data, "fixed_age")
@@ -289,15 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "as twist smartmeter --http listens by default)")
     p.add_argument("-w", "--warning-age", dest="warning_age", type=_non_negative,
                    default=defaults.warning_age, metavar="SECONDS",
-                   help="WARNING when the newest reading is older than this (default "
-                        f"{defaults.warning_age:g}: four missed polls at the service's default "
-                        "30 s interval, more than one failed poll or a quick rejoin costs; "
+                   help="WARNING when the newest reading is older than this (default: "
+                        "four of the service's polls, at least 120 s, as at its default 30 s "
+                        "interval: more than one failed poll or a quick rejoin costs; "
                         "also the metric plugin's --max-age, so the graph gap and the "
                         "alert start together)")
     p.add_argument("-c", "--critical-age", dest="critical_age", type=_non_negative,
                    default=defaults.critical_age, metavar="SECONDS",
-                   help="CRITICAL when the newest reading is older than this (default "
-                        f"{defaults.critical_age:g}: ten missed polls; five minutes without "
+                   help="CRITICAL when the newest reading is older than this (default: "
+                        "ten of the service's polls, at least 300 s: five minutes without "
                         "data is more than a rejoin or a replugged dongle costs the service)")
     p.add_argument("--warning-fixed-age", dest="warning_fixed_age", type=_non_negative,
                    default=defaults.warning_fixed_age, metavar="SECONDS",

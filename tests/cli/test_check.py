@@ -502,8 +502,8 @@ class BadFlagsTests(SynchronousTestCase):
         """Bad values, a warning above its critical and a bad URL are UNKNOWN."""
         for argv, why in ((["-w", "abc"], "not a number"),
                           (["-c", "-5"], "not a number of seconds >= 0"),
-                          (["-w", "500"], "--warning-age (500) must not be above "
-                                          "--critical-age (300)"),
+                          (["-w", "500", "-c", "300"], "--warning-age (500) must not be "
+                                                       "above --critical-age (300)"),
                           (["--warning-current", "40", "--critical-current", "30"],
                            "--warning-current (40) must not be above --critical-current (30)"),
                           (["--warning-power", "5000", "--critical-power", "4000"],
@@ -577,6 +577,22 @@ class EvaluateTests(SynchronousTestCase):
         status, message = check.evaluate(data, 1400.0)
         self.assertEqual(status, check.CRITICAL)
         self.assertIn("last reading 400 s old", message)
+
+    def test_ageLimitsFollowTheInterval(self):
+        """
+        Without -w and -c the ages are four and ten of the service's polls
+        (its C{interval}), never under 120 and 300 s; given ones are kept.
+        """
+        for interval, age, expected in ((30, 121, check.WARNING), (30, 301, check.CRITICAL),
+                                        (10, 121, check.WARNING), (300, 1100, check.OK),
+                                        (300, 1201, check.WARNING), (300, 3001, check.CRITICAL)):
+            status, message = check.evaluate(self.record(interval=interval, age=age), 0.0)
+            self.assertEqual(status, expected, (interval, age, message))
+        given = check.Limits(warning_age=100.0, critical_age=200.0)
+        self.assertEqual(check.evaluate(self.record(interval=300, age=201), 0.0, given)[0],
+                         check.CRITICAL)
+        self.assertEqual(check.evaluate(self.record(interval=300, age=401), 0.0,
+                                        check.Limits(warning_age=400.0))[0], check.WARNING)
 
     def test_ageOnTheServiceClock(self):
         """With C{age}, the checker's clock does not matter (skew between hosts)."""
