@@ -110,8 +110,11 @@ def container_rss(tag: str, work: str, readings: int) -> float:
 def venv_rss(work: str, readings: int) -> float:
     venv = os.path.join(work, "venv")
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
-    subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet",
-                    f"{ROOT}[mqtt,homeassistant]"], check=True, timeout=900)
+    installed = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet",
+                                f"{ROOT}[mqtt,homeassistant]"], capture_output=True, text=True,
+                               timeout=900)
+    if installed.returncode != 0:
+        raise SystemExit(f"pip install failed: {installed.stderr[-2000:]}")
     data = os.path.join(work, "venv-data")
     port = free_port()
     process = subprocess.Popen(

@@ -15,7 +15,7 @@ import subprocess
 import urllib.parse
 import urllib.request
 
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.trial.unittest import SkipTest
 
 from smartmeter_tx.emulator.module import DEFAULT_ID, DEFAULT_PASSWORD
@@ -23,8 +23,9 @@ from smartmeter_tx.outputs.homeassistant import websocket as W
 from tests import podman as P
 from tests.home_assistant import HomeAssistantTestCase
 from tests.mosquitto import MOSQUITTO, MOSQUITTO_PASSWD, Broker
+from tests.outputs.test_ha_real import poll
 from tests.supervisor import SupervisorStandIn
-from tests.test_container import FIRST_READING_WITHIN, _image, poll
+from tests.test_container import FIRST_READING_WITHIN, _image
 
 MQTT_USER, MQTT_PASSWORD = "addons", "Mqtt-Pass-4821"
 #: The host's loopback as a container on slirp4netns sees it.
@@ -104,8 +105,8 @@ class AddonImageTests(HomeAssistantTestCase):
             return (power and power[0]["state"] not in ("unknown", "unavailable")
                     and self.statistic_ids and states)
         try:
-            states = await poll_async(numbers, "the add-on's entities and statistics in HA",
-                                      FIRST_READING_WITHIN + 60)
+            states = await poll(numbers, "the add-on's entities and statistics in HA",
+                               FIRST_READING_WITHIN + 60, step=1.0)
         except AssertionError as e:
             raise AssertionError(f"{e}; the add-on's log:\n{container.logs()[-3000:]}") from None
         self.assertGreater(float(next(s["state"] for u, s in states.items()
@@ -136,20 +137,5 @@ def _get(url: str) -> bytes:
 
 
 def _deferred(f, *args):
-    from twisted.internet import threads
     return threads.deferToThread(f, *args)
 
-
-async def poll_async(check, what: str, timeout: float, step: float = 1.0):
-    """Ask C{check} (a coroutine function) until it returns a true value."""
-    import time
-
-    from twisted.internet import task
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await task.deferLater(reactor, step, lambda: None)
