@@ -32,10 +32,11 @@ ALLOWED = {
     "echonet": {"errors", "model", "sk"},
     "session": {"errors", "redact", "model", "sk", "echonet"},
     "service": {"errors", "model", "echonet", "session"},
-    "outputs": {"errors", "model", "service", "session"},
+    "bill": {"errors", "model"},
+    "outputs": {"errors", "model", "service", "session", "bill"},
     "emulator": {"errors", "model", "sk", "echonet"},
     "cli": {"errors", "redact", "model", "sk", "echonet", "session", "service", "outputs",
-            "emulator"},
+            "emulator", "bill"},
 }
 
 #: Modules that must load without Twisted (each is imported in a fresh
@@ -44,6 +45,8 @@ PURE_MODULES = [
     "smartmeter_tx.errors",
     "smartmeter_tx.redact",
     "smartmeter_tx.model",
+    "smartmeter_tx.bill.tariff",
+    "smartmeter_tx.bill.pricing",
     "smartmeter_tx.sk.events",
     "smartmeter_tx.sk.values",
     "smartmeter_tx.sk.parse",
