@@ -102,7 +102,8 @@ class Bill:
         if self.incomplete:
             out["incomplete"] = True
         if self.partial:
-            out["projected_energy_kwh"] = float(self.projected_energy_kwh or ZERO)
+            out["projected_energy_kwh"] = float((self.projected_energy_kwh or ZERO).quantize(
+                Decimal("0.01"), rounding=ROUND_HALF_UP))
             out["projected_total_yen"] = self.projected_total_yen
         return out
 

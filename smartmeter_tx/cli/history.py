@@ -19,6 +19,7 @@ import os
 import sys
 from typing import Optional
 
+from smartmeter_tx.cli import bill as B
 from smartmeter_tx.cli import options as O
 from smartmeter_tx.cli import common as C
 from smartmeter_tx.cli import ha
@@ -44,10 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"The B-route ID and password can come from ${O.ENV_ID} / ${O.ENV_PASSWORD} "
                "or --password-file instead of the command line.")
     opt = add_oneshot_options(p, "total time budget (default 30 s plus 5 s a day)")
-    opt("days", type=argparse_type(O.parse_days), default=1, metavar="N",
+    opt("days", type=argparse_type(O.parse_days), default=None, metavar="N",
         help="days before today to include (1-45; default 1: yesterday and today up to "
              "the last complete slot)")
-    opt("format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
+    opt("format", choices=("csv", "jsonl", "json"), default="csv",
+        help="output format (default csv; json is JSON lines, as jsonl)")
+    opt("bill", action="store_true", help="print one row per billing period, priced under "
+        "--tariff, instead of the slots")
+    opt("tariff", metavar="FILE", help="the household's tariff (TOML; examples/tariffs)")
+    opt("periods", type=int, default=2, metavar="N",
+        help=f"with --bill: billing periods up to the current one (1-{B.MOST_PERIODS}; "
+             "default 2)")
     opt("service", metavar="URL", help="read what a running 'twist smartmeter' logged "
         "instead of the serial port")
     add_to_parser(p, HA_OPTIONS)
@@ -57,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv):
     """@raise UsageError: a bad command line."""
     args = build_parser().parse_args(argv)
+    args.tariff_data = None
+    if args.bill:
+        _bill_args(args)
+    elif args.tariff:
+        raise C.UsageError("--tariff needs --bill")
+    if args.days is None:
+        args.days = 1
     if args.timeout is None:
         args.timeout = 30.0 + 5.0 * args.days
     if args.debug:
@@ -66,10 +81,40 @@ def parse_args(argv):
     return args
 
 
+def _bill_args(args) -> None:
+    """
+    Check --bill's options and read the tariff; the days of record it needs.
+
+    @raise ArgumentError: a bad option or tariff (one line).
+    """
+    from smartmeter_tx.bill.tariff import load_tariff
+    from smartmeter_tx.model import JST
+
+    if not args.tariff:
+        raise C.UsageError("--bill needs --tariff FILE")
+    if args.days is not None or args.ha_url:
+        raise C.UsageError(f"--bill takes neither {'--days' if args.days else '--ha-url'}: "
+                           "the periods say which days")
+    if not 1 <= args.periods <= B.MOST_PERIODS:
+        raise C.UsageError(f"--periods must be 1 to {B.MOST_PERIODS}")
+    args.tariff_data = load_tariff(args.tariff)
+    args.days = B.days_for(args.tariff_data, datetime.datetime.now(JST), args.periods,
+                           O.RECORD_DAYS)
+
+
+def _print(records: list, args, stdout, stderr, modulus=None) -> None:
+    """The slots, or with --bill the periods' bills."""
+    if args.bill:
+        B.write_bills(B.bills(args.tariff_data, records, args.periods, modulus), args.format,
+                      stdout, stderr, PROGRAM)
+    else:
+        write_rows(records, args.format, stdout)
+
+
 def write_rows(records: list, fmt: str, stdout) -> None:
     """The slots, oldest first, as CSV with a header row or as JSON lines."""
     records = sorted(records, key=lambda r: r["slot"])
-    if fmt == "jsonl":
+    if fmt in ("json", "jsonl"):
         stdout.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     else:
         out = io.StringIO()
@@ -124,14 +169,19 @@ async def run(reactor, argv, environ=os.environ, stdout=None, stderr=None) -> in
 
 
 async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) -> int:
+    from smartmeter_tx.model import JST
     from smartmeter_tx.service.backfill import Backfill
 
     records: list = []
     progress = _Progress(stderr)
 
     async def work(client, budget, credentials, state_path):
-        await client.ensure_scale(budget)
+        scale = await client.ensure_scale(budget)
         meter_now = await client.history.meter_clock(budget)
+        if args.bill:
+            # The periods are the meter's: the days they need, by its clock.
+            args.days = min(O.RECORD_DAYS, B.days_for(
+                args.tariff_data, meter_now.replace(tzinfo=JST), args.periods, 10 ** 6))
         # The service's backfill, with nothing logged yet and no pacing: the
         # user asked for it now (a day costs two frames, 45 days about 100).
         backfill = Backfill(args.days, reactor, lambda record, when: records.append(record),
@@ -147,7 +197,7 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
         if args.ha_url:
             return await ha.import_records(reactor, args.ha_url, args.ha_token, records,
                                            client.link.mac, stdout, stderr, PROGRAM)
-        write_rows(records, args.format, stdout)
+        _print(records, args, stdout, stderr, scale.modulus_kwh)
         return C.EXIT_OK
 
     async def busy(error):
@@ -231,7 +281,7 @@ def from_service_blocking(args, stdout, stderr, got: Optional[list] = None) -> i
     if got is not None:
         got.extend([slots, _service_mac(base, args.timeout)])
         return C.EXIT_OK
-    write_rows(slots, args.format, stdout)
+    _print(slots, args, stdout, stderr)
     return C.EXIT_OK
 
 

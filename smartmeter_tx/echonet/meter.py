@@ -151,6 +151,13 @@ class EnergyScale:
             return raw
         return raw * self.coefficient * self.unit
 
+    @property
+    def modulus_kwh(self) -> Optional[Decimal]:
+        """Where the counters wrap, in kWh; C{None} while D7 is unknown."""
+        if self.digits is None:
+            return None
+        return Decimal(10 ** self.digits) * self.coefficient * self.unit
+
     def delta(self, earlier: int, later: int) -> int:
         """
         Counts between two readings of a counter that may have wrapped once.

@@ -233,3 +233,17 @@ class BandedBillTests(SynchronousTestCase):
         self.assertTrue(holiday(datetime.date(2026, 11, 3)))
         self.assertTrue(holiday(datetime.date(2026, 9, 22)))  # a national holiday between two
         self.assertFalse(holiday(datetime.date(2026, 11, 4)))
+
+
+class ReadmeTariffTests(SynchronousTestCase):
+    def test_readmeExampleIsATariff(self):
+        """The tariff README shows is one the service takes, as written."""
+        import re
+        import tomllib
+        with open(os.path.join(os.path.dirname(EXAMPLES), os.pardir, "README.md"),
+                  encoding="utf-8") as f:
+            blocks = re.findall(r"```toml\n(.*?)```", f.read(), re.S)
+        self.assertTrue(blocks)
+        for block in blocks:
+            tariff = parse_tariff(tomllib.loads(block, parse_float=Decimal), "README")
+            self.assertEqual((tariff.billing_day, tariff.basic_yen), (5, D("1247.00")))

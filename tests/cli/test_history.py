@@ -337,3 +337,118 @@ class HomeAssistantTests(_Base, unittest.TestCase):
                                                 self.url)
         self.assertEqual((code, out), (2, ""))
         self.assertIn("--ha-token-file FILE or $SMARTMETER_HA_TOKEN", err)
+
+
+TARIFF = """\
+name = "Test tiers"
+billing_day = 1
+contract = "30A"
+basic = { "30A" = 935.25 }
+[[tiers]]
+up_to = 120
+price = 29.80
+[[tiers]]
+up_to = 300
+price = 36.40
+[[tiers]]
+price = 40.49
+[adjustments]
+renewable = { "2024-05" = 3.49 }
+fuel = { "2024-06" = -1.50 }
+"""
+
+
+def tiered_yen(energy: Decimal) -> Decimal:
+    """The test's own reckoning of the tiers above."""
+    return (min(energy, Decimal(120)) * Decimal("29.80")
+            + max(Decimal(0), min(energy, Decimal(300)) - 120) * Decimal("36.40")
+            + max(Decimal(0), energy - 300) * Decimal("40.49"))
+
+
+class BillTests(_Base, unittest.TestCase):
+    """
+    --bill against the emulated meter (its clock at 2024-06-01 12:05, billing
+    day 1): May whole, June partial, each period's energy the meter's own
+    counter step across it.
+    """
+
+    def tariff(self, text=TARIFF, name="tariff.toml"):
+        path = os.path.join(self.dir, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def truth_kwh(self, handle, start, end):
+        meter = handle.emulator.meter
+        unit = M.UNITS[handle.emulator.config.unit]
+        (n0, _), (n1, _) = meter.slot_truth(start), meter.slot_truth(end)
+        return (n1 - n0) % 10 ** meter.digits * unit
+
+    @defer.inlineCallbacks
+    def test_periodsFromTheMeter(self):
+        """
+        May's bill is its counter step priced by the test's own reckoning, to
+        the yen: the basic charge, the tiers, and May's renewable rate only
+        (no fuel rate in force yet: said on stderr, not taken as 0).  June is
+        partial, with June's rates and a projection.
+        """
+        handle = self.emulator("time-scale=0")
+        code, out, err = yield self.run_history("--device", handle.path, "--bill", "--tariff",
+                                                self.tariff(), "--format", "json")
+        self.assertEqual(code, 0, err)
+        may, june = [json.loads(line) for line in out.splitlines()]
+        energy = self.truth_kwh(handle, datetime.datetime(2024, 5, 1),
+                                datetime.datetime(2024, 6, 1))
+        self.assertEqual((may["start"], may["end"], may["partial"]),
+                         ("2024-05-01T00:00:00+09:00", "2024-06-01T00:00:00+09:00", False))
+        self.assertEqual(Decimal(str(may["energy_kwh"])), energy)
+        exact = Decimal("935.25") + tiered_yen(energy) + energy * Decimal("3.49")
+        self.assertEqual(may["total_yen"], int(exact))
+        self.assertEqual(Decimal(str(may["adjustments_yen"])),
+                         (energy * Decimal("3.49")).quantize(Decimal("0.01")))
+        self.assertIn("no 'fuel' rate in force in the tariff for 2024-05; billed without it",
+                      err)
+        self.assertTrue(june["partial"])
+        # The meter's clock is 12:05: its newest slot ends at 12:00.
+        june_energy = self.truth_kwh(handle, datetime.datetime(2024, 6, 1),
+                                     datetime.datetime(2024, 6, 1, 12, 0))
+        self.assertEqual(Decimal(str(june["energy_kwh"])), june_energy)
+        self.assertGreater(june["projected_total_yen"], june["total_yen"])
+
+    @defer.inlineCallbacks
+    def test_outage(self):
+        """
+        Slots the meter has no record of: their energy is the period's
+        gap_kwh, counted in the next known slot, so the period's energy is
+        still the counter's whole step.
+        """
+        handle = self.emulator("time-scale=0&outage=2024-05-10T10:00/2024-05-10T13:30")
+        code, out, err = yield self.run_history("--device", handle.path, "--bill", "--tariff",
+                                                self.tariff(), "--periods", "2")
+        self.assertEqual(code, 0, err)
+        may = list(csv.DictReader(io.StringIO(out)))[0]
+        self.assertEqual(Decimal(may["energy_kwh"]), self.truth_kwh(
+            handle, datetime.datetime(2024, 5, 1), datetime.datetime(2024, 6, 1)))
+        # The gap runs from the last counter the meter kept before the outage
+        # to the first after it.
+        meter = handle.emulator.meter
+        boundaries = [datetime.datetime(2024, 5, 10, 8) + k * model.SLOT for k in range(16)]
+        missing = [b for b in boundaries if meter.slot_truth(b)[0] is None]
+        before, after = missing[0] - model.SLOT, missing[-1] + model.SLOT
+        self.assertEqual(Decimal(may["gap_kwh"]), self.truth_kwh(handle, before, after))
+        self.assertGreater(Decimal(may["gap_kwh"]), 0)
+
+    @defer.inlineCallbacks
+    def test_badBillFlags(self):
+        """Each is one line and exit 2: no tariff, a bad tariff, too many periods, --days."""
+        bad = self.tariff(TARIFF.replace("billing_day = 1", "billing_day = 31"), "bad.toml")
+        for argv, expected in (
+                (["--bill"], "--bill needs --tariff FILE"),
+                (["--tariff", bad], "--tariff needs --bill"),
+                (["--bill", "--tariff", bad], "billing_day: must be a whole number from 1 to 28"),
+                (["--bill", "--tariff", self.tariff(), "--periods", "4"], "--periods must be"),
+                (["--bill", "--tariff", self.tariff(), "--days", "3"], "--bill takes neither")):
+            code, out, err = yield self.run_history("--device", "emulator:", *argv)
+            self.assertEqual((code, out, err[-200:]), (2, "", err[-200:]), argv)
+            self.assertEqual(len(err.splitlines()), 1, (argv, err))
+            self.assertIn(expected, err, argv)
