@@ -31,6 +31,8 @@ from smartmeter_tx.outputs.mqtt.config import MqttConfig
 from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
 from smartmeter_tx.outputs.web import make_root
 from smartmeter_tx.service.datalog import DataLog
+from smartmeter_tx.model import JST
+from tests.outputs.test_bill import bill_figures, records
 from tests.outputs.test_web import service_view, fill_view
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
@@ -68,7 +70,8 @@ def populated_metrics():
     guard = HttpGuard(None, clock, 64)
     importer = HaImporter("http://ha.lan:8123", "token", poller, clock, lambda why: None)
     importer.last_hour = datetime.datetime(2026, 6, 1, 11, tzinfo=datetime.timezone.utc)
-    root = make_root(poller, clock.seconds, [datalog, publisher, guard, importer])
+    bill = bill_figures(records(datetime.datetime(2026, 11, 30, 23, 30, tzinfo=JST), [1] * 3))
+    root = make_root(poller, clock.seconds, [datalog, publisher, guard, importer, bill])
     request = DummyRequest([b"metrics"])
     body = getChildForRequest(root, request).render(request)
     return list(text_string_to_metric_families(body.decode("utf-8")))

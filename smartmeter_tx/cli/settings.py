@@ -28,6 +28,8 @@ _NOT_FROM_ENVIRONMENT = frozenset({"id", "password", "help", "version"})
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"", "0", "false", "no", "off"})
 #: Days of the meter's own record kept complete in the data log by default.
 DEFAULT_BACKFILL_DAYS = 7
+#: ... and with --tariff: a whole billing period and the day before it.
+TARIFF_BACKFILL_DAYS = 32
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Settings:
     ha_url: Optional[str] = None
     ha_token: Optional[str] = field(default=None, repr=False)
     ha_token_file: Optional[str] = None
+    tariff: Optional[Any] = None
     warnings: tuple = ()
 
 
@@ -119,6 +122,17 @@ def settings_from(options, environ=None) -> Settings:
     if options["http-max-connections"] is not None and options["http-max-connections"] < 1:
         raise ArgumentError("--http-max-connections must be 1 or more")
     backfill_days = _backfill_days(options)
+    warnings = _interval_warnings(interval)
+    if options["tariff"] and options["data-log"]:
+        # The whole billing period (up to 31 days) and the slot before it.
+        if options["backfill-days"] == 0:
+            raise ConfigError("--tariff prices the meter's 30-minute record, which "
+                              "--backfill-days 0 turns off")
+        if backfill_days < TARIFF_BACKFILL_DAYS and options["backfill-days"] is not None:
+            warnings += (f"--tariff keeps {TARIFF_BACKFILL_DAYS} days of the meter's record "
+                         f"complete (a whole billing period), not --backfill-days "
+                         f"{backfill_days}",)
+        backfill_days = max(backfill_days, TARIFF_BACKFILL_DAYS)
     mqtt = _mqtt(options, environ) if options["mqtt"] else None
     ha_token = _ha(options, backfill_days, environ) if options["ha-url"] else None
     rbid, password = O.read_secrets(options["id"], options["password"],
@@ -130,6 +144,7 @@ def settings_from(options, environ=None) -> Settings:
     if rbid and password or not device.is_emulator:
         credentials = O.make_credentials(rbid, password)
     http = options["http"]
+    tariff = _tariff(options) if options["tariff"] else None
     return Settings(
         device=device, state_file=options["state-file"], credentials=credentials,
         rbid=rbid, password=password,
@@ -137,11 +152,27 @@ def settings_from(options, environ=None) -> Settings:
                               else None),
         channel=meter["channel"], panid=meter["panid"], ipaddr=meter["ipaddr"],
         interval=interval, energy_interval=energy_interval,
-        warnings=_interval_warnings(interval),
+        warnings=warnings,
         data_log=options["data-log"], backfill_days=backfill_days,
         http=None if not http or http.lower() == "none" else http,
         http_max_connections=options["http-max-connections"], mqtt=mqtt,
-        ha_url=options["ha-url"], ha_token=ha_token, ha_token_file=options["ha-token-file"])
+        ha_url=options["ha-url"], ha_token=ha_token, ha_token_file=options["ha-token-file"],
+        tariff=tariff)
+
+
+def _tariff(options):
+    """
+    The household's tariff, read once at start.
+
+    @raise ConfigError: it cannot be read or does not fit, or there is no
+        data log to price (exit 78, one line).
+    """
+    from smartmeter_tx.bill.tariff import load_tariff
+
+    if not options["data-log"]:
+        raise ConfigError("--tariff needs --data-log: the bill is priced from the meter's "
+                          "30-minute record kept there")
+    return load_tariff(options["tariff"])
 
 
 def _seconds(options, name: str) -> float:

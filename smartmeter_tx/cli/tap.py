@@ -96,6 +96,8 @@ class Options(usage.Options):
         ["mqtt-cert", None, None, "client certificate (PEM) for mqtts://, with its key unless "
          "--mqtt-key is given"],
         ["mqtt-key", None, None, "the client certificate's key (PEM)"],
+        ["tariff", None, None, "the household's tariff (TOML, examples/tariffs): this billing "
+         "period's kWh, yen and price now on the page and /metrics (needs --data-log)"],
     ] + _HA_PARAMETERS
 
     def opt_version(self) -> None:
@@ -216,6 +218,9 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
     if http is not None:
         http.factory = _site(settings, view, poller.wall_clock, top.sources, reactor)
         top.addOutput(http)
+    if settings.tariff is not None:
+        from smartmeter_tx.outputs.bill import BillFigures
+        top.addOutput(BillFigures(settings.tariff, view, poller.wall_clock))
     if settings.mqtt is not None:
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
         top.addOutput(MqttPublisher(settings.mqtt, view, reactor, on_fatal=on_fatal))

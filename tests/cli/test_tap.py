@@ -600,3 +600,40 @@ class HomeAssistantOptionTests(_ConfigErrors, SynchronousTestCase):
         request = DummyRequest([b""])
         page = getChildForRequest(guard.wrappedFactory.resource, request).render(request)
         self.assertIn(b'id="link-ha"', page)
+
+
+class TariffOptionTests(_ConfigErrors, SynchronousTestCase):
+    """--tariff: read at start, with the data log it prices; a bad one is 78."""
+
+    def setUp(self):
+        clean_environ(self)
+        self.tariff = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "examples", "tariffs", "tepco-juryo-dento-b.toml")
+
+    def test_tariffKeepsAWholePeriod(self):
+        """
+        With --tariff the backfill keeps 32 days complete (a whole period and
+        the day before); a smaller --backfill-days is raised, and said.
+        """
+        settings = parse("--device", "x", "--data-log", self.mktemp(), "--tariff",
+                         self.tariff).settings
+        self.assertEqual((settings.tariff.billing_day, settings.backfill_days), (1, 32))
+        settings = parse("--device", "x", "--data-log", self.mktemp(), "--tariff", self.tariff,
+                         "--backfill-days", "7").settings
+        self.assertEqual(settings.backfill_days, 32)
+        self.assertIn("--tariff keeps 32 days of the meter's record complete", settings.warnings[0])
+
+    def test_settingsThatCannotWork(self):
+        """No data log, --backfill-days 0, a tariff that does not fit: one line, 78."""
+        bad = self.mktemp()
+        with open(bad, "w", encoding="utf-8") as f:
+            f.write('name = "x"\nbilling_day = 0\n')
+        for argv, expected in (
+                (["--tariff", self.tariff], "--tariff needs --data-log: the bill is priced "
+                                            "from the meter's 30-minute record kept there"),
+                (["--tariff", self.tariff, "--data-log", self.mktemp(), "--backfill-days", "0"],
+                 "--tariff prices the meter's 30-minute record, which --backfill-days 0 "
+                 "turns off"),
+                (["--tariff", bad, "--data-log", self.mktemp()],
+                 f"tariff {bad}: billing_day: must be a whole number from 1 to 28")):
+            self.assertConfigError(["--device", "x", *argv], expected)

@@ -14,12 +14,14 @@ page.  No I/O but reading the template once.
 
 from __future__ import annotations
 
+import datetime
 from typing import Union
 
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
 
+from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
 from smartmeter_tx.outputs.dashboard.svg import bars_svg, curve_svg
 from smartmeter_tx.outputs.dashboard.text import (
@@ -175,6 +177,11 @@ class DashboardPage(Element):
         return _totals(self.snap, self.t)
 
     @renderer
+    def bill(self, request, tag: Tag) -> list:
+        """This billing period's bill, with C{--tariff}."""
+        return [] if self.snap.bill is None else [_bill(self.snap.bill, self.t)]
+
+    @renderer
     def curve(self, request, tag: Tag) -> Tag:
         """Today's power curve."""
         return curve_svg(self.snap, self.t)
@@ -250,6 +257,30 @@ def _totals(snap: Snapshot, t: dict) -> list:
     if not snap.backfill:
         totals.append(tags.p(t["no_backfill"], class_="sub"))
     return totals
+
+
+def _bill(bill: dict, t: dict) -> Tag:
+    """The period's kWh, the bill so far and projected, and the price now."""
+    def yen(value) -> str:
+        return DASH if value is None else f"¥{value:,.0f}"
+
+    start = datetime.datetime.fromtimestamp(bill["bill_period_start_timestamp_seconds"], JST)
+    energy = bill.get("bill_period_energy_kwh")
+    price = bill.get("price_yen_per_kwh")
+    rows = [("since", t["bill_since"], start.strftime("%Y-%m-%d"), start.isoformat()),
+            ("energy", t["bill_energy"], DASH if energy is None else f"{show_kwh(energy)} kWh",
+             energy),
+            ("cost", t["bill_cost"], yen(bill.get("bill_period_cost_yen")),
+             bill.get("bill_period_cost_yen")),
+            ("projected", t["bill_projected"], yen(bill.get("bill_period_projected_cost_yen")),
+             bill.get("bill_period_projected_cost_yen")),
+            ("price", t["bill_price"], DASH if price is None else f"¥{price:.2f} / kWh", price)]
+    body: list = [tags.h2(t["bill"]), tags.dl([
+        (tags.dt(label), tags.dd(shown, **{"id": f"bill-{key}", "data-value": data_value(value)}))
+        for key, label, shown, value in rows])]
+    if energy is None:
+        body.append(tags.p(t["bill_unknown"], class_="sub"))
+    return tags.section(body, id="bill", **{"aria-label": t["bill"]})
 
 
 def _bad(text: str) -> Tag:

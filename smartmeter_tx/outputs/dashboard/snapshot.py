@@ -77,6 +77,8 @@ class Snapshot:
     #: Home Assistant's statistics: (the newest hour it has, connected), or
     #: C{None} without an importer.
     ha: Optional[tuple] = None
+    #: The current billing period's figures by name (C{--tariff}), or C{None}.
+    bill: Optional[dict] = None
     #: why the service's last join failed, until a session is up: its kind
     #: (C{"refused"}, C{"not_found"}, C{"other"}) and its text, or C{None}.
     join_failure: Optional[tuple] = None
@@ -237,6 +239,9 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
     if store.join_failure is not None:
         snap.join_failure = (store.join_failure.kind, store.join_failure.text)
     figures = figures or {}
+    if "smartmeter_bill_period_start_timestamp_seconds" in figures:
+        snap.bill = {k[len("smartmeter_"):]: v for k, v in figures.items()
+                     if k.startswith(("smartmeter_bill_", "smartmeter_price_"))}
     if "smartmeter_ha_connected" in figures:
         last = figures.get("smartmeter_ha_last_hour_timestamp_seconds")
         snap.ha = (None if last is None else datetime.datetime.fromtimestamp(last, JST),

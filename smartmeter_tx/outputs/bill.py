@@ -1,0 +1,93 @@
+"""
+The bill of the current period on C{/metrics} and the page (C{twist
+smartmeter --tariff}): the meter's 30-minute record the service logged,
+priced under the household's tariff as L{smartmeter_tx.bill.pricing} prices
+it for C{smartmeter-history --bill}, at each scrape (it keeps nothing of
+its own: the slots are the backfill's).
+"""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+from typing import Callable, Optional
+
+from twisted.application import service
+from zope.interface import implementer
+
+from smartmeter_tx.bill import pricing
+from smartmeter_tx.bill.tariff import HOLIDAY, Tariff
+from smartmeter_tx.model import JST, SLOT
+from smartmeter_tx.service.interfaces import Figure, IMetricsSource
+from smartmeter_tx.service.view import ServiceView
+
+__all__ = ["BillFigures"]
+
+
+@implementer(IMetricsSource)
+class BillFigures(service.Service):
+    """
+    The current period's bill so far, its projection and the price of a
+    kWh now, as figures.
+    """
+
+    name = "bill"
+
+    def __init__(self, tariff: Tariff, view: ServiceView, wall_clock: Callable[[], float],
+                 holiday: Optional[Callable[[datetime.date], bool]] = None) -> None:
+        """
+        @param holiday: the national-holiday test (Japan's, from the
+            holidays package, when a band names holidays and none is given).
+        """
+        self.tariff, self.view, self.wall_clock = tariff, view, wall_clock
+        if holiday is None:
+            names = any(b.days is not None and HOLIDAY in b.days for b in tariff.bands)
+            holiday = pricing.japan_holiday() if names else (lambda day: False)
+        self.holiday = holiday
+
+    def bill(self) -> Optional[pricing.Bill]:
+        """The current period's bill from the logged record, or C{None} without one."""
+        if self.view.backfill is None:
+            return None
+        now = datetime.datetime.fromtimestamp(self.wall_clock(), JST)
+        start, end = self.tariff.period(now)
+        # The slot before the period too: a gap at its start is bridged from it.
+        slots = self.view.backfill.between(start - SLOT, end)
+        record_end = pricing.record_end(slots) or start
+        return pricing.bill_for(self.tariff, pricing.slot_energies(slots), start, record_end,
+                                self.holiday)
+
+    def price_now(self, bill: pricing.Bill) -> Decimal:
+        """What a kWh bought now costs: the tier or band now, and the adjustments."""
+        rate, _ = self.tariff.adjustment_rates(bill.start)
+        if self.tariff.tiers:
+            tier = next(t for t in self.tariff.tiers
+                        if t.up_to is None or bill.energy_kwh < t.up_to)
+            return tier.price + rate
+        now = datetime.datetime.fromtimestamp(self.wall_clock(), JST)
+        return self.tariff.band_at(now, self.holiday(now.date())).price + rate
+
+    def metrics(self) -> list:
+        bill = self.bill()
+        if bill is None:
+            return []
+        # A bill short of some of the period's energy (its start not logged
+        # yet, a gap the counter cannot bridge) is no bill: no sample.
+        whole = not bill.incomplete and not bill.unknown_gaps
+        cost = bill.basic_yen + bill.energy_yen + bill.adjustments_yen
+        return [
+            Figure("smartmeter_bill_period_energy_kwh", "gauge",
+                   "Energy bought in the current billing period, from the meter's record",
+                   float(bill.energy_kwh) if whole else None),
+            Figure("smartmeter_bill_period_cost_yen", "gauge",
+                   "The current billing period's bill so far (basic charge, energy, "
+                   "adjustments), in yen", round(float(cost), 2) if whole else None),
+            Figure("smartmeter_bill_period_projected_cost_yen", "gauge",
+                   "The current billing period's bill projected to its end, in yen",
+                   bill.projected_total_yen if whole else None),
+            Figure("smartmeter_bill_period_start_timestamp_seconds", "gauge",
+                   "Start of the current billing period", bill.start.timestamp()),
+            Figure("smartmeter_price_yen_per_kwh", "gauge",
+                   "What a kWh bought now costs under the tariff (its tier or band, and the "
+                   "adjustments)", float(self.price_now(bill))),
+        ]

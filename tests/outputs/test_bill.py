@@ -1,0 +1,112 @@
+"""
+Tests for L{smartmeter_tx.outputs.bill} (C{twist smartmeter --tariff}): the
+current period's bill on C{/metrics} and the page, priced from the slots the
+service logged, each figure computed by hand in the test's docstring.
+"""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from smartmeter_tx.bill.tariff import parse_tariff
+from smartmeter_tx.model import JST, HistorySlot
+from smartmeter_tx.outputs.bill import BillFigures
+from smartmeter_tx.outputs.dashboard.page import render
+from smartmeter_tx.outputs.dashboard.snapshot import snapshot
+from smartmeter_tx.service.backfill import Backfill
+from smartmeter_tx.service.interfaces import figures
+from tests.outputs.test_web import service_view
+
+D = Decimal
+TARIFF = {"name": "Tiers", "billing_day": 1, "contract": "30A", "basic": {"30A": D("935.25")},
+          "tiers": [{"up_to": 120, "price": D("29.80")}, {"price": D("36.40")}],
+          "adjustments": {"renewable": {"2025-05": D("3.98")}}}
+#: 2026-12-01 03:00 JST: six slots of the period are in the record.
+NOW = datetime.datetime(2026, 12, 1, 3, 0, tzinfo=JST)
+
+
+def records(start, energies, counter=D(1000)):
+    """History records from C{start}, one per energy, the counter running on."""
+    out = []
+    for k, energy in enumerate(energies):
+        out.append(HistorySlot(start + k * datetime.timedelta(minutes=30), D(energy), D(0),
+                               counter, D(0), "E2").to_record())
+        counter += D(energy)
+    return out
+
+
+def bill_figures(known, tariff=TARIFF, now=NOW) -> BillFigures:
+    """A L{BillFigures} over a view whose backfill knows C{known}."""
+    clock = Clock()
+    backfill = Backfill(40, clock, lambda record, when: None, now.timestamp, known=known)
+    return BillFigures(parse_tariff(tariff), service_view(clock, backfill), now.timestamp)
+
+
+class BillFiguresTests(SynchronousTestCase):
+    def test_figures(self):
+        """
+        The slot before the period and six in it, 20 kWh each: 120 kWh, all in
+        the first tier: 3,576 yen, adjustments 3.98 x 120 = 477.60, basic
+        935.25: 4,988.85 so far.  The next kWh is in the second tier: 36.40 +
+        3.98 = 40.38 yen.  Projected over December's 744 hours from 3: 29,760
+        kWh, floor(935.25 + 3,576 + 29,640 x 36.40 + 29,760 x 3.98) = 1,201,852.
+        """
+        known = records(datetime.datetime(2026, 11, 30, 23, 30, tzinfo=JST), [20] * 7)
+        shown = figures([bill_figures(known)])
+        self.assertEqual(shown["smartmeter_bill_period_energy_kwh"], 120.0)
+        self.assertEqual(shown["smartmeter_bill_period_cost_yen"], 4988.85)
+        self.assertEqual(shown["smartmeter_price_yen_per_kwh"], 40.38)
+        self.assertEqual(shown["smartmeter_bill_period_start_timestamp_seconds"],
+                         datetime.datetime(2026, 12, 1, tzinfo=JST).timestamp())
+        self.assertEqual(shown["smartmeter_bill_period_projected_cost_yen"], 1201852)
+
+    def test_notAllLogged(self):
+        """
+        While the period's start is not in the log (the backfill still
+        reading), there is no bill: no sample, never a short one; the price
+        now is known.
+        """
+        known = records(datetime.datetime(2026, 12, 1, 1, 0, tzinfo=JST), [20] * 4)
+        shown = figures([bill_figures(known)])
+        self.assertIsNone(shown["smartmeter_bill_period_energy_kwh"])
+        self.assertIsNone(shown["smartmeter_bill_period_cost_yen"])
+        self.assertIsNone(shown["smartmeter_bill_period_projected_cost_yen"])
+        self.assertEqual(shown["smartmeter_price_yen_per_kwh"], 33.78)
+
+    def test_bandNow(self):
+        """Under bands the price now is the band of the wall clock's slot, holidays apart."""
+        tariff = dict(TARIFF, tiers=None, adjustments={}, bands=[
+            {"name": "holiday", "hours": "00:00-24:00", "days": ["holiday"], "price": 20},
+            {"name": "night", "hours": "01:00-06:00", "price": D("27.86")},
+            {"name": "day", "hours": "06:00-01:00", "price": D("35.76")}])
+        del tariff["tiers"]
+        known = records(datetime.datetime(2026, 11, 30, 23, 30, tzinfo=JST), [1] * 7)
+        self.assertEqual(figures([bill_figures(known, tariff)])["smartmeter_price_yen_per_kwh"],
+                         27.86)
+        culture_day = datetime.datetime(2026, 11, 3, 12, 0, tzinfo=JST)
+        self.assertEqual(figures([bill_figures(known, tariff, culture_day)])[
+            "smartmeter_price_yen_per_kwh"], 20.0)
+
+
+class PagePanelTests(SynchronousTestCase):
+    def page(self, sources, lang="en"):
+        view = service_view(Clock())
+        return render(snapshot(view, NOW.timestamp(), figures(sources)), lang)
+
+    def test_panel(self):
+        """With --tariff the page has the period's panel, in both languages."""
+        known = records(datetime.datetime(2026, 11, 30, 23, 30, tzinfo=JST), [20] * 7)
+        page = self.page([bill_figures(known)])
+        self.assertIn('<section id="bill" aria-label="This billing period">', page)
+        self.assertIn('<dd id="bill-cost" data-value="4988.85">¥4,989</dd>', page)
+        self.assertIn('<dd id="bill-price" data-value="40.38">¥40.38 / kWh</dd>', page)
+        self.assertIn('<dd id="bill-energy" data-value="120.0">120.00 kWh</dd>', page)
+        self.assertIn("今期の電気料金", self.page([bill_figures(known)], "ja"))
+
+    def test_noTariffNoPanel(self):
+        """Without --tariff there is no panel."""
+        self.assertNotIn('id="bill"', self.page([]))
