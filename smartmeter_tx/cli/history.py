@@ -68,8 +68,11 @@ def parse_args(argv):
     args.tariff_data = None
     if args.bill:
         _bill_args(args)
+    elif args.tariff and not args.ha_url:
+        raise C.UsageError("--tariff needs --bill or --ha-url")
     elif args.tariff:
-        raise C.UsageError("--tariff needs --bill")
+        from smartmeter_tx.bill.tariff import load_tariff
+        args.tariff_data = load_tariff(args.tariff)
     if args.days is None:
         args.days = 1
     if args.timeout is None:
@@ -196,7 +199,8 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
         progress.end()
         if args.ha_url:
             return await ha.import_records(reactor, args.ha_url, args.ha_token, records,
-                                           client.link.mac, stdout, stderr, PROGRAM)
+                                           client.link.mac, stdout, stderr, PROGRAM,
+                                           args.tariff_data)
         _print(records, args, stdout, stderr, scale.modulus_kwh)
         return C.EXIT_OK
 
@@ -227,7 +231,7 @@ async def _from_service(reactor, args, stdout, stderr) -> int:
         return code
     slots, mac = got
     return await ha.import_records(reactor, args.ha_url, args.ha_token, slots, mac, stdout,
-                                   stderr, PROGRAM)
+                                   stderr, PROGRAM, args.tariff_data)
 
 
 def _service_mac(base: str, timeout: float) -> Optional[str]:

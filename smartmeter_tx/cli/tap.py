@@ -233,7 +233,7 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
             # Read again before every connection: a replaced token file is used.
             return O.read_ha_token(ha_token_file)
         top.addOutput(HaImporter(settings.ha_url, token, view, reactor, on_fatal,
-                                 wall_clock=wall_clock))
+                                 wall_clock=wall_clock, tariff=settings.tariff))
     return top
 
 

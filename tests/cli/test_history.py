@@ -444,7 +444,7 @@ class BillTests(_Base, unittest.TestCase):
         bad = self.tariff(TARIFF.replace("billing_day = 1", "billing_day = 31"), "bad.toml")
         for argv, expected in (
                 (["--bill"], "--bill needs --tariff FILE"),
-                (["--tariff", bad], "--tariff needs --bill"),
+                (["--tariff", bad], "--tariff needs --bill or --ha-url"),
                 (["--bill", "--tariff", bad], "billing_day: must be a whole number from 1 to 28"),
                 (["--bill", "--tariff", self.tariff(), "--periods", "4"], "--periods must be"),
                 (["--bill", "--tariff", self.tariff(), "--days", "3"], "--bill takes neither")):

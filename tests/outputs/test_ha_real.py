@@ -184,6 +184,51 @@ class StatisticsTests(_RealBase):
         self.assertEqual(validation["energy_sources"], [[]], validation)
 
 
+class CostTests(_RealBase):
+    """With a tariff: the cost and compensation statistics in real HA."""
+
+    #: December 2026 a period: 744 hours, 1 yen of basic an hour.
+    TARIFF = {"name": "Test", "billing_day": 1, "contract": "30A", "basic": {"30A": 744},
+              "tiers": [{"up_to": 2, "price": 10}, {"price": 20}],
+              "adjustments": {"levy": {"2026-11": 1}}, "sell": {"price": 5}}
+    START = datetime.datetime(2026, 12, 1, tzinfo=JST)
+
+    @coroutine
+    async def test_costAndCompensationHourByHour(self):
+        """
+        Slots 0.5, 0.5, 1, 1, 0.25, 0.25 kWh from the period's start, 0.2
+        sold in each: the hours cost 1 + 10 + 1 = 12, 1 + (f(3) - f(1) = 40 -
+        10) + 2 = 33 and 1 + 10 + 0.5 = 11.5 yen, and earn 2 yen each.  In
+        JPY, from the same hours as the energy; HA's energy preferences take
+        them as the grid's cost and compensation with no issue.
+        """
+        from smartmeter_tx.bill.tariff import parse_tariff
+        session = await self.session()
+        slots = record([D("0.5"), D("0.5"), D(1), D(1), D("0.25"), D("0.25")],
+                       start=self.START, sold=[D("0.2")] * 6)
+        cost, pay = S.statistic_id(SLUG, "cost"), S.statistic_id(SLUG, "compensation")
+        done = await sync.synchronize(session, slots, SLUG, self.START + HOUR * 24,
+                                      rewrite=True, tariff=parse_tariff(self.TARIFF))
+        self.assertEqual((done.hours[IMPORT], done.hours[cost], done.hours[pay]), (3, 3, 3))
+        self.assertChanges(await self.rows(session, cost), [D(12), D(33), D("11.5")])
+        self.assertChanges(await self.rows(session, pay), [D(2), D(2), D(2)])
+        self.assertEqual(sorted(await self.rows(session, cost)),
+                         sorted(await self.rows(session, IMPORT)))
+        listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
+        units = {item["statistic_id"]: item["statistics_unit_of_measurement"] for item in listed}
+        self.assertEqual((units[cost], units[pay]), ("JPY", "JPY"))
+        await session.call("energy/save_prefs", energy_sources=[{
+            "type": "grid",
+            "flow_from": [{"stat_energy_from": IMPORT, "stat_cost": cost,
+                           "entity_energy_price": None, "number_energy_price": None}],
+            "flow_to": [{"stat_energy_to": EXPORT, "stat_compensation": pay,
+                         "entity_energy_price": None, "number_energy_price": None}],
+            "cost_adjustment_day": 0}], device_consumption=[])
+        validation = await session.call("energy/validate")
+        self.assertEqual(validation["energy_sources"], [[]], validation)
+        self.assertEqual(self.ha.log_lines(), [])
+
+
 class WrongUrlTests(_RealBase):
 
     @coroutine

@@ -26,6 +26,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from smartmeter_tx.bill.tariff import Tariff
 from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.homeassistant import refill
 from smartmeter_tx.outputs.homeassistant import statistics as S
@@ -55,14 +56,16 @@ class HaImporter(service.Service):
                  view: ServiceView, reactor: Any, on_fatal: Callable[[str], None],
                  wall_clock: Optional[Callable[[], float]] = None,
                  connect: Callable = W.connect, rng: Optional[random.Random] = None,
-                 clock: Any = None) -> None:
+                 clock: Any = None, tariff: Optional[Tariff] = None) -> None:
         """
         @param token: the access token, or what reads it afresh before each
             connection (the token file, or the environment).
+        @param tariff: with one, the cost (and compensation) statistics too.
         @param reactor: what the websocket connects with.
         @param clock: what retries wait on (default the reactor).
         """
         self.url = url
+        self.tariff = tariff
         self.view = view
         self.reactor = reactor
         self.clock = clock or reactor
@@ -176,8 +179,14 @@ class HaImporter(service.Service):
         try:
             found = await refill.gather(session, refill.every_slot(backfill), slug, host_now,
                                         self._logged_since)
+            priced = None
+            if self.tariff is not None:
+                # The tiers count from each period's start: the backfill holds it.
+                held = {slot.start: slot for slot in refill.every_slot(backfill)}
+                held.update((slot.start, slot) for slot in found.slots)
+                priced = [held[start] for start in sorted(held)]
             done = await sync.synchronize(session, found.slots, slug, found.now,
-                                          rewrite=False)
+                                          rewrite=False, tariff=self.tariff, priced=priced)
         except W.HaError as e:
             # Not a connection problem: again with the next slot, not at once.
             text = f"Home Assistant refused the import: {e.code}: {e.message}"

@@ -24,12 +24,14 @@ import datetime
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
+from smartmeter_tx.bill import pricing
+from smartmeter_tx.bill.tariff import Tariff
 from smartmeter_tx.model import SLOT, HistorySlot, is_absent
 
-__all__ = ["SOURCE", "DIRECTIONS", "Hour", "Row", "hours", "rows", "statistic_id", "metadata",
-           "slug_for", "meter_name", "valid_statistic_id"]
+__all__ = ["SOURCE", "DIRECTIONS", "MONEY", "Hour", "Row", "hours", "money_hours", "rows",
+           "statistic_id", "metadata", "slug_for", "meter_name", "valid_statistic_id"]
 
 #: Our statistics' source: the part of their id before the colon.
 SOURCE = "smartmeter_tx"
@@ -40,6 +42,12 @@ DIRECTIONS = {
                "cumulative_normal_kwh"),
     "export": ("energy_export", "energy sold (meter record)", "energy_reverse_kwh",
                "cumulative_reverse_kwh"),
+}
+#: With a tariff: the cost of energy bought (HA's grid "cost") and the pay
+#: for energy sold ("compensation"), in yen, hour by hour.
+MONEY = {
+    "cost": ("energy_import_cost", "energy bought, cost (meter record)"),
+    "compensation": ("energy_export_compensation", "energy sold, compensation (meter record)"),
 }
 #: HA's rule for an external statistic id (lower case, digits, single
 #: underscores, one colon, no underscore at either end of a part).
@@ -100,6 +108,55 @@ def hours(slots: Iterable[HistorySlot], direction: str = "import") -> list:
     return found
 
 
+def money_hours(slots: Iterable[HistorySlot], tariff: Tariff, kind: str = "cost",
+                holiday: Optional[Callable[[datetime.date], bool]] = None) -> list:
+    """
+    The hours of the record priced under C{tariff}, oldest first: each
+    hour's cost (its slots' energy and adjustments, as the bill prices them,
+    and its share of its period's basic charge: an equal one an hour), or
+    its compensation (the energy sold in it at the sell price).
+
+    Only the periods whose record starts with them (their tiers count from
+    the period's first kWh), up to the last known slot.  An hour without a
+    known slot carries its share of the basic charge only (its energy is
+    counted, as the meter counts it, in the first known slot after it), so
+    the hours of a whole period add up to its bill before the rounding.
+
+    @param kind: C{"cost"} or C{"compensation"}.
+    """
+    slots = list(slots)
+    end = pricing.record_end(slots)
+    if end is None or (kind == "compensation" and tariff.sell_price is None):
+        return []
+    energies = pricing.slot_energies(slots)
+    found = []
+    start = tariff.period(energies[0].start)[0]
+    while start < end:
+        bill = pricing.bill_for(tariff, energies, start, end, holiday)
+        if not bill.incomplete:
+            found += _priced_hours(bill, min(bill.end, end), tariff, kind)
+        start = bill.end
+    return found
+
+
+def _priced_hours(bill: pricing.Bill, end: datetime.datetime, tariff: Tariff,
+                  kind: str) -> list:
+    """The hours of one period's bill up to C{end}: cost or compensation."""
+    priced = {p.start: p for p in bill.slots}
+    share = bill.basic_yen / Decimal((bill.end - bill.start) // HOUR)
+    out = []
+    hour = bill.start
+    while hour < end:
+        halves = [p for p in (priced.get(hour), priced.get(hour + SLOT)) if p is not None]
+        if kind == "cost":
+            value = share + sum((p.energy_yen + p.adjustments_yen for p in halves), Decimal(0))
+        else:
+            value = sum((p.sell_yen for p in halves), Decimal(0))
+        out.append(Hour(hour, value, None))
+        hour += HOUR
+    return out
+
+
 def rows(found: list, base: Decimal = Decimal(0), after: Optional[datetime.datetime] = None
          ) -> list:
     """
@@ -141,8 +198,11 @@ def meter_name(slug: str) -> str:
 
 
 def statistic_id(slug: str, direction: str) -> str:
-    """C{smartmeter_tx:<slug>_energy_import} (or C{_energy_export})."""
-    return f"{SOURCE}:{slug}_{DIRECTIONS[direction][0]}"
+    """
+    C{smartmeter_tx:<slug>_energy_import} (or C{_energy_export}, and with a
+    tariff C{_energy_import_cost}, C{_energy_export_compensation}).
+    """
+    return f"{SOURCE}:{slug}_{(DIRECTIONS.get(direction) or MONEY[direction])[0]}"
 
 
 def valid_statistic_id(text: str) -> bool:
@@ -152,7 +212,8 @@ def valid_statistic_id(text: str) -> bool:
 
 def metadata(slug: str, direction: str) -> dict:
     """The C{metadata} of an import: exactly the keys HA's schema has."""
+    money = direction in MONEY
     return {"has_mean": False, "has_sum": True,
-            "name": f"{meter_name(slug)} {DIRECTIONS[direction][1]}",
+            "name": f"{meter_name(slug)} {(MONEY if money else DIRECTIONS)[direction][1]}",
             "source": SOURCE, "statistic_id": statistic_id(slug, direction),
-            "unit_of_measurement": "kWh"}
+            "unit_of_measurement": "JPY" if money else "kWh"}

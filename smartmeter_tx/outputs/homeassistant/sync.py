@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional
 
 from twisted.internet import task
 
+from smartmeter_tx.bill.tariff import Tariff
 from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.homeassistant import statistics as S
 from smartmeter_tx.outputs.homeassistant.websocket import HaError, HaUnreachable
@@ -211,7 +212,8 @@ async def recorded(session, sid: str, rows: list, within: Optional[float] = None
 
 
 async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
-                      rewrite: bool) -> Imported:
+                      rewrite: bool, tariff: Optional[Tariff] = None,
+                      priced: Optional[list] = None) -> Imported:
     """
     Import the complete hours of C{slots} for meter C{slug}, and wait until
     HA has recorded them.
@@ -220,6 +222,8 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
         written again, continuing from HA's row before the first, so a range
         written again is written as it was); C{False} (the service: only the
         hours after HA's last one, continuing from it).
+    @param tariff: with one, the cost and compensation too, priced from
+        C{priced} (slots from the start of their periods; default C{slots}).
     @return: what was written.
     @raise HaError: HA refused a command (its code and message).
     @raise HaUnreachable: the connection ended, or HA did not record the
@@ -228,8 +232,11 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
     done = Imported()
     existing = await statistic_ids(session)
     written = []
-    for direction in ("import", "export"):
-        found = S.hours(slots, direction)
+    series = [(direction, S.hours(slots, direction)) for direction in ("import", "export")]
+    if tariff is not None:
+        series += [(kind, S.money_hours(slots if priced is None else priced, tariff, kind))
+                   for kind in S.MONEY]
+    for direction, found in series:
         if not found:
             continue  # no sold energy on this meter, or nothing complete yet
         sid = S.statistic_id(slug, direction)
