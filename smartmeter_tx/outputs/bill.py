@@ -13,25 +13,28 @@ from decimal import Decimal
 from typing import Callable, Optional
 
 from twisted.application import service
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from smartmeter_tx.bill import pricing
 from smartmeter_tx.bill.tariff import HOLIDAY, Tariff
 from smartmeter_tx.model import JST, SLOT
-from smartmeter_tx.service.interfaces import Figure, IMetricsSource
+from smartmeter_tx.service.interfaces import Figure, IMetricsSource, IRecordReceiver
 from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["BillFigures"]
 
 
-@implementer(IMetricsSource)
+@implementer(IMetricsSource, IRecordReceiver)
 class BillFigures(service.Service):
     """
     The current period's bill so far, its projection and the price of a
-    kWh now, as figures.
+    kWh now, as figures.  An adjustment the tariff has no rate for in a
+    period the record reaches is said once (the bill is without it).
     """
 
     name = "bill"
+    log = Logger()
 
     def __init__(self, tariff: Tariff, view: ServiceView, wall_clock: Callable[[], float],
                  holiday: Optional[Callable[[datetime.date], bool]] = None) -> None:
@@ -44,6 +47,29 @@ class BillFigures(service.Service):
             names = any(b.days is not None and HOLIDAY in b.days for b in tariff.bands)
             holiday = pricing.japan_holiday() if names else (lambda day: False)
         self.holiday = holiday
+        self._said: set = set()
+
+    def startService(self) -> None:
+        super().startService()
+        self._check(datetime.datetime.fromtimestamp(self.wall_clock(), JST))
+
+    def recordReceived(self, record: dict, when: float) -> None:
+        if record.get("kind") == "history" and isinstance(record.get("slot"), str):
+            try:
+                self._check(datetime.datetime.fromisoformat(record["slot"]))
+            except ValueError:
+                return
+
+    def _check(self, at: datetime.datetime) -> None:
+        """Say once a period which adjustments have no rate in force in it."""
+        start, _ = self.tariff.period(at.astimezone(JST))
+        _, missing = self.tariff.adjustment_rates(start)
+        for name in missing:
+            if (start, name) not in self._said:
+                self._said.add((start, name))
+                self.log.warn("the tariff has no '{name}' rate in force for the period from "
+                              "{start:%Y-%m-%d}: it is billed without it; add the month's rate "
+                              "to [adjustments]", name=name, start=start)
 
     def bill(self) -> Optional[pricing.Bill]:
         """The current period's bill from the logged record, or C{None} without one."""

@@ -110,3 +110,24 @@ class PagePanelTests(SynchronousTestCase):
     def test_noTariffNoPanel(self):
         """Without --tariff there is no panel."""
         self.assertNotIn('id="bill"', self.page([]))
+
+
+class MissingRateTests(SynchronousTestCase):
+    def test_saidOncePerPeriod(self):
+        """
+        An adjustment with no rate in force for a period is said once at
+        start and once for each period a logged slot reaches, never again.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        tariff = dict(TARIFF, adjustments={"fuel": {"2027-01": D("-1")}})
+        bill = bill_figures([], tariff)
+        bill.startService()
+        for record in records(datetime.datetime(2026, 12, 1, 0, 0, tzinfo=JST), [1] * 3):
+            bill.recordReceived(record, 0.0)
+        bill.recordReceived(records(datetime.datetime(2027, 1, 1, tzinfo=JST), [1])[0], 0.0)
+        said = [e for e in events if "no 'fuel' rate" in formatEvent(e)]
+        self.assertEqual(len(said), 1)
+        self.assertEqual(said[0]["start"], datetime.datetime(2026, 12, 1, tzinfo=JST))
