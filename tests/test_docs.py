@@ -18,6 +18,7 @@ import io
 import os
 import re
 import tokenize
+from decimal import Decimal
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
@@ -31,7 +32,7 @@ from smartmeter_tx.outputs.mqtt.config import MqttConfig
 from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
 from smartmeter_tx.outputs.web import make_root
 from smartmeter_tx.service.datalog import DataLog
-from smartmeter_tx.model import JST
+from smartmeter_tx.model import JST, Reading
 from tests.outputs.test_bill import bill_figures, records
 from tests.outputs.test_web import service_view, fill_view
 
@@ -71,6 +72,7 @@ def populated_metrics():
     importer = HaImporter("http://ha.lan:8123", "token", poller, clock, lambda why: None)
     importer.last_hour = datetime.datetime(2026, 6, 1, 11, tzinfo=datetime.timezone.utc)
     bill = bill_figures(records(datetime.datetime(2026, 11, 30, 23, 30, tzinfo=JST), [1] * 3))
+    bill.view.store.add(Reading(current_r_a=Decimal(12), current_t_a=Decimal(3)), 950.0)
     root = make_root(poller, clock.seconds, [datalog, publisher, guard, importer, bill])
     request = DummyRequest([b"metrics"])
     body = getChildForRequest(root, request).render(request)

@@ -36,7 +36,11 @@ __all__ = ["Tariff", "Tier", "Band", "TariffError", "load_tariff", "parse_tariff
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: Japan's national holidays, as a band's C{days} names them.
 HOLIDAY = "holiday"
-_KEYS = {"name", "billing_day", "contract", "basic", "tiers", "bands", "adjustments", "sell"}
+_KEYS = {"name", "billing_day", "contract", "basic", "tiers", "bands", "adjustments", "sell",
+         "breaker_warning"}
+#: The share of an ampere contract at which the breaker is said to be near
+#: (percent; C{breaker_warning} sets another).
+BREAKER_WARNING = Decimal(90)
 _HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 _MONTH = re.compile(r"^(\d{4})-(\d\d)$")
 _SLOTS_A_DAY = 48
@@ -87,6 +91,8 @@ class Tariff:
     @ivar adjustments: per-kWh rates by name (C{fuel}, C{renewable}, ...),
         each C{((first month, yen/kWh), ...)}, oldest first.
     @ivar sell_price: yen/kWh for sold energy, or C{None}.
+    @ivar breaker_warning: the percent of an ampere contract a phase's
+        current reaches when the breaker is near its limit.
     """
 
     name: str
@@ -97,6 +103,7 @@ class Tariff:
     bands: tuple
     adjustments: dict
     sell_price: Optional[Decimal]
+    breaker_warning: Decimal = BREAKER_WARNING
 
     @property
     def basic_yen(self) -> Decimal:
@@ -196,9 +203,13 @@ def parse_tariff(data: dict, source: str = "tariff") -> Tariff:
     sell = _table(data, "sell", fail)
     if set(sell) - {"price"}:
         raise fail("sell", "takes only price")
+    warning = _yen(data.get("breaker_warning", BREAKER_WARNING), "breaker_warning", fail)
+    if not 50 <= warning <= 100:
+        raise fail("breaker_warning", "must be a percent of the contract from 50 to 100")
     return Tariff(name=name.strip(), billing_day=day, contract=contract, basic=basic,
                   tiers=tiers, bands=bands, adjustments=_adjustments(data, fail),
-                  sell_price=_yen(sell["price"], "sell.price", fail) if "price" in sell else None)
+                  sell_price=_yen(sell["price"], "sell.price", fail) if "price" in sell else None,
+                  breaker_warning=warning)
 
 
 def _table(data: dict, key: str, fail) -> dict:

@@ -141,7 +141,7 @@ def evaluate(data: dict, now: float, limits: Limits = Limits()) -> tuple:
     # Read in this order, so that the first malformed field is the one named.
     currents = [(phase, _number(data, f"current_{phase.lower()}_a")) for phase in ("R", "T")]
     power = _number(data, "power_w")
-    problems += _load_problems(currents, power, limits)
+    problems += _load_problems(currents, power, contract_limits(data, limits))
     status = max((s for s, _ in problems), default=OK)
     return status, "; ".join([text for _, text in problems]
                              + [", ".join(_values(data, currents, power, age))])
@@ -210,6 +210,21 @@ def _link_problems(data: dict, limits: Limits) -> list:
         problems.append((WARNING, f"{rejoins} rejoin{'' if rejoins == 1 else 's'} in the "
                                   f"last hour (> {limits.warning_rejoins})"))
     return problems
+
+
+def contract_limits(data: dict, limits: Limits) -> Limits:
+    """
+    The current thresholds not given, from the service's ampere contract
+    (C{--tariff}): WARNING over its warning share, CRITICAL over the
+    contract itself.  Pure.
+    """
+    warning, critical = _number(data, "contract_warning_a"), _number(data, "contract_a")
+    return dataclasses.replace(
+        limits,
+        warning_current=(limits.warning_current if limits.warning_current is not None
+                         else None if warning is None else float(warning)),
+        critical_current=(limits.critical_current if limits.critical_current is not None
+                          else None if critical is None else float(critical)))
 
 
 def _load_problems(currents: list, power, limits: Limits) -> list:
@@ -335,10 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "air time of the 360 s per hour the module may transmit)")
     p.add_argument("--warning-current", dest="warning_current", type=_threshold,
                    metavar="AMPERES", help="WARNING when either phase (R or T) draws more: "
-                   "an early warning before the breaker trips (default: off)")
+                   "an early warning before the breaker trips (default: the service's "
+                   "--tariff contract's warning share, 90%% of it; else off)")
     p.add_argument("--critical-current", dest="critical_current", type=_threshold,
                    metavar="AMPERES", help="CRITICAL when either phase draws more "
-                   "(default: off)")
+                   "(default: the service's --tariff contract, if in amperes; else off)")
     p.add_argument("--warning-power", dest="warning_power", type=_threshold,
                    metavar="WATTS", help="WARNING when the power bought is above this "
                    "(default: off)")

@@ -93,10 +93,34 @@ class BillFigures(service.Service):
         now = datetime.datetime.fromtimestamp(self.wall_clock(), JST)
         return self.tariff.band_at(now, self.holiday(now.date())).price + rate
 
+    def contract(self) -> list:
+        """The contract's figures: its amperes, the load's share of it, near the limit."""
+        amperes = self.tariff.contract_amperes
+        if amperes is None:
+            return []
+        latest = self.view.store.latest
+        currents = [] if latest is None else [
+            c for c in (latest.current_r_a, latest.current_t_a) if isinstance(c, Decimal)]
+        ratio = max(currents) / amperes if currents else None
+        near = None if ratio is None else int(ratio * 100 >= self.tariff.breaker_warning)
+        return [
+            Figure("smartmeter_contract_amperes", "gauge",
+                   "The ampere contract (the meter's breaker trips above it)", amperes),
+            Figure("smartmeter_contract_warning_amperes", "gauge",
+                   "The current at which the breaker is said to be near its limit",
+                   float(self.tariff.breaker_warning * amperes / 100)),
+            Figure("smartmeter_contract_load_ratio", "gauge",
+                   "The larger phase current (R or T) as a share of the contract",
+                   None if ratio is None else round(float(ratio), 4)),
+            Figure("smartmeter_breaker_near_limit", "gauge",
+                   "1 while the larger phase current is at or above the warning share of "
+                   "the contract", near),
+        ]
+
     def metrics(self) -> list:
         bill = self.bill()
         if bill is None:
-            return []
+            return self.contract()
         # A bill short of some of the period's energy (its start not logged
         # yet, a gap the counter cannot bridge) is no bill: no sample.
         whole = not bill.incomplete and not bill.unknown_gaps
@@ -116,4 +140,4 @@ class BillFigures(service.Service):
             Figure("smartmeter_price_yen_per_kwh", "gauge",
                    "What a kWh bought now costs under the tariff (its tier or band, and the "
                    "adjustments)", float(self.price_now(bill))),
-        ]
+        ] + self.contract()

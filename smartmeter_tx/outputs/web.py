@@ -125,8 +125,15 @@ class LatestResource(_ViewResource):
     its C{age}, whether the session is up and sends are held (and rate
     limited), the rejoins of the last hour, the time of the meter's last
     EA/EB (C{fixed_time}), and the C{device} the service reads; and, while
-    the service has no session because its joins fail, why (C{cause}).
+    the service has no session because its joins fail, why (C{cause}); with
+    an ampere contract (C{--tariff}), C{contract_a} and C{contract_warning_a}
+    (what C{check-smartmeter} takes its current thresholds from).
     """
+
+    def __init__(self, view: ServiceView, clock_now: Callable[[], float],
+                 sources: Optional[list[IMetricsSource]] = None) -> None:
+        super().__init__(view, clock_now)
+        self.sources = [] if sources is None else sources
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
@@ -162,6 +169,11 @@ class LatestResource(_ViewResource):
             body["device"] = self.view.device
         if self.view.link is not None and self.view.link.mac:
             body["meter_mac"] = self.view.link.mac  # names its HA statistics
+        shown = figures(self.sources)
+        for key, name in (("contract_a", "smartmeter_contract_amperes"),
+                          ("contract_warning_a", "smartmeter_contract_warning_amperes")):
+            if shown.get(name) is not None:
+                body[key] = shown[name]
         return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 
@@ -336,7 +348,7 @@ def make_root(view: ServiceView, clock_now: Callable[[], float],
     collectors = [ViewCollector(view), SourcesCollector(sources)]
     root = _Root()
     root.putChild(b"", DashboardResource(view, clock_now, sources))
-    root.putChild(b"latest", LatestResource(view, clock_now))
+    root.putChild(b"latest", LatestResource(view, clock_now, sources))
     root.putChild(b"metrics", MetricsResource(collectors))
     root.putChild(b"history", HistoryResource(view, clock_now))
     return root

@@ -37,6 +37,8 @@ from smartmeter_tx.outputs.web import make_root
 from tests.sktesting import refusing_port, serve
 from tests.test_layers import SOURCE_ROOT, imports_twisted
 
+D = Decimal
+
 #: Generous bound on waiting for a state of the real service (a hang, not timing).
 WAIT = 60
 
@@ -593,6 +595,22 @@ class EvaluateTests(SynchronousTestCase):
                          check.CRITICAL)
         self.assertEqual(check.evaluate(self.record(interval=300, age=401), 0.0,
                                         check.Limits(warning_age=400.0))[0], check.WARNING)
+
+    def test_currentLimitsFromTheContract(self):
+        """
+        A service with an ampere contract (--tariff) gives the current
+        thresholds not given: WARNING over its warning current, CRITICAL over
+        the contract; given ones win.
+        """
+        contract = {"contract_a": 40, "contract_warning_a": 36.0}
+        for amps, expected in ((D("35.9"), check.OK), (D("36.1"), check.WARNING),
+                               (D("40.5"), check.CRITICAL)):
+            status, message = check.evaluate(self.record(current_r_a=amps, **contract), 0.0)
+            self.assertEqual(status, expected, message)
+        given = check.Limits(warning_current=38.0)
+        self.assertEqual(check.evaluate(self.record(current_r_a=D("37"), **contract), 0.0,
+                                        given)[0], check.OK)
+        self.assertEqual(check.evaluate(self.record(current_r_a=D("45")), 0.0)[0], check.OK)
 
     def test_ageOnTheServiceClock(self):
         """With C{age}, the checker's clock does not matter (skew between hosts)."""

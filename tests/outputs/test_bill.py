@@ -131,3 +131,41 @@ class MissingRateTests(SynchronousTestCase):
         said = [e for e in events if "no 'fuel' rate" in formatEvent(e)]
         self.assertEqual(len(said), 1)
         self.assertEqual(said[0]["start"], datetime.datetime(2026, 12, 1, tzinfo=JST))
+
+
+class ContractTests(SynchronousTestCase):
+    """An ampere contract: the load's share of it, on /metrics, /latest and the page."""
+
+    def setUp(self):
+        from smartmeter_tx.model import Reading
+        self.bill = bill_figures([], dict(TARIFF, contract="40A", basic={"40A": D(1247)}))
+        self.bill.view.store.add(Reading(power_w=7000, current_r_a=D(36), current_t_a=D(10)),
+                                 NOW.timestamp())
+
+    def test_figures(self):
+        """R 36 A of 40 A: 0.9 of the contract, at the 90 % warning: near its limit."""
+        shown = figures([self.bill])
+        self.assertEqual((shown["smartmeter_contract_amperes"],
+                          shown["smartmeter_contract_warning_amperes"],
+                          shown["smartmeter_contract_load_ratio"],
+                          shown["smartmeter_breaker_near_limit"]), (40, 36.0, 0.9, 1))
+        self.bill.tariff = parse_tariff(dict(TARIFF, contract="40A", basic={"40A": D(1247)},
+                                             breaker_warning=95))
+        self.assertEqual(figures([self.bill])["smartmeter_breaker_near_limit"], 0)
+
+    def test_latestAndPage(self):
+        """/latest names the contract and its warning current; the page shows the share."""
+        import json
+
+        from twisted.web.resource import getChildForRequest
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from smartmeter_tx.outputs.web import make_root
+        root = make_root(self.bill.view, NOW.timestamp, [self.bill])
+        request = DummyRequest([b"latest"])
+        latest = json.loads(getChildForRequest(root, request).render(request))
+        self.assertEqual((latest["contract_a"], latest["contract_warning_a"]), (40, 36.0))
+        page = render(snapshot(self.bill.view, NOW.timestamp(), figures([self.bill])))
+        self.assertIn('<div class="sub" id="contract" data-value="0.9"><span class="bad">'
+                      "90% of the 40 A contract (near the breaker&#x27;s limit)</span></div>",
+                      page.replace("'", "&#x27;"))

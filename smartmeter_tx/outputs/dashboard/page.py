@@ -218,7 +218,19 @@ def _power(snap: Snapshot, t: dict) -> list:
                     "data-t": data_value(snap.current_t_a)}),
         tags.div(t["ago"].format(show_duration(snap.age, t)),
                  **{"class": "sub", "id": "power-age"}),
-    ]
+    ] + _contract(snap, t)
+
+
+def _contract(snap: Snapshot, t: dict) -> list:
+    """The larger phase current as a share of an ampere contract, marked when near."""
+    if snap.contract is None:
+        return []
+    amperes, ratio, near = snap.contract
+    if ratio is None:
+        return []
+    text = t["contract_share"].format(round(ratio * 100), amperes)
+    return [tags.div(_bad(f"{text} ({t['breaker_near']})") if near else text,
+                     **{"class": "sub", "id": "contract", "data-value": data_value(ratio)})]
 
 
 def _cause(snap: Snapshot, t: dict) -> list:

@@ -79,6 +79,9 @@ class Snapshot:
     ha: Optional[tuple] = None
     #: The current billing period's figures by name (C{--tariff}), or C{None}.
     bill: Optional[dict] = None
+    #: An ampere contract: C{(amperes, the larger phase's share or None, near
+    #: its limit or None)}, or C{None}.
+    contract: Optional[tuple] = None
     #: why the service's last join failed, until a session is up: its kind
     #: (C{"refused"}, C{"not_found"}, C{"other"}) and its text, or C{None}.
     join_failure: Optional[tuple] = None
@@ -242,6 +245,11 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
     if "smartmeter_bill_period_start_timestamp_seconds" in figures:
         snap.bill = {k[len("smartmeter_"):]: v for k, v in figures.items()
                      if k.startswith(("smartmeter_bill_", "smartmeter_price_"))}
+    if figures.get("smartmeter_contract_amperes") is not None:
+        near = figures.get("smartmeter_breaker_near_limit")
+        snap.contract = (figures["smartmeter_contract_amperes"],
+                         figures.get("smartmeter_contract_load_ratio"),
+                         None if near is None else bool(near))
     if "smartmeter_ha_connected" in figures:
         last = figures.get("smartmeter_ha_last_hour_timestamp_seconds")
         snap.ha = (None if last is None else datetime.datetime.fromtimestamp(last, JST),
