@@ -218,13 +218,25 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
     if http is not None:
         http.factory = _site(settings, view, poller.wall_clock, top.sources, reactor)
         top.addOutput(http)
+    _add_outputs(settings, top, view, reactor, poller.wall_clock, wall_clock, on_fatal,
+                 ha=backfill is not None)
+    return top
+
+
+def _add_outputs(settings: Settings, top, view, reactor, service_wall_clock, wall_clock,
+                 on_fatal, ha: bool) -> None:
+    """Register the outputs the settings ask for but HTTP: the bill, MQTT, Home Assistant."""
+    bill = None
     if settings.tariff is not None:
         from smartmeter_tx.outputs.bill import BillFigures
-        top.addOutput(BillFigures(settings.tariff, view, poller.wall_clock))
+        bill = BillFigures(settings.tariff, view, service_wall_clock)
+        top.addOutput(bill)
     if settings.mqtt is not None:
         from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
-        top.addOutput(MqttPublisher(settings.mqtt, view, reactor, on_fatal=on_fatal))
-    if settings.ha_token and backfill is not None:
+        top.addOutput(MqttPublisher(
+            settings.mqtt, view, reactor, on_fatal=on_fatal, bill=bill,
+            contract=settings.tariff is not None and settings.tariff.contract_amperes is not None))
+    if settings.ha_token and ha:
         from smartmeter_tx.outputs.homeassistant.importer import HaImporter
         assert settings.ha_url is not None  # a token is read only with --ha-url
         ha_token_file = settings.ha_token_file
@@ -234,7 +246,6 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
             return O.read_ha_token(ha_token_file)
         top.addOutput(HaImporter(settings.ha_url, token, view, reactor, on_fatal,
                                  wall_clock=wall_clock, tariff=settings.tariff))
-    return top
 
 
 def _site(settings: Settings, view, wall_clock, sources: list[IMetricsSource], reactor):

@@ -438,12 +438,12 @@ class MqttDiscoveryTests(_RealBase):
         self.configs = Subscriber(self.broker.port, ["homeassistant/+/+/config"])
         self.addCleanup(self.configs.close)
 
-    def twist(self):
+    def twist(self, *extra):
         args = [sys.executable, "-m", "twisted", "--log-format", "text", "smartmeter",
                 "--device", pinned("emulator:?time-scale=0.01"),
                 "--mqtt", f"mqtt://127.0.0.1:{self.broker.port}",
                 "--state-file", os.path.join(self.dir, "state.json"),
-                "--interval", "2", "--energy-interval", "4"]
+                "--interval", "2", "--energy-interval", "4", *extra]
         with open(os.path.join(self.dir, "twist.log"), "wb") as log:
             process = subprocess.Popen(args, env=twist_env(), cwd=self.dir, stdout=log,
                                        stderr=subprocess.STDOUT)
@@ -517,6 +517,35 @@ class MqttDiscoveryTests(_RealBase):
                 if "mqtt" in line.lower() or "smartmeter" in line.lower()]
         self.assertEqual(ours, [])
 
+
+    @coroutine
+    async def test_billEntities(self):
+        """
+        With --tariff (TEPCO's example, 30 A): the bill's entities as HA
+        builds them: the period's yen a JPY monetary total, the price in
+        JPY/kWh with a number, the breaker's binary sensor; HA logs no error
+        or warning about them.
+        """
+        tariff = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "examples", "tariffs", "tepco-juryo-dento-b.toml")
+        self.twist("--tariff", tariff, "--data-log", os.path.join(self.dir, "log"))
+        await wait_for(lambda: len(self.configs.got()) >= 19, "the discovery configs", 60)
+
+        async def priced():
+            states = await self.states()
+            price = [s for u, s in states.items() if u.endswith("_price")]
+            return price and price[0]["state"] not in ("unknown", "unavailable") and states
+        states = await poll(priced, "the price of a kWh in HA", 90)
+        def attributes(suffix):
+            return next(s for u, s in states.items() if u.endswith(suffix))["attributes"]
+        cost = attributes("_bill_cost")
+        self.assertEqual((cost.get("device_class"), cost.get("state_class"),
+                          cost.get("unit_of_measurement")), ("monetary", "total", "JPY"))
+        self.assertEqual(attributes("_price").get("unit_of_measurement"), "JPY/kWh")
+        self.assertTrue(any(u.endswith("_breaker_near_limit") for u in states))
+        ours = [line for line in self.ha.log_lines(("ERROR", "WARNING"))
+                if "mqtt" in line.lower() or "smartmeter" in line.lower()]
+        self.assertEqual(ours, [])
 
     @coroutine
     async def test_earlierEntitiesReplaced(self):

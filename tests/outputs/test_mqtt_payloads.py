@@ -77,13 +77,14 @@ class StatePayloadTests(SynchronousTestCase):
         Every payload has exactly the fields of its topic in FIELDS (the table
         the README is checked against), whatever the record carries.
         """
-        from smartmeter_tx.outputs.mqtt.payloads import FIELDS, link_payload
+        from smartmeter_tx.outputs.mqtt.payloads import FIELDS, bill_payload, link_payload
         records = [{"power_w": 1, "energy_normal_kwh": 2, "stray": 3},
                    {"kind": "fixed", "meter_time": "2024-06-01T12:30:00", "stray": 3}]
         seen = {}
         for record in records:
             seen.update(state_payloads(record, 1.0))
         seen["link"] = dict(link_payload(LinkState(), None, 0), time=1.0)
+        seen["bill"] = bill_payload({"smartmeter_bill_period_start_timestamp_seconds": 0.0}, 1.0)
         self.assertEqual({topic: list(p) for topic, p in seen.items()},
                          {topic: list(fields) for topic, fields in FIELDS.items()})
 
@@ -230,6 +231,48 @@ class DiscoveryTests(SynchronousTestCase):
         device = configs["ha/sensor/smartmeter_tx_X_power/config"]["device"]
         self.assertEqual(device["manufacturer"], "unknown maker")
         self.assertNotIn("serial_number", device)
+
+
+class BillTests(SynchronousTestCase):
+    """With --tariff: the bill topic and its entities."""
+
+    def test_payload(self):
+        """The bill's figures by their /metrics names; unknown ones null, never 0."""
+        from smartmeter_tx.outputs.mqtt.payloads import bill_payload
+        figures = {"smartmeter_bill_period_start_timestamp_seconds": 1796050800.0,
+                   "smartmeter_bill_period_energy_kwh": None,
+                   "smartmeter_bill_period_cost_yen": 4988.85,
+                   "smartmeter_price_yen_per_kwh": 40.38,
+                   "smartmeter_contract_load_ratio": 0.9, "smartmeter_breaker_near_limit": 1}
+        self.assertEqual(bill_payload(figures, 5.0), {
+            "period_start": "2026-12-01T00:00:00+09:00", "energy_kwh": None,
+            "cost_yen": 4988.85, "price_yen_per_kwh": 40.38, "contract_load_pct": 90.0,
+            "near_limit": True, "time": 5.0})
+        self.assertIsNone(bill_payload({}, 5.0))
+
+    def test_entities(self):
+        """
+        The bill's yen is a monetary total that restarts at the period's
+        start; its kWh is no Energy-dashboard candidate; the breaker's
+        entities only with an ampere contract.
+        """
+        plain = discovery_configs("homeassistant", "smartmeter", MID, IDENTITY, 30.0, "9.9")
+        tariff = discovery_configs("homeassistant", "smartmeter", MID, IDENTITY, 30.0, "9.9",
+                                   bill=False)
+        contract = discovery_configs("homeassistant", "smartmeter", MID, IDENTITY, 30.0, "9.9",
+                                     bill=True)
+        self.assertEqual((len(plain), len(tariff), len(contract)), (14, 17, 19))
+        cost = tariff[f"homeassistant/sensor/smartmeter_tx_{MID}_bill_cost/config"]
+        self.assertEqual((cost["unit_of_measurement"], cost["device_class"], cost["state_class"],
+                          cost["last_reset_value_template"], cost["state_topic"]),
+                         ("JPY", "monetary", "total", "{{ value_json.period_start }}",
+                          f"smartmeter/{MID}/bill"))
+        energy = tariff[f"homeassistant/sensor/smartmeter_tx_{MID}_bill_energy/config"]
+        self.assertNotIn("state_class", energy)
+        near = contract[f"homeassistant/binary_sensor/smartmeter_tx_{MID}_breaker_near_limit/"
+                        "config"]
+        self.assertEqual((near["device_class"], near["value_template"]),
+                         ("problem", "{{ 'ON' if value_json.near_limit else 'OFF' }}"))
 
 
 class EarlierTopicsTests(SynchronousTestCase):

@@ -241,7 +241,12 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
     snap.rejoins_last_hour = store.rejoins_since(clock.seconds() - 3600)
     if store.join_failure is not None:
         snap.join_failure = (store.join_failure.kind, store.join_failure.text)
-    figures = figures or {}
+    _from_figures(snap, figures or {})
+    return snap
+
+
+def _from_figures(snap: Snapshot, figures: dict) -> None:
+    """What the outputs' figures tell the page: the bill, the contract, Home Assistant."""
     if "smartmeter_bill_period_start_timestamp_seconds" in figures:
         snap.bill = {k[len("smartmeter_"):]: v for k, v in figures.items()
                      if k.startswith(("smartmeter_bill_", "smartmeter_price_"))}
@@ -254,4 +259,3 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
         last = figures.get("smartmeter_ha_last_hour_timestamp_seconds")
         snap.ha = (None if last is None else datetime.datetime.fromtimestamp(last, JST),
                    bool(figures["smartmeter_ha_connected"]))
-    return snap

@@ -19,7 +19,7 @@ from smartmeter_tx.outputs.homeassistant.statistics import meter_name, slug_for
 from smartmeter_tx.session.linkstate import LinkState
 
 __all__ = ["MODEL", "FIELDS", "meter_id", "earlier_meter_id", "dumps", "state_payloads",
-           "link_payload", "discovery_configs", "earlier_topics"]
+           "link_payload", "bill_payload", "discovery_configs", "earlier_topics"]
 
 MODEL = "Low-voltage smart electric energy meter"
 
@@ -27,6 +27,13 @@ _INSTANT = ("power_w", "current_r_a", "current_t_a")
 _ENERGY = ("energy_normal_kwh", "energy_reverse_kwh")
 _LINK = ("session", "session_up", "rate_limited", "held", "rssi_dbm", "lqi", "reading_age_s",
          "polls_failed", "last_event")
+#: With --tariff: this billing period and the contract, from the figures of
+#: the same names on /metrics.
+_BILL = ("period_start", "energy_kwh", "cost_yen", "price_yen_per_kwh", "contract_load_pct",
+         "near_limit")
+_BILL_FIGURES = {"energy_kwh": "smartmeter_bill_period_energy_kwh",
+                 "cost_yen": "smartmeter_bill_period_cost_yen",
+                 "price_yen_per_kwh": "smartmeter_price_yen_per_kwh"}
 
 #: Every field of each topic's JSON payload, in order: what the payloads are
 #: built from, and what the README lists (tests/test_docs.py holds it to this).
@@ -35,6 +42,7 @@ FIELDS = {
     "energy": _ENERGY + ("time",),
     "fixed": ("meter_time",) + _ENERGY + ("energy_normal_raw", "energy_reverse_raw", "time"),
     "link": _LINK + ("time",),
+    "bill": _BILL + ("time",),
 }
 
 
@@ -117,6 +125,52 @@ def link_payload(state: LinkState, age: Optional[float], polls_failed: int) -> d
     return dict(zip(_LINK, values, strict=True))
 
 
+def bill_payload(figures: dict, when: float) -> Optional[dict]:
+    """
+    The C{bill} topic's payload from the bill's figures (by their /metrics
+    names), or C{None} without them.  A value the service does not know is
+    C{null}, never 0.
+    """
+    start = figures.get("smartmeter_bill_period_start_timestamp_seconds")
+    if start is None:
+        return None
+    payload = {key: figures.get(_BILL_FIGURES.get(key, "")) for key in _BILL}
+    payload["period_start"] = datetime.datetime.fromtimestamp(start, JST).isoformat()
+    ratio = figures.get("smartmeter_contract_load_ratio")
+    payload["contract_load_pct"] = None if ratio is None else round(ratio * 100, 1)
+    near = figures.get("smartmeter_breaker_near_limit")
+    payload["near_limit"] = None if near is None else bool(near)
+    payload["time"] = round(when, 3)
+    return payload
+
+
+def _bill_entities(contract: bool) -> list:
+    """
+    The entities of the C{bill} topic.  The period's kWh has no state class:
+    it is the meter's record again, and as one HA would offer it in its
+    Energy dashboard beside the counter (counting the energy twice).  The
+    period's yen is a total that restarts at the period's start.
+    """
+    out = [
+        ("bill_energy", "sensor", "Energy bought this billing period", "bill",
+         _value("energy_kwh"), dict(unit_of_measurement="kWh", device_class="energy")),
+        ("bill_cost", "sensor", "Bill this period", "bill", _value("cost_yen"),
+         dict(unit_of_measurement="JPY", device_class="monetary", state_class="total",
+              last_reset_value_template=_value("period_start"))),
+        ("price", "sensor", "Price of a kWh now", "bill", _value("price_yen_per_kwh"),
+         dict(unit_of_measurement="JPY/kWh")),
+    ]
+    if contract:
+        out += [
+            ("contract_load", "sensor", "Load of the contract", "bill",
+             _value("contract_load_pct"),
+             dict(unit_of_measurement="%", state_class="measurement")),
+            ("breaker_near_limit", "binary_sensor", "Near the breaker limit", "bill",
+             _on("near_limit"), dict(device_class="problem")),
+        ]
+    return out
+
+
 def _value(name: str) -> str:
     return "{{ value_json.%s }}" % name
 
@@ -175,7 +229,8 @@ def _entities(expire: int) -> list:
 
 
 def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
-                      identity: Optional[dict], interval: float, version: str) -> dict:
+                      identity: Optional[dict], interval: float, version: str,
+                      bill: Optional[bool] = None) -> dict:
     """
     The Home Assistant discovery configs of meter C{mid}.
 
@@ -184,6 +239,8 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
     @param interval: seconds between two polls: a power state older than three
         of them expires in Home Assistant.
     @param version: this software's version, for HA's C{origin}.
+    @param bill: with C{--tariff}: C{False}, the bill's entities; C{True},
+        those of an ampere contract too.
     @return: C{{config topic: payload dict}}.
     """
     identity = identity or {}
@@ -198,7 +255,8 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, mid: str,
     expire = int(math.ceil(3 * float(interval)))
     avail = f"{topic_prefix}/{mid}/availability"
     configs = {}
-    for key, component, name, suffix, template, extra in _entities(expire):
+    entities = _entities(expire) + ([] if bill is None else _bill_entities(bill))
+    for key, component, name, suffix, template, extra in entities:
         unique = _unique_id(mid, key)
         payload = {"name": name, "unique_id": unique, "object_id": unique,
                    "state_topic": f"{topic_prefix}/{mid}/{suffix}", "value_template": template,
@@ -251,5 +309,7 @@ def earlier_topics(discovery_prefix: Optional[str], topic_prefix: str,
         topics += [t for t in (_config_topic(discovery_prefix, component, _unique_id(old, key))
                                for component, key in _EARLIER_ENTITIES) if t not in current]
     if old != mid:
-        topics += [f"{topic_prefix}/{old}/{suffix}" for suffix in ("availability", *FIELDS)]
+        # (The bill topic came after the ids changed: no earlier version had it.)
+        topics += [f"{topic_prefix}/{old}/{suffix}"
+                   for suffix in ("availability", *FIELDS) if suffix != "bill"]
     return old, topics

@@ -46,11 +46,24 @@ from smartmeter_tx.outputs.mqtt.config import MqttConfig
 from smartmeter_tx.outputs.mqtt.connection import BrokerConnection, Sender
 from smartmeter_tx.outputs.mqtt.driver import PahoDriver
 from smartmeter_tx.outputs.mqtt.outbox import Outbox
-from smartmeter_tx.service.interfaces import Figure, IMetricsSource, IRecordReceiver
+from smartmeter_tx.service.interfaces import Figure, IMetricsSource, IRecordReceiver, figures
 from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["MqttPublisher"]
 
+
+
+def _states(record: dict, when: float, bill: Optional[IMetricsSource]) -> list:
+    """
+    The topics a record publishes: its states, and with C{--tariff} the
+    bill's figures on the C{bill} topic with each reading.
+    """
+    states = payloads.state_payloads(record, when)
+    if bill is not None and record.get("kind") is None:
+        payload = payloads.bill_payload(figures([bill]), when)
+        if payload is not None:
+            states.append(("bill", payload))
+    return states
 
 @implementer(IRecordReceiver, IMetricsSource)
 class MqttPublisher(service.Service):
@@ -72,17 +85,19 @@ class MqttPublisher(service.Service):
 
     def __init__(self, config: MqttConfig, view: ServiceView, reactor, rng=None,
                  wall_clock=time.time, driver_factory=PahoDriver,
-                 on_fatal: Optional[Callable[[str], None]] = None) -> None:
+                 on_fatal: Optional[Callable[[str], None]] = None,
+                 bill: Optional[IMetricsSource] = None, contract: bool = False) -> None:
         """
         @param driver_factory: makes the broker connection, called as
             L{PahoDriver} is (tests give a stand-in).
+        @param bill: with C{--tariff}, the bill's figures (L{_states}).
         @param on_fatal: called with one line when the broker cannot be
             used as configured (see L{faults}); without it that is logged.
         @raise ArgumentError: paho-mqtt is missing.
         @raise ConfigError: the TLS files are unusable.
         """
-        self.config = config
-        self.view = view
+        self.config, self.view = config, view
+        self.bill, self.contract = bill, contract
         self.reactor = reactor
         self.rng = rng if rng is not None else random.Random()
         self.wall_clock = wall_clock
@@ -136,19 +151,17 @@ class MqttPublisher(service.Service):
         instantaneous reading (C{state}, and C{energy} when it carries the
         counters) or the meter's fixed-time EA/EB (C{fixed}).
 
-        History records (C{"kind": "history"}, backfilled 30-minute slots) are
-        ignored on purpose: an MQTT state is "the value now", and Home
-        Assistant books a state at the time it receives it, so publishing a
-        slot of yesterday would date it wrongly in its statistics; a retained
-        history topic would tell a new subscriber an old value as the latest.
-        Past slots belong to the data log and its export.  Other kinds are
-        ignored likewise.
+        History records (backfilled 30-minute slots) are ignored on purpose:
+        an MQTT state is "the value now", and HA books a state when it gets
+        it, so a slot of yesterday would be dated wrongly (and a retained one
+        shown as the latest).  Past slots belong to the data log and HA's
+        statistics.  Other kinds are ignored likewise.
         """
         if record.get("kind") not in (None, "fixed"):
             return
         if self.running:
             self._tick()  # a new meter id or link state goes out with the record
-        for suffix, payload in payloads.state_payloads(record, when):
+        for suffix, payload in _states(record, when, self.bill):
             data = payloads.dumps(payload)
             self._last[suffix] = data
             self.sender.queue(suffix, data)
@@ -312,7 +325,8 @@ class MqttPublisher(service.Service):
         if prefix is not None:
             configs = payloads.discovery_configs(
                 prefix, self.config.topic_prefix, self._will_id, self.view.store.identity,
-                self.view.interval, smartmeter_tx.__version__)
+                self.view.interval, smartmeter_tx.__version__,
+                None if self.bill is None else self.contract)
             for topic, payload in configs.items():
                 self.sender.queue(topic, payloads.dumps(payload), latest_only=True, urgent=True)
         for suffix, payload in self._last.items():
