@@ -54,6 +54,7 @@ default_ulimits = []
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 """
+_MERGED_USR = "/usr/share/mmdebstrap/hooks/merged-usr"
 #: What Debian's own slim image leaves out (as its build does).
 _SLIM = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
          "/usr/share/groff/*", "/usr/share/linda/*", "/usr/share/lintian/*")
@@ -161,6 +162,10 @@ def ensure_base(say=lambda text: None) -> None:
         with tempfile.TemporaryDirectory(dir=_state_dir()) as work:
             tarball = os.path.join(work, "base.tar")
             options = [f"--dpkgopt=path-exclude={p}" for p in _SLIM]
+            if os.path.isdir(_MERGED_USR):
+                # As Debian's image is made: /usr merged by the hook, so that
+                # the usrmerge package (and the whole of perl) stays out.
+                options.append(f"--hook-dir={_MERGED_USR}")
             try:
                 made = subprocess.run(
                     ["mmdebstrap", "--variant=minbase", "--quiet", *options,
