@@ -42,6 +42,8 @@ SUPERVISOR_URL = "http://supervisor"
 SUPERVISOR_WITHIN = 15.0
 #: The page's port inside the container: config.yaml's C{ingress_port}.
 INGRESS_PORT = 9580
+#: The add-on's own folder of files (config.yaml's C{addon_config} map).
+CONFIG_DIR = "/config"
 #: As C{twist smartmeter}'s own: a setting that cannot work.
 EXIT_CONFIG = 78
 
@@ -91,6 +93,13 @@ def plan(options: Mapping, broker: Optional[Broker], supervisor_token: Optional[
             "--state-file", "/data/state.json", "--data-log", "/data/log",
             "--http", f"tcp:{INGRESS_PORT}", "--interval", str(_option(options, "interval", 30)),
             *_DIALECTS[dialect]]
+    tariff = _option(options, "tariff")
+    if tariff:
+        name = str(tariff)
+        if os.path.isabs(name) or ".." in name.split("/"):
+            raise AddonError("'tariff' is a file name in the add-on's folder of files "
+                             f"(addon_configs), such as tariff.toml, not {name!r}")
+        argv += ["--tariff", os.path.join(CONFIG_DIR, name)]
     environ = {}
     if _option(options, "broute_id"):
         environ[ENV_ID] = str(options["broute_id"])

@@ -76,6 +76,16 @@ class PlanTests(SynchronousTestCase):
         self.assertIn("--dse", argv)
         self.assertEqual(set(environ), {"SMARTMETER_ID", "SMARTMETER_PASSWORD"})
 
+    def test_tariff(self):
+        """A tariff is a file of the add-on's folder of files; no path out of it."""
+        argv, _ = addon.plan(dict(OPTIONS, tariff="tariff.toml"), BROKER, TOKEN)
+        self.assertEqual(argv[argv.index("--tariff") + 1], "/config/tariff.toml")
+        self.assertNotIn("--tariff", addon.plan(OPTIONS, BROKER, TOKEN)[0])
+        for bad in ("/etc/passwd", "../secrets.toml"):
+            e = self.assertRaises(addon.AddonError, addon.plan, dict(OPTIONS, tariff=bad),
+                                  BROKER, TOKEN)
+            self.assertIn("'tariff' is a file name in the add-on's folder of files", str(e))
+
     def test_tlsBrokerAndQuotedUser(self):
         """A broker with TLS is mqtts://; a user name is quoted in the URL."""
         broker = addon.Broker(host="broker", port=8883, ssl=True, username="a@b c")
@@ -191,4 +201,5 @@ class AddonFilesTests(SynchronousTestCase):
         self.assertEqual(config["ingress_port"], addon.INGRESS_PORT)
         self.assertTrue(config["homeassistant_api"])
         self.assertIn("mqtt:want", config["services"])
+        self.assertIn("addon_config:ro", config["map"])
         self.assertEqual(set(config["arch"]), set(_yaml("build.yaml")["build_from"]))
