@@ -27,10 +27,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable, Iterable, Optional, Sequence
 
 from smartmeter_tx.bill.tariff import HOLIDAY, Tariff
-from smartmeter_tx.model import SLOT, HistorySlot, is_absent
+from smartmeter_tx.model import JST, SLOT, HistorySlot, is_absent
 
 __all__ = ["SlotEnergy", "PricedSlot", "Bill", "slot_energies", "bill_for", "tier_cost",
-           "japan_holiday", "yen", "record_end"]
+           "japan_holiday", "yen", "record_end", "band_of"]
 
 ZERO = Decimal(0)
 
@@ -241,6 +241,26 @@ def bill_for(tariff: Tariff, energies: Sequence[SlotEnergy], start: datetime.dat
         incomplete=not bridged and (not inside or inside[0].start > start),
         projected_energy_kwh=projected_energy, projected_total_yen=projected_total,
         slots=tuple(priced))
+
+
+def band_of(tariff: Tariff, holiday: Optional[Callable[[datetime.date], bool]] = None
+            ) -> Optional[Callable[[datetime.datetime], tuple]]:
+    """
+    What band a slot is in, for a tariff of bands (C{None} for tiers): a
+    function of the slot's start (aware) giving C{(index, name)}.
+    """
+    if not tariff.bands:
+        return None
+    if holiday is None:
+        uses = any(b.days is not None and HOLIDAY in b.days for b in tariff.bands)
+        holiday = japan_holiday() if uses else (lambda day: False)
+    test = holiday
+
+    def band(start: datetime.datetime) -> tuple:
+        start = start.astimezone(JST)
+        chosen = tariff.band_at(start, test(start.date()))
+        return tariff.bands.index(chosen), chosen.name
+    return band
 
 
 def record_end(slots: Iterable[HistorySlot]) -> Optional[datetime.datetime]:

@@ -259,7 +259,12 @@ def _site(settings: Settings, view, wall_clock, sources: list[IMetricsSource], r
     from smartmeter_tx.outputs.guard import IDLE_TIMEOUT, HttpGuard, default_max_connections
     from smartmeter_tx.outputs.web import QuietSite, make_root
 
-    site = QuietSite(make_root(view, wall_clock, sources), timeout=IDLE_TIMEOUT, reactor=reactor)
+    band_of = None
+    if settings.tariff is not None:
+        from smartmeter_tx.bill.pricing import band_of as bands
+        band_of = bands(settings.tariff)
+    site = QuietSite(make_root(view, wall_clock, sources, band_of), timeout=IDLE_TIMEOUT,
+                     reactor=reactor)
     cap = settings.http_max_connections
     if cap is None:
         cap = default_max_connections(resource.getrlimit(resource.RLIMIT_NOFILE)[0])

@@ -102,10 +102,16 @@ class DashboardResource(_ViewResource):
     """
 
     def __init__(self, view: ServiceView, clock_now: Callable[[], float],
-                 sources: Optional[list[IMetricsSource]] = None) -> None:
-        """@param sources: the L{IMetricsSource}s whose figures the page shows."""
+                 sources: Optional[list[IMetricsSource]] = None,
+                 band_of: Optional[Callable] = None) -> None:
+        """
+        @param sources: the L{IMetricsSource}s whose figures the page shows.
+        @param band_of: under a time-of-use tariff, a slot's band (the bars'
+            colours).
+        """
         super().__init__(view, clock_now)
         self.sources = [] if sources is None else sources
+        self.band_of = band_of
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -115,7 +121,8 @@ class DashboardResource(_ViewResource):
         if isinstance(header, bytes):
             header = header.decode("latin-1")
         lang = dashboard.language(header, choice)
-        snap = dashboard.snapshot(self.view, self.clock_now(), figures(self.sources))
+        snap = dashboard.snapshot(self.view, self.clock_now(), figures(self.sources),
+                                  self.band_of)
         return dashboard.render(snap, lang).encode("utf-8")
 
 
@@ -336,18 +343,20 @@ class MetricsResource(_Plain):
 
 
 def make_root(view: ServiceView, clock_now: Callable[[], float],
-              sources: Optional[list[IMetricsSource]] = None) -> resource.Resource:
+              sources: Optional[list[IMetricsSource]] = None,
+              band_of: Optional[Callable] = None) -> resource.Resource:
     """
     The site root: the dashboard at C{/}, C{/latest}, C{/metrics} and
     C{/history}, over the service's C{view}, with C{clock_now} the wall clock.
 
     @param sources: the L{IMetricsSource}s of the data log and the outputs,
         for C{/metrics} and the page; the list is read at each request.
+    @param band_of: under a time-of-use tariff, a slot's band, for the page.
     """
     sources = [] if sources is None else sources
     collectors = [ViewCollector(view), SourcesCollector(sources)]
     root = _Root()
-    root.putChild(b"", DashboardResource(view, clock_now, sources))
+    root.putChild(b"", DashboardResource(view, clock_now, sources, band_of))
     root.putChild(b"latest", LatestResource(view, clock_now, sources))
     root.putChild(b"metrics", MetricsResource(collectors))
     root.putChild(b"history", HistoryResource(view, clock_now))

@@ -169,3 +169,27 @@ class ContractTests(SynchronousTestCase):
         self.assertIn('<div class="sub" id="contract" data-value="0.9"><span class="bad">'
                       "90% of the 40 A contract (near the breaker&#x27;s limit)</span></div>",
                       page.replace("'", "&#x27;"))
+
+
+class BandsOnThePageTests(SynchronousTestCase):
+    """Under a time-of-use tariff the bought bars are coloured by band, named in the legend."""
+
+    def test_barsByBand(self):
+        """
+        Slots from 01:00 to 06:00 are night's (band 0), the rest day's; the
+        legend names both; the price now (03:00) is night's with the levy.
+        """
+        from smartmeter_tx.bill.pricing import band_of
+        banded = {k: v for k, v in TARIFF.items() if k != "tiers"}
+        banded["bands"] = [{"name": "night", "hours": "01:00-06:00", "price": D("27.86")},
+                           {"name": "day", "hours": "06:00-01:00", "price": D("35.76")}]
+        known = records(datetime.datetime(2026, 11, 30, 23, 30, tzinfo=JST), [1] * 7)
+        bill = bill_figures(known, banded)
+        snap = snapshot(bill.view, NOW.timestamp(), figures([bill]), band_of(bill.tariff))
+        page = render(snap)
+        by_slot = {s.start.astimezone(JST).strftime("%H:%M"): s.band for s in snap.slots}
+        self.assertEqual((by_slot["00:30"], by_slot["01:00"], by_slot["02:30"]), (1, 0, 0))
+        self.assertIn('<i class="lg-band-0"></i>night<i class="lg-band-1"></i>day', page)
+        self.assertIn('class="normal band-0"', page)
+        self.assertIn('class="normal band-1"', page)
+        self.assertIn("¥31.84 / kWh (night)", page)  # 27.86 + the levy's 3.98

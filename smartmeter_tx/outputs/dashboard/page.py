@@ -23,7 +23,7 @@ from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer,
 
 from smartmeter_tx.model import JST
 from smartmeter_tx.outputs.dashboard.snapshot import Snapshot
-from smartmeter_tx.outputs.dashboard.svg import bars_svg, curve_svg
+from smartmeter_tx.outputs.dashboard.svg import BAND_COLOURS, bars_svg, curve_svg
 from smartmeter_tx.outputs.dashboard.text import (
     DASH, TEXT, data_value, show_amps, show_duration, show_hhmm, show_kwh, show_watts,
 )
@@ -88,6 +88,10 @@ svg .step-line,svg .step-riser{stroke:var(--step);stroke-width:1.2;stroke-dashar
 svg .step-riser{stroke-width:.8}svg .step-area{fill:var(--step);opacity:.1}
 svg .legend{font-size:9px}
 svg rect.normal{fill:var(--buy)}svg rect.reverse{fill:var(--sell)}
+svg rect.band-1,.legend .lg-band-1{fill:#f08c00;background:#f08c00}
+svg rect.band-2,.legend .lg-band-2{fill:#845ef7;background:#845ef7}
+svg rect.band-3,.legend .lg-band-3{fill:#1098ad;background:#1098ad}
+.legend .lg-band-0{background:var(--buy)}
 svg rect.gap{fill:url(#gap-hatch)}svg g[data-state=missing] rect.gap{opacity:.45}
 svg .hatch-bg{fill:var(--card)}svg .hatch{stroke:var(--gap);stroke-width:1.5}
 .legend{font-size:.8rem;color:var(--muted);margin-top:4px}
@@ -179,7 +183,13 @@ class DashboardPage(Element):
     @renderer
     def bill(self, request, tag: Tag) -> list:
         """This billing period's bill, with C{--tariff}."""
-        return [] if self.snap.bill is None else [_bill(self.snap.bill, self.t)]
+        return [] if self.snap.bill is None else [_bill(self.snap, self.t)]
+
+    @renderer
+    def bands(self, request, tag: Tag) -> list:
+        """Under a time-of-use tariff, what colours the bought bars: the bands."""
+        return [[tags.i(class_=f"lg-band-{index % BAND_COLOURS}"), name]
+                for index, name in sorted(self.snap.bands.items())]
 
     @renderer
     def curve(self, request, tag: Tag) -> Tag:
@@ -271,8 +281,10 @@ def _totals(snap: Snapshot, t: dict) -> list:
     return totals
 
 
-def _bill(bill: dict, t: dict) -> Tag:
-    """The period's kWh, the bill so far and projected, and the price now."""
+def _bill(snap: Snapshot, t: dict) -> Tag:
+    """The period's kWh, the bill so far and projected, and the price now (and its band)."""
+    bill = snap.bill
+    assert bill is not None
     def yen(value) -> str:
         return DASH if value is None else f"¥{value:,.0f}"
 
@@ -286,7 +298,8 @@ def _bill(bill: dict, t: dict) -> Tag:
              bill.get("bill_period_cost_yen")),
             ("projected", t["bill_projected"], yen(bill.get("bill_period_projected_cost_yen")),
              bill.get("bill_period_projected_cost_yen")),
-            ("price", t["bill_price"], DASH if price is None else f"¥{price:.2f} / kWh", price)]
+            ("price", t["bill_price"], DASH if price is None else f"¥{price:.2f} / kWh"
+             + ("" if snap.band_now is None else f" ({snap.band_now})"), price)]
     body: list = [tags.h2(t["bill"]), tags.dl([
         (tags.dt(label), tags.dd(shown, **{"id": f"bill-{key}", "data-value": data_value(value)}))
         for key, label, shown, value in rows])]

@@ -8,10 +8,11 @@ Pure: no Twisted, no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from smartmeter_tx.model import JST, SLOT, Absent, slot_range, slot_start
 
@@ -39,6 +40,8 @@ class Slot:
     normal: Optional[Decimal]
     reverse: Optional[Decimal]
     state: str
+    #: Under a time-of-use tariff: the index of the slot's band.
+    band: Optional[int] = None
 
 
 @dataclass
@@ -82,6 +85,9 @@ class Snapshot:
     #: An ampere contract: C{(amperes, the larger phase's share or None, near
     #: its limit or None)}, or C{None}.
     contract: Optional[tuple] = None
+    #: Under a time-of-use tariff: the bands' names by index, and the band now.
+    bands: dict = field(default_factory=dict)
+    band_now: Optional[str] = None
     #: why the service's last join failed, until a session is up: its kind
     #: (C{"refused"}, C{"not_found"}, C{"other"}) and its text, or C{None}.
     join_failure: Optional[tuple] = None
@@ -183,13 +189,16 @@ def slot_steps(slots: list, since: datetime.datetime) -> list:
             if slot.normal is not None and slot.reverse is not None and slot.start >= since]
 
 
-def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) -> Snapshot:
+def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None,
+             band_of: Optional[Callable[[datetime.datetime], tuple]] = None) -> Snapshot:
     """
     Copy what the page shows out of the service's C{view} (its store, link
     state, backfill and clock) at wall-clock C{now}.
 
     @param figures: the outputs' figures by name (as on C{/metrics}): the
         Home Assistant importer's say what HA has.
+    @param band_of: under a time-of-use tariff, a slot's C{(index, name)} of
+        band by its start: the bars are coloured by it.
     """
     store, state = view.store, view.state
     backfill = view.backfill
@@ -242,7 +251,21 @@ def snapshot(view: "ServiceView", now: float, figures: Optional[dict] = None) ->
     if store.join_failure is not None:
         snap.join_failure = (store.join_failure.kind, store.join_failure.text)
     _from_figures(snap, figures or {})
+    if band_of is not None:
+        _bands(snap, band_of)
     return snap
+
+
+def _bands(snap: Snapshot, band_of: Callable[[datetime.datetime], tuple]) -> None:
+    """Each bar's band, the bands' names, and the band now."""
+    slots = []
+    for slot in snap.slots:
+        index, name = band_of(slot.start)
+        snap.bands[index] = name
+        slots.append(dataclasses.replace(slot, band=index))
+    snap.slots = slots
+    index, snap.band_now = band_of(snap.now_jst)
+    snap.bands[index] = snap.band_now
 
 
 def _from_figures(snap: Snapshot, figures: dict) -> None:

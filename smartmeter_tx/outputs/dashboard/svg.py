@@ -34,6 +34,10 @@ LEGEND = 14
 SLOT_SECONDS = SLOT.total_seconds()
 
 
+#: Bands coloured apart (the page's band-0 ... classes); more wrap around.
+BAND_COLOURS = 4
+
+
 def _el(name: str, *children, **attributes: str) -> Tag:
     """
     An SVG element: C{tags} knows only HTML's names.  Attributes are passed
@@ -336,11 +340,16 @@ def _slot_bar(slot, bx: float, bw: float, zero: float, scale: float, t: dict) ->
         text += f", {t['sold']} {show_kwh(slot.reverse)} kWh"
     bars = [_el("rect", **{"class": cls, "x": f"{bx + bw * 0.1:.2f}", "y": f"{y:.2f}",
                            "width": f"{bw * 0.8:.2f}", "height": f"{h:.2f}"})
-            for cls, y, h in (("normal", zero - hn, hn), ("reverse", zero, hr)) if h > 0]
+            for cls, y, h in ((_bought_class(slot), zero - hn, hn), ("reverse", zero, hr)) if h > 0]
     return _el("g", _el("title", text), *bars,
                **{"class": "slot", "data-slot": slot.start.isoformat(), "data-state": "ok",
                   "data-normal": data_value(slot.normal),
                   "data-reverse": data_value(slot.reverse)})
+
+
+def _bought_class(slot) -> str:
+    """A bought bar's class: coloured by its band under a time-of-use tariff."""
+    return "normal" if slot.band is None else f"normal band-{slot.band % BAND_COLOURS}"
 
 
 def _day_ticks(slots: list, bw: float) -> list:
