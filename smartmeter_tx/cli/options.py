@@ -233,15 +233,38 @@ def install_hint(extra: str) -> str:
 
     pip = os.path.join(os.path.dirname(sys.executable), "pip")
     command = shlex.quote(pip) if os.path.exists(pip) else f"{shlex.quote(sys.executable)} -m pip"
-    marker = re.compile(r";\s*extra\s*==\s*[\"']" + re.escape(extra) + r"[\"']\s*$")
+    ours = re.compile(r"(\s*\band\s+)?\bextra\s*==\s*[\"']" + re.escape(extra) + r"[\"']")
     try:
         requires = metadata.distribution("smartmeter_tx").requires or []
     except metadata.PackageNotFoundError:
         requires = []
-    wanted = [marker.sub("", r).strip() for r in requires if marker.search(r)]
+    wanted = []
+    for requirement in requires:
+        name, _, condition = requirement.partition(";")
+        if not ours.search(condition):
+            continue
+        condition = ours.sub("", condition).strip()
+        if _machine_matches(condition):
+            wanted.append(name.strip())
     if not wanted:  # no metadata (run from a source tree): name the extra
         wanted = [f"smartmeter_tx[{extra}]"]
     return f"{command} install " + " ".join(shlex.quote(r) for r in wanted)
+
+
+def _machine_matches(condition: str) -> bool:
+    """
+    Whether a requirement's remaining marker holds here: none, or one
+    C{platform_machine ==|!= "..."} test (the only kind our metadata has).
+    """
+    import platform
+    import re
+
+    if not condition:
+        return True
+    test = re.fullmatch(r"(?:and\s+)?platform_machine\s*(==|!=)\s*[\"']([^\"']*)[\"']", condition)
+    if test is None:
+        return True  # not ours to judge: name it
+    return (platform.machine() == test.group(2)) == (test.group(1) == "==")
 
 
 def missing_extra(flag: str, extra: str, what: str) -> str:
