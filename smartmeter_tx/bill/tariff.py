@@ -226,20 +226,32 @@ def _yen(value: Any, key: str, fail) -> Decimal:
     return Decimal(value)
 
 
-def _tiers(value: Any, fail) -> tuple:
+def _array(value: Any, name: str, keys: tuple, fail) -> list:
+    """
+    C{[[name]]}'s tables, each with only C{keys}, or C{[]} without it.
+
+    @return: C{[(its key in messages, table)]}.
+    """
     if value is None:
-        return ()
+        return []
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value) or not value:
-        raise fail("tiers", "must be [[tiers]] tables")
-    tiers, last = [], Decimal(0)
+        raise fail(name, f"must be [[{name}]] tables")
     for n, table in enumerate(value):
-        key = f"tiers[{n}]"
-        if set(table) - {"up_to", "price"}:
-            raise fail(key, "takes only up_to and price")
+        if set(table) - set(keys):
+            raise fail(f"{name}[{n}]", f"takes only {', '.join(keys[:-1])} and {keys[-1]}")
+    return [(f"{name}[{n}]", table) for n, table in enumerate(value)]
+
+
+def _tiers(value: Any, fail) -> tuple:
+    tables = _array(value, "tiers", ("up_to", "price"), fail)
+    if not tables:
+        return ()
+    tiers, last = [], Decimal(0)
+    for n, (key, table) in enumerate(tables):
         price = _yen(table.get("price"), f"{key}.price", fail)
         up_to = table.get("up_to")
         if up_to is None:
-            if n != len(value) - 1:
+            if n != len(tables) - 1:
                 raise fail(f"{key}.up_to", "missing: only the last tier has no up_to")
         else:
             up_to = _yen(up_to, f"{key}.up_to", fail)
@@ -254,15 +266,11 @@ def _tiers(value: Any, fail) -> tuple:
 
 
 def _bands(value: Any, fail) -> tuple:
-    if value is None:
+    tables = _array(value, "bands", ("name", "hours", "days", "price"), fail)
+    if not tables:
         return ()
-    if not isinstance(value, list) or not all(isinstance(b, dict) for b in value) or not value:
-        raise fail("bands", "must be [[bands]] tables")
     bands = []
-    for n, table in enumerate(value):
-        key = f"bands[{n}]"
-        if set(table) - {"name", "hours", "days", "price"}:
-            raise fail(key, "takes only name, hours, days and price")
+    for key, table in tables:
         name = table.get("name")
         if not isinstance(name, str) or not name.strip():
             raise fail(f"{key}.name", "missing")

@@ -90,6 +90,16 @@ class _RealBase(HomeAssistantTestCase):
         return {datetime.datetime.fromtimestamp(r["start"] / 1000, JST): (r["sum"], r["state"])
                 for r in (result or {}).get(sid, [])}
 
+    async def grid(self, session, cost=None, compensation=None):
+        """Our statistics as the grid's in HA's energy preferences (with a cost, if given)."""
+        await session.call("energy/save_prefs", energy_sources=[{
+            "type": "grid",
+            "flow_from": [{"stat_energy_from": IMPORT, "stat_cost": cost,
+                           "entity_energy_price": None, "number_energy_price": None}],
+            "flow_to": [{"stat_energy_to": EXPORT, "stat_compensation": compensation,
+                         "entity_energy_price": None, "number_energy_price": None}],
+            "cost_adjustment_day": 0}], device_consumption=[])
+
     def assertChanges(self, rows, energies):
         """Each row's change from the one before is its hour's energy (the first from 0)."""
         previous = 0.0
@@ -171,13 +181,7 @@ class StatisticsTests(_RealBase):
         slots = record([D("0.4")] * 24, sold=[D("0.1")] * 24)
         await sync.synchronize(session, slots, SLUG, T0 + datetime.timedelta(days=1),
                                rewrite=True)
-        await session.call("energy/save_prefs", energy_sources=[{
-            "type": "grid",
-            "flow_from": [{"stat_energy_from": IMPORT, "stat_cost": None,
-                           "entity_energy_price": None, "number_energy_price": None}],
-            "flow_to": [{"stat_energy_to": EXPORT, "stat_compensation": None,
-                         "entity_energy_price": None, "number_energy_price": None}],
-            "cost_adjustment_day": 0}], device_consumption=[])
+        await self.grid(session)
         prefs = await session.call("energy/get_prefs")
         self.assertEqual(prefs["energy_sources"][0]["flow_from"][0]["stat_energy_from"], IMPORT)
         validation = await session.call("energy/validate")
@@ -217,13 +221,7 @@ class CostTests(_RealBase):
         listed = await session.call("recorder/list_statistic_ids", statistic_type="sum")
         units = {item["statistic_id"]: item["statistics_unit_of_measurement"] for item in listed}
         self.assertEqual((units[cost], units[pay]), ("JPY", "JPY"))
-        await session.call("energy/save_prefs", energy_sources=[{
-            "type": "grid",
-            "flow_from": [{"stat_energy_from": IMPORT, "stat_cost": cost,
-                           "entity_energy_price": None, "number_energy_price": None}],
-            "flow_to": [{"stat_energy_to": EXPORT, "stat_compensation": pay,
-                         "entity_energy_price": None, "number_energy_price": None}],
-            "cost_adjustment_day": 0}], device_consumption=[])
+        await self.grid(session, cost, pay)
         validation = await session.call("energy/validate")
         self.assertEqual(validation["energy_sources"], [[]], validation)
         self.assertEqual(self.ha.log_lines(), [])
