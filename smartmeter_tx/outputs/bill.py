@@ -140,4 +140,14 @@ class BillFigures(service.Service):
             Figure("smartmeter_price_yen_per_kwh", "gauge",
                    "What a kWh bought now costs under the tariff (its tier or band, and the "
                    "adjustments)", float(self.price_now(bill))),
-        ] + self.contract()
+        ] + self.tier(bill) + self.contract()
+
+    def tier(self, bill: pricing.Bill) -> list:
+        """Under tiers, the tier the period's next kWh is in (1 is the first)."""
+        if not self.tariff.tiers:
+            return []
+        index = next(n for n, t in enumerate(self.tariff.tiers, 1)
+                     if t.up_to is None or bill.energy_kwh < t.up_to)
+        return [Figure("smartmeter_bill_tier", "gauge",
+                       "The tier of the tariff the period's next kWh is in (1: the first)",
+                       index if not bill.incomplete else None)]

@@ -63,6 +63,7 @@ class BillFiguresTests(SynchronousTestCase):
         self.assertEqual(shown["smartmeter_bill_period_start_timestamp_seconds"],
                          datetime.datetime(2026, 12, 1, tzinfo=JST).timestamp())
         self.assertEqual(shown["smartmeter_bill_period_projected_cost_yen"], 1201852)
+        self.assertEqual(shown["smartmeter_bill_tier"], 2)
 
     def test_notAllLogged(self):
         """
@@ -103,7 +104,7 @@ class PagePanelTests(SynchronousTestCase):
         page = self.page([bill_figures(known)])
         self.assertIn('<section id="bill" aria-label="This billing period">', page)
         self.assertIn('<dd id="bill-cost" data-value="4988.85">¥4,989</dd>', page)
-        self.assertIn('<dd id="bill-price" data-value="40.38">¥40.38 / kWh</dd>', page)
+        self.assertIn('<dd id="bill-price" data-value="40.38">¥40.38 / kWh (tier 2)</dd>', page)
         self.assertIn('<dd id="bill-energy" data-value="120.0">120.00 kWh</dd>', page)
         self.assertIn("今期の電気料金", self.page([bill_figures(known)], "ja"))
 

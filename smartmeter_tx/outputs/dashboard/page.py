@@ -299,13 +299,21 @@ def _bill(snap: Snapshot, t: dict) -> Tag:
             ("projected", t["bill_projected"], yen(bill.get("bill_period_projected_cost_yen")),
              bill.get("bill_period_projected_cost_yen")),
             ("price", t["bill_price"], DASH if price is None else f"¥{price:.2f} / kWh"
-             + ("" if snap.band_now is None else f" ({snap.band_now})"), price)]
+             + _price_note(snap, t), price)]
     body: list = [tags.h2(t["bill"]), tags.dl([
         (tags.dt(label), tags.dd(shown, **{"id": f"bill-{key}", "data-value": data_value(value)}))
         for key, label, shown, value in rows])]
     if energy is None:
         body.append(tags.p(t["bill_unknown"], class_="sub"))
     return tags.section(body, id="bill", **{"aria-label": t["bill"]})
+
+
+def _price_note(snap: Snapshot, t: dict) -> str:
+    """What the price now is: its time-of-day band, or its tier."""
+    tier = (snap.bill or {}).get("bill_tier")
+    if snap.band_now is not None:
+        return f" ({snap.band_now})"
+    return "" if tier is None else " " + t["bill_tier"].format(tier)
 
 
 def _bad(text: str) -> Tag:
