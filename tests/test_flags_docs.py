@@ -34,7 +34,7 @@ IMPLICIT = {"--help"}
 FOREIGN = {"--config-settings": "pip install", "--preserve-env": "sudo",
            "--system": "useradd", "--user-group": "useradd", "--groups": "useradd",
            "--now": "systemctl enable", "--rm": "docker run", "--name": "docker run",
-           "--restart": "docker run", "--group-add": "docker run",
+           "--restart": "docker run", "--group-add": "docker run", "--init": "docker run",
            "--platform": "docker buildx build", "--format": "podman build"}
 
 

@@ -243,12 +243,16 @@ def install_hint(extra: str) -> str:
         name, _, condition = requirement.partition(";")
         if not ours.search(condition):
             continue
-        condition = ours.sub("", condition).strip()
+        # (An egg-info's requires.txt reads back with the rest in parentheses.)
+        condition = ours.sub("", condition).strip().removeprefix("and").strip()
+        if condition.startswith("(") and condition.endswith(")"):
+            condition = condition[1:-1].strip()
         if _machine_matches(condition):
             wanted.append(name.strip())
     if not wanted:  # no metadata (run from a source tree): name the extra
         wanted = [f"smartmeter_tx[{extra}]"]
-    return f"{command} install " + " ".join(shlex.quote(r) for r in wanted)
+    # Sorted: an editable install's egg-info lists them in another order.
+    return f"{command} install " + " ".join(shlex.quote(r) for r in sorted(wanted))
 
 
 def _machine_matches(condition: str) -> bool:
@@ -261,7 +265,7 @@ def _machine_matches(condition: str) -> bool:
 
     if not condition:
         return True
-    test = re.fullmatch(r"(?:and\s+)?platform_machine\s*(==|!=)\s*[\"']([^\"']*)[\"']", condition)
+    test = re.fullmatch(r"platform_machine\s*(==|!=)\s*[\"']([^\"']*)[\"']", condition)
     if test is None:
         return True  # not ours to judge: name it
     return (platform.machine() == test.group(2)) == (test.group(1) == "==")

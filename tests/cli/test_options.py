@@ -327,3 +327,28 @@ class SessionTests(SynchronousTestCase):
         self.assertIsNone(device.default_credentials)
         device.stop()
         device.stop()
+
+
+class InstallHintTests(SynchronousTestCase):
+    def test_markersAndOrder(self):
+        """
+        The extra's requirements that hold on this machine, in one order,
+        whichever way the metadata writes them (a wheel's, or an editable
+        install's egg-info with the rest of a marker in parentheses).
+        """
+        from unittest import mock
+        import platform
+        forms = [['autobahn[twisted]>=23.1; platform_machine != "armv7l" and extra == "ha"',
+                  'autobahn[twisted]<25.11; platform_machine == "armv7l" and extra == "ha"',
+                  'twisted[tls]; extra == "ha"', 'paho-mqtt; extra == "mqtt"'],
+                 ['twisted[tls]; extra == "ha"',
+                  'autobahn[twisted]>=23.1; (platform_machine != "armv7l") and extra == "ha"',
+                  'autobahn[twisted]<25.11; (platform_machine == "armv7l") and extra == "ha"']]
+        hints = set()
+        for requires in forms:
+            distribution = mock.Mock(requires=requires)
+            with mock.patch("importlib.metadata.distribution", lambda name: distribution):
+                hints.add(O.install_hint("ha").split(" install ", 1)[1])
+        armv7 = platform.machine() == "armv7l"
+        self.assertEqual(hints, {"'autobahn[twisted]<25.11' 'twisted[tls]'" if armv7
+                                 else "'autobahn[twisted]>=23.1' 'twisted[tls]'"})
