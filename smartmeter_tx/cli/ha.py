@@ -58,7 +58,7 @@ def summary(done, slug: str) -> str:
 
 
 async def import_records(reactor, url: str, token: str, records: list, mac: Optional[str],
-                         stdout, stderr, program: str, tariff=None) -> int:
+                         stdout, stderr, program: str, tariff=None, modulus=None) -> int:
     """
     Import the slots of C{records} (the data log's history records) for the
     meter whose MAC is C{mac}, rewriting their range in HA.
@@ -94,7 +94,7 @@ async def import_records(reactor, url: str, token: str, records: list, mac: Opti
         return EXIT_HA_UNREACHABLE
     try:
         done = await sync.synchronize(session, slots, slug, datetime.datetime.now(JST),
-                                      rewrite=True, tariff=tariff)
+                                      rewrite=True, tariff=tariff, modulus=modulus)
     except W.HaError as e:
         C.say(stderr, str(e), program)
         return EXIT_HA_REFUSED

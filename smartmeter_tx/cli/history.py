@@ -200,7 +200,7 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
         if args.ha_url:
             return await ha.import_records(reactor, args.ha_url, args.ha_token, records,
                                            client.link.mac, stdout, stderr, PROGRAM,
-                                           args.tariff_data)
+                                           args.tariff_data, scale.modulus_kwh)
         _print(records, args, stdout, stderr, scale.modulus_kwh)
         return C.EXIT_OK
 

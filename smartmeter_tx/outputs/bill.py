@@ -80,8 +80,10 @@ class BillFigures(service.Service):
         # The slot before the period too: a gap at its start is bridged from it.
         slots = self.view.backfill.between(start - SLOT, end)
         record_end = pricing.record_end(slots) or start
-        return pricing.bill_for(self.tariff, pricing.slot_energies(slots), start, record_end,
-                                self.holiday)
+        link = self.view.link
+        modulus = None if link is None else link.modulus_kwh  # bridges a wrap in a gap
+        return pricing.bill_for(self.tariff, pricing.slot_energies(slots, modulus), start,
+                                record_end, self.holiday)
 
     def price_now(self, bill: pricing.Bill) -> Decimal:
         """What a kWh bought now costs: the tier or band now, and the adjustments."""

@@ -13,8 +13,10 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Callable, Mapping, Optional
 
+from smartmeter_tx.echonet.meter import EnergyScale
 from smartmeter_tx.model import parse_json_object
 
 __all__ = ["MeterLink", "load_state", "save_state", "default_state_path"]
@@ -46,6 +48,13 @@ class MeterLink:
     moved_from_ipaddr: Optional[str] = None
     #: the MAC of the meter the energy scale was learnt from.
     scale_mac: Optional[str] = None
+
+    @property
+    def modulus_kwh(self) -> Optional[Decimal]:
+        """Where the meter's counters wrap, in kWh; C{None} while the scale is unknown."""
+        if self.unit is None:
+            return None
+        return EnergyScale(self.coefficient or 1, Decimal(self.unit), self.digits).modulus_kwh
 
     @property
     def joinable(self) -> bool:

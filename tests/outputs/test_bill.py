@@ -65,6 +65,22 @@ class BillFiguresTests(SynchronousTestCase):
         self.assertEqual(shown["smartmeter_bill_period_projected_cost_yen"], 1201852)
         self.assertEqual(shown["smartmeter_bill_tier"], 2)
 
+    def test_wrapInAGapBridgedByTheMetersScale(self):
+        """
+        A gap across the counter's wrap is bridged once the meter's scale is
+        known (6 digits of 0.01 kWh: 10,000 kWh); before, there is no bill.
+        """
+        from smartmeter_tx.session.state import MeterLink
+        start = datetime.datetime(2026, 11, 30, 23, 30, tzinfo=JST)
+        known = (records(start, [20, 20], counter=D("9960"))
+                 + records(start + datetime.timedelta(hours=1), [20], counter=D(10)))
+        bill = bill_figures(known)
+        self.assertIsNone(figures([bill])["smartmeter_bill_period_energy_kwh"])
+        bill.view.link = MeterLink(unit="0.01", digits=6)
+        # 00:00 bought 20 and ended the counter at 10,000 = 0; 01:00 starts
+        # at 10: the gap's 10 and its own 20.
+        self.assertEqual(figures([bill])["smartmeter_bill_period_energy_kwh"], 50.0)
+
     def test_notAllLogged(self):
         """
         While the period's start is not in the log (the backfill still

@@ -186,7 +186,8 @@ class HaImporter(service.Service):
                 held.update((slot.start, slot) for slot in found.slots)
                 priced = [held[start] for start in sorted(held)]
             done = await sync.synchronize(session, found.slots, slug, found.now,
-                                          rewrite=False, tariff=self.tariff, priced=priced)
+                                          rewrite=False, tariff=self.tariff, priced=priced,
+                                          modulus=link.modulus_kwh if link else None)
         except W.HaError as e:
             # Not a connection problem: again with the next slot, not at once.
             text = f"Home Assistant refused the import: {e.code}: {e.message}"

@@ -109,7 +109,8 @@ def hours(slots: Iterable[HistorySlot], direction: str = "import") -> list:
 
 
 def money_hours(slots: Iterable[HistorySlot], tariff: Tariff, kind: str = "cost",
-                holiday: Optional[Callable[[datetime.date], bool]] = None) -> list:
+                holiday: Optional[Callable[[datetime.date], bool]] = None,
+                modulus: Optional[Decimal] = None) -> list:
     """
     The hours of the record priced under C{tariff}, oldest first: each
     hour's cost (its slots' energy and adjustments, as the bill prices them,
@@ -123,12 +124,13 @@ def money_hours(slots: Iterable[HistorySlot], tariff: Tariff, kind: str = "cost"
     the hours of a whole period add up to its bill before the rounding.
 
     @param kind: C{"cost"} or C{"compensation"}.
+    @param modulus: where the meter's counters wrap (kWh), if known.
     """
     slots = list(slots)
     end = pricing.record_end(slots)
     if end is None or (kind == "compensation" and tariff.sell_price is None):
         return []
-    energies = pricing.slot_energies(slots)
+    energies = pricing.slot_energies(slots, modulus)
     found = []
     start = tariff.period(energies[0].start)[0]
     while start < end:

@@ -213,7 +213,8 @@ async def recorded(session, sid: str, rows: list, within: Optional[float] = None
 
 async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
                       rewrite: bool, tariff: Optional[Tariff] = None,
-                      priced: Optional[list] = None) -> Imported:
+                      priced: Optional[list] = None,
+                      modulus: Optional[Decimal] = None) -> Imported:
     """
     Import the complete hours of C{slots} for meter C{slug}, and wait until
     HA has recorded them.
@@ -223,7 +224,8 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
         written again is written as it was); C{False} (the service: only the
         hours after HA's last one, continuing from it).
     @param tariff: with one, the cost and compensation too, priced from
-        C{priced} (slots from the start of their periods; default C{slots}).
+        C{priced} (slots from the start of their periods; default C{slots}),
+        a wrap inside a gap bridged with C{modulus} (kWh) if known.
     @return: what was written.
     @raise HaError: HA refused a command (its code and message).
     @raise HaUnreachable: the connection ended, or HA did not record the
@@ -234,8 +236,8 @@ async def synchronize(session, slots: list, slug: str, now: datetime.datetime,
     written = []
     series = [(direction, S.hours(slots, direction)) for direction in ("import", "export")]
     if tariff is not None:
-        series += [(kind, S.money_hours(slots if priced is None else priced, tariff, kind))
-                   for kind in S.MONEY]
+        series += [(kind, S.money_hours(slots if priced is None else priced, tariff, kind,
+                                        modulus=modulus)) for kind in S.MONEY]
     for direction, found in series:
         if not found:
             continue  # no sold energy on this meter, or nothing complete yet
