@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -70,6 +71,7 @@ def _state_dir() -> str:
     return path
 
 
+@functools.lru_cache(maxsize=None)
 def _containers_conf() -> str:
     path = os.path.join(_state_dir(), "containers.conf")
     if not os.path.exists(path) or open(path).read() != _CONTAINERS_CONF:

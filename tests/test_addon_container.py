@@ -40,7 +40,7 @@ class AddonImageTests(HomeAssistantTestCase):
         await super().setUp()
         if MOSQUITTO is None or MOSQUITTO_PASSWD is None:
             raise SkipTest("mosquitto not installed: apt-get install mosquitto")
-        self.image = await _deferred(_image, "addon")
+        self.image = await threads.deferToThread(_image, "addon")
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(self.dir, "data"))
         passwd = os.path.join(self.dir, "passwd")
@@ -95,9 +95,9 @@ class AddonImageTests(HomeAssistantTestCase):
             "--network", "slirp4netns:allow_host_loopback=true",
             "--publish", "127.0.0.1::9580", "--env-file", self.env_file,
             "--volume", f"{os.path.join(self.dir, 'data')}:/data"])
-        self.addCleanup(_deferred, container.remove)
-        await _deferred(container.start)
-        self.supervisor.addon_port = await _deferred(container.port, 9580)
+        self.addCleanup(threads.deferToThread, container.remove)
+        await threads.deferToThread(container.start)
+        self.supervisor.addon_port = await threads.deferToThread(container.port, 9580)
 
         async def numbers():
             states = await self.entities()
@@ -117,10 +117,10 @@ class AddonImageTests(HomeAssistantTestCase):
                         self.statistic_ids)
 
         page_url = f"{self.supervisor_url}{self.supervisor.ingress_prefix}/"
-        page = await _deferred(_get, page_url)
+        page = await threads.deferToThread(_get, page_url)
         self.assertIn(b"<html", page)
         self.assertIn(b'href="latest"', page)
-        latest = json.loads(await _deferred(_get, urllib.parse.urljoin(page_url, "latest")))
+        latest = json.loads(await threads.deferToThread(_get, urllib.parse.urljoin(page_url, "latest")))
         self.assertGreater(latest["power_w"], 0)
 
         log = container.logs()
@@ -134,8 +134,4 @@ class AddonImageTests(HomeAssistantTestCase):
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as answer:
         return answer.read()
-
-
-def _deferred(f, *args):
-    return threads.deferToThread(f, *args)
 

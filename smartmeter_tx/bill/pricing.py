@@ -30,7 +30,7 @@ from smartmeter_tx.bill.tariff import HOLIDAY, Tariff
 from smartmeter_tx.model import JST, SLOT, HistorySlot, is_absent
 
 __all__ = ["SlotEnergy", "PricedSlot", "Bill", "slot_energies", "bill_for", "tier_cost",
-           "japan_holiday", "yen", "record_end", "band_of"]
+           "japan_holiday", "holiday_test", "yen", "record_end", "band_of"]
 
 ZERO = Decimal(0)
 
@@ -188,6 +188,20 @@ def japan_holiday() -> Callable[[datetime.date], bool]:
     return lambda day: day in calendar
 
 
+def holiday_test(tariff: Tariff, holiday: Optional[Callable[[datetime.date], bool]] = None
+                 ) -> Callable[[datetime.date], bool]:
+    """
+    The national-holiday test a tariff needs: C{holiday} if given, else
+    L{japan_holiday} when one of its bands names holidays (no calendar is
+    loaded otherwise).
+    """
+    if holiday is not None:
+        return holiday
+    if any(b.days is not None and HOLIDAY in b.days for b in tariff.bands):
+        return japan_holiday()
+    return lambda day: False
+
+
 def bill_for(tariff: Tariff, energies: Sequence[SlotEnergy], start: datetime.datetime,
              record_end: datetime.datetime,
              holiday: Optional[Callable[[datetime.date], bool]] = None) -> Bill:
@@ -202,9 +216,7 @@ def bill_for(tariff: Tariff, energies: Sequence[SlotEnergy], start: datetime.dat
         names holidays and none is given).
     """
     _, end = tariff.period(start)
-    if holiday is None:
-        uses = any(b.days is not None and HOLIDAY in b.days for b in tariff.bands)
-        holiday = japan_holiday() if uses else (lambda day: False)
+    holiday = holiday_test(tariff, holiday)
     rate, missing = tariff.adjustment_rates(start)
     priced, total = [], ZERO
     inside = [e for e in energies if start <= e.start < end]
@@ -251,10 +263,7 @@ def band_of(tariff: Tariff, holiday: Optional[Callable[[datetime.date], bool]] =
     """
     if not tariff.bands:
         return None
-    if holiday is None:
-        uses = any(b.days is not None and HOLIDAY in b.days for b in tariff.bands)
-        holiday = japan_holiday() if uses else (lambda day: False)
-    test = holiday
+    test = holiday_test(tariff, holiday)
 
     def band(start: datetime.datetime) -> tuple:
         start = start.astimezone(JST)

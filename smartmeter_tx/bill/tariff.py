@@ -149,6 +149,11 @@ class Tariff:
                 missing.append(name)
         return total, tuple(missing)
 
+    def tier_at(self, energy: Decimal) -> tuple:
+        """The tier a period's next kWh is in after C{energy}: C{(1-based index, Tier)}."""
+        return next((n, t) for n, t in enumerate(self.tiers, 1)
+                    if t.up_to is None or energy < t.up_to)
+
     def band_at(self, start: datetime.datetime, holiday: bool) -> Band:
         """The first band that a slot starting at C{start} falls in (there is one)."""
         return next(b for b in self.bands if b.matches(start, holiday))

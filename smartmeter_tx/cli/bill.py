@@ -38,16 +38,17 @@ def periods_back(tariff: Tariff, now: datetime.datetime, count: int) -> list:
     return starts
 
 
-def days_for(tariff: Tariff, now: datetime.datetime, count: int, most: int) -> int:
+def days_for(tariff: Tariff, now: datetime.datetime, count: int,
+             most: Optional[int] = None) -> int:
     """
     The days of record (before today) that C{count} periods need.
 
-    @raise ArgumentError: more than the meter keeps (C{most} days).
+    @raise ArgumentError: more than the meter keeps (C{most} days, if given).
     """
     oldest = periods_back(tariff, now, count)[0]
     # The day before the oldest period too, to bridge a gap at its start.
     days = (now.date() - oldest.date()).days + 1
-    if days > most:
+    if most is not None and days > most:
         raise ArgumentError(f"--periods {count} reaches back {days} days; the meter keeps "
                             f"{most}: ask for fewer periods")
     return max(days, 1)

@@ -184,7 +184,7 @@ async def _from_meter(reactor, args, rbid, password, environ, stdout, stderr) ->
         if args.bill:
             # The periods are the meter's: the days they need, by its clock.
             args.days = min(O.RECORD_DAYS, B.days_for(
-                args.tariff_data, meter_now.replace(tzinfo=JST), args.periods, 10 ** 6))
+                args.tariff_data, meter_now.replace(tzinfo=JST), args.periods))
         # The service's backfill, with nothing logged yet and no pacing: the
         # user asked for it now (a day costs two frames, 45 days about 100).
         backfill = Backfill(args.days, reactor, lambda record, when: records.append(record),

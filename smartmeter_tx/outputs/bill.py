@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from smartmeter_tx.bill import pricing
-from smartmeter_tx.bill.tariff import HOLIDAY, Tariff
+from smartmeter_tx.bill.tariff import Tariff
 from smartmeter_tx.model import JST, SLOT
 from smartmeter_tx.service.interfaces import Figure, IMetricsSource, IRecordReceiver
 from smartmeter_tx.service.view import ServiceView
@@ -43,11 +43,11 @@ class BillFigures(service.Service):
             holidays package, when a band names holidays and none is given).
         """
         self.tariff, self.view, self.wall_clock = tariff, view, wall_clock
-        if holiday is None:
-            names = any(b.days is not None and HOLIDAY in b.days for b in tariff.bands)
-            holiday = pricing.japan_holiday() if names else (lambda day: False)
-        self.holiday = holiday
+        self.holiday = pricing.holiday_test(tariff, holiday)
         self._said: set = set()
+        # The last bill and what it was priced from: a scrape, the page and
+        # /latest ask again and again between two slots.
+        self._priced: Optional[tuple] = None
 
     def startService(self) -> None:
         super().startService()
@@ -82,16 +82,18 @@ class BillFigures(service.Service):
         record_end = pricing.record_end(slots) or start
         link = self.view.link
         modulus = None if link is None else link.modulus_kwh  # bridges a wrap in a gap
-        return pricing.bill_for(self.tariff, pricing.slot_energies(slots, modulus), start,
-                                record_end, self.holiday)
+        key = (start, record_end, len(slots), modulus)
+        if self._priced is None or self._priced[0] != key:
+            self._priced = (key, pricing.bill_for(
+                self.tariff, pricing.slot_energies(slots, modulus), start, record_end,
+                self.holiday))
+        return self._priced[1]
 
     def price_now(self, bill: pricing.Bill) -> Decimal:
         """What a kWh bought now costs: the tier or band now, and the adjustments."""
         rate, _ = self.tariff.adjustment_rates(bill.start)
         if self.tariff.tiers:
-            tier = next(t for t in self.tariff.tiers
-                        if t.up_to is None or bill.energy_kwh < t.up_to)
-            return tier.price + rate
+            return self.tariff.tier_at(bill.energy_kwh)[1].price + rate
         now = datetime.datetime.fromtimestamp(self.wall_clock(), JST)
         return self.tariff.band_at(now, self.holiday(now.date())).price + rate
 
@@ -148,8 +150,7 @@ class BillFigures(service.Service):
         """Under tiers, the tier the period's next kWh is in (1 is the first)."""
         if not self.tariff.tiers:
             return []
-        index = next(n for n, t in enumerate(self.tariff.tiers, 1)
-                     if t.up_to is None or bill.energy_kwh < t.up_to)
+        index, _ = self.tariff.tier_at(bill.energy_kwh)
         return [Figure("smartmeter_bill_tier", "gauge",
                        "The tier of the tariff the period's next kWh is in (1: the first)",
                        index if not bill.incomplete else None)]

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smartmeter_tx.bill import pricing as P
 from smartmeter_tx.bill.tariff import TariffError, load_tariff, parse_tariff
-from smartmeter_tx.model import JST, NO_DATA, SLOT, HistorySlot
+from smartmeter_tx.model import JST, NO_DATA, HistorySlot
 
 D = Decimal
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(

@@ -131,6 +131,7 @@ def money_hours(slots: Iterable[HistorySlot], tariff: Tariff, kind: str = "cost"
     if end is None or (kind == "compensation" and tariff.sell_price is None):
         return []
     energies = pricing.slot_energies(slots, modulus)
+    holiday = pricing.holiday_test(tariff, holiday)  # one calendar for every period
     found = []
     start = tariff.period(energies[0].start)[0]
     while start < end:
