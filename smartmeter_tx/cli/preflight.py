@@ -152,3 +152,22 @@ def check_device(path: str, access: Callable[[str, int], bool] = os.access) -> N
     if not access(path, os.R_OK | os.W_OK):
         raise ConfigError(f"--device {path}: {denied_device(path)}")
 
+
+
+def check_lan_address(address: str) -> None:
+    """
+    C{--echonet-lan}'s address is one of this host's (or C{0.0.0.0}): the
+    node could never be reached on another.
+
+    @raise ConfigError: it is not.
+    """
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((address, 0))
+    except OSError as e:
+        raise ConfigError(f"--echonet-lan {address}: not an address of this host "
+                          f"({e.strerror}); give one of its IPv4 addresses, or 0.0.0.0") from None
+    finally:
+        probe.close()

@@ -67,6 +67,7 @@ class Settings:
     ha_token: Optional[str] = field(default=None, repr=False)
     ha_token_file: Optional[str] = None
     tariff: Optional[Any] = None
+    echonet_lan: Optional[str] = None
     warnings: tuple = ()
 
 
@@ -145,6 +146,7 @@ def settings_from(options, environ=None) -> Settings:
         credentials = O.make_credentials(rbid, password)
     http = options["http"]
     tariff = _tariff(options) if options["tariff"] else None
+    echonet_lan = _lan_address(options["echonet-lan"])
     return Settings(
         device=device, state_file=options["state-file"], credentials=credentials,
         rbid=rbid, password=password,
@@ -157,7 +159,25 @@ def settings_from(options, environ=None) -> Settings:
         http=None if not http or http.lower() == "none" else http,
         http_max_connections=options["http-max-connections"], mqtt=mqtt,
         ha_url=options["ha-url"], ha_token=ha_token, ha_token_file=options["ha-token-file"],
-        tariff=tariff)
+        tariff=tariff, echonet_lan=echonet_lan)
+
+
+def _lan_address(text: Optional[str]) -> Optional[str]:
+    """
+    C{--echonet-lan}'s address: an IPv4 address (or C{0.0.0.0}); C{None} or
+    C{none}: off.
+
+    @raise ArgumentError: not an IPv4 address.
+    """
+    import ipaddress
+
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    try:
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise ArgumentError(f"--echonet-lan takes an IPv4 address of this host (or 0.0.0.0), "
+                            f"not {text!r}") from None
 
 
 def _tariff(options):

@@ -98,6 +98,9 @@ class Options(usage.Options):
         ["mqtt-key", None, None, "the client certificate's key (PEM)"],
         ["tariff", None, None, "the household's tariff (TOML, examples/tariffs): this billing "
          "period's kWh, yen and price now on the page and /metrics (needs --data-log)"],
+        ["echonet-lan", None, None, "serve the meter to ECHONET Lite controllers on the LAN "
+         "(UDP 3610, group 224.0.23.0) on this IPv4 address of the host, or 0.0.0.0; no "
+         "authentication: a trusted LAN only"],
     ] + _HA_PARAMETERS
 
     def opt_version(self) -> None:
@@ -169,8 +172,10 @@ def makeService(options, reactor=None, open_port=None, wall_clock=None) -> servi
 
 
 def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiService:
+    from smartmeter_tx.service.backfill import Backfill
     from smartmeter_tx.service.datalog import DataLog
     from smartmeter_tx.service.poller import MeterPoller, PollSchedule
+    from smartmeter_tx.service.radio import FrameWindow
     from smartmeter_tx.service.tree import RecordFanout, ServiceTree
 
     datalog = None
@@ -188,9 +193,13 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
                                           settings.dialect, settings.channel, settings.panid,
                                           settings.ipaddr)
     preflight.check_state_file(state_path, given=settings.state_file is not None)
+    if settings.echonet_lan is not None:
+        preflight.check_lan_address(settings.echonet_lan)
     records = RecordFanout(datalog)
     extra = {} if wall_clock is None else {"wall_clock": wall_clock}
-    backfill = _backfill(settings, records, reactor, wall_clock or time.time)
+    # The frames beyond the polls, an hour's worth for the record and the LAN together.
+    window = FrameWindow(Backfill.FRAMES_PER_HOUR)
+    backfill = _backfill(settings, records, reactor, wall_clock or time.time, window)
     if backfill is not None:
         extra["backfill"] = backfill
 
@@ -220,7 +229,27 @@ def _build(settings: Settings, reactor, open_port, wall_clock) -> service.MultiS
         top.addOutput(http)
     _add_outputs(settings, top, view, reactor, poller.wall_clock, wall_clock, on_fatal,
                  ha=backfill is not None)
+    if settings.echonet_lan is not None:
+        top.addOutput(_echonet_lan(settings, poller, view, window, reactor))
     return top
+
+
+def _echonet_lan(settings: Settings, poller, view, window, reactor):
+    """The ECHONET Lite node (C{--echonet-lan}), relaying through the poller's session."""
+    from smartmeter_tx.outputs.echonetlan.bridge import EchonetLanBridge
+    from smartmeter_tx.outputs.echonetlan.node import Freshness
+    from smartmeter_tx.service.relay import MeterRelay
+
+    relay = MeterRelay(lambda: poller.client, poller.running_poll, lambda: poller.held,
+                       reactor, window)
+
+    def cannot_listen(why) -> None:
+        _die(EXIT_UNAVAILABLE, f"cannot listen on UDP 3610 for --echonet-lan: {why} (is "
+                               "another ECHONET Lite node or controller running on this host?)")
+    assert settings.echonet_lan is not None  # (asked for)
+    return EchonetLanBridge(settings.echonet_lan, view, relay, reactor,
+                            Freshness.for_schedule(settings.interval, settings.energy_interval),
+                            cannot_listen=cannot_listen)
 
 
 def _add_outputs(settings: Settings, top, view, reactor, service_wall_clock, wall_clock,
@@ -299,7 +328,7 @@ def _device(settings: Settings, reactor, emulate: bool) -> tuple:
     return device, credentials, stop_emulator
 
 
-def _backfill(settings: Settings, records, reactor, wall_clock):
+def _backfill(settings: Settings, records, reactor, wall_clock, window):
     """
     @return: the L{Backfill} of the data log's 30-minute slots, knowing the
         slots the log holds already, its slots going out through C{records}
@@ -317,7 +346,7 @@ def _backfill(settings: Settings, records, reactor, wall_clock):
     # from the meter while the log cannot be written.
     return Backfill(days, reactor, records, wall_clock,
                     known=datalog.history_records(since), writable=lambda: not datalog.failing,
-                    read_log=datalog.history_records)
+                    read_log=datalog.history_records, window=window)
 
 
 def _http_service(description: Optional[str], reactor):

@@ -323,11 +323,19 @@ class SourcesCollector:
 
     def collect(self) -> Iterator[Family]:
         for source in self.sources:
-            for name, kind, doc, value in source.metrics():
-                if kind == "counter":
-                    yield counter(name, doc, value)
+            labelled: dict[str, list] = {}
+            for figure in source.metrics():
+                if figure.labels:
+                    labelled.setdefault(figure.name, []).append(figure)
+                elif figure.kind == "counter":
+                    yield counter(figure.name, figure.help, figure.value)
                 else:
-                    yield gauge(name, doc, value)
+                    yield gauge(figure.name, figure.help, figure.value)
+            for name, family in labelled.items():
+                first = family[0]
+                full = name + "_total" if first.kind == "counter" else name
+                yield Family(full, first.kind, first.help,
+                             tuple((f.labels, f.value) for f in family if f.value is not None))
 
 
 class MetricsResource(_Plain):

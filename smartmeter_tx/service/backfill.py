@@ -18,7 +18,6 @@ what it logged in how long.
 from __future__ import annotations
 
 import datetime
-from collections import deque
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from twisted.internet import defer, task
@@ -29,6 +28,7 @@ from twisted.python.failure import Failure
 from smartmeter_tx.echonet import history as H
 from smartmeter_tx import model
 from smartmeter_tx.errors import SmartMeterError
+from smartmeter_tx.service.radio import FrameWindow
 from smartmeter_tx.session.steps import Budget
 
 if TYPE_CHECKING:
@@ -83,8 +83,12 @@ class Backfill:
                  on_slot: Callable[[dict, float], Optional[bool]],
                  wall_clock: Callable[[], float], known: Iterable[dict] = (),
                  writable: Callable[[], bool] = lambda: True,
-                 read_log: Optional[Callable[[datetime.date], list]] = None) -> None:
+                 read_log: Optional[Callable[[datetime.date], list]] = None,
+                 window: Optional[FrameWindow] = None) -> None:
         """
+        @param window: the hour's frames beyond the polls, shared with what
+            else reads the meter on request (the LAN bridge); one of
+            L{FRAMES_PER_HOUR} by default.
         @param read_log: the data log's history records of the files dated
             on or after a day (L{DataLog.history_records}): what
             L{logged_since} reads beyond the slots held here.
@@ -104,7 +108,7 @@ class Backfill:
                 continue
             self.slots[slot.start] = slot
         self._readings: dict = {}  # naive boundary -> (normal raw, reverse raw)
-        self._sent: deque = deque()  # (time, frames) of recent steps
+        self.window = window or FrameWindow(self.FRAMES_PER_HOUR)
         self.written = 0
         self.frames = 0
         self.missing: Optional[int] = None
@@ -148,12 +152,6 @@ class Backfill:
         found.update(self.slots)
         return [found[s] for s in sorted(found) if since is None or s >= since]
 
-    def _spent_last_hour(self) -> int:
-        now = self.clock.seconds()
-        while self._sent and self._sent[0][0] < now - 3600:
-            self._sent.popleft()
-        return sum(frames for _, frames in self._sent)
-
     # -- running -------------------------------------------------------------------
 
     def kick(self, client: BRouteClient,
@@ -189,7 +187,7 @@ class Backfill:
                 await waiting  # a poll first: it never waits behind us
             if client.scale is None:
                 return  # slot energies need E1/D3/D7: the poller learns them first
-            if self._spent_last_hour() >= self.FRAMES_PER_HOUR:
+            if not self.window.room(self.clock.seconds()):
                 return  # the next poll kicks us again
             if not self.writable():
                 # Nothing read now could be logged: no frame for it.  The
@@ -251,8 +249,8 @@ class Backfill:
         finally:
             spent = client.history_frames - before
             self.frames += spent
-            if spent:  # (each poll's step that finds nothing missing sends nothing)
-                self._sent.append((self.clock.seconds(), spent))
+            # (each poll's step that finds nothing missing sends nothing)
+            self.window.spend(self.clock.seconds(), spent)
         self._readings.update((t, v) for t, v in readings.items() if t <= until)
         if need not in self._readings:
             if need.date() not in {t.date() for t in readings}:

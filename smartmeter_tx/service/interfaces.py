@@ -22,16 +22,19 @@ __all__ = ["IRecordReceiver", "IMetricsSource", "Figure", "figures"]
 
 class Figure(NamedTuple):
     """
-    One figure for C{/metrics}: a Prometheus metric family of one value.
+    One figure for C{/metrics}: a Prometheus sample, or none.  Figures of
+    one name with different C{labels} are the samples of one family.
 
     @ivar kind: C{"gauge"} or C{"counter"}.
     @ivar value: C{None} when there is nothing to say (no sample is given).
+    @ivar labels: C{(name, value)} pairs of a labelled sample.
     """
 
     name: str
     kind: str
     help: str
     value: Optional[Union[int, float]]
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 class IRecordReceiver(Interface):
@@ -61,5 +64,9 @@ class IMetricsSource(Interface):
 
 
 def figures(sources: Iterable[IMetricsSource]) -> dict[str, Optional[Union[int, float]]]:
-    """@return: the figures of every L{IMetricsSource} in C{sources} now, by name."""
-    return {figure[0]: figure[3] for source in sources for figure in source.metrics()}
+    """
+    @return: the unlabelled figures of every L{IMetricsSource} in
+        C{sources} now, by name (what the page reads).
+    """
+    return {figure.name: figure.value for source in sources for figure in source.metrics()
+            if not figure.labels}

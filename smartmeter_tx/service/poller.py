@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.service.backfill import Backfill
 from smartmeter_tx.service.backoff import Backoff
 from smartmeter_tx.service.clock import WallClockSteps
@@ -48,6 +49,10 @@ from smartmeter_tx.service.store import LatestStore, Stats
 from smartmeter_tx.service.view import ServiceView
 
 __all__ = ["MeterPoller", "PollSchedule"]
+
+#: The meter's frames whose properties are its values: answers to a Get,
+#: and what it announces by itself.
+_SAID = frozenset((F.GET_RES, F.GET_SNA, F.INF, F.INFC))
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ class MeterPoller(service.Service):
         if self._poll_now is not None and self._poll_now.active():
             self._poll_now.cancel()
         self.joins.stop()
-        over = self._running_poll()
+        over = self.running_poll()
         if self._current is not None:
             # A stop, not a failure: said once, and nothing retried.
             self.log.info("stopping: {what} abandoned",
@@ -194,11 +199,19 @@ class MeterPoller(service.Service):
         # tries a Get first and joins only on EVENT 21 02 or silence.
         self.state.new_connection()
         client.add_fixed_listener(self._on_fixed)
+        client.add_answer_listener(self._heard)
+        client.add_frame_listener(lambda frame, rx: self._heard(frame))
         self.stats.reopens = self.port.reopens
         if self._loop is not None and self._loop.running:
             # A reopened port: do not wait for the next tick, the readings
             # have a gap already.
             self._poll_now = self.clock.callLater(0, self.poll)
+
+    def _heard(self, frame: F.Frame) -> None:
+        """Keep what the meter's object said, byte for byte (L{LatestStore.properties})."""
+        if frame.seoj == F.METER and frame.esv in _SAID:
+            self.store.properties.heard(((p.epc, p.edt) for p in frame.properties),
+                                        self.clock.seconds(), self.link.mac)
 
     def _on_fixed(self, fixed: model.FixedReading) -> None:
         when = self.wall_clock()
@@ -269,7 +282,7 @@ class MeterPoller(service.Service):
         if self.identify:
             await identify(self.store, client, self.clock, self.schedule.poll_timeout, self.log)
         if self.backfill is not None:
-            self.backfill.kick(client, self._running_poll)
+            self.backfill.kick(client, self.running_poll)
 
     async def _may_poll(self, client: BRouteClient) -> bool:
         """The holds reviewed: whether a poll may send now (held ones are skipped)."""
@@ -326,7 +339,7 @@ class MeterPoller(service.Service):
         self.store.add(reading, when, self.clock.seconds())
         self.on_reading(reading.to_record(), when)
 
-    def _running_poll(self) -> Optional[defer.Deferred[None]]:
+    def running_poll(self) -> Optional[defer.Deferred[None]]:
         """A Deferred that fires when the running poll is over, or C{None}."""
         if not self._polling:
             return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from smartmeter_tx.model import JST, FixedReading, Reading, Value, is_absent
+from smartmeter_tx.service.meterprops import MeterProperties
 
 __all__ = ["LatestStore", "Stats", "day_start", "JoinFailure"]
 
@@ -74,6 +75,8 @@ class LatestStore:
     @ivar stats: the L{Stats}.
     @ivar join_failure: why the last join failed (L{JoinFailure}), until a
         session is up; C{None} when none failed since.
+    @ivar properties: the meter's last words, property by property, as it
+        said them (L{MeterProperties}).
     """
 
     #: The curve keeps at most two readings (the lowest and the highest) per
@@ -102,6 +105,7 @@ class LatestStore:
         self.identity: Optional[dict] = None
         self.stats = Stats()
         self.join_failure: Optional[JoinFailure] = None
+        self.properties = MeterProperties()
 
     def add(self, reading: Reading, when: float, at: Optional[float] = None) -> None:
         """

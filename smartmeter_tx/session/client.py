@@ -134,6 +134,14 @@ class BRouteClient:
     def remove_frame_listener(self, listener: Callable[[F.Frame, V.RxUdp], None]) -> None:
         self.requester.remove_unsolicited_listener(listener)
 
+    def add_answer_listener(self, listener: Callable[[F.Frame], None]) -> None:
+        """
+        Call C{listener(frame)} with every frame from the meter that answers
+        a request of this connection (success or SNA), before the request's
+        caller gets it.  It must not raise.
+        """
+        self.requests.answer_listeners.append(listener)
+
     def add_fixed_listener(self, listener: Callable[[model.FixedReading], None]) -> None:
         """
         Call C{listener(fixed)} with the L{model.FixedReading} of every EA/EB

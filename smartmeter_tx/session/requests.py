@@ -93,6 +93,8 @@ class MeterRequests:
         self._prepare = prepare
         self.busy_retries = 0
         self.history_frames = 0
+        #: Called with every frame that answers an exchange (success or SNA).
+        self.answer_listeners: list[Callable[[F.Frame], None]] = []
 
     async def check_send_restricted(self, budget: Budget) -> bool:
         """
@@ -213,6 +215,8 @@ class MeterRequests:
                 await self._busy(e, tries, budget)
                 continue
             self.state.up(self.clock.seconds())
+            for listener in list(self.answer_listeners):
+                listener(frame)
             await self.module.echo_off(budget)  # a module reset turns echo back on
             return frame
 

@@ -1,0 +1,138 @@
+"""
+Requests to the meter on behalf of others: what the ECHONET Lite bridge
+cannot answer from what the meter last said (its record, E2/E4/EC) goes to
+the meter through the service's one session, on the service's terms.
+
+Those terms: one relayed request on the air at a time, and only after the
+poll now running (a poll never waits behind a relay); never a join (the
+poller decides when to join); never while sends are held (EVENT 29/32); and
+within the hour's frames beyond the polls, the L{FrameWindow} the backfill
+spends from too.  Identical requests that arrive while one is under way
+share its answer and cost nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional, Union
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from smartmeter_tx.echonet import frame as F
+from smartmeter_tx.errors import SmartMeterError
+from smartmeter_tx.service.radio import FrameWindow
+from smartmeter_tx.session.steps import Budget
+
+if TYPE_CHECKING:
+    from smartmeter_tx.session.client import BRouteClient
+
+__all__ = ["MeterRelay", "RelayRefused"]
+
+
+class RelayRefused(SmartMeterError):
+    """
+    A request the service would not send: no port, sends held, the hour's
+    frames spent, or too many requests waiting.
+    """
+
+
+_Key = tuple[int, int, tuple[int, ...]]
+
+
+class MeterRelay:
+    """
+    @ivar frames: frames relayed requests put on the air.
+    @ivar shared: requests answered by another's relay (no frame of their own).
+    """
+
+    #: Seconds one relayed request may take, resends included.
+    BUDGET = 10.0
+    #: Requests waiting at most (one on the air, the others queued behind it).
+    QUEUE = 8
+
+    def __init__(self, client: Callable[[], Optional[BRouteClient]],
+                 busy: Callable[[], Optional[defer.Deferred[None]]],
+                 held: Callable[[], Optional[str]], clock: IReactorTime,
+                 window: FrameWindow) -> None:
+        """
+        @param client: the connection's client now, or C{None} without a port.
+        @param busy: a Deferred firing when the running poll is over, or
+            C{None} when none runs.
+        @param held: why sends are held now, or C{None}.
+        """
+        self._client = client
+        self._busy = busy
+        self._held = held
+        self.clock = clock
+        self.window = window
+        self._lock = defer.DeferredLock()
+        self._waiting: dict[_Key, list[defer.Deferred[F.Frame]]] = {}
+        self._running: set[defer.Deferred[F.Frame]] = set()
+        self.frames = 0
+        self.shared = 0
+
+    def request(self, epcs: tuple[int, ...], deoj: int = F.METER,
+                esv: int = F.GET) -> defer.Deferred[F.Frame]:
+        """
+        Send a Get (or INF_REQ) of C{epcs} to the meter's object C{deoj}.
+
+        @return: a Deferred firing with the meter's answer (success or SNA:
+            the meter's own), or failing with L{RelayRefused}, or with the
+            session's error (L{smartmeter_tx.errors.NoSession},
+            L{smartmeter_tx.errors.ReadFailed}, L{smartmeter_tx.errors.StepTimeout}).
+        """
+        key = (deoj, esv, tuple(epcs))
+        mine: defer.Deferred[F.Frame] = defer.Deferred()
+        if key in self._waiting:
+            self.shared += 1
+            self._waiting[key].append(mine)
+            return mine
+        if len(self._waiting) >= self.QUEUE:
+            return defer.fail(RelayRefused(f"{self.QUEUE} requests are waiting for the meter"))
+        self._waiting[key] = [mine]
+        run = self._lock.run(lambda: defer.Deferred.fromCoroutine(self._send(key)))
+        self._running.add(run)
+        run.addBoth(self._answered, key, run)
+        return mine
+
+    def busy_with(self, epcs: tuple[int, ...], deoj: int = F.METER, esv: int = F.GET) -> bool:
+        """@return: whether the same request is under way (a new one would share its answer)."""
+        return (deoj, esv, tuple(epcs)) in self._waiting
+
+    def _answered(self, result: Union[F.Frame, Failure], key: _Key, run: defer.Deferred[F.Frame]) -> None:
+        self._running.discard(run)
+        for d in self._waiting.pop(key, []):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    async def _send(self, key: _Key) -> F.Frame:
+        deoj, esv, epcs = key
+        busy = self._busy()
+        if busy is not None:
+            await busy  # the poll first: it never waits behind a relay
+        client = self._client()
+        if client is None:
+            raise RelayRefused("the module's port is not open")
+        held = self._held()
+        if held:
+            raise RelayRefused(f"sends are held: {held}")
+        if not self.window.room(self.clock.seconds()):
+            raise RelayRefused("this hour's frames for requests beyond the polls are spent")
+        budget = Budget(self.clock, self.BUDGET)
+        before = client.frames
+        try:
+            return await budget.bound(client.exchange(
+                lambda tid: F.get_request(tid, epcs, deoj=deoj, esv=esv), budget,
+                may_join=False), "relaying a request to the meter")
+        finally:
+            spent = client.frames - before
+            self.frames += spent
+            self.window.spend(self.clock.seconds(), spent)
+
+    def stop(self) -> None:
+        """Abandon every relayed request: their callers get C{CancelledError}."""
+        for run in list(self._running):
+            run.cancel()
