@@ -198,9 +198,10 @@ class MeterPoller(service.Service):
         # Whether the module still holds a session is unknown: the next poll
         # tries a Get first and joins only on EVENT 21 02 or silence.
         self.state.new_connection()
-        client.add_fixed_listener(self._on_fixed)
+        # The meter's bytes kept first: whoever gets the EA/EB record may read them.
         client.add_answer_listener(self._heard)
         client.add_frame_listener(lambda frame, rx: self._heard(frame))
+        client.add_fixed_listener(self._on_fixed)
         self.stats.reopens = self.port.reopens
         if self._loop is not None and self._loop.running:
             # A reopened port: do not wait for the next tick, the readings

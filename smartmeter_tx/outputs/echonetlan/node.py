@@ -255,7 +255,7 @@ class LanNode:
         if deoj not in _NODE_PROFILES + _METERS:
             return Drop("unknown_object")
         try:
-            sets, rest = _property_list(data, 12)
+            sets, rest = _property_list(data, 11)
             gets, end = _property_list(data, rest)
         except FrameError:
             return Drop("malformed")
