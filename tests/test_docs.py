@@ -28,8 +28,11 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from smartmeter_tx.outputs.guard import HttpGuard
 from smartmeter_tx.outputs.homeassistant.importer import HaImporter
+from smartmeter_tx.outputs.echonetlan.bridge import EchonetLanBridge
 from smartmeter_tx.outputs.mqtt.config import MqttConfig
 from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
+from smartmeter_tx.service.radio import FrameWindow
+from smartmeter_tx.service.relay import MeterRelay
 from smartmeter_tx.outputs.web import make_root
 from smartmeter_tx.service.datalog import DataLog
 from smartmeter_tx.model import JST, Reading
@@ -63,8 +66,8 @@ def populated_metrics():
     clock.advance(1000)
     poller = service_view(clock)
     fill_view(poller)
-    # The data log, the MQTT publisher and the HTTP limits only report their
-    # counters here: no file is opened, no connection made.
+    # The data log, the MQTT publisher, the HTTP limits and the LAN node only
+    # report their counters here: no file is opened, no connection made.
     datalog = DataLog("never-written")
     publisher = MqttPublisher(MqttConfig.from_options("mqtt://broker.lan", None), poller,
                               clock, driver_factory=lambda *args: None)
@@ -73,7 +76,9 @@ def populated_metrics():
     importer.last_hour = datetime.datetime(2026, 6, 1, 11, tzinfo=datetime.timezone.utc)
     bill = bill_figures(records(datetime.datetime(2026, 11, 30, 23, 30, tzinfo=JST), [1] * 3))
     bill.view.store.add(Reading(current_r_a=Decimal(12), current_t_a=Decimal(3)), 950.0)
-    root = make_root(poller, clock.seconds, [datalog, publisher, guard, importer, bill])
+    lan = EchonetLanBridge("192.0.2.1", poller, MeterRelay(
+        lambda: None, lambda: None, lambda: None, clock, FrameWindow()), reactor=None)
+    root = make_root(poller, clock.seconds, [datalog, publisher, guard, importer, bill, lan])
     request = DummyRequest([b"metrics"])
     body = getChildForRequest(root, request).render(request)
     return list(text_string_to_metric_families(body.decode("utf-8")))

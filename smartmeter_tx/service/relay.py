@@ -37,7 +37,7 @@ class RelayRefused(SmartMeterError):
     """
 
 
-_Key = tuple[int, int, tuple[int, ...]]
+_Key = tuple[int, tuple[int, ...]]
 
 
 class MeterRelay:
@@ -72,17 +72,16 @@ class MeterRelay:
         self.frames = 0
         self.shared = 0
 
-    def request(self, epcs: tuple[int, ...], deoj: int = F.METER,
-                esv: int = F.GET) -> defer.Deferred[F.Frame]:
+    def request(self, epcs: tuple[int, ...], deoj: int = F.METER) -> defer.Deferred[F.Frame]:
         """
-        Send a Get (or INF_REQ) of C{epcs} to the meter's object C{deoj}.
+        Send a Get of C{epcs} to the meter's object C{deoj}.
 
         @return: a Deferred firing with the meter's answer (success or SNA:
             the meter's own), or failing with L{RelayRefused}, or with the
             session's error (L{smartmeter_tx.errors.NoSession},
             L{smartmeter_tx.errors.ReadFailed}, L{smartmeter_tx.errors.StepTimeout}).
         """
-        key = (deoj, esv, tuple(epcs))
+        key = (deoj, tuple(epcs))
         mine: defer.Deferred[F.Frame] = defer.Deferred()
         if key in self._waiting:
             self.shared += 1
@@ -96,9 +95,9 @@ class MeterRelay:
         run.addBoth(self._answered, key, run)
         return mine
 
-    def busy_with(self, epcs: tuple[int, ...], deoj: int = F.METER, esv: int = F.GET) -> bool:
+    def busy_with(self, epcs: tuple[int, ...], deoj: int = F.METER) -> bool:
         """@return: whether the same request is under way (a new one would share its answer)."""
-        return (deoj, esv, tuple(epcs)) in self._waiting
+        return (deoj, tuple(epcs)) in self._waiting
 
     def _answered(self, result: Union[F.Frame, Failure], key: _Key, run: defer.Deferred[F.Frame]) -> None:
         self._running.discard(run)
@@ -109,7 +108,7 @@ class MeterRelay:
                 d.callback(result)
 
     async def _send(self, key: _Key) -> F.Frame:
-        deoj, esv, epcs = key
+        deoj, epcs = key
         busy = self._busy()
         if busy is not None:
             await busy  # the poll first: it never waits behind a relay
@@ -125,7 +124,7 @@ class MeterRelay:
         before = client.frames
         try:
             return await budget.bound(client.exchange(
-                lambda tid: F.get_request(tid, epcs, deoj=deoj, esv=esv), budget,
+                lambda tid: F.get_request(tid, epcs, deoj=deoj), budget,
                 may_join=False), "relaying a request to the meter")
         finally:
             spent = client.frames - before

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource, server, static
 
 from smartmeter_tx.outputs.guard import HEADER_TIMEOUT, HttpGuard, default_max_connections
+from smartmeter_tx.service.interfaces import figures as figures_of
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -90,7 +91,7 @@ class GuardTests(_Peers, SynchronousTestCase):
         self.assertEqual(len(self.guard.protocols), 2)
         self.request(newcomer)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
-        figures = {name: value for name, _, _, value in self.guard.metrics()}
+        figures = figures_of([self.guard])
         self.assertEqual(figures, {"smartmeter_http_connections": 2,
                                    "smartmeter_http_refused": 0,
                                    "smartmeter_http_evicted": 1,

@@ -22,6 +22,7 @@ from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.session.linkstate import LinkState
 from smartmeter_tx.session.state import MeterLink
+from smartmeter_tx.service.interfaces import figures as figures_of
 from tests.mosquitto import wait_for
 from tests.hafake import FakeHomeAssistant
 from tests.outputs.test_ha_sync import coroutine, listen_plain_http
@@ -84,7 +85,7 @@ class ImporterTests(_Importer, TestCase):
                          [float(k) for k in range(1, 14)])
         self.assertEqual(importer.hours_imported, 13)
         self.assertEqual(importer.last_hour, T0 + datetime.timedelta(hours=12))
-        figures = {name: value for name, _, _, value in importer.metrics()}
+        figures = figures_of([importer])
         self.assertEqual(figures, {"smartmeter_ha_hours_imported_total": 13,
                                    "smartmeter_ha_last_hour_timestamp_seconds":
                                        (T0 + datetime.timedelta(hours=12)).timestamp(),
@@ -261,7 +262,7 @@ class FaultTests(_Importer, TestCase):
         importer = self.importer()
         await importer.idle()
         self.assertFalse(importer.connected)
-        self.assertEqual(dict((n, v) for n, _, _, v in importer.metrics())[
+        self.assertEqual(figures_of([importer])[
             "smartmeter_ha_connected"], 0)
         self.assertEqual(len(self.texts("did not answer")), 1, self.texts("did not answer"))
         delays = [c.getTime() - self.clock.seconds() for c in self.clock.getDelayedCalls()]

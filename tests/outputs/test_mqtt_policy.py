@@ -21,6 +21,7 @@ from smartmeter_tx.outputs.mqtt.publisher import MqttPublisher
 from smartmeter_tx.service.store import LatestStore
 from smartmeter_tx.service.view import ServiceView
 from smartmeter_tx.session.linkstate import LinkState
+from smartmeter_tx.service.interfaces import figures as figures_of
 
 IDENTITY = {"mac": "001D129012345678", "maker": "000016", "maker_name": "Toshiba", "serial": "SN-1"}
 #: The meter's id in topics: its MAC in lower case.
@@ -514,13 +515,13 @@ class QueueTests(PolicyTestCase):
         p, driver = self.publisher(queue_limit=2)
         for i in range(3):
             p.recordReceived({"power_w": i}, 1000.0 + i)
-        figures = {name: value for name, kind, doc, value in p.metrics()}
+        figures = figures_of([p])
         self.assertEqual(figures, {"smartmeter_mqtt_connected": 0,
                                    "smartmeter_mqtt_queued_messages": 2,
                                    "smartmeter_mqtt_published": 0,
                                    "smartmeter_mqtt_dropped": 1})
         self.up(p, driver)
-        figures = {name: value for name, kind, doc, value in p.metrics()}
+        figures = figures_of([p])
         self.assertEqual(figures["smartmeter_mqtt_connected"], 1)
         self.assertEqual(figures["smartmeter_mqtt_queued_messages"], 0)
         self.assertEqual(figures["smartmeter_mqtt_published"], len(driver.published))

@@ -162,7 +162,7 @@ class EchonetLanBridge(service.Service):
         esv = F.ESV_NAMES.get(data[10], "?")
         if isinstance(decision, Answer):
             self._reply(decision, esv, addr)
-        elif self.relay.busy_with(decision.epcs, esv=data[10]) or self.limiter.allow(
+        elif self.relay.busy_with(decision.epcs) or self.limiter.allow(
                 source, self.view.clock.seconds()):
             self._relay(decision, esv, addr)
         else:
@@ -176,10 +176,12 @@ class EchonetLanBridge(service.Service):
 
     async def _relayed(self, relay: Relay, esv: str, addr: tuple) -> None:
         """Ask the meter, then answer with what it said (PDC 0 where it said nothing)."""
-        outcome = "shared" if self.relay.busy_with(relay.epcs, esv=relay.request.esv) else "relay"
+        # An INF_REQ is asked as a Get too: the meter's answer comes back to
+        # us alone, and the INF to the group is ours to send.
+        outcome = "shared" if self.relay.busy_with(relay.epcs) else "relay"
         meter: Optional[F.Frame] = None
         try:
-            meter = await self.relay.request(relay.epcs, esv=relay.request.esv)
+            meter = await self.relay.request(relay.epcs)
         except SmartMeterError as e:
             self.log.debug("relayed request unanswered: {error}", error=e)
             outcome = "refused"
