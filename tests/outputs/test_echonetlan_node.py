@@ -226,3 +226,32 @@ class SourceLimiterTests(SynchronousTestCase):
         limiter = SourceLimiter(3.0, capacity=4)
         self.assertEqual([limiter.allow(str(i), 0.0) for i in range(6)], [True] * 4 + [False] * 2)
         self.assertTrue(limiter.allow("5", 3.0))
+
+
+class GarbageTests(SynchronousTestCase):
+    """Whatever arrives on UDP 3610, the node decides without raising."""
+
+    def setUp(self):
+        said = MeterProperties()
+        said.heard(POLL, 0.0, MAC)
+        self.node = LanNode(said, lambda: 1.0)
+
+    @given(st.binary(max_size=64))
+    def test_anyBytes(self, data):
+        """Random datagrams: a decision, never an exception."""
+        self.assertIsInstance(self.node.decide(data), (Answer, Relay, Drop))
+
+    @given(st.sampled_from([get([M.POWER, M.HISTORY_NORMAL]), get([0xD6], deoj=F.NODE_PROFILE),
+                            F.EHD + b"\x00\x01" + bytes.fromhex("05FF01028801")
+                            + bytes((F.SETGET, 1)) + b"\xe5\x01\x01\x01\xe7\x00"]),
+           st.integers(0, 40), st.integers(0, 255))
+    def test_mutatedRequests(self, data, at, byte):
+        """A valid request with one byte changed or cut short: still a decision, and an
+        answer encodes."""
+        mutated = data[:at] + bytes([byte]) + data[at + 1:] if at < len(data) else data[:at % 12]
+        decision = self.node.decide(mutated)
+        self.assertIsInstance(decision, (Answer, Relay, Drop))
+        if isinstance(decision, Answer) and isinstance(decision.frame, F.Frame):
+            decision.frame.encode()
+        if isinstance(decision, Relay):
+            self.node.answer(decision, None).frame.encode()
