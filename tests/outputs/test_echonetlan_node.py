@@ -64,7 +64,7 @@ class NodeTests(SynchronousTestCase):
         profile = self.node.node_profile()
         self.assertEqual(M.decode_property_map(profile[M.GET_MAP]), frozenset(profile))
         self.assertEqual(M.decode_property_map(profile[0x9E]), frozenset())
-        for epc in (0x80, 0x82, 0x83, 0x8A, 0x9D, 0x9E, 0x9F, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7):
+        for epc in (0x80, 0x82, 0x83, 0x8A, 0x8C, 0x9D, 0x9E, 0x9F, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7):
             self.assertIn(epc, profile)
 
     def test_identificationFollowsTheMeter(self):
@@ -77,9 +77,9 @@ class NodeTests(SynchronousTestCase):
 
     def test_unknownNodePropertyIsRefusedAlone(self):
         """A Get with a property the node has not: Get_SNA, the others still answered."""
-        frame = self.decided(get([0x80, 0x8C], deoj=F.NODE_PROFILE)).frame
+        frame = self.decided(get([0x80, 0x8E], deoj=F.NODE_PROFILE)).frame
         self.assertEqual(frame.esv, F.GET_SNA)
-        self.assertEqual(frame.properties, (F.Property(0x80, b"\x30"), F.Property(0x8C, b"")))
+        self.assertEqual(frame.properties, (F.Property(0x80, b"\x30"), F.Property(0x8E, b"")))
 
     def test_freshValuesAreTheMetersBytes(self):
         """While fresh, power, current and counters are answered with the meter's own EDTs."""
@@ -145,7 +145,7 @@ class NodeTests(SynchronousTestCase):
         self.heard(*POLL)
         answer = self.decided(get([M.POWER], esv=F.INF_REQ))
         self.assertEqual((answer.frame.esv, answer.multicast), (F.INF, True))
-        answer = self.decided(get([0x8C], deoj=F.NODE_PROFILE, esv=F.INF_REQ))
+        answer = self.decided(get([0x8E], deoj=F.NODE_PROFILE, esv=F.INF_REQ))
         self.assertEqual((answer.frame.esv, answer.multicast), (F.INF_SNA, False))
 
     def test_setsRefused(self):

@@ -28,6 +28,9 @@ __all__ = ["Freshness", "LanNode", "Answer", "Relay", "Drop", "SourceLimiter",
 MAKER_CODE = b"\xff\xff\xff"
 #: 0x82 of the node profile: ECHONET Lite 1.13, message format 1.
 NODE_VERSION = b"\x01\x0d\x01\x00"
+#: 0x8C, the product code (12 ASCII bytes), which controllers ask with 8A
+#: and 83 when they meet a node.
+PRODUCT_CODE = b"smartmeterTX"
 #: The meter's object as EOJ bytes, for the instance and class lists.
 _METER_EOJ = F.METER.to_bytes(3, "big")
 #: Properties the bridge answers from what the meter last said; all others
@@ -156,6 +159,7 @@ class LanNode:
         values = {
             0x80: b"\x30", 0x82: NODE_VERSION,
             0x83: identification_number(self.properties.mac), 0x8A: MAKER_CODE,
+            0x8C: PRODUCT_CODE,
             0x9D: encode_property_map((0x80, M.INSTANCE_LIST)), 0x9E: encode_property_map(()),
             0xD3: b"\x00\x00\x01", 0xD4: b"\x00\x02",
             M.INSTANCE_LIST: b"\x01" + _METER_EOJ, M.SELF_INSTANCE_LIST: b"\x01" + _METER_EOJ,
