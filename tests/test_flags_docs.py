@@ -35,7 +35,8 @@ FOREIGN = {"--config-settings": "pip install", "--preserve-env": "sudo",
            "--system": "useradd", "--user-group": "useradd", "--groups": "useradd",
            "--now": "systemctl enable", "--rm": "docker run", "--name": "docker run",
            "--restart": "docker run", "--group-add": "docker run", "--init": "docker run",
-           "--platform": "docker buildx build", "--format": "podman build"}
+           "--platform": "docker buildx build", "--format": "podman build",
+           "--net": "docker run", "--network": "docker run"}
 
 
 def _argparse_flags(parser) -> set:
