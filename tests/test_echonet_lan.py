@@ -307,12 +307,6 @@ class EchonetLanTests(TestCase):
         self.assertEqual(report["errors"], [])
         self.stopCleanly(service)
 
-    # echonet-lite sends each request from a socket of its own on port 23610
-    # (closed once sent) and hears only on 3610; the node answers to the
-    # request's source port, so the search is never answered.
-    test_echonetLiteFindsAndReadsTheMeter.todo = (
-        FailTest, "the node answers to the request's source port, not to 3610")
-
     @defer.inlineCallbacks
     def test_floodFromThreeSources(self):
         """

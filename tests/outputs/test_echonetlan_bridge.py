@@ -163,6 +163,13 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(scale.to_kwh(M.decode_energy_raw(answer.get(M.ENERGY_NORMAL))),
                          self.poller.store.energy.energy_normal_kwh)
 
+    def test_answersGoToThePort3610(self):
+        """An answer goes to the asker's port 3610, and to the port it asked from if another."""
+        self.bridge.received(get([M.POWER]), ("192.0.2.9", 23610))
+        self.bridge.received(get([M.POWER], tid=2), A)
+        to = [addr for _, addr in self.socket.sent[1:]]
+        self.assertEqual(to, [("192.0.2.9", 3610), ("192.0.2.9", 23610), A])
+
     def test_relayedThroughTheSession(self):
         """E2 goes to the meter in one frame; its answer is the meter's, to the asker."""
         before = self.loop.sent.count("SKSENDTO")

@@ -189,8 +189,16 @@ class EchonetLanBridge(service.Service):
 
     def _reply(self, answer: Answer, esv: str, addr: tuple) -> None:
         self.answered[(esv, answer.outcome)] += 1
-        to = (self.group, self.port_number) if answer.multicast else addr
-        self._send(answer.frame, to)
+        if answer.multicast:
+            self._send(answer.frame, (self.group, self.port_number))
+            return
+        # Answers go to the asker's ECHONET Lite port: controllers such as
+        # npm's echonet-lite send from a socket they close at once and
+        # listen on 3610 only.  One that asked from a port of its own (a
+        # script, a tool) listens there: it gets the answer there too.
+        self._send(answer.frame, (addr[0], self.port_number))
+        if addr[1] != self.port_number:
+            self._send(answer.frame, addr)
 
     def _send(self, frame: Union[F.Frame, bytes], to: tuple) -> None:
         if self._port is None:
