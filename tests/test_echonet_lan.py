@@ -19,7 +19,6 @@ nothing).  The client scripts are in C{tests/lan/}; the npm packages come
 from C{python -m tests.lanclients install}.
 """
 
-import glob
 import json
 import os
 import socket
@@ -29,9 +28,10 @@ from typing import Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, threads
-from twisted.trial.unittest import FailTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests import lanclients, netns
+from tests.cli.test_flood import data_log_records
 from tests.cli.test_twist import twist_env
 from tests.emuloop import pinned
 from tests.mosquitto import wait_for
@@ -145,11 +145,7 @@ class LanService:
 
     def logged_records(self) -> list:
         """@return: every line of the data log, decoded (a torn line raises)."""
-        records = []
-        for path in sorted(glob.glob(os.path.join(self.data, "*.jsonl"))):
-            with open(path, "rb") as f:
-                records.extend(json.loads(line) for line in f if line.strip())
-        return records
+        return data_log_records(self.data)
 
 
 def scaled(count: int, coefficient: int, unit: int) -> float:

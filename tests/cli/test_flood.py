@@ -69,6 +69,15 @@ def metrics(port: int, timeout: float = 2.0) -> dict:
     return values
 
 
+def data_log_records(directory: str) -> list:
+    """@return: every line of the data log in C{directory}, decoded (a torn line raises)."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.jsonl"))):
+        with open(path, "rb") as f:
+            records.extend(json.loads(line) for line in f if line.strip())
+    return records
+
+
 class Twist:
     """
     C{twist smartmeter} on the emulator in a subprocess, under a low
@@ -127,11 +136,7 @@ class Twist:
 
     def logged_records(self) -> list:
         """@return: every line of the data log, decoded (a torn line raises)."""
-        records = []
-        for path in sorted(glob.glob(os.path.join(self.data, "*.jsonl"))):
-            with open(path, "rb") as f:
-                records.extend(json.loads(line) for line in f if line.strip())
-        return records
+        return data_log_records(self.data)
 
 
 class Flood:
