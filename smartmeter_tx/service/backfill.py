@@ -59,7 +59,7 @@ class Backfill:
     @ivar slots: slot start (aware, JST) -> L{model.HistorySlot}, the slots logged
         within the window (for C{/history}).
     @ivar written: slots logged by this process.
-    @ivar frames: frames spent on history (the client's history_frames).
+    @ivar frames: frames spent on the meter's record.
     @ivar missing: slots still missing at the last look, or C{None} before
         the first (the window is known once the meter's clock is).
     @ivar report: what the log says of a fill (L{FillReport}).
@@ -214,7 +214,7 @@ class Backfill:
         @raise SmartMeterError: the read failed (the caller pauses).
         """
         budget = budget or Budget(self.clock, self.STEP_BUDGET)
-        before = client.history_frames
+        before = budget.frames
         try:
             meter_now = client.history.meter_now()
             read_at = client.history.clock_read_at
@@ -247,7 +247,7 @@ class Backfill:
                 readings, meter_now = await client.history.read_history_of(need.date(), budget)
                 until = model.slot_start(meter_now)
         finally:
-            spent = client.history_frames - before
+            spent = budget.frames - before  # its own (a relay may go out meanwhile)
             self.frames += spent
             # (each poll's step that finds nothing missing sends nothing)
             self.window.spend(self.clock.seconds(), spent)

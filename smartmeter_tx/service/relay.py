@@ -121,15 +121,14 @@ class MeterRelay:
         if not self.window.room(self.clock.seconds()):
             raise RelayRefused("this hour's frames for requests beyond the polls are spent")
         budget = Budget(self.clock, self.BUDGET)
-        before = client.frames
         try:
             return await budget.bound(client.exchange(
                 lambda tid: F.get_request(tid, epcs, deoj=deoj), budget,
                 may_join=False), "relaying a request to the meter")
         finally:
-            spent = client.frames - before
-            self.frames += spent
-            self.window.spend(self.clock.seconds(), spent)
+            # The relay's own frames (a poll may go out meanwhile).
+            self.frames += budget.frames
+            self.window.spend(self.clock.seconds(), budget.frames)
 
     def stop(self) -> None:
         """Abandon every relayed request: their callers get C{CancelledError}."""

@@ -173,9 +173,12 @@ class MeterRequests:
             except defer.TimeoutError:
                 raise StepTimeout(step) from None
             except (NotSent, SendFailed, EchonetTimeout):
-                self.history_frames += int(history)  # the module took it: it was on the air
+                # The module took it: it was on the air.
+                self.history_frames += int(history)
+                budget.sent()
                 raise
             self.history_frames += int(history)
+            budget.sent()
             return frame
         return await self.module.in_dialect(attempt)
 

@@ -77,6 +77,20 @@ class Budget:
         self.clock = clock
         self.deadline = clock.seconds() + seconds
         self.retries = retries
+        # Shared with the budgets derived from this one: one operation's count.
+        self._frames = [0]
+
+    @property
+    def frames(self) -> int:
+        """
+        Frames this operation put on the air (SKSENDTOs the module took),
+        whatever else the connection sends meanwhile.
+        """
+        return self._frames[0]
+
+    def sent(self) -> None:
+        """Count one frame of this operation on the air."""
+        self._frames[0] += 1
 
     def __repr__(self) -> str:
         return f"<Budget {self.remaining():.1f} s left>"
@@ -89,6 +103,7 @@ class Budget:
         """
         budget = Budget(self.clock, 0.0, retries)
         budget.deadline = self.deadline
+        budget._frames = self._frames
         return budget
 
     def remaining(self) -> float:

@@ -184,6 +184,18 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(self.relay.frames, 1)
         self.assertEqual(self.window.spent(self.loop.clock.seconds()), 1)
 
+    def test_relayCountsItsOwnFramesOnly(self):
+        """A poll that goes out while a relay waits for the meter is not the relay's frame."""
+        polls, sent = self.poller.stats.polls_answered, self.loop.sent.count("SKSENDTO")
+        self.loop.advance(30 - self.loop.clock.seconds() % 30 - 0.2)  # just before a tick
+        self.bridge.received(get([M.HISTORY_NORMAL]), A)
+        self.loop.advance(3)
+        self.assertEqual(self.poller.stats.polls_answered, polls + 1)
+        self.assertEqual(self.loop.sent.count("SKSENDTO") - sent, 2)
+        self.assertEqual(len(self.answers()), 1)
+        self.assertEqual((self.relay.frames, self.window.spent(self.loop.clock.seconds())),
+                         (1, 1))
+
     def test_identicalRequestsShareOneFrame(self):
         """Two controllers asking the same while it is under way: one frame, both answered."""
         before = self.loop.sent.count("SKSENDTO")
