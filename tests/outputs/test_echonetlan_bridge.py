@@ -167,8 +167,10 @@ class BridgeTests(SynchronousTestCase):
         """An answer goes to the asker's port 3610, and to the port it asked from if another."""
         self.bridge.received(get([M.POWER]), ("192.0.2.9", 23610))
         self.bridge.received(get([M.POWER], tid=2), A)
+        self.bridge.received(get([M.POWER], tid=3), ("127.0.0.1", 40000))  # 3610 is ours here
         to = [addr for _, addr in self.socket.sent[1:]]
-        self.assertEqual(to, [("192.0.2.9", 3610), ("192.0.2.9", 23610), A])
+        self.assertEqual(to, [("192.0.2.9", 23610), ("192.0.2.9", 3610), A,
+                              ("127.0.0.1", 40000)])
 
     def test_relayedThroughTheSession(self):
         """E2 goes to the meter in one frame; its answer is the meter's, to the asker."""

@@ -195,10 +195,13 @@ class EchonetLanBridge(service.Service):
         # Answers go to the asker's ECHONET Lite port: controllers such as
         # npm's echonet-lite send from a socket they close at once and
         # listen on 3610 only.  One that asked from a port of its own (a
-        # script, a tool) listens there: it gets the answer there too.
-        self._send(answer.frame, (addr[0], self.port_number))
+        # script, a tool) listens there: it gets the answer there too; on
+        # this host, where 3610 is ours, only there.
         if addr[1] != self.port_number:
             self._send(answer.frame, addr)
+            if addr[0].startswith("127."):
+                return
+        self._send(answer.frame, (addr[0], self.port_number))
 
     def _send(self, frame: Union[F.Frame, bytes], to: tuple) -> None:
         if self._port is None:
