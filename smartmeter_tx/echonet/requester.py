@@ -147,13 +147,16 @@ class EchonetRequester:
         frame = F.get_request(self.allocate_tid(), epcs, deoj=deoj)
         return self.request(frame, timeout)
 
-    def request(self, frame: F.Frame, timeout: float = 20.0) -> defer.Deferred[F.Frame]:
+    def request(self, frame: F.Frame, timeout: float = 20.0,
+                on_sent: Optional[Callable[[], None]] = None) -> defer.Deferred[F.Frame]:
         """
         Send C{frame} and wait for the frame that answers it.
 
         @param timeout: seconds from the send to the answer (the ECHONET AIF
             response timer is 20 s for one property; smaller is fine for a meter
             that answers in under a second).
+        @param on_sent: called once the module took the frame (it is on the
+            air), whatever comes of the request afterwards.
         @return: a Deferred that fires with the answering L{F.Frame} (a success
             or SNA response), or fails with L{SendFailed}, L{NotSent},
             L{EchonetTimeout} or an SK error from the protocol.  Cancelling
@@ -181,6 +184,8 @@ class EchonetRequester:
 
         def judged(reply: Reply) -> None:
             self.frames_sent += 1  # the module took it (a FAIL puts nothing on the air)
+            if on_sent is not None:
+                on_sent()
             events = [e for e in reply.events if e.num == EventNum.UDP_SENT]
             param = events[-1].param if events else None
             if param == SendResult.FAILED:

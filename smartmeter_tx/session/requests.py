@@ -163,23 +163,21 @@ class MeterRequests:
             self.requester.meter_addr = self.link.ipaddr
             self.module.steps.append("SKSENDTO")
             request = build(self.requester.allocate_tid())
-            d = self.requester.request(request, timeout=min(self.ATTEMPT_TIMEOUT, left))
+            history = not _HISTORY_EPCS.isdisjoint(request.epcs)
+
+            def on_air() -> None:
+                # Counted when the module takes it, whatever comes after.
+                self.history_frames += int(history)
+                budget.sent()
+            d = self.requester.request(request, timeout=min(self.ATTEMPT_TIMEOUT, left),
+                                       on_sent=on_air)
             # The SKSENDTO itself may hang on a stuck module: the whole exchange,
             # not only the wait after OK, must end within the budget.
             d.addTimeout(left, self.clock)
-            history = not _HISTORY_EPCS.isdisjoint(request.epcs)
             try:
-                frame = await d
+                return await d
             except defer.TimeoutError:
                 raise StepTimeout(step) from None
-            except (NotSent, SendFailed, EchonetTimeout):
-                # The module took it: it was on the air.
-                self.history_frames += int(history)
-                budget.sent()
-                raise
-            self.history_frames += int(history)
-            budget.sent()
-            return frame
         return await self.module.in_dialect(attempt)
 
     async def exchange(self, build: Callable[[int], F.Frame], budget: Budget,
