@@ -249,7 +249,7 @@ def _echonet_lan(settings: Settings, poller, view, window, reactor):
     assert settings.echonet_lan is not None  # (asked for)
     return EchonetLanBridge(settings.echonet_lan, view, relay, reactor,
                             Freshness.for_schedule(settings.interval, settings.energy_interval),
-                            cannot_listen=cannot_listen)
+                            cannot_listen=cannot_listen, wall=poller.wall_clock)
 
 
 def _add_outputs(settings: Settings, top, view, reactor, service_wall_clock, wall_clock,

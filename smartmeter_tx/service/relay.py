@@ -5,10 +5,11 @@ the meter through the service's one session, on the service's terms.
 
 Those terms: one relayed request on the air at a time, and only after the
 poll now running (a poll never waits behind a relay); never a join (the
-poller decides when to join); never while sends are held (EVENT 29/32); and
-within the hour's frames beyond the polls, the L{FrameWindow} the backfill
-spends from too.  Identical requests that arrive while one is under way
-share its answer and cost nothing more.
+poller decides when to join); never while sends are held (EVENT 29/32); all
+within L{MeterRelay.BUDGET} of the request's arrival; and within the hour's
+frames beyond the polls, the L{FrameWindow} the backfill spends from too, of
+which relays may take half.  Identical requests that arrive while one is
+under way share its answer and cost nothing more.
 """
 
 from __future__ import annotations
@@ -46,10 +47,16 @@ class MeterRelay:
     @ivar shared: requests answered by another's relay (no frame of their own).
     """
 
-    #: Seconds one relayed request may take, resends included.
+    #: Seconds one relayed request may take from its arrival: the wait for
+    #: the poll and the requests ahead of it, and its resends.
     BUDGET = 10.0
     #: Requests waiting at most (one on the air, the others queued behind it).
     QUEUE = 8
+    #: Askers sharing one request at most.
+    SHARERS = 16
+    #: Frames an hour at most for relays, so that the backfill always keeps
+    #: the rest of the window.
+    FRAMES_PER_HOUR = 60
 
     def __init__(self, client: Callable[[], Optional[BRouteClient]],
                  busy: Callable[[], Optional[defer.Deferred[None]]],
@@ -66,6 +73,7 @@ class MeterRelay:
         self._held = held
         self.clock = clock
         self.window = window
+        self.own = FrameWindow(self.FRAMES_PER_HOUR)
         self._lock = defer.DeferredLock()
         self._waiting: dict[_Key, list[defer.Deferred[F.Frame]]] = {}
         self._running: set[defer.Deferred[F.Frame]] = set()
@@ -84,13 +92,18 @@ class MeterRelay:
         key = (deoj, tuple(epcs))
         mine: defer.Deferred[F.Frame] = defer.Deferred()
         if key in self._waiting:
+            if len(self._waiting[key]) >= self.SHARERS:
+                return defer.fail(RelayRefused(f"{self.SHARERS} askers wait for this answer"))
             self.shared += 1
             self._waiting[key].append(mine)
             return mine
         if len(self._waiting) >= self.QUEUE:
             return defer.fail(RelayRefused(f"{self.QUEUE} requests are waiting for the meter"))
         self._waiting[key] = [mine]
-        run = self._lock.run(lambda: defer.Deferred.fromCoroutine(self._send(key)))
+        budget = Budget(self.clock, self.BUDGET)
+        run = budget.bound(self._lock.run(
+            lambda: defer.Deferred.fromCoroutine(self._send(key, budget))),
+            "relaying a request to the meter")
         self._running.add(run)
         run.addBoth(self._answered, key, run)
         return mine
@@ -107,7 +120,11 @@ class MeterRelay:
             else:
                 d.callback(result)
 
-    async def _send(self, key: _Key) -> F.Frame:
+    async def _send(self, key: _Key, budget: Budget) -> F.Frame:
+        """
+        The request, once the poll under way is over, in what is left of
+        C{budget} (which L{request} armed when it came).
+        """
         deoj, epcs = key
         busy = self._busy()
         if busy is not None:
@@ -118,17 +135,17 @@ class MeterRelay:
         held = self._held()
         if held:
             raise RelayRefused(f"sends are held: {held}")
-        if not self.window.room(self.clock.seconds()):
-            raise RelayRefused("this hour's frames for requests beyond the polls are spent")
-        budget = Budget(self.clock, self.BUDGET)
+        now = self.clock.seconds()
+        if not (self.window.room(now) and self.own.room(now)):
+            raise RelayRefused("this hour's frames for requests from the LAN are spent")
         try:
-            return await budget.bound(client.exchange(
-                lambda tid: F.get_request(tid, epcs, deoj=deoj), budget,
-                may_join=False), "relaying a request to the meter")
+            return await client.exchange(lambda tid: F.get_request(tid, epcs, deoj=deoj),
+                                         budget, may_join=False)
         finally:
             # The relay's own frames (a poll may go out meanwhile).
             self.frames += budget.frames
             self.window.spend(self.clock.seconds(), budget.frames)
+            self.own.spend(self.clock.seconds(), budget.frames)
 
     def stop(self) -> None:
         """Abandon every relayed request: their callers get C{CancelledError}."""

@@ -6,6 +6,7 @@ real controllers are in C{tests/test_echonet_lan.py}.
 """
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IMulticastTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
+from smartmeter_tx.errors import StepTimeout
 from smartmeter_tx.outputs.echonetlan.bridge import GROUP, PORT, EchonetLanBridge
 from smartmeter_tx.outputs.echonetlan.node import Freshness
 from smartmeter_tx.outputs.exposition import exposition
@@ -21,6 +23,7 @@ from smartmeter_tx.outputs.web import SourcesCollector
 from smartmeter_tx.service.interfaces import IMetricsSource, IRecordReceiver
 from smartmeter_tx.service.radio import FrameWindow
 from smartmeter_tx.service.relay import MeterRelay
+from smartmeter_tx.session.steps import Budget
 from tests.emuloop import Loop
 from tests.service.test_poller import make_poller
 
@@ -292,6 +295,50 @@ class BridgeTests(SynchronousTestCase):
                          before)
         self.assertEqual(self.answers()[0].esv, F.GET_SNA)
 
+    def test_sharersCapped(self):
+        """One question asked over and over while it is under way: a bounded number share it."""
+        for tid in range(MeterRelay.SHARERS + 3):
+            self.bridge.received(get([M.HISTORY_NORMAL], tid=tid), A)
+        refused = [f for f in self.answers() if f.esv == F.GET_SNA]
+        self.assertEqual(len(refused), 3)  # at once, past the first and its sharers
+        self.loop.advance(3)
+        self.assertEqual(self.bridge.answered[("Get", "shared")], MeterRelay.SHARERS - 1)
+
+    def test_relaysLeaveTheBackfillItsHalf(self):
+        """Relays stop at their half of the hour's window; the backfill keeps the rest."""
+        self.relay.own.spend(self.loop.clock.seconds(), MeterRelay.FRAMES_PER_HOUR)
+        before = self.loop.sent.count("SKSENDTO")
+        self.bridge.received(get([M.HISTORY_NORMAL]), A)
+        self.loop.advance(3)
+        self.assertEqual(self.loop.sent.count("SKSENDTO"), before)
+        self.assertEqual(self.answers()[0].esv, F.GET_SNA)
+        self.assertTrue(self.window.room(self.loop.clock.seconds()))
+
+    def test_infRequestsToTheGroupLimited(self):
+        """An INF_REQ is answered to the whole group once every 3 s a source; past it, INF_SNA."""
+        for tid in (1, 2):
+            self.bridge.received(get([M.POWER], tid=tid, esv=F.INF_REQ), A)
+        group = [f for f, to in self.socket.sent if to == (GROUP, PORT) and f.seoj == F.METER]
+        self.assertEqual([f.tid for f in group], [1])
+        self.assertEqual([(f.tid, f.esv) for f in self.answers()], [(2, F.INF_SNA)])
+
+    def test_aToolOnOurAddressAnswered(self):
+        """From our own address but another port (a tool on this host): answered there only."""
+        self.bridge.received(get([M.POWER]), (OURS, 40000))
+        self.assertEqual([to for _, to in self.socket.sent[1:]], [(OURS, 40000)])
+
+    def test_silentMeterFramesCounted(self):
+        """Each frame the module took counts, even when the meter never answers it."""
+        self.loop.advance(31 - self.loop.clock.seconds())  # the poll at 30 s is over
+        self.loop.emulator.radio.loss = 1.0
+        before = self.loop.sent.count("SKSENDTO")
+        self.bridge.received(get([M.HISTORY_NORMAL]), A)
+        self.loop.advance(15)  # (the next poll is at 60 s)
+        sent = self.loop.sent.count("SKSENDTO") - before
+        self.assertGreater(sent, 1)
+        self.assertEqual(self.relay.frames, sent)
+        self.assertEqual(self.answers()[0].esv, F.GET_SNA)
+
     def test_stopAbandonsRelays(self):
         """A stop abandons a relay under way: nothing answered, nothing logged as failed."""
         self.bridge.received(get([M.HISTORY_NORMAL]), A)
@@ -299,6 +346,19 @@ class BridgeTests(SynchronousTestCase):
         self.loop.advance(3)
         self.assertEqual(self.answers(), [])
         self.assertTrue(self.socket.stopped)
+
+
+class RelayDeadlineTests(SynchronousTestCase):
+    def test_boundedFromArrival(self):
+        """A relay behind a poll that does not end (a long join) is refused within its budget."""
+        clock = Clock()
+        relay = MeterRelay(lambda: None, lambda: defer.Deferred(), lambda: None, clock,
+                           FrameWindow())
+        failures = []
+        relay.request((M.HISTORY_NORMAL,)).addErrback(failures.append)
+        clock.advance(MeterRelay.BUDGET + Budget.GRACE)
+        self.assertEqual(len(failures), 1)
+        self.assertTrue(failures[0].check(StepTimeout))
 
 
 class PortTakenTests(SynchronousTestCase):

@@ -5,6 +5,8 @@ as the meter said them, only while fresh; what is not fresh is for the
 meter; nothing is invented; Sets are refused.
 """
 
+import datetime
+
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,6 +15,7 @@ from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.outputs.echonetlan.node import (
     STATIC, Answer, Drop, Freshness, LanNode, Relay, SourceLimiter, encode_property_map,
     identification_number)
+from smartmeter_tx.model import JST
 from smartmeter_tx.service.meterprops import MeterProperties
 
 MAC = "C0F945004012A3F1"
@@ -255,3 +258,64 @@ class GarbageTests(SynchronousTestCase):
             decision.frame.encode()
         if isinstance(decision, Relay):
             self.node.answer(decision, None).frame.encode()
+
+
+class ReviewedTests(SynchronousTestCase):
+    """What the node does with time passing, refusals and who it is."""
+
+    def setUp(self):
+        self.clock = Clock()
+        # 2024-06-01 12:10 JST.
+        self.wall = [datetime.datetime(2024, 6, 1, 12, 10, tzinfo=JST).timestamp()]
+        self.said = MeterProperties()
+        self.link_mac = [None]
+        self.node = LanNode(self.said, self.clock, Freshness(live=60, energy=330),
+                            wall=lambda: self.wall[0], mac=lambda: self.link_mac[0])
+
+    def heard(self, *pairs):
+        self.said.heard(pairs, self.clock.now, MAC)
+
+    def test_relayedAnswerTakesFreshValuesAgain(self):
+        """A relay that waited (behind a poll, say) answers with the values as they stand then."""
+        self.heard(*POLL)
+        relay = self.node.decide(get([M.POWER, M.HISTORY_NORMAL]))
+        self.assertEqual(relay.known, {M.POWER: POLL[0][1]})
+        self.clock.now += 61  # E7 went stale while the relay waited...
+        meter = F.Frame(3, F.METER, F.CONTROLLER, F.GET_RES,
+                        (F.Property(M.HISTORY_NORMAL, b"\x00\x01"),))
+        self.assertEqual(self.node.answer(relay, meter).frame.get(M.POWER), None)
+        self.heard((M.POWER, b"\x00\x00\x01\x00"))  # ... and a poll renewed it
+        self.assertEqual(self.node.answer(relay, meter).frame.get(M.POWER), b"\x00\x00\x01\x00")
+
+    def test_fixedFreshOnlyInItsHalfHour(self):
+        """EA of 12:00 is served until 12:30 (Japan's time), then asked of the meter again."""
+        ea = bytes.fromhex("07E806010C000000000A36C4")[:11]
+        self.heard((M.FIXED_NORMAL, ea))
+        self.assertIsInstance(self.node.decide(get([M.FIXED_NORMAL])), Answer)
+        self.wall[0] += 20 * 60 + 1  # 12:30:01: the meter's EA is of 12:30 now
+        self.assertIsInstance(self.node.decide(get([M.FIXED_NORMAL])), Relay)
+        self.heard((M.FIXED_NORMAL, b"\xff" * 11))  # a meter without a clock yet
+        self.assertIsInstance(self.node.decide(get([M.FIXED_NORMAL])), Relay)
+
+    def test_refusalAskedAgainLater(self):
+        """What the meter could not give is refused from memory for an hour, then asked again."""
+        self.heard((M.COEFFICIENT, b""))
+        self.assertIsInstance(self.node.decide(get([M.COEFFICIENT])), Answer)
+        self.clock.now += 3601
+        self.assertIsInstance(self.node.decide(get([M.COEFFICIENT])), Relay)
+
+    def test_identificationFromTheSavedMac(self):
+        """0x83 comes from the saved link's MAC before the meter has said anything."""
+        self.link_mac[0] = MAC
+        self.assertEqual(self.node.node_profile()[0x83], identification_number(MAC))
+
+    def test_setGetWithoutSetsRefused(self):
+        """A SetGet of Gets only is refused too; a SetGet's answer is not a request."""
+        data = (F.EHD + b"\x00\x09" + bytes.fromhex("05FF01028801") + bytes((F.SETGET, 0))
+                + b"\x01\xe7\x00")
+        answer = self.node.decide(data)
+        self.assertIsInstance(answer, Answer)
+        self.assertEqual(answer.frame[10:], bytes((F.SETGET_SNA, 0)) + b"\x01\xe7\x00")
+        for esv in (F.SETGET_RES, F.SETGET_SNA):
+            self.assertEqual(self.node.decide(data[:10] + bytes((esv,)) + data[11:]),
+                             Drop("not_request"))

@@ -14,6 +14,7 @@ no authentication: it is for a trusted LAN.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Callable, Optional, Union
 
@@ -70,10 +71,12 @@ class EchonetLanBridge(service.Service):
     def __init__(self, address: str, view: ServiceView, relay: MeterRelay, reactor,
                  freshness: Freshness = Freshness(), port: int = PORT,
                  group: str = GROUP,
-                 cannot_listen: Optional[Callable[[str], None]] = None) -> None:
+                 cannot_listen: Optional[Callable[[str], None]] = None,
+                 wall: Callable[[], float] = time.time) -> None:
         """
         @param address: the IPv4 address of the interface to serve on, or
             C{0.0.0.0} for the system's default.
+        @param wall: the wall clock (which half-hour an EA/EB is of).
         @param cannot_listen: called with why when the port is taken (the
             service ends); by default the error is raised.
         """
@@ -84,8 +87,11 @@ class EchonetLanBridge(service.Service):
         self.reactor = reactor
         self.port_number = port
         self.group = group
-        self.node = LanNode(view.store.properties, view.clock.seconds, freshness)
+        self.node = LanNode(view.store.properties, view.clock.seconds, freshness, wall=wall,
+                            mac=lambda: view.link.mac if view.link is not None else None)
         self.limiter = SourceLimiter(LIMIT)
+        # An INF_REQ is answered to the whole group: one a source every 3 s.
+        self.announcing = SourceLimiter(LIMIT)
         # Zeros from the start, so that a rate over them is defined at once.
         self.answered: Counter = Counter({("Get", o): 0 for o in OUTCOMES})
         self.dropped: Counter = Counter({r: 0 for r in DROPS})
@@ -116,7 +122,9 @@ class EchonetLanBridge(service.Service):
         transport = IMulticastTransport(self._port)
         transport.setLoopbackMode(False)  # never hear ourselves
         if interface:
-            transport.setOutgoingInterface(interface)
+            transport.setOutgoingInterface(interface).addErrback(
+                lambda f: self.log.warn("cannot send multicast from {address}: {error}",
+                                        address=interface, error=f.getErrorMessage()))
         transport.joinGroup(self.group, interface or "0.0.0.0").addErrback(
             lambda f: self.log.warn("cannot join {group}: {error}", group=self.group,
                                     error=f.getErrorMessage()))
@@ -152,7 +160,7 @@ class EchonetLanBridge(service.Service):
     def received(self, data: bytes, addr: tuple) -> None:
         """One datagram from C{addr}: answered, relayed or dropped (counted)."""
         source = addr[0]
-        if source == self.address:
+        if (source, addr[1]) == (self.address, self.port_number):
             self.dropped["own"] += 1
             return
         decision = self.node.decide(data)
@@ -160,10 +168,12 @@ class EchonetLanBridge(service.Service):
             self.dropped[decision.reason] += 1
             return
         esv = F.ESV_NAMES.get(data[10], "?")
+        now = self.view.clock.seconds()
         if isinstance(decision, Answer):
+            if decision.multicast and not self.announcing.allow(source, now):
+                decision = self.node.refused(decision)
             self._reply(decision, esv, addr)
-        elif self.relay.busy_with(decision.epcs) or self.limiter.allow(
-                source, self.view.clock.seconds()):
+        elif self.relay.busy_with(decision.epcs) or self.limiter.allow(source, now):
             self._relay(decision, esv, addr)
         else:
             # Past its source's limit: what is not fresh is refused (PDC 0).
@@ -199,7 +209,7 @@ class EchonetLanBridge(service.Service):
         # this host, where 3610 is ours, only there.
         if addr[1] != self.port_number:
             self._send(answer.frame, addr)
-            if addr[0].startswith("127."):
+            if addr[0].startswith("127.") or addr[0] == self.address:
                 return
         self._send(answer.frame, (addr[0], self.port_number))
 

@@ -13,9 +13,11 @@ Set of any kind is refused, for the bridge never changes the meter.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional, Union
 
+from smartmeter_tx import model
 from smartmeter_tx.echonet import frame as F
 from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.errors import FrameError
@@ -48,6 +50,7 @@ _METERS = (F.METER, F.METER & ~0xFF)
 #: Answers by request: (success, refusal).
 _ANSWERS = {F.GET: (F.GET_RES, F.GET_SNA), F.INF_REQ: (F.INF, F.INF_SNA)}
 _REFUSALS = {F.SETC: F.SETC_SNA, F.SETI: F.SETI_SNA}
+_SETGET_ANSWERS = frozenset((F.SETGET_RES, F.SETGET_SNA))
 #: Every ESV ECHONET Lite defines (for telling "unknown" from "not a request").
 _KNOWN_ESVS = frozenset(F.ESV_NAMES)
 
@@ -84,12 +87,15 @@ class Freshness:
 
     @ivar live: power and current (E7, E8): the polls renew them.
     @ivar energy: the cumulative counters (E0, E3).
-    @ivar fixed: the counters at the last :00 or :30 (EA, EB).
+    @ivar fixed: the counters at the last :00 or :30 (EA, EB), and only
+        while the half-hour they are of is the current one (L{LanNode}).
     """
 
     live: float = 60.0
     energy: float = 330.0
     fixed: float = 1800.0
+    #: What the meter could not give (PDC 0) is asked again after this long.
+    refused: float = 3600.0
 
     @classmethod
     def for_schedule(cls, interval: float, energy_interval: float) -> "Freshness":
@@ -148,17 +154,24 @@ class LanNode:
     @ivar properties: the meter's last words (L{MeterProperties}).
     @ivar now: the service's clock.
     @ivar freshness: see L{Freshness}.
+    @ivar wall: the wall clock (epoch seconds): an EA/EB is fresh while its
+        own time is the start of Japan's current half-hour.
+    @ivar mac: the meter's MAC, where the node's 0x83 comes from.
     """
 
     properties: MeterProperties
     now: Callable[[], float]
     freshness: Freshness = field(default_factory=Freshness)
+    #: Japan's time now, as epoch seconds (for EA/EB's half-hour).
+    wall: Callable[[], float] = field(default=lambda: 0.0)
+    #: The meter's MAC as the service knows it (its state file), for 0x83.
+    mac: Callable[[], Optional[str]] = field(default=lambda: None)
 
     def node_profile(self) -> dict[int, bytes]:
         """The node profile's properties, by EPC."""
         values = {
             0x80: b"\x30", 0x82: NODE_VERSION,
-            0x83: identification_number(self.properties.mac), 0x8A: MAKER_CODE,
+            0x83: identification_number(self.mac() or self.properties.mac), 0x8A: MAKER_CODE,
             0x8C: PRODUCT_CODE,
             0x9D: encode_property_map((0x80, M.INSTANCE_LIST)), 0x9E: encode_property_map(()),
             0xD3: b"\x00\x00\x01", 0xD4: b"\x00\x02",
@@ -186,6 +199,8 @@ class LanNode:
 
     def decide(self, data: bytes) -> Decision:
         """What to do with the datagram C{data} from a controller."""
+        if len(data) >= 12 and data[:2] == F.EHD and data[10] in _SETGET_ANSWERS:
+            return Drop("not_request")  # (Frame.decode takes no SetGet frames)
         if len(data) >= 12 and data[:2] == F.EHD and data[10] == F.SETGET:
             return self._setget(data)
         try:
@@ -210,18 +225,39 @@ class LanNode:
                                                   if e in values})
         return self._meter(request)
 
+    def fresh(self, epc: int) -> Optional[bytes]:
+        """
+        @return: what the meter said of C{epc} while it still stands for
+            what it would say now (empty: it could not give it), else C{None}.
+        """
+        if epc == _SET_MAP:
+            return encode_property_map(())  # nothing is set through us
+        said = self.properties.get(epc)
+        age = self.freshness.max_age(epc)
+        if said is None or age is None:
+            return None
+        if not said.edt:
+            age = min(age, self.freshness.refused)
+        elif epc in FIXED and not self._this_half_hour(said.edt):
+            return None
+        return said.edt if self.now() - said.at <= age else None
+
+    def _this_half_hour(self, edt: bytes) -> bool:
+        """Whether an EA/EB is of the half-hour that began last (Japan's time)."""
+        try:
+            stamp = M.decode_fixed_time(edt).timestamp
+        except FrameError:
+            return False
+        now = datetime.datetime.fromtimestamp(self.wall(), model.JST).replace(tzinfo=None)
+        return stamp == model.slot_start(now)
+
     def _meter(self, request: F.Frame) -> Decision:
         known: dict = {}
         wanted = []
-        now = self.now()
         for epc in request.epcs:
-            if epc == _SET_MAP:
-                known[epc] = encode_property_map(())  # nothing is set through us
-                continue
-            said = self.properties.get(epc)
-            age = self.freshness.max_age(epc)
-            if said is not None and age is not None and now - said.at <= age:
-                known[epc] = said.edt
+            edt = self.fresh(epc)
+            if edt is not None:
+                known[epc] = edt
             elif epc not in wanted:
                 wanted.append(epc)
         if wanted:
@@ -238,12 +274,21 @@ class LanNode:
         The answer to C{relay.request}: what was known, and what the meter
         answered (C{None}: it did not, and those properties get PDC 0).
         """
-        known = dict(relay.known)
+        # What was fresh when the request came may not be by now (the
+        # relay waited for a poll): taken again, as it stands now.
+        known = {epc: edt for epc in relay.known if (edt := self.fresh(epc)) is not None}
         if meter is not None:
             for p in meter.properties:
                 if p.epc in relay.epcs:
                     known[p.epc] = p.edt
         return self._answered(relay.request, F.METER, known)
+
+    def refused(self, answer: Answer) -> Answer:
+        """C{answer} (an INF to the group) refused instead: INF_SNA to the asker, PDC 0."""
+        frame = answer.frame
+        assert isinstance(frame, F.Frame)
+        return Answer(F.Frame(frame.tid, frame.seoj, frame.deoj, F.INF_SNA,
+                              tuple(F.Property(p.epc) for p in frame.properties)), "refused")
 
     def _answered(self, request: F.Frame, ours: int, known: dict) -> Answer:
         props = tuple(F.Property(epc, known.get(epc, b"")) for epc in request.epcs)
@@ -263,7 +308,7 @@ class LanNode:
             gets, end = _property_list(data, rest)
         except FrameError:
             return Drop("malformed")
-        if end != len(data) or not sets:
+        if end != len(data):
             return Drop("malformed")
         ours = F.NODE_PROFILE if deoj in _NODE_PROFILES else F.METER
         out = bytearray(data[:4]) + ours.to_bytes(3, "big") + data[4:7]
