@@ -24,6 +24,7 @@ from smartmeter_tx.service.interfaces import IMetricsSource, IRecordReceiver
 from smartmeter_tx.service.radio import FrameWindow
 from smartmeter_tx.service.relay import MeterRelay
 from smartmeter_tx.session.steps import Budget
+from smartmeter_tx.sk.values import Dialect
 from tests.emuloop import Loop
 from tests.service.test_poller import make_poller
 
@@ -107,8 +108,12 @@ def get(epcs, tid=1, deoj=F.METER, esv=F.GET) -> bytes:
 
 
 class BridgeTests(SynchronousTestCase):
+    """The node on a standard-dialect module (BP35A1-like)."""
+
+    dialect = Dialect.STANDARD
+
     def setUp(self):
-        self.loop = Loop()
+        self.loop = Loop(dialect=self.dialect)
         self.addCleanup(self.loop.stop)
         self.poller = make_poller(self.loop)
         self.window = FrameWindow(120)
@@ -346,6 +351,12 @@ class BridgeTests(SynchronousTestCase):
         self.loop.advance(3)
         self.assertEqual(self.answers(), [])
         self.assertTrue(self.socket.stopped)
+
+
+class DseBridgeTests(BridgeTests):
+    """The same on a DSE-dialect module (BP35C2-like): relays go out in its SKSENDTO."""
+
+    dialect = Dialect.DSE
 
 
 class RelayDeadlineTests(SynchronousTestCase):
