@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import http.client
 import os
 import re
 import select
@@ -68,6 +67,7 @@ sys.path.insert(0, ROOT)
 
 from tests.cli.test_twist import twist_env  # noqa: E402
 from tests.emuloop import pinned  # noqa: E402
+from tests.test_echonet_lan import UnixHTTPConnection  # noqa: E402
 
 #: Set when the script runs itself again in a new namespace: the namespace it left.
 FROM = "BENCH_ECHONET_LAN_FROM"
@@ -228,17 +228,6 @@ class Controllers:
 # -- the service -------------------------------------------------------------------------
 
 
-class _UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
 def _die_with_parent() -> None:
     """In the service's process: SIGKILL when this script dies, so it never outlives it."""
     try:
@@ -286,7 +275,7 @@ class Service:
 
     def metrics(self, timeout: float = 5.0) -> dict:
         """@return: C{{(name, ((label, value), ...)): value}} of C{/metrics}."""
-        connection = _UnixHTTP(f"/proc/self/fd/{self._fd}/http.sock", timeout)
+        connection = UnixHTTPConnection(f"/proc/self/fd/{self._fd}/http.sock", timeout)
         try:
             connection.request("GET", "/metrics")
             text = connection.getresponse().read().decode("utf-8")

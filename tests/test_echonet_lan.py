@@ -65,8 +65,8 @@ DROPPED = "smartmeter_echonet_lan_dropped_total"
 REQUESTS = "smartmeter_echonet_lan_requests_total"
 
 
-class _UnixHTTPConnection(HTTPConnection):
-    """HTTP over the service's Unix socket."""
+class UnixHTTPConnection(HTTPConnection):
+    """HTTP over the service's Unix socket (bench/echonet_lan.py uses it too)."""
 
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -115,7 +115,7 @@ class LanService:
     def get(self, path: str, timeout: float = 5.0) -> bytes:
         """GET C{path} over the socket, reached through the directory's descriptor."""
         socket_path = f"/proc/self/fd/{self._directory_fd}/{self.socket}"
-        connection = _UnixHTTPConnection(socket_path, timeout)
+        connection = UnixHTTPConnection(socket_path, timeout)
         try:
             connection.request("GET", path)
             response = connection.getresponse()

@@ -119,11 +119,6 @@ class BRouteClient:
         """SKSENDTOs sent again on this connection after the module was busy (ER10)."""
         return self.requests.busy_retries
 
-    @property
-    def history_frames(self) -> int:
-        """Frames of history requests (E5/E2/E4, ED/EC, 9F) on this connection."""
-        return self.requests.history_frames
-
     def add_frame_listener(self, listener: Callable[[F.Frame, V.RxUdp], None]) -> None:
         """
         Call C{listener(frame, rxudp)} for every unsolicited ECHONET frame from the

@@ -15,7 +15,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from smartmeter_tx.echonet import frame as F
-from smartmeter_tx.echonet import meter as M
 from smartmeter_tx.echonet.requester import EchonetRequester, EchonetTimeout, NotSent, SendFailed
 from smartmeter_tx.errors import NoSession, RateLimited, ReadFailed, SendsHeld, StepTimeout
 from smartmeter_tx.session.discovery import MeterDiscovery
@@ -30,10 +29,6 @@ from smartmeter_tx.sk.events import EventNum
 from smartmeter_tx.sk.protocol import SKStackProtocol
 
 __all__ = ["MeterRequests"]
-
-#: The EPCs of history requests (their frames are counted apart, for /metrics).
-_HISTORY_EPCS = frozenset((M.HISTORY_DAY, M.HISTORY_NORMAL, M.HISTORY_REVERSE, M.HISTORY2,
-                           M.HISTORY2_TIME, M.GET_MAP, M.METER_TIME, M.METER_DATE))
 
 #: FAIL codes of a module that is busy for a moment (UART input error,
 #: accepted but not executed): worth a retry.  Others mean a wrong command.
@@ -56,7 +51,6 @@ class MeterRequests:
     The requests of one connection.
 
     @ivar busy_retries: SKSENDTOs sent again after the module was busy (ER10).
-    @ivar history_frames: frames of history requests (E5/E2/E4, ED/EC, 9F).
     """
 
     log = Logger()
@@ -92,7 +86,6 @@ class MeterRequests:
         self.requester = requester
         self._prepare = prepare
         self.busy_retries = 0
-        self.history_frames = 0
         #: Called with every frame that answers an exchange (success or SNA).
         self.answer_listeners: list[Callable[[F.Frame], None]] = []
 
@@ -163,14 +156,10 @@ class MeterRequests:
             self.requester.meter_addr = self.link.ipaddr
             self.module.steps.append("SKSENDTO")
             request = build(self.requester.allocate_tid())
-            history = not _HISTORY_EPCS.isdisjoint(request.epcs)
-
-            def on_air() -> None:
-                # Counted when the module takes it, whatever comes after.
-                self.history_frames += int(history)
-                budget.sent()
+            # Counted on the operation's budget when the module takes it,
+            # whatever comes after.
             d = self.requester.request(request, timeout=min(self.ATTEMPT_TIMEOUT, left),
-                                       on_sent=on_air)
+                                       on_sent=budget.sent)
             # The SKSENDTO itself may hang on a stuck module: the whole exchange,
             # not only the wait after OK, must end within the budget.
             d.addTimeout(left, self.clock)

@@ -177,7 +177,7 @@ class EchonetLanBridge(service.Service):
             self._relay(decision, esv, addr)
         else:
             # Past its source's limit: what is not fresh is refused (PDC 0).
-            self._reply(self.node.answer(decision, None)._replace(outcome="refused"), esv, addr)
+            self._reply(self.node.answer(decision, None, "refused"), esv, addr)
 
     def _relay(self, relay: Relay, esv: str, addr: tuple) -> None:
         d = defer.Deferred.fromCoroutine(self._relayed(relay, esv, addr))
@@ -195,7 +195,7 @@ class EchonetLanBridge(service.Service):
         except SmartMeterError as e:
             self.log.debug("relayed request unanswered: {error}", error=e)
             outcome = "refused"
-        self._reply(self.node.answer(relay, meter)._replace(outcome=outcome), esv, addr)
+        self._reply(self.node.answer(relay, meter, outcome), esv, addr)
 
     def _reply(self, answer: Answer, esv: str, addr: tuple) -> None:
         self.answered[(esv, answer.outcome)] += 1

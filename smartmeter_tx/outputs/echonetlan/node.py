@@ -269,10 +269,12 @@ class LanNode:
             return Relay(request, tuple(wanted), known)
         return self._answered(request, F.METER, known)
 
-    def answer(self, relay: Relay, meter: Optional[F.Frame]) -> Answer:
+    def answer(self, relay: Relay, meter: Optional[F.Frame], outcome: str = "cache") -> Answer:
         """
         The answer to C{relay.request}: what was known, and what the meter
         answered (C{None}: it did not, and those properties get PDC 0).
+
+        @param outcome: how it came about, for C{/metrics} (L{Answer.outcome}).
         """
         # What was fresh when the request came may not be by now (the
         # relay waited for a poll): taken again, as it stands now.
@@ -281,7 +283,7 @@ class LanNode:
             for p in meter.properties:
                 if p.epc in relay.epcs:
                     known[p.epc] = p.edt
-        return self._answered(relay.request, F.METER, known)
+        return self._answered(relay.request, F.METER, known)._replace(outcome=outcome)
 
     def refused(self, answer: Answer) -> Answer:
         """C{answer} (an INF to the group) refused instead: INF_SNA to the asker, PDC 0."""
